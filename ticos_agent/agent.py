@@ -1,0 +1,474 @@
+"""The agent: owns config, storage, handlers, actuators, audio and the server.
+
+Native asyncio API::
+
+    from ticos_agent import Agent
+
+    agent = Agent({"server": {"port": 9999}})
+
+    @agent.on_function("get_weather")
+    async def weather(call):            # call.name, call.call_id, call.arguments
+        return {"sky": "clear"}         # becomes the call's outcome
+
+    @agent.on("response.done")
+    def done(event):                    # the event's JSON object
+        print(event["response"]["status"])
+
+    async with agent:                   # start in order, stop in reverse
+        await agent.wait_closed()
+
+Every registration returns its unsubscribe function (the decorator form returns the
+function itself; use ``agent.subscribe(...)`` for the unsubscribe function). Sync handlers
+run on one worker thread in arrival order, async ones as tasks; a handler that raises is
+logged with the event and its name and never stops intake.
+
+Start order: handlers, storage, actuators, audio, server. Stop: the reverse; storage is
+flushed last, after open conversations have been stored as ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from . import __version__, events
+from .config import Config, default_internal_dir, from_dict, load
+from .conversation import Conversation
+from .dispatch import Dispatcher
+from .errors import BadArguments, BadEvent, TicosError
+from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, Event, FunctionCall
+
+log = logging.getLogger("ticos_agent")
+
+MAX_SEEN_CALLS = 4096
+_reply_ids = itertools.count(1)
+
+
+class Connection:
+    """One peer of ``/realtime`` (or the HTTP intake), with its own conversation state."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, agent: Agent, ws: web.WebSocketResponse | None, peer: str):
+        self.id = next(self._ids)
+        self.name = f"{'ws' if ws is not None else 'http'}#{self.id}({peer})"
+        self.ws = ws
+        self.conversation = Conversation(agent.store, agent.dispatcher, name=self.name)
+
+    @property
+    def open(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    async def send_now(self, event: dict) -> bool:
+        if not self.open:
+            return False
+        try:
+            await self.ws.send_str(json.dumps(event))
+            return True
+        except (ConnectionError, RuntimeError) as exc:
+            log.warning("could not send %s to %s: %s", event.get("type"), self.name, exc)
+            return False
+
+
+class Agent:
+    def __init__(self, config: Config | dict | str | Path | None = None):
+        if isinstance(config, Config):
+            self.config = config
+        elif isinstance(config, dict):
+            self.config = from_dict(config)
+        else:
+            self.config = load(config)
+        self.dispatcher = Dispatcher()
+        self.store = None
+        self.actuators = None
+        self.audio = None
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.http_connection: Connection | None = None
+        self._connections: set[Connection] = set()
+        self._seen_calls: OrderedDict[str, None] = OrderedDict()
+        self._call_tasks: set[asyncio.Task] = set()
+        self._audio_response: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._started_at: float | None = None
+        self._closed = asyncio.Event()
+        self.port: int | None = None
+        self.storage_error: str | None = None
+
+    # --- registration -------------------------------------------------------------------
+
+    def subscribe(self, topic: str, fn: Callable) -> Callable[[], None]:
+        """Low-level registration; topics: ``event:<type>``, ``event:*``, ``function:<name>``,
+        ``function:*``, ``motion``, ``emotion``, ``conversation``."""
+        return self.dispatcher.subscribe(topic, fn)
+
+    def _register(self, topic: str, fn: Callable | None):
+        if fn is not None:
+            return self.subscribe(topic, fn)
+
+        def decorator(func: Callable) -> Callable:
+            self.subscribe(topic, func)
+            return func
+
+        return decorator
+
+    def on(self, event_type: str = "*", fn: Callable | None = None):
+        """Handler ``fn(event: dict)`` for one event type (either spelling) or ``"*"`` for all."""
+        return self._register(f"event:{events.GA_ALIASES.get(event_type, event_type)}", fn)
+
+    def on_function(self, name: str = "*", fn: Callable | None = None):
+        """Handler ``fn(call: FunctionCall) -> result`` for a function name, or ``"*"``."""
+        return self._register(f"function:{name}", fn)
+
+    def on_motion(self, fn: Callable | None = None):
+        """Handler ``fn(args: dict)`` for every validated ``motion`` (and ``motion_and_emotion``)."""
+        return self._register("motion", fn)
+
+    def on_emotion(self, fn: Callable | None = None):
+        return self._register("emotion", fn)
+
+    def on_conversation(self, fn: Callable | None = None):
+        """Handler ``fn(item_id, role, content)`` as ticos-client called it."""
+        return self._register("conversation", fn)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._closed = asyncio.Event()
+        self.dispatcher.start(asyncio.get_running_loop())
+        log.info("starting ticos-agent %s (config: %s)", __version__, cfg.source)
+        try:
+            await self._start_storage()
+            await self._start_actuators()
+            await self._start_audio()
+            self.http_connection = Connection(self, None, "http")
+            await self._start_server()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started_at = time.monotonic()
+        log.info("ready on ws://%s:%s/realtime", cfg.server.host, self.port)
+
+    async def _start_storage(self) -> None:
+        scfg = self.config.storage
+        if not scfg.enabled:
+            log.info("storage: disabled by config")
+            return
+        from .storage import SaveMode, open_store
+
+        self.store = await open_store(
+            SaveMode(scfg.mode),
+            tf_root=scfg.tf_root or None,
+            internal_dir=scfg.dir or default_internal_dir(),
+            db_filename=scfg.db_filename,
+        )
+        h = self.store.health()
+        log.info("storage: %s (%s%s)", h["path"], h["mode"], f", degraded: {h['reason']}" if h.get("reason") else "")
+
+    async def _start_actuators(self) -> None:
+        if self.config.actuators is None:
+            return
+        from .actuators import ActuatorSystem
+
+        self.actuators = ActuatorSystem(self.config.actuators)
+        await self.actuators.start()
+        if self.actuators.simulated:
+            log.warning("actuators: SIMULATED (no hardware configured or found); motions run on mock drivers")
+
+    async def _start_audio(self) -> None:
+        if self.config.audio is None:
+            return
+        from .audio import AudioPlayer
+
+        mouth = self.actuators.mouth_level if self.actuators is not None else None
+        self.audio = AudioPlayer(self.config.audio, on_level=mouth)
+        await self.audio.start()
+
+    async def _start_server(self) -> None:
+        from .server import make_app
+
+        scfg = self.config.server
+        self._runner = web.AppRunner(make_app(self), handle_signals=False, access_log=None,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, scfg.host, scfg.port, reuse_address=True)
+        await self._site.start()
+        server = self._site._server
+        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else scfg.port
+
+    async def stop(self) -> None:
+        log.info("stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes sockets; their conversations are stored
+            self._runner = None
+            log.info("server: stopped")
+        if self.http_connection is not None:
+            self.http_connection.conversation.close()
+        if self.audio is not None:
+            await self.audio.stop()
+            log.info("audio: stopped")
+        if self.actuators is not None:
+            self.actuators.interrupt(None)
+        if self._call_tasks:
+            await asyncio.wait(list(self._call_tasks), timeout=2.0)
+        if self.actuators is not None:
+            await self.actuators.stop()
+            log.info("actuators: stopped (safe state)")
+        if self.store is not None:
+            await self.store.close()
+            log.info("storage: flushed and closed")
+        await self.dispatcher.stop()
+        self._closed.set()
+        log.info("stopped")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # --- connections --------------------------------------------------------------------
+
+    def connect(self, ws: web.WebSocketResponse, peer: str) -> Connection:
+        conn = Connection(self, ws, peer)
+        self._connections.add(conn)
+        self.counters["connections_total"] += 1
+        log.info("connection %s opened", conn.name)
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        conn.conversation.close()
+        log.info("connection %s closed", conn.name)
+
+    async def close_connections(self) -> None:
+        for conn in list(self._connections):
+            if conn.ws is not None:
+                await conn.ws.close(code=1001, message=b"agent shutting down")
+
+    async def send(self, event: dict, connection: Connection | None = None) -> int:
+        """Send an event to the voice agent: one connection, or every open one. Returns how many."""
+        targets = [connection] if connection is not None and connection.open else list(self._connections)
+        sent = 0
+        for conn in targets:
+            sent += await conn.send_now(event)
+        return sent
+
+    # --- intake -------------------------------------------------------------------------
+
+    def ingest(self, frame: Any, conn: Connection) -> dict | None:
+        """Handle one frame. Returns an ``error`` event to send back, or ``None``."""
+        counters = self.counters
+        counters["events"] += 1
+        try:
+            event = events.parse(frame)
+        except BadEvent as exc:
+            return self._bad(exc, conn)
+        try:
+            self.dispatch(event, conn)
+        except BadEvent as exc:
+            return self._bad(exc, conn)
+        except Exception as exc:  # a bug must not take the socket down with it
+            log.exception("internal error handling %r from %s", event, conn.name)
+            return self._bad(BadEvent(f"internal error: {type(exc).__name__}", code="internal_error",
+                                      event_id=event.event_id), conn)
+        return None
+
+    def _bad(self, exc: BadEvent, conn: Connection) -> dict:
+        self.counters["errors"] += 1
+        log.warning("%s: rejected frame: %s (%s)", conn.name, exc, exc.code)
+        return error_event(exc.code, str(exc), exc.event_id)
+
+    def dispatch(self, event: Event, conn: Connection) -> None:
+        """Route one event: conversation, audio, calls, barge-in, event log, handlers.
+
+        Raises :class:`BadEvent` after everything else was done when a part of the event
+        could not be used (a bad audio delta, an unusable function call).
+        """
+        etype = event.type
+        if not event.known:
+            self.counters["ignored"] += 1
+        conv = conn.conversation
+        error: BadEvent | None = None
+        try:
+            conv.handle(event)
+            if etype == "response.audio.delta":
+                self._audio_delta(event)
+            elif etype == "response.output_item.done":
+                item = event.data["item"]
+                if item.get("type") == "function_call":
+                    error = self._function_call(item, _rid(event), conn)
+            elif etype == "response.done":
+                error = self._response_done(event, conn)
+            elif etype == "input_audio_buffer.speech_started":
+                self._speech_started(conn)
+        except BadEvent as exc:
+            error = exc
+        if self.store is not None and self.config.storage.event_log and not etype.endswith(".delta"):
+            self.store.log_event(etype, session_id=conv.session, event_id=event.event_id,
+                                 item_id=_str(event.data.get("item_id")), response_id=_rid(event))
+        dispatcher = self.dispatcher
+        if dispatcher.has("event:*"):
+            dispatcher.emit("event:*", event.data)
+        if dispatcher.has("event:" + etype):
+            dispatcher.emit("event:" + etype, event.data)
+        if error is not None:
+            if error.event_id is None:
+                error.event_id = event.event_id
+            raise error
+
+    # --- audio and barge-in -------------------------------------------------------------
+
+    def _audio_delta(self, event: Event) -> None:
+        if self.audio is None:
+            return
+        rid = _rid(event)
+        self._audio_response = rid
+        self.audio.feed(event.data["delta"], response_id=rid, item_id=event.data["item_id"])
+
+    def _speech_started(self, conn: Connection) -> None:
+        rid = conn.conversation.active_response
+        playing = self.audio is not None and self.audio.playing
+        if rid is None and not playing:
+            return
+        self.interrupt(rid or self._audio_response, conn, reason="barge-in")
+
+    def interrupt(self, response_id: str | None, conn: Connection | None = None, *, reason: str) -> None:
+        """Stop the robot talking and moving for ``response_id`` (barge-in, cancel)."""
+        self.counters["interruptions"] += 1
+        item_id = played = None
+        if self.audio is not None:
+            item_id = self.audio.current_item_id
+            played = self.audio.played_ms(item_id) if item_id else None
+            self.audio.flush(None if reason == "barge-in" else response_id)
+        dropped = self.actuators.interrupt(response_id) if self.actuators is not None else 0
+        log.info("%s: stopped response %s (audio at %s ms of %s, %d queued command(s) dropped)",
+                 reason, response_id, played, item_id, dropped)
+        if (conn is not None and item_id and played is not None and self.audio is not None
+                and getattr(self.audio.config, "send_truncate", False)):
+            truncate = {"type": "conversation.item.truncate", "event_id": _reply_id(),
+                        "item_id": item_id, "content_index": 0, "audio_end_ms": int(played)}
+            self._spawn(conn.send_now(truncate))
+
+    def _response_done(self, event: Event, conn: Connection) -> BadEvent | None:
+        response = event.data["response"]
+        status = response.get("status")
+        if status in ("cancelled", "failed"):
+            self.interrupt(_str(response.get("id")), None, reason=f"response {status}")
+        first_error = None
+        output = response.get("output")
+        if isinstance(output, list):  # calls seen only here are dispatched once; repeats are skipped
+            for item in output:
+                if isinstance(item, dict) and item.get("type") == "function_call":
+                    error = self._function_call(item, _str(response.get("id")), conn)
+                    first_error = first_error or error
+        return first_error
+
+    # --- function calls -----------------------------------------------------------------
+
+    def _function_call(self, item: dict, response_id: str | None, conn: Connection) -> BadEvent | None:
+        """Dispatch a ``function_call`` item once per ``call_id``; returns the error to answer."""
+        call_id = item.get("call_id")
+        if isinstance(call_id, str) and call_id in self._seen_calls:
+            self.counters["duplicate_calls"] += 1
+            return None
+        if isinstance(call_id, str):
+            self._seen_calls[call_id] = None
+            if len(self._seen_calls) > MAX_SEEN_CALLS:
+                self._seen_calls.popitem(last=False)
+        if item.get("status") == "incomplete":
+            name = item.get("name")
+            log.warning("function call %s (%s) was cut off (status incomplete); not dispatched", name, call_id)
+            if self.store is not None and isinstance(call_id, str):
+                self.store.record_call(call_id=call_id, name=str(name), arguments=_str(item.get("arguments")) or "",
+                                       session_id=conn.conversation.session, response_id=response_id,
+                                       item_id=_str(item.get("id")), status="not_dispatched")
+            return BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
+                            code="incomplete_function_call")
+        try:
+            call = events.function_call(item, response_id)
+            motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
+            emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
+        except BadArguments as exc:
+            self.counters["rejected_calls"] += 1
+            if self.store is not None and isinstance(call_id, str):
+                self.store.record_call(call_id=call_id, name=str(item.get("name")),
+                                       arguments=_str(item.get("arguments")) or "",
+                                       session_id=conn.conversation.session, response_id=response_id,
+                                       item_id=_str(item.get("id")), status="failed")
+                self.store.set_call_outcome(call_id, "failed", {"status": "failed", "reason": str(exc)})
+            log.warning("function call %s (%s) rejected: %s", item.get("name"), call_id, exc)
+            return exc
+        self.counters["dispatches"] += 1
+        if self.store is not None:
+            self.store.record_call(call_id=call.call_id, name=call.name, arguments=call.raw_arguments,
+                                   session_id=conn.conversation.session, response_id=response_id,
+                                   item_id=call.item_id)
+        self._spawn(self._run_call(call, motion, emotion, conn))
+        return None
+
+    async def _run_call(self, call: FunctionCall, motion, emotion, conn: Connection) -> None:
+        from .calls import run_call
+
+        result = await run_call(self, call, motion, emotion)
+        if self.store is not None:
+            self.store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+        if self.config.replies.function_call_output:
+            await self.send(function_call_output(call.call_id, result), conn)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_done)
+        return task
+
+    def _call_done(self, task: asyncio.Task) -> None:
+        self._call_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("function call task failed: %s", task.exception(), exc_info=task.exception())
+
+    # --- health -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        from .health import build_health
+
+        return build_health(self)
+
+
+def error_event(code: str, message: str, event_id: str | None = None) -> dict:
+    return {"type": "error", "event_id": _reply_id(),
+            "error": {"type": "invalid_request_error", "code": code, "message": message, "event_id": event_id}}
+
+
+def function_call_output(call_id: str, result: Any) -> dict:
+    return {"type": "conversation.item.create", "event_id": _reply_id(),
+            "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(result, default=str)}}
+
+
+def _reply_id() -> str:
+    return f"event_ticos_{next(_reply_ids)}"
+
+
+def _rid(event: Event) -> str | None:
+    rid = event.data.get("response_id")
+    return rid if isinstance(rid, str) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+__all__ = ["Agent", "Connection", "TicosError", "error_event", "function_call_output"]

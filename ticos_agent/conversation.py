@@ -1,0 +1,291 @@
+"""Per-connection assembly of conversation messages from realtime events.
+
+One :class:`Conversation` per WebSocket connection (plus one for HTTP-posted events). It
+turns items, transcripts and transcript deltas into stored messages:
+
+* a user's spoken turn is stored when its item is created (status ``pending``, empty
+  content, so it keeps its place in the conversation) and completed when its transcription
+  arrives, whether that is before or after the assistant's response; a transcription that
+  arrives before its item is stored at once and the item later adds nothing; a failed
+  transcription is stored with status ``transcription_failed``;
+* assistant text is the transcript (or text) deltas joined per ``item_id``, or the ``.done``
+  transcript when deltas are missing, stored once per item when its response is done, with
+  the response's final status (``completed``, ``cancelled``, ``incomplete``, ``failed``);
+  whatever is still open when the connection closes is stored as ``incomplete``;
+* ``session.created`` / ``conversation.created`` ids group messages.
+
+Conversation handlers (``conversation`` topic) get ``(item_id, role, content)`` exactly as
+ticos-client called them: ``""`` when a user item appears, the transcript when it is
+known, and each assistant delta as it arrives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from .events import Event
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+
+log = logging.getLogger("ticos_agent.conversation")
+
+MAX_TRACKED = 2048
+_local_ids = itertools.count(1)
+
+PENDING = "pending"
+COMPLETED = "completed"
+TRANSCRIPTION_FAILED = "transcription_failed"
+FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
+
+
+class _AssistantItem:
+    __slots__ = ("item_id", "response_id", "parts", "final", "role")
+
+    def __init__(self, item_id: str, response_id: str | None, role: str = "assistant"):
+        self.item_id = item_id
+        self.response_id = response_id
+        self.parts: list[str] = []
+        self.final: str | None = None
+        self.role = role
+
+    @property
+    def text(self) -> str:
+        return self.final or "".join(self.parts)
+
+
+class Conversation:
+    """Assembly state of one connection. ``store`` may be ``None`` (storage disabled)."""
+
+    def __init__(self, store: Any, dispatcher: Dispatcher, *, name: str = "ws"):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.session_id: str | None = None
+        self.local_session = f"local-{int(time.time())}-{next(_local_ids)}"
+        self.name = name
+        # item_id -> message id of user rows already stored (bounded)
+        self._user_rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._assistant: dict[str, _AssistantItem] = {}
+        self._responses: dict[str, str] = {}  # response_id -> status while in progress
+        self.active_response: str | None = None
+        self.stored = 0
+
+    @property
+    def session(self) -> str:
+        return self.session_id or self.local_session
+
+    # --- routing ------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        method = _ROUTES.get(event.type)
+        if method is not None:
+            method(self, event)
+
+    def _session_created(self, event: Event) -> None:
+        sid = event.data["session"].get("id")
+        if isinstance(sid, str) and sid:
+            self.session_id = sid
+
+    def _conversation_created(self, event: Event) -> None:
+        cid = event.data["conversation"].get("id")
+        if isinstance(cid, str) and cid and self.session_id is None:
+            self.session_id = cid
+
+    # --- user turns ---------------------------------------------------------------------
+
+    def _item_created(self, event: Event) -> None:
+        item = event.data["item"]
+        if item.get("type", "message") != "message" or item.get("role") != "user":
+            return
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id:
+            return
+        text, has_audio = _user_content(item.get("content"))
+        row = self._user_rows.get(item_id)
+        if row is not None:  # transcription came first, or a repeated/done item event
+            if row[1] == PENDING and text:
+                self._finish_user(item_id, text, COMPLETED)
+                self.dispatcher.emit("conversation", item_id, "user", text)
+            return
+        if text is not None:
+            self._store_user(item_id, text, COMPLETED)
+            self.dispatcher.emit("conversation", item_id, "user", text)
+        elif has_audio:
+            self._store_user(item_id, "", PENDING)
+            self.dispatcher.emit("conversation", item_id, "user", "")
+
+    def _transcription_completed(self, event: Event) -> None:
+        item_id = event.data["item_id"]
+        transcript = event.data["transcript"]
+        self._finish_user(item_id, transcript, COMPLETED)
+        self.dispatcher.emit("conversation", item_id, "user", transcript)
+
+    def _transcription_failed(self, event: Event) -> None:
+        item_id = event.data["item_id"]
+        error = event.data.get("error")
+        reason = error.get("message") if isinstance(error, dict) else None
+        log.warning("transcription of %s failed: %s", item_id, reason or "no reason given")
+        self._finish_user(item_id, "", TRANSCRIPTION_FAILED)
+
+    def _finish_user(self, item_id: str, text: str, status: str) -> None:
+        row = self._user_rows.get(item_id)
+        if row is None:
+            self._store_user(item_id, text, status)
+            return
+        message_id, old_status = row
+        if old_status != PENDING and status == TRANSCRIPTION_FAILED:
+            return  # a late failure never erases a transcript we have
+        self._user_rows[item_id] = (message_id, status)
+        if self.store is not None:
+            self.store.update_message(message_id, content=text, status=status)
+
+    def _store_user(self, item_id: str, text: str, status: str) -> None:
+        message_id = None
+        if self.store is not None:
+            message_id = self.store.add_message(
+                role="user", content=text, item_id=item_id, session_id=self.session, status=status
+            )
+            self.stored += 1
+        self._user_rows[item_id] = (message_id, status)
+        if len(self._user_rows) > MAX_TRACKED:
+            self._user_rows.popitem(last=False)
+
+    # --- assistant turns ----------------------------------------------------------------
+
+    def _response_created(self, event: Event) -> None:
+        rid = event.data["response"].get("id")
+        if isinstance(rid, str):
+            self._responses[rid] = "in_progress"
+            self.active_response = rid
+
+    def _output_item_added(self, event: Event) -> None:
+        item = event.data["item"]
+        item_id = item.get("id")
+        if item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant:
+            self._assistant[item_id] = _AssistantItem(item_id, _response_id(event), item.get("role") or "assistant")
+
+    def _assistant_item(self, event: Event) -> _AssistantItem:
+        item_id = event.data["item_id"]
+        entry = self._assistant.get(item_id)
+        if entry is None:
+            entry = self._assistant[item_id] = _AssistantItem(item_id, _response_id(event))
+            if len(self._assistant) > MAX_TRACKED:  # a peer that never sends response.done
+                self._flush_item(next(iter(self._assistant)), "incomplete")
+        elif entry.response_id is None:
+            entry.response_id = _response_id(event)
+        return entry
+
+    def _transcript_delta(self, event: Event) -> None:
+        delta = event.data["delta"]
+        entry = self._assistant_item(event)
+        entry.parts.append(delta)
+        self.dispatcher.emit("conversation", entry.item_id, entry.role, delta)
+
+    def _transcript_done(self, event: Event) -> None:
+        text = event.data.get("transcript", event.data.get("text"))
+        if isinstance(text, str):
+            self._assistant_item(event).final = text
+
+    def _response_done(self, event: Event) -> None:
+        response = event.data["response"]
+        rid = response.get("id") if isinstance(response.get("id"), str) else None
+        status = response.get("status")
+        if status not in FINAL_STATUSES:
+            status = "completed" if status is None else "incomplete"
+        # items that only appear in response.done (no deltas were seen)
+        output = response.get("output")
+        if isinstance(output, list):
+            for item in output:
+                if not isinstance(item, dict) or item.get("type") != "message":
+                    continue
+                item_id = item.get("id")
+                if not isinstance(item_id, str):
+                    continue
+                text = _assistant_content(item.get("content"))
+                if item_id not in self._assistant and text:
+                    entry = self._assistant[item_id] = _AssistantItem(item_id, rid, item.get("role") or "assistant")
+                    entry.final = text
+        for item_id in [i for i, e in self._assistant.items() if e.response_id == rid or rid is None]:
+            self._flush_item(item_id, status)
+        if rid is not None:
+            self._responses.pop(rid, None)
+        if self.active_response == rid:
+            self.active_response = None
+
+    def _flush_item(self, item_id: str, status: str) -> None:
+        entry = self._assistant.pop(item_id, None)
+        if entry is None:
+            return
+        text = entry.text
+        if not text:
+            return  # nothing was said (audio without transcript, or cut before any word)
+        if self.store is not None:
+            self.store.add_message(
+                role=entry.role, content=text, item_id=item_id, session_id=self.session,
+                status=status, response_id=entry.response_id,
+            )
+            self.stored += 1
+
+    def close(self) -> None:
+        """The connection ended: store what is still open as ``incomplete``."""
+        for item_id in list(self._assistant):
+            self._flush_item(item_id, "incomplete")
+        self._responses.clear()
+        self.active_response = None
+
+
+def _response_id(event: Event) -> str | None:
+    rid = event.data.get("response_id")
+    return rid if isinstance(rid, str) else None
+
+
+def _user_content(content: Any) -> tuple[str | None, bool]:
+    """(text if the item already carries it, whether it is spoken audio)."""
+    if not isinstance(content, list):
+        return None, False
+    texts: list[str] = []
+    has_audio = False
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "input_text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "input_audio":
+            has_audio = True
+            if isinstance(part.get("transcript"), str):
+                texts.append(part["transcript"])
+    return ("".join(texts) if texts else None), has_audio
+
+
+def _assistant_content(content: Any) -> str:
+    if not isinstance(content, list):
+        return ""
+    out = []
+    for part in content:
+        if isinstance(part, dict):
+            text = part.get("transcript") if part.get("type") in ("audio", "output_audio") else part.get("text")
+            if isinstance(text, str):
+                out.append(text)
+    return "".join(out)
+
+
+_ROUTES = {
+    "session.created": Conversation._session_created,
+    "conversation.created": Conversation._conversation_created,
+    "conversation.item.created": Conversation._item_created,
+    "conversation.item.done": Conversation._item_created,
+    "conversation.item.input_audio_transcription.completed": Conversation._transcription_completed,
+    "conversation.item.input_audio_transcription.failed": Conversation._transcription_failed,
+    "response.created": Conversation._response_created,
+    "response.output_item.added": Conversation._output_item_added,
+    "response.audio_transcript.delta": Conversation._transcript_delta,
+    "response.text.delta": Conversation._transcript_delta,
+    "response.audio_transcript.done": Conversation._transcript_done,
+    "response.text.done": Conversation._transcript_done,
+    "response.done": Conversation._response_done,
+}

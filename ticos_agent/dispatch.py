@@ -1,0 +1,193 @@
+"""Handler registry: integrators' callbacks, called without ever blocking intake.
+
+Register a callback for a topic and get back its unsubscribe function::
+
+    unsubscribe = dispatcher.subscribe("event:response.done", on_done)
+    ...
+    unsubscribe()
+
+Sync callbacks run one after another, in arrival order, on one worker thread (so a slow
+handler delays other handlers but never the socket or ``/health``); async callbacks run as
+tasks on the event loop. A callback that raises is logged with the topic and the handler's
+name and never reaches the loop. If sync handlers fall more than ``max_backlog`` calls
+behind, further calls are dropped and counted (a stuck handler must not eat the robot's
+memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("ticos_agent.dispatch")
+
+_STOP = object()
+
+
+def handler_name(fn: Callable) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else name
+
+
+class Dispatcher:
+    def __init__(self, *, max_backlog: int = 10_000):
+        self._handlers: dict[str, list[Callable]] = {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self.max_backlog = max_backlog
+        self.calls = 0
+        self.errors = 0
+        self.dropped = 0
+        self._last_drop_log = 0.0
+
+    # --- registration ---------------------------------------------------------------------
+
+    def subscribe(self, topic: str, fn: Callable) -> Callable[[], None]:
+        if not callable(fn):
+            raise TypeError(f"handler for {topic!r} must be callable, got {type(fn).__name__}")
+        self._handlers.setdefault(topic, []).append(fn)
+
+        def unsubscribe() -> None:
+            handlers = self._handlers.get(topic)
+            if handlers and fn in handlers:
+                handlers.remove(fn)
+                if not handlers:
+                    del self._handlers[topic]
+
+        return unsubscribe
+
+    def has(self, topic: str) -> bool:
+        return topic in self._handlers
+
+    def handlers(self, topic: str) -> list[Callable]:
+        return list(self._handlers.get(topic, ()))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name="ticos-handlers", daemon=True)
+            self._thread.start()
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Let queued sync calls finish (up to ``timeout``), then cancel running async ones."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
+            if thread.is_alive():
+                log.warning("handler thread still busy after %.1fs; leaving it behind", timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    # --- calling --------------------------------------------------------------------------
+
+    def emit(self, topic: str, *args: Any) -> int:
+        """Call every handler of ``topic`` with ``args``; returns how many were scheduled."""
+        handlers = self._handlers.get(topic)
+        if not handlers:
+            return 0
+        for fn in handlers:
+            self._schedule(topic, fn, args, None)
+        return len(handlers)
+
+    def call(self, topic: str, fn: Callable, *args: Any) -> asyncio.Future:
+        """Call one handler and return a future with its result (or its exception)."""
+        future = self._loop.create_future()
+        self._schedule(topic, fn, args, future)
+        return future
+
+    def _schedule(self, topic, fn, args, future) -> None:
+        self.calls += 1
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            task = self._loop.create_task(self._run_async(topic, fn, args, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        with self._backlog_lock:
+            if self._backlog >= self.max_backlog or self._thread is None:
+                self.dropped += 1
+                full = True
+            else:
+                self._backlog += 1
+                full = False
+        if full:
+            now = time.monotonic()
+            if now - self._last_drop_log > 5:
+                self._last_drop_log = now
+                log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
+                          self._backlog, topic, handler_name(fn), self.dropped)
+            if future is not None:
+                future.set_exception(RuntimeError("handler backlog full; call dropped"))
+            return
+        self._queue.put((topic, fn, args, future))
+
+    async def _run_async(self, topic, fn, args, future) -> None:
+        try:
+            result = await fn(*args)
+        except asyncio.CancelledError:
+            if future is not None and not future.done():
+                future.cancel()
+            raise
+        except Exception as exc:
+            self._failed(topic, fn, exc)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        else:
+            if future is not None and not future.done():
+                future.set_result(result)
+
+    def _worker(self) -> None:
+        get = self._queue.get
+        while True:
+            job = get()
+            if job is _STOP:
+                return
+            topic, fn, args, future = job
+            with self._backlog_lock:
+                self._backlog -= 1
+            try:
+                result = fn(*args)
+            except Exception as exc:
+                self._failed(topic, fn, exc)
+                if future is not None:
+                    self._resolve(future, None, exc)
+            else:
+                if future is not None:
+                    self._resolve(future, result, None)
+
+    def _resolve(self, future, result, exc) -> None:
+        def settle():
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _failed(self, topic: str, fn: Callable, exc: BaseException) -> None:
+        self.errors += 1
+        log.error("handler %s failed on %s: %s: %s", handler_name(fn), topic, type(exc).__name__, exc,
+                  exc_info=exc)
+
+    def stats(self) -> dict[str, int]:
+        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": self._backlog}
