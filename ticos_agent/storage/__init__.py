@@ -1,0 +1,19 @@
+"""Storage of ticos-agent: where the database lives, its schema, the writer, the read queries.
+
+* :func:`open_store` -> :class:`Store` (async, batched writes, fallback to internal storage);
+* :func:`resolve_location`, :func:`find_tf_root`, :class:`Location`, :class:`SaveMode`;
+* :func:`open_readonly` and the ``read_*``/``count_messages`` functions for offline reading
+  of a database (a TF card on another computer) without changing it.
+"""
+
+from .location import Location, SaveMode, find_tf_root, resolve_location
+from .queries import MAX_LIMIT, count_messages, read_calls, read_events, read_memories, read_messages
+from .reader import ReadonlyConnection, open_readonly
+from .schema import SCHEMA_VERSION
+from .store import Store, open_store
+
+__all__ = [
+    "MAX_LIMIT", "SCHEMA_VERSION", "Location", "ReadonlyConnection", "SaveMode", "Store",
+    "count_messages", "find_tf_root", "open_readonly", "open_store", "read_calls", "read_events",
+    "read_memories", "read_messages", "resolve_location",
+]

@@ -1,0 +1,174 @@
+"""Where the database lives: internal storage, the TF (microSD) card, or a fallback.
+
+``SaveMode.INTERNAL`` keeps the database at ``~/.config/ticos/ticos.db`` (or a directory the
+configuration gives, such as the systemd state directory). ``SaveMode.EXTERNAL`` keeps it at
+``<card root>/.config/ticos/ticos.db``; the card root is given or found in the mount table by
+:func:`find_tf_root`. Both paths are the ones the ticos-client SDK used, so existing
+databases are opened in place.
+
+:func:`resolve_location` only computes paths; it never touches the disk beyond reading the
+mount table. When EXTERNAL is asked for and no card is found it answers with the internal
+location and says why in ``Location.degraded``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError
+
+DEFAULT_DB_FILENAME = "ticos.db"
+CARD_MOUNT_PARENTS = ("/media", "/mnt")
+
+
+class SaveMode(Enum):
+    """Where to keep the database; values match the ticos-client SDK's ``SaveMode``."""
+
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+
+    @classmethod
+    def coerce(cls, value: "SaveMode | str | object") -> "SaveMode":
+        """Accept a ``SaveMode``, the SDK's enum, or ``"internal"``/``"external"`` (any case)."""
+        if isinstance(value, cls):
+            return value
+        raw = getattr(value, "value", value)
+        if isinstance(raw, str):
+            try:
+                return cls(raw.strip().lower())
+            except ValueError:
+                pass
+        raise ConfigError("save_mode", value, "'internal' or 'external'")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved database location.
+
+    ``path`` is the database file, ``mode`` the mode actually used, ``requested`` the mode
+    asked for, and ``degraded`` the human-readable reason a fallback happened (``None`` when
+    the requested location is in use).
+    """
+
+    path: Path
+    mode: SaveMode
+    requested: SaveMode
+    degraded: str | None = None
+
+    def fallen_back(self, path: Path, reason: str) -> "Location":
+        """This location's request served from internal ``path`` instead, because of ``reason``."""
+        return Location(path=path, mode=SaveMode.INTERNAL, requested=self.requested, degraded=reason)
+
+
+def default_internal_dir() -> Path:
+    """``~/.config/ticos``, the SDK's internal directory."""
+    return Path.home() / ".config" / "ticos"
+
+
+def resolve_location(
+    mode: SaveMode | str,
+    *,
+    tf_root: str | os.PathLike | None = None,
+    internal_dir: str | os.PathLike | None = None,
+    db_filename: str = DEFAULT_DB_FILENAME,
+) -> Location:
+    """Compute the database path for ``mode``.
+
+    INTERNAL: ``<internal_dir or ~/.config/ticos>/<db_filename>``.
+    EXTERNAL: ``<tf_root or find_tf_root()>/.config/ticos/<db_filename>``; when no card root is
+    given and none is mounted, the internal path with ``degraded`` explaining why.
+    """
+    requested = SaveMode.coerce(mode)
+    internal = Path(internal_dir) if internal_dir is not None else default_internal_dir()
+    internal_loc = Location(internal / db_filename, SaveMode.INTERNAL, requested)
+    if requested is SaveMode.INTERNAL:
+        return internal_loc
+    root = Path(tf_root) if tf_root is not None else find_tf_root()
+    if root is None:
+        return internal_loc.fallen_back(
+            internal_loc.path, "no TF card found: no removable SD/USB device mounted under /media or /mnt"
+        )
+    return Location(root / ".config" / "ticos" / db_filename, SaveMode.EXTERNAL, requested)
+
+
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def decode_mount_field(field: bytes) -> str:
+    r"""Undo the mount table's octal escapes (``\040`` space, ``\011`` tab, ``\134`` backslash)."""
+    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field))
+
+
+_DISK_PATTERNS = (
+    re.compile(r"^(mmcblk\d+)(?:p\d+)?$"),
+    re.compile(r"^(nvme\d+n\d+)(?:p\d+)?$"),
+    re.compile(r"^((?:sd|vd|hd)[a-z]+)\d*$"),
+)
+
+
+def disk_of(device: str) -> str | None:
+    """The whole-disk name of a ``/dev`` block device path (``/dev/mmcblk1p1`` -> ``mmcblk1``)."""
+    if not device.startswith("/dev/"):
+        return None
+    name = os.path.basename(device)
+    for pattern in _DISK_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            return match.group(1)
+    return None
+
+
+def sysfs_removable(disk: str, sys_block: str = "/sys/block") -> bool:
+    """True when ``/sys/block/<disk>/removable`` reads ``1``."""
+    try:
+        return Path(sys_block, disk, "removable").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _under_card_parent(mountpoint: str) -> bool:
+    return any(mountpoint == p or mountpoint.startswith(p + "/") for p in CARD_MOUNT_PARENTS)
+
+
+def find_tf_root(
+    mounts: str | os.PathLike = "/proc/self/mounts",
+    *,
+    removable: Callable[[str], bool] = sysfs_removable,
+) -> Path | None:
+    """The TF/microSD card's mount point from the mount table, or ``None``.
+
+    A candidate is a block device mounted under ``/media`` or ``/mnt`` that is either an
+    SD/MMC device (``mmcblk*``) or a disk the kernel marks removable (``removable(disk)``,
+    by default ``/sys/block/<disk>/removable``), and that is not the disk holding the root
+    filesystem (a Pi boots from ``mmcblk0``). The first candidate in table order wins. Folder
+    names play no part. Symlinked device paths (``/dev/disk/by-uuid/...``) are resolved.
+    """
+    try:
+        raw = Path(mounts).read_bytes()
+    except OSError:
+        return None
+    entries: list[tuple[str, str]] = []
+    root_disk = None
+    for line in raw.splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        device, mountpoint = decode_mount_field(fields[0]), decode_mount_field(fields[1])
+        if device.startswith("/dev/") and os.path.islink(device):
+            device = os.path.realpath(device)
+        disk = disk_of(device)
+        if mountpoint == "/":
+            root_disk = disk
+        if disk is not None:
+            entries.append((disk, mountpoint))
+    for disk, mountpoint in entries:
+        if disk == root_disk or not _under_card_parent(mountpoint):
+            continue
+        if disk.startswith("mmcblk") or removable(disk):
+            return Path(mountpoint)
+    return None

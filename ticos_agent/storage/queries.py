@@ -1,0 +1,137 @@
+"""The read queries, written once, used by the async :class:`Store` and the offline reader.
+
+Each builder returns a :class:`Query` (SQL, parameters and how to turn rows into dicts). The
+builders take the set of columns a table actually has, so a ticos-client database that was
+never migrated (version 0 or 1) reads fine: missing columns come back as ``None`` and missing
+tables as no rows. The ``read_*`` functions run a query on a plain ``sqlite3`` connection.
+
+Lists are newest first (``ORDER BY rowid DESC``); ``limit`` is capped at :data:`MAX_LIMIT`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
+
+MAX_LIMIT = 500
+
+#: table -> columns for a database at the current schema version (the Store's case).
+FULL_SCHEMA: dict[str, frozenset[str]] = {
+    "messages": frozenset(MESSAGE_COLUMNS),
+    "memories": frozenset(MEMORY_COLUMNS),
+    "function_calls": frozenset(CALL_COLUMNS),
+    "events": frozenset(EVENT_COLUMNS),
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One read: ``sql`` and ``params`` to run, ``columns`` naming the result's fields.
+
+    ``sql`` is ``None`` when the table is missing; the answer is then empty (or 0).
+    """
+
+    sql: str | None
+    params: tuple
+    columns: tuple[str, ...]
+    scalar: bool = False
+
+    def result(self, rows: Iterable[tuple]) -> Any:
+        """Rows -> list of dicts (or the single number of a count)."""
+        if self.scalar:
+            rows = list(rows)
+            return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        return [dict(zip(self.columns, row)) for row in rows]
+
+    def empty(self) -> Any:
+        return 0 if self.scalar else []
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    return max(0, min(int(limit), MAX_LIMIT)), max(0, int(offset))
+
+
+def _select(columns: tuple[str, ...], present: frozenset[str] | set[str]) -> str:
+    return ", ".join(c if c in present else f"NULL AS {c}" for c in columns)
+
+
+def _list(table: str, columns: tuple[str, ...], present, limit: int, offset: int,
+          session_id: str | None = None) -> Query:
+    if not present:
+        return Query(None, (), columns)
+    limit, offset = _page(limit, offset)
+    where, params = "", ()
+    if session_id is not None:
+        if "session_id" not in present:
+            return Query(None, (), columns)
+        where, params = " WHERE session_id = ?", (session_id,)
+    sql = f"SELECT {_select(columns, present)} FROM {table}{where} ORDER BY rowid DESC LIMIT ? OFFSET ?"
+    return Query(sql, params + (limit, offset), columns)
+
+
+def messages_query(present=FULL_SCHEMA["messages"], limit: int = 50, offset: int = 0,
+                   session_id: str | None = None) -> Query:
+    """Messages, newest first, optionally of one session."""
+    return _list("messages", MESSAGE_COLUMNS, present, limit, offset, session_id)
+
+
+def memories_query(present=FULL_SCHEMA["memories"], limit: int = 50, offset: int = 0) -> Query:
+    """Memories, newest first."""
+    return _list("memories", MEMORY_COLUMNS, present, limit, offset)
+
+
+def calls_query(present=FULL_SCHEMA["function_calls"], limit: int = 50, offset: int = 0) -> Query:
+    """Function calls, newest first; ``result`` is the stored JSON text."""
+    return _list("function_calls", CALL_COLUMNS, present, limit, offset)
+
+
+def events_query(present=FULL_SCHEMA["events"], limit: int = 100, offset: int = 0,
+                 session_id: str | None = None) -> Query:
+    """The compact event log, newest first, optionally of one session."""
+    return _list("events", EVENT_COLUMNS, present, limit, offset, session_id)
+
+
+def count_messages_query(present=FULL_SCHEMA["messages"], session_id: str | None = None) -> Query:
+    """How many messages (of one session)."""
+    if not present or (session_id is not None and "session_id" not in present):
+        return Query(None, (), (), scalar=True)
+    if session_id is None:
+        return Query("SELECT COUNT(*) FROM messages", (), (), scalar=True)
+    return Query("SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,), (), scalar=True)
+
+
+def _run(conn: sqlite3.Connection, query: Query) -> Any:
+    if query.sql is None:
+        return query.empty()
+    return query.result(conn.execute(query.sql, query.params).fetchall())
+
+
+def read_messages(conn: sqlite3.Connection, limit: int = 50, offset: int = 0,
+                  session_id: str | None = None) -> list[dict]:
+    """Messages on a plain connection: dicts with ``id, role, content, item_id, user_id,
+    datetime, session_id, status, response_id``, newest first."""
+    return _run(conn, messages_query(table_columns(conn, "messages"), limit, offset, session_id))
+
+
+def read_memories(conn: sqlite3.Connection, limit: int = 50, offset: int = 0) -> list[dict]:
+    """Memories on a plain connection: dicts with ``id, type, content, user_id, datetime``."""
+    return _run(conn, memories_query(table_columns(conn, "memories"), limit, offset))
+
+
+def read_calls(conn: sqlite3.Connection, limit: int = 50, offset: int = 0) -> list[dict]:
+    """Function calls on a plain connection (empty for a ticos-client database)."""
+    return _run(conn, calls_query(table_columns(conn, "function_calls"), limit, offset))
+
+
+def read_events(conn: sqlite3.Connection, limit: int = 100, offset: int = 0,
+                session_id: str | None = None) -> list[dict]:
+    """The event log on a plain connection (empty for a ticos-client database)."""
+    return _run(conn, events_query(table_columns(conn, "events"), limit, offset, session_id))
+
+
+def count_messages(conn: sqlite3.Connection, session_id: str | None = None) -> int:
+    """How many messages (of one session) on a plain connection."""
+    return _run(conn, count_messages_query(table_columns(conn, "messages"), session_id))

@@ -1,0 +1,157 @@
+"""Schema and migrations; opens ticos-client databases in place and keeps every row.
+
+Version history (rows are appended to ``db_version`` as the SDK did):
+
+* 0 - early ticos-client: ``messages(id, role, content, datetime)``,
+  ``memories(id, type, content, datetime)``, no ``db_version`` table.
+* 1 - ticos-client's latest: ``item_id`` and ``user_id`` on messages, ``user_id`` on
+  memories, the ``db_version`` table.
+* 2 - ticos-agent: ``session_id``, ``status``, ``response_id`` on messages, the
+  ``function_calls`` and ``events`` tables, indexes for the read queries.
+
+Migrations only add (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ... ADD COLUMN``), so the SDK
+can still read a migrated database by its old columns. Each migration runs in one
+transaction together with its ``db_version`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 5000
+
+MESSAGE_COLUMNS = (
+    "id", "role", "content", "item_id", "user_id", "datetime", "session_id", "status", "response_id",
+)
+MEMORY_COLUMNS = ("id", "type", "content", "user_id", "datetime")
+CALL_COLUMNS = (
+    "call_id", "name", "arguments", "session_id", "response_id", "item_id",
+    "status", "result", "created", "finished",
+)
+EVENT_COLUMNS = ("id", "ts", "type", "session_id", "event_id", "item_id", "response_id")
+
+
+def now_local() -> str:
+    """Local time in the SDK's ``%Y-%m-%d %H:%M:%S`` format."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """Column names of ``table`` (empty when the table does not exist)."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in ``db_version``; 0 when there is no such table or row."""
+    if not table_columns(conn, "db_version"):
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM db_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _add_missing(conn: sqlite3.Connection, table: str, columns: list[tuple[str, str]]) -> None:
+    present = table_columns(conn, table)
+    for name, decl in columns:
+        if name not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    """ticos-client's version 1 (also creates the tables of a brand-new database)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, "
+        "content TEXT NOT NULL, item_id TEXT, user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS memories (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "type TEXT NOT NULL, content TEXT NOT NULL, user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS db_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL, "
+        "updated_at TEXT NOT NULL)"
+    )
+    _add_missing(conn, "messages", [("item_id", "TEXT"), ("user_id", "TEXT DEFAULT 'nobody'")])
+    _add_missing(conn, "memories", [("user_id", "TEXT DEFAULT 'nobody'")])
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """ticos-agent: sessions and statuses on messages, function calls, the event log."""
+    _add_missing(conn, "messages", [("session_id", "TEXT"), ("status", "TEXT"), ("response_id", "TEXT")])
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS function_calls (call_id TEXT PRIMARY KEY, name TEXT, "
+        "arguments TEXT, session_id TEXT, response_id TEXT, item_id TEXT, status TEXT, "
+        "result TEXT, created TEXT, finished TEXT)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts REAL, type TEXT, "
+        "session_id TEXT, event_id TEXT, item_id TEXT, response_id TEXT)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_messages_session ON messages(session_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_messages_item ON messages(item_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_session ON function_calls(session_id)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2}
+
+
+def apply_pragmas(conn: sqlite3.Connection) -> str:
+    """Set WAL, ``synchronous=NORMAL`` and the busy timeout; returns the journal mode in force."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return str(mode).lower()
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring ``conn``'s database to :data:`SCHEMA_VERSION`; returns the version found first.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). A database newer than
+    this code is left alone with a warning (all changes are additive, so it stays usable).
+    """
+    found = current_version(conn)
+    if found > SCHEMA_VERSION:
+        log.warning("database schema version %d is newer than this ticos-agent's %d", found, SCHEMA_VERSION)
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            conn.execute(
+                "INSERT INTO db_version (version, updated_at) VALUES (?, ?)", (version, now_local())
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("database migrated to schema version %d", version)
+    return found
+
+
+def max_message_id(conn: sqlite3.Connection) -> int:
+    """The largest all-digit message id in the table (0 when none), the seed for new ids."""
+    row = conn.execute(
+        "SELECT MAX(CAST(id AS INTEGER)) FROM messages WHERE id <> '' AND id NOT GLOB '*[^0-9]*'"
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def prepare(path: str) -> int:
+    """Open ``path`` (creating it), set the PRAGMAs, migrate; returns the seed for message ids.
+
+    Blocking; run it in a thread. Raises ``sqlite3.Error`` or ``OSError`` untouched so the
+    caller can decide on a fallback.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        mode = apply_pragmas(conn)
+        if mode != "wal":
+            log.warning("database %s: WAL not available, journal_mode is %s", path, mode)
+        migrate(conn)
+        return max_message_id(conn)
+    finally:
+        conn.close()
