@@ -1,0 +1,20 @@
+"""Audio output of ticos-agent: the assistant's voice, barge-in flush, lip sync.
+
+Public API (what the agent core uses):
+
+* :class:`AudioConfig`, :func:`parse_audio_config` -- the ``[audio]`` config table
+  (:mod:`ticos_agent.audio.config`);
+* :class:`AudioPlayer` -- ``start()``/``stop()``, ``feed()`` deltas, ``flush()`` on barge-in,
+  ``played_ms(item_id)`` for ``conversation.item.truncate``, ``health()`` for ``/health``,
+  ``on_level`` for a mouth actuator (:mod:`ticos_agent.audio.player`).
+
+Modules: ``config`` (settings), ``resample`` (numpy rate conversion and volume),
+``envelope`` (loudness levels and their timing), ``buffer`` (the jitter buffer shared with
+PortAudio's thread), ``player`` (the stream and its life cycle). Importing this package
+does not import sounddevice; PortAudio is loaded by ``AudioPlayer.start()``.
+"""
+
+from .config import AudioConfig, parse_audio_config
+from .player import AudioPlayer
+
+__all__ = ["AudioConfig", "parse_audio_config", "AudioPlayer"]
