@@ -318,8 +318,7 @@ class Agent:
         except BadEvent as exc:
             error = exc
         if self.store is not None and self.config.storage.event_log and not etype.endswith(".delta"):
-            self.store.log_event(etype, session_id=conv.session, event_id=event.event_id,
-                                 item_id=_str(event.data.get("item_id")), response_id=_rid(event))
+            self._log_event(event, conv.session)
         dispatcher = self.dispatcher
         if dispatcher.has("event:*"):
             dispatcher.emit("event:*", event.data)
@@ -329,6 +328,17 @@ class Agent:
             if error.event_id is None:
                 error.event_id = event.event_id
             raise error
+
+    def _log_event(self, event: Event, session: str) -> None:
+        data = event.data
+        item_id = data.get("item_id")
+        if item_id is None and isinstance(data.get("item"), dict):
+            item_id = data["item"].get("id")
+        response_id = data.get("response_id")
+        if response_id is None and isinstance(data.get("response"), dict):
+            response_id = data["response"].get("id")
+        self.store.log_event(event.type, session_id=session, event_id=event.event_id,
+                             item_id=_str(item_id), response_id=_str(response_id))
 
     # --- audio and barge-in -------------------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real agent on a loopback port with a real SQLite file, a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import aiohttp
+import pytest
+
+os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Nothing a test does may touch the real ~/.config/ticos."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    return home
+
+
+def agent_config(tmp_path, **sections) -> dict:
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "storage": {"dir": str(tmp_path / "internal")},
+        "audio": {"enabled": False},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    return cfg
+
+
+@pytest.fixture
+async def agent(tmp_path):
+    from ticos_agent import Agent
+
+    a = Agent(agent_config(tmp_path))
+    await a.start()
+    yield a
+    await a.stop()
+
+
+class Peer:
+    """A voice agent: a real aiohttp WebSocket client."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+        self.session = session
+        self.ws = ws
+
+    async def send(self, *events) -> None:
+        for event in events:
+            await self.ws.send_str(event if isinstance(event, str) else json.dumps(event))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+    async def receive_json(self, timeout: float = 2.0) -> dict:
+        msg = await self.ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
+        return json.loads(msg.data)
+
+    async def no_reply(self, timeout: float = 0.2) -> None:
+        try:
+            msg = await self.ws.receive(timeout=timeout)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"unexpected reply {msg.type} {msg.data!r}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@pytest.fixture
+async def connect():
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def _connect(agent, path: str = "/realtime", **kw) -> Peer:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        ws = await session.ws_connect(f"http://127.0.0.1:{agent.port}{path}", **kw)
+        return Peer(session, ws)
+
+    yield _connect
+    for s in sessions:
+        await s.close()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def settle(agent, *, rounds: int = 3) -> None:
+    """Let the agent handle what was sent, then flush storage to disk."""
+    for _ in range(rounds):
+        await asyncio.sleep(0.02)
+    if agent.store is not None:
+        await agent.store.flush()
+
+
+async def wait_for(predicate, timeout: float = 3.0, interval: float = 0.01):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,87 @@
+"""Realistic realtime traces (beta and GA spellings), built the way the voice agent sends them."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+
+_ids = itertools.count(1)
+
+GA = {
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "conversation.item.created": "conversation.item.added",
+}
+
+
+def ev(type_: str, ga: bool = False, **fields) -> dict:
+    if ga:
+        type_ = GA.get(type_, type_)
+    return {"type": type_, "event_id": f"event_{next(_ids)}", **fields}
+
+
+def session_created(session_id: str = "sess_1") -> dict:
+    return ev("session.created", session={"id": session_id, "object": "realtime.session"})
+
+
+def user_item(item_id: str, ga: bool = False) -> dict:
+    return ev("conversation.item.created", ga, item={
+        "id": item_id, "type": "message", "role": "user", "status": "completed",
+        "content": [{"type": "input_audio", "transcript": None}]})
+
+
+def transcription(item_id: str, text: str) -> dict:
+    return ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+              transcript=text)
+
+
+def transcription_failed(item_id: str) -> dict:
+    return ev("conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0,
+              error={"type": "transcription_error", "code": "audio_unintelligible", "message": "could not hear"})
+
+
+def pcm_b64(samples: int = 480, value: int = 1000) -> str:
+    return base64.b64encode(value.to_bytes(2, "little", signed=True) * samples).decode()
+
+
+def assistant_turn(resp_id: str, item_id: str, parts: list[str], *, ga: bool = False, status: str = "completed",
+                   audio: bool = True, done_transcript: bool = True) -> list[dict]:
+    out = [ev("response.created", response={"id": resp_id, "status": "in_progress", "output": []}),
+           ev("response.output_item.added", response_id=resp_id, output_index=0,
+              item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []})]
+    for part in parts:
+        out.append(ev("response.audio_transcript.delta", ga, response_id=resp_id, item_id=item_id,
+                      output_index=0, content_index=0, delta=part))
+        if audio:
+            out.append(ev("response.audio.delta", ga, response_id=resp_id, item_id=item_id,
+                          output_index=0, content_index=0, delta=pcm_b64()))
+    if done_transcript:
+        out.append(ev("response.audio_transcript.done", ga, response_id=resp_id, item_id=item_id,
+                      output_index=0, content_index=0, transcript="".join(parts)))
+    out.append(ev("response.output_item.done", response_id=resp_id, output_index=0,
+                  item={"id": item_id, "type": "message", "role": "assistant", "status": "completed",
+                        "content": [{"type": "audio", "transcript": "".join(parts)}]}))
+    out.append(response_done(resp_id, status))
+    return out
+
+
+def function_call_item(call_id: str, name: str, arguments, item_id: str | None = None,
+                       status: str = "completed") -> dict:
+    return {"id": item_id or f"item_{call_id}", "type": "function_call", "status": status, "name": name,
+            "call_id": call_id, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
+
+
+def function_call_done(resp_id: str, call_id: str, name: str, arguments, status: str = "completed") -> dict:
+    return ev("response.output_item.done", response_id=resp_id, output_index=1,
+              item=function_call_item(call_id, name, arguments, status=status))
+
+
+def response_done(resp_id: str, status: str = "completed", output: list | None = None) -> dict:
+    return ev("response.done", response={"id": resp_id, "status": status, "output": output or []})
+
+
+def speech_started(item_id: str = "item_U9") -> dict:
+    return ev("input_audio_buffer.speech_started", audio_start_ms=1200, item_id=item_id)

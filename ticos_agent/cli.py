@@ -1,0 +1,133 @@
+"""Command line: ``ticos-agent run|config|inspect|export|doctor|replay``.
+
+``run`` serves until SIGTERM/SIGINT, then stops gracefully (storage flushed, actuators in
+their safe state). ``config`` prints the effective configuration with secrets masked.
+``inspect`` and ``export`` read a database offline (from a TF card on another computer),
+read-only, never changing the card. ``doctor`` checks the environment. ``replay`` sends a
+JSON-lines trace to a running agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("ticos_agent")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticos-agent", description="Device agent of a Ticos robot.")
+    parser.add_argument("--version", action="version", version=f"ticos-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="serve realtime events until stopped")
+    p.add_argument("--config", "-c", help="TOML config file (default: none, a simulated robot)")
+    p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    p = sub.add_parser("config", help="print the effective config (secrets masked)")
+    p.add_argument("--config", "-c")
+    p.add_argument("--show-secrets", action="store_true")
+
+    for name, text in (("inspect", "show what the robot heard, said and did"),
+                       ("export", "export messages, memories, calls as JSON lines")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--db", help="database file (default: from --tf-root or the internal location)")
+        p.add_argument("--tf-root", help="TF card root; reads <root>/.config/ticos/ticos.db")
+        p.add_argument("--session")
+        p.add_argument("--limit", type=int, default=50 if name == "inspect" else 1_000_000)
+        if name == "inspect":
+            p.add_argument("what", nargs="?", default="messages",
+                           choices=["messages", "memories", "calls", "events", "sessions"])
+
+    sub.add_parser("doctor", help="check this machine: port, storage, serial, GPIO, audio")
+
+    p = sub.add_parser("replay", help="send a JSON-lines trace to a running agent")
+    p.add_argument("trace", help="file with one event per line")
+    p.add_argument("--url", default="ws://127.0.0.1:9999/realtime")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "config":
+        return _config(args)
+    if args.command in ("inspect", "export"):
+        from .inspect import main as inspect_main
+
+        return inspect_main(args)
+    if args.command == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main()
+    if args.command == "replay":
+        from .replay import main as replay_main
+
+        return replay_main(args)
+    return 2
+
+
+def _load(path: str | None, overrides: dict | None = None):
+    from .config import ConfigErrors, load
+
+    try:
+        return load(path, overrides=overrides)
+    except ConfigErrors as exc:
+        print(f"ticos-agent: refusing to start: {exc}", file=sys.stderr)
+        return None
+
+
+def _config(args) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    print(json.dumps(config.as_dict(mask_secrets=not args.show_secrets), indent=2, default=str))
+    return 0
+
+
+def _run(args) -> int:
+    overrides = {"server": {"port": args.port}} if args.port is not None else None
+    config = _load(args.config, overrides)
+    if config is None:
+        return 2
+    level = (args.log_level or config.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        log.error("could not start: %s", exc)
+        return 1
+    return 0
+
+
+async def _serve(config) -> None:
+    from .agent import Agent
+    from .sdnotify import notify, watchdog
+
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    notify(f"READY=1\nSTATUS=serving on port {agent.port}")
+    dog = asyncio.create_task(watchdog(lambda: agent.health()["status"] != "failed"))
+    try:
+        await stop.wait()
+        log.info("signal received; stopping gracefully")
+    finally:
+        notify("STOPPING=1")
+        dog.cancel()
+        await agent.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
