@@ -1,0 +1,70 @@
+"""A hobby servo on one GPIO (gpiozero ``AngularServo``): targets in degrees.
+
+Hobby servos take no move time, so keyframes are interpolated in ``step`` second steps by the
+actuator system (``interpolate`` defaults to true for this driver). Software PWM jitters on a
+busy Pi; a hardware PWM pin (GPIO 12/13/18/19) with the lgpio factory is steadier.
+
+Wiring: signal to the GPIO, servo power from its own 5-6 V supply (not the Pi's 5 V pin),
+grounds joined.
+
+Example::
+
+    [actuators.arm]
+    driver = "gpio-servo"
+    pin = 12
+    min = -10
+    max = 90
+    pin_factory = "mock"
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..driver import Option, register_driver
+from ._gpio import GPIO_OPTIONS, GpioDriver
+
+
+@register_driver("gpio-servo")
+class GpioServo(GpioDriver):
+    """Hobby (angular) servo on one GPIO pin (gpiozero AngularServo)."""
+
+    timed_moves = False
+    options = {
+        "pin": Option("pin", doc="GPIO of the signal wire"),
+        "min_angle": Option("float", -90.0, "angle at min_pulse_width, degrees"),
+        "max_angle": Option("float", 90.0, "angle at max_pulse_width, degrees"),
+        "min_pulse_width": Option("float", 1.0, "milliseconds", minimum=0.1, maximum=5),
+        "max_pulse_width": Option("float", 2.0, "milliseconds", minimum=0.1, maximum=5),
+        "frame_width": Option("float", 20.0, "milliseconds", minimum=5, maximum=50),
+        "detach_when_safe": Option("bool", False, "stop the pulses after homing (servo goes limp)"),
+        **GPIO_OPTIONS,
+    }
+
+    def make_device(self, factory: Any) -> Any:
+        from gpiozero import AngularServo
+
+        o = self.opts
+        return AngularServo(
+            o["pin"], initial_angle=None, min_angle=o["min_angle"], max_angle=o["max_angle"],
+            min_pulse_width=o["min_pulse_width"] / 1000, max_pulse_width=o["max_pulse_width"] / 1000,
+            frame_width=o["frame_width"] / 1000, pin_factory=factory,
+        )
+
+    def _angle(self, degrees: float) -> float:
+        lo, hi = sorted((self.opts["min_angle"], self.opts["max_angle"]))
+        return max(lo, min(hi, degrees))
+
+    def move(self, targets: list[float], seconds: float) -> None:
+        self.submit(setattr, self.device, "angle", self._angle(targets[0]))
+
+    def safe(self) -> None:
+        if self.worker is not None:
+            self.worker.submit(setattr, self.device, "angle", self._angle(self.config.home[0]))
+            if self.opts["detach_when_safe"]:
+                self.worker.submit(self.device.detach)
+
+    def mouth(self, level: float) -> None:
+        if self.state == "ok" and self.worker is not None:
+            c = self.config
+            self.worker.submit(setattr, self.device, "angle", self._angle(c.home[0] + level * (c.maximum[0] - c.home[0])))

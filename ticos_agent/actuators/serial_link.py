@@ -1,0 +1,221 @@
+"""One serial port, owned by one writer thread that (re)opens it with backoff.
+
+The event loop never touches pyserial: :meth:`SerialLink.write` checks the link is up and
+puts the bytes on a queue (microseconds); the thread writes them, splitting long writes into
+``chunk_size`` pieces with ``chunk_gap`` pauses for microcontrollers with a small receive
+buffer. When a write or the idle poll fails (USB unplugged, pty closed, the by-id path gone)
+the thread closes the port, marks the link ``reconnecting``, counts a fault, drops what was
+queued (stale motion is worse than none) and retries with exponential backoff. While the link
+is down, :meth:`write` raises :class:`DriverUnavailable` at once, so commands fail fast.
+
+Ports are anything ``serial.serial_for_url`` accepts: ``/dev/ttyACM0``,
+``/dev/serial/by-id/usb-...``, a pty slave path, or ``loop://`` (a virtual device that echoes
+what it is sent; counted as simulated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+
+import serial
+
+from ..errors import DriverUnavailable
+
+log = logging.getLogger("ticos_agent.actuators")
+
+POLL = 0.2  # idle health check period, seconds
+_STOP = object()
+
+
+def is_virtual(port: str) -> bool:
+    """``loop://`` and other URL handlers are not hardware."""
+    return "://" in port
+
+
+class SerialLink:
+    def __init__(
+        self,
+        port: str,
+        baud: int,
+        *,
+        label: str = "",
+        handshake: str | None = None,
+        handshake_reply: str | None = None,
+        handshake_timeout: float = 1.0,
+        newline: bytes = b"\n",
+        chunk_size: int = 0,
+        chunk_gap: float = 0.0,
+        backoff: tuple[float, float] = (0.2, 5.0),
+    ):
+        self.port = port
+        self.baud = baud
+        self.label = label or port
+        self.handshake = handshake
+        self.handshake_reply = handshake_reply
+        self.handshake_timeout = handshake_timeout
+        self.newline = newline
+        self.chunk_size = chunk_size
+        self.chunk_gap = chunk_gap
+        self.backoff = backoff
+        self.state = "connecting"  # connecting | ok | reconnecting | closed
+        self.error: str | None = None
+        self.faults = 0
+        self.opens = 0
+        self.users = 0
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return is_virtual(self.port)
+
+    # --- loop side --------------------------------------------------------------------
+
+    async def start(self, wait: float = 3.0) -> None:
+        """Start the thread and wait (bounded) for the first open attempt. Never raises."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"ticos-serial-{self.label}", daemon=True)
+            self._thread.start()
+        await asyncio.to_thread(self._first.wait, wait + self.handshake_timeout)
+
+    def write(self, data: bytes) -> None:
+        if self.state != "ok":
+            raise DriverUnavailable(f"serial port {self.port} is {self.state}" + (f": {self.error}" if self.error else ""))
+        self._q.put(data)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._q.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 3.0)
+        self.state = "closed"
+
+    # --- thread side ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = self.backoff[0]
+        while not self._stop.is_set():
+            ser = None
+            try:
+                ser = self._open()
+            except Exception as exc:  # noqa: BLE001 - any failure to open means: retry later
+                self._down(f"cannot open: {exc}", first=True)
+                if ser is not None:
+                    self._close(ser)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            delay = self.backoff[0]
+            self.opens += 1
+            self.state, self.error = "ok", None
+            log.info("serial %s: open %s at %d baud", self.label, self.port, self.baud)
+            self._first.set()
+            try:
+                self._serve(ser)
+            except Exception as exc:  # noqa: BLE001
+                self.faults += 1
+                self._down(f"lost: {exc}")
+                self._drain()
+            finally:
+                self._close(ser)
+        self._first.set()
+
+    def _down(self, error: str, first: bool = False) -> None:
+        if self.state != "reconnecting" or self.error != error:
+            log.warning("serial %s: %s %s (retrying with backoff)", self.label, self.port, error)
+        self.state, self.error = "reconnecting", error
+        if first:
+            self._first.set()
+
+    def _open(self) -> serial.SerialBase:
+        ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0, write_timeout=2.0)
+        if self.handshake:
+            ser.write(self.handshake.encode("ascii") + self.newline)
+            ser.flush()
+            if self.handshake_reply:
+                self._await_reply(ser)
+        return ser
+
+    def _await_reply(self, ser: serial.SerialBase) -> None:
+        deadline = time.monotonic() + self.handshake_timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            chunk = ser.read(256)
+            if chunk:
+                buf += chunk
+                for line in buf.split(self.newline):
+                    if self.handshake_reply.encode("ascii") in line:
+                        return
+            else:
+                time.sleep(0.005)
+        ser.close()
+        raise DriverUnavailable(f"no handshake reply {self.handshake_reply!r} within {self.handshake_timeout:g} s")
+
+    def _serve(self, ser: serial.SerialBase) -> None:
+        path = None if is_virtual(self.port) else self.port
+        while not self._stop.is_set():
+            try:
+                item = self._q.get(timeout=POLL)
+            except queue.Empty:
+                # idle health check: the device node is gone, or reading reports an error
+                if path is not None and not os.path.exists(path):
+                    raise OSError(f"{path} disappeared")
+                data = ser.read(4096)
+                if data:
+                    log.debug("serial %s: read %r", self.label, data[:80])
+                continue
+            if item is _STOP:
+                return
+            self._write(ser, item)
+
+    def _write(self, ser: serial.SerialBase, data: bytes) -> None:
+        size = self.chunk_size
+        if not size or len(data) <= size:
+            ser.write(data)
+            return
+        for i in range(0, len(data), size):
+            if i:
+                time.sleep(self.chunk_gap)
+            ser.write(data[i : i + size])
+            ser.flush()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                if self._q.get_nowait() is _STOP:
+                    self._stop.set()
+            except queue.Empty:
+                return
+
+    @staticmethod
+    def _close(ser: serial.SerialBase) -> None:
+        try:
+            ser.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def acquire(links: dict, port: str, baud: int, **kw) -> SerialLink:
+    """The shared link for ``port`` (actuators on one bus share one port and thread)."""
+    link = links.get(port)
+    if link is None:
+        link = links[port] = SerialLink(port, baud, **kw)
+        link.users = 1
+        await link.start()
+    else:
+        link.users += 1
+    return link
+
+
+async def release(links: dict, link: SerialLink) -> None:
+    link.users -= 1
+    if link.users <= 0:
+        links.pop(link.port, None)
+        await link.stop()
