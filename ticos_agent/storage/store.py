@@ -16,88 +16,27 @@ value SQLite cannot store) is logged, counted in ``write_errors`` and skipped al
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
 import sqlite3
 import time
-from pathlib import Path
 
 import aiosqlite
 
 from ..errors import StorageError
 from . import queries, schema
+from .connection import connect, describe
 from .location import DEFAULT_DB_FILENAME, Location, SaveMode, resolve_location
+from .writes import (
+    DATA_ERRORS, SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_LOG_EVENT, SQL_RECORD_CALL,
+    SQL_UPDATE_MESSAGE,
+)
 
 log = logging.getLogger(__name__)
 
-MIN_FREE_BYTES = 1 << 20
 MAX_PENDING_EVENTS = 500_000
 MAX_BACKOFF = 30.0
-
-SQL_ADD_MESSAGE = (
-    "INSERT INTO messages (id, role, content, item_id, user_id, datetime, session_id, status, "
-    "response_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SQL_UPDATE_MESSAGE = (
-    "UPDATE messages SET content = COALESCE(?, content), status = COALESCE(?, status) WHERE id = ?"
-)
-SQL_ADD_MEMORY = "INSERT INTO memories (type, content, user_id, datetime) VALUES (?, ?, ?, ?)"
-# Either of record/outcome may arrive first; each fills only what the other did not set.
-SQL_RECORD_CALL = (
-    "INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, "
-    "status, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(call_id) DO UPDATE SET "
-    "name = COALESCE(name, excluded.name), arguments = COALESCE(arguments, excluded.arguments), "
-    "session_id = COALESCE(session_id, excluded.session_id), "
-    "response_id = COALESCE(response_id, excluded.response_id), "
-    "item_id = COALESCE(item_id, excluded.item_id), created = COALESCE(created, excluded.created)"
-)
-SQL_CALL_OUTCOME = (
-    "INSERT INTO function_calls (call_id, status, result, finished) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT(call_id) DO UPDATE SET status = excluded.status, result = excluded.result, "
-    "finished = excluded.finished"
-)
-SQL_LOG_EVENT = (
-    "INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
-                sqlite3.DataError, OverflowError, TypeError, ValueError)
-
-
-def describe(exc: BaseException) -> str:
-    """A short human reason for ``exc``."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def check_card_dir(directory: Path) -> None:
-    """Raise ``OSError`` when the card directory is on a read-only mount or (nearly) full."""
-    st = os.statvfs(directory)
-    if st.f_flag & os.ST_RDONLY:
-        raise OSError(errno.EROFS, "the card is mounted read-only", str(directory))
-    free = st.f_bavail * st.f_frsize
-    if free < MIN_FREE_BYTES:
-        raise OSError(errno.ENOSPC, f"the card is full ({free} bytes free)", str(directory))
-
-
-async def connect(path: Path, *, card: bool = False) -> tuple[aiosqlite.Connection, int]:
-    """Create the directory, migrate, open; returns the connection and the message-id seed."""
-
-    def _prepare() -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if card:
-            check_card_dir(path.parent)
-        return schema.prepare(str(path))
-
-    seed = await asyncio.to_thread(_prepare)
-    db = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await db.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")
-        await db.execute("PRAGMA synchronous = NORMAL")
-    except BaseException:
-        await db.close()
-        raise
-    return db, seed
 
 
 async def open_store(
@@ -379,7 +318,7 @@ class Store:
                 for sql, params in ops:
                     try:
                         await db.execute(sql, params)
-                    except _DATA_ERRORS as exc:
+                    except DATA_ERRORS as exc:
                         self._write_errors += 1
                         log.error("storage: skipped a record %r: %s", params[:3], describe(exc))
             else:
@@ -401,7 +340,7 @@ class Store:
         try:
             try:
                 await self._commit(events, ops)
-            except _DATA_ERRORS:
+            except DATA_ERRORS:
                 await self._commit(events, ops, one_by_one=True)
         except (sqlite3.Error, OSError) as exc:
             self._write_errors += 1
