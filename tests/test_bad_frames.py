@@ -1,0 +1,116 @@
+"""Hostile and broken frames: each gets an error reply and a log line, nothing good is lost."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import aiohttp
+import pytest
+
+from tests.conftest import agent_config, settle
+from tests.traces import ev, transcription, user_item
+
+BAD_FRAMES = [
+    ("not json", "{nope", "invalid_json"),
+    ("array", "[1, 2, 3]", "invalid_event"),
+    ("string", '"hello"', "invalid_event"),
+    ("null", "null", "invalid_event"),
+    ("no type", '{"event_id": "event_x"}', "missing_type"),
+    ("number type", '{"type": 5, "event_id": "event_x"}', "missing_type"),
+    ("empty type", '{"type": ""}', "missing_type"),
+    ("item not object", '{"type": "conversation.item.created", "event_id": "event_x", "item": "hi"}', "invalid_shape"),
+    ("delta not string", '{"type": "response.audio_transcript.delta", "event_id": "event_x", "item_id": "i", "delta": 5}',
+     "invalid_shape"),
+    ("transcript missing", '{"type": "conversation.item.input_audio_transcription.completed", "item_id": "i"}',
+     "invalid_shape"),
+    ("response not object", '{"type": "response.done", "response": []}', "invalid_shape"),
+    ("deep nesting", '{"type": "x", "a": ' + "[" * 100_000 + "]" * 100_000 + "}", "too_deep"),
+    ("empty frame", "", "invalid_json"),
+]
+
+
+@pytest.mark.parametrize("name,frame,code", BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+async def test_bad_text_frame_gets_error_and_socket_keeps_working(agent, connect, caplog, name, frame, code):
+    peer = await connect(agent)
+    caplog.set_level(logging.WARNING, logger="ticos_agent")
+    await peer.send(user_item("item_U1"))
+    await peer.send(frame)
+    reply = await peer.receive_json()
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == code
+    assert reply["error"]["message"]
+    if '"event_x"' in frame:
+        assert reply["error"]["event_id"] == "event_x"
+    assert sum("rejected frame" in r.getMessage() for r in caplog.records) == 1
+    await peer.send(transcription("item_U1", "still here"))
+    await settle(agent)
+    rows = await agent.store.messages()
+    assert [(r["content"], r["status"]) for r in rows] == [("still here", "completed")]
+    assert agent.health()["counters"]["errors"] == 1
+
+
+@pytest.mark.parametrize("data,code", [
+    (b'{"type": "x", "bad": "\xff\xfe"}', "invalid_utf8"),
+    (b'{"type": "x"}\x00', "invalid_frame"),
+    (b"\x00\x01\x02", "invalid_frame"),
+], ids=["invalid utf-8", "trailing NUL", "binary junk"])
+async def test_bad_binary_frames(agent, connect, data, code):
+    peer = await connect(agent)
+    await peer.send_bytes(data)
+    reply = await peer.receive_json()
+    assert reply["error"]["code"] == code
+    await peer.send_bytes(json.dumps(user_item("item_B1")).encode())
+    await peer.send_bytes(json.dumps(transcription("item_B1", "binary works")).encode())
+    await settle(agent)
+    assert [r["content"] for r in await agent.store.messages()] == ["binary works"]
+
+
+async def test_oversized_frame_closes_that_socket_with_1009_only(tmp_path, connect):
+    from ticos_agent import Agent
+
+    async with Agent(agent_config(tmp_path, server={"max_frame_bytes": 4096})) as agent:
+        victim = await connect(agent)
+        bystander = await connect(agent)
+        await victim.send(json.dumps(ev("x", pad="a" * 5000)))
+        msg = await victim.ws.receive(timeout=2)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert victim.ws.close_code == 1009
+        await bystander.send(user_item("item_U1"), transcription("item_U1", "unaffected"))
+        fresh = await connect(agent)
+        await fresh.send(user_item("item_U2"), transcription("item_U2", "new socket"))
+        await settle(agent)
+        assert sorted(r["content"] for r in await agent.store.messages()) == ["new socket", "unaffected"]
+        assert agent.health()["status"] in ("ok", "degraded")
+
+
+async def test_hostile_flood_of_bad_frames_interleaved_with_good_ones(agent, connect):
+    peer = await connect(agent)
+    for i in range(200):
+        await peer.send("}{" if i % 2 else '{"type": 1}')
+        await peer.send(user_item(f"item_{i}"), transcription(f"item_{i}", f"line {i}"))
+    replies = [await peer.receive_json() for _ in range(200)]
+    assert all(r["type"] == "error" for r in replies)
+    await settle(agent)
+    assert await agent.store.count_messages() == 200
+
+
+async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent, connect):
+    from tests.traces import function_call_done
+
+    peer = await connect(agent)
+    cases = [({"speed": 1}, "motion_tag"), ({"motion_tag": 7}, "motion_tag"), ({"motion_tag": "nod", "repeat": 1.5}, "repeat"),
+             ({"motion_tag": "nod", "repeat": 0}, "repeat"), ({"motion_tag": "nod", "wait": "yes"}, "wait"),
+             ({"motion_tag": "nod", "speed": -1}, "speed"), ({"motion_tag": "nod", "speed": True}, "speed")]
+    for i, (args, field) in enumerate(cases):
+        await peer.send(function_call_done("resp_1", f"call_{i}", "motion", args))
+        reply = await peer.receive_json()
+        assert reply["error"]["code"] == "invalid_arguments", args
+        assert field in reply["error"]["message"], (args, reply)
+    emo = [({"emotion_tag": "happy", "intensity": "high"}, "intensity"), ({"emotion_tag": "happy", "duration": -2}, "duration"),
+           ({"emotion_tag": "happy", "fade_in": float("nan")}, "fade_in")]
+    for i, (args, field) in enumerate(emo):
+        raw = json.dumps(args).replace("NaN", "NaN")
+        await peer.send(function_call_done("resp_1", f"call_e{i}", "emotion", raw))
+        reply = await peer.receive_json()
+        assert field in reply["error"]["message"], (args, reply)

@@ -1,0 +1,102 @@
+"""The ticos-client API, unchanged: TicosClient with plain function handlers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+
+import aiohttp
+import pytest
+
+from tests.traces import assistant_turn, function_call_done, transcription, user_item
+from ticos_agent import SaveMode, TicosClient
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _send(port: int, *events) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
+            for e in events:
+                await ws.send_str(json.dumps(e))
+            await ws.send_str(json.dumps({"type": "ping.sync"}))
+            await ws.close()
+
+
+def _wait(pred, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+async def test_ticos_client_handlers_storage_and_stop(tmp_path):
+    port = _free_port()
+    client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
+    client.enable_local_storage(str(tmp_path / "store"))
+    messages, motions, emotions, functions, convo = [], [], [], [], []
+    client.set_message_handler(messages.append)
+    client.set_motion_handler(motions.append)
+    client.set_emotion_handler(emotions.append)
+    client.set_function_call_handler(lambda name, args: functions.append((name, args)))
+    client.set_conversation_handler(lambda item_id, role, content: convo.append((item_id, role, content)))
+    started = time.monotonic()
+    assert client.start() is True
+    assert time.monotonic() - started < 1.0
+    assert client.is_running()
+    try:
+        await _send(port, user_item("item_U1"), transcription("item_U1", "Wave at me!"),
+                    *assistant_turn("resp_1", "item_A1", ["Sure!"]),
+                    function_call_done("resp_1", "call_1", "motion", {"motion_tag": "wave", "repeat": 2}),
+                    function_call_done("resp_1", "call_2", "emotion", {"emotion_tag": "happy"}),
+                    function_call_done("resp_1", "call_3", "set_volume", {"level": 3}))
+        _wait(lambda: functions and motions and emotions and len(convo) >= 3)
+        assert motions[0]["motion_tag"] == "wave" and motions[0]["repeat"] == 2
+        assert emotions[0]["emotion_tag"] == "happy"
+        assert functions == [("set_volume", {"level": 3})]
+        assert convo[:2] == [("item_U1", "user", ""), ("item_U1", "user", "Wave at me!")]
+        assert convo[1][1] == "user" and convo[1][1].value == "user"
+        assert any(m["type"] == "response.done" for m in messages)
+    finally:
+        client.stop()
+    assert not client.is_running()
+    db = tmp_path / "store" / "ticos.db"
+    rows = sqlite3.connect(db).execute("SELECT role, content FROM messages ORDER BY rowid").fetchall()
+    assert rows == [("user", "Wave at me!"), ("assistant", "Sure!")]
+
+
+def test_ticos_client_start_returns_false_when_port_taken(caplog):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        client = TicosClient(port=port)
+        started = time.monotonic()
+        assert client.start() is False
+        assert time.monotonic() - started < 1.0
+        assert not client.is_running()
+        assert str(port) in client.start_error or "address" in client.start_error.lower()
+        assert any("could not start" in r.getMessage() for r in caplog.records)
+
+
+def test_ticos_client_without_storage_stores_nothing(tmp_path, monkeypatch):
+    port = _free_port()
+    client = TicosClient(port=port)
+    assert client.start()
+    try:
+        assert client.agent.store is None
+        assert client.agent.actuators is None and client.agent.audio is None
+    finally:
+        client.stop()
+
+
+def test_handler_must_be_callable():
+    with pytest.raises(ValueError):
+        TicosClient().set_message_handler("not callable")

@@ -1,0 +1,99 @@
+"""Integrator handlers: sync and async, unsubscribe, errors contained and named."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tests.conftest import settle, wait_for
+from tests.traces import function_call_done, transcription, user_item
+
+
+async def test_raising_handler_is_logged_with_event_and_name_and_intake_goes_on(agent, connect, caplog):
+    caplog.set_level(logging.ERROR, logger="ticos_agent")
+    good = []
+
+    def exploding_handler(event):
+        raise RuntimeError("boom")
+
+    agent.on("conversation.item.created", exploding_handler)
+    agent.on("conversation.item.created", lambda event: good.append(event["item"]["id"]))
+    peer = await connect(agent)
+    await peer.send(user_item("item_U1"), transcription("item_U1", "hello"), user_item("item_U2"))
+    await wait_for(lambda: len(good) == 2)
+    records = [r.getMessage() for r in caplog.records if "exploding_handler" in r.getMessage()]
+    assert len(records) == 2
+    assert "event:conversation.item.created" in records[0] and "boom" in records[0]
+    await settle(agent)
+    assert {m["content"] for m in await agent.store.messages()} == {"hello", ""}
+    assert agent.health()["handlers"]["errors"] == 2
+
+
+async def test_async_handlers_and_unsubscribe(agent, connect):
+    got = []
+
+    async def on_created(event):
+        await asyncio.sleep(0)
+        got.append(event["item"]["id"])
+
+    unsubscribe = agent.subscribe("event:conversation.item.created", on_created)
+    peer = await connect(agent)
+    await peer.send(user_item("a"))
+    await wait_for(lambda: got == ["a"])
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    await peer.send(user_item("b"))
+    await settle(agent)
+    assert got == ["a"]
+
+
+async def test_ga_name_registration_matches_both_spellings(agent, connect):
+    got = []
+    agent.on("response.output_audio_transcript.delta", lambda e: got.append(e["type"]))
+    peer = await connect(agent)
+    base = {"item_id": "i", "response_id": "r", "output_index": 0, "content_index": 0, "delta": "x"}
+    await peer.send({"type": "response.audio_transcript.delta", **base},
+                    {"type": "response.output_audio_transcript.delta", **base})
+    await wait_for(lambda: len(got) == 2)
+    assert got == ["response.audio_transcript.delta", "response.output_audio_transcript.delta"]
+
+
+async def test_sync_handlers_see_events_in_arrival_order(agent, connect):
+    seen = []
+    agent.on("*", lambda e: seen.append(e.get("n")))
+    peer = await connect(agent)
+    await peer.send(*({"type": "custom.tick", "n": i} for i in range(300)))
+    await wait_for(lambda: len(seen) == 300)
+    assert seen == list(range(300))
+
+
+async def test_function_handler_exception_becomes_failed_outcome(agent, connect):
+    def broken(call):
+        raise ValueError("no such room")
+
+    agent.on_function("lights", broken)
+    peer = await connect(agent)
+    await peer.send(function_call_done("r1", "call_1", "lights", {"room": "attic"}))
+
+    async def outcome():
+        await agent.store.flush()
+        return [c for c in await agent.store.calls() if c["status"] == "failed"]
+
+    for _ in range(100):
+        rows = await outcome()
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert rows and "no such room" in str(rows[0]["result"])
+
+
+async def test_function_without_handler_fails_clearly(agent, connect):
+    peer = await connect(agent)
+    await peer.send(function_call_done("r1", "call_x", "teleport", {}))
+    for _ in range(100):
+        await agent.store.flush()
+        rows = [c for c in await agent.store.calls() if c["status"] == "failed"]
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert "no handler registered for function 'teleport'" in str(rows[0]["result"])
