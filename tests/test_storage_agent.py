@@ -1,0 +1,99 @@
+"""Storage seen through the running agent: old ticos-client cards, restarts, a bad card."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+from tests.conftest import agent_config, settle
+from tests.traces import transcription, user_item
+from ticos_agent import Agent
+
+
+def _ticos_client_v1_db(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE db_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL, updated_at TEXT NOT NULL);
+        INSERT INTO db_version (version, updated_at) VALUES (1, '2025-05-01 10:00:00');
+        CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, item_id TEXT,
+                               user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
+        CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, content TEXT NOT NULL,
+                               user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
+    """)
+    future = 4_102_444_800  # year 2100: ids the agent must never reuse
+    con.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", [
+        ("1746093600", "user", "old hello", "item_old1", "nobody", "2025-05-01 10:00:00"),
+        (str(future), "assistant", "old reply", "item_old2", "kid", "2025-05-01 10:00:01"),
+    ])
+    con.execute("INSERT INTO memories (type, content, user_id, datetime) VALUES ('long_term', 'likes dogs', 'kid', '2025-05-01')")
+    con.commit()
+    con.close()
+    return future
+
+
+async def test_ticos_client_card_opened_in_place_and_restart_never_overwrites(tmp_path, connect):
+    card = tmp_path / "card"
+    db = card / ".config" / "ticos" / "ticos.db"
+    future = _ticos_client_v1_db(db)
+    cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card)})
+    for run, item in enumerate(("item_new1", "item_new2")):
+        async with Agent(cfg) as agent:
+            assert agent.health()["storage"]["mode"] == "external"
+            peer = await connect(agent)
+            await peer.send(user_item(item), transcription(item, f"run {run}"))
+            await settle(agent)
+            await peer.close()
+    con = sqlite3.connect(db)
+    old = con.execute("SELECT id, role, content, item_id, user_id, datetime FROM messages ORDER BY rowid").fetchall()
+    memories = con.execute("SELECT type, content, user_id FROM memories").fetchall()
+    con.close()
+    assert old[:2] == [("1746093600", "user", "old hello", "item_old1", "nobody", "2025-05-01 10:00:00"),
+                       (str(future), "assistant", "old reply", "item_old2", "kid", "2025-05-01 10:00:01")]
+    assert [r[2] for r in old[2:]] == ["run 0", "run 1"]
+    assert len({r[0] for r in old}) == 4
+    assert all(int(r[0]) > future for r in old[2:])
+    assert memories == [("long_term", "likes dogs", "kid")]
+
+
+async def test_unusable_card_falls_back_and_reports_degraded(tmp_path, connect, http):
+    not_a_dir = tmp_path / "card"
+    not_a_dir.write_text("this is a file, the card cannot hold a .config directory")
+    cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(not_a_dir)})
+    async with Agent(cfg) as agent:
+        async with http.get(f"http://127.0.0.1:{agent.port}/health") as resp:
+            body = await resp.json()
+        assert body["status"] == "degraded"
+        assert body["storage"]["mode"] == "internal" and body["storage"]["requested"] == "external"
+        assert body["storage"]["reason"]
+        assert any("storage" in p for p in body["problems"])
+        peer = await connect(agent)
+        await peer.send(user_item("i1"), transcription("i1", "kept safe"))
+        await settle(agent)
+        path = body["storage"]["path"]
+    assert path.startswith(str(tmp_path / "internal"))
+    assert sqlite3.connect(path).execute("SELECT content FROM messages").fetchall() == [("kept safe",)]
+
+
+async def test_inspect_cli_reads_card_without_changing_it(tmp_path, connect):
+    card = tmp_path / "card"
+    cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card)})
+    async with Agent(cfg) as agent:
+        peer = await connect(agent)
+        await peer.send(user_item("i1"), transcription("i1", "look at me offline"))
+        await settle(agent)
+    folder = card / ".config" / "ticos"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    out = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "inspect", "--tf-root", str(card)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "look at me offline" in out.stdout and "user" in out.stdout
+    export = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "export", "--tf-root", str(card)],
+                            capture_output=True, text=True, timeout=30)
+    assert '"kind": "message"' in export.stdout
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    assert after == before
+    missing = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "inspect", "--db", str(tmp_path / "nope.db")],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and "no such file" in missing.stderr

@@ -1,0 +1,45 @@
+"""``ticos-agent doctor``: what this machine offers the agent, one line per check."""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+
+
+def _check(name: str, ok: bool | None, detail: str) -> bool:
+    mark = {True: "ok  ", False: "FAIL", None: "note"}[ok]
+    print(f"[{mark}] {name}: {detail}")
+    return ok is not False
+
+
+def main() -> int:
+    good = True
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 9999))
+            good &= _check("port 9999", True, "free on 127.0.0.1")
+        except OSError as exc:
+            good &= _check("port 9999", False, f"cannot bind: {exc.strerror} (another agent running?)")
+    from .config import default_internal_dir
+    from .storage import find_tf_root
+
+    internal = default_internal_dir()
+    good &= _check("internal storage", os.access(internal if internal.exists() else internal.parent, os.W_OK) or None,
+                   str(internal))
+    card = find_tf_root()
+    _check("TF card", True if card else None, str(card) if card else "none mounted under /media or /mnt")
+    ports = sorted(glob.glob("/dev/serial/by-id/*") + glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*"))
+    _check("serial ports", True if ports else None, ", ".join(ports) or "none found (motions will be simulated)")
+    gpio = os.path.exists("/dev/gpiochip0")
+    _check("GPIO", True if gpio else None, "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
+    try:
+        import sounddevice as sd
+
+        device = sd.query_devices(kind="output")
+        _check("audio", True, f"PortAudio {sd.get_portaudio_version()[1]}; default output: {device['name']}")
+    except OSError as exc:
+        _check("audio", None, f"PortAudio missing ({exc}); apt-get install libportaudio2")
+    except Exception as exc:
+        _check("audio", None, f"no output device: {exc}")
+    return 0 if good else 1
