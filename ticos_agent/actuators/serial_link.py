@@ -67,6 +67,7 @@ class SerialLink:
         self.faults = 0
         self.opens = 0
         self.users = 0
+        self.key = port
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._first = threading.Event()
@@ -204,9 +205,11 @@ class SerialLink:
 
 async def acquire(links: dict, port: str, baud: int, **kw) -> SerialLink:
     """The shared link for ``port`` (actuators on one bus share one port and thread)."""
-    link = links.get(port)
+    key = f"{port}#{kw.get('label', '')}" if is_virtual(port) else port  # virtual ports are never shared
+    link = links.get(key)
     if link is None:
-        link = links[port] = SerialLink(port, baud, **kw)
+        link = links[key] = SerialLink(port, baud, **kw)
+        link.key = key
         link.users = 1
         await link.start()
     else:
@@ -217,5 +220,5 @@ async def acquire(links: dict, port: str, baud: int, **kw) -> SerialLink:
 async def release(links: dict, link: SerialLink) -> None:
     link.users -= 1
     if link.users <= 0:
-        links.pop(link.port, None)
+        links.pop(link.key, None)
         await link.stop()

@@ -1,0 +1,316 @@
+"""The actuator system: drivers opened in order, one command queue per actuator, outcomes.
+
+Scheduling: every actuator has a lane (a deque of commands). A command is appended to the
+lanes of all the actuators it uses and starts when it is at the head of all of them, so the
+actuators of one command start together and commands never overtake each other on an
+actuator. A running command walks its steps against absolute deadlines on the loop's
+monotonic clock (``t0 + step.t``), so timing errors never accumulate. ``wait = false``
+drops what runs or waits on its actuators first (status ``dropped``, reason "preempted").
+
+Every public method returns an :class:`Outcome` or a plain value; hardware problems become
+``failed`` outcomes, never exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ActuatorError, UnknownTag
+from ..events import EmotionArgs, MotionArgs
+from .config import ActuatorsConfig
+from .driver import DRIVERS, Driver, DriverContext
+from .plan import Plan, Step, plan_expression, plan_motion, plan_pose, step
+
+log = logging.getLogger("ticos_agent.actuators")
+
+
+@dataclass
+class Outcome:
+    """How a motion/emotion call ended: ``done``, ``failed`` (with ``reason``) or ``dropped``."""
+
+    status: str
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "detail": dict(self.detail)}
+
+
+class _Command:
+    __slots__ = ("id", "kind", "tag", "plan", "response_id", "call_id", "future", "task", "state", "detail")
+
+    def __init__(self, kind: str, tag: str, plan: Plan, response_id, call_id, future, detail):
+        self.id = next(_ids)
+        self.kind, self.tag, self.plan = kind, tag, plan
+        self.response_id, self.call_id = response_id, call_id
+        self.future: asyncio.Future = future
+        self.task: asyncio.Task | None = None
+        self.state = "queued"  # queued | running | finished
+        self.detail = detail
+
+
+_ids = itertools.count(1)
+
+
+class ActuatorSystem:
+    def __init__(self, config: ActuatorsConfig):
+        self.config = config
+        self.ctx = DriverContext()
+        self.drivers: dict[str, Driver] = {n: DRIVERS[a.driver](a, self.ctx) for n, a in config.actuators.items()}
+        self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
+        self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.config.default_robot:
+            log.warning("no [actuators] in the config: running the built-in SIMULATED robot (%s); nothing physical moves",
+                        ", ".join(self.drivers))
+        for name, drv in self.drivers.items():
+            for problem in type(drv).check_environment(drv.opts):
+                log.warning("actuator %s (%s): %s", name, drv.name, problem)
+            try:
+                await drv.open()
+            except Exception as exc:  # noqa: BLE001 - a driver that cannot open is disabled, never fatal
+                drv.disable(f"{type(exc).__name__}: {exc}")
+                log.error("actuator %s (%s): disabled: %s", name, drv.name, drv.error)
+                continue
+            self._safe(name)
+            log.info("actuator %s (%s): %s%s%s", name, drv.name, drv.state, " [simulated]" if drv.simulated else "",
+                     f": {drv.error}" if drv.error else "")
+        if self.simulated:
+            log.warning("SIMULATED actuators (no hardware): %s",
+                        ", ".join(n for n, d in self.drivers.items() if d.simulated))
+
+    async def stop(self) -> None:
+        self._drop_where(lambda c: True, "the agent is stopping", rest=False)
+        for name in reversed(list(self.drivers)):
+            drv = self.drivers[name]
+            self._safe(name)
+            try:
+                await drv.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("actuator %s: close failed: %s", name, exc)
+            log.info("actuator %s (%s): closed", name, drv.name)
+
+    # --- calls ------------------------------------------------------------------------
+
+    async def motion(self, args: MotionArgs, *, response_id: str | None = None, call_id: str | None = None) -> Outcome:
+        detail = {"kind": "motion", "tag": args.motion_tag, "args": args.as_dict(), "notes": list(args.notes)}
+        motion = self.config.motions.get(args.motion_tag)
+        if motion is None:
+            return self._unknown("motion", args.motion_tag, self.known_motions(), detail)
+        plan = plan_motion(self.config, motion, args)
+        cmd = self._command("motion", args.motion_tag, plan, response_id, call_id, detail)
+        preempt = (lambda c: True) if not args.wait else None
+        return await self._submit(cmd, preempt)
+
+    async def emotion(self, args: EmotionArgs, *, response_id: str | None = None, call_id: str | None = None) -> Outcome:
+        detail = {"kind": "emotion", "tag": args.emotion_tag, "args": args.as_dict(), "notes": list(args.notes)}
+        expr = self.config.emotions.get(args.emotion_tag)
+        if expr is None:
+            return self._unknown("emotion", args.emotion_tag, self.known_emotions(), detail)
+        neutral = self.config.emotions.get("neutral")
+        jobs = []
+        for kind, plan in (("emotion", plan_expression(self.config, expr, args, neutral)),
+                           ("pose", plan_pose(self.config, expr, args, neutral))):
+            if plan.actuators:
+                cmd = self._command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
+                jobs.append(self._submit(cmd, lambda c, k=kind: c.kind == k))
+        if not jobs:
+            return Outcome("done", None, {**detail, "actuators": [], "note": "no actuator shows emotions"})
+        outcomes = await asyncio.gather(*jobs)
+        for status in ("failed", "dropped"):
+            bad = [o for o in outcomes if o.status == status]
+            if bad:
+                return Outcome(status, "; ".join(o.reason or "" for o in bad), self._merge(detail, outcomes))
+        return Outcome("done", None, self._merge(detail, outcomes))
+
+    @staticmethod
+    def _merge(detail: dict, outcomes: list[Outcome]) -> dict:
+        out = dict(detail)
+        out["actuators"] = [a for o in outcomes for a in o.detail.get("actuators", [])]
+        out["elapsed_s"] = max(o.detail.get("elapsed_s", 0.0) for o in outcomes)
+        return out
+
+    def _unknown(self, kind: str, tag: str, known: list[str], detail: dict) -> Outcome:
+        reason = str(UnknownTag(kind, tag, known))
+        log.warning("%s", reason)
+        return Outcome("failed", reason, {**detail, "known": known})
+
+    def _command(self, kind, tag, plan, response_id, call_id, detail) -> _Command:
+        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id, call_id=call_id)
+        return _Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
+
+    async def _submit(self, cmd: _Command, preempt: Callable[[_Command], bool] | None) -> Outcome:
+        down = [self.drivers[n] for n in cmd.plan.actuators if self.drivers[n].state != "ok"]
+        if down:
+            reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
+            log.warning("%s %r failed: %s", cmd.kind, cmd.tag, reason)
+            return Outcome("failed", reason, cmd.detail)
+        if preempt is not None:
+            lanes = set(cmd.plan.actuators)
+            self._drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
+                             f"preempted by {cmd.kind} {cmd.tag!r}", rest=False)
+        for n in cmd.plan.actuators:
+            self.lanes[n].append(cmd)
+        self._pump()
+        try:
+            return await asyncio.shield(cmd.future)
+        except asyncio.CancelledError:
+            self._drop(cmd, "the call was cancelled", rest=True)
+            self._pump()
+            raise
+
+    # --- scheduling -------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        for lane in self.lanes.values():
+            if lane:
+                cmd = lane[0]
+                if cmd.state == "queued" and all(self.lanes[n][0] is cmd for n in cmd.plan.actuators):
+                    cmd.state = "running"
+                    cmd.task = asyncio.get_running_loop().create_task(self._run(cmd))
+
+    async def _run(self, cmd: _Command) -> None:
+        loop = asyncio.get_running_loop()
+        faults = {n: self.drivers[n].faults for n in cmd.plan.actuators}
+        t0 = loop.time()
+        heap = list(cmd.plan.steps)
+        heapq.heapify(heap)
+        late = 0.0
+        try:
+            while heap:
+                s = heapq.heappop(heap)
+                delay = t0 + s.t - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                late = max(late, loop.time() - (t0 + s.t))
+                self._exec(s, heap)
+            delay = t0 + cmd.plan.total - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for n, before in faults.items():
+                d = self.drivers[n]
+                if d.faults != before or d.state != "ok":
+                    raise ActuatorError(f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
+            outcome = Outcome("done", None, cmd.detail)
+        except ActuatorError as exc:
+            log.warning("%s %r failed: %s", cmd.kind, cmd.tag, exc)
+            for n in cmd.plan.actuators:
+                self._safe(n)
+            outcome = Outcome("failed", str(exc), cmd.detail)
+        cmd.detail.update(elapsed_s=round(loop.time() - t0, 4), late_max_ms=round(late * 1000, 3))
+        self._finish(cmd, outcome)
+        self._pump()
+
+    def _exec(self, s: Step, heap: list[Step]) -> None:
+        a = self.config.actuators[s.actuator]
+        drv = self.drivers[s.actuator]
+        if s.op == "move":
+            targets, seconds = s.args
+            if a.interpolate and seconds > a.step:
+                start = self.positions[s.actuator]
+                n = math.ceil(seconds / a.step - 1e-9)
+                dt = seconds / n
+                for k in range(n, 1, -1):  # later sub-steps go back on the heap
+                    heapq.heappush(heap, step(s.t + (k - 1) * dt, s.actuator, "move",
+                                              [p + (q - p) * k / n for p, q in zip(start, targets)], 0.0))
+                targets, seconds = [p + (q - p) / n for p, q in zip(start, targets)], dt
+            drv.move(targets, seconds)
+            self.positions[s.actuator] = list(targets)
+        elif s.op == "safe":
+            drv.safe()
+            self.positions[s.actuator] = list(a.home)
+        else:
+            getattr(drv, s.op)(*s.args)
+
+    def _finish(self, cmd: _Command, outcome: Outcome) -> None:
+        if cmd.state == "finished":
+            return
+        cmd.state = "finished"
+        for n in cmd.plan.actuators:
+            try:
+                self.lanes[n].remove(cmd)
+            except ValueError:
+                pass
+        if not cmd.future.done():
+            cmd.future.set_result(outcome)
+
+    def _drop(self, cmd: _Command, reason: str, rest: bool) -> bool:
+        if cmd.state == "finished":
+            return False
+        running = cmd.state == "running"
+        if cmd.task is not None and cmd.task is not asyncio.current_task():
+            cmd.task.cancel()
+        self._finish(cmd, Outcome("dropped", reason, cmd.detail))
+        if rest and running:
+            for n in cmd.plan.actuators:
+                self._safe(n)
+        log.info("%s %r dropped: %s", cmd.kind, cmd.tag, reason)
+        return True
+
+    def _drop_where(self, pred: Callable[[_Command], Any], reason: str, rest: bool) -> int:
+        victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
+        count = sum(self._drop(c, reason, rest) for c in victims.values())
+        return count
+
+    def _safe(self, name: str) -> None:
+        try:
+            self.drivers[name].safe()
+            self.positions[name] = list(self.config.actuators[name].home)
+        except ActuatorError as exc:
+            log.debug("actuator %s: safe state not applied: %s", name, exc)
+
+    # --- immediate controls ------------------------------------------------------------
+
+    def interrupt(self, response_id: str | None = None) -> int:
+        """Drop the queued and running commands of ``response_id`` (``None``: all); rest the
+        actuators they were moving. Returns how many commands were dropped."""
+        reason = "interrupted (barge-in or cancelled response)"
+        count = self._drop_where(lambda c: response_id is None or c.response_id == response_id, reason, rest=True)
+        if count and self._loop is not None:
+            self._loop.call_soon(self._pump)
+        return count
+
+    def mouth_level(self, level: float) -> None:
+        name = self.config.mouth
+        if name is None:
+            return
+        drv = self.drivers[name]
+        if drv.state == "ok":
+            try:
+                drv.mouth(0.0 if level < 0 else 1.0 if level > 1 else float(level))
+            except ActuatorError:
+                pass
+
+    # --- introspection ----------------------------------------------------------------
+
+    @property
+    def simulated(self) -> bool:
+        return any(d.simulated for d in self.drivers.values())
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "simulated": self.simulated,
+            "actuators": {
+                n: {"driver": d.name, "state": d.state, "simulated": d.simulated, "error": d.error,
+                    "queued": len(self.lanes[n])}
+                for n, d in self.drivers.items()
+            },
+        }
+
+    def known_motions(self) -> list[str]:
+        return sorted(self.config.motions)
+
+    def known_emotions(self) -> list[str]:
+        return sorted(self.config.emotions)
