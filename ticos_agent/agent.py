@@ -192,7 +192,8 @@ class Agent:
             log.warning("actuators: SIMULATED (no hardware configured or found); motions run on mock drivers")
 
     async def _start_audio(self) -> None:
-        if self.config.audio is None:
+        if self.config.audio is None or not self.config.audio.enabled:
+            log.info("audio: disabled by config")
             return
         from .audio import AudioPlayer
 

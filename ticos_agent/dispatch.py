@@ -30,6 +30,10 @@ log = logging.getLogger("ticos_agent.dispatch")
 _STOP = object()
 
 
+def _is_async(fn: Callable) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
 def handler_name(fn: Callable) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     module = getattr(fn, "__module__", None)
@@ -38,7 +42,7 @@ def handler_name(fn: Callable) -> str:
 
 class Dispatcher:
     def __init__(self, *, max_backlog: int = 10_000):
-        self._handlers: dict[str, list[Callable]] = {}
+        self._handlers: dict[str, list[tuple[Callable, bool]]] = {}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,13 +60,17 @@ class Dispatcher:
     def subscribe(self, topic: str, fn: Callable) -> Callable[[], None]:
         if not callable(fn):
             raise TypeError(f"handler for {topic!r} must be callable, got {type(fn).__name__}")
-        self._handlers.setdefault(topic, []).append(fn)
+        entry = (fn, _is_async(fn))
+        # copy-on-write: emit() may be iterating the old list
+        self._handlers[topic] = [*self._handlers.get(topic, ()), entry]
 
         def unsubscribe() -> None:
             handlers = self._handlers.get(topic)
-            if handlers and fn in handlers:
-                handlers.remove(fn)
-                if not handlers:
+            if handlers and entry in handlers:
+                remaining = [h for h in handlers if h is not entry]
+                if remaining:
+                    self._handlers[topic] = remaining
+                else:
                     del self._handlers[topic]
 
         return unsubscribe
@@ -71,7 +79,7 @@ class Dispatcher:
         return topic in self._handlers
 
     def handlers(self, topic: str) -> list[Callable]:
-        return list(self._handlers.get(topic, ()))
+        return [fn for fn, _ in self._handlers.get(topic, ())]
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -101,19 +109,19 @@ class Dispatcher:
         handlers = self._handlers.get(topic)
         if not handlers:
             return 0
-        for fn in handlers:
-            self._schedule(topic, fn, args, None)
+        for fn, is_async in handlers:
+            self._schedule(topic, fn, is_async, args, None)
         return len(handlers)
 
     def call(self, topic: str, fn: Callable, *args: Any) -> asyncio.Future:
         """Call one handler and return a future with its result (or its exception)."""
         future = self._loop.create_future()
-        self._schedule(topic, fn, args, future)
+        self._schedule(topic, fn, _is_async(fn), args, future)
         return future
 
-    def _schedule(self, topic, fn, args, future) -> None:
+    def _schedule(self, topic, fn, is_async, args, future) -> None:
         self.calls += 1
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        if is_async:
             task = self._loop.create_task(self._run_async(topic, fn, args, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,27 +119,19 @@ def parse(frame: str | bytes | bytearray | memoryview | dict) -> Event:
     if isinstance(frame, dict):
         data = frame
     else:
-        if isinstance(frame, (bytes, bytearray, memoryview)):
-            raw = bytes(frame)
-            if b"\x00" in raw:
-                raise BadEvent("frame contains a NUL byte", code="invalid_frame")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadEvent(f"frame is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from None
-        elif isinstance(frame, str):
-            text = frame
-            if "\x00" in text:
+        if isinstance(frame, str):
+            if "\x00" in frame:
                 raise BadEvent("frame contains a NUL character", code="invalid_frame")
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
+            if b"\x00" in frame:
+                raise BadEvent("frame contains a NUL byte", code="invalid_frame")
         else:
             raise BadEvent(f"unsupported frame type {type(frame).__name__}", code="invalid_frame")
         try:
-            data = json.loads(text)
-        except RecursionError:
-            raise BadEvent("frame is nested too deeply", code="too_deep") from None
-        except ValueError as exc:
-            raise BadEvent(f"frame is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(data, dict):
+            data = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise _json_error(exc) from None
+        if type(data) is not dict:
             raise BadEvent(f"event must be a JSON object, got {_json_kind(data)}", code="invalid_event")
     wire_type = data.get("type")
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
@@ -156,6 +150,15 @@ def parse(frame: str | bytes | bytearray | memoryview | dict) -> Event:
                     event_id=event_id,
                 )
     return Event(etype, wire_type, data)
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> BadEvent:
+    text = str(exc)
+    if "depth limit" in text or "recursion" in text:
+        return BadEvent("frame is nested too deeply", code="too_deep")
+    if "UTF-8" in text or "surrogate" in text:
+        return BadEvent(f"frame is not valid UTF-8: {text}", code="invalid_utf8")
+    return BadEvent(f"frame is not valid JSON: {text}", code="invalid_json")
 
 
 _TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", list: "an array"}

@@ -23,7 +23,11 @@ def build_health(agent: Agent) -> dict[str, Any]:
     for name, info in actuators.get("actuators", {}).items():
         if info.get("state") != "ok":
             problems.append(f"actuator {name}: {info.get('state')} ({info.get('error')})")
-    audio = agent.audio.health() if agent.audio is not None else {"state": "disabled", "reason": "not configured"}
+    if agent.audio is not None:
+        audio = agent.audio.health()
+    else:
+        audio = {"state": "disabled", "reason": "audio.enabled is false" if agent.config.audio is not None
+                 else "not configured"}
     if audio.get("state") in ("disabled", "retrying") and getattr(getattr(agent.audio, "config", None), "enabled", False):
         problems.append(f"audio: {audio.get('state')} ({audio.get('reason')})")
     simulated = bool(actuators.get("simulated"))
