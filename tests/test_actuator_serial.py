@@ -1,0 +1,210 @@
+"""Serial drivers against a device emulator on a pseudo-terminal: exact bytes, their timing,
+the handshake, long-line splitting, and a port that vanishes and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from test_actuator_devices import PtyDevice, feetech_decode, line_decode, lx16a_decode, maestro_decode, pty_device  # noqa: F401
+from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
+from ticos_agent.events import EmotionArgs, MotionArgs
+
+
+def config(actuators: dict, motions: dict | None = None, **extra) -> dict:
+    doc = {"actuators": actuators, "robot": {"default_library": False}, "motions": motions or {}, **extra}
+    return doc
+
+
+async def started(doc: dict) -> ActuatorSystem:
+    system = ActuatorSystem(parse_actuators_config(doc))
+    await asyncio.wait_for(system.start(), 10)
+    return system
+
+
+LOOK = {"look": {"head": [[0.2, [10, -5]], [0.4, [0, 0]]]}}
+
+
+async def test_feetech_sts_sync_write_exact_bytes(pty_device):
+    dev = pty_device(feetech_decode)
+    head = {"driver": "feetech-sts", "port": dev.port, "ids": [1, 2], "min": [-90, -30], "max": [90, 30]}
+    system = await started(config({"head": head}, LOOK))
+    try:
+        assert dev.wait_frames(1)  # safe state at start: home in 500 ms
+        home = bytes.fromhex("ff ff fe 12 83 2a 06 01 00 08 f4 01 00 00 02 00 08 f4 01 00 00")
+        assert dev.frames[0][1] == home + bytes([~sum(home[2:]) & 0xFF])
+        out = await asyncio.wait_for(system.motion(MotionArgs("look")), 5)
+        assert out.status == "done", out
+        frames = dev.wait_frames(3)
+        # 10 deg -> 2048 + 10*4096/360 = 2162 (0x0872); -5 deg -> 1991 (0x07c7); 200 ms = 0x00c8
+        body = bytes.fromhex("fe 12 83 2a 06 01 72 08 c8 00 00 00 02 c7 07 c8 00 00 00")
+        assert frames[1] == b"\xff\xff" + body + bytes([~sum(body) & 0xFF])
+        assert frames[2][8:10] == b"\x00\x08" and frames[2][15:17] == b"\x00\x08"  # back to 2048
+        assert dev.errors == []
+    finally:
+        await system.stop()
+
+
+async def test_feetech_scs_is_big_endian_and_clamped(pty_device):
+    dev = pty_device(feetech_decode)
+    head = {"driver": "feetech-scs", "port": dev.port, "ids": [7], "min": -20, "max": 20}
+    system = await started(config({"head": head}, {"far": {"head": [[0.1, 80]]}}))
+    try:
+        out = await asyncio.wait_for(system.motion(MotionArgs("far")), 5)
+        assert out.status == "done"
+        frame = dev.wait_frames(2)[1]
+        raw = round(512 + 20 * 1024 / 300)  # clamped to max = 20 degrees
+        assert frame[5:8] == bytes([0x2A, 6, 7]) and frame[8:10] == raw.to_bytes(2, "big")
+        assert frame[10:12] == (100).to_bytes(2, "big")
+        assert dev.errors == []
+    finally:
+        await system.stop()
+
+
+async def test_speed_and_repeat_change_frame_times(pty_device):
+    dev = pty_device(feetech_decode)
+    head = {"driver": "feetech-sts", "port": dev.port, "ids": [1, 2]}
+    system = await started(config({"head": head}, LOOK))
+    try:
+        dev.wait_frames(1)
+
+        async def gaps(**kw):
+            n0 = len(dev.frames)
+            out = await asyncio.wait_for(system.motion(MotionArgs("look", **kw)), 5)
+            assert out.status == "done"
+            times = [t for t, _ in dev.frames[n0:]]
+            return [b - a for a, b in zip(times, times[1:])], out
+
+        g1, o1 = await gaps()
+        g2, o2 = await gaps(speed=2.0)
+        g3, o3 = await gaps(repeat=3)
+        assert len(g1) == 1 and len(g2) == 1 and len(g3) == 5  # 2 frames, 2 frames, 6 frames
+        assert 0.15 < g1[0] < 0.3 and 0.07 < g2[0] < 0.15
+        assert 1.5 < g1[0] / g2[0] < 2.6
+        assert o1.detail["planned_s"] == 0.4 and o2.detail["planned_s"] == 0.2 and o3.detail["planned_s"] == pytest.approx(1.2)
+        assert dev.errors == []
+    finally:
+        await system.stop()
+
+
+async def test_move_time_in_frame_scales_with_speed(pty_device):
+    dev = pty_device(feetech_decode)
+    system = await started(config({"head": {"driver": "feetech-sts", "port": dev.port, "ids": [1, 2]}}, LOOK))
+    try:
+        dev.wait_frames(1)
+        await system.motion(MotionArgs("look", speed=2.0))
+        frame = dev.wait_frames(2)[1]
+        assert int.from_bytes(frame[10:12], "little") == 100  # Goal_Time: 200 ms / 2
+    finally:
+        await system.stop()
+
+
+async def test_lx16a_and_maestro_frames(pty_device):
+    bus = pty_device(lx16a_decode)
+    maestro = pty_device(maestro_decode)
+    acts = {
+        "arm": {"driver": "lx16a", "port": bus.port, "ids": [3]},
+        "tail": {"driver": "maestro", "port": maestro.port, "channels": [5], "interpolate": False},
+    }
+    motions = {"flick": {"arm": [[0.05, 24]], "tail": [[0.05, 45]]}}
+    system = await started(config(acts, motions))
+    try:
+        bus.wait_frames(1)
+        maestro.wait_frames(1)
+        assert (await system.motion(MotionArgs("flick"))).status == "done"
+        # LX-16A: 500 + 24*1000/240 = 600 (0x0258), 50 ms
+        body = [3, 7, 1, 0x58, 0x02, 50, 0]
+        assert bus.wait_frames(2)[1] == bytes([0x55, 0x55, *body, ~sum(body) & 0xFF])
+        # Maestro: (1500 + 45*500/90) us * 4 = 7000 quarter-us -> low7 0x58, high7 0x36
+        assert maestro.wait_frames(2)[1] == bytes([0x84, 5, 7000 & 0x7F, 7000 >> 7])
+        assert bus.errors == [] and maestro.errors == []
+    finally:
+        await system.stop()
+
+
+async def test_serial_line_handshake_templates_and_split(pty_device):
+    dev = pty_device(line_decode, replies={"HELLO": "READY"})
+    mcu = {
+        "driver": "serial-line", "port": dev.port, "handshake": "HELLO", "handshake_reply": "READY",
+        "motions": {"wave": 0.2}, "emotion": "FACE {face} {r} {g} {b} " + "x" * 60, "chunk_gap": 0.02,
+    }
+    system = await started(config({"mcu": mcu}, emotions={"happy": {"color": "#FFC800", "face": "smile"}}))
+    try:
+        assert system.health()["actuators"]["mcu"]["state"] == "ok"
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(system.motion(MotionArgs("wave", speed=2.0, repeat=3)), 5)
+        assert out.status == "done"
+        assert 0.25 < time.monotonic() - t0 < 1.0  # 0.2 * 3 / 2 = 0.3 s
+        out = await asyncio.wait_for(system.emotion(EmotionArgs("happy")), 5)
+        assert out.status == "done"
+        lines = dev.wait_frames(4)
+        assert lines[:3] == ["HELLO", "STOP", "MOTION wave 2.0 3"]
+        assert lines[3] == "FACE smile 255 200 0 " + "x" * 60
+        long_reads = [d for t, d in dev.reads if b"FACE" in d or b"xxx" in d]
+        assert len(long_reads) >= 2 and max(len(d) for d in long_reads) <= 64
+    finally:
+        await system.stop()
+
+
+async def test_no_handshake_reply_keeps_retrying_without_raising(pty_device):
+    dev = pty_device(line_decode)  # never answers
+    mcu = {"driver": "serial-line", "port": dev.port, "handshake": "HELLO", "handshake_reply": "READY",
+           "handshake_timeout": 0.1}
+    system = await started(config({"mcu": mcu}, emotions={"happy": {"face": "smile"}}))
+    try:
+        h = system.health()["actuators"]["mcu"]
+        assert h["state"] == "reconnecting" and "READY" in h["error"]
+        out = await asyncio.wait_for(system.emotion(EmotionArgs("happy")), 1)
+        assert out.status == "failed" and "reconnecting" in out.reason
+    finally:
+        await system.stop()
+
+
+async def test_port_vanishes_and_comes_back(pty_device, tmp_path):
+    link = str(tmp_path / "ttyMCU")
+    dev = pty_device(line_decode, link=link)
+    system = await started(config({"mcu": {"driver": "serial-line", "port": link, "motions": {"nod": 0.05}}}))
+    try:
+        assert (await system.motion(MotionArgs("nod"))).status == "done"
+        assert "MOTION nod 1.0 1" in dev.wait_frames(2)
+        dev.unplug()
+        # the outage is noticed by the idle check within a fraction of a second
+        for _ in range(100):
+            if system.health()["actuators"]["mcu"]["state"] == "reconnecting":
+                break
+            await asyncio.sleep(0.02)
+        health = system.health()["actuators"]["mcu"]
+        assert health["state"] == "reconnecting" and health["error"]
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(system.motion(MotionArgs("nod")), 1)
+        assert out.status == "failed" and link in out.reason and time.monotonic() - t0 < 0.1
+        # plugged back in (a new pty behind the same by-id path)
+        dev2 = pty_device(line_decode, link=link)
+        for _ in range(400):
+            if system.health()["actuators"]["mcu"]["state"] == "ok":
+                break
+            await asyncio.sleep(0.02)
+        assert system.health()["actuators"]["mcu"] == {
+            "driver": "serial-line", "state": "ok", "simulated": False, "error": None, "queued": 0}
+        assert (await system.motion(MotionArgs("nod", repeat=2))).status == "done"
+        assert "MOTION nod 1.0 2" in dev2.wait_frames(1)
+    finally:
+        await system.stop()
+
+
+async def test_write_failure_during_motion_fails_the_call(pty_device, tmp_path):
+    link = str(tmp_path / "ttyBUS")
+    dev = pty_device(feetech_decode, link=link)
+    head = {"driver": "feetech-sts", "port": link, "ids": [1]}
+    system = await started(config({"head": head}, {"slow": {"head": [[0.1, 10], [0.3, -10], [0.5, 0]]}}))
+    try:
+        task = asyncio.create_task(system.motion(MotionArgs("slow")))
+        await asyncio.sleep(0.05)
+        dev.unplug()
+        out = await asyncio.wait_for(task, 3)
+        assert out.status == "failed" and "head" in out.reason
+    finally:
+        await system.stop()
