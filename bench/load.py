@@ -35,20 +35,33 @@ sys.path.insert(0, str(ROOT))
 def serve(port: int, db_dir: str, report: str) -> None:
     from ticos_agent import Agent
 
-    latencies: list[int] = []
+    latencies: list[tuple[int, int]] = []
+    received: dict[str, int] = {}
 
     def on_event(event: dict) -> None:
         sent = event.get("sent_ns")
         if sent is not None:
-            latencies.append(time.time_ns() - sent)
+            now = time.time_ns()
+            latencies.append((now - sent, now - received.pop(event["event_id"], now)))
         if event.get("type") == "bench.report":
             Path(report).write_text(json.dumps(latencies))
             latencies.clear()
+
+    def timed(agent):
+        ingest = agent.ingest
+
+        def ingest_timed(frame, conn):  # bench only: note when the frame reached the agent
+            if "sent_ns" in frame:
+                received[json.loads(frame)["event_id"]] = time.time_ns()
+            return ingest(frame, conn)
+
+        agent.ingest = ingest_timed
 
     async def main() -> None:
         t0 = time.perf_counter()
         agent = Agent({"server": {"port": port}, "storage": {"dir": db_dir}, "audio": {"enabled": False}})
         agent.on("*", on_event)
+        timed(agent)
         agent.on_function("set_light", lambda call: {"on": call.arguments.get("on")})
         await agent.start()
         print(f"READY {time.perf_counter() - t0:.4f}", flush=True)
@@ -164,12 +177,14 @@ async def run_load(port: int, pid: int, events: int, rate: float, seconds: float
             if report.exists() and report.stat().st_size:
                 break
             await asyncio.sleep(0.02)
-        lat = sorted(json.loads(report.read_text()))
-        if lat:
-            p50 = statistics.median(lat) / 1e6
-            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6
-            print(f"handler latency at {rate:g} events/s ({len(lat)} events): p50 {p50:.3f} ms, p99 {p99:.3f} ms "
-                  "(socket send -> handler call)")
+        pairs = json.loads(report.read_text())
+        for label, lat in (("frame received -> handler called", sorted(p[1] for p in pairs)),
+                           ("client send -> handler called", sorted(p[0] for p in pairs))):
+            if lat:
+                p50 = statistics.median(lat) / 1e6
+                p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6
+                print(f"handler latency at {rate:g} events/s ({len(lat)} events), {label}: "
+                      f"p50 {p50:.3f} ms, p99 {p99:.3f} ms")
         await ws.close()
         reader.cancel()
 
