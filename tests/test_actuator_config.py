@@ -1,0 +1,124 @@
+"""Config: the simulated default robot, the library, overrides, and errors that name the key,
+the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, Option, parse_actuators_config, register_driver
+from ticos_agent.errors import ConfigError
+from ticos_agent.events import EmotionArgs, MotionArgs
+
+DEFAULT_MOTIONS = ["bow", "dance", "nod", "shake", "wave"]
+DEFAULT_EMOTIONS = ["angry", "happy", "neutral", "sad", "surprised", "thinking"]
+
+
+def test_no_file_gives_a_simulated_robot_that_knows_every_default_tag():
+    cfg = parse_actuators_config({"server": {"port": 1}, "audio": {"enabled": False}})  # others' keys ignored
+    assert cfg.default_robot and cfg.simulated and cfg.mouth == "mouth"
+    assert sorted(cfg.motions) == DEFAULT_MOTIONS and sorted(cfg.emotions) == DEFAULT_EMOTIONS
+    as_dict = cfg.as_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict  # plain data
+    assert as_dict["actuators"]["head"]["driver"] == "feetech-sts"
+
+
+async def test_default_robot_runs_every_default_tag_quickly():
+    s = ActuatorSystem(parse_actuators_config({}))
+    await s.start()
+    try:
+        assert s.simulated and s.health()["simulated"]
+        assert all(a["state"] == "ok" and a["simulated"] for a in s.health()["actuators"].values())
+        for tag in DEFAULT_MOTIONS:
+            out = await s.motion(MotionArgs(tag, speed=5.0))
+            assert out.status == "done", (tag, out)
+        for tag in DEFAULT_EMOTIONS:
+            out = await s.emotion(EmotionArgs(tag, fade_in=0.02, duration=0.0))
+            assert out.status == "done", (tag, out)
+    finally:
+        await s.stop()
+
+
+def test_config_extends_and_overrides_the_library():
+    doc = {
+        "actuators": {"neck": {"driver": "mock", "role": "head", "channels": 2}, "light": {"driver": "mock", "kind": "light"}},
+        "motions": {"nod": {"neck": [[0.1, [0, 5]]]}, "spin": {"head": [{"t": 0.5, "target": [90, 0]}]}},
+        "emotions": {"happy": {"color": [0, 255, 0], "pattern": "blink"}, "sleepy": {"brightness": 0.1}},
+    }
+    cfg = parse_actuators_config(doc)
+    assert cfg.motions["nod"].tracks == {"neck": cfg.motions["nod"].tracks["neck"]}
+    assert len(cfg.motions["nod"].tracks["neck"]) == 1  # replaced, not merged
+    assert cfg.motions["spin"].tracks["neck"][0].target == (90.0, 0.0)  # role head -> neck, clamped later
+    assert "shake" in cfg.motions  # default through the role
+    assert "wave" not in cfg.motions  # needs an arm; this robot has none
+    assert cfg.emotions["happy"].color == (0.0, 1.0, 0.0) and "sleepy" in cfg.emotions
+    assert not parse_actuators_config({**doc, "robot": {"default_library": False}}).emotions.get("sad")
+
+
+def test_serial_line_motions_become_tags():
+    doc = {"actuators": {"mcu": {"driver": "serial-line", "port": "loop://", "motions": {"moonwalk": 3.0}}}}
+    cfg = parse_actuators_config(doc)
+    assert cfg.motions["moonwalk"].played == {"mcu": 3.0}
+    assert cfg.actuators["mcu"].simulated
+
+
+@pytest.mark.parametrize(
+    "doc, key, value, allowed",
+    [
+        ({"actuators": {"head": {"driver": "feetech-sts", "port": "loop://", "ids": [1], "baud": "fast"}}},
+         "actuators.head.baud", "fast", "whole number"),
+        ({"actuators": {"head": {"driver": "feetech-sts", "port": "loop://", "ids": [1], "baud": 1}}},
+         "actuators.head.baud", 1, "from 300"),
+        ({"actuators": {"head": {"driver": "stepper"}}}, "actuators.head.driver", "stepper", "feetech-sts"),
+        ({"actuators": {"head": {"driver": "feetech-sts", "port": "loop://"}}}, "actuators.head.ids", None, "required"),
+        ({"actuators": {"head": {"driver": "maestro", "port": "loop://", "channels": [0], "colour": 1}}},
+         "actuators.head.colour", 1, "allowed: driver"),
+        ({"actuators": {"a": {"driver": "mock", "min": 10, "max": 20}}}, "actuators.a.home", 0.0, "10..20"),
+        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"leg": [[0.1, 1]]}}}, "motions.hop.leg", "leg", "actuator name or role"),
+        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [0.2, 0]]}}}, "motions.hop.a[1].t", 0.2, "time order"),
+        ({"actuators": {"a": {"driver": "mock", "channels": 2}}, "motions": {"hop": {"a": [[0.5, 1]]}}}, "motions.hop.a", [[1.0]], "2 value"),
+        ({"emotions": {"glad": {"color": "#12"}}}, "emotions.glad.color", "#12", "#RRGGBB"),
+        ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "solid, pulse, blink"),
+        ({"emotions": {"glad": {"smell": 1}}}, "emotions.glad.smell", 1, "allowed: color"),
+        ({"robot": {"mouth": "lips"}}, "robot.mouth", "lips", "head, arm, face, mouth"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "GO {where}"}}}, "actuators.m.motion", "GO {where}", "{tag} {speed} {repeat}"),
+        ({"actuators": {"f": {"driver": "gpio-rgbled", "red": 1, "green": 2, "blue": 3, "min": 0}}}, "actuators.f.min", 0, "not to a light"),
+        ({"actuators": {"f": {"driver": "gpio-pwmled", "pin": 1, "pin_factory": "fake"}}}, "actuators.f.pin_factory", "fake", "'mock'"),
+        ({"actuators": {"a": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [1]},
+                        "b": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [2], "baud": 9600}}}, "actuators.b.baud", 9600, "same port"),
+        ({"actuators": []}, "actuators", [], "a table"),
+    ],
+)
+def test_errors_name_key_value_and_what_is_allowed(doc, key, value, allowed):
+    with pytest.raises(ConfigError) as info:
+        parse_actuators_config(doc)
+    err = info.value
+    assert err.key == key and err.value == value, str(err)
+    assert allowed in err.expected, str(err)
+    assert key in str(err) and "\n" not in str(err)
+
+
+async def test_a_new_driver_needs_no_change_elsewhere():
+    seen = []
+
+    @register_driver("test-buzzer")
+    class Buzzer(Driver):
+        """A buzzer that 'moves' by beeping (test only)."""
+
+        options = {"pin": Option("int", doc="GPIO")}
+
+        def move(self, targets, seconds):
+            seen.append((targets, seconds))
+
+    try:
+        doc = {"actuators": {"bz": {"driver": "test-buzzer", "pin": 4}}, "motions": {"beep": {"bz": [[0.05, 1], [0.1, 0]]}},
+               "robot": {"default_library": False}}
+        s = ActuatorSystem(parse_actuators_config(doc))
+        await s.start()
+        out = await s.motion(MotionArgs("beep", repeat=2))
+        await s.stop()
+        assert out.status == "done" and [t for t, _ in seen] == [[1.0], [0.0], [1.0], [0.0]]
+        assert Buzzer.describe()["options"]["pin"]["required"]
+    finally:
+        DRIVERS.pop("test-buzzer")
