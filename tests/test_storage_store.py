@@ -1,0 +1,240 @@
+"""The Store: batched writes, durability, reads, and falling back when the card fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+
+import pytest
+
+from conftest_storage import make_sdk_v1, tiny_tmpfs
+from ticos_agent.errors import StorageError
+from ticos_agent.storage import SaveMode, open_store
+
+
+def rows(path, sql="SELECT id, role, content FROM messages ORDER BY rowid"):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def warnings(caplog):
+    return [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("ticos_agent.storage")]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await open_store(SaveMode.INTERNAL, internal_dir=tmp_path)
+    yield s
+    await s.close()
+
+
+async def test_flush_commits_everything_enqueued(store, tmp_path):
+    ids = [store.add_message(role="user", content=f"m{i}", item_id=f"item_{i}", session_id="s1") for i in range(50)]
+    store.add_memory("long_term", "likes tea")
+    await store.flush()
+    assert [r[0] for r in rows(tmp_path / "ticos.db")] == ids
+    assert rows(tmp_path / "ticos.db", "SELECT type, content, user_id FROM memories") == [("long_term", "likes tea", "nobody")]
+    assert store.health()["pending"] == 0 and store.health()["written"] == 51
+
+
+async def test_writes_reach_disk_without_flush_within_100ms(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, batch_interval=0.05)
+    store.add_message(role="user", content="soon on disk", item_id=None)
+    deadline = time.monotonic() + 1.0
+    while not rows(tmp_path / "ticos.db") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    elapsed = 1.0 - (deadline - time.monotonic())
+    assert rows(tmp_path / "ticos.db") and elapsed < 0.2
+    await store.close()
+
+
+async def test_close_flushes_and_rows_survive_reopen(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, batch_interval=10)
+    mid = store.add_message(role="assistant", content="bye", item_id="i1", response_id="r1")
+    store.log_event("response.done", session_id="s", response_id="r1")
+    await store.close()
+    assert rows(tmp_path / "ticos.db") == [(mid, "assistant", "bye")]
+    assert rows(tmp_path / "ticos.db", "SELECT type, response_id FROM events") == [("response.done", "r1")]
+    with pytest.raises(StorageError):
+        store.add_message(role="user", content="late", item_id=None)
+    await store.close()  # twice is fine
+
+
+async def test_enqueue_is_synchronous_and_starts_no_tasks(store):
+    before = len(asyncio.all_tasks())
+    for i in range(5000):
+        store.log_event("response.audio.delta", session_id="s", event_id=f"e{i}", item_id="i")
+    assert len(asyncio.all_tasks()) == before
+    assert store.health()["pending"] == 5000
+    await store.flush()
+    assert len(await store.events(limit=1000)) == 500  # capped
+    assert (await store.events(limit=1))[0]["event_id"] == "e4999"
+
+
+async def test_update_message_fills_a_placeholder(store):
+    mid = store.add_message(role="user", content="", item_id="item_U1", status="pending")
+    store.update_message(mid, content="Wave at me!", status="completed")
+    store.update_message(mid, status="completed")  # content None keeps the transcript
+    await store.flush()
+    (msg,) = await store.messages()
+    assert (msg["content"], msg["status"], msg["item_id"]) == ("Wave at me!", "completed", "item_U1")
+
+
+async def test_calls_record_and_outcome_in_either_order(store):
+    store.record_call(call_id="call_1", name="motion", arguments='{"motion_tag":"wave"}', session_id="s", response_id="r")
+    store.set_call_outcome("call_1", "completed", {"ok": True})
+    store.set_call_outcome("call_2", "failed", "unknown tag")
+    store.record_call(call_id="call_2", name="emotion", arguments="{}", item_id="it")
+    store.record_call(call_id="call_1", name="motion", arguments="{}")  # duplicate: changes nothing
+    await store.flush()
+    calls = {c["call_id"]: c for c in await store.calls()}
+    assert calls["call_1"]["status"] == "completed" and json.loads(calls["call_1"]["result"]) == {"ok": True}
+    assert calls["call_1"]["arguments"] == '{"motion_tag":"wave"}' and calls["call_1"]["finished"]
+    assert (calls["call_2"]["name"], calls["call_2"]["status"], calls["call_2"]["item_id"]) == ("emotion", "failed", "it")
+    assert json.loads(calls["call_2"]["result"]) == "unknown tag"
+
+
+async def test_reads_paginate_filter_and_count(store):
+    for i in range(7):
+        store.add_message(role="user", content=str(i), item_id=None, session_id="a" if i % 2 else "b")
+    await store.flush()
+    assert [m["content"] for m in await store.messages(limit=2, offset=1)] == ["5", "4"]
+    assert [m["content"] for m in await store.messages(session_id="a")] == ["5", "3", "1"]
+    assert await store.count_messages() == 7 and await store.count_messages("b") == 4
+    assert await store.messages(limit=-5) == []
+
+
+async def test_a_bad_record_is_skipped_alone(store, tmp_path, caplog):
+    good1 = store.add_message(role="user", content="ok 1", item_id=None)
+    store.add_message(role="user", content=None, item_id=None)  # NOT NULL violation
+    good2 = store.add_message(role="user", content="ok 2", item_id=None)
+    store.log_event("x")
+    await store.flush()
+    assert [r[0] for r in rows(tmp_path / "ticos.db")] == [good1, good2]
+    assert store.health()["write_errors"] == 1 and store.health()["state"] == "ok"
+
+
+# ---------------------------------------------------------------- fallback when opening
+
+async def test_card_path_under_a_regular_file_falls_back(tmp_path, caplog):
+    card = tmp_path / "not-a-dir"
+    card.write_text("a file, so <card>/.config cannot be created")
+    internal = tmp_path / "internal"
+    store = await open_store("external", tf_root=card, internal_dir=internal)
+    assert store.location.path == internal / "ticos.db"
+    assert (store.location.mode, store.location.requested) == (SaveMode.INTERNAL, SaveMode.EXTERNAL)
+    h = store.health()
+    assert h["state"] == "degraded" and h["mode"] == "internal" and h["requested"] == "external"
+    assert str(card / ".config" / "ticos" / "ticos.db") in h["reason"]
+    (w,) = warnings(caplog)
+    assert str(card) in w.getMessage() and str(internal / "ticos.db") in w.getMessage()
+    store.add_message(role="user", content="kept", item_id=None)
+    await store.close()
+    assert rows(internal / "ticos.db")[0][2] == "kept"
+
+
+async def test_unopenable_card_database_falls_back_and_is_left_alone(tmp_path):
+    bad = tmp_path / "card" / ".config" / "ticos" / "ticos.db"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"this is not an SQLite database" * 100)
+    before = bad.read_bytes()
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in")
+    assert store.location.mode is SaveMode.INTERNAL and "not a database" in store.location.degraded
+    await store.close()
+    assert bad.read_bytes() == before
+
+
+async def test_read_only_mounted_card_falls_back(tmp_path):
+    with tiny_tmpfs(tmp_path / "card", "1m", "ro") as card:
+        store = await open_store("external", tf_root=card, internal_dir=tmp_path / "in")
+        assert store.location.mode is SaveMode.INTERNAL
+        assert "Read-only" in store.location.degraded or "read-only" in store.location.degraded
+        await store.close()
+
+
+async def test_internal_failure_raises_storage_error_with_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError) as err:
+        await open_store("internal", internal_dir=blocker / "ticos")
+    assert str(blocker / "ticos" / "ticos.db") in str(err.value)
+    assert isinstance(err.value, OSError)
+
+
+# ---------------------------------------------------------------- fallback at runtime
+
+async def test_card_filling_up_mid_session_loses_nothing(tmp_path, caplog):
+    """A real 2 MiB tmpfs as the card: SQLite gets a genuine ENOSPC (SQLITE_FULL)."""
+    internal = tmp_path / "in"
+    with tiny_tmpfs(tmp_path / "card", "2m") as card:
+        store = await open_store("external", tf_root=card, internal_dir=internal)
+        assert store.location.mode is SaveMode.EXTERNAL
+        ids = []
+        for i in range(200):
+            ids.append(store.add_message(role="assistant", content=f"{i}:" + "x" * 16000, item_id=f"i{i}"))
+            store.log_event("response.audio_transcript.done", item_id=f"i{i}")
+            await store.flush()  # never raises: the failed batch goes to the fallback
+        h = store.health()
+        assert h["state"] == "degraded" and h["mode"] == "internal" and h["write_errors"] >= 1
+        assert "full" in h["reason"] and str(card) in h["reason"]
+        assert len(warnings(caplog)) == 1
+        on_card = [r[0] for r in rows(card / ".config" / "ticos" / "ticos.db")]
+        await store.close()
+    on_internal = [r[0] for r in rows(internal / "ticos.db")]
+    assert on_card and on_internal
+    assert on_card + on_internal == ids  # every message once, in order
+    assert len(rows(internal / "ticos.db", "SELECT id FROM events")) == 200 - len(on_card)
+
+
+async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplog):
+    """The card made 'full' with PRAGMA max_page_count on the store's own connection."""
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in")
+    await store._db.execute("PRAGMA max_page_count = 1")  # the current size: no page may be added
+    mid = store.add_message(role="user", content="y" * 10000, item_id=None)
+    deadline = time.monotonic() + 2
+    while store.health()["mode"] != "internal" and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await store.flush()
+    assert store.health()["state"] == "degraded" and "full" in store.health()["reason"]
+    await store.close()
+    assert rows(tmp_path / "in" / "ticos.db")[0][0] == mid
+    assert rows(tmp_path / "card" / ".config" / "ticos" / "ticos.db") == []
+
+
+async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_path):
+    internal = tmp_path / "in"
+    internal.mkdir()
+    make_sdk_v1(internal / "ticos.db")  # holds id 9999999990 from an earlier session
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=internal)
+    await store._db.execute("PRAGMA max_page_count = 1")
+    store._last_id = 9999999980  # as if this session's clock had run that far
+    mid = store.add_message(role="user", content="z" * 5000, item_id="u")
+    store.update_message(mid, content="transcribed")
+    await store.flush()
+    store.update_message(mid, status="done")  # the caller's id still works
+    await store.close()
+    got = rows(internal / "ticos.db", "SELECT id, content, status FROM messages WHERE item_id = 'u'")
+    assert got == [("9999999991", "transcribed", "done")]
+    assert rows(internal / "ticos.db", "SELECT content FROM messages WHERE id = '9999999990'")
+
+
+async def test_when_internal_fails_too_nothing_raises_into_the_loop(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=blocker / "in")
+    await store._db.execute("PRAGMA max_page_count = 1")
+    store.add_message(role="user", content="w" * 5000, item_id=None)
+    with pytest.raises(StorageError) as err:
+        await store.flush()
+    assert "internal fallback" in str(err.value)
+    h = store.health()
+    assert h["state"] == "degraded" and h["pending"] == 1 and h["write_errors"] >= 1
+    store.log_event("still.accepted")
+    await store.close()  # gives up without raising; the loss is logged
+    assert any(r.levelno == logging.ERROR and "not written" in r.getMessage() for r in caplog.records)
