@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ticos_agent.audio import AudioConfig, AudioPlayer, parse_audio_config
-from ticos_agent.audio import player as player_mod
+from ticos_agent.audio import device as device_mod
 from ticos_agent.audio.buffer import Chunk, PcmQueue
 from ticos_agent.audio.envelope import EnvelopeMeter, LevelScheduler
 from ticos_agent.audio.player import decode_pcm
@@ -254,7 +254,7 @@ async def test_no_portaudio_disables_audio(monkeypatch, caplog):
     def missing():
         raise OSError("PortAudio library not found")
 
-    monkeypatch.setattr(player_mod, "_import_sounddevice", missing)
+    monkeypatch.setattr(device_mod, "_import_sounddevice", missing)
     p = AudioPlayer(parse_audio_config({"retry_seconds": 1}))
     await p.start()
     h = p.health()
@@ -270,7 +270,7 @@ async def test_no_portaudio_disables_audio(monkeypatch, caplog):
 
 
 async def test_disabled_in_config_never_loads_portaudio(monkeypatch):
-    monkeypatch.setattr(player_mod, "_import_sounddevice", lambda: pytest.fail("imported"))
+    monkeypatch.setattr(device_mod, "_import_sounddevice", lambda: pytest.fail("imported"))
     p = AudioPlayer(parse_audio_config({"enabled": False}))
     await p.start()
     assert p.health()["state"] == "disabled"
@@ -315,7 +315,7 @@ class _FakeStream:
 
 async def test_device_refusing_24k_gets_resampled_audio(monkeypatch):
     fake = _FakeSd()
-    monkeypatch.setattr(player_mod, "_import_sounddevice", lambda: fake)
+    monkeypatch.setattr(device_mod, "_import_sounddevice", lambda: fake)
     p = AudioPlayer(parse_audio_config({}))
     await p.start()
     assert fake.opened == [(48000, 480)]

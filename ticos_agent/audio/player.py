@@ -39,30 +39,22 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from collections import OrderedDict, deque
 from typing import Callable
 
 import numpy as np
 
 from ..errors import BadAudio
-from .buffer import ALL, Chunk, PcmQueue
+from .buffer import Chunk, PcmQueue
 from .config import SOURCE_RATE, AudioConfig
+from .device import NoPortAudio, close_output, load_portaudio, open_output
 from .envelope import WINDOW_SECONDS, EnvelopeMeter, LevelScheduler
 from .resample import StreamResampler, apply_volume
 
 log = logging.getLogger(__name__)
 
-BLOCK_SECONDS = 0.010  # PortAudio block: how often the callback looks at the queue
 MAX_QUEUED_SECONDS = 600  # beyond this much queued audio, deltas are dropped
 _WATCH_SECONDS = 1.0  # how often a running stream is checked for a stall
-
-
-def _import_sounddevice():
-    """Import sounddevice (this initialises PortAudio); a seam for tests."""
-    import sounddevice
-
-    return sounddevice
 
 
 class _Response:
@@ -159,7 +151,7 @@ class AudioPlayer:
     async def _try_open(self, first: bool = False) -> bool:
         try:
             await asyncio.to_thread(self._open_blocking)
-        except _NoPortAudio as exc:
+        except NoPortAudio as exc:
             self._set_state("disabled", str(exc))
             log.warning("audio: disabled: %s", exc)
             return False
@@ -184,47 +176,20 @@ class AudioPlayer:
         return True
 
     def _open_blocking(self) -> None:
-        """Import PortAudio, find the device, open and start the stream (worker thread)."""
+        """Load PortAudio, open and start the stream (in a worker thread)."""
         if self._sd is None:
-            try:
-                self._sd = _import_sounddevice()
-            except (OSError, ImportError) as exc:
-                raise _NoPortAudio(f"PortAudio is not available ({exc}); install libportaudio2") from None
-        sd = self._sd
-        info = sd.query_devices(self.config.device, "output")  # ValueError when missing
-        rates = [self.config.sample_rate] if self.config.sample_rate else [SOURCE_RATE]
-        default_rate = int(info["default_samplerate"])
-        if not self.config.sample_rate and default_rate != SOURCE_RATE:
-            rates.append(default_rate)
-        error: Exception | None = None
-        for rate in rates:
-            try:
-                stream = sd.OutputStream(
-                    samplerate=rate,
-                    blocksize=int(rate * BLOCK_SECONDS),
-                    device=self.config.device,
-                    channels=1,
-                    dtype="int16",
-                    latency=self.config.latency,
-                    callback=self._callback,
-                    finished_callback=self._finished,
-                )
-            except sd.PortAudioError as exc:
-                error = exc
-                continue
-            self._queue.rate = rate
-            self._rate = rate
-            self._device_name = str(info["name"])
-            self._stream = stream
-            stream.start()
-            return
-        raise error  # type: ignore[misc]
+            self._sd = load_portaudio()
+        stream, rate, name = open_output(self._sd, self.config, self._callback, self._finished)
+        self._queue.rate = self._rate = rate
+        self._device_name = name
+        self._stream = stream
+        stream.start()
 
     async def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
-                await asyncio.to_thread(_close, stream)
+                await asyncio.to_thread(close_output, stream)
             except Exception as exc:
                 log.debug("audio: closing the stream failed: %s", exc)
 
@@ -451,14 +416,3 @@ class AudioPlayer:
             "dropped_deltas": self.dropped_deltas,
             "rejected_deltas": self.rejected_deltas,
         }
-
-
-class _NoPortAudio(Exception):
-    pass
-
-
-def _close(stream) -> None:
-    try:
-        stream.abort()
-    finally:
-        stream.close()
