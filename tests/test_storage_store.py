@@ -115,9 +115,13 @@ async def test_a_bad_record_is_skipped_alone(store, tmp_path, caplog):
     store.add_message(role="user", content=None, item_id=None)  # NOT NULL violation
     good2 = store.add_message(role="user", content="ok 2", item_id=None)
     store.log_event("x")
+    store.log_event("bad", session_id={"not": "bindable"})  # SQLite cannot store a dict
+    store.log_event("y")
     await store.flush()
     assert [r[0] for r in rows(tmp_path / "ticos.db")] == [good1, good2]
-    assert store.health()["write_errors"] == 1 and store.health()["state"] == "ok"
+    assert rows(tmp_path / "ticos.db", "SELECT type FROM events ORDER BY id") == [("x",), ("y",)]
+    h = store.health()
+    assert (h["write_errors"], h["state"], h["mode"], h["pending"]) == (2, "ok", "internal", 0)
 
 
 # ---------------------------------------------------------------- fallback when opening

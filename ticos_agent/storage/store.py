@@ -312,16 +312,16 @@ class Store:
         db = self._db
         await db.execute("BEGIN")
         try:
-            if events:
-                await db.executemany(SQL_LOG_EVENT, events)
             if one_by_one:
-                for sql, params in ops:
+                for sql, params in [(SQL_LOG_EVENT, e) for e in events] + ops:
                     try:
                         await db.execute(sql, params)
                     except DATA_ERRORS as exc:
                         self._write_errors += 1
                         log.error("storage: skipped a record %r: %s", params[:3], describe(exc))
             else:
+                if events:
+                    await db.executemany(SQL_LOG_EVENT, events)
                 start = 0
                 for i in range(1, len(ops) + 1):
                     if i == len(ops) or ops[i][0] is not ops[start][0]:
