@@ -323,3 +323,23 @@ async def test_device_refusing_24k_gets_resampled_audio(monkeypatch):
     p.feed(np.arange(1, 2401, dtype="<i2").tobytes(), response_id="r", item_id="i")
     assert p._queue.queued_frames == 4798  # doubled, less the outputs of the held-back last sample
     await p.stop()
+
+
+async def test_flush_all_drops_queued_and_late_deltas_then_a_new_response_queues(monkeypatch):
+    monkeypatch.setattr(device_mod, "_import_sounddevice", lambda: _FakeSd())
+    closed = []
+    p = AudioPlayer(parse_audio_config({"jitter_ms": 50}), on_level=closed.append)
+    await p.start()
+    delta = np.arange(1, 481, dtype="<i2").tobytes()
+    for _ in range(3):
+        p.feed(delta, response_id="resp_1", item_id="item_1")
+    assert p.playing and p._queue.queued_frames == 3 * 960 - 2
+    p.flush()
+    assert not p.playing and p._queue.queued_frames == 0
+    assert p.health()["dropped_deltas"] == 3
+    p.feed(delta, response_id="resp_1", item_id="item_1")  # late delta of the cancelled response
+    assert p._queue.queued_frames == 0 and p.health()["dropped_deltas"] == 4
+    p.feed(delta, response_id="resp_2", item_id="item_2")
+    assert p._queue.queued_frames == 958  # a fresh resampler: no state from resp_1
+    assert p.health()["underruns"] == 0
+    await p.stop()

@@ -54,7 +54,7 @@ from .resample import StreamResampler, apply_volume
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_SECONDS = 600  # beyond this much queued audio, deltas are dropped
-_WATCH_SECONDS = 1.0  # how often a running stream is checked for a stall
+_WATCH_SECONDS = 2.0  # a stream whose callback has not run for this long has stalled
 
 
 class _Response:
