@@ -73,6 +73,13 @@ def test_root_on_usb_disk_excludes_that_disk(tmp_path):
     assert find_tf_root(path, removable=lambda d: True) == Path("/media/sd")
 
 
+def test_dev_root_uses_the_boot_partition_to_know_the_boot_disk(tmp_path):
+    path = tmp_path / "m"
+    path.write_text("/dev/root / ext4 rw 0 0\n/dev/mmcblk0p1 /boot vfat rw 0 0\n"
+                    "/dev/mmcblk0p3 /media/data ext4 rw 0 0\n/dev/mmcblk1p1 /media/card vfat rw 0 0\n")
+    assert find_tf_root(path, removable=never) == Path("/media/card")
+
+
 def test_missing_mount_table_means_no_card(tmp_path):
     assert find_tf_root(tmp_path / "nope") is None
 

@@ -145,15 +145,16 @@ def find_tf_root(
     A candidate is a block device mounted under ``/media`` or ``/mnt`` that is either an
     SD/MMC device (``mmcblk*``) or a disk the kernel marks removable (``removable(disk)``,
     by default ``/sys/block/<disk>/removable``), and that is not the disk holding the root
-    filesystem (a Pi boots from ``mmcblk0``). The first candidate in table order wins. Folder
-    names play no part. Symlinked device paths (``/dev/disk/by-uuid/...``) are resolved.
+    filesystem (a Pi boots from ``mmcblk0``; when ``/`` shows as ``/dev/root``, the disk of
+    ``/boot`` counts). The first candidate in table order wins. Folder names play no part.
+    Symlinked device paths (``/dev/disk/by-uuid/...``) are resolved.
     """
     try:
         raw = Path(mounts).read_bytes()
     except OSError:
         return None
     entries: list[tuple[str, str]] = []
-    root_disk = None
+    system_disks: dict[str, str | None] = {}
     for line in raw.splitlines():
         fields = line.split()
         if len(fields) < 2:
@@ -162,10 +163,12 @@ def find_tf_root(
         if device.startswith("/dev/") and os.path.islink(device):
             device = os.path.realpath(device)
         disk = disk_of(device)
-        if mountpoint == "/":
-            root_disk = disk
+        if mountpoint in ("/", "/boot", "/boot/firmware"):
+            system_disks[mountpoint] = disk
         if disk is not None:
             entries.append((disk, mountpoint))
+    # Older Pi OS lists "/" as /dev/root; the boot partition then tells which disk it is.
+    root_disk = system_disks.get("/") or system_disks.get("/boot/firmware") or system_disks.get("/boot")
     for disk, mountpoint in entries:
         if disk == root_disk or not _under_card_parent(mountpoint):
             continue
