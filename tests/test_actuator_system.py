@@ -132,3 +132,23 @@ async def test_a_driver_that_cannot_open_is_disabled_not_fatal():
         s.mouth_level(0.5)  # no mouth configured: no-op
     finally:
         await s.stop()
+
+
+async def test_a_driver_bug_fails_the_call_instead_of_hanging():
+    from ticos_agent.actuators import DRIVERS, Driver, register_driver
+
+    @register_driver("test-broken")
+    class Broken(Driver):
+        def move(self, targets, seconds):
+            raise TypeError("bug in the driver")
+
+    try:
+        doc = {"robot": {"default_library": False}, "actuators": {"x": {"driver": "test-broken"}},
+               "motions": {"go": {"x": [[0.1, 1]]}}}
+        s = ActuatorSystem(parse_actuators_config(doc))
+        await s.start()
+        out = await asyncio.wait_for(s.motion(MotionArgs("go")), 2)
+        await s.stop()
+        assert out.status == "failed" and "bug in the driver" in out.reason
+    finally:
+        DRIVERS.pop("test-broken")

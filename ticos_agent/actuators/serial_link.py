@@ -137,11 +137,16 @@ class SerialLink:
 
     def _open(self) -> serial.SerialBase:
         ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0, write_timeout=2.0)
-        if self.handshake:
-            ser.write(self.handshake.encode("ascii") + self.newline)
-            ser.flush()
-            if self.handshake_reply:
-                self._await_reply(ser)
+        try:
+            if self.handshake:
+                ser.reset_input_buffer()
+                ser.write(self.handshake.encode("ascii") + self.newline)
+                ser.flush()
+                if self.handshake_reply:
+                    self._await_reply(ser)
+        except BaseException:
+            self._close(ser)
+            raise
         return ser
 
     def _await_reply(self, ser: serial.SerialBase) -> None:

@@ -204,11 +204,16 @@ class ActuatorSystem:
                 if d.faults != before or d.state != "ok":
                     raise ActuatorError(f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
             outcome = Outcome("done", None, cmd.detail)
-        except ActuatorError as exc:
-            log.warning("%s %r failed: %s", cmd.kind, cmd.tag, exc)
+        except Exception as exc:  # noqa: BLE001 - a driver bug must fail the call, not hang it
+            if isinstance(exc, ActuatorError):
+                log.warning("%s %r failed: %s", cmd.kind, cmd.tag, exc)
+                reason = str(exc)
+            else:
+                log.exception("%s %r failed in a driver", cmd.kind, cmd.tag)
+                reason = f"driver error: {type(exc).__name__}: {exc}"
             for n in cmd.plan.actuators:
                 self._safe(n)
-            outcome = Outcome("failed", str(exc), cmd.detail)
+            outcome = Outcome("failed", reason, cmd.detail)
         cmd.detail.update(elapsed_s=round(loop.time() - t0, 4), late_max_ms=round(late * 1000, 3))
         self._finish(cmd, outcome)
         self._pump()
