@@ -180,6 +180,18 @@ def test_lip_sync_levels_follow_the_output_clock(tmp_path):
     assert t1 - t0 >= 0.8 * 0.020 * (k1 - k0) - 0.06
 
 
+def test_lip_sync_waits_for_the_dac_time(tmp_path):
+    # a device that reports 200 ms between the callback and the speaker: the mouth follows
+    # the speaker, not the callback
+    result, _raw = run_scenario(tmp_path, "envelope", paced=True, dac_offset=0.2)
+    first_pull, last_pull = result["audio_pulls"]
+    voiced = [t for t, lv in result["deliveries"] if lv != 0.0]
+    assert voiced[0] >= first_pull + 0.15
+    assert result["deliveries"][-1][1] == 0.0
+    assert result["deliveries"][-1][0] >= last_pull + 0.15  # the mouth closes when the sound ends
+    assert result["stats"]["delivered"] + result["stats"]["dropped_late"] == len(result["windows"])
+
+
 def test_lip_sync_values_with_unpaced_sink(tmp_path):
     result, _raw = run_scenario(tmp_path, "envelope", paced=False)
     windows = result["windows"]
@@ -226,14 +238,31 @@ def test_stream_failure_is_retried_and_recovers(tmp_path):
 # the subprocess side (python tests/test_audio_playback.py <scenario> <json params>)
 
 
-def pace(player_cls):
-    """Make the player's callback sleep after each block so the stream runs in real time."""
+class _TimeInfo:
+    __slots__ = ("outputBufferDacTime", "currentTime")
+
+    def __init__(self, dac, current):
+        self.outputBufferDacTime = dac
+        self.currentTime = current
+
+
+def pace(player_cls, dac_offset: float = 0.0, audio_pulls: list | None = None):
+    """Make the player's callback sleep after each block so the stream runs in real time.
+
+    ``dac_offset`` adds that much to the DAC time PortAudio reports (a device holding that
+    much audio in its buffer; the null sink reports none); ``audio_pulls`` collects the
+    monotonic times of the blocks that carried audio."""
     orig = player_cls._callback
-    state = {"next": None}
+    state = {"next": None, "played": 0}
 
     def paced(self, outdata, frames, time_info, status):
+        if dac_offset:
+            time_info = _TimeInfo(time_info.outputBufferDacTime + dac_offset, time_info.currentTime)
         orig(self, outdata, frames, time_info, status)
         now = time.monotonic()
+        if audio_pulls is not None and self._queue.played_total != state["played"]:
+            state["played"] = self._queue.played_total
+            audio_pulls.append(now)
         state["next"] = max(state["next"] or now, now - 0.05) + frames / self._rate
         time.sleep(max(0.0, state["next"] - now))
 
@@ -345,8 +374,9 @@ async def sc_flush(p):
 async def sc_envelope(p):
     from ticos_agent.audio import AudioPlayer
 
+    pulls: list[float] = []
     if p["paced"]:
-        pace(AudioPlayer)
+        pace(AudioPlayer, p.get("dac_offset", 0.0), pulls)
     loop = asyncio.get_running_loop()
     deliveries, threads = [], set()
 
@@ -374,6 +404,7 @@ async def sc_envelope(p):
         "deliveries": deliveries,
         "stats": stats,
         "all_on_loop_thread": threads == {threading.get_ident()},
+        "audio_pulls": [pulls[0], pulls[-1]] if pulls else None,
     }
 
 
