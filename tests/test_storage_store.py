@@ -234,11 +234,12 @@ async def test_when_internal_fails_too_nothing_raises_into_the_loop(tmp_path, ca
     store = await open_store("external", tf_root=tmp_path / "card", internal_dir=blocker / "in")
     await store._db.execute("PRAGMA max_page_count = 1")
     store.add_message(role="user", content="w" * 5000, item_id=None)
+    store.log_event("kept.for.retry")
     with pytest.raises(StorageError) as err:
         await store.flush()
     assert "internal fallback" in str(err.value)
     h = store.health()
-    assert h["state"] == "degraded" and h["pending"] == 1 and h["write_errors"] >= 1
+    assert h["state"] == "degraded" and h["pending"] == 2 and h["write_errors"] >= 1
     store.log_event("still.accepted")
     await store.close()  # gives up without raising; the loss is logged
     assert any(r.levelno == logging.ERROR and "not written" in r.getMessage() for r in caplog.records)
