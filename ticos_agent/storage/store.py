@@ -380,9 +380,11 @@ class Store:
         try:
             db, seed = await connect(internal.path)
         except (sqlite3.Error, OSError) as exc:
+            first = self._failure is None
             self._failure = (f"writing to {card_path} failed ({reason}) and the internal fallback "
                              f"{internal.path} failed too ({describe(exc)})")
-            log.error("storage: %s; will retry", self._failure)
+            if first:
+                log.error("storage: %s; will retry", self._failure)
             return False
         log.warning("storage: writing to TF card database %s failed (%s); falling back to internal "
                     "database %s", card_path, reason, internal.path)
