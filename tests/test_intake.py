@@ -226,3 +226,30 @@ async def test_event_log_has_types_and_ids_but_no_payloads(agent, connect):
     assert ("response.done", "sess_L", "resp_1") in rows
     assert items == [("item_A1",)]
     assert "delta" not in columns and "audio" not in columns
+
+
+async def test_arguments_streamed_before_a_bare_output_item_are_used(agent, connect):
+    calls = []
+    agent.on_function("lights", lambda call: calls.append(call.arguments))
+    peer = await connect(agent)
+    await peer.send(
+        ev("response.function_call_arguments.delta", response_id="r1", item_id="fc1", call_id="call_s", delta='{"on"'),
+        ev("response.function_call_arguments.done", response_id="r1", item_id="fc1", call_id="call_s",
+           arguments='{"on": false}'),
+        ev("response.output_item.done", response_id="r1", output_index=0,
+           item={"id": "fc1", "type": "function_call", "status": "completed", "name": "lights", "call_id": "call_s"}))
+    await wait_for(lambda: calls)
+    assert calls == [{"on": False}]
+
+
+async def test_long_session_keeps_bounded_state(agent, connect):
+    peer = await connect(agent)
+    for n in range(600):
+        await peer.send(user_item(f"u{n}"), transcription(f"u{n}", f"q{n}"),
+                        *assistant_turn(f"r{n}", f"a{n}", ["a", "b"], audio=False))
+    await settle(agent)
+    conn = next(iter(agent._connections))
+    assert conn.conversation._assistant == {}
+    assert conn.conversation.active_response is None
+    assert await agent.store.count_messages() == 1200
+    assert agent.health()["counters"]["errors"] == 0

@@ -91,9 +91,12 @@ class Agent:
         self.actuators = None
         self.audio = None
         self.counters: defaultdict[str, int] = defaultdict(int)
+        for key in ("events", "errors", "ignored", "dispatches"):
+            self.counters[key] = 0
         self.http_connection: Connection | None = None
         self._connections: set[Connection] = set()
         self._seen_calls: OrderedDict[str, None] = OrderedDict()
+        self._streamed_args: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
         self._call_tasks: set[asyncio.Task] = set()
         self._audio_response: str | None = None
         self._runner: web.AppRunner | None = None
@@ -314,6 +317,10 @@ class Agent:
                     error = self._function_call(item, _rid(event), conn)
             elif etype == "response.done":
                 error = self._response_done(event, conn)
+            elif etype == "response.function_call_arguments.done":
+                self._streamed_args[event.data["call_id"]] = event.data["arguments"]
+                if len(self._streamed_args) > MAX_SEEN_CALLS:
+                    self._streamed_args.popitem(last=False)
             elif etype == "input_audio_buffer.speech_started":
                 self._speech_started(conn)
         except BadEvent as exc:
@@ -409,6 +416,9 @@ class Agent:
                                        item_id=_str(item.get("id")), status="not_dispatched")
             return BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                             code="incomplete_function_call")
+        streamed = self._streamed_args.pop(call_id, None) if isinstance(call_id, str) else None
+        if streamed is not None and not item.get("arguments"):
+            item = {**item, "arguments": streamed}
         try:
             call = events.function_call(item, response_id)
             motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None

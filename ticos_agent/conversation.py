@@ -70,7 +70,6 @@ class Conversation:
         # item_id -> message id of user rows already stored (bounded)
         self._user_rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._assistant: dict[str, _AssistantItem] = {}
-        self._responses: dict[str, str] = {}  # response_id -> status while in progress
         self.active_response: str | None = None
         self.stored = 0
 
@@ -159,7 +158,6 @@ class Conversation:
     def _response_created(self, event: Event) -> None:
         rid = event.data["response"].get("id")
         if isinstance(rid, str):
-            self._responses[rid] = "in_progress"
             self.active_response = rid
 
     def _output_item_added(self, event: Event) -> None:
@@ -211,8 +209,6 @@ class Conversation:
                     entry.final = text
         for item_id in [i for i, e in self._assistant.items() if e.response_id == rid or rid is None]:
             self._flush_item(item_id, status)
-        if rid is not None:
-            self._responses.pop(rid, None)
         if self.active_response == rid:
             self.active_response = None
 
@@ -234,7 +230,6 @@ class Conversation:
         """The connection ended: store what is still open as ``incomplete``."""
         for item_id in list(self._assistant):
             self._flush_item(item_id, "incomplete")
-        self._responses.clear()
         self.active_response = None
 
 
