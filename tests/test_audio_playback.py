@@ -219,12 +219,14 @@ def test_missing_device_disables_audio(tmp_path):
     assert "no-such-device" in h["reason"]
     assert h["dropped_deltas"] == 1 and h["rejected_deltas"] == 1
     assert result["playing"] is False
+    assert result["health_after_stop"]["state"] == "disabled"
 
 
 def test_missing_device_is_retried(tmp_path):
     result, _raw = run_scenario(tmp_path, "missing", retry_seconds=0.1)
     assert result["health"]["state"] == "retrying"
     assert result["warnings"] == 1  # one clear line, not one per retry
+    assert result["health_after_stop"]["state"] == "idle"
 
 
 def test_stream_failure_is_retried_and_recovers(tmp_path):
@@ -457,6 +459,7 @@ async def sc_missing(p):
     await asyncio.sleep(0.35)  # a few retries when configured
     res = {"health": player.health(), "playing": player.playing, "warnings": len(warnings)}
     await player.stop()
+    res["health_after_stop"] = player.health()
     return res
 
 

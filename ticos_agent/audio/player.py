@@ -145,7 +145,7 @@ class AudioPlayer:
         self._queue.drop()
         await self._close_stream()
         self._responses.clear()
-        if self._state == "ok":
+        if self._state in ("ok", "retrying"):
             self._set_state("idle", "stopped")
 
     async def _try_open(self, first: bool = False) -> bool:
@@ -180,6 +180,9 @@ class AudioPlayer:
         if self._sd is None:
             self._sd = load_portaudio()
         stream, rate, name = open_output(self._sd, self.config, self._callback, self._finished)
+        if self._stopping:  # stop() ran while this thread was opening the device
+            close_output(stream)
+            raise RuntimeError("stopped while opening")
         self._queue.rate = self._rate = rate
         self._device_name = name
         self._stream = stream
