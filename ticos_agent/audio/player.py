@@ -25,6 +25,12 @@ How it works::
   device, an open failure, or a stream that stops or stalls while running: retried every
   ``retry_seconds`` (``state == "retrying"``), or disabled when that is 0. One warning line
   is logged when audio goes away and one info line when it comes back; nothing raises.
+* A stream is "stalled" when its callback has not run for 2 s; it is then closed and
+  retried like a failed device.
+* Extras for benchmarks and diagnostics: ``start_latencies`` (seconds from the first delta
+  of a response reaching an idle player to the DAC time of its first sample),
+  ``envelope_stats`` (levels delivered / dropped as late), ``device_underflows``
+  (PortAudio's own underflow flags).
 * Valid deltas fed while audio is not available are discarded and counted in
   ``dropped_deltas``; bad deltas raise :class:`~ticos_agent.errors.BadAudio` in every state.
 
