@@ -14,7 +14,7 @@ from ticos_agent.audio import AudioConfig, AudioPlayer, parse_audio_config
 from ticos_agent.audio import device as device_mod
 from ticos_agent.audio.buffer import Chunk, PcmQueue
 from ticos_agent.audio.envelope import EnvelopeMeter, LevelScheduler
-from ticos_agent.audio.player import decode_pcm
+from ticos_agent.audio.pcm import decode_pcm
 from ticos_agent.audio.resample import StreamResampler, apply_volume, resample
 from ticos_agent.errors import BadAudio, ConfigError
 

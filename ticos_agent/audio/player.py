@@ -42,8 +42,6 @@ PortAudio or the device is missing and no retry is configured.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections import OrderedDict, deque
 from typing import Callable
@@ -51,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BadAudio
+from .pcm import decode_pcm
 from .buffer import Chunk, PcmQueue
 from .config import SOURCE_RATE, AudioConfig
 from .device import NoPortAudio, close_output, load_portaudio, open_output
@@ -72,24 +71,6 @@ class _Response:
         self.resampler = StreamResampler(SOURCE_RATE, out_rate)
         self.meter = EnvelopeMeter(int(SOURCE_RATE * WINDOW_SECONDS))
         self.pos = 0  # samples (output rate) of this response queued so far
-
-
-def decode_pcm(audio: str | bytes) -> np.ndarray:
-    """A delta (base64 ``str`` or raw ``bytes``) as int16 samples; raises BadAudio."""
-    if isinstance(audio, str):
-        try:
-            raw = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadAudio(f"audio delta is not base64: {exc}") from None
-    elif isinstance(audio, (bytes, bytearray, memoryview)):
-        raw = bytes(audio)
-    else:
-        raise BadAudio(f"audio delta must be base64 text or bytes, not {type(audio).__name__}")
-    if not raw:
-        raise BadAudio("audio delta is empty")
-    if len(raw) % 2:
-        raise BadAudio(f"audio delta has an odd byte count ({len(raw)}); PCM16 needs whole samples")
-    return np.frombuffer(raw, dtype="<i2")
 
 
 class AudioPlayer:
