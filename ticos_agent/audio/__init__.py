@@ -8,9 +8,10 @@ Public API (what the agent core uses):
   ``played_ms(item_id)`` for ``conversation.item.truncate``, ``health()`` for ``/health``,
   ``on_level`` for a mouth actuator (:mod:`ticos_agent.audio.player`).
 
-Modules: ``config`` (settings), ``resample`` (numpy rate conversion and volume),
-``envelope`` (loudness levels and their timing), ``buffer`` (the jitter buffer shared with
-PortAudio's thread), ``player`` (the stream and its life cycle). Importing this package
+Modules: ``config`` (settings), ``pcm`` (delta decoding), ``resample`` (numpy rate
+conversion and volume), ``envelope`` (loudness levels and their timing), ``buffer`` (the
+jitter buffer shared with PortAudio's thread), ``device`` (opening the PortAudio output),
+``player`` (the stream's life cycle, feed/flush, health). Importing this package
 does not import sounddevice; PortAudio is loaded by ``AudioPlayer.start()``.
 """
 
