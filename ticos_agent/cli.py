@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("what", nargs="?", default="messages",
                            choices=["messages", "memories", "calls", "events", "sessions"])
 
-    sub.add_parser("doctor", help="check this machine: port, storage, serial, GPIO, audio")
+    p = sub.add_parser("doctor", help="check this machine and config: port, storage, serial, GPIO, audio")
+    p.add_argument("--config", "-c")
 
     p = sub.add_parser("replay", help="send a JSON-lines trace to a running agent")
     p.add_argument("trace", help="file with one event per line")
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import main as doctor_main
 
-        return doctor_main()
+        return doctor_main(args.config)
     if args.command == "replay":
         from .replay import main as replay_main
 

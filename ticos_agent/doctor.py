@@ -13,8 +13,16 @@ def _check(name: str, ok: bool | None, detail: str) -> bool:
     return ok is not False
 
 
-def main() -> int:
+def main(config_path: str | None = None) -> int:
     good = True
+    from .config import ConfigErrors, load
+
+    try:
+        config = load(config_path)
+        _check("config", True, config.source)
+    except ConfigErrors as exc:
+        _check("config", False, str(exc))
+        return 1
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", 9999))
@@ -42,4 +50,11 @@ def main() -> int:
         _check("audio", None, f"PortAudio missing ({exc}); apt-get install libportaudio2")
     except Exception as exc:
         _check("audio", None, f"no output device: {exc}")
+    if config.actuators is not None:
+        from .actuators import DRIVERS
+
+        for name, act in config.actuators.actuators.items():
+            problems = DRIVERS[act.driver].check_environment(act.options)
+            detail = "; ".join(problems) if problems else f"{act.driver}{' (simulated)' if act.simulated else ''}"
+            good &= _check(f"actuator {name}", not problems, detail)
     return 0 if good else 1

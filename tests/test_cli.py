@@ -1,0 +1,72 @@
+"""The command line as a person uses it: config errors on one screen, masked secrets, doctor, run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def cli(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "ticos_agent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_broken_config_is_refused_with_every_error_named(tmp_path):
+    bad = tmp_path / "robot.toml"
+    bad.write_text('[server]\nport = "ninety"\nhost = "0.0.0.0"\n[storage]\nmode = "cloud"\n[soup]\nx = 1\n'
+                   '[actuators.head]\ndriver = "warp-drive"\n')
+    out = cli("run", "--config", str(bad))
+    assert out.returncode == 2
+    for key in ("server.port", "server.token", "storage.mode", "soup", "actuators.head.driver"):
+        assert key in out.stderr, (key, out.stderr)
+    assert len(out.stderr.splitlines()) < 25
+
+
+def test_config_prints_effective_values_with_secrets_masked(tmp_path):
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text('[server]\nhost = "0.0.0.0"\ntoken = "hunter2"\n')
+    out = cli("config", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["server"]["token"] == "********" and "hunter2" not in out.stdout
+    assert data["storage"]["mode"] == "internal" and "actuators" in data
+
+
+def test_doctor_reports_each_check(tmp_path):
+    out = cli("doctor", env={"HOME": str(tmp_path)})
+    assert "[" in out.stdout and "config" in out.stdout and "actuator head" in out.stdout
+
+
+def test_run_serves_health_and_stops_gracefully_on_sigterm(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    try:
+        body = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    body = json.load(resp)
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert body is not None and body["simulated"] is True
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "SIMULATED" in output
+    assert output.index("server: stopped") < output.index("actuators: stopped") < output.index("storage: flushed")
+    assert (tmp_path / ".config" / "ticos" / "ticos.db").exists()
