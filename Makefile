@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2 libasound2-plugins >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2 >/dev/null; \
 	  else echo "note: libportaudio2 is missing; audio is disabled (apt-get install libportaudio2)"; fi; \
 	fi
 
