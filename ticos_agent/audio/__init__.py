@@ -16,6 +16,14 @@ does not import sounddevice; PortAudio is loaded by ``AudioPlayer.start()``.
 """
 
 from .config import AudioConfig, parse_audio_config
-from .player import AudioPlayer
+
+
+def __getattr__(name: str):
+    if name == "AudioPlayer":  # numpy loads with the player, not with the config
+        from .player import AudioPlayer
+
+        return AudioPlayer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["AudioConfig", "parse_audio_config", "AudioPlayer"]
