@@ -70,6 +70,7 @@ class Conversation:
         # item_id -> message id of user rows already stored (bounded)
         self._user_rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._assistant: dict[str, _AssistantItem] = {}
+        self._stored_assistant: OrderedDict[str, None] = OrderedDict()  # item ids already stored
         self.active_response: str | None = None
         self.stored = 0
 
@@ -163,8 +164,9 @@ class Conversation:
     def _output_item_added(self, event: Event) -> None:
         item = event.data["item"]
         item_id = item.get("id")
-        if item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant:
-            self._assistant[item_id] = _AssistantItem(item_id, _response_id(event), item.get("role") or "assistant")
+        if (item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant
+                and item_id not in self._stored_assistant):
+            self._assistant[item_id] = _AssistantItem(item_id, _response_id(event), _role(item))
 
     def _assistant_item(self, event: Event) -> _AssistantItem:
         item_id = event.data["item_id"]
@@ -179,18 +181,21 @@ class Conversation:
 
     def _transcript_delta(self, event: Event) -> None:
         delta = event.data["delta"]
+        if event.data["item_id"] in self._stored_assistant:  # a straggler after response.done
+            self.dispatcher.emit("conversation", event.data["item_id"], "assistant", delta)
+            return
         entry = self._assistant_item(event)
         entry.parts.append(delta)
         self.dispatcher.emit("conversation", entry.item_id, entry.role, delta)
 
     def _transcript_done(self, event: Event) -> None:
         text = event.data.get("transcript", event.data.get("text"))
-        if isinstance(text, str):
+        if isinstance(text, str) and event.data["item_id"] not in self._stored_assistant:
             self._assistant_item(event).final = text
 
     def _response_done(self, event: Event) -> None:
         response = event.data["response"]
-        rid = response.get("id") if isinstance(response.get("id"), str) else None
+        rid = response["id"]  # a string: events.parse checked it
         status = response.get("status")
         if status not in FINAL_STATUSES:
             status = "completed" if status is None else "incomplete"
@@ -204,10 +209,10 @@ class Conversation:
                 if not isinstance(item_id, str):
                     continue
                 text = _assistant_content(item.get("content"))
-                if item_id not in self._assistant and text:
-                    entry = self._assistant[item_id] = _AssistantItem(item_id, rid, item.get("role") or "assistant")
+                if item_id not in self._assistant and item_id not in self._stored_assistant and text:
+                    entry = self._assistant[item_id] = _AssistantItem(item_id, rid, _role(item))
                     entry.final = text
-        for item_id in [i for i, e in self._assistant.items() if e.response_id == rid or rid is None]:
+        for item_id in [i for i, e in self._assistant.items() if e.response_id in (rid, None)]:
             self._flush_item(item_id, status)
         if self.active_response == rid:
             self.active_response = None
@@ -216,6 +221,9 @@ class Conversation:
         entry = self._assistant.pop(item_id, None)
         if entry is None:
             return
+        self._stored_assistant[item_id] = None
+        if len(self._stored_assistant) > MAX_TRACKED:
+            self._stored_assistant.popitem(last=False)
         text = entry.text
         if not text:
             return  # nothing was said (audio without transcript, or cut before any word)
@@ -231,6 +239,11 @@ class Conversation:
         for item_id in list(self._assistant):
             self._flush_item(item_id, "incomplete")
         self.active_response = None
+
+
+def _role(item: dict) -> str:
+    role = item.get("role")
+    return role if role in ("assistant", "system") else "assistant"
 
 
 def _response_id(event: Event) -> str | None:

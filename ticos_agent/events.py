@@ -86,6 +86,24 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+_OPT_LIST = (list, type(None))
+
+#: Fields inside the objects above that the agent reads: (object, field) -> allowed types.
+#: ``None`` in the types means the field may be absent or null.
+_ITEM_FIELDS = {"id": _OPT_STR, "type": _OPT_STR, "role": _OPT_STR, "content": _OPT_LIST,
+                "call_id": _OPT_STR, "name": _OPT_STR, "status": _OPT_STR}
+NESTED: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
+    "conversation.item.created": {"item": _ITEM_FIELDS},
+    "conversation.item.done": {"item": _ITEM_FIELDS},
+    "response.output_item.added": {"item": _ITEM_FIELDS},
+    "response.output_item.done": {"item": _ITEM_FIELDS},
+    "response.created": {"response": {"id": _STR}},
+    "response.done": {"response": {"id": _STR, "status": _OPT_STR, "output": _OPT_LIST}},
+    "session.created": {"session": {"id": _OPT_STR}},
+    "conversation.created": {"conversation": {"id": _OPT_STR}},
+}
+
+
 class Event:
     """One validated realtime event.
 
@@ -149,6 +167,19 @@ def parse(frame: str | bytes | bytearray | memoryview | dict) -> Event:
                     code="invalid_shape",
                     event_id=event_id,
                 )
+        nested = NESTED.get(etype)
+        if nested:
+            for outer, fields in nested.items():
+                inner = data[outer]
+                for key, types in fields.items():
+                    value = inner.get(key)
+                    if not isinstance(value, types):
+                        want = " or ".join(_TYPE_NAMES[t] for t in types if t is not type(None))
+                        raise BadEvent(
+                            f"{wire_type}: '{outer}.{key}' must be {want}, got {_json_kind(value)}",
+                            code="invalid_shape",
+                            event_id=event_id,
+                        )
     return Event(etype, wire_type, data)
 
 
