@@ -29,11 +29,9 @@ flushed last, after open conversations have been stored as ``incomplete``.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,41 +39,14 @@ from aiohttp import web
 
 from . import __version__, events
 from .config import Config, default_internal_dir, from_dict, load
-from .conversation import Conversation
+from .calls import CallIntake
+from .connection import Connection, error_event, reply_id
 from .dispatch import Dispatcher
-from .errors import BadArguments, BadEvent, TicosError
-from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, Event, FunctionCall
+from .errors import BadEvent, TicosError
+from .events import Event
 
 log = logging.getLogger("ticos_agent")
 
-MAX_SEEN_CALLS = 4096
-_reply_ids = itertools.count(1)
-
-
-class Connection:
-    """One peer of ``/realtime`` (or the HTTP intake), with its own conversation state."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, agent: Agent, ws: web.WebSocketResponse | None, peer: str):
-        self.id = next(self._ids)
-        self.name = f"{'ws' if ws is not None else 'http'}#{self.id}({peer})"
-        self.ws = ws
-        self.conversation = Conversation(agent.store, agent.dispatcher, name=self.name)
-
-    @property
-    def open(self) -> bool:
-        return self.ws is not None and not self.ws.closed
-
-    async def send_now(self, event: dict) -> bool:
-        if not self.open:
-            return False
-        try:
-            await self.ws.send_str(json.dumps(event))
-            return True
-        except (ConnectionError, RuntimeError) as exc:
-            log.warning("could not send %s to %s: %s", event.get("type"), self.name, exc)
-            return False
 
 
 class Agent:
@@ -95,8 +66,7 @@ class Agent:
             self.counters[key] = 0
         self.http_connection: Connection | None = None
         self._connections: set[Connection] = set()
-        self._seen_calls: OrderedDict[str, None] = OrderedDict()
-        self._streamed_args: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
+        self.calls = CallIntake(self)
         self._call_tasks: set[asyncio.Task] = set()
         self._audio_response: str | None = None
         self._runner: web.AppRunner | None = None
@@ -314,13 +284,11 @@ class Agent:
             elif etype == "response.output_item.done":
                 item = event.data["item"]
                 if item.get("type") == "function_call":
-                    error = self._function_call(item, _rid(event), conn)
+                    error = self.calls.take(item, _rid(event), conn)
             elif etype == "response.done":
                 error = self._response_done(event, conn)
             elif etype == "response.function_call_arguments.done":
-                self._streamed_args[event.data["call_id"]] = event.data["arguments"]
-                if len(self._streamed_args) > MAX_SEEN_CALLS:
-                    self._streamed_args.popitem(last=False)
+                self.calls.streamed(event.data["call_id"], event.data["arguments"])
             elif etype == "input_audio_buffer.speech_started":
                 self._speech_started(conn)
         except BadEvent as exc:
@@ -377,9 +345,9 @@ class Agent:
                  reason, response_id, played, item_id, dropped)
         if (conn is not None and item_id and played is not None and self.audio is not None
                 and getattr(self.audio.config, "send_truncate", False)):
-            truncate = {"type": "conversation.item.truncate", "event_id": _reply_id(),
+            truncate = {"type": "conversation.item.truncate", "event_id": reply_id(),
                         "item_id": item_id, "content_index": 0, "audio_end_ms": int(played)}
-            self._spawn(conn.send_now(truncate))
+            self.spawn(conn.send_now(truncate))
 
     def _response_done(self, event: Event, conn: Connection) -> BadEvent | None:
         response = event.data["response"]
@@ -391,66 +359,12 @@ class Agent:
         if isinstance(output, list):  # calls seen only here are dispatched once; repeats are skipped
             for item in output:
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    error = self._function_call(item, _str(response.get("id")), conn)
+                    error = self.calls.take(item, _str(response.get("id")), conn)
                     first_error = first_error or error
         return first_error
 
-    # --- function calls -----------------------------------------------------------------
-
-    def _function_call(self, item: dict, response_id: str | None, conn: Connection) -> BadEvent | None:
-        """Dispatch a ``function_call`` item once per ``call_id``; returns the error to answer."""
-        call_id = item.get("call_id")
-        if isinstance(call_id, str) and call_id in self._seen_calls:
-            self.counters["duplicate_calls"] += 1
-            return None
-        if isinstance(call_id, str):
-            self._seen_calls[call_id] = None
-            if len(self._seen_calls) > MAX_SEEN_CALLS:
-                self._seen_calls.popitem(last=False)
-        if item.get("status") == "incomplete":
-            name = item.get("name")
-            log.warning("function call %s (%s) was cut off (status incomplete); not dispatched", name, call_id)
-            if self.store is not None and isinstance(call_id, str):
-                self.store.record_call(call_id=call_id, name=str(name), arguments=_str(item.get("arguments")) or "",
-                                       session_id=conn.conversation.session, response_id=response_id,
-                                       item_id=_str(item.get("id")), status="not_dispatched")
-            return BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
-                            code="incomplete_function_call")
-        streamed = self._streamed_args.pop(call_id, None) if isinstance(call_id, str) else None
-        if streamed is not None and not item.get("arguments"):
-            item = {**item, "arguments": streamed}
-        try:
-            call = events.function_call(item, response_id)
-            motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
-            emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
-        except BadArguments as exc:
-            self.counters["rejected_calls"] += 1
-            if self.store is not None and isinstance(call_id, str):
-                self.store.record_call(call_id=call_id, name=str(item.get("name")),
-                                       arguments=_str(item.get("arguments")) or "",
-                                       session_id=conn.conversation.session, response_id=response_id,
-                                       item_id=_str(item.get("id")), status="failed")
-                self.store.set_call_outcome(call_id, "failed", {"status": "failed", "reason": str(exc)})
-            log.warning("function call %s (%s) rejected: %s", item.get("name"), call_id, exc)
-            return exc
-        self.counters["dispatches"] += 1
-        if self.store is not None:
-            self.store.record_call(call_id=call.call_id, name=call.name, arguments=call.raw_arguments,
-                                   session_id=conn.conversation.session, response_id=response_id,
-                                   item_id=call.item_id)
-        self._spawn(self._run_call(call, motion, emotion, conn))
-        return None
-
-    async def _run_call(self, call: FunctionCall, motion, emotion, conn: Connection) -> None:
-        from .calls import run_call
-
-        result = await run_call(self, call, motion, emotion)
-        if self.store is not None:
-            self.store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        if self.config.replies.function_call_output:
-            await self.send(function_call_output(call.call_id, result), conn)
-
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
+        """Run ``coro`` as a task the agent waits for (briefly) when it stops."""
         task = asyncio.get_running_loop().create_task(coro)
         self._call_tasks.add(task)
         task.add_done_callback(self._call_done)
@@ -459,7 +373,7 @@ class Agent:
     def _call_done(self, task: asyncio.Task) -> None:
         self._call_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("function call task failed: %s", task.exception(), exc_info=task.exception())
+            log.error("background task failed: %s", task.exception(), exc_info=task.exception())
 
     # --- health -------------------------------------------------------------------------
 
@@ -467,20 +381,6 @@ class Agent:
         from .health import build_health
 
         return build_health(self)
-
-
-def error_event(code: str, message: str, event_id: str | None = None) -> dict:
-    return {"type": "error", "event_id": _reply_id(),
-            "error": {"type": "invalid_request_error", "code": code, "message": message, "event_id": event_id}}
-
-
-def function_call_output(call_id: str, result: Any) -> dict:
-    return {"type": "conversation.item.create", "event_id": _reply_id(),
-            "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(result, default=str)}}
-
-
-def _reply_id() -> str:
-    return f"event_ticos_{next(_reply_ids)}"
 
 
 def _rid(event: Event) -> str | None:
@@ -492,4 +392,4 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["Agent", "Connection", "TicosError", "error_event", "function_call_output"]
+__all__ = ["Agent", "Connection", "TicosError"]

@@ -12,18 +12,99 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from . import events
+from .connection import function_call_output
 from .dispatch import handler_name
-from .events import EmotionArgs, FunctionCall, MotionArgs
+from .errors import BadArguments, BadEvent
+from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, FunctionCall, MotionArgs
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .connection import Connection
 
 log = logging.getLogger("ticos_agent.calls")
 
 HANDLER_TIMEOUT = 30.0
+MAX_TRACKED_CALLS = 4096
 _RANK = {"done": 0, "dropped": 1, "failed": 2}
+
+
+class CallIntake:
+    """Turns ``function_call`` items into one run each, whatever repeats them.
+
+    A ``call_id`` is dispatched once: a repeated ``response.output_item.done``, the copy
+    inside ``response.done`` and ``response.function_call_arguments.done`` never dispatch it
+    again. Items cut off by barge-in (status ``incomplete``) and unusable arguments are
+    recorded, logged and answered with an error instead.
+    """
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._streamed: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
+
+    def streamed(self, call_id: str, arguments: str) -> None:
+        self._streamed[call_id] = arguments
+        if len(self._streamed) > MAX_TRACKED_CALLS:
+            self._streamed.popitem(last=False)
+
+    def take(self, item: dict, response_id: str | None, conn: Connection) -> BadEvent | None:
+        """Dispatch a ``function_call`` item once per ``call_id``; returns the error to answer."""
+        agent = self.agent
+        call_id = item.get("call_id")
+        if isinstance(call_id, str) and call_id in self._seen:
+            agent.counters["duplicate_calls"] += 1
+            return None
+        if isinstance(call_id, str):
+            self._seen[call_id] = None
+            if len(self._seen) > MAX_TRACKED_CALLS:
+                self._seen.popitem(last=False)
+        name = item.get("name")
+        if item.get("status") == "incomplete":
+            log.warning("function call %s (%s) was cut off (status incomplete); not dispatched", name, call_id)
+            self._record(item, response_id, conn, "not_dispatched")
+            return BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
+                            code="incomplete_function_call")
+        streamed = self._streamed.pop(call_id, None) if isinstance(call_id, str) else None
+        if streamed is not None and not item.get("arguments"):
+            item = {**item, "arguments": streamed}
+        try:
+            call = events.function_call(item, response_id)
+            motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
+            emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
+        except BadArguments as exc:
+            agent.counters["rejected_calls"] += 1
+            self._record(item, response_id, conn, "failed", {"status": "failed", "reason": str(exc)})
+            log.warning("function call %s (%s) rejected: %s", name, call_id, exc)
+            return exc
+        agent.counters["dispatches"] += 1
+        self._record(item, response_id, conn, "received", raw=call.raw_arguments)
+        agent.spawn(self._run(call, motion, emotion, conn))
+        return None
+
+    def _record(self, item, response_id, conn, status, outcome=None, raw=None) -> None:
+        store = self.agent.store
+        call_id = item.get("call_id")
+        if store is None or not isinstance(call_id, str):
+            return
+        arguments = raw if raw is not None else item.get("arguments")
+        store.record_call(call_id=call_id, name=str(item.get("name")),
+                          arguments=arguments if isinstance(arguments, str) else "",
+                          session_id=conn.conversation.session, response_id=response_id,
+                          item_id=item.get("id") if isinstance(item.get("id"), str) else None, status=status)
+        if outcome is not None:
+            store.set_call_outcome(call_id, status, outcome)
+
+    async def _run(self, call: FunctionCall, motion, emotion, conn: Connection) -> None:
+        agent = self.agent
+        result = await run_call(agent, call, motion, emotion)
+        if agent.store is not None:
+            agent.store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+        if agent.config.replies.function_call_output:
+            await agent.send(function_call_output(call.call_id, result), conn)
 
 
 async def run_call(agent: Agent, call: FunctionCall, motion: MotionArgs | None,
