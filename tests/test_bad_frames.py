@@ -114,3 +114,19 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
         await peer.send(function_call_done("resp_1", f"call_e{i}", "emotion", raw))
         reply = await peer.receive_json()
         assert field in reply["error"]["message"], (args, reply)
+
+
+async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connect):
+    from tests.traces import function_call_done
+
+    peer = await connect(agent)
+    raw = '{"motion_tag": "nod", "speed": ' + "9" * 400 + "}"
+    await peer.send(function_call_done("resp_1", "call_big", "motion", raw))
+    reply = await peer.receive_json()
+    assert reply["error"]["code"] == "invalid_arguments" and "speed" in reply["error"]["message"]
+    assert len(reply["error"]["message"]) < 200
+
+
+async def test_absurd_paging_is_a_400_not_a_500(agent, http):
+    async with http.get(f"http://127.0.0.1:{agent.port}/v1/messages", params={"offset": str(10**22)}) as resp:
+        assert resp.status == 400

@@ -100,3 +100,33 @@ def test_ticos_client_without_storage_stores_nothing(tmp_path, monkeypatch):
 def test_handler_must_be_callable():
     with pytest.raises(ValueError):
         TicosClient().set_message_handler("not callable")
+
+
+async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path):
+    port = _free_port()
+    client = TicosClient(port=port)
+    calls = []
+    client.set_function_call_handler(lambda name, args: calls.append((name, args["motion_tag"])))
+    assert client.start()
+    try:
+        await _send(port, function_call_done("r1", "c1", "motion", {"motion_tag": "wave"}),
+                    function_call_done("r1", "c2", "motion_and_emotion", {"motion_tag": "nod", "emotion_tag": "happy"}))
+        _wait(lambda: len(calls) == 2)
+        assert calls == [("motion", "wave"), ("motion_and_emotion", "nod")]
+    finally:
+        client.stop()
+
+
+def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path):
+    port = _free_port()
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text(f'[server]\nport = {port}\n[storage]\ndir = "{tmp_path / "db"}"\ndb_filename = "robot.db"\n'
+                   '[audio]\nenabled = false\n')
+    client = TicosClient(config=str(cfg))
+    assert client.start()
+    try:
+        assert client.port == port
+        assert client.agent.store is not None
+        assert client.agent.store.health()["path"] == str(tmp_path / "db" / "robot.db")
+    finally:
+        client.stop()

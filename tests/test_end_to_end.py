@@ -101,3 +101,20 @@ async def test_default_config_is_a_simulated_robot_and_says_so(tmp_path, connect
                                            {"motion_tag": "nod", "emotion_tag": "happy", "speed": 4}))
         row = await _outcome(agent, "call_1")
         assert row["status"] == "done", row
+
+
+async def test_calls_of_an_interrupted_response_are_not_run(tmp_path, connect, pty_device):
+    dev = pty_device(feetech_decode)
+    async with Agent(robot(tmp_path, dev.port)) as agent:
+        dev.wait_frames(1)
+        peer = await connect(agent)
+        await peer.send(ev("response.created", response={"id": "resp_1", "status": "in_progress", "output": []}),
+                        speech_started(),
+                        function_call_done("resp_1", "late_1", "motion", {"motion_tag": "sway"}))
+        item = function_call_done("resp_1", "late_2", "motion", {"motion_tag": "sway"})["item"]
+        await peer.send(response_done("resp_1", "cancelled", output=[item]))
+        await settle(agent)
+        assert (await _outcome(agent, "late_1"))["status"] == "dropped"
+        assert (await _outcome(agent, "late_2"))["status"] == "dropped"
+        await asyncio.sleep(0.3)
+        assert len(dev.frames) == 1  # only the home frame from start: nothing moved

@@ -97,3 +97,60 @@ async def test_function_without_handler_fails_clearly(agent, connect):
             break
         await asyncio.sleep(0.02)
     assert "no handler registered for function 'teleport'" in str(rows[0]["result"])
+
+
+async def test_handler_calling_sys_exit_does_not_kill_the_handler_thread(agent, connect):
+    import sys
+
+    got = []
+    agent.on("custom.exit", lambda e: sys.exit(3))
+    agent.on("custom.after", lambda e: got.append(1))
+    peer = await connect(agent)
+    await peer.send({"type": "custom.exit"}, {"type": "custom.after"})
+    await wait_for(lambda: got)
+    assert agent.alive() and agent.health()["handlers"]["errors"] == 1
+
+
+async def test_timed_out_async_function_handler_is_cancelled(agent, connect, monkeypatch):
+    from ticos_agent import calls
+
+    monkeypatch.setattr(calls, "HANDLER_TIMEOUT", 0.2)
+    finished = []
+
+    async def hangs(call):
+        await asyncio.sleep(5)
+        finished.append(call.call_id)
+
+    agent.on_function("hang", hangs)
+    peer = await connect(agent)
+    await peer.send(function_call_done("r1", "c1", "hang", {}))
+    for _ in range(100):
+        await agent.store.flush()
+        rows = [c for c in await agent.store.calls() if c["status"] == "failed"]
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert "timed out" in str(rows[0]["result"])
+    await asyncio.sleep(0.1)
+    assert not agent.dispatcher._tasks and finished == []
+
+
+async def test_reply_for_a_closed_connection_is_not_broadcast(tmp_path, connect):
+    from tests.conftest import agent_config
+    from ticos_agent import Agent
+
+    async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:
+        release = asyncio.Event()
+
+        async def slow(call):
+            await release.wait()
+            return "ok"
+
+        agent.on_function("slow", slow)
+        a, b = await connect(agent), await connect(agent)
+        await a.send(function_call_done("r1", "c1", "slow", {}))
+        await asyncio.sleep(0.1)
+        await a.close()
+        await wait_for(lambda: agent.health()["connections"] == 1)
+        release.set()
+        await b.no_reply(0.3)

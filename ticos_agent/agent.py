@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,6 +67,7 @@ class Agent:
         self.http_connection: Connection | None = None
         self._connections: set[Connection] = set()
         self.calls = CallIntake(self)
+        self.interrupted: OrderedDict[str, str] = OrderedDict()  # response id -> why (bounded)
         self._call_tasks: set[asyncio.Task] = set()
         self._audio_response: str | None = None
         self._runner: web.AppRunner | None = None
@@ -80,7 +81,8 @@ class Agent:
 
     def subscribe(self, topic: str, fn: Callable) -> Callable[[], None]:
         """Low-level registration; topics: ``event:<type>``, ``event:*``, ``function:<name>``,
-        ``function:*``, ``motion``, ``emotion``, ``conversation``."""
+        ``function:*``, ``motion``, ``emotion``, ``expression`` (``(name, args)`` of every
+        motion/emotion/motion_and_emotion call), ``conversation``."""
         return self.dispatcher.subscribe(topic, fn)
 
     def _register(self, topic: str, fn: Callable | None):
@@ -200,7 +202,11 @@ class Agent:
         if self.actuators is not None:
             self.actuators.interrupt(None)
         if self._call_tasks:
-            await asyncio.wait(list(self._call_tasks), timeout=2.0)
+            _, pending = await asyncio.wait(list(self._call_tasks), timeout=2.0)
+            for task in pending:  # their outcome is stored as dropped before storage closes
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
         if self.actuators is not None:
             await self.actuators.stop()
             log.info("actuators: stopped (safe state)")
@@ -234,8 +240,12 @@ class Agent:
                 await conn.ws.close(code=1001, message=b"agent shutting down")
 
     async def send(self, event: dict, connection: Connection | None = None) -> int:
-        """Send an event to the voice agent: one connection, or every open one. Returns how many."""
-        targets = [connection] if connection is not None and connection.open else list(self._connections)
+        """Send an event to the voice agent: to ``connection``, or to every open one when it is
+        ``None``. A reply for a connection that has gone is not sent elsewhere. Returns how many."""
+        if connection is not None and not connection.open:
+            log.info("not sending %s: connection %s is closed", event.get("type"), connection.name)
+            return 0
+        targets = [connection] if connection is not None else list(self._connections)
         sent = 0
         for conn in targets:
             sent += await conn.send_now(event)
@@ -333,8 +343,13 @@ class Agent:
         self.interrupt(rid or self._audio_response, conn, reason="barge-in")
 
     def interrupt(self, response_id: str | None, conn: Connection | None = None, *, reason: str) -> None:
-        """Stop the robot talking and moving for ``response_id`` (barge-in, cancel)."""
+        """Stop the robot talking and moving for ``response_id`` (barge-in, cancel); calls of
+        that response that arrive later are dropped, not run."""
         self.counters["interruptions"] += 1
+        if response_id is not None:
+            self.interrupted[response_id] = reason
+            if len(self.interrupted) > 256:
+                self.interrupted.popitem(last=False)
         item_id = played = None
         if self.audio is not None:
             item_id = self.audio.current_item_id
@@ -376,6 +391,11 @@ class Agent:
             log.error("background task failed: %s", task.exception(), exc_info=task.exception())
 
     # --- health -------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """What the systemd watchdog asks: the loop runs (this is called on it) and the
+        handler thread is alive."""
+        return self.dispatcher.alive()
 
     def health(self) -> dict[str, Any]:
         from .health import build_health

@@ -1,7 +1,8 @@
 """Carrying out one function call: built-in actuators, integrator handlers, one outcome.
 
 ``motion``/``emotion``/``motion_and_emotion`` go to the ``motion``/``emotion`` handlers (a dict
-of the validated arguments, as ticos-client passed them) and to the actuators; every other
+of the validated arguments, as ticos-client passed them), to ``expression`` handlers as
+``(name, args)``, and to the actuators; every other
 name goes to the ``function:<name>`` and ``function:*`` handlers, whose first non-``None``
 return value is the call's result. The outcome is a plain dict::
 
@@ -80,6 +81,12 @@ class CallIntake:
             self._record(item, response_id, conn, "failed", {"status": "failed", "reason": str(exc)})
             log.warning("function call %s (%s) rejected: %s", name, call_id, exc)
             return exc
+        why = agent.interrupted.get(response_id) if response_id is not None else None
+        if why is not None:
+            log.info("function call %s (%s) of response %s not run: %s", name, call_id, response_id, why)
+            self._record(item, response_id, conn, "dropped", {"status": "dropped", "reason": f"response {why}"},
+                         raw=call.raw_arguments)
+            return None
         agent.counters["dispatches"] += 1
         self._record(item, response_id, conn, "received", raw=call.raw_arguments)
         agent.spawn(self._run(call, motion, emotion, conn))
@@ -100,7 +107,11 @@ class CallIntake:
 
     async def _run(self, call: FunctionCall, motion, emotion, conn: Connection) -> None:
         agent = self.agent
-        result = await run_call(agent, call, motion, emotion)
+        why = agent.interrupted.get(call.response_id) if call.response_id is not None else None
+        if why is not None:  # interrupted between intake and this task's first step
+            result = {"status": "dropped", "reason": f"response {why}"}
+        else:
+            result = await run_call(agent, call, motion, emotion)
         if agent.store is not None:
             agent.store.set_call_outcome(call.call_id, result.get("status", "done"), result)
         if agent.config.replies.function_call_output:
@@ -136,6 +147,7 @@ async def _run_expression(agent, call, motion, emotion) -> dict[str, Any]:
         handled += agent.dispatcher.emit("motion", dict(handler_args))
     if emotion is not None:
         handled += agent.dispatcher.emit("emotion", dict(handler_args))
+    handled += agent.dispatcher.emit("expression", call.name, dict(handler_args))
     actuators = agent.actuators
     if actuators is not None:
         if motion is not None:

@@ -120,7 +120,7 @@ async def _serve(config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
     notify(f"READY=1\nSTATUS=serving on port {agent.port}")
-    dog = asyncio.create_task(watchdog(lambda: agent.health()["status"] != "failed"))
+    dog = asyncio.create_task(watchdog(agent.alive))
     try:
         await stop.wait()
         log.info("signal received; stopping gracefully")

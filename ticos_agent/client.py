@@ -51,18 +51,23 @@ class MemoryType(str, Enum):
     LONG_TERM = "long_term"
 
 
+_UNSET: Any = object()
+
+
 class TicosClient:
-    def __init__(self, port: int = 9999, save_mode: SaveMode | str = SaveMode.INTERNAL,
-                 tf_root_dir: str | None = None, *, host: str = "127.0.0.1",
+    def __init__(self, port: int = _UNSET, save_mode: SaveMode | str = _UNSET,
+                 tf_root_dir: str | None = None, *, host: str = _UNSET,
                  config: str | Path | dict | None = None):
-        self.port = port
-        self.host = host
-        self.save_mode = SaveMode(getattr(save_mode, "value", save_mode))
+        # with a config, only what the caller passes here overrides the file
+        self._given = {"port": port is not _UNSET, "host": host is not _UNSET, "save_mode": save_mode is not _UNSET}
+        self.port = 9999 if port is _UNSET else port
+        self.host = "127.0.0.1" if host is _UNSET else host
+        self.save_mode = SaveMode.coerce(SaveMode.INTERNAL if save_mode is _UNSET else save_mode)
         self.tf_root_dir = tf_root_dir
         self._config_source = config
         self._storage_enabled = False
         self._storage_dir: str | None = None
-        self._db_filename = "ticos.db"
+        self._db_filename: str | None = None
         self._handlers: dict[str, Callable | None] = dict.fromkeys(
             ("message", "motion", "emotion", "function_call", "conversation"))
         self.agent = None
@@ -114,13 +119,18 @@ class TicosClient:
         if (fn := self._handlers["message"]) is not None:
             fn(event)
 
-    def _on_motion(self, args: dict) -> None:
-        if (fn := self._handlers["motion"]) is not None:
+    def _on_expression(self, name: str, args: dict) -> None:
+        """ticos-client's rule: the motion and/or emotion handler; if neither was set, the
+        function-call handler with the name."""
+        called = False
+        if name in ("motion", "motion_and_emotion") and (fn := self._handlers["motion"]) is not None:
             fn(args)
-
-    def _on_emotion(self, args: dict) -> None:
-        if (fn := self._handlers["emotion"]) is not None:
+            called = True
+        if name in ("emotion", "motion_and_emotion") and (fn := self._handlers["emotion"]) is not None:
             fn(args)
+            called = True
+        if not called and (fn := self._handlers["function_call"]) is not None:
+            fn(name, args)
 
     def _on_function(self, call) -> Any:
         if (fn := self._handlers["function_call"]) is not None:
@@ -134,17 +144,24 @@ class TicosClient:
     # --- lifecycle ----------------------------------------------------------------------
 
     def _config(self) -> Config:
-        overrides = {
-            "server": {"host": self.host, "port": self.port},
-            "storage": {
-                "enabled": self._storage_enabled,
-                "mode": self.save_mode.value,
-                "tf_root": self.tf_root_dir or "",
-                "dir": self._storage_dir or "",
-                "db_filename": self._db_filename,
-            },
-        }
         src = self._config_source
+        server: dict[str, Any] = {}
+        storage: dict[str, Any] = {}
+        if src is None or self._given["host"]:
+            server["host"] = self.host
+        if src is None or self._given["port"]:
+            server["port"] = self.port
+        if src is None or self._storage_enabled:
+            storage["enabled"] = self._storage_enabled
+        if src is None or self._given["save_mode"]:
+            storage["mode"] = self.save_mode.value
+        if self.tf_root_dir:
+            storage["tf_root"] = self.tf_root_dir
+        if self._storage_dir:
+            storage["dir"] = self._storage_dir
+        if self._db_filename:
+            storage["db_filename"] = self._db_filename
+        overrides = {"server": server, "storage": storage}
         if src is None:
             cfg = from_dict(overrides, source="TicosClient")
             return dataclasses.replace(cfg, actuators=None, audio=None)
@@ -168,8 +185,7 @@ class TicosClient:
 
         self.agent = agent = Agent(config)
         agent.on("*", self._on_message)
-        agent.on_motion(self._on_motion)
-        agent.on_emotion(self._on_emotion)
+        agent.subscribe("expression", self._on_expression)
         agent.on_function("*", self._on_function)
         agent.on_conversation(self._on_conversation)
         ready = threading.Event()
@@ -200,8 +216,7 @@ class TicosClient:
         if self.start_error:
             log.error("TicosClient: could not start on port %s: %s", self.port, self.start_error)
             return False
-        if self.port == 0:
-            self.port = agent.port
+        self.port = agent.port
         return True
 
     def stop(self) -> None:

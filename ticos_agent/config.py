@@ -149,7 +149,7 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
         errors.append(ConfigError("server.port", server["port"], "a port number 0..65535 (0 picks a free one)"))
     if not 1024 <= server["max_frame_bytes"] <= 64 << 20:
         errors.append(ConfigError("server.max_frame_bytes", server["max_frame_bytes"], "1024 .. 67108864 bytes"))
-    if not is_loopback(server["host"]) and not server["token"]:
+    if not is_loopback(server["host"]) and not server["token"].strip():
         errors.append(ConfigError("server.token", "", f"a token when server.host ({server['host']}) is not loopback"))
 
     storage = _section(doc, "storage", errors, {
@@ -158,7 +158,8 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
     })
     if storage["mode"] not in ("internal", "external"):
         errors.append(ConfigError("storage.mode", storage["mode"], '"internal" or "external"'))
-    if not storage["db_filename"] or "/" in storage["db_filename"]:
+    name = storage["db_filename"]
+    if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
         errors.append(ConfigError("storage.db_filename", storage["db_filename"], "a plain file name"))
 
     replies = _section(doc, "replies", errors, {"function_call_output": (bool, False)})

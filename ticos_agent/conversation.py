@@ -167,17 +167,21 @@ class Conversation:
         if (item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant
                 and item_id not in self._stored_assistant):
             self._assistant[item_id] = _AssistantItem(item_id, _response_id(event), _role(item))
+            self._evict()
 
     def _assistant_item(self, event: Event) -> _AssistantItem:
         item_id = event.data["item_id"]
         entry = self._assistant.get(item_id)
         if entry is None:
             entry = self._assistant[item_id] = _AssistantItem(item_id, _response_id(event))
-            if len(self._assistant) > MAX_TRACKED:  # a peer that never sends response.done
-                self._flush_item(next(iter(self._assistant)), "incomplete")
+            self._evict()
         elif entry.response_id is None:
             entry.response_id = _response_id(event)
         return entry
+
+    def _evict(self) -> None:
+        if len(self._assistant) > MAX_TRACKED:  # a peer that never sends response.done
+            self._flush_item(next(iter(self._assistant)), "incomplete")
 
     def _transcript_delta(self, event: Event) -> None:
         delta = event.data["delta"]

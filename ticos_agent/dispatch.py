@@ -125,6 +125,8 @@ class Dispatcher:
             task = self._loop.create_task(self._run_async(topic, fn, args, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if future is not None:  # a caller that gives up (timeout) stops the handler too
+                future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
             return
         with self._backlog_lock:
             if self._backlog >= self.max_backlog or self._thread is None:
@@ -170,10 +172,10 @@ class Dispatcher:
                 self._backlog -= 1
             try:
                 result = fn(*args)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit from a handler must not end this thread
                 self._failed(topic, fn, exc)
                 if future is not None:
-                    self._resolve(future, None, exc)
+                    self._resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             else:
                 if future is not None:
                     self._resolve(future, result, None)
@@ -196,6 +198,9 @@ class Dispatcher:
         self.errors += 1
         log.error("handler %s failed on %s: %s: %s", handler_name(fn), topic, type(exc).__name__, exc,
                   exc_info=exc)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
         return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": self._backlog}

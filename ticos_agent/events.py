@@ -310,12 +310,17 @@ def emotion_args(args: dict[str, Any]) -> EmotionArgs:
     return EmotionArgs(tag, intensity, duration, fade_in, tuple(notes))
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _tag(args: dict[str, Any], key: str) -> str:
     value = args.get(key)
     if value is None:
         raise BadArguments(f"{key} is required", field=key)
     if not isinstance(value, str):
-        raise BadArguments(f"{key} must be a string, got {_json_kind(value)} {value!r}", field=key)
+        raise BadArguments(f"{key} must be a string, got {_json_kind(value)} {_short(value)}", field=key)
     value = value.strip()
     if not value:
         raise BadArguments(f"{key} must not be empty", field=key)
@@ -329,14 +334,17 @@ def _number(args, key, default, notes, *, lo, hi, positive=False, non_negative=F
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadArguments(f"{key} must be a number, got {_json_kind(value)} {value!r}", field=key)
-    value = float(value)
+        raise BadArguments(f"{key} must be a number, got {_json_kind(value)} {_short(value)}", field=key)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise BadArguments(f"{key} is out of range", field=key) from None
     if not math.isfinite(value):
-        raise BadArguments(f"{key} must be finite, got {value!r}", field=key)
+        raise BadArguments(f"{key} must be finite, got {_short(value)}", field=key)
     if positive and value <= 0:
-        raise BadArguments(f"{key} must be greater than 0, got {value!r}", field=key)
+        raise BadArguments(f"{key} must be greater than 0, got {_short(value)}", field=key)
     if non_negative and value < 0:
-        raise BadArguments(f"{key} must not be negative, got {value!r}", field=key)
+        raise BadArguments(f"{key} must not be negative, got {_short(value)}", field=key)
     if value < lo or value > hi:
         clamped = min(max(value, lo), hi)
         notes.append(f"{key} {value:g} clamped to {clamped:g}")
@@ -349,13 +357,13 @@ def _whole(args, key, default, notes, *, hi):
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadArguments(f"{key} must be a whole number, got {_json_kind(value)} {value!r}", field=key)
+        raise BadArguments(f"{key} must be a whole number, got {_json_kind(value)} {_short(value)}", field=key)
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
-            raise BadArguments(f"{key} must be a whole number, got {value!r}", field=key)
+            raise BadArguments(f"{key} must be a whole number, got {_short(value)}", field=key)
         value = int(value)
     if value < 1:
-        raise BadArguments(f"{key} must be at least 1, got {value!r}", field=key)
+        raise BadArguments(f"{key} must be at least 1, got {_short(value)}", field=key)
     if value > hi:
         notes.append(f"{key} {value} clamped to {hi}")
         value = hi

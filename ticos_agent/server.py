@@ -108,8 +108,8 @@ def _page(request: web.Request, default: int = 50) -> tuple[int, int]:
     except ValueError:
         raise web.HTTPBadRequest(text=json.dumps({"error": "limit and offset must be whole numbers"}),
                                  content_type="application/json") from None
-    if limit < 1 or offset < 0:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "limit must be >= 1 and offset >= 0"}),
+    if limit < 1 or not 0 <= offset <= 1 << 62:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "limit must be >= 1 and offset between 0 and 2**62"}),
                                  content_type="application/json")
     return min(limit, MAX_PAGE), offset
 
