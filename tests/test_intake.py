@@ -253,3 +253,15 @@ async def test_long_session_keeps_bounded_state(agent, connect):
     assert conn.conversation.active_response is None
     assert await agent.store.count_messages() == 1200
     assert agent.health()["counters"]["errors"] == 0
+
+
+async def test_endless_deltas_for_one_item_are_capped(agent, connect):
+    from ticos_agent.conversation import MAX_ITEM_CHARS
+
+    peer = await connect(agent)
+    chunk = "x" * 65536
+    for _ in range(MAX_ITEM_CHARS // len(chunk) + 4):
+        await peer.send(ev("response.audio_transcript.delta", response_id="r1", item_id="a1", delta=chunk))
+    await peer.send(response_done("r1"))
+    rows = await _messages(agent)
+    assert len(rows) == 1 and len(rows[0]["content"]) == MAX_ITEM_CHARS

@@ -81,7 +81,8 @@ async def test_inspect_cli_reads_card_without_changing_it(tmp_path, connect):
     cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card)})
     async with Agent(cfg) as agent:
         peer = await connect(agent)
-        await peer.send(user_item("i1"), transcription("i1", "look at me offline"))
+        await peer.send(user_item("i1"), transcription("i1", "look at me offline"),
+                        user_item("i2"), transcription("i2", "clear\x1b[2J screen"))
         await settle(agent)
     folder = card / ".config" / "ticos"
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
@@ -89,6 +90,7 @@ async def test_inspect_cli_reads_card_without_changing_it(tmp_path, connect):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "look at me offline" in out.stdout and "user" in out.stdout
+    assert "\x1b" not in out.stdout and "clear\\x1b[2J screen" in out.stdout
     export = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "export", "--tf-root", str(card)],
                             capture_output=True, text=True, timeout=30)
     assert '"kind": "message"' in export.stdout

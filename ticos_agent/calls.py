@@ -30,6 +30,8 @@ log = logging.getLogger("ticos_agent.calls")
 
 HANDLER_TIMEOUT = 30.0
 MAX_TRACKED_CALLS = 4096
+MAX_STREAMED = 256
+MAX_STREAMED_BYTES = 64 * 1024
 _RANK = {"done": 0, "dropped": 1, "failed": 2}
 
 
@@ -48,8 +50,11 @@ class CallIntake:
         self._streamed: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
 
     def streamed(self, call_id: str, arguments: str) -> None:
+        """Remember ``function_call_arguments.done`` for an output item that may lack them."""
+        if len(arguments) > MAX_STREAMED_BYTES:
+            return
         self._streamed[call_id] = arguments
-        if len(self._streamed) > MAX_TRACKED_CALLS:
+        if len(self._streamed) > MAX_STREAMED:
             self._streamed.popitem(last=False)
 
     def take(self, item: dict, response_id: str | None, conn: Connection) -> BadEvent | None:

@@ -63,6 +63,11 @@ class TicosClient:
         self.port = 9999 if port is _UNSET else port
         self.host = "127.0.0.1" if host is _UNSET else host
         self.save_mode = SaveMode.coerce(SaveMode.INTERNAL if save_mode is _UNSET else save_mode)
+        if tf_root_dir is None and self.save_mode is SaveMode.EXTERNAL:
+            from .storage import find_tf_root
+
+            found = find_tf_root()  # as ticos-client did; None: the agent falls back and says so
+            tf_root_dir = str(found) if found else None
         self.tf_root_dir = tf_root_dir
         self._config_source = config
         self._storage_enabled = False

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticos_agent.conversation")
 
 MAX_TRACKED = 2048
+MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and logged)
 _local_ids = itertools.count(1)
 
 PENDING = "pending"
@@ -44,7 +45,7 @@ FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
 
 
 class _AssistantItem:
-    __slots__ = ("item_id", "response_id", "parts", "final", "role")
+    __slots__ = ("item_id", "response_id", "parts", "final", "role", "size")
 
     def __init__(self, item_id: str, response_id: str | None, role: str = "assistant"):
         self.item_id = item_id
@@ -52,6 +53,7 @@ class _AssistantItem:
         self.parts: list[str] = []
         self.final: str | None = None
         self.role = role
+        self.size = 0
 
     @property
     def text(self) -> str:
@@ -189,7 +191,12 @@ class Conversation:
             self.dispatcher.emit("conversation", event.data["item_id"], "assistant", delta)
             return
         entry = self._assistant_item(event)
-        entry.parts.append(delta)
+        if entry.size < MAX_ITEM_CHARS:
+            entry.size += len(delta)
+            entry.parts.append(delta)
+            if entry.size >= MAX_ITEM_CHARS:
+                log.warning("assistant item %s passed %d characters; the rest is not stored", entry.item_id,
+                            MAX_ITEM_CHARS)
         self.dispatcher.emit("conversation", entry.item_id, entry.role, delta)
 
     def _transcript_done(self, event: Event) -> None:

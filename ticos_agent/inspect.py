@@ -14,6 +14,14 @@ from pathlib import Path
 from .errors import StorageError
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {127: "\\x7f"}
+
+
+def _safe(value) -> str:
+    """Stored text comes from the network: never let it drive the terminal."""
+    return str(value).translate(_CONTROL)
+
+
 def _db_path(args) -> Path:
     if args.db:
         return Path(args.db)
@@ -49,17 +57,18 @@ def main(args) -> int:
             print(f"{path}: {len(rows)} message(s), oldest first")
             for r in rows:
                 status = "" if r.get("status") in (None, "completed") else f" [{r['status']}]"
-                print(f"{r['datetime']}  {r['role']:>9}: {r['content']}{status}")
+                print(f"{r['datetime']}  {_safe(r['role']):>9}: {_safe(r['content'])}{status}")
         elif what == "memories":
             for r in reversed(read_memories(conn, limit=args.limit)):
-                print(f"{r['datetime']}  {r['type']}: {r['content']}")
+                print(f"{r['datetime']}  {_safe(r['type'])}: {_safe(r['content'])}")
         elif what == "calls":
             for r in reversed(read_calls(conn, limit=args.limit)):
-                print(f"{r.get('created')}  {r['name']}({r.get('arguments')}) -> {r.get('status')} {r.get('result') or ''}")
+                print(_safe(f"{r.get('created')}  {r['name']}({r.get('arguments')}) -> {r.get('status')} "
+                            f"{r.get('result') or ''}"))
         elif what == "events":
             for r in reversed(read_events(conn, limit=args.limit, session_id=args.session)):
-                print(f"{r.get('ts')}  {r.get('type')}  session={r.get('session_id')} item={r.get('item_id')} "
-                      f"response={r.get('response_id')}")
+                print(_safe(f"{r.get('ts')}  {r.get('type')}  session={r.get('session_id')} "
+                            f"item={r.get('item_id')} response={r.get('response_id')}"))
         elif what == "sessions":
             try:
                 rows = conn.execute(
@@ -68,7 +77,7 @@ def main(args) -> int:
             except Exception:  # a ticos-client database has no session column
                 rows = [(None,) + tuple(conn.execute("SELECT COUNT(*), MIN(datetime), MAX(datetime) FROM messages").fetchone())]
             for sid, count, first, last in rows:
-                print(f"{sid or '(none)'}: {count} message(s) {first} .. {last}")
+                print(_safe(f"{sid or '(none)'}: {count} message(s) {first} .. {last}"))
         return 0
     finally:
         conn.close()
