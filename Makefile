@@ -3,23 +3,32 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?=
+# On a board with GPIO, the venv also sees Debian's pin library (python3-lgpio), which
+# gpiozero needs for real pins and which does not build from PyPI without a toolchain.
+VENV_FLAGS ?= $(if $(wildcard /dev/gpiochip0),--system-site-packages,)
 
 .PHONY: run test bench venv system-deps clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
 
-# Debian packages the audio tests and playback need (PortAudio for sounddevice).
+# Debian packages: venv support, PortAudio for sounddevice (audio and its tests), and the
+# GPIO pin library on a board that has GPIO. Installed only when missing; needs root.
 system-deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; then \
+	@need=""; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || need="$$need python3-venv"; \
+	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need="$$need libportaudio2"; \
+	if [ -e /dev/gpiochip0 ] && ! /usr/bin/python3 -c "import lgpio" 2>/dev/null; then need="$$need python3-lgpio"; fi; \
+	if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2 >/dev/null; \
-	  else echo "note: libportaudio2 is missing; audio is disabled (apt-get install libportaudio2)"; fi; \
+	    echo "installing:$$need"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  else echo "note: missing Debian packages:$$need (run: sudo apt-get install$$need)"; fi; \
 	fi
 
 run: system-deps venv
