@@ -70,3 +70,21 @@ def test_run_serves_health_and_stops_gracefully_on_sigterm(tmp_path):
     assert "SIMULATED" in output
     assert output.index("server: stopped") < output.index("actuators: stopped") < output.index("storage: flushed")
     assert (tmp_path / ".config" / "ticos" / "ticos.db").exists()
+
+
+async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
+    import asyncio
+
+    from tests.conftest import settle
+    from tests.traces import transcription, user_item
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join([json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]) + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--url", f"ws://127.0.0.1:{agent.port}/realtime",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    assert b"sent 3 event(s), 1 error reply(ies)" in err and b"invalid_json" in out
+    await settle(agent)
+    assert [m["content"] for m in await agent.store.messages()] == ["replayed"]
