@@ -101,10 +101,11 @@ async def test_barge_in_stores_cancelled_response(agent, connect):
 async def test_open_response_is_stored_incomplete_when_socket_closes(agent, connect):
     peer = await connect(agent)
     await peer.send(*assistant_turn("resp_1", "item_A1", ["half a ", "sentence"])[:4])
+    await peer.send(user_item("item_U7"))
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     rows = await _messages(agent)
-    assert [(r["content"], r["status"]) for r in rows] == [("half a ", "incomplete")]
+    assert [(r["content"], r["status"]) for r in rows] == [("", "incomplete"), ("half a ", "incomplete")]
 
 
 async def test_function_call_dispatched_once(agent, connect):

@@ -5,7 +5,8 @@ turns items, transcripts and transcript deltas into stored messages:
 
 * a user's spoken turn is stored when its item is created (status ``pending``, empty
   content, so it keeps its place in the conversation) and completed when its transcription
-  arrives, whether that is before or after the assistant's response; a transcription that
+  arrives, whether that is before or after the assistant's response (``incomplete`` if the
+  connection ends first); a transcription that
   arrives before its item is stored at once and the item later adds nothing; a failed
   transcription is stored with status ``transcription_failed``;
 * assistant text is the transcript (or text) deltas joined per ``item_id``, or the ``.done``
@@ -246,9 +247,15 @@ class Conversation:
             self.stored += 1
 
     def close(self) -> None:
-        """The connection ended: store what is still open as ``incomplete``."""
+        """The connection ended: store what is still open as ``incomplete`` (assistant text
+        so far; user turns whose transcription never came)."""
         for item_id in list(self._assistant):
             self._flush_item(item_id, "incomplete")
+        for item_id, (message_id, status) in list(self._user_rows.items()):
+            if status == PENDING:
+                self._user_rows[item_id] = (message_id, "incomplete")
+                if self.store is not None and message_id is not None:
+                    self.store.update_message(message_id, status="incomplete")
         self.active_response = None
 
 
