@@ -88,6 +88,28 @@ def test_serial_line_motions_become_tags():
         ({"actuators": {"a": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [1]},
                         "b": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [2], "baud": 9600}}}, "actuators.b.baud", 9600, "same port"),
         ({"actuators": []}, "actuators", [], "a table"),
+        # limits must be finite numbers (TOML has inf and nan)
+        ({"actuators": {"a": {"driver": "maestro", "port": "loop://", "channels": [0], "max": float("inf")}}},
+         "actuators.a.max", float("inf"), "finite"),
+        ({"actuators": {"a": {"driver": "mock", "channels": 2, "min": [-10, float("-inf")]}}},
+         "actuators.a.min", [-10, float("-inf")], "finite"),
+        ({"actuators": {"a": {"driver": "mock", "home": float("-inf")}}}, "actuators.a.home", float("-inf"), "finite"),
+        # serial-line templates: plain field names only, specs that suit the run-time values
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "M {tag.nope}"}}},
+         "actuators.m.motion", "M {tag.nope}", "no . or [ ]"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "M {speed[0]}"}}},
+         "actuators.m.motion", "M {speed[0]}", "no . or [ ]"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "move": "MOVE {target:.1f} {ms}"}}},
+         "actuators.m.move", "MOVE {target:.1f} {ms}", "{target} {targets} {ms}"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "emotion": "E {0}"}}},
+         "actuators.m.emotion", "E {0}", "{tag}"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "mouth": "M {level:{tag}}"}}},
+         "actuators.m.mouth", "M {level:{tag}}", "{level}"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "stop": "STOP {"}}},
+         "actuators.m.stop", "STOP {", "no fields"),
+        # keyframe times are capped
+        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [1500, 0]]}}},
+         "motions.hop.a[1].t", 1500, "0 to 60"),
     ],
 )
 def test_errors_name_key_value_and_what_is_allowed(doc, key, value, allowed):
@@ -122,3 +144,23 @@ async def test_a_new_driver_needs_no_change_elsewhere():
         assert Buzzer.describe()["options"]["pin"]["required"]
     finally:
         DRIVERS.pop("test-buzzer")
+
+
+def test_serial_line_templates_with_specs_that_suit_the_values_load_and_run():
+    import asyncio
+
+    doc = {"robot": {"default_library": False},
+           "actuators": {"m": {"driver": "serial-line", "port": "loop://", "move": "MOVE {target:>6} {ms:05d}",
+                               "motion": "M {tag!r} {speed:.1f} {repeat:d}"}},
+           "motions": {"hop": {"m": [[0.05, 12.5]]}}}
+    cfg = parse_actuators_config(doc)
+
+    async def run():
+        s = ActuatorSystem(cfg)
+        await s.start()
+        try:
+            return await s.motion(MotionArgs("hop"))
+        finally:
+            await s.stop()
+
+    assert asyncio.run(run()).status == "done"

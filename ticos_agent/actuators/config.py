@@ -22,6 +22,7 @@ allowed.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,9 +194,10 @@ def parse_actuator(name: str, table: Any) -> ActuatorConfig:
 
 
 def _per_channel(key: str, value: Any, channels: int) -> tuple[float, ...]:
-    expected = f"a number or a list of {channels} numbers (degrees)"
+    expected = f"a finite number or a list of {channels} finite numbers (degrees)"
     values = value if isinstance(value, list) else [value] * channels
-    if len(values) != channels or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if len(values) != channels or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                      for v in values):
         raise ConfigError(key, value, expected)
     return tuple(float(v) for v in values)
 

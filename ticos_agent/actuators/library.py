@@ -35,6 +35,7 @@ from typing import Any
 from ..errors import ConfigError
 
 PATTERNS = ("solid", "pulse", "blink")
+MAX_KEYFRAME_T = 60.0  # seconds: the latest a keyframe may be (a typo like 1500 for 1.5 is caught)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,9 @@ def parse_motion(tag: str, doc: Any, key: str) -> Motion:
                 t, target = f
             else:
                 raise ConfigError(fk, f, "a keyframe [seconds, target] or {t = seconds, target = degrees}")
-            t = _num(f"{fk}.t", t, "seconds >= 0")
+            t = _num(f"{fk}.t", t, f"seconds from 0 to {MAX_KEYFRAME_T:g}")
+            if t > MAX_KEYFRAME_T:
+                raise ConfigError(f"{fk}.t", t, f"seconds from 0 to {MAX_KEYFRAME_T:g} (keyframe time since the start)")
             if t < last:
                 raise ConfigError(f"{fk}.t", t, f"seconds >= {last:g} (keyframes in time order)")
             last = t

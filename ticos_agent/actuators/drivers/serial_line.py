@@ -39,20 +39,48 @@ Example::
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from ...errors import ConfigError
 from ..driver import Option, register_driver
 from ._serial import PORT_OPTIONS, SerialDriver
 
+#: Every field of every template, with a sample of the type the driver passes at run time
+#: (``target``/``targets`` are already formatted text; ``ms``, ``repeat``, ``r``/``g``/``b``
+#: whole numbers; the rest numbers or text). Templates are checked against these at load.
 FIELDS = {
     "motion": {"tag": "wave", "speed": 1.0, "repeat": 1},
     "emotion": {"tag": "happy", "intensity": 1.0, "face": "smile", "r": 255, "g": 200, "b": 0,
                 "brightness": 1.0, "pattern": "solid", "duration": 0.0, "fade_in": 0.0},
-    "move": {"target": 0, "targets": "0", "ms": 100},
+    "move": {"target": "0", "targets": "0", "ms": 100},
     "stop": {},
     "mouth": {"level": 0.5},
 }
+
+
+def check_template(key: str, template: str, sample: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` under ``key`` unless ``template`` formats ``sample``: plain
+    ``{field}`` or ``{field:spec}`` / ``{field!r}`` with the known field names only (no
+    attribute or index access, no positional fields, no nested fields in a spec)."""
+    allowed = " ".join("{%s}" % f for f in sample) or "no fields"
+    if not template.isascii():
+        raise ConfigError(key, template, "ASCII text")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except Exception as exc:  # noqa: BLE001 - unbalanced braces and the like
+        raise ConfigError(key, template, f"a template using {allowed} ({exc})") from None
+    for _, name, spec, _ in parts:
+        if name is None:
+            continue
+        if name not in sample:
+            raise ConfigError(key, template, f"a template using {allowed} only (plain names, no . or [ ]; got {{{name}}})")
+        if spec and "{" in spec:
+            raise ConfigError(key, template, f"a template using {allowed} (no nested fields in a format spec)")
+    try:
+        template.format(**sample)
+    except Exception as exc:  # noqa: BLE001 - a bad format spec for the field's type
+        raise ConfigError(key, template, f"a template using {allowed} with specs that suit them ({type(exc).__name__}: {exc})") from None
 
 
 @register_driver("serial-line")
@@ -85,15 +113,8 @@ class SerialLine(SerialDriver):
     def validate(cls, options: dict[str, Any], key: str) -> None:
         for name, sample in FIELDS.items():
             template = options.get(name)
-            if not template:
-                continue
-            try:
-                template.format(**sample)
-            except (KeyError, IndexError, ValueError) as exc:
-                allowed = " ".join("{%s}" % f for f in sample) or "no fields"
-                raise ConfigError(f"{key}.{name}", template, f"a template using {allowed} ({exc!r})") from None
-            if not template.isascii():
-                raise ConfigError(f"{key}.{name}", template, "ASCII text")
+            if template:
+                check_template(f"{key}.{name}", template, sample)
 
     def link_options(self) -> dict[str, Any]:
         o = self.opts
