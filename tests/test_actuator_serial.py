@@ -28,22 +28,58 @@ async def started(doc: dict) -> ActuatorSystem:
 LOOK = {"look": {"head": [[0.2, [10, -5]], [0.4, [0, 0]]]}}
 
 
+def sts_frame(*servos: tuple[int, int, int]) -> bytes:
+    """SYNC_WRITE from address 42 of (id, Goal_Position, Goal_Speed), Goal_Time 0, little-endian."""
+    body = [0xFE, 4 + 7 * len(servos), 0x83, 0x2A, 6]
+    for sid, raw, speed in servos:
+        body += [sid, raw & 0xFF, raw >> 8, 0, 0, speed & 0xFF, speed >> 8]
+    return b"\xff\xff" + bytes(body) + bytes([~sum(body) & 0xFF])
+
+
 async def test_feetech_sts_sync_write_exact_bytes(pty_device):
+    """STS servos ignore Goal_Time: the move time becomes Goal_Speed = |raw - last raw| / seconds."""
     dev = pty_device(feetech_decode)
     head = {"driver": "feetech-sts", "port": dev.port, "ids": [1, 2], "min": [-90, -30], "max": [90, 30]}
     system = await started(config({"head": head}, LOOK))
     try:
-        assert dev.wait_frames(1)  # safe state at start: home in 500 ms
-        home = bytes.fromhex("ff ff fe 12 83 2a 06 01 00 08 f4 01 00 00 02 00 08 f4 01 00 00")
-        assert dev.frames[0][1] == home + bytes([~sum(home[2:]) & 0xFF])
+        assert dev.wait_frames(1)  # safe state at start: home (2048) in 500 ms
+        # the servos may be anywhere within min/max: id 1 up to 1024 steps away (-90 deg = 1024,
+        # 90 deg = 3072) -> 1024 / 0.5 s = 2048 steps/s; id 2: 2048 - round(2048 - 30 * 4096/360)
+        # = 341 steps -> 682 steps/s
+        assert dev.frames[0][1] == sts_frame((1, 2048, 2048), (2, 2048, 682))
         out = await asyncio.wait_for(system.motion(MotionArgs("look")), 5)
         assert out.status == "done", out
         frames = dev.wait_frames(3)
-        # 10 deg -> 2048 + 10*4096/360 = 2162 (0x0872); -5 deg -> 1991 (0x07c7); 200 ms = 0x00c8
-        body = bytes.fromhex("fe 12 83 2a 06 01 72 08 c8 00 00 00 02 c7 07 c8 00 00 00")
+        # 10 deg -> 2048 + 10*4096/360 = 2162 (0x0872), 114 steps in 200 ms = 570 steps/s;
+        # -5 deg -> 1991 (0x07c7), 57 steps in 200 ms = 285 steps/s
+        body = bytes.fromhex("fe 12 83 2a 06 01 72 08 00 00 3a 02 02 c7 07 00 00 1d 01")
         assert frames[1] == b"\xff\xff" + body + bytes([~sum(body) & 0xFF])
-        assert frames[2][8:10] == b"\x00\x08" and frames[2][15:17] == b"\x00\x08"  # back to 2048
+        assert frames[2] == sts_frame((1, 2048, 570), (2, 2048, 285))  # back home in 200 ms
         assert dev.errors == []
+    finally:
+        await system.stop()
+
+
+async def test_feetech_sts_speed_clamps_and_fixed_goal_speed(pty_device):
+    dev = pty_device(feetech_decode)
+    fixed = pty_device(feetech_decode)
+    acts = {"head": {"driver": "feetech-sts", "port": dev.port, "ids": [4], "max_speed": 1000},
+            "tail": {"driver": "feetech-sts", "port": fixed.port, "ids": [5], "goal_speed": 777}}
+    motions = {"snap": {"head": [[0.05, 90]], "tail": [[0.05, 90]]},
+               "creep": {"head": [[0.1, 45], [2.0, 45], [2.4, 45.1]]},
+               "jump": {"head": [[0.0, -90]]}}
+    system = await started(config(acts, motions))
+    try:
+        dev.wait_frames(1)
+        fixed.wait_frames(1)
+        assert (await system.motion(MotionArgs("snap"))).status == "done"
+        assert dev.wait_frames(2)[1] == sts_frame((4, 3072, 1000))  # 1024 steps in 50 ms: clamped to max_speed
+        assert fixed.wait_frames(2)[1] == sts_frame((5, 3072, 777))
+        assert (await system.motion(MotionArgs("creep", speed=4.0))).status == "done"
+        # 45 deg = 2560: 512 steps in 25 ms (clamped), then 0 steps (at least 1), then 1 step in 100 ms
+        assert dev.wait_frames(5)[2:5] == [sts_frame((4, 2560, 1000)), sts_frame((4, 2560, 1)), sts_frame((4, 2561, 10))]
+        assert (await system.motion(MotionArgs("jump"))).status == "done"
+        assert dev.wait_frames(6)[5] == sts_frame((4, 1024, 1000))  # no move time: full speed
     finally:
         await system.stop()
 
@@ -90,14 +126,16 @@ async def test_speed_and_repeat_change_frame_times(pty_device):
         await system.stop()
 
 
-async def test_move_time_in_frame_scales_with_speed(pty_device):
+async def test_move_speed_in_frame_scales_with_speed(pty_device):
     dev = pty_device(feetech_decode)
     system = await started(config({"head": {"driver": "feetech-sts", "port": dev.port, "ids": [1, 2]}}, LOOK))
     try:
         dev.wait_frames(1)
         await system.motion(MotionArgs("look", speed=2.0))
         frame = dev.wait_frames(2)[1]
-        assert int.from_bytes(frame[10:12], "little") == 100  # Goal_Time: 200 ms / 2
+        assert int.from_bytes(frame[10:12], "little") == 0  # STS: no Goal_Time
+        assert int.from_bytes(frame[12:14], "little") == 1140  # Goal_Speed: 114 steps in 200 ms / 2
+        assert int.from_bytes(frame[19:21], "little") == 570
     finally:
         await system.stop()
 
