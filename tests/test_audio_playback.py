@@ -159,7 +159,7 @@ def test_flush_on_barge_in_drops_the_rest_and_next_response_plays(tmp_path):
 
 
 def test_lip_sync_levels_follow_the_output_clock(tmp_path):
-    result, _raw = run_scenario(tmp_path, "envelope", paced=True)
+    result, _raw = run_scenario(tmp_path, "envelope", paced=True, mouth_gain=1.0)
     windows = result["windows"]  # the RMS of each full 20 ms window, computed in the scenario
     levels = [lv for _t, lv in result["deliveries"]]
     assert result["all_on_loop_thread"]
@@ -183,7 +183,7 @@ def test_lip_sync_levels_follow_the_output_clock(tmp_path):
 def test_lip_sync_waits_for_the_dac_time(tmp_path):
     # a device that reports 200 ms between the callback and the speaker: the mouth follows
     # the speaker, not the callback
-    result, _raw = run_scenario(tmp_path, "envelope", paced=True, dac_offset=0.2)
+    result, _raw = run_scenario(tmp_path, "envelope", paced=True, dac_offset=0.2, mouth_gain=1.0)
     first_pull, last_pull = result["audio_pulls"]
     voiced = [t for t, lv in result["deliveries"] if lv != 0.0]
     assert voiced[0] >= first_pull + 0.15
@@ -193,8 +193,13 @@ def test_lip_sync_waits_for_the_dac_time(tmp_path):
 
 
 def test_lip_sync_values_with_unpaced_sink(tmp_path):
+    # default mouth_gain 4: level = min(1, 4 * RMS); the loud windows open the mouth fully
     result, _raw = run_scenario(tmp_path, "envelope", paced=False)
     windows = result["windows"]
+    raw = result["raw_windows"]
+    assert result["gain"] == 4.0
+    assert windows == pytest.approx([min(1.0, 4.0 * w) for w in raw], abs=1e-6)
+    assert 1.0 in windows and min(windows) < 0.1
     delivered = [lv for _t, lv in result["deliveries"] if lv != 0.0]
     it = iter(windows)
     assert all(any(abs(lv - w) < 1e-6 for w in it) for lv in delivered)
@@ -227,6 +232,18 @@ def test_missing_device_is_retried(tmp_path):
     assert result["health"]["state"] == "retrying"
     assert result["warnings"] == 1  # one clear line, not one per retry
     assert result["health_after_stop"]["state"] == "idle"
+
+
+def test_device_that_appears_after_start_is_found_by_the_retry(tmp_path):
+    # PortAudio reads its device list once; the retry re-initialises it, so a PCM added to
+    # the ALSA config while the player is retrying is found and plays
+    out = tmp_path / "plugged.raw"
+    result, _raw = run_scenario(tmp_path, "hotplug", seed=12, out=str(out))
+    assert result["state_before"] == "retrying"
+    assert "robot-speaker" in result["reason_before"]
+    assert result["health"]["state"] == "ok" and result["health"]["device"] == "robot-speaker"
+    assert result["reinits"] >= 1
+    assert np.array_equal(nonzero(out.read_bytes()), signal(2400, seed=12))
 
 
 def test_stream_failure_is_retried_and_recovers(tmp_path):
@@ -388,13 +405,15 @@ async def sc_envelope(p):
 
     from ticos_agent.audio import parse_audio_config
 
-    player = AudioPlayer(parse_audio_config({}), on_level=on_level)
+    cfg = parse_audio_config({k: p[k] for k in ("mouth_gain",) if k in p})
+    player = AudioPlayer(cfg, on_level=on_level)
     await player.start()
     # 1.5 s of windows with different loudness each, plus a partial window at the end
     amps = [200 + 300 * (k % 40) + 7 * k for k in range(75)]
     rng = np.random.default_rng(11)
     pcm = np.concatenate([(a * rng.choice((-1, 1), 480)).astype(np.int16) for a in amps] + [np.full(100, 999, np.int16)])
-    windows = [float(np.sqrt(np.mean((pcm[i * 480 : (i + 1) * 480] / 32768.0) ** 2))) for i in range(75)]
+    raw = [float(np.sqrt(np.mean((pcm[i * 480 : (i + 1) * 480] / 32768.0) ** 2))) for i in range(75)]
+    windows = [float(min(np.float32(1.0), np.float32(w) * np.float32(cfg.mouth_gain))) for w in raw]
     for piece in chunks(pcm, [1000, 333, 4801]):
         player.feed(b64(piece), response_id="r", item_id="i")
     await drained(player)
@@ -403,6 +422,8 @@ async def sc_envelope(p):
     await player.stop()
     return {
         "windows": windows,
+        "raw_windows": raw,
+        "gain": cfg.mouth_gain,
         "deliveries": deliveries,
         "stats": stats,
         "all_on_loop_thread": threads == {threading.get_ident()},
@@ -460,6 +481,23 @@ async def sc_missing(p):
     res = {"health": player.health(), "playing": player.playing, "warnings": len(warnings)}
     await player.stop()
     res["health_after_stop"] = player.health()
+    return res
+
+
+async def sc_hotplug(p):
+    player, _ = make_player(device="robot-speaker", retry_seconds=0.1)
+    await player.start()
+    res = {"state_before": player.health()["state"], "reason_before": player.health()["reason"]}
+    conf = os.environ["ALSA_CONFIG_PATH"]
+    text = Path(conf).read_text() + (
+        f'pcm.robot-speaker {{ type file; slave.pcm "null"; file "{p["out"]}"; format "raw" }}\n')
+    Path(conf + ".new").write_text(text)
+    os.replace(conf + ".new", conf)  # the speaker is plugged in
+    await until(lambda: player.health()["state"] == "ok", 10)
+    player.feed(b64(signal(2400, seed=p["seed"])), response_id="r", item_id="i")
+    await drained(player)
+    res.update(health=player.health(), reinits=player.portaudio_reinits)
+    await player.stop()
     return res
 
 

@@ -8,8 +8,9 @@ Keys (all optional; an absent table is ``{}`` and gives the defaults)::
                           # (substring match, as sounddevice does) or an integer index
     sample_rate = 0       # output rate in Hz; 0 = try 24000 (the voice agent's rate) and
                           # fall back to the device's default rate, resampling with numpy
-    latency = "low"       # "low", "high" or seconds (float, 0 < s <= 1): PortAudio's
-                          # suggested output latency
+    latency = "low"       # "low", "high" or seconds (0 < s <= 0.04): PortAudio's suggested
+                          # output latency; "high" is the device's high latency capped at
+                          # 0.04 s (see "Latency cap" below)
     volume = 1.0          # 0..1, a gain applied to the PCM in numpy (1.0 = bit-exact)
     jitter_ms = 30        # pre-buffer of an idle player: output of a new response starts
                           # when this much audio is queued OR this much wall time has passed
@@ -17,10 +18,20 @@ Keys (all optional; an absent table is ``{}`` and gives the defaults)::
     send_truncate = false # after a barge-in, send conversation.item.truncate with the
                           # milliseconds actually played (done by the agent core)
     retry_seconds = 10    # when the device is missing or fails: retry this often
-                          # (0 = give up, audio stays disabled)
+                          # (0 = give up, audio stays disabled); PortAudio is re-initialised
+                          # before each retry, so a device plugged in after start is found
+    mouth_gain = 4.0      # lip-sync level = min(1, RMS / 32768 * mouth_gain) (0.1..100).
+                          # Speech at about -20 dBFS RMS (0.1) opens the mouth to 0.4; loud
+                          # speech (-12 dBFS and up) opens it fully. 1.0 gives the raw RMS.
 
 The default ``jitter_ms`` of 30 keeps the delta-to-sound path of a small first delta under
 60 ms: 30 ms pre-buffer + one 10 ms output block + PortAudio's "low" latency (~9 ms on ALSA).
+
+Latency cap: a barge-in flush must silence the speaker within 50 ms, but the flush can only
+empty the player's own queue; whatever PortAudio and ALSA already hold keeps playing. That
+is one 10 ms block plus about the stream's output latency, so the latency is capped at
+``MAX_LATENCY_SECONDS`` (0.04 s): a larger number is a ConfigError, and ``"high"`` opens the
+device at ``min(its default high latency, 0.04 s)`` (ALSA hw devices report ~0.035 s).
 
 Every error is a :class:`~ticos_agent.errors.ConfigError` naming the full dotted key
 (``audio.volume``), the value and what is allowed.
@@ -36,7 +47,13 @@ from ..errors import ConfigError
 SOURCE_RATE = 24000
 """Sample rate of the realtime audio deltas (PCM16 little-endian mono)."""
 
-_KEYS = ("enabled", "device", "sample_rate", "latency", "volume", "jitter_ms", "send_truncate", "retry_seconds")
+MAX_LATENCY_SECONDS = 0.04
+"""Largest output latency accepted: 10 ms block + 40 ms device buffer = the 50 ms flush goal."""
+
+_KEYS = ("enabled", "device", "sample_rate", "latency", "volume", "jitter_ms", "send_truncate", "retry_seconds",
+         "mouth_gain")
+_LATENCY_ALLOWED = '"low", "high" or seconds (0 < s <= 0.04: a barge-in must be silent within 50 ms)'
+
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class AudioConfig:
     jitter_ms: int = 30
     send_truncate: bool = False
     retry_seconds: float = 10.0
+    mouth_gain: float = 4.0
 
     def as_dict(self) -> dict[str, Any]:
         """The effective config as plain data (``device`` None is shown as ``""``)."""
@@ -63,6 +81,7 @@ class AudioConfig:
             "jitter_ms": self.jitter_ms,
             "send_truncate": self.send_truncate,
             "retry_seconds": self.retry_seconds,
+            "mouth_gain": self.mouth_gain,
         }
 
 
@@ -110,9 +129,9 @@ def parse_audio_config(section: dict) -> AudioConfig:
     latency = section.get("latency", "low")
     if isinstance(latency, str):
         if latency not in ("low", "high"):
-            raise ConfigError("audio.latency", latency, '"low", "high" or seconds (0 < s <= 1)')
-    elif isinstance(latency, bool) or not isinstance(latency, (int, float)) or not 0 < latency <= 1:
-        raise ConfigError("audio.latency", latency, '"low", "high" or seconds (0 < s <= 1)')
+            raise ConfigError("audio.latency", latency, _LATENCY_ALLOWED)
+    elif isinstance(latency, bool) or not isinstance(latency, (int, float)) or not 0 < latency <= MAX_LATENCY_SECONDS:
+        raise ConfigError("audio.latency", latency, _LATENCY_ALLOWED)
     else:
         latency = float(latency)
 
@@ -129,4 +148,5 @@ def parse_audio_config(section: dict) -> AudioConfig:
         jitter_ms=jitter,
         send_truncate=_bool(section, "send_truncate", False),
         retry_seconds=float(_number(section, "retry_seconds", 10.0, 0, 3600, "seconds from 0 (never) to 3600")),
+        mouth_gain=float(_number(section, "mouth_gain", 4.0, 0.1, 100, "a number from 0.1 to 100")),
     )

@@ -8,7 +8,7 @@ calls them in a worker thread.
 
 from __future__ import annotations
 
-from .config import SOURCE_RATE, AudioConfig
+from .config import MAX_LATENCY_SECONDS, SOURCE_RATE, AudioConfig
 
 BLOCK_SECONDS = 0.010  # PortAudio block: how often the callback looks at the queue
 
@@ -32,6 +32,31 @@ def load_portaudio():
         raise NoPortAudio(f"PortAudio is not available ({exc}); install libportaudio2") from None
 
 
+def reinit_portaudio(sd) -> None:
+    """Terminate and initialise PortAudio again, so its device list is read afresh.
+
+    PortAudio builds its device list once, in ``Pa_Initialize`` (sounddevice issues #47,
+    #125): without this a device plugged in (or an ALSA config changed) after start is
+    never found. The caller guarantees that no stream is open or closing. Uses
+    sounddevice's ``_terminate``/``_initialize`` (private, present since 0.3); when a
+    previous attempt left PortAudio terminated, it is only initialised.
+    """
+    if getattr(sd, "_initialized", 1) > 0:
+        sd._terminate()
+    sd._initialize()
+
+
+def output_latency(info: dict, config: AudioConfig) -> str | float:
+    """The latency to ask PortAudio for: ``"high"`` becomes the device's high latency capped
+    at :data:`MAX_LATENCY_SECONDS` (numbers are capped by the config already)."""
+    if config.latency == "high":
+        high = info.get("default_high_output_latency")
+        if isinstance(high, (int, float)) and high > 0:
+            return min(float(high), MAX_LATENCY_SECONDS)
+        return MAX_LATENCY_SECONDS
+    return config.latency
+
+
 def open_output(sd, config: AudioConfig, callback, finished_callback):
     """Open (not start) a mono int16 output stream on the configured device.
 
@@ -45,6 +70,7 @@ def open_output(sd, config: AudioConfig, callback, finished_callback):
     default_rate = int(info["default_samplerate"])
     if not config.sample_rate and default_rate != SOURCE_RATE:
         rates.append(default_rate)
+    latency = output_latency(info, config)
     error: Exception | None = None
     for rate in rates:
         try:
@@ -54,7 +80,7 @@ def open_output(sd, config: AudioConfig, callback, finished_callback):
                 device=config.device,
                 channels=1,
                 dtype="int16",
-                latency=config.latency,
+                latency=latency,
                 callback=callback,
                 finished_callback=finished_callback,
             )

@@ -15,9 +15,10 @@ How it works::
   the next 10 ms block: delta-to-sound is the jitter pre-buffer (at most ``jitter_ms``) +
   one block + the device latency.
 * ``flush()`` removes the queued audio under the buffer's lock, so the callback outputs
-  silence from its next block (10 ms + what PortAudio already holds, ~10-35 ms on ALSA).
-  Deltas that still arrive for a flushed response id are dropped (counted in
-  ``dropped_deltas``); a new response id plays normally.
+  silence from its next block (10 ms + what PortAudio already holds: at most the output
+  latency, which the config caps at 0.04 s, so under 50 ms). Deltas that still arrive for a
+  flushed response id are dropped (counted in ``dropped_deltas``); ``flush(None, also=rid)``
+  also marks a response whose audio has not arrived yet; a new response id plays normally.
 * An underrun is a gap inside a response: the queue ran dry and then more audio of the
   same response arrived. It is counted once per gap (silence between responses is not an
   underrun); the player pre-buffers again after a gap.
@@ -25,12 +26,17 @@ How it works::
   device, an open failure, or a stream that stops or stalls while running: retried every
   ``retry_seconds`` (``state == "retrying"``), or disabled when that is 0. One warning line
   is logged when audio goes away and one info line when it comes back; nothing raises.
+  PortAudio is re-initialised before each retry (while no stream is open), so a device that
+  appears after start is found. The life cycle and its thread rules are in :mod:`.stream`.
 * A stream is "stalled" when its callback has not run for 2 s; it is then closed and
   retried like a failed device.
 * Extras for benchmarks and diagnostics: ``start_latencies`` (seconds from the first delta
   of a response reaching an idle player to the DAC time of its first sample),
   ``envelope_stats`` (levels delivered / dropped as late), ``device_underflows``
   (PortAudio's own underflow flags).
+* At most ``MAX_QUEUED_SECONDS`` (120 s) of audio is queued; beyond it deltas are dropped
+  and counted in ``overflow_deltas`` (and ``dropped_deltas``). A failing device leaves
+  ``"ok"`` before it is closed, so a close that hangs never lets the queue fill.
 * Valid deltas fed while audio is not available are discarded and counted in
   ``dropped_deltas``; bad deltas raise :class:`~ticos_agent.errors.BadAudio` in every state.
 
@@ -49,17 +55,16 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BadAudio
-from .pcm import decode_pcm
 from .buffer import Chunk, PcmQueue
 from .config import SOURCE_RATE, AudioConfig
-from .device import NoPortAudio, close_output, load_portaudio, open_output
 from .envelope import WINDOW_SECONDS, EnvelopeMeter, LevelScheduler
+from .pcm import decode_pcm
 from .resample import StreamResampler, apply_volume
+from .stream import StreamLifecycle
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_SECONDS = 600  # beyond this much queued audio, deltas are dropped
-_WATCH_SECONDS = 2.0  # a stream whose callback has not run for this long has stalled
+MAX_QUEUED_SECONDS = 120  # beyond this much queued audio (11.5 MB at 48 kHz), deltas are dropped
 
 
 class _Response:
@@ -73,11 +78,12 @@ class _Response:
         self.pos = 0  # samples (output rate) of this response queued so far
 
 
-class AudioPlayer:
+class AudioPlayer(StreamLifecycle):
     """Plays audio deltas, flushes on barge-in, counts played time, drives lip sync.
 
-    ``on_level(level)`` is called on the event loop thread with an RMS level 0..1 per 20 ms
-    of audio, at the time that audio leaves the speaker; 0.0 closes the mouth after a flush
+    ``on_level(level)`` is called on the event loop thread with a level 0..1 per 20 ms of
+    audio (``min(1, RMS / 32768 * config.mouth_gain)``), at the time that audio leaves the
+    speaker; 0.0 closes the mouth after a flush
     and when the audio runs out.
     """
 
@@ -102,145 +108,9 @@ class AudioPlayer:
         self.dropped_deltas = 0
         self.rejected_deltas = 0
         self.device_underflows = 0  # PortAudio's own output-underflow flags
+        self.overflow_deltas = 0  # dropped because MAX_QUEUED_SECONDS of audio was queued
         self.start_latencies: deque[float] = deque(maxlen=2000)  # seconds, delta -> DAC
-
-    # ---- lifecycle ------------------------------------------------------------------
-    async def start(self) -> None:
-        """Open the output stream; on failure disable or retry (one log line). Never raises."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._levels = LevelScheduler(self._loop, self._on_level)
-        if not self.config.enabled:
-            self._set_state("disabled", "disabled in config ([audio] enabled = false)")
-            log.info("audio: disabled in config")
-            return
-        await self._try_open(first=True)
-
-    async def stop(self) -> None:
-        """Stop and close the stream and cancel timers and tasks."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
-        self._cancel_jitter_timer()
-        if self._levels is not None:
-            self._levels.close()
-        self._queue.drop()
-        await self._close_stream()
-        self._responses.clear()
-        if self._state in ("ok", "retrying"):
-            self._set_state("idle", "stopped")
-
-    async def _try_open(self, first: bool = False) -> bool:
-        try:
-            await asyncio.to_thread(self._open_blocking)
-        except NoPortAudio as exc:
-            self._set_state("disabled", str(exc))
-            log.warning("audio: disabled: %s", exc)
-            return False
-        except Exception as exc:  # no such device, open refused, ...
-            reason = f"cannot open output device {self._describe_device()}: {exc}"
-            if self.config.retry_seconds > 0:
-                if first or self._state != "retrying":
-                    log.warning("audio: %s; retrying every %gs", reason, self.config.retry_seconds)
-                self._set_state("retrying", reason)
-                if first:
-                    self._start_task(self._retry())
-            else:
-                self._set_state("disabled", reason)
-                log.warning("audio: disabled: %s", reason)
-            return False
-        if not first:
-            log.info("audio: output device %s is back (%d Hz)", self._device_name, self._rate)
-        else:
-            log.info("audio: playing on %s at %d Hz", self._device_name, self._rate)
-        self._set_state("ok", None)
-        self._start_task(self._watch())
-        return True
-
-    def _open_blocking(self) -> None:
-        """Load PortAudio, open and start the stream (in a worker thread)."""
-        if self._sd is None:
-            self._sd = load_portaudio()
-        stream, rate, name = open_output(self._sd, self.config, self._callback, self._finished)
-        if self._stopping:  # stop() ran while this thread was opening the device
-            close_output(stream)
-            raise RuntimeError("stopped while opening")
-        self._queue.rate = self._rate = rate
-        self._device_name = name
-        self._stream = stream
-        stream.start()
-
-    async def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                await asyncio.to_thread(close_output, stream)
-            except Exception as exc:
-                log.debug("audio: closing the stream failed: %s", exc)
-
-    def _start_task(self, coro) -> None:
-        if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
-            self._task.cancel()
-        self._task = self._loop.create_task(coro)
-
-    async def _retry(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.config.retry_seconds)
-            if await self._try_open():
-                return
-
-    async def _watch(self) -> None:
-        """Notice a stream that stalls (its callback stops running) while open."""
-        last = self._queue.pulls
-        while not self._stopping and self._stream is not None:
-            await asyncio.sleep(_WATCH_SECONDS)
-            pulls = self._queue.pulls
-            if pulls == last and self._stream is not None:
-                await self._fail("the output stream stalled (no callbacks for %gs)" % _WATCH_SECONDS)
-                return
-            last = pulls
-
-    def _finished(self) -> None:  # PortAudio thread: the stream became inactive
-        loop = self._loop
-        if loop is not None and not self._stopping:
-            try:
-                loop.call_soon_threadsafe(self._on_finished)
-            except RuntimeError:
-                pass
-
-    def _on_finished(self) -> None:
-        if not self._stopping and self._stream is not None and not self._stream.active:
-            self._loop.create_task(self._fail("the output stream stopped"))
-
-    async def _fail(self, why: str) -> None:
-        if self._stopping or self._state != "ok":
-            return
-        self._queue.drop()
-        self._cancel_jitter_timer()
-        self._responses.clear()
-        if self._levels is not None:
-            self._levels.cancel()
-        await self._close_stream()
-        reason = f"output device {self._device_name} failed: {why}"
-        if self.config.retry_seconds > 0:
-            log.warning("audio: %s; retrying every %gs", reason, self.config.retry_seconds)
-            self._set_state("retrying", reason)
-            self._start_task(self._retry())
-        else:
-            log.warning("audio: disabled: %s", reason)
-            self._set_state("disabled", reason)
-
-    def _set_state(self, state: str, reason: str | None) -> None:
-        self._state, self._reason = state, reason
-
-    def _describe_device(self) -> str:
-        d = self.config.device
-        return "(default)" if d is None else repr(d)
+        self._init_lifecycle()
 
     # ---- the PortAudio callback (its own thread) -------------------------------------
     def _callback(self, outdata, frames, time_info, status) -> None:
@@ -269,8 +139,12 @@ class AudioPlayer:
             return
         queue = self._queue
         rate = self._rate
-        if queue.queued_frames > MAX_QUEUED_SECONDS * rate:
+        if queue.queued_frames + pcm.size * rate // SOURCE_RATE > MAX_QUEUED_SECONDS * rate:
             self.dropped_deltas += 1
+            self.overflow_deltas += 1
+            if self.overflow_deltas == 1 or self.overflow_deltas % 1000 == 0:
+                log.warning("audio: %gs of audio queued; dropping deltas (%d so far)",
+                            MAX_QUEUED_SECONDS, self.overflow_deltas)
             return
         rs = self._responses.get(response_id)
         if rs is None:
@@ -278,6 +152,8 @@ class AudioPlayer:
             if len(self._responses) > 16:
                 self._responses.popitem(last=False)
         starts, levels = rs.meter.process(pcm)
+        if levels.size:
+            levels = np.minimum(levels * np.float32(self.config.mouth_gain), np.float32(1.0))
         out = apply_volume(rs.resampler.process(pcm), self.config.volume)
         if out.size == 0:
             return
@@ -305,11 +181,14 @@ class AudioPlayer:
             self._jitter_timer.cancel()
             self._jitter_timer = None
 
-    def flush(self, response_id: str | None = None) -> None:
+    def flush(self, response_id: str | None = None, *, also: str | None = None) -> None:
         """Barge-in/cancel: drop the queued audio of ``response_id`` (None: everything).
 
-        The output is silent from the callback's next block; later deltas of a flushed
-        response are dropped; the mouth gets one 0.0.
+        Later deltas of every flushed response are dropped: ``response_id``, or with None
+        every response the player has seen, plus ``also`` -- a response id to mark as
+        flushed even if none of its audio has arrived yet (a barge-in before the
+        interrupted response's first delta: ``flush(None, also=rid)``). The output is
+        silent from the callback's next block; the mouth gets one 0.0.
         """
         if response_id is None:
             _frames, chunks, ids = self._queue.drop()
@@ -317,11 +196,14 @@ class AudioPlayer:
         else:
             _frames, chunks, ids = self._queue.drop(response_id)
             ids.add(response_id)
+        if also is not None:
+            ids.add(also)
         self.dropped_deltas += chunks
         for rid in ids:
             self._responses.pop(rid, None)
             if rid is not None:
                 self._flushed[rid] = True
+                self._flushed.move_to_end(rid)
         while len(self._flushed) > 64:
             self._flushed.popitem(last=False)
         if not self._queue.queued_frames:
@@ -405,4 +287,5 @@ class AudioPlayer:
             "played_ms": self._queue.played_total * 1000 // rate if rate else 0,
             "dropped_deltas": self.dropped_deltas,
             "rejected_deltas": self.rejected_deltas,
+            "overflow_deltas": self.overflow_deltas,
         }
