@@ -25,14 +25,15 @@ def test_config_defaults_and_as_dict():
     assert cfg == AudioConfig()
     assert cfg.as_dict() == {
         "enabled": True, "device": "", "sample_rate": 0, "latency": "low", "volume": 1.0,
-        "jitter_ms": 30, "send_truncate": False, "retry_seconds": 10.0,
+        "jitter_ms": 30, "send_truncate": False, "retry_seconds": 10.0, "mouth_gain": 4.0,
     }
 
 
 def test_config_values():
-    cfg = parse_audio_config({"device": "3", "sample_rate": 48000, "latency": 0.05, "volume": 0.25,
-                              "jitter_ms": 0, "send_truncate": True, "retry_seconds": 0, "enabled": False})
-    assert cfg.device == 3 and cfg.sample_rate == 48000 and cfg.latency == 0.05
+    cfg = parse_audio_config({"device": "3", "sample_rate": 48000, "latency": 0.04, "volume": 0.25,
+                              "jitter_ms": 0, "send_truncate": True, "retry_seconds": 0, "enabled": False,
+                              "mouth_gain": 1})
+    assert cfg.device == 3 and cfg.sample_rate == 48000 and cfg.latency == 0.04 and cfg.mouth_gain == 1.0
     assert cfg.volume == 0.25 and cfg.jitter_ms == 0 and cfg.send_truncate and cfg.retry_seconds == 0
     assert parse_audio_config({"device": "USB Audio"}).device == "USB Audio"
     assert parse_audio_config({"device": " "}).device is None
@@ -40,6 +41,8 @@ def test_config_values():
 
 @pytest.mark.parametrize("key,value", [
     ("volume", 1.5), ("volume", "loud"), ("volume", True), ("latency", "medium"), ("latency", 0),
+    ("latency", 0.05), ("latency", 1), ("mouth_gain", 0), ("mouth_gain", 101), ("mouth_gain", "big"),
+    ("mouth_gain", True),
     ("sample_rate", 100), ("sample_rate", 44100.0), ("jitter_ms", 500), ("jitter_ms", 2.5),
     ("enabled", "yes"), ("send_truncate", 1), ("device", True), ("device", -1), ("device", 1.5),
     ("retry_seconds", -1), ("colume", 1),
@@ -280,37 +283,86 @@ async def test_disabled_in_config_never_loads_portaudio(monkeypatch):
 
 
 class _FakeSd:
-    """Just enough of sounddevice for a device that refuses 24 kHz (no real device does
-    that in the test sink)."""
+    """Just enough of sounddevice for what the test sink cannot do: a device that refuses
+    24 kHz, PortAudio's device list frozen at initialisation, a device that hangs."""
 
     class PortAudioError(Exception):
         pass
 
-    def __init__(self):
+    def __init__(self, rates=(48000,), devices=("fussy",), stream_cls=None):
+        self.rates = rates
         self.opened = []
+        self.kw = {}
+        self.streams = []
+        self.plugged = set(devices)  # what is connected
+        self.visible = set(devices)  # what PortAudio listed when it was initialised
+        self._initialized = 1
+        self.calls = []  # "terminate"/"initialize", with whether a stream was open
+        self.stream_cls = stream_cls or _FakeStream
+
+    def _terminate(self):
+        self.calls.append(("terminate", any(not st.closed for st in self.streams)))
+        self._initialized -= 1
+
+    def _initialize(self):
+        self.calls.append(("initialize", any(not st.closed for st in self.streams)))
+        self._initialized += 1
+        self.visible = set(self.plugged)
 
     def query_devices(self, device, kind):
-        return {"name": "fussy", "default_samplerate": 48000.0}
+        name = "fussy" if device is None else device
+        if name not in self.visible:
+            raise ValueError(f"No output device matching {device!r}")
+        return {"name": name, "default_samplerate": float(self.rates[-1]), "default_high_output_latency": 0.2}
 
     def OutputStream(self, samplerate, **kw):  # noqa: N802 (sounddevice's name)
-        if samplerate != 48000:
+        if samplerate not in self.rates:
             raise self.PortAudioError("Invalid sample rate")
         self.opened.append((samplerate, kw["blocksize"]))
-        return _FakeStream()
+        self.kw = kw
+        st = self.stream_cls()
+        self.streams.append(st)
+        return st
 
 
 class _FakeStream:
-    active = True
     time = 0.0
 
+    def __init__(self):
+        self.active = False
+        self.closed = False
+        self.starting = False
+        self.closed_while_starting = False
+
     def start(self):
+        self.starting = True
+        self._starting()
+        self.starting = False
+        self.active = True
+
+    def _starting(self):
         pass
 
     def abort(self):
-        pass
+        self.closed_while_starting |= self.starting
+        self.active = False
 
     def close(self):
-        pass
+        self.closed = True
+
+
+def _fake(monkeypatch, **kw) -> _FakeSd:
+    fake = _FakeSd(**kw)
+    monkeypatch.setattr(device_mod, "_import_sounddevice", lambda: fake)
+    return fake
+
+
+async def _until(cond, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not met"
+        await asyncio.sleep(0.005)
 
 
 async def test_device_refusing_24k_gets_resampled_audio(monkeypatch):
@@ -342,4 +394,210 @@ async def test_flush_all_drops_queued_and_late_deltas_then_a_new_response_queues
     p.feed(delta, response_id="resp_2", item_id="item_2")
     assert p._queue.queued_frames == 958  # a fresh resampler: no state from resp_1
     assert p.health()["underruns"] == 0
+    await p.stop()
+
+
+# ---- review fixes --------------------------------------------------------------------------
+_DELTA = np.arange(1, 481, dtype="<i2").tobytes()
+
+
+async def test_flush_all_also_marks_a_response_whose_audio_has_not_arrived(monkeypatch):
+    # barge-in before the interrupted response's first delta: its later deltas must not play
+    _fake(monkeypatch, rates=(24000,))
+    p = AudioPlayer(parse_audio_config({}))
+    await p.start()
+    p.feed(_DELTA, response_id="resp_1", item_id="item_1")
+    p.flush(None, also="resp_2")
+    p.feed(_DELTA, response_id="resp_2", item_id="item_2")  # resp_2's first delta, after the barge-in
+    p.feed(_DELTA, response_id="resp_1", item_id="item_1")
+    assert p._queue.queued_frames == 0 and p.health()["dropped_deltas"] == 3
+    p.flush(None)  # without also: a response never seen is not marked
+    p.feed(_DELTA, response_id="resp_3", item_id="item_3")
+    assert p._queue.queued_frames == 480
+    p.flush("resp_4", also="resp_5")
+    p.feed(_DELTA, response_id="resp_5", item_id="item_5")
+    assert p._queue.queued_frames == 480
+    await p.stop()
+
+
+async def test_mouth_gain_scales_levels_and_clamps_at_one(monkeypatch):
+    _fake(monkeypatch, rates=(24000,))
+    for gain, expected in ((4.0, [0.4, 1.0]), (1.0, [0.1, 0.5])):
+        p = AudioPlayer(parse_audio_config({"mouth_gain": gain}))
+        await p.start()
+        pcm = np.concatenate([np.full(480, 3277, np.int16), np.full(480, -16384, np.int16)])  # -20 dBFS, -6 dBFS
+        p.feed(pcm.tobytes(), response_id="r", item_id="i")
+        levels = p._queue._chunks[0].env_lvl.tolist()
+        assert levels == pytest.approx(expected, abs=1e-3)
+        await p.stop()
+
+
+async def test_queue_is_capped_at_120_seconds_and_overflow_counted(monkeypatch, caplog):
+    from ticos_agent.audio import player as player_mod
+
+    assert player_mod.MAX_QUEUED_SECONDS <= 120
+    _fake(monkeypatch, rates=(24000,))
+    p = AudioPlayer(parse_audio_config({}))
+    await p.start()
+    second = np.ones(24000, "<i2").tobytes()
+    for _ in range(122):
+        p.feed(second, response_id="r", item_id="i")
+    h = p.health()
+    assert p._queue.queued_frames == 120 * 24000
+    assert h["overflow_deltas"] == 2 and h["dropped_deltas"] == 2
+    assert sum("dropping deltas" in r.getMessage() for r in caplog.records) == 1
+    await p.stop()
+
+
+def test_high_latency_is_capped_for_a_50ms_flush():
+    from ticos_agent.audio.config import MAX_LATENCY_SECONDS
+
+    assert MAX_LATENCY_SECONDS + device_mod.BLOCK_SECONDS <= 0.050
+    high = parse_audio_config({"latency": "high"})
+    assert device_mod.output_latency({"default_high_output_latency": 0.5}, high) == MAX_LATENCY_SECONDS
+    assert device_mod.output_latency({"default_high_output_latency": 0.0348}, high) == 0.0348
+    assert device_mod.output_latency({}, high) == MAX_LATENCY_SECONDS
+    assert device_mod.output_latency({}, parse_audio_config({})) == "low"
+    assert device_mod.output_latency({}, parse_audio_config({"latency": 0.02})) == 0.02
+
+
+async def test_stream_is_opened_with_the_capped_latency(monkeypatch):
+    fake = _fake(monkeypatch, rates=(24000,))
+    p = AudioPlayer(parse_audio_config({"latency": "high"}))
+    await p.start()
+    assert fake.kw["latency"] == 0.04  # the fake device says 0.2 s
+    await p.stop()
+
+
+async def test_retry_reinitialises_portaudio_and_finds_a_device_plugged_in_later(monkeypatch):
+    fake = _fake(monkeypatch, rates=(24000,), devices=())
+    p = AudioPlayer(parse_audio_config({"device": "usb-speaker", "retry_seconds": 0.02}))
+    await p.start()
+    assert p.health()["state"] == "retrying" and fake.calls == []  # the first open does not re-init
+    fake.plugged.add("usb-speaker")
+    await _until(lambda: p.health()["state"] == "ok")
+    assert p.health()["device"] == "usb-speaker"
+    assert fake.calls and fake.calls[-2:] == [("terminate", False), ("initialize", False)]
+    assert p.portaudio_reinits >= 1 and fake._initialized == 1
+    n = len(fake.calls)
+    p._reinit_portaudio()  # a stream is open: never re-initialised under it
+    assert len(fake.calls) == n
+    await p.stop()
+
+
+async def test_reinit_failure_is_retried_without_terminating_twice(monkeypatch):
+    fake = _fake(monkeypatch, rates=(24000,), devices=())
+    failing = {"n": 2}
+    orig = fake._initialize
+
+    def flaky():
+        if failing["n"]:
+            failing["n"] -= 1
+            raise fake.PortAudioError("Error initializing PortAudio")
+        orig()
+
+    fake._initialize = flaky
+    p = AudioPlayer(parse_audio_config({"device": "usb-speaker", "retry_seconds": 0.02}))
+    await p.start()
+    fake.plugged.add("usb-speaker")
+    await _until(lambda: p.health()["state"] == "ok")
+    assert [c for c, _open in fake.calls].count("terminate") == 1 and fake._initialized == 1
+    await p.stop()
+
+
+class _SlowStart(_FakeStream):
+    entered = None
+    release = None
+
+    def _starting(self):
+        self.entered.set()
+        self.release.wait(5)
+
+
+async def test_stop_during_stream_start_waits_and_closes_it_once(monkeypatch):
+    import threading
+
+    _SlowStart.entered, _SlowStart.release = threading.Event(), threading.Event()
+    fake = _fake(monkeypatch, rates=(24000,), stream_cls=_SlowStart)
+    p = AudioPlayer(parse_audio_config({}))
+    starting = asyncio.ensure_future(p.start())
+    await asyncio.to_thread(_SlowStart.entered.wait, 5)
+    stopping = asyncio.ensure_future(p.stop())
+    await asyncio.sleep(0.05)  # stop() must not close the stream while it is being started
+    threading.Timer(0.05, _SlowStart.release.set).start()
+    await asyncio.wait_for(asyncio.gather(starting, stopping), 5)
+    [stream] = fake.streams
+    assert stream.closed and not stream.closed_while_starting
+    assert p._stream is None and p.health()["state"] == "idle"
+
+
+class _SlowOpenSd(_FakeSd):
+    def __init__(self, **kw):
+        import threading
+
+        super().__init__(**kw)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def OutputStream(self, samplerate, **kw):  # noqa: N802
+        self.entered.set()
+        self.release.wait(5)
+        return super().OutputStream(samplerate, **kw)
+
+
+async def test_stop_while_opening_leaks_no_stream_and_starts_no_retry(monkeypatch):
+    fake = _SlowOpenSd(rates=(24000,))
+    monkeypatch.setattr(device_mod, "_import_sounddevice", lambda: fake)
+    p = AudioPlayer(parse_audio_config({"retry_seconds": 0.01}))
+    starting = asyncio.ensure_future(p.start())
+    await asyncio.to_thread(fake.entered.wait, 5)
+    await p.stop()
+    fake.release.set()
+    await asyncio.wait_for(starting, 5)
+    await asyncio.sleep(0.05)
+    [stream] = fake.streams
+    assert stream.closed and not stream.active and p._stream is None
+    assert p.health()["state"] == "idle" and (p._task is None or p._task.done())
+
+
+async def test_stream_stopping_keeps_a_reference_to_the_failure_task(monkeypatch):
+    fake = _fake(monkeypatch, rates=(24000,))
+    p = AudioPlayer(parse_audio_config({"retry_seconds": 0.02}))
+    await p.start()
+    fake.streams[0].active = False  # PortAudio's finished callback: the stream stopped
+    p._on_finished()
+    assert p._task is not None and p._task.get_coro().__name__ == "_fail"
+    await _until(lambda: p.health()["state"] == "ok" and len(fake.streams) == 2)
+    assert fake.streams[0].closed
+    await p.stop()
+
+
+class _HangingClose(_FakeStream):
+    release = None
+
+    def close(self):
+        self.release.wait(5)
+        super().close()
+
+
+async def test_device_hanging_on_close_leaves_ok_at_once_and_queues_nothing(monkeypatch):
+    import threading
+
+    from ticos_agent.audio import stream as stream_mod
+
+    monkeypatch.setattr(stream_mod, "CLOSE_TIMEOUT", 0.05)
+    _HangingClose.release = threading.Event()
+    fake = _fake(monkeypatch, rates=(24000,), stream_cls=_HangingClose)
+    p = AudioPlayer(parse_audio_config({"retry_seconds": 0.02}))
+    await p.start()
+    p.feed(_DELTA, response_id="r", item_id="i")
+    fake.streams[0].active = False
+    p._on_finished()
+    await asyncio.sleep(0)  # the failure task runs up to the (hanging) close
+    assert p.health()["state"] == "retrying"
+    p.feed(_DELTA, response_id="r2", item_id="i2")
+    assert p._queue.queued_frames == 0
+    await asyncio.sleep(0.2)  # retries run while the old stream is still closing...
+    assert all(c != "terminate" for c, _ in fake.calls)  # ...but PortAudio is not re-initialised
+    _HangingClose.release.set()
+    await _until(lambda: p.health()["state"] == "ok")
     await p.stop()

@@ -179,7 +179,9 @@ class StreamLifecycle:
                 self._closing -= 1
 
     async def _close_stream(self) -> None:
-        if self._stream is None or self._loop is None:
+        # always through _lock in a thread, never "if self._stream is None: return": a worker
+        # may be starting a stream it will publish when the lock is free
+        if self._loop is None:
             return
         fut = in_thread(self._loop, self._take_and_close)
         try:
