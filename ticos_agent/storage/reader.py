@@ -1,26 +1,28 @@
 """The offline reader: open a database read-only without ever changing it.
 
-For a person inspecting a TF card on another computer (``ticos-agent inspect``). The database
-is opened through a ``file:<path>?mode=ro`` URI, so SQLite cannot write it. Two cases would
-still leave traces or fail, and are opened with ``immutable=1`` instead (SQLite then reads
-the main file only and creates nothing):
+For a person inspecting a TF card on another computer (``ticos-agent inspect``). Nothing next
+to the database is ever created, written or touched (bytes and mtimes stay as they were):
 
-* a WAL-mode database with no ``-wal``/``-shm`` files (cleanly closed): ``mode=ro`` would
-  create both files next to it; nothing is writing, so the main file is complete;
-* a directory that is not writable (a read-only mount) with a ``-wal`` file: SQLite cannot
-  build the shared-memory index. Rows still only in the ``-wal`` are then invisible, and the
-  connection says so in ``note`` (and a WARNING is logged).
-
-With a ``-wal`` file in a writable directory, ``mode=ro`` is used so that rows still in the
-WAL are read; SQLite may create a ``-shm`` index file then, the database file itself is
-never written.
+* no sidecar file (``-wal``, ``-shm``, ``-journal``) next to it: the file is opened through a
+  ``file:<path>?mode=ro`` URI, with ``immutable=1`` for a WAL-mode database (``mode=ro`` alone
+  would create ``-wal``/``-shm`` files next to it; nothing is writing, so the main file is
+  complete);
+* any sidecar file present (a card pulled while the agent was writing, a crashed writer, a
+  live store): SQLite would create or rewrite the ``-shm`` index, or refuse a hot
+  ``-journal`` ("attempt to write a readonly database"). The database and its sidecars are
+  copied into a private temporary directory instead; the copy is recovered there (WAL rows
+  checkpointed, a hot journal rolled back, exactly as SQLite would on the card) and then
+  opened read-only. ``note`` says so; the temporary copy is removed by ``close()``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
+import weakref
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,17 +30,30 @@ from ..errors import StorageError
 
 log = logging.getLogger(__name__)
 
+SIDECARS = ("-wal", "-shm", "-journal")
+_COPY_ATTEMPTS = 3
+
 
 class ReadonlyConnection(sqlite3.Connection):
     """A ``sqlite3.Connection`` that also tells how it was opened.
 
-    ``path``: the database file; ``immutable``: opened with ``immutable=1``; ``note``: why,
-    or ``None`` for a plain ``mode=ro`` open.
+    ``path``: the database file asked for; ``immutable``: opened with ``immutable=1``;
+    ``note``: how and why, or ``None`` for a plain ``mode=ro`` open; ``copy_path``: the
+    temporary copy actually open (``None`` when the file itself is open).
     """
 
     path: Path
     immutable: bool = False
     note: str | None = None
+    copy_path: Path | None = None
+    _cleanup = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._cleanup is not None:
+                self._cleanup()
 
 
 def _is_wal_header(path: Path) -> bool:
@@ -53,33 +68,92 @@ def _is_wal_header(path: Path) -> bool:
 def _connect(path: Path, immutable: bool) -> ReadonlyConnection:
     uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True, factory=ReadonlyConnection, check_same_thread=False)
-    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _stamp(paths: list[Path]) -> list[tuple]:
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((p.name, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append((p.name, None, None))
+    return out
+
+
+def _copy_set(path: Path, present: list[Path], into: Path) -> Path:
+    """Copy ``path`` and its sidecars into ``into``; retried when a live writer changed them."""
+    files = [path] + present
+    for _ in range(_COPY_ATTEMPTS):
+        before = _stamp(files)
+        for old in into.iterdir():
+            old.unlink()
+        for src in files:
+            try:
+                shutil.copyfile(src, into / src.name)
+            except FileNotFoundError:  # a sidecar removed meanwhile (a checkpoint): copy again
+                break
+        else:
+            if _stamp(files) == before:
+                break
+    return into / path.name
+
+
+def _open_copy(path: Path, present: list[Path]) -> ReadonlyConnection:
+    tmp = Path(tempfile.mkdtemp(prefix="ticos-inspect-"))
+    try:
+        copy = _copy_set(path, present, tmp)
+        # Recover the copy as SQLite would recover the card: roll back a hot journal, fold
+        # the WAL into the main file (closing the last connection checkpoints it).
+        rw = sqlite3.connect(copy, isolation_level=None)
+        try:
+            rw.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            rw.close()
+        leftovers = any(p.name != copy.name for p in tmp.iterdir())
+        conn = _connect(copy, immutable=not leftovers)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    conn._cleanup = weakref.finalize(conn, shutil.rmtree, str(tmp), True)
+    conn.copy_path = copy
+    conn.immutable = not leftovers
     return conn
 
 
 def open_readonly(path: str | os.PathLike) -> ReadonlyConnection:
-    """Open the database at ``path`` for reading only; never creates or changes a file.
+    """Open the database at ``path`` for reading only; never creates or changes a file there.
 
-    Use it with the ``read_*`` functions of :mod:`ticos_agent.storage.queries`. Raises
-    :class:`StorageError` naming the path when the file is missing or is not a database.
+    Use it with the ``read_*``/``iter_*`` functions of :mod:`ticos_agent.storage.queries`.
+    Raises :class:`StorageError` naming the path when the file is missing or is not a
+    database.
     """
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise StorageError(f"cannot open database {path} read-only: no such file")
-    wal = path.with_name(path.name + "-wal")
-    shm = path.with_name(path.name + "-shm")
-    dir_writable = os.access(path.parent, os.W_OK)
-    note = None
-    if not wal.exists() and not shm.exists() and _is_wal_header(path):
-        note = "WAL database without -wal/-shm files: opened immutable so no files are created"
-    elif wal.exists() and not dir_writable:
-        note = (f"directory {path.parent} is not writable and {wal.name} exists: opened immutable; "
-                "rows not yet checkpointed from the -wal file are not shown")
+    present = [p for p in (path.with_name(path.name + s) for s in SIDECARS) if p.exists()]
     try:
-        conn = _connect(path, immutable=note is not None)
-    except sqlite3.Error as exc:
+        if present:
+            conn = _open_copy(path, present)
+            names = ", ".join(p.name for p in present)
+            note = (f"{names} present next to the database: read from a recovered temporary copy "
+                    "so the card stays unchanged")
+        else:
+            immutable = _is_wal_header(path)
+            conn = _connect(path, immutable=immutable)
+            note = ("WAL database without -wal/-shm files: opened immutable so no files are created"
+                    if immutable else None)
+    except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
-    conn.path, conn.immutable, conn.note = path, note is not None, note
-    if note and wal.exists():
-        log.warning("%s: %s", path, note)
+    conn.path, conn.note = path, note
+    if not present:
+        conn.immutable = note is not None
+    if present:
+        log.info("%s: %s", path, note)
     return conn
