@@ -3,17 +3,22 @@
 * :func:`open_store` -> :class:`Store` (async, batched writes, fallback to internal storage);
 * :func:`resolve_location`, :func:`find_tf_root`, :class:`Location`, :class:`SaveMode`;
 * :func:`open_readonly` and the ``read_*``/``count_messages`` functions for offline reading
-  of a database (a TF card on another computer) without changing it.
+  of a database (a TF card on another computer) without changing it; the ``iter_*``
+  generators stream every row, oldest first (for an export).
 """
 
 from .location import Location, SaveMode, find_tf_root, resolve_location
-from .queries import MAX_LIMIT, count_messages, read_calls, read_events, read_memories, read_messages
+from .queries import (
+    MAX_LIMIT, count_messages, iter_calls, iter_events, iter_memories, iter_messages, read_calls, read_events,
+    read_memories, read_messages,
+)
 from .reader import ReadonlyConnection, open_readonly
 from .schema import SCHEMA_VERSION
 from .store import Store, open_store
 
 __all__ = [
     "MAX_LIMIT", "SCHEMA_VERSION", "Location", "ReadonlyConnection", "SaveMode", "Store",
-    "count_messages", "find_tf_root", "open_readonly", "open_store", "read_calls", "read_events",
+    "count_messages", "find_tf_root", "iter_calls", "iter_events", "iter_memories", "iter_messages",
+    "open_readonly", "open_store", "read_calls", "read_events",
     "read_memories", "read_messages", "resolve_location",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
 
@@ -135,3 +135,50 @@ def read_events(conn: sqlite3.Connection, limit: int = 100, offset: int = 0,
 def count_messages(conn: sqlite3.Connection, session_id: str | None = None) -> int:
     """How many messages (of one session) on a plain connection."""
     return _run(conn, count_messages_query(table_columns(conn, "messages"), session_id))
+
+
+# ----------------------------------------------------------------- streaming every row
+
+MAX_PAGE = 10_000
+
+
+def _iter(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], page: int,
+          session_id: str | None = None) -> Iterator[dict]:
+    """Every row of ``table``, oldest first, ``page`` rows per query (keyset paging on rowid)."""
+    present = table_columns(conn, table)
+    if not present or (session_id is not None and "session_id" not in present):
+        return
+    page = max(1, min(int(page), MAX_PAGE))
+    where, extra = "", ()
+    if session_id is not None:
+        where, extra = " AND session_id = ?", (session_id,)
+    sql = (f"SELECT rowid, {_select(columns, present)} FROM {table} WHERE rowid > ?{where} "
+           "ORDER BY rowid LIMIT ?")
+    last = None
+    while True:
+        rows = conn.execute(sql, (last if last is not None else -(1 << 63),) + extra + (page,)).fetchall()
+        for row in rows:
+            yield dict(zip(columns, row[1:]))
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
+
+
+def iter_messages(conn: sqlite3.Connection, session_id: str | None = None, page: int = 500) -> Iterator[dict]:
+    """Every message (of one session), oldest first; the fields of :func:`read_messages`."""
+    return _iter(conn, "messages", MESSAGE_COLUMNS, page, session_id)
+
+
+def iter_memories(conn: sqlite3.Connection, page: int = 500) -> Iterator[dict]:
+    """Every memory, oldest first; the fields of :func:`read_memories`."""
+    return _iter(conn, "memories", MEMORY_COLUMNS, page)
+
+
+def iter_calls(conn: sqlite3.Connection, page: int = 500) -> Iterator[dict]:
+    """Every function call, oldest first; the fields of :func:`read_calls`."""
+    return _iter(conn, "function_calls", CALL_COLUMNS, page)
+
+
+def iter_events(conn: sqlite3.Connection, session_id: str | None = None, page: int = 500) -> Iterator[dict]:
+    """The whole event log (of one session), oldest first; the fields of :func:`read_events`."""
+    return _iter(conn, "events", EVENT_COLUMNS, page, session_id)
