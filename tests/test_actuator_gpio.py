@@ -79,8 +79,8 @@ async def test_without_neutral_the_light_goes_off_after_duration(pins):
         red = pins.pin(17)
         out = await asyncio.wait_for(s.emotion(EmotionArgs("angry", duration=0.1)), 3)
         assert out.status == "done"
+        assert await settle(lambda: 1.0 in [v for _, v in timeline(red)])
         assert await settle(lambda: red.state == 0)
-        assert 1.0 in [v for _, v in timeline(red)]
     finally:
         await s.stop()
 
@@ -149,5 +149,35 @@ async def test_interrupt_rests_a_moving_servo(pins):
         out = await asyncio.wait_for(task, 1)
         assert out.status == "dropped" and "interrupted" in out.reason
         assert await settle(lambda: pin.state == pytest.approx(duty(0)))  # home
+    finally:
+        await s.stop()
+
+
+async def test_detach_when_safe_waits_for_the_servo_to_get_home(pins):
+    arm = {**SERVO, "detach_when_safe": True, "safe_seconds": 0.3}
+    s = await system_for({"actuators": {"arm": arm}, "motions": {"slow": {"arm": [[2.0, 60]]}}})
+    try:
+        pin = pins.pin(12)
+        assert await settle(lambda: pin.state == 0)  # homed at start, then detached
+        task = asyncio.create_task(s.motion(MotionArgs("slow"), response_id="r1"))
+        await asyncio.sleep(0.3)
+        assert pin.state > duty(0)
+        s.interrupt("r1")
+        assert (await asyncio.wait_for(task, 1)).status == "dropped"
+        assert await settle(lambda: pin.state == pytest.approx(duty(0)))  # home first ...
+        t_home = time.monotonic()
+        assert await settle(lambda: pin.state == 0)  # ... then limp, after safe_seconds
+        assert time.monotonic() - t_home > 0.2
+        tl = timeline(pin)
+        assert tl[-1][1] == 0 and tl[-2][1] == pytest.approx(duty(0)) and tl[-1][0] - tl[-2][0] >= 0.28
+
+        # work arriving while it waits keeps the servo attached
+        s.interrupt()  # nothing to drop: no safe state
+        s._safe("arm")
+        await asyncio.sleep(0.05)
+        out = await asyncio.wait_for(s.motion(MotionArgs("slow", speed=10.0)), 2)
+        assert out.status == "done"
+        await asyncio.sleep(0.4)
+        assert pin.state == pytest.approx(duty(60))
     finally:
         await s.stop()

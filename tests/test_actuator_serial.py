@@ -58,6 +58,8 @@ async def test_feetech_sts_sync_write_exact_bytes(pty_device):
         assert dev.errors == []
     finally:
         await system.stop()
+    # the safe state at stop homes from anywhere within limits, like at start
+    assert dev.wait_frames(4)[3] == sts_frame((1, 2048, 2048), (2, 2048, 682))
 
 
 async def test_feetech_sts_speed_clamps_and_fixed_goal_speed(pty_device):
@@ -227,6 +229,7 @@ async def test_port_vanishes_and_comes_back(pty_device, tmp_path):
             await asyncio.sleep(0.02)
         assert system.health()["actuators"]["mcu"] == {
             "driver": "serial-line", "state": "ok", "simulated": False, "error": None, "queued": 0}
+        assert dev2.wait_frames(1)[:1] == ["STOP"]  # the safe state, first thing on the new device
         assert (await system.motion(MotionArgs("nod", repeat=2))).status == "done"
         assert "MOTION nod 1.0 2" in dev2.wait_frames(1)
     finally:
@@ -246,3 +249,89 @@ async def test_write_failure_during_motion_fails_the_call(pty_device, tmp_path):
         assert out.status == "failed" and "head" in out.reason
     finally:
         await system.stop()
+
+
+async def wait_state(system, name, state, timeout=8.0):
+    for _ in range(int(timeout / 0.02)):
+        if system.health()["actuators"][name]["state"] == state:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_port_that_appears_after_start_gets_the_safe_state(pty_device, tmp_path):
+    link = str(tmp_path / "ttyLATE")
+    head = {"driver": "feetech-sts", "port": link, "ids": [1], "min": -90, "max": 90}
+    system = await started(config({"head": head}))
+    try:
+        assert system.health()["actuators"]["head"]["state"] == "reconnecting"
+        dev = pty_device(feetech_decode, link=link)  # the USB adapter shows up late
+        assert await wait_state(system, "head", "ok")
+        frames = dev.wait_frames(1)
+        assert frames[:1] == [sts_frame((1, 2048, 2048))]  # home, from anywhere in -90..90 in 0.5 s
+        await asyncio.sleep(0.3)
+        assert len(dev.frames) == 1 and dev.errors == []  # applied once
+    finally:
+        await system.stop()
+
+
+async def test_a_replugged_port_is_homed_and_positions_reset(pty_device, tmp_path):
+    link = str(tmp_path / "ttyMAESTRO")
+    dev = pty_device(maestro_decode, link=link)
+    tail = {"driver": "maestro", "port": link, "channels": [0], "min": -90, "max": 90, "step": 0.02}
+    system = await started(config({"tail": tail}, {"up": {"tail": [[0.1, 45]]}}))
+    try:
+        home = bytes([0x84, 0, 6000 & 0x7F, 6000 >> 7])  # 1500 us
+        assert dev.wait_frames(1) == [home]
+        assert (await system.motion(MotionArgs("up"))).status == "done"
+        assert system.positions["tail"] == [45.0]
+        dev.unplug()
+        assert await wait_state(system, "tail", "reconnecting")
+        dev2 = pty_device(maestro_decode, link=link)
+        assert await wait_state(system, "tail", "ok")
+        assert dev2.wait_frames(1)[:1] == [home]  # homed as soon as it is back
+        assert system.positions["tail"] == [0.0]
+        assert (await system.motion(MotionArgs("up"))).status == "done"
+        first = dev2.wait_frames(2)[1]
+        assert first == bytes([0x84, 0, *divmod(round((1500 + 9 * 500 / 90) * 4), 128)[::-1]])  # 1/5 of 45 from home
+    finally:
+        await system.stop()
+
+
+async def test_a_link_that_keeps_dropping_backs_off(caplog):
+    import logging
+    import socket
+    import threading
+
+    from ticos_agent.actuators.serial_link import SerialLink
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept_and_hang_up():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=accept_and_hang_up, daemon=True)
+    thread.start()
+    link = SerialLink(f"socket://127.0.0.1:{srv.getsockname()[1]}", 115200, label="flappy", backoff=(0.3, 5.0))
+    try:
+        with caplog.at_level(logging.INFO, logger="ticos_agent.actuators"):
+            await link.start()
+            await asyncio.sleep(2.0)
+        # opens at about 0, 0.5, 1.3 s (0.2 s to notice, then 0.3, 0.6, 1.2 s of backoff)
+        assert 2 <= link.opens <= 3, link.opens
+        lost = [r for r in caplog.records if "lost" in r.getMessage() and r.levelno >= logging.WARNING]
+        assert len(lost) == 1
+    finally:
+        await link.stop()
+        stop.set()
+        thread.join(1)
+        srv.close()

@@ -4,6 +4,7 @@ barge-in by response, disabled drivers, cancellation."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ DOC = {
         "right": {"b": [[0.2, 10], [0.3, 0]]},
         "both": {"a": [[0.1, 5]], "b": [[0.1, 5]]},
         "far": {"a": [[0.1, 500]]},
+        "slowboth": {"a": [[1.0, 30]], "b": [[1.0, 30]]},
     },
     "emotions": {"happy": {"color": "#FF0000", "pose": {"a": 20}}, "calm": {"color": "#0000FF"}},
 }
@@ -101,13 +103,83 @@ async def test_emotion_light_and_pose(system):
     assert out.status == "done" and sorted(out.detail["actuators"]) == ["a", "lamp"]
     lights = [args for _, op, args in system.drivers["lamp"].history if op == "light"]
     assert lights[0][:3] == ((1.0, 0.0, 0.0), 0.5, "solid")
-    assert system.drivers["lamp"].history[-1][1] == "safe"  # no neutral emotion: back to the safe state (off)
     assert moves(system, "a")[0][1][0] == [10.0]  # pose 20 at intensity 0.5 from home 0
-    # a new emotion replaces one that is still holding
-    held = asyncio.create_task(system.emotion(EmotionArgs("calm", duration=5)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    assert system.drivers["lamp"].history[-1][1] == "safe"  # no neutral emotion: back to the safe state (off)
+    assert moves(system, "a")[-1][1] == ([0.0], 0.3)  # and the pose back home
+    # a new emotion replaces one that is still holding: the first one's return is cancelled
+    held = await asyncio.wait_for(system.emotion(EmotionArgs("calm", duration=0.2)), 1)
+    assert held.status == "done"
     assert (await asyncio.wait_for(system.emotion(EmotionArgs("calm")), 2)).status == "done"
-    assert (await asyncio.wait_for(held, 1)).status == "dropped"
+    await asyncio.sleep(0.4)
+    assert system.drivers["lamp"].history[-1][1] == "light"
+
+
+async def test_a_motion_runs_while_an_emotion_holds(system):
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    emo = asyncio.create_task(system.emotion(EmotionArgs("happy", duration=0.6)))
+    await asyncio.sleep(0.05)
+    out = await asyncio.wait_for(system.motion(MotionArgs("left")), 1.5)  # queues behind the 0.3 s pose move-in only
+    assert out.status == "done" and loop.time() - t0 < 0.8
+    assert (await asyncio.wait_for(emo, 1)).status == "done"
+    await asyncio.sleep(0.6)
+    # the lamp went back (safe: no neutral here); the head's return was replaced by the motion
+    assert system.drivers["lamp"].history[-1][1] == "safe"
+    assert moves(system, "a")[-1][1] == ([0.0], pytest.approx(0.1))  # the last keyframe of "left"
+    assert system.health()["actuators"]["a"]["queued"] == 0
+
+
+async def test_preemption_rests_the_victims_other_actuators(system):
+    victim = asyncio.create_task(system.motion(MotionArgs("slowboth")))
+    await asyncio.sleep(0.1)
+    n_b = len(system.drivers["b"].history)
+    out = await asyncio.wait_for(system.motion(MotionArgs("left", wait=False)), 2)
+    assert out.status == "done" and (await victim).status == "dropped"
+    b_ops = [op for _, op, _ in list(system.drivers["b"].history)[n_b:]]
+    assert b_ops == ["safe"]  # b, which "left" does not use, is not frozen mid-move
+    a_ops = [op for _, op, _ in list(system.drivers["a"].history)]
+    assert "safe" not in a_ops[1:]  # a goes straight on with the new motion (only the start's safe)
+
+
+async def test_serial_line_emotion_goes_out_at_once_with_its_fade_in():
+    doc = {"robot": {"default_library": False},
+           "actuators": {"mcu": {"driver": "mock", "kind": "line"}, "lamp": {"driver": "mock", "kind": "light"}},
+           "emotions": {"happy": {"color": "#FF0000"}}}
+    s = ActuatorSystem(parse_actuators_config(doc))
+    await s.start()
+    try:
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(s.emotion(EmotionArgs("happy", fade_in=0.3)), 2)
+        assert out.status == "done"
+        lines = [(t, args) for t, op, args in s.drivers["mcu"].history if op == "line"]
+        assert len(lines) == 1 and lines[0][0] - t0 < 0.05 and lines[0][1][1]["fade_in"] == 0.3
+        lamp = [t for t, op, args in s.drivers["lamp"].history if op == "light"]
+        assert lamp[-1] - t0 > 0.25  # the light is faded in by the agent
+    finally:
+        await s.stop()
+
+
+async def test_barge_in_returns_lights_to_neutral():
+    doc = {**DOC, "emotions": {**DOC["emotions"], "neutral": {"color": "#00FF00", "brightness": 0.2}}}
+    s = ActuatorSystem(parse_actuators_config(doc))
+    await s.start()
+    try:
+        lamp = s.drivers["lamp"]
+        fading = asyncio.create_task(s.emotion(EmotionArgs("happy", fade_in=1.0), response_id="r1"))
+        await asyncio.sleep(0.2)
+        assert s.interrupt("r1") == 2  # the light and the pose
+        assert (await fading).status == "dropped"
+        assert lamp.history[-1][1:] == ("light", ((0.0, 1.0, 0.0), 0.2, "solid", 1.0))  # neutral, not off
+        assert s.drivers["a"].history[-1][1] == "safe"  # a servo rests in its safe state
+        # an expression that holds goes back to neutral at a barge-in too
+        held = await asyncio.wait_for(s.emotion(EmotionArgs("calm", duration=30), response_id="r2"), 1)
+        assert held.status == "done" and lamp.history[-1][2][0] == (0.0, 0.0, 1.0)
+        s.interrupt("r2")
+        await asyncio.sleep(0.05)
+        assert lamp.history[-1][2][0] == (0.0, 1.0, 0.0)
+    finally:
+        await s.stop()
 
 
 async def test_cancelled_call_drops_its_command(system):

@@ -16,6 +16,10 @@ A driver class describes itself:
 * ``check_environment(options)``: human-readable problems found before opening (used by
   ``ticos-agent doctor``), and ``simulated_for(options)``: whether it moves real hardware.
 
+A driver whose device can appear or come back while the agent runs (a serial port) calls
+``self.on_up(generation)`` on the event loop each time it does; the actuator system sets
+``on_up`` and answers by applying the safe state. ``generation`` counts the device's opens.
+
 Instances are created with the actuator's config and a :class:`DriverContext`. All methods
 except ``open``/``close`` are called on the event loop thread and must not block: serial
 drivers hand bytes to a writer thread (:mod:`.serial_link`), GPIO drivers hand calls to a
@@ -216,6 +220,13 @@ class Driver:
         self._state = "ok"
         self._error: str | None = None
         self._faults = 0
+        #: set by the actuator system: called on the loop with ``generation`` when the device is (back) up
+        self.on_up: Callable[[int], None] | None = None
+
+    @property
+    def generation(self) -> int:
+        """How many times the device has been opened (drivers that never reopen: 0)."""
+        return 0
 
     @property
     def faults(self) -> int:

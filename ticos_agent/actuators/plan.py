@@ -3,6 +3,12 @@
 A :class:`Step` is ``(t, seq, actuator, op, args)`` where ``op`` is a driver method
 (``move``, ``light``, ``line``, ``safe``). Plans are pure: they read the config and the
 call's arguments and touch no hardware, so they are easy to test and to print.
+
+An emotion's ``duration`` is not part of its command: the command ends once the expression is
+shown (fade-in, pose move-in), so a motion can use the same actuators while it holds (a nod
+while "happy"). The way back to neutral is in :attr:`Plan.returns`: per actuator, when (from
+the command's start) and the plan to run then, as a separate low-priority command that any
+later command on that actuator replaces.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class Plan:
     steps: list[Step]
     total: float
     actuators: list[str]
+    #: actuator -> (seconds after the command's start, the plan that returns it to neutral)
+    returns: dict[str, tuple[float, "Plan"]] = field(default_factory=dict)
 
 
 def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
@@ -87,35 +95,40 @@ def _show(cfg: ActuatorsConfig, name: str, t: float, e: Expression, intensity: f
     return [step(t, name, "light", e.color or (1.0, 1.0, 1.0), e.brightness * intensity, e.pattern, e.period)]
 
 
+def neutral_steps(cfg: ActuatorsConfig, name: str, neutral: Expression | None) -> list[Step]:
+    """What a light (or an MCU's emotion line) shows at rest: ``neutral``, else its safe state."""
+    return _show(cfg, name, 0.0, neutral, 1.0) if neutral is not None else [step(0.0, name, "safe")]
+
+
 def plan_expression(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neutral: Expression | None) -> Plan:
     names = expression_actuators(cfg)
     fade, level = args.fade_in, e.brightness * args.intensity
     steps: list[Step] = []
     for n in names:
-        if fade > 0 and cfg.actuators[n].kind == "light":
+        if cfg.actuators[n].kind != "light":
+            steps += _show(cfg, n, 0.0, e, args.intensity, args)  # the MCU fades by itself ({fade_in})
+            continue
+        if fade > 0:
             count = max(1, math.ceil(fade / FADE_STEP))
             for k in range(count):
                 steps.append(step(fade * k / count, n, "light", e.color or (1.0, 1.0, 1.0), level * k / count, "solid", 1.0))
         steps += _show(cfg, n, fade, e, args.intensity, args)
-    total = fade
+    returns = {}
     if args.duration is not None:
-        total = fade + args.duration
         for n in names:
-            steps += _show(cfg, n, total, neutral, 1.0) if neutral is not None else [step(total, n, "safe")]
-    return Plan(sorted(steps), total, names)
+            returns[n] = (fade + args.duration, Plan(neutral_steps(cfg, n, neutral), 0.0, [n]))
+    return Plan(sorted(steps), fade, names, returns)
 
 
 def plan_pose(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neutral: Expression | None) -> Plan:
     steps: list[Step] = []
+    returns = {}
     seconds = max(args.fade_in, POSE_SECONDS)
-    total = seconds
     for n, target in e.pose.items():
         a = cfg.actuators[n]
         scaled = [h + (v - h) * args.intensity for v, h in zip(target, a.home)]
         steps.append(step(0.0, n, "move", a.clamp(scaled), seconds))
         if args.duration is not None:
             back = neutral.pose.get(n, a.home) if neutral is not None else a.home
-            steps.append(step(seconds + args.duration, n, "move", a.clamp(back), POSE_SECONDS))
-    if args.duration is not None and steps:
-        total = seconds + args.duration + POSE_SECONDS
-    return Plan(sorted(steps), total if steps else 0.0, list(e.pose))
+            returns[n] = (seconds + args.duration, Plan([step(0.0, n, "move", a.clamp(back), POSE_SECONDS)], POSE_SECONDS, [n]))
+    return Plan(sorted(steps), seconds if steps else 0.0, list(e.pose), returns)

@@ -8,6 +8,13 @@ the thread closes the port, marks the link ``reconnecting``, counts a fault, dro
 queued (stale motion is worse than none) and retries with exponential backoff. While the link
 is down, :meth:`write` raises :class:`DriverUnavailable` at once, so commands fail fast.
 
+The backoff only starts again from its shortest delay once a connection has stayed up for
+:data:`STABLE` seconds: a device that opens and dies at once (a crashing MCU, a flaky hub) is
+retried ever more slowly, and after the first loss of such a streak the repeats are logged at
+debug level. Every successful open calls the ``on_up`` listeners on the event loop
+(``loop.call_soon_threadsafe``) with the open's number, so the actuator system can put a late
+or replugged device in its safe state.
+
 Ports are anything ``serial.serial_for_url`` accepts: ``/dev/ttyACM0``,
 ``/dev/serial/by-id/usb-...``, a pty slave path, or ``loop://`` (a virtual device that echoes
 what it is sent; counted as simulated).
@@ -21,6 +28,7 @@ import os
 import queue
 import threading
 import time
+from typing import Callable
 
 import serial
 
@@ -29,6 +37,7 @@ from ..errors import DriverUnavailable
 log = logging.getLogger("ticos_agent.actuators")
 
 POLL = 0.2  # idle health check period, seconds
+STABLE = 10.0  # seconds a connection must last for the backoff to start short again
 _STOP = object()
 
 
@@ -72,6 +81,10 @@ class SerialLink:
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._up_listeners: list[Callable[[int], None]] = []
+        self._said: set[str] = set()  # messages logged at warning level in this unstable streak
+        self._streak = 0  # connections lost since the last one that stayed up STABLE seconds
 
     @property
     def simulated(self) -> bool:
@@ -81,10 +94,21 @@ class SerialLink:
 
     async def start(self, wait: float = 3.0) -> None:
         """Start the thread and wait (bounded) for the first open attempt. Never raises."""
+        self._loop = asyncio.get_running_loop()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"ticos-serial-{self.label}", daemon=True)
             self._thread.start()
         await asyncio.to_thread(self._first.wait, wait + self.handshake_timeout)
+
+    def add_up_listener(self, fn: Callable[[int], None]) -> None:
+        """Call ``fn(opens)`` on the event loop after every successful open (not retroactively)."""
+        self._up_listeners.append(fn)
+
+    def remove_up_listener(self, fn: Callable[[int], None]) -> None:
+        try:
+            self._up_listeners.remove(fn)
+        except ValueError:
+            pass
 
     def write(self, data: bytes) -> None:
         if self.state != "ok":
@@ -92,8 +116,8 @@ class SerialLink:
         self._q.put(data)
 
     async def stop(self) -> None:
+        self._q.put(_STOP)  # after whatever is queued: the safe state still goes out
         self._stop.set()
-        self._q.put(_STOP)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 3.0)
         self.state = "closed"
@@ -113,24 +137,51 @@ class SerialLink:
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.backoff[1])
                 continue
-            delay = self.backoff[0]
             self.opens += 1
+            up_at = time.monotonic()
             self.state, self.error = "ok", None
-            log.info("serial %s: open %s at %d baud", self.label, self.port, self.baud)
+            log.log(logging.INFO if self._streak <= 1 else logging.DEBUG,
+                    "serial %s: open %s at %d baud", self.label, self.port, self.baud)
             self._first.set()
+            self._notify_up(self.opens)
+            lost = False
             try:
                 self._serve(ser)
             except Exception as exc:  # noqa: BLE001
                 self.faults += 1
+                lost = True
+                if time.monotonic() - up_at >= STABLE:
+                    self._streak, delay = 0, self.backoff[0]
+                    self._said.clear()
+                self._streak += 1
+                if self._streak == 2:
+                    log.warning("serial %s: %s keeps dropping soon after opening; retrying ever more slowly "
+                                "(up to every %g s), repeats logged at debug level", self.label, self.port, self.backoff[1])
                 self._down(f"lost: {exc}")
                 self._drain()
             finally:
                 self._close(ser)
+            if lost and not self._stop.is_set():
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
         self._first.set()
 
+    def _notify_up(self, opens: int) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for fn in list(self._up_listeners):
+            try:
+                loop.call_soon_threadsafe(fn, opens)
+            except RuntimeError:  # the loop is closed: nobody to tell
+                return
+
     def _down(self, error: str, first: bool = False) -> None:
-        if self.state != "reconnecting" or self.error != error:
+        if error not in self._said and (self.state != "reconnecting" or self.error != error):
+            self._said.add(error)
             log.warning("serial %s: %s %s (retrying with backoff)", self.label, self.port, error)
+        else:
+            log.debug("serial %s: %s %s (retrying with backoff)", self.label, self.port, error)
         self.state, self.error = "reconnecting", error
         if first:
             self._first.set()
@@ -166,10 +217,12 @@ class SerialLink:
 
     def _serve(self, ser: serial.SerialBase) -> None:
         path = None if is_virtual(self.port) else self.port
-        while not self._stop.is_set():
+        while True:  # what was queued before stop() (the safe state) is written before _STOP
             try:
                 item = self._q.get(timeout=POLL)
             except queue.Empty:
+                if self._stop.is_set():
+                    return
                 # idle health check: the device node is gone, or reading reports an error
                 if path is not None and not os.path.exists(path):
                     raise OSError(f"{path} disappeared")

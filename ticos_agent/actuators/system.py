@@ -5,7 +5,17 @@ lanes of all the actuators it uses and starts when it is at the head of all of t
 actuators of one command start together and commands never overtake each other on an
 actuator. A running command walks its steps against absolute deadlines on the loop's
 monotonic clock (``t0 + step.t``), so timing errors never accumulate. ``wait = false``
-drops what runs or waits on its actuators first (status ``dropped``, reason "preempted").
+drops what runs or waits on its actuators first (status ``dropped``, reason "preempted") and
+brings the victims' other actuators, which the new command does not use, to rest.
+
+An emotion's command ends once the expression is shown; its return to neutral after
+``duration`` is a timer per actuator that starts a low-priority ``return`` command. Any later
+command on that actuator cancels the timer or drops the running return (it takes over).
+
+Safe state: applied at start, at stop, on a fault, and whenever a device comes up later (a
+serial port that opens after start, or comes back after an unplug): the driver calls
+``on_up`` and the system homes / stops every actuator on it and forgets their positions.
+Barge-in rests lights on the ``neutral`` expression when there is one (else off).
 
 Every public method returns an :class:`Outcome` or a plain value; hardware problems become
 ``failed`` outcomes, never exceptions.
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import itertools
 import logging
@@ -26,7 +37,7 @@ from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
 from .driver import DRIVERS, Driver, DriverContext
-from .plan import Plan, Step, plan_expression, plan_motion, plan_pose, step
+from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 
 log = logging.getLogger("ticos_agent.actuators")
 
@@ -67,6 +78,12 @@ class ActuatorSystem:
         self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
+        self._returns: dict[str, tuple[asyncio.TimerHandle, Plan, _Command]] = {}  # pending returns to neutral
+        self._shows_expressions = set(expression_actuators(config))
+        for n, d in self.drivers.items():
+            d.on_up = functools.partial(self._device_up, n)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -84,6 +101,8 @@ class ActuatorSystem:
                 drv.disable(f"{type(exc).__name__}: {exc}")
                 log.error("actuator %s (%s): disabled: %s", name, drv.name, drv.error)
                 continue
+            if drv.state == "ok":
+                self._safe_gen[name] = drv.generation
             self._safe(name)
             log.info("actuator %s (%s): %s%s%s", name, drv.name, drv.state, " [simulated]" if drv.simulated else "",
                      f": {drv.error}" if drv.error else "")
@@ -92,6 +111,9 @@ class ActuatorSystem:
                         ", ".join(n for n, d in self.drivers.items() if d.simulated))
 
     async def stop(self) -> None:
+        self._stopping = True
+        for n in list(self._returns):
+            self._cancel_return(n)
         self._drop_where(lambda c: True, "the agent is stopping", rest=False)
         for name in reversed(list(self.drivers)):
             drv = self.drivers[name]
@@ -157,10 +179,15 @@ class ActuatorSystem:
             reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
             log.warning("%s %r failed: %s", cmd.kind, cmd.tag, reason)
             return Outcome("failed", reason, cmd.detail)
+        lanes = set(cmd.plan.actuators)
+        for n in lanes:  # a later command replaces a pending or running return to neutral
+            self._cancel_return(n)
+        self._drop_where(lambda c: c.kind == "return" and lanes.intersection(c.plan.actuators),
+                         f"replaced by {cmd.kind} {cmd.tag!r}", rest=False, quiet=True)
         if preempt is not None:
-            lanes = set(cmd.plan.actuators)
+            # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
             self._drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
-                             f"preempted by {cmd.kind} {cmd.tag!r}", rest=False)
+                             f"preempted by {cmd.kind} {cmd.tag!r}", rest=True, keep=lanes)
         for n in cmd.plan.actuators:
             self.lanes[n].append(cmd)
         self._pump()
@@ -215,6 +242,8 @@ class ActuatorSystem:
                 self._safe(n)
             outcome = Outcome("failed", reason, cmd.detail)
         cmd.detail.update(elapsed_s=round(loop.time() - t0, 4), late_max_ms=round(late * 1000, 3))
+        if outcome.status == "done" and cmd.plan.returns:
+            self._schedule_returns(cmd, t0)
         self._finish(cmd, outcome)
         self._pump()
 
@@ -251,23 +280,86 @@ class ActuatorSystem:
         if not cmd.future.done():
             cmd.future.set_result(outcome)
 
-    def _drop(self, cmd: _Command, reason: str, rest: bool) -> bool:
+    def _drop(self, cmd: _Command, reason: str, rest: bool, keep=(), status: str = "dropped", quiet: bool = False) -> bool:
+        """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
         if cmd.state == "finished":
             return False
         running = cmd.state == "running"
         if cmd.task is not None and cmd.task is not asyncio.current_task():
             cmd.task.cancel()
-        self._finish(cmd, Outcome("dropped", reason, cmd.detail))
+        self._finish(cmd, Outcome(status, reason, cmd.detail))
         if rest and running:
             for n in cmd.plan.actuators:
-                self._safe(n)
-        log.info("%s %r dropped: %s", cmd.kind, cmd.tag, reason)
+                if n not in keep:
+                    self._rest(n)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
         return True
 
-    def _drop_where(self, pred: Callable[[_Command], Any], reason: str, rest: bool) -> int:
+    def _drop_where(self, pred: Callable[[_Command], Any], reason: str, rest: bool, keep=(), quiet: bool = False) -> int:
         victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
-        count = sum(self._drop(c, reason, rest) for c in victims.values())
+        count = sum(self._drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
         return count
+
+    # --- returns to neutral -------------------------------------------------------------
+
+    def _schedule_returns(self, cmd: _Command, t0: float) -> None:
+        loop = asyncio.get_running_loop()
+        for n, (at, plan) in cmd.plan.returns.items():
+            if any(c is not cmd for c in self.lanes[n]):
+                continue  # something later is already queued on it: that replaces the return
+            self._cancel_return(n)
+            handle = loop.call_at(t0 + at, self._start_return, n)
+            self._returns[n] = (handle, plan, cmd)
+
+    def _cancel_return(self, name: str) -> None:
+        pending = self._returns.pop(name, None)
+        if pending is not None:
+            pending[0].cancel()
+
+    def _start_return(self, name: str) -> None:
+        pending = self._returns.pop(name, None)
+        if pending is None or self._stopping:
+            return
+        handle, plan, origin = pending
+        handle.cancel()
+        if self.lanes[name] or self.drivers[name].state != "ok":
+            return
+        detail = {"kind": "return", "tag": origin.tag, "actuators": [name]}
+        cmd = _Command("return", origin.tag, plan, origin.response_id, origin.call_id,
+                       asyncio.get_running_loop().create_future(), detail)
+        self.lanes[name].append(cmd)
+        self._pump()
+
+    # --- safe state ---------------------------------------------------------------------
+
+    def _device_up(self, name: str, generation: int) -> None:
+        """Loop thread: the device of ``name`` opened (late) or came back: apply its safe state."""
+        if self._loop is None or self._stopping or self._safe_gen.get(name) == generation:
+            return
+        drv = self.drivers[name]
+        if drv.state != "ok":
+            return
+        self._safe_gen[name] = generation
+        self._cancel_return(name)
+        reason = f"actuator {name!r} ({drv.name}) lost its device during the command; it came back and was put in its safe state"
+        for cmd in [c for c in self.lanes[name] if c.state == "running"]:
+            self._drop(cmd, reason, rest=True, keep={name}, status="failed")
+        log.info("actuator %s (%s): device up (open #%d): applying the safe state", name, drv.name, generation)
+        self._safe(name)
+        if self._loop is not None:
+            self._loop.call_soon(self._pump)
+
+    def _rest(self, name: str) -> None:
+        """Bring an interrupted actuator to rest: a light shows ``neutral`` if there is one, else the safe state."""
+        neutral = self.config.emotions.get("neutral")
+        if neutral is None or name not in self._shows_expressions or self.config.actuators[name].kind != "light":
+            self._safe(name)
+            return
+        try:
+            for s in neutral_steps(self.config, name, neutral):
+                self._exec(s, [])
+        except ActuatorError as exc:
+            log.debug("actuator %s: neutral not shown: %s", name, exc)
 
     def _safe(self, name: str) -> None:
         try:
@@ -283,7 +375,10 @@ class ActuatorSystem:
         actuators they were moving. Returns how many commands were dropped."""
         reason = "interrupted (barge-in or cancelled response)"
         count = self._drop_where(lambda c: response_id is None or c.response_id == response_id, reason, rest=True)
-        if count and self._loop is not None:
+        for n, (_, _, origin) in list(self._returns.items()):  # a held expression returns to neutral now
+            if response_id is None or origin.response_id == response_id:
+                self._start_return(n)
+        if self._loop is not None:
             self._loop.call_soon(self._pump)
         return count
 

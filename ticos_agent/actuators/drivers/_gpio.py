@@ -74,9 +74,10 @@ class GpioDriver(Driver):
 
     async def close(self) -> None:
         worker, device = self.worker, self.device
-        self.worker = self.device = None
+        self.worker = None  # no new work; what is queued (the safe state) still runs on the device
         if worker is not None:
             await asyncio.to_thread(worker.stop)
+        self.device = None
         if device is not None:
             try:
                 await asyncio.to_thread(device.close)

@@ -41,11 +41,27 @@ class SerialDriver(Driver):
         self.link = await acquire(
             self.ctx.links, self.opts["port"], self.opts["baud"], label=self.label, **self.link_options()
         )
+        self.link.add_up_listener(self._link_up)
 
     async def close(self) -> None:
         if self.link is not None:
             link, self.link = self.link, None
+            link.remove_up_listener(self._link_up)
             await release(self.ctx.links, link)
+
+    @property
+    def generation(self) -> int:
+        return self.link.opens if self.link is not None else 0
+
+    def _link_up(self, opens: int) -> None:  # event loop, after the link (re)opened
+        if self.link is None:
+            return
+        self.link_up()
+        if self.on_up is not None:
+            self.on_up(opens)
+
+    def link_up(self) -> None:
+        """The port (re)opened: forget what the device was last told (it may have restarted)."""
 
     @property
     def state(self) -> str:

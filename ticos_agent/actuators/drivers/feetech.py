@@ -16,8 +16,9 @@ How the move time is honoured differs:
   is the raw target it last sent to that id (``ms = 0``: ``max_speed``) and writes
   Goal_Time = 0. When the last target is unknown (first move after the port opened or came
   back) ``|raw - last_raw|`` is the farthest the servo can be within the actuator's
-  ``min``/``max``, so the move takes at most the move time from anywhere in range. A non-zero
-  ``goal_speed`` option fixes the speed instead.
+  ``min``/``max``, so the move takes at most the move time from anywhere in range. The safe
+  state always computes it that way (a servo stopped mid-move is not at its last target), so
+  homing takes at most ``safe_seconds``. A non-zero ``goal_speed`` option fixes the speed.
 
 Wiring: a half-duplex TTL bus (Feetech URT-1 / FE-URT-1 board, or a 74LS241 buffer on a Pi
 UART); the servos daisy-chained, each with its own id; 6-8.4 V supply for the servos, common
@@ -100,6 +101,11 @@ class FeetechSTS(BusServoDriver):
 
     def link_up(self) -> None:
         self._last.clear()  # a servo that was off the bus may be anywhere
+
+    def safe(self) -> None:
+        if self.state == "ok":
+            self._last.clear()  # it may be anywhere on its way: home from anywhere within safe_seconds
+        super().safe()
 
     def encode(self, raws: list[int], ms: int) -> bytes:
         ids = self.opts["ids"]

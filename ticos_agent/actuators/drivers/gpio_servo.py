@@ -4,6 +4,10 @@ Hobby servos take no move time, so keyframes are interpolated in ``step`` second
 actuator system (``interpolate`` defaults to true for this driver). Software PWM jitters on a
 busy Pi; a hardware PWM pin (GPIO 12/13/18/19) with the lgpio factory is steadier.
 
+``detach_when_safe`` stops the pulses after homing so the servo goes limp (no hum, no
+current); the worker thread first waits ``safe_seconds`` for the servo to reach home, and
+skips the detach when new work arrives meanwhile.
+
 Wiring: signal to the GPIO, servo power from its own 5-6 V supply (not the Pi's 5 V pin),
 grounds joined.
 
@@ -19,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..driver import Option, register_driver
@@ -38,8 +43,13 @@ class GpioServo(GpioDriver):
         "max_pulse_width": Option("float", 2.0, "milliseconds", minimum=0.1, maximum=5),
         "frame_width": Option("float", 20.0, "milliseconds", minimum=5, maximum=50),
         "detach_when_safe": Option("bool", False, "stop the pulses after homing (servo goes limp)"),
+        "safe_seconds": Option("float", 0.5, "time the servo gets to reach home before it is detached", minimum=0, maximum=10),
         **GPIO_OPTIONS,
     }
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self._busy = threading.Event()  # set by any work after a safe state: do not detach
 
     def make_device(self, factory: Any) -> Any:
         from gpiozero import AngularServo
@@ -57,14 +67,21 @@ class GpioServo(GpioDriver):
 
     def move(self, targets: list[float], seconds: float) -> None:
         self.submit(setattr, self.device, "angle", self._angle(targets[0]))
+        self._busy.set()
 
     def safe(self) -> None:
         if self.worker is not None:
+            self._busy.clear()
             self.worker.submit(setattr, self.device, "angle", self._angle(self.config.home[0]))
             if self.opts["detach_when_safe"]:
-                self.worker.submit(self.device.detach)
+                self.worker.submit(self._detach_when_home, self.device)
+
+    def _detach_when_home(self, device: Any) -> None:  # worker thread
+        if not self._busy.wait(self.opts["safe_seconds"]):
+            device.detach()
 
     def mouth(self, level: float) -> None:
         if self.state == "ok" and self.worker is not None:
+            self._busy.set()
             c = self.config
             self.worker.submit(setattr, self.device, "angle", self._angle(c.home[0] + level * (c.maximum[0] - c.home[0])))

@@ -8,7 +8,8 @@ option        default                                     fields
 ``motion``    ``MOTION {tag} {speed} {repeat}``           tag, speed, repeat
 ``emotion``   ``EMOTION {tag} {intensity}``               tag, intensity, face, r, g, b
                                                           (0..255), brightness, pattern,
-                                                          duration, fade_in
+                                                          duration, fade_in (sent at once:
+                                                          the MCU fades in by itself)
 ``move``      ``MOVE {targets} {ms}``                     target, targets (space separated), ms
 ``stop``      ``STOP``                                    (sent for the safe state)
 ``mouth``     (none)                                      level (0..1, two decimals)
@@ -143,6 +144,9 @@ class SerialLine(SerialDriver):
             self.line("stop", {})
 
     _last_level = None
+
+    def link_up(self) -> None:
+        self._last_level = None
 
     def mouth(self, level: float) -> None:
         level = round(level, 2)
