@@ -102,3 +102,25 @@ async def test_barge_in_cuts_the_response_truncates_and_the_next_one_plays(agent
     samples = np.frombuffer(played.read_bytes(), dtype="<i2")
     heard = samples[samples != 0]
     assert np.array_equal(heard, np.concatenate([first, second])), out[-2000:]
+
+
+async def test_barge_in_before_the_first_delta_silences_that_response(agent_process):
+    port, played, proc = agent_process
+    late, other = tone(2400, 4), tone(2400, 5)
+    session, ws = await _connect(port)
+    try:
+        send = lambda e: ws.send_str(json.dumps(e))  # noqa: E731
+        await send({"type": "response.created", "response": {"id": "r1", "status": "in_progress", "output": []}})
+        await send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 10, "item_id": "item_U2"})
+        for e in deltas(late, "r1", "item_A1"):  # the interrupted response's audio, arriving after the barge-in
+            await send(e)
+        for e in deltas(other, "r2", "item_A2"):
+            await send(e)
+        await asyncio.sleep(0.5)
+    finally:
+        await ws.close()
+        await session.close()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
+    assert np.array_equal(samples[samples != 0], other), out[-2000:]

@@ -354,7 +354,10 @@ class Agent:
         if self.audio is not None:
             item_id = self.audio.current_item_id
             played = self.audio.played_ms(item_id) if item_id else None
-            self.audio.flush(None if reason == "barge-in" else response_id)
+            if reason == "barge-in":  # everything playing stops, and the response's later audio too
+                self.audio.flush(None, also=response_id)
+            else:
+                self.audio.flush(response_id)
         dropped = self.actuators.interrupt(response_id) if self.actuators is not None else 0
         log.info("%s: stopped response %s (audio at %s ms of %s, %d queued command(s) dropped)",
                  reason, response_id, played, item_id, dropped)
