@@ -130,7 +130,7 @@ async def test_card_path_under_a_regular_file_falls_back(tmp_path, caplog):
     card = tmp_path / "not-a-dir"
     card.write_text("a file, so <card>/.config cannot be created")
     internal = tmp_path / "internal"
-    store = await open_store("external", tf_root=card, internal_dir=internal)
+    store = await open_store("external", tf_root=card, internal_dir=internal, require_mount=False)
     assert store.location.path == internal / "ticos.db"
     assert (store.location.mode, store.location.requested) == (SaveMode.INTERNAL, SaveMode.EXTERNAL)
     h = store.health()
@@ -148,7 +148,7 @@ async def test_unopenable_card_database_falls_back_and_is_left_alone(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"this is not an SQLite database" * 100)
     before = bad.read_bytes()
-    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in")
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in", require_mount=False)
     assert store.location.mode is SaveMode.INTERNAL and "not a database" in store.location.degraded
     await store.close()
     assert bad.read_bytes() == before
@@ -198,7 +198,7 @@ async def test_card_filling_up_mid_session_loses_nothing(tmp_path, caplog):
 
 async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplog):
     """The card made 'full' with PRAGMA max_page_count on the store's own connection."""
-    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in")
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in", require_mount=False)
     await store._db.execute("PRAGMA max_page_count = 1")  # the current size: no page may be added
     mid = store.add_message(role="user", content="y" * 10000, item_id=None)
     deadline = time.monotonic() + 2
@@ -215,7 +215,7 @@ async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_pa
     internal = tmp_path / "in"
     internal.mkdir()
     make_sdk_v1(internal / "ticos.db")  # holds id 9999999990 from an earlier session
-    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=internal)
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=internal, require_mount=False)
     await store._db.execute("PRAGMA max_page_count = 1")
     store._last_id = 9999999980  # as if this session's clock had run that far
     mid = store.add_message(role="user", content="z" * 5000, item_id="u")
@@ -231,7 +231,8 @@ async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_pa
 async def test_when_internal_fails_too_nothing_raises_into_the_loop(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=blocker / "in")
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=blocker / "in",
+                             require_mount=False)
     await store._db.execute("PRAGMA max_page_count = 1")
     store.add_message(role="user", content="w" * 5000, item_id=None)
     store.log_event("kept.for.retry")
@@ -257,3 +258,119 @@ async def test_internal_write_failure_is_retried_and_recovers(tmp_path, caplog):
     assert (h["state"], h["reason"], h["pending"], h["mode"]) == ("ok", None, 0, "internal")
     await store.close()
     assert rows(tmp_path / "ticos.db")[0][0] == mid
+
+
+# ---------------------------------------------------------------- updates across a fallback
+
+async def test_update_after_fallback_puts_the_row_with_its_transcript_in_the_internal_database(tmp_path):
+    store = await open_store("external", tf_root=tmp_path / "card", internal_dir=tmp_path / "in", require_mount=False)
+    mid = store.add_message(role="user", content="", item_id="u1", status="pending")
+    await store.flush()  # the placeholder is on the card
+    await store._db.execute("PRAGMA max_page_count = 1")  # now the card is full
+    store.add_message(role="assistant", content="x" * 8000, item_id="a1")
+    await store.flush()
+    assert store.health()["mode"] == "internal"
+    store.update_message(mid, content="the user's words", status="completed")
+    await store.flush()
+    h = store.health()
+    await store.close()
+    got = rows(tmp_path / "in" / "ticos.db", "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
+    assert got == [(mid, "user", "the user's words", "completed", "u1")]
+    assert (h["skipped"], h["pending"], h["written"]) == (0, 0, 3)
+
+
+async def test_update_of_an_unknown_message_is_counted_as_skipped(store, tmp_path, caplog):
+    mid = store.add_message(role="user", content="", item_id="u", status="pending")
+    store.update_message("1000", content="nobody's")  # never added here, nothing remembered
+    store.update_message(mid, content="mine", status="completed")
+    await store.flush()
+    h = store.health()
+    assert (h["written"], h["skipped"], h["write_errors"], h["state"]) == (2, 1, 0, "ok")
+    assert rows(tmp_path / "ticos.db", "SELECT id, content, status FROM messages") == [(mid, "mine", "completed")]
+    assert any("1000" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_remembered_rows_are_bounded(store, monkeypatch):
+    from ticos_agent.storage import store as store_module
+
+    for i in range(store_module.RECENT_MESSAGES + 100):
+        store.add_message(role="user", content="", item_id=None, status="pending")
+    assert len(store._recent) == store_module.RECENT_MESSAGES
+    store.add_message(role="assistant", content="z" * (store_module.RECENT_CHARS + 1), item_id=None)
+    assert len(store._recent) == 1  # the character budget too (the newest is always kept)
+    await store.flush()
+
+
+# ---------------------------------------------------------------- flush, close, big backlogs
+
+async def test_flush_during_close_returns_and_flush_after_close_is_immediate(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path)
+    for i in range(20000):
+        store.log_event("x", event_id=str(i))
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0.01)  # the writer is busy with the first chunk
+    await asyncio.wait_for(store.flush(), 5)
+    await closing
+    await asyncio.wait_for(store.flush(), 0.1)
+    assert rows(tmp_path / "ticos.db", "SELECT COUNT(*) FROM events") == [(20000,)]
+
+
+async def test_a_backlog_is_committed_in_chunks_and_the_wal_stays_bounded(tmp_path):
+    from ticos_agent.storage.connection import JOURNAL_SIZE_LIMIT
+
+    store = await open_store("internal", internal_dir=tmp_path)
+    limit = (await (await store._db.execute("PRAGMA journal_size_limit")).fetchone())[0]
+    assert limit == JOURNAL_SIZE_LIMIT
+    for i in range(120_000):  # an outage's backlog: one huge transaction would make a ~16 MiB WAL
+        store.log_event("conversation.item.created", session_id="sess_abcdef0123456789",
+                        event_id=f"event_{i}_abcdefghijklmnop", item_id=f"item_{i}_abcdefghijkl")
+    ids = [store.add_message(role="user", content=f"m{i}", item_id=None) for i in range(7000)]
+    await store.flush()
+    wal = (tmp_path / "ticos.db-wal").stat().st_size
+    assert wal <= JOURNAL_SIZE_LIMIT, wal
+    h = store.health()
+    assert (h["written"], h["pending"]) == (127_000, 0)
+    await store.close()
+    assert [r[0] for r in rows(tmp_path / "ticos.db")] == ids
+
+
+async def test_dropping_events_makes_the_state_degraded_until_the_backlog_shrinks(store, monkeypatch):
+    from ticos_agent.storage import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_PENDING_EVENTS", 10)
+    for i in range(15):
+        store.log_event("e")
+    h = store.health()
+    assert (h["state"], h["dropped_events"]) == ("degraded", 5) and "dropped" in h["reason"]
+    await store.flush()
+    h = store.health()
+    assert (h["state"], h["reason"], h["dropped_events"], h["written"]) == ("ok", None, 5, 10)
+
+
+# ---------------------------------------------------------------- event-log retention
+
+async def test_old_events_are_pruned_in_chunks_at_open_and_counted(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, event_retention_days=None)
+    now = time.time()
+    for i in range(12_003):
+        store.log_event("old", event_id=str(i), ts=now - 31 * 86400)
+    for i in range(10):
+        store.log_event("new", event_id=str(i), ts=now - 29 * 86400)
+    await store.close()
+    assert store.health()["events_pruned"] == 0  # None: kept forever
+    store = await open_store("internal", internal_dir=tmp_path)  # 30 days by default
+    deadline = time.monotonic() + 5
+    while store.health()["events_pruned"] < 12_003 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert store.health()["events_pruned"] == 12_003
+    assert {e["type"] for e in await store.events(limit=500)} == {"new"}
+    store.log_event("current")
+    await store.flush()
+    store._retention, store._next_prune = 28, 0  # the next round (every few minutes): 28 days
+    store.log_event("wake")
+    deadline = time.monotonic() + 5
+    while store.health()["events_pruned"] < 12_013 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await store.close()
+    assert rows(tmp_path / "ticos.db", "SELECT type FROM events ORDER BY id") == [("current",), ("wake",)]
+    assert store.health()["events_pruned"] == 12_013

@@ -10,8 +10,11 @@ from pathlib import Path
 import aiosqlite
 
 from . import schema
+from .location import card_problem
 
 MIN_FREE_BYTES = 1 << 20
+#: The -wal file is truncated back to this size after a checkpoint that emptied it.
+JOURNAL_SIZE_LIMIT = 8 << 20
 
 
 def describe(exc: BaseException) -> str:
@@ -29,20 +32,48 @@ def check_card_dir(directory: Path) -> None:
         raise OSError(errno.ENOSPC, f"the card is full ({free} bytes free)", str(directory))
 
 
-async def connect(path: Path, *, card: bool = False) -> tuple[aiosqlite.Connection, int]:
-    """Create the directory, migrate, open; returns the connection and the message-id seed."""
+def make_dirs_below(root: Path, directory: Path) -> None:
+    """Create ``directory`` and its parents up to, but never including, ``root``."""
+    rel = directory.relative_to(root)
+    current = root
+    for part in rel.parts:
+        current = current / part
+        try:
+            current.mkdir()  # no parents: a vanished root raises instead of being re-created
+        except FileExistsError:
+            if not current.is_dir():
+                raise
+
+
+async def connect(path: Path, *, card: bool = False,
+                  card_root: Path | None = None) -> tuple[aiosqlite.Connection, int]:
+    """Create the directory, migrate, open; returns the connection and the message-id seed.
+
+    ``card``: the database is on the TF card: checked for a read-only or full mount, and
+    every commit is synced (``synchronous=FULL``; a card may be pulled at any moment).
+    ``card_root``: the card's mount point, required to still be one; only the directories
+    below it are created.
+    """
+    synchronous = "FULL" if card else "NORMAL"
 
     def _prepare() -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if card_root is not None:
+            problem = card_problem(card_root)
+            if problem:
+                raise OSError(errno.ENODEV, problem, str(card_root))
+            make_dirs_below(card_root, path.parent)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if card:
             check_card_dir(path.parent)
-        return schema.prepare(str(path))
+        return schema.prepare(str(path), synchronous=synchronous)
 
     seed = await asyncio.to_thread(_prepare)
     db = await aiosqlite.connect(path, isolation_level=None)
     try:
         await db.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")
-        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute(f"PRAGMA synchronous = {synchronous}")
+        await db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     except BaseException:
         await db.close()
         raise

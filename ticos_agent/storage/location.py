@@ -175,3 +175,39 @@ def find_tf_root(
         if disk.startswith("mmcblk") or removable(disk):
             return Path(mountpoint)
     return None
+
+
+#: Set to ``1`` to accept a ``tf_root`` that is a plain directory (tests, development).
+ALLOW_UNMOUNTED_ENV = "TICOS_ALLOW_UNMOUNTED_CARD"
+
+
+def mount_required(require_mount: bool | None) -> bool:
+    """``require_mount`` as given, or (``None``) True unless ``TICOS_ALLOW_UNMOUNTED_CARD=1``."""
+    if require_mount is not None:
+        return bool(require_mount)
+    return os.environ.get(ALLOW_UNMOUNTED_ENV, "").strip() != "1"
+
+
+def is_mount_point(path: str | os.PathLike, mounts: str | os.PathLike = "/proc/self/mounts") -> bool:
+    """True when ``path`` is a mount point: ``os.path.ismount`` (another device than its parent)
+    or listed in the mount table (a bind mount of the same device)."""
+    path = os.fspath(path)
+    if os.path.ismount(path):
+        return True
+    try:
+        raw = Path(mounts).read_bytes()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    return any(len(f) >= 2 and decode_mount_field(f[1]) == real for f in (line.split() for line in raw.splitlines()))
+
+
+def card_problem(root: Path, *, is_mounted: Callable[[Path], bool] = is_mount_point) -> str | None:
+    """Why the card root ``root`` cannot be used (``"TF card not mounted at <root>"``), or ``None``.
+
+    The root itself is never created: a missing root, or one that is a plain directory of the
+    system disk (the card not inserted, or not mounted yet), is not a card.
+    """
+    if not root.is_dir() or not is_mounted(root):
+        return f"TF card not mounted at {root}"
+    return None

@@ -100,11 +100,14 @@ def _to_v2(conn: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2}
 
 
-def apply_pragmas(conn: sqlite3.Connection) -> str:
-    """Set WAL, ``synchronous=NORMAL`` and the busy timeout; returns the journal mode in force."""
+def apply_pragmas(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> str:
+    """Set WAL, ``synchronous`` (``NORMAL``; ``FULL`` on a card) and the busy timeout; returns
+    the journal mode in force."""
+    if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous={synchronous!r}")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     return str(mode).lower()
 
 
@@ -140,7 +143,7 @@ def max_message_id(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def prepare(path: str) -> int:
+def prepare(path: str, *, synchronous: str = "NORMAL") -> int:
     """Open ``path`` (creating it), set the PRAGMAs, migrate; returns the seed for message ids.
 
     Blocking; run it in a thread. Raises ``sqlite3.Error`` or ``OSError`` untouched so the
@@ -148,7 +151,7 @@ def prepare(path: str) -> int:
     """
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        mode = apply_pragmas(conn)
+        mode = apply_pragmas(conn, synchronous)
         if mode != "wal":
             log.warning("database %s: WAL not available, journal_mode is %s", path, mode)
         migrate(conn)

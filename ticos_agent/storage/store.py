@@ -21,13 +21,14 @@ import logging
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 
 import aiosqlite
 
 from ..errors import StorageError
 from . import queries, schema
 from .connection import connect, describe
-from .location import DEFAULT_DB_FILENAME, Location, SaveMode, resolve_location
+from .location import DEFAULT_DB_FILENAME, Location, SaveMode, card_problem, mount_required, resolve_location
 from .writes import (
     DATA_ERRORS, SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_LOG_EVENT, SQL_RECORD_CALL,
     SQL_UPDATE_MESSAGE,
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 500_000
 MAX_BACKOFF = 30.0
+#: At most this many records per transaction: a backlog after an outage becomes many commits.
+CHUNK_RECORDS = 5000
+#: The last messages whose insert values are kept for updates that find no row.
+RECENT_MESSAGES = 4096
+RECENT_CHARS = 16 << 20
+#: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
+PRUNE_EVERY = 300.0
+PRUNE_CHUNK = 5000
+DEFAULT_EVENT_RETENTION_DAYS = 30.0
 
 
 async def open_store(
@@ -46,27 +56,43 @@ async def open_store(
     internal_dir: str | os.PathLike | None = None,
     db_filename: str = DEFAULT_DB_FILENAME,
     batch_interval: float = 0.05,
+    require_mount: bool | None = None,
+    event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
 ) -> "Store":
     """Open the database for ``mode`` and start its writer; call on the running event loop.
 
     EXTERNAL falls back to INTERNAL (``Location.degraded`` says why, a WARNING names both
-    paths) when no card is mounted, the card directory cannot be created or written, the
-    card is mounted read-only or full, or the file there cannot be opened as a database.
+    paths) when no card is mounted, the card root is not a mount point, the card directory
+    cannot be created or written, the card is mounted read-only or full, or the file there
+    cannot be opened as a database. The card root itself is never created.
+
+    ``require_mount``: the card root must exist and be a mount point (``True``), or any
+    directory is accepted as the card and created when missing (``False``, for tests and
+    development); ``None`` (default) means ``True`` unless the environment variable
+    ``TICOS_ALLOW_UNMOUNTED_CARD=1`` is set.
+    ``event_retention_days``: event-log rows older than this are pruned, a small chunk at a
+    time, at open and every few minutes (``None``: kept forever).
+
     Raises :class:`StorageError` (path and reason) when even the internal database fails.
     """
     loc = resolve_location(mode, tf_root=tf_root, internal_dir=internal_dir, db_filename=db_filename)
-    options = dict(batch_interval=batch_interval, internal_dir=internal_dir, db_filename=db_filename)
+    options = dict(batch_interval=batch_interval, internal_dir=internal_dir, db_filename=db_filename,
+                   event_retention_days=event_retention_days)
+    internal = resolve_location(SaveMode.INTERNAL, internal_dir=internal_dir, db_filename=db_filename)
     if loc.degraded:
         log.warning("storage: %s; using internal database %s", loc.degraded, loc.path)
     if loc.mode is SaveMode.EXTERNAL:
-        try:
-            db, seed = await connect(loc.path, card=True)
-            return Store(db, loc, last_message_id=seed, **options)
-        except (sqlite3.Error, OSError) as exc:
-            internal = resolve_location(SaveMode.INTERNAL, internal_dir=internal_dir, db_filename=db_filename)
-            reason = f"cannot use TF card database {loc.path}: {describe(exc)}"
-            log.warning("storage: %s; falling back to internal database %s", reason, internal.path)
-            loc = loc.fallen_back(internal.path, reason)
+        root = loc.path.parent.parent.parent  # <root>/.config/ticos/<db_filename>
+        strict = mount_required(require_mount)
+        problem = card_problem(root) if strict else None
+        if problem is None:
+            try:
+                db, seed = await connect(loc.path, card=True, card_root=root if strict else None)
+                return Store(db, loc, last_message_id=seed, **options)
+            except (sqlite3.Error, OSError) as exc:
+                problem = f"cannot use TF card database {loc.path}: {describe(exc)}"
+        log.warning("storage: %s; falling back to internal database %s", problem, internal.path)
+        loc = loc.fallen_back(internal.path, problem)
     try:
         db, seed = await connect(loc.path)
     except (sqlite3.Error, OSError) as exc:
@@ -83,7 +109,8 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
                  batch_interval: float = 0.05, internal_dir: str | os.PathLike | None = None,
-                 db_filename: str = DEFAULT_DB_FILENAME):
+                 db_filename: str = DEFAULT_DB_FILENAME,
+                 event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS):
         self._db = db
         self.location = location
         self._last_id = last_message_id
@@ -92,15 +119,31 @@ class Store:
         self._db_filename = db_filename
         self._events: list[tuple] = []
         self._ops: list[tuple[str, tuple]] = []
-        self._waiters: list[asyncio.Future] = []
+        # Totals enqueued and done (committed or skipped); a flush waits for its own marks.
+        self._events_in = self._events_out = self._ops_in = self._ops_out = 0
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._kick = asyncio.Event()
         self._inflight = 0
         self._written = 0
         self._write_errors = 0
+        self._skipped = 0
         self._dropped_events = 0
+        self._dropping = False
         self._failure: str | None = None
         self._id_remap: dict[str, str] = {}
+        # The insert values of recent messages, kept current with their updates: an update
+        # that finds no row (the row went to the card before a fallback) re-inserts it here.
+        self._recent: OrderedDict[str, list] = OrderedDict()
+        self._recent_chars = 0
+        self._unknown_updates_logged = 0
+        if event_retention_days is not None and not event_retention_days >= 0:
+            raise ValueError(f"event_retention_days must be >= 0 or None, not {event_retention_days!r}")
+        self._retention = event_retention_days
+        self._prune_every = PRUNE_EVERY
+        self._next_prune = time.monotonic()  # at open
+        self._prune_more = False
+        self._events_pruned = 0
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ticos-storage-writer")
 
@@ -116,6 +159,22 @@ class Store:
         self._last_id = mid
         return str(mid)
 
+    def _op(self, sql: str, params: tuple) -> None:
+        self._ops.append((sql, params))
+        self._ops_in += 1
+        self._wake.set()
+
+    def _remember(self, message_id: str, row: list) -> None:
+        recent = self._recent
+        old = recent.pop(message_id, None)
+        if old is not None:
+            self._recent_chars -= _chars(old[2])
+        recent[message_id] = row
+        self._recent_chars += _chars(row[2])
+        while len(recent) > 1 and (len(recent) > RECENT_MESSAGES or self._recent_chars > RECENT_CHARS):
+            _, gone = recent.popitem(last=False)
+            self._recent_chars -= _chars(gone[2])
+
     def add_message(self, *, role: str, content: str, item_id: str | None, session_id: str | None = None,
                     status: str = "completed", response_id: str | None = None,
                     user_id: str = "nobody") -> str:
@@ -123,26 +182,36 @@ class Store:
         if self._closing:
             raise self._closed_error()
         message_id = self._next_id()
-        self._ops.append((SQL_ADD_MESSAGE, (message_id, role, content, item_id, user_id,
-                                            schema.now_local(), session_id, status, response_id)))
-        self._wake.set()
+        params = (message_id, role, content, item_id, user_id, schema.now_local(), session_id, status, response_id)
+        self._remember(message_id, list(params))
+        self._op(SQL_ADD_MESSAGE, params)
         return message_id
 
     def update_message(self, message_id: str, *, content: str | None = None,
                        status: str | None = None) -> None:
-        """Queue a change of a message's content and/or status (``None`` keeps the old value)."""
+        """Queue a change of a message's content and/or status (``None`` keeps the old value).
+
+        When the row is not in the database in use (it was committed on the TF card before a
+        fallback) it is inserted there again with its new content and status, for the last
+        ``RECENT_MESSAGES`` messages added.
+        """
         if self._closing:
             raise self._closed_error()
         message_id = self._id_remap.get(message_id, message_id)
-        self._ops.append((SQL_UPDATE_MESSAGE, (content, status, message_id)))
-        self._wake.set()
+        row = self._recent.get(message_id)
+        if row is not None:
+            if content is not None:
+                self._recent_chars += _chars(content) - _chars(row[2])
+                row[2] = content
+            if status is not None:
+                row[7] = status
+        self._op(SQL_UPDATE_MESSAGE, (content, status, message_id))
 
     def add_memory(self, type: str, content: str, user_id: str = "nobody") -> None:
         """Queue a memory (``short_term`` or ``long_term`` in the SDK's terms)."""
         if self._closing:
             raise self._closed_error()
-        self._ops.append((SQL_ADD_MEMORY, (type, content, user_id, schema.now_local())))
-        self._wake.set()
+        self._op(SQL_ADD_MEMORY, (type, content, user_id, schema.now_local()))
 
     def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
                     response_id: str | None = None, item_id: str | None = None,
@@ -150,17 +219,15 @@ class Store:
         """Queue a function call as received (``arguments`` is the JSON string as sent)."""
         if self._closing:
             raise self._closed_error()
-        self._ops.append((SQL_RECORD_CALL, (call_id, name, arguments, session_id, response_id, item_id,
-                                            status, schema.now_local())))
-        self._wake.set()
+        self._op(SQL_RECORD_CALL, (call_id, name, arguments, session_id, response_id, item_id,
+                                   status, schema.now_local()))
 
     def set_call_outcome(self, call_id: str, status: str, result: dict | str | None) -> None:
         """Queue a call's final status and result (stored as JSON text; ``None`` as NULL)."""
         if self._closing:
             raise self._closed_error()
         text = None if result is None else json.dumps(result, default=str, ensure_ascii=False)
-        self._ops.append((SQL_CALL_OUTCOME, (call_id, status, text, schema.now_local())))
-        self._wake.set()
+        self._op(SQL_CALL_OUTCOME, (call_id, status, text, schema.now_local()))
 
     def log_event(self, type: str, *, session_id: str | None = None, event_id: str | None = None,
                   item_id: str | None = None, response_id: str | None = None,
@@ -168,15 +235,18 @@ class Store:
         """Queue one line of the compact event log (ids only, never payloads).
 
         While writes are failing, at most ``MAX_PENDING_EVENTS`` lines wait; later ones are
-        dropped and counted in ``health()["dropped_events"]``.
+        dropped, counted in ``health()["dropped_events"]``, and the state is ``degraded``
+        until the backlog shrinks.
         """
         if self._closing:
             raise self._closed_error()
         events = self._events
         if len(events) >= MAX_PENDING_EVENTS:
             self._dropped_events += 1
+            self._dropping = True
             return
         events.append((time.time() if ts is None else ts, type, session_id, event_id, item_id, response_id))
+        self._events_in += 1
         self._wake.set()
 
     # ----------------------------------------------------------------- flush, close, health
@@ -185,14 +255,15 @@ class Store:
         """Wait until everything enqueued so far is committed.
 
         Raises :class:`StorageError` when it could not be written anywhere (the records stay
-        queued and are retried).
+        queued and are retried). After ``close()`` it returns at once (or raises when records
+        were left unwritten).
         """
         if self._task.done():
             if self._events or self._ops:
                 raise StorageError(f"store {self.location.path} is closed with unwritten records")
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((self._ops_in, self._events_in, waiter))
         self._kick.set()
         self._wake.set()
         await waiter
@@ -218,8 +289,17 @@ class Store:
             log.warning("storage: closing %s: %s", self.location.path, describe(exc))
 
     def health(self) -> dict:
-        """Where the data goes and how writing is going, for ``/health``."""
-        reason = self._failure or self.location.degraded
+        """Where the data goes and how writing is going, for ``/health``.
+
+        ``written``: records committed; ``skipped``: records given up (rejected by the
+        database, or an update of a message that exists nowhere); ``events_pruned``: event
+        log rows removed by the retention.
+        """
+        reason = self._failure
+        if reason is None and self._dropping:
+            reason = (f"event log backlog full ({MAX_PENDING_EVENTS} waiting): "
+                      f"{self._dropped_events} events dropped")
+        reason = reason or self.location.degraded
         return {
             "path": str(self.location.path),
             "mode": self.location.mode.value,
@@ -228,8 +308,10 @@ class Store:
             "reason": reason,
             "pending": len(self._events) + len(self._ops) + self._inflight,
             "written": self._written,
+            "skipped": self._skipped,
             "write_errors": self._write_errors,
             "dropped_events": self._dropped_events,
+            "events_pruned": self._events_pruned,
         }
 
     # ----------------------------------------------------------------- reads
@@ -266,58 +348,141 @@ class Store:
 
     # ----------------------------------------------------------------- the writer
 
+    def _prune_timeout(self) -> float | None:
+        if self._retention is None or self._closing:
+            return None
+        if self._prune_more:
+            return 0.0
+        return max(0.0, self._next_prune - time.monotonic())
+
     async def _run(self) -> None:
         backoff = 0.0
-        while True:
-            await self._wake.wait()
-            if backoff or not (self._kick.is_set() or self._closing):
-                try:
-                    await asyncio.wait_for(self._kick.wait(), backoff or self._interval)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            self._kick.clear()
-            events, self._events = self._events, []
-            ops, self._ops = self._ops, []
-            waiters, self._waiters = self._waiters, []
-            self._inflight = len(events) + len(ops)
-            try:
-                ok = await self._write(events, ops) if self._inflight else True
-            except Exception as exc:  # a bug here must not kill the writer
-                log.exception("storage: writer failed unexpectedly")
-                self._write_errors += 1
-                self._failure = describe(exc)
-                ok = False
-            self._inflight = 0
-            if ok:
-                backoff = 0.0
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            else:
-                self._events[:0] = events
-                self._ops[:0] = ops
-                error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(error)
-                backoff = min(MAX_BACKOFF, (backoff or 0.5) * 2)
+        try:
+            while True:
+                if not self._wake.is_set():
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self._prune_timeout())
+                    except TimeoutError:
+                        pass
+                if self._wake.is_set():
+                    if backoff or not (self._kick.is_set() or self._closing):
+                        try:
+                            await asyncio.wait_for(self._kick.wait(), backoff or self._interval)
+                        except TimeoutError:
+                            pass
+                    self._wake.clear()
+                    self._kick.clear()
+                    if await self._write_chunk():
+                        backoff = 0.0
+                    else:
+                        backoff = min(MAX_BACKOFF, (backoff or 0.5) * 2)
+                        if self._closing:
+                            return
+                        self._wake.set()
+                        continue
                 if self._closing:
-                    return
-                self._wake.set()
-            if self._closing and not self._events and not self._ops:
-                return
+                    if not self._events and not self._ops:
+                        return
+                elif self._failure is None and self._prune_timeout() == 0.0:
+                    await self._prune_chunk()
+        finally:
+            self._settle_waiters()
 
-    async def _commit(self, events: list[tuple], ops: list[tuple[str, tuple]], one_by_one: bool = False) -> None:
+    def _take(self, queue: list, n: int) -> list:
+        if n >= len(queue):
+            taken = queue[:]
+            queue.clear()
+        else:
+            taken = queue[:n]
+            del queue[:n]
+        return taken
+
+    async def _write_chunk(self) -> bool:
+        """Commit the oldest ``CHUNK_RECORDS`` queued records (a backlog becomes many commits)."""
+        ops = self._take(self._ops, CHUNK_RECORDS)
+        events = self._take(self._events, CHUNK_RECORDS - len(ops))
+        self._inflight = len(events) + len(ops)
+        try:
+            ok = await self._write(events, ops) if self._inflight else True
+        except Exception as exc:  # a bug here must not kill the writer
+            log.exception("storage: writer failed unexpectedly")
+            self._write_errors += 1
+            self._failure = describe(exc)
+            ok = False
+        self._inflight = 0
+        if not ok:
+            self._events[:0] = events
+            self._ops[:0] = ops
+            error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
+            waiters, self._waiters = self._waiters, []
+            for _, _, waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return False
+        self._ops_out += len(ops)
+        self._events_out += len(events)
+        if self._dropping and len(self._events) < MAX_PENDING_EVENTS * 0.9:
+            self._dropping = False
+        self._resolve_waiters()
+        if self._events or self._ops:
+            self._wake.set()
+            if self._waiters or self._closing or len(self._events) + len(self._ops) >= CHUNK_RECORDS:
+                self._kick.set()  # more to do now: no batch interval in between
+        return True
+
+    def _resolve_waiters(self) -> None:
+        keep = []
+        for waiter in self._waiters:
+            ops_mark, events_mark, future = waiter
+            if future.done():
+                continue
+            if ops_mark <= self._ops_out and events_mark <= self._events_out:
+                future.set_result(None)
+            else:
+                keep.append(waiter)
+        self._waiters = keep
+
+    def _settle_waiters(self) -> None:
+        """The writer is stopping: no ``flush()`` may wait forever."""
+        self._resolve_waiters()
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_exception(StorageError(
+                    f"store {self.location.path} is closed with unwritten records"))
+
+    async def _update_one(self, db: aiosqlite.Connection, params: tuple) -> bool:
+        """One message update; re-inserts the remembered row when it changed none."""
+        cursor = await db.execute(SQL_UPDATE_MESSAGE, params)
+        if cursor.rowcount > 0:
+            return True
+        row = self._recent.get(params[2])
+        if row is None:
+            if self._unknown_updates_logged < 10:
+                self._unknown_updates_logged += 1
+                log.warning("storage: update of message %r skipped: not in %s and not remembered",
+                            params[2], self.location.path)
+            return False
+        await db.execute(SQL_ADD_MESSAGE, tuple(row))
+        log.info("storage: message %s was not in %s; inserted it with its update", params[2], self.location.path)
+        return True
+
+    async def _commit(self, events: list[tuple], ops: list[tuple[str, tuple]],
+                      one_by_one: bool = False) -> tuple[int, int]:
+        """One transaction; returns (bad records skipped, updates that found no row)."""
         db = self._db
+        bad = missed = 0
         await db.execute("BEGIN")
         try:
             if one_by_one:
                 for sql, params in [(SQL_LOG_EVENT, e) for e in events] + ops:
                     try:
-                        await db.execute(sql, params)
+                        if sql is SQL_UPDATE_MESSAGE:
+                            missed += not await self._update_one(db, params)
+                        else:
+                            await db.execute(sql, params)
                     except DATA_ERRORS as exc:
-                        self._write_errors += 1
+                        bad += 1
                         log.error("storage: skipped a record %r: %s", params[:3], describe(exc))
             else:
                 if events:
@@ -325,7 +490,12 @@ class Store:
                 start = 0
                 for i in range(1, len(ops) + 1):
                     if i == len(ops) or ops[i][0] is not ops[start][0]:
-                        await db.executemany(ops[start][0], [p for _, p in ops[start:i]])
+                        sql, group = ops[start][0], [p for _, p in ops[start:i]]
+                        cursor = await db.executemany(sql, group)
+                        if sql is SQL_UPDATE_MESSAGE and cursor.rowcount < len(group):
+                            # Some found no row: replay them one by one (idempotent) to know which.
+                            for params in group:
+                                missed += not await self._update_one(db, params)
                         start = i
             await db.execute("COMMIT")
         except BaseException:
@@ -334,14 +504,15 @@ class Store:
             except Exception:
                 pass
             raise
+        return bad, missed
 
     async def _write(self, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
         """Commit one batch, falling back or retrying on failure; True when it is on disk."""
         try:
             try:
-                await self._commit(events, ops)
+                bad, missed = await self._commit(events, ops)
             except DATA_ERRORS:
-                await self._commit(events, ops, one_by_one=True)
+                bad, missed = await self._commit(events, ops, one_by_one=True)
         except (sqlite3.Error, OSError) as exc:
             self._write_errors += 1
             reason = describe(exc)
@@ -355,8 +526,32 @@ class Store:
         if self._failure is not None:
             log.warning("storage: writing to %s works again", self.location.path)
             self._failure = None
-        self._written += len(events) + len(ops)
+        self._write_errors += bad
+        self._skipped += bad + missed
+        self._written += len(events) + len(ops) - bad - missed
         return True
+
+    async def _prune_chunk(self) -> None:
+        """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
+        cutoff = time.time() - self._retention * 86400.0
+        try:
+            async with self._db.execute(
+                    "SELECT id, (ts IS NULL OR ts < ?) FROM events ORDER BY id LIMIT 1", (cutoff,)) as cursor:
+                oldest = await cursor.fetchone()
+            if oldest is None or not oldest[1]:
+                self._prune_more = False
+                self._next_prune = time.monotonic() + self._prune_every
+                return
+            # A window of ids from the oldest: a few pages of the table, never a whole scan.
+            cursor = await self._db.execute(
+                "DELETE FROM events WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)",
+                (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
+            self._events_pruned += max(cursor.rowcount, 0)
+            self._prune_more = True
+        except sqlite3.Error as exc:
+            log.warning("storage: pruning old events in %s failed: %s", self.location.path, describe(exc))
+            self._prune_more = False
+            self._next_prune = time.monotonic() + self._prune_every
 
     async def _swap_connection(self, db: aiosqlite.Connection) -> None:
         old, self._db = self._db, db
@@ -392,16 +587,40 @@ class Store:
         self._failure = None
         self._renumber(seed, ops)
         await self._swap_connection(db)
+        self._next_prune = time.monotonic()  # the internal database has its own old events
         return await self._write(events, ops)
 
+    def _rename(self, old: str) -> str:
+        new = self._next_id()
+        for key, value in self._id_remap.items():
+            if value == old:
+                self._id_remap[key] = new
+        self._id_remap[old] = new
+        row = self._recent.pop(old, None)
+        if row is not None:
+            row[0] = new
+            self._recent[new] = row
+        return new
+
     def _renumber(self, seed: int, ops: list[tuple[str, tuple]]) -> None:
-        """Give queued messages new ids where they would collide with the fallback's rows."""
+        """Give messages new ids where they would collide with the fallback's rows: queued ones,
+        and remembered ones already on the card (their updates then insert them here)."""
         self._last_id = max(self._last_id, seed)
+
+        def collides(mid) -> bool:
+            return isinstance(mid, str) and mid.isdigit() and int(mid) <= seed
+
         for pending in (ops, self._ops):
             for i, (sql, params) in enumerate(pending):
-                if sql is SQL_ADD_MESSAGE and params[0].isdigit() and int(params[0]) <= seed:
-                    new_id = self._next_id()
-                    self._id_remap[params[0]] = new_id
-                    pending[i] = (sql, (new_id,) + params[1:])
-                elif sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
+                if sql is SQL_ADD_MESSAGE and collides(params[0]):
+                    pending[i] = (sql, (self._rename(params[0]),) + params[1:])
+        for old in [mid for mid in self._recent if collides(mid)]:
+            self._rename(old)
+        for pending in (ops, self._ops):
+            for i, (sql, params) in enumerate(pending):
+                if sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
                     pending[i] = (sql, params[:2] + (self._id_remap[params[2]],))
+
+
+def _chars(value) -> int:
+    return len(value) if isinstance(value, str) else 0
