@@ -19,6 +19,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    # tests use a plain temporary directory as the TF card; the real rule (the card root must
+    # be a mount point) is tested on its own in test_storage_agent.py
+    monkeypatch.setenv("TICOS_ALLOW_UNMOUNTED_CARD", "1")
     return home
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -94,8 +95,21 @@ async def test_inspect_cli_reads_card_without_changing_it(tmp_path, connect):
     export = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "export", "--tf-root", str(card)],
                             capture_output=True, text=True, timeout=30)
     assert '"kind": "message"' in export.stdout
+    exported = [json.loads(line) for line in export.stdout.splitlines()]
+    assert [r["content"] for r in exported if r["kind"] == "message"] == ["look at me offline", "clear\x1b[2J screen"]
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
     assert after == before
     missing = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "inspect", "--db", str(tmp_path / "nope.db")],
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+async def test_card_folder_that_is_not_a_mount_point_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("TICOS_ALLOW_UNMOUNTED_CARD")
+    card = tmp_path / "media" / "card"  # configured, but no card is mounted there
+    cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card)})
+    async with Agent(cfg) as agent:
+        health = agent.health()
+    assert health["status"] == "degraded"
+    assert health["storage"]["mode"] == "internal" and "mount" in health["storage"]["reason"]
+    assert not card.exists()  # nothing was written onto the system disk in its place

@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--db", help="database file (default: from --tf-root or the internal location)")
         p.add_argument("--tf-root", help="TF card root; reads <root>/.config/ticos/ticos.db")
+        p.add_argument("--config", "-c", help="find the database the way the agent with this config does")
         p.add_argument("--session")
-        p.add_argument("--limit", type=int, default=50 if name == "inspect" else 1_000_000)
+        if name == "export":
+            p.add_argument("--events", action="store_true", help="also export the event log")
         if name == "inspect":
+            p.add_argument("--limit", type=int, default=50)
             p.add_argument("what", nargs="?", default="messages",
                            choices=["messages", "memories", "calls", "events", "sessions"])
 

@@ -1,8 +1,9 @@
 """``ticos-agent inspect`` / ``export``: read a database offline, never changing it.
 
 Point it at a TF card (``--tf-root /media/pi/CARD``) or a file (``--db``); with neither it
-reads the internal database. ``inspect`` prints a readable table; ``export`` prints JSON
-lines (messages, memories, calls), one object per line with a ``kind`` field.
+reads the internal database (``--config`` finds it as the agent would). ``inspect`` prints a
+readable table; ``export`` prints every row as JSON lines (messages, memories, calls, and the
+event log with ``--events``), oldest first, one object per line with a ``kind`` field.
 """
 
 from __future__ import annotations
@@ -25,15 +26,39 @@ def _safe(value) -> str:
 def _db_path(args) -> Path:
     if args.db:
         return Path(args.db)
+    name = "ticos.db"
+    if getattr(args, "config", None):
+        from .config import load
+
+        storage = load(args.config).storage
+        name = storage.db_filename
+        if not args.tf_root:
+            if storage.mode == "external":
+                root = storage.tf_root or _found_card()
+                return Path(root) / ".config" / "ticos" / name
+            if storage.dir:
+                return Path(storage.dir) / name
     if args.tf_root:
-        return Path(args.tf_root) / ".config" / "ticos" / "ticos.db"
+        return Path(args.tf_root) / ".config" / "ticos" / name
     from .config import default_internal_dir
 
-    return default_internal_dir() / "ticos.db"
+    return default_internal_dir() / name
+
+
+def _found_card() -> str:
+    from .storage import find_tf_root
+
+    root = find_tf_root()
+    if root is None:
+        raise SystemExit("ticos-agent: no TF card mounted under /media or /mnt; give --tf-root or --db")
+    return str(root)
 
 
 def main(args) -> int:
-    from .storage import open_readonly, read_calls, read_events, read_memories, read_messages
+    from .storage import (
+        iter_calls, iter_events, iter_memories, iter_messages, open_readonly, read_calls, read_events,
+        read_memories, read_messages,
+    )
 
     path = _db_path(args)
     try:
@@ -45,10 +70,12 @@ def main(args) -> int:
         if conn.note:
             print(f"note: {conn.note}", file=sys.stderr)
         if args.command == "export":
-            for kind, rows in (("message", read_messages(conn, limit=args.limit, session_id=args.session)),
-                               ("memory", read_memories(conn, limit=args.limit)),
-                               ("call", read_calls(conn, limit=args.limit))):
-                for row in reversed(rows):
+            sources = [("message", iter_messages(conn, session_id=args.session)), ("memory", iter_memories(conn)),
+                       ("call", iter_calls(conn))]
+            if args.events:
+                sources.append(("event", iter_events(conn, session_id=args.session)))
+            for kind, rows in sources:
+                for row in rows:
                     print(json.dumps({"kind": kind, **row}, ensure_ascii=False, default=str))
             return 0
         what = args.what
