@@ -18,6 +18,9 @@ Measured:
   callback time, so this is delta-to-callback). Goal: p99 under 60 ms.
 * flush-to-silence: from ``flush()`` to the DAC time of the first output block produced
   after it (that block no longer carries the flushed audio). Goal: under 50 ms.
+* the stream's output latency as PortAudio reports it: what the device holds beyond the
+  callback, so the real flush-to-silence is at most the figure above plus this (the config
+  caps the latency at 0.04 s; ``--latency high`` shows the cap at work).
 * underruns (gaps inside a response), PortAudio's own output underflows, lip-sync levels
   delivered and dropped as late.
 
@@ -108,7 +111,8 @@ async def run(args) -> dict:
     blocks: list = []
     instrument(AudioPlayer, pace=args.sink == "file" and not args.no_pace, blocks=blocks)
     levels = []
-    cfg = {"jitter_ms": args.jitter_ms, "retry_seconds": 0}
+    cfg = {"jitter_ms": args.jitter_ms, "retry_seconds": 0,
+           "latency": float(args.latency) if args.latency not in ("low", "high") else args.latency}
     if args.device:
         cfg["device"] = args.device
     player = AudioPlayer(parse_audio_config(cfg), on_level=levels.append)
@@ -147,6 +151,7 @@ async def run(args) -> dict:
         await flooder
     stats = player.envelope_stats
     health = player.health()
+    out_latency = player._stream.latency if player._stream is not None else float("nan")
     await player.stop()
     # flush-to-silence: DAC time of the first block whose callback started after the flush
     silence = []
@@ -164,6 +169,7 @@ async def run(args) -> dict:
                               "n": len(lat)},
         "flush_to_silence_ms": {"p50": percentile([s * 1000 for s in silence], 50),
                                 "max": max(silence) * 1000 if silence else None, "n": len(silence)},
+        "output_latency_ms": out_latency * 1000,
         "underruns": health["underruns"],
         "device_underflows": player.device_underflows,
         "levels": stats,
@@ -178,6 +184,7 @@ def main() -> None:
     ap.add_argument("--responses", type=int, default=24)
     ap.add_argument("--flood", type=int, default=20000, help="JSON frames per second decoded on the loop (0: none)")
     ap.add_argument("--jitter-ms", type=int, default=30)
+    ap.add_argument("--latency", default="low", help='"low", "high" or seconds (<= 0.04)')
     ap.add_argument("--no-pace", action="store_true", help="file sink: do not pace the callback to real time")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,7 +194,8 @@ def main() -> None:
     d, f = result["delta_to_sound_ms"], result["flush_to_silence_ms"]
     print(f"sink={args.sink} responses={result['responses']} flood={result['frames_decoded_per_s']} frames/s")
     print(f"delta-to-sound ms: p50={d['p50']:.1f} p99={d['p99']:.1f} max={d['max']:.1f} (n={d['n']})")
-    print(f"flush-to-silence ms: p50={f['p50']:.1f} max={f['max']:.1f} (n={f['n']})")
+    print(f"flush-to-silence ms: p50={f['p50']:.1f} max={f['max']:.1f} (n={f['n']}); "
+          f"+ output latency {result['output_latency_ms']:.1f} ms held by the device")
     print(f"underruns={result['underruns']} device_underflows={result['device_underflows']} "
           f"levels delivered={result['levels']['delivered']} dropped_late={result['levels']['dropped_late']}")
     print(json.dumps(result["health"]))

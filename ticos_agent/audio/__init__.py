@@ -11,7 +11,8 @@ Public API (what the agent core uses):
 Modules: ``config`` (settings), ``pcm`` (delta decoding), ``resample`` (numpy rate
 conversion and volume), ``envelope`` (loudness levels and their timing), ``buffer`` (the
 jitter buffer shared with PortAudio's thread), ``device`` (opening the PortAudio output),
-``player`` (the stream's life cycle, feed/flush, health). Importing this package
+``stream`` (the stream's life cycle: open, retry with PortAudio re-initialisation, fail,
+stop), ``player`` (feed/flush, lip-sync timing, health). Importing this package
 does not import sounddevice; PortAudio is loaded by ``AudioPlayer.start()``.
 """
 
