@@ -487,16 +487,12 @@ class Store:
             else:
                 if events:
                     await db.executemany(SQL_LOG_EVENT, events)
-                start = 0
-                for i in range(1, len(ops) + 1):
-                    if i == len(ops) or ops[i][0] is not ops[start][0]:
-                        sql, group = ops[start][0], [p for _, p in ops[start:i]]
-                        cursor = await db.executemany(sql, group)
-                        if sql is SQL_UPDATE_MESSAGE and cursor.rowcount < len(group):
-                            # Some found no row: replay them one by one (idempotent) to know which.
-                            for params in group:
-                                missed += not await self._update_one(db, params)
-                        start = i
+                for sql, group in _by_kind(ops):
+                    cursor = await db.executemany(sql, group)
+                    if sql is SQL_UPDATE_MESSAGE and cursor.rowcount < len(group):
+                        # Some found no row: replay them one by one (idempotent) to know which.
+                        for params in group:
+                            missed += not await self._update_one(db, params)
             await db.execute("COMMIT")
         except BaseException:
             try:
@@ -620,6 +616,22 @@ class Store:
             for i, (sql, params) in enumerate(pending):
                 if sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
                     pending[i] = (sql, params[:2] + (self._id_remap[params[2]],))
+
+
+#: The order kinds of records are committed in within one transaction. Regrouping keeps the
+#: result: a message's updates follow its insert (its id comes from ``add_message``), a
+#: call's record and outcome commute by design, and each kind keeps its own order.
+KIND_ORDER = (SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, SQL_ADD_MEMORY, SQL_RECORD_CALL, SQL_CALL_OUTCOME)
+
+
+def _by_kind(ops: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:
+    """``ops`` as one ``executemany`` group per kind (an interleaved add/update stream would
+    otherwise cost a thread round trip per record)."""
+    groups: dict[str, list[tuple]] = {}
+    for sql, params in ops:
+        groups.setdefault(sql, []).append(params)
+    return [(sql, groups[sql]) for sql in KIND_ORDER if sql in groups] + [
+        (sql, g) for sql, g in groups.items() if sql not in KIND_ORDER]
 
 
 def _chars(value) -> int:
