@@ -2,15 +2,26 @@
 
 Writes are enqueued synchronously on the event loop thread and cost a tuple append; the
 writer task commits whatever has gathered every ``batch_interval`` seconds (0.05 s by
-default), one transaction per batch, with ``executemany``. ``await flush()`` returns once
-everything enqueued before it is committed; ``await close()`` flushes and closes.
+default), one transaction per batch of at most ``CHUNK_RECORDS`` records (a backlog after an
+outage becomes many small commits, and the WAL stays near ``journal_size_limit``), with one
+``executemany`` per kind of record. ``await flush()`` returns once everything enqueued before
+it is committed; ``await close()`` flushes and closes (a ``flush()`` racing it never hangs).
+
+On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
+survives the card being pulled. Internal storage uses ``synchronous=NORMAL``.
 
 When a write fails on the TF card (card pulled out, full, turned read-only, or any other
 SQLite I/O failure), the batch is kept, the internal database is opened (and migrated) and
 the batch is written there; ``health()`` then reports ``state: "degraded"`` with the reason,
-and one WARNING names both paths. Failures at the internal location are retried with a
-backoff. Nothing raises into the event loop; a row the database rejects (a constraint, a
-value SQLite cannot store) is logged, counted in ``write_errors`` and skipped alone.
+and one WARNING names both paths. The insert values of the last ``RECENT_MESSAGES`` messages
+are remembered, so an update of a message that is only on the card inserts it, with its new
+content and status, into the internal database. Failures at the internal location are
+retried with a backoff. Nothing raises into the event loop; a row the database rejects (a
+constraint, a value SQLite cannot store) is logged, counted in ``write_errors`` and
+``skipped``, and skipped alone.
+
+Event-log rows older than ``event_retention_days`` are deleted at open and every
+``PRUNE_EVERY`` seconds, ``PRUNE_CHUNK`` ids per commit between batches (``events_pruned``).
 """
 
 from __future__ import annotations
