@@ -113,3 +113,14 @@ async def test_card_folder_that_is_not_a_mount_point_is_not_used(tmp_path, monke
     assert health["status"] == "degraded"
     assert health["storage"]["mode"] == "internal" and "mount" in health["storage"]["reason"]
     assert not card.exists()  # nothing was written onto the system disk in its place
+
+
+def test_event_log_days_is_validated_and_reaches_the_store():
+    import pytest
+
+    from ticos_agent.config import ConfigErrors, from_dict
+
+    with pytest.raises(ConfigErrors) as info:
+        from_dict({"storage": {"event_log_days": -1}})
+    assert "storage.event_log_days" in str(info.value)
+    assert from_dict({"storage": {"event_log_days": 7}}).storage.event_log_days == 7

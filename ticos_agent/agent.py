@@ -152,6 +152,7 @@ class Agent:
             tf_root=scfg.tf_root or None,
             internal_dir=scfg.dir or default_internal_dir(),
             db_filename=scfg.db_filename,
+            event_retention_days=scfg.event_log_days or None,
         )
         h = self.store.health()
         log.info("storage: %s (%s%s)", h["path"], h["mode"], f", degraded: {h['reason']}" if h.get("reason") else "")

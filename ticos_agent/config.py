@@ -17,6 +17,7 @@ every key has a default::
     db_filename = "ticos.db"
     enabled = true
     event_log = true             # compact log of event types and ids (never payloads)
+    event_log_days = 30          # event-log rows older than this are pruned (0: keep forever)
 
     [replies]
     function_call_output = false # send each call's outcome back as a function_call_output item
@@ -74,6 +75,7 @@ class StorageConfig:
     tf_root: str = ""
     db_filename: str = "ticos.db"
     event_log: bool = True
+    event_log_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,10 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
 
     storage = _section(doc, "storage", errors, {
         "enabled": (bool, True), "mode": (str, "internal"), "dir": (str, ""), "tf_root": (str, ""),
-        "db_filename": (str, "ticos.db"), "event_log": (bool, True),
+        "db_filename": (str, "ticos.db"), "event_log": (bool, True), "event_log_days": (int, 30),
     })
+    if not 0 <= storage["event_log_days"] <= 36500:
+        errors.append(ConfigError("storage.event_log_days", storage["event_log_days"], "0 (keep forever) .. 36500 days"))
     if storage["mode"] not in ("internal", "external"):
         errors.append(ConfigError("storage.mode", storage["mode"], '"internal" or "external"'))
     name = storage["db_filename"]
