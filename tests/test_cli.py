@@ -88,3 +88,30 @@ async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     assert b"sent 3 event(s), 1 error reply(ies)" in err and b"invalid_json" in out
     await settle(agent)
     assert [m["content"] for m in await agent.store.messages()] == ["replayed"]
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
+    notify_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    sock.settimeout(15)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HOME": str(tmp_path), "NOTIFY_SOCKET": notify_path,
+                                 "WATCHDOG_USEC": "200000"})
+    try:
+        messages = []
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert messages[0].startswith("READY=1") and f"port {port}" in messages[0]
+        proc.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in messages[-1]:
+            messages.append(sock.recv(4096).decode())
+        assert proc.wait(timeout=15) == 0
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
