@@ -114,3 +114,16 @@ async def wait_for(predicate, timeout: float = 3.0, interval: float = 0.01):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def stored_call(agent, call_id: str, timeout: float = 4.0) -> dict:
+    """The stored row of a function call once it has an outcome (not just ``received``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await agent.store.flush()
+        rows = [c for c in await agent.store.calls(limit=500) if c["call_id"] == call_id and c["status"] != "received"]
+        if rows:
+            return rows[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no outcome stored for call {call_id}")
+        await asyncio.sleep(0.02)

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from test_actuator_devices import feetech_decode, pty_device  # noqa: F401
-from tests.conftest import agent_config, settle, wait_for
+from tests.conftest import agent_config, settle, stored_call, wait_for
 from tests.traces import ev, function_call_done, response_done, speech_started
 from ticos_agent import Agent
 
@@ -21,16 +21,6 @@ def robot(tmp_path, port: str) -> dict:
         "motions": SWAY,
     })
     return cfg
-
-
-async def _outcome(agent, call_id):
-    for _ in range(200):
-        await agent.store.flush()
-        rows = [c for c in await agent.store.calls() if c["call_id"] == call_id and c["status"] != "received"]
-        if rows:
-            return rows[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no outcome for {call_id}")
 
 
 async def test_motion_call_on_socket_drives_servo_frames(tmp_path, connect, pty_device):
@@ -48,7 +38,7 @@ async def test_motion_call_on_socket_drives_servo_frames(tmp_path, connect, pty_
         positions = [int.from_bytes(f[8:10], "little") for f in frames]
         assert positions == [2048 + round(20 * 4096 / 360), 2048 - round(20 * 4096 / 360)] * 2
         assert dev.errors == []
-        assert (await _outcome(agent, "call_1"))["status"] == "done"
+        assert (await stored_call(agent, "call_1"))["status"] == "done"
 
 
 async def test_barge_in_mid_motion_stops_frames_and_drops_the_queue(tmp_path, connect, pty_device):
@@ -72,7 +62,7 @@ async def test_barge_in_mid_motion_stops_frames_and_drops_the_queue(tmp_path, co
         assert len(dev.frames) == count  # nothing moves any more
         assert count < 1 + 40  # far fewer than 20 repeats of two keyframes
         await settle(agent)
-        assert (await _outcome(agent, "call_2"))["status"] == "dropped"
+        assert (await stored_call(agent, "call_2"))["status"] == "dropped"
         # the robot takes the next response normally
         await peer.send(function_call_done("resp_2", "call_3", "motion", {"motion_tag": "sway"}))
         reply = await peer.receive_json(timeout=5)
@@ -99,7 +89,7 @@ async def test_default_config_is_a_simulated_robot_and_says_so(tmp_path, connect
         peer = await connect(agent)
         await peer.send(function_call_done("resp_1", "call_1", "motion_and_emotion",
                                            {"motion_tag": "nod", "emotion_tag": "happy", "speed": 4}))
-        row = await _outcome(agent, "call_1")
+        row = await stored_call(agent, "call_1")
         assert row["status"] == "done", row
 
 
@@ -114,7 +104,7 @@ async def test_calls_of_an_interrupted_response_are_not_run(tmp_path, connect, p
         item = function_call_done("resp_1", "late_2", "motion", {"motion_tag": "sway"})["item"]
         await peer.send(response_done("resp_1", "cancelled", output=[item]))
         await settle(agent)
-        assert (await _outcome(agent, "late_1"))["status"] == "dropped"
-        assert (await _outcome(agent, "late_2"))["status"] == "dropped"
+        assert (await stored_call(agent, "late_1"))["status"] == "dropped"
+        assert (await stored_call(agent, "late_2"))["status"] == "dropped"
         await asyncio.sleep(0.3)
         assert len(dev.frames) == 1  # only the home frame from start: nothing moved

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.conftest import settle, wait_for
+from tests.conftest import settle, stored_call, wait_for
 from tests.traces import function_call_done, transcription, user_item
 
 
@@ -75,28 +75,15 @@ async def test_function_handler_exception_becomes_failed_outcome(agent, connect)
     peer = await connect(agent)
     await peer.send(function_call_done("r1", "call_1", "lights", {"room": "attic"}))
 
-    async def outcome():
-        await agent.store.flush()
-        return [c for c in await agent.store.calls() if c["status"] == "failed"]
-
-    for _ in range(100):
-        rows = await outcome()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    assert rows and "no such room" in str(rows[0]["result"])
+    row = await stored_call(agent, "call_1")
+    assert row["status"] == "failed" and "no such room" in str(row["result"])
 
 
 async def test_function_without_handler_fails_clearly(agent, connect):
     peer = await connect(agent)
     await peer.send(function_call_done("r1", "call_x", "teleport", {}))
-    for _ in range(100):
-        await agent.store.flush()
-        rows = [c for c in await agent.store.calls() if c["status"] == "failed"]
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    assert "no handler registered for function 'teleport'" in str(rows[0]["result"])
+    row = await stored_call(agent, "call_x")
+    assert row["status"] == "failed" and "no handler registered for function 'teleport'" in str(row["result"])
 
 
 async def test_handler_calling_sys_exit_does_not_kill_the_handler_thread(agent, connect):
@@ -124,13 +111,8 @@ async def test_timed_out_async_function_handler_is_cancelled(agent, connect, mon
     agent.on_function("hang", hangs)
     peer = await connect(agent)
     await peer.send(function_call_done("r1", "c1", "hang", {}))
-    for _ in range(100):
-        await agent.store.flush()
-        rows = [c for c in await agent.store.calls() if c["status"] == "failed"]
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    assert "timed out" in str(rows[0]["result"])
+    row = await stored_call(agent, "c1")
+    assert row["status"] == "failed" and "timed out" in str(row["result"])
     await asyncio.sleep(0.1)
     assert not agent.dispatcher._tasks and finished == []
 

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import settle, wait_for
+from tests.conftest import settle, stored_call, wait_for
 from tests.traces import (
     assistant_turn, ev, function_call_done, response_done, session_created, speech_started,
     transcription, transcription_failed, user_item,
@@ -123,22 +123,10 @@ async def test_function_call_dispatched_once(agent, connect):
     await wait_for(lambda: calls)
     await asyncio.sleep(0.1)
     assert calls == [("get_weather", "call_1", {"city": "Paris"})]
-    stored = await wait_for_calls(agent)
-    assert stored[0]["call_id"] == "call_1" and stored[0]["status"] == "done"
+    assert (await stored_call(agent, "call_1"))["status"] == "done"
     assert agent.counters["duplicate_calls"] == 2
 
 
-async def wait_for_calls(agent):
-    async def fetch():
-        await agent.store.flush()
-        return [c for c in await agent.store.calls() if c.get("status") not in (None, "received")]
-
-    for _ in range(100):
-        rows = await fetch()
-        if rows:
-            return rows
-        await asyncio.sleep(0.02)
-    raise AssertionError("no finished call stored")
 
 
 async def test_function_call_only_in_response_done_is_dispatched(agent, connect):
