@@ -130,3 +130,12 @@ async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connec
 async def test_absurd_paging_is_a_400_not_a_500(agent, http):
     async with http.get(f"http://127.0.0.1:{agent.port}/v1/messages", params={"offset": str(10**22)}) as resp:
         assert resp.status == 400
+
+
+async def test_the_voice_agents_own_error_events_are_logged_never_answered(agent, connect, caplog):
+    peer = await connect(agent)
+    await peer.send({"type": "error", "error": {"type": "invalid_request_error", "message": "bad session"}},
+                    {"type": "error"}, {"type": "error", "error": "just a string"})
+    await peer.no_reply()
+    assert sum("reported an error" in r.getMessage() for r in caplog.records) == 3
+    assert any("bad session" in r.getMessage() for r in caplog.records)

@@ -302,6 +302,10 @@ class Agent:
                 self.calls.streamed(event.data["call_id"], event.data["arguments"])
             elif etype == "input_audio_buffer.speech_started":
                 self._speech_started(conn)
+            elif etype == "error":
+                detail = event.data.get("error")
+                log.warning("%s reported an error: %s", conn.name,
+                            str(detail.get("message") if isinstance(detail, dict) else detail)[:200])
         except BadEvent as exc:
             error = exc
         if self.store is not None and self.config.storage.event_log and not etype.endswith(".delta"):
