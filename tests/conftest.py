@@ -37,6 +37,19 @@ def agent_config(tmp_path, **sections) -> dict:
 
 
 @pytest.fixture
+def pins():
+    """gpiozero's own mock pins (PWM capable) as the pin factory, restored afterwards."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    old = Device.pin_factory
+    Device.pin_factory = MockFactory(pin_class=MockPWMPin)
+    yield Device.pin_factory
+    Device.pin_factory.close()
+    Device.pin_factory = old
+
+
+@pytest.fixture
 async def agent(tmp_path):
     from ticos_agent import Agent
 

@@ -7,23 +7,12 @@ import asyncio
 import time
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
 from ticos_agent.events import EmotionArgs, MotionArgs
 
 FACE = {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22}
 NEUTRAL = {"color": "#FFFFFF", "brightness": 0.2}
-
-
-@pytest.fixture
-def pins():
-    old = Device.pin_factory
-    Device.pin_factory = MockFactory(pin_class=MockPWMPin)
-    yield Device.pin_factory
-    Device.pin_factory.close()
-    Device.pin_factory = old
 
 
 def timeline(pin) -> list[tuple[float, float]]:

@@ -14,8 +14,6 @@ import json
 import time
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from test_actuator_devices import feetech_decode, pty_device  # noqa: F401
 from tests.conftest import agent_config, wait_for
@@ -67,15 +65,6 @@ def head(port: str, **kw) -> dict:
 
 
 FACE = {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22}
-
-
-@pytest.fixture
-def pins():
-    old = Device.pin_factory
-    Device.pin_factory = MockFactory(pin_class=MockPWMPin)
-    yield Device.pin_factory
-    Device.pin_factory.close()
-    Device.pin_factory = old
 
 
 def timeline(pin) -> list[tuple[float, float]]:

@@ -15,7 +15,6 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__
 
