@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import queue
 import threading
+from collections import deque
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,12 +43,14 @@ def handler_name(fn: Callable) -> str:
 class Dispatcher:
     def __init__(self, *, max_backlog: int = 10_000):
         self._handlers: dict[str, list[tuple[Callable, bool]]] = {}
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # jobs for the handler thread: a deque (append/popleft are atomic) and a wake-up event
+        # that is only set when the thread may be asleep, so a busy thread costs no signalling
+        self._jobs: deque = deque()
+        self._wake = threading.Event()
+        self._worker_busy = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._backlog = 0
-        self._backlog_lock = threading.Lock()
         self.max_backlog = max_backlog
         self.calls = 0
         self.errors = 0
@@ -93,7 +95,8 @@ class Dispatcher:
         """Let queued sync calls finish (up to ``timeout``), then cancel running async ones."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._queue.put(_STOP)
+            self._jobs.append(_STOP)
+            self._wake.set()
             await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
             if thread.is_alive():
                 log.warning("handler thread still busy after %.1fs; leaving it behind", timeout)
@@ -128,23 +131,21 @@ class Dispatcher:
             if future is not None:  # a caller that gives up (timeout) stops the handler too
                 future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
             return
-        with self._backlog_lock:
-            if self._backlog >= self.max_backlog or self._thread is None:
-                self.dropped += 1
-                full = True
-            else:
-                self._backlog += 1
-                full = False
-        if full:
+        jobs = self._jobs
+        if len(jobs) >= self.max_backlog or self._thread is None:
+            self.dropped += 1
             now = time.monotonic()
             if now - self._last_drop_log > 5:
                 self._last_drop_log = now
                 log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
-                          self._backlog, topic, handler_name(fn), self.dropped)
+                          len(jobs), topic, handler_name(fn), self.dropped)
             if future is not None:
-                future.set_exception(RuntimeError("handler backlog full; call dropped"))
+                reason = "handler backlog full" if self._thread is not None else "handlers are stopped"
+                future.set_exception(RuntimeError(f"{reason}; call dropped"))
             return
-        self._queue.put((topic, fn, args, future))
+        jobs.append((topic, fn, args, future))
+        if not self._worker_busy:
+            self._wake.set()
 
     async def _run_async(self, topic, fn, args, future) -> None:
         try:
@@ -162,23 +163,31 @@ class Dispatcher:
                 future.set_result(result)
 
     def _worker(self) -> None:
-        get = self._queue.get
+        jobs, wake = self._jobs, self._wake
         while True:
-            job = get()
-            if job is _STOP:
-                return
-            topic, fn, args, future = job
-            with self._backlog_lock:
-                self._backlog -= 1
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # SystemExit from a handler must not end this thread
-                self._failed(topic, fn, exc)
-                if future is not None:
-                    self._resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            else:
-                if future is not None:
-                    self._resolve(future, result, None)
+            wake.wait()
+            wake.clear()
+            self._worker_busy = True
+            while jobs:
+                job = jobs.popleft()
+                if job is _STOP:
+                    self._worker_busy = False
+                    return
+                self._run_sync(*job)
+            self._worker_busy = False
+            if jobs:  # appended after the last popleft while we still looked busy
+                wake.set()
+
+    def _run_sync(self, topic, fn, args, future) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # SystemExit from a handler must not end this thread
+            self._failed(topic, fn, exc)
+            if future is not None:
+                self._resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+        else:
+            if future is not None:
+                self._resolve(future, result, None)
 
     def _resolve(self, future, result, exc) -> None:
         def settle():
@@ -203,4 +212,4 @@ class Dispatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
-        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": self._backlog}
+        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": len(self._jobs)}
