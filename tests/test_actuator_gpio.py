@@ -154,10 +154,8 @@ async def test_detach_when_safe_waits_for_the_servo_to_get_home(pins):
         s.interrupt("r1")
         assert (await asyncio.wait_for(task, 1)).status == "dropped"
         assert await settle(lambda: pin.state == pytest.approx(duty(0)))  # home first ...
-        t_home = time.monotonic()
         assert await settle(lambda: pin.state == 0)  # ... then limp, after safe_seconds
-        assert time.monotonic() - t_home > 0.2
-        tl = timeline(pin)
+        tl = timeline(pin)  # the pin's own timestamps, not when this test happened to look
         assert tl[-1][1] == 0 and tl[-2][1] == pytest.approx(duty(0)) and tl[-1][0] - tl[-2][0] >= 0.28
 
         # work arriving while it waits keeps the servo attached
