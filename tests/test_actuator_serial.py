@@ -120,7 +120,7 @@ async def test_speed_and_repeat_change_frame_times(pty_device):
         g2, o2 = await gaps(speed=2.0)
         g3, o3 = await gaps(repeat=3)
         assert len(g1) == 1 and len(g2) == 1 and len(g3) == 5  # 2 frames, 2 frames, 6 frames
-        assert 0.15 < g1[0] < 0.3 and 0.07 < g2[0] < 0.15
+        assert 0.15 < g1[0] < 0.45 and 0.07 < g2[0] < 0.25  # generous: a loaded CI machine
         assert 1.5 < g1[0] / g2[0] < 2.6
         assert o1.detail["planned_s"] == 0.4 and o2.detail["planned_s"] == 0.2 and o3.detail["planned_s"] == pytest.approx(1.2)
         assert dev.errors == []
@@ -220,7 +220,7 @@ async def test_port_vanishes_and_comes_back(pty_device, tmp_path):
         assert health["state"] == "reconnecting" and health["error"]
         t0 = time.monotonic()
         out = await asyncio.wait_for(system.motion(MotionArgs("nod")), 1)
-        assert out.status == "failed" and link in out.reason and time.monotonic() - t0 < 0.1
+        assert out.status == "failed" and link in out.reason and time.monotonic() - t0 < 0.5  # fast, not a hang
         # plugged back in (a new pty behind the same by-id path)
         dev2 = pty_device(line_decode, link=link)
         for _ in range(400):

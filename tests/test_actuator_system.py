@@ -69,7 +69,7 @@ async def test_other_actuators_run_in_parallel_and_shared_commands_start_togethe
     assert both.status == "done"
     ta = [t for t, args in moves(system, "a") if args[0] == [5.0]][0]
     tb = [t for t, args in moves(system, "b") if args[0] == [5.0]][0]
-    assert abs(ta - tb) < 0.01  # b waited for a to be free, then both started together
+    assert abs(ta - tb) < 0.05  # b waited for a to be free, then both started together
     assert (await la).status == "done"
 
 
@@ -153,7 +153,7 @@ async def test_serial_line_emotion_goes_out_at_once_with_its_fade_in():
         out = await asyncio.wait_for(s.emotion(EmotionArgs("happy", fade_in=0.3)), 2)
         assert out.status == "done"
         lines = [(t, args) for t, op, args in s.drivers["mcu"].history if op == "line"]
-        assert len(lines) == 1 and lines[0][0] - t0 < 0.05 and lines[0][1][1]["fade_in"] == 0.3
+        assert len(lines) == 1 and lines[0][0] - t0 < 0.2 and lines[0][1][1]["fade_in"] == 0.3
         lamp = [t for t, op, args in s.drivers["lamp"].history if op == "light"]
         assert lamp[-1] - t0 > 0.25  # the light is faded in by the agent
     finally:

