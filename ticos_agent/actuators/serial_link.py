@@ -37,6 +37,7 @@ from ..errors import DriverUnavailable
 log = logging.getLogger("ticos_agent.actuators")
 
 POLL = 0.2  # idle health check period, seconds
+CLOSE_SETTLE = 0.05  # seconds between the last write and closing the port at stop
 STABLE = 10.0  # seconds a connection must last for the backoff to start short again
 _STOP = object()
 
@@ -221,8 +222,12 @@ class SerialLink:
             try:
                 item = self._q.get(timeout=POLL)
             except queue.Empty:
+                # a timed get can report Empty although stop() has just queued the safe state
+                # (it timed out while waiting for the GIL): only leave once the queue is empty
                 if self._stop.is_set():
-                    return
+                    if self._q.empty():
+                        return
+                    continue
                 # idle health check: the device node is gone, or reading reports an error
                 if path is not None and not os.path.exists(path):
                     raise OSError(f"{path} disappeared")
@@ -231,6 +236,10 @@ class SerialLink:
                     log.debug("serial %s: read %r", self.label, data[:80])
                 continue
             if item is _STOP:
+                # let the last frames (the safe state) leave before the port closes: closing
+                # drops DTR (many boards reset) and a pty discards what its peer has not read
+                ser.flush()
+                time.sleep(CLOSE_SETTLE)
                 return
             self._write(ser, item)
 
