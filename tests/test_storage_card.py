@@ -98,3 +98,46 @@ def test_mount_point_checks(tmp_path):
     assert not is_mount_point(tmp_path)
     assert card_problem(tmp_path / "nope") == f"TF card not mounted at {tmp_path / 'nope'}"
     assert card_problem(tmp_path, is_mounted=lambda p: True) is None
+
+
+async def test_a_folder_inside_a_mounted_card_is_accepted_like_ticos_client(tmp_path, monkeypatch):
+    """ticos-client's tf_root_dir could be any folder on the card, not only its mount point."""
+    monkeypatch.delenv("TICOS_ALLOW_UNMOUNTED_CARD", raising=False)
+    with tiny_tmpfs(tmp_path / "card", "4m") as card:
+        folder = card / "robot-data"
+        folder.mkdir()
+        store = await open_store("external", tf_root=folder, internal_dir=tmp_path / "in")
+        try:
+            assert store.location.mode is SaveMode.EXTERNAL and store.health()["state"] == "ok"
+            assert str(store.location.path).startswith(str(folder))
+        finally:
+            await store.close()
+
+
+async def test_card_connection_reopened_after_a_lock_keeps_syncing_every_commit(tmp_path, monkeypatch):
+    import asyncio
+
+    from ticos_agent.storage import schema
+
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_MS", 200)
+    card = tmp_path / "card"
+    card.mkdir()
+    store = await open_store("external", tf_root=card, internal_dir=tmp_path / "in", require_mount=False)
+    try:
+        assert await pragma(store, "synchronous") == 2  # FULL
+        store.add_memory("short_term", "x")
+        await store.flush()
+        other = sqlite3.connect(store.location.path, isolation_level=None, timeout=0.1)
+        other.execute("BEGIN IMMEDIATE")  # another reader/writer holds the card database
+        store.add_memory("short_term", "y")
+        try:
+            await asyncio.wait_for(store.flush(), 3)
+        except Exception:  # noqa: BLE001 - the flush may report the lock; the record stays queued
+            pass
+        other.execute("COMMIT")
+        other.close()
+        await store.flush()
+        assert store.location.mode is SaveMode.EXTERNAL
+        assert await pragma(store, "synchronous") == 2  # still FULL after the reopen
+    finally:
+        await store.close()

@@ -206,8 +206,17 @@ def card_problem(root: Path, *, is_mounted: Callable[[Path], bool] = is_mount_po
     """Why the card root ``root`` cannot be used (``"TF card not mounted at <root>"``), or ``None``.
 
     The root itself is never created: a missing root, or one that is a plain directory of the
-    system disk (the card not inserted, or not mounted yet), is not a card.
+    system disk (the card not inserted, or not mounted yet), is not a card. A folder inside a
+    mounted card is accepted, as ticos-client's ``tf_root_dir`` allowed.
     """
-    if not root.is_dir() or not is_mounted(root):
+    if not root.is_dir() or not (is_mounted(root) or _off_system_disk(root)):
         return f"TF card not mounted at {root}"
     return None
+
+
+def _off_system_disk(path: Path) -> bool:
+    """A folder on a filesystem other than ``/`` (ticos-client allowed any folder on the card)."""
+    try:
+        return os.stat(path).st_dev != os.stat("/").st_dev
+    except OSError:
+        return False

@@ -33,6 +33,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import aiosqlite
 
@@ -99,7 +100,7 @@ async def open_store(
         if problem is None:
             try:
                 db, seed = await connect(loc.path, card=True, card_root=root if strict else None)
-                return Store(db, loc, last_message_id=seed, **options)
+                return Store(db, loc, last_message_id=seed, card_root=root if strict else None, **options)
             except (sqlite3.Error, OSError) as exc:
                 problem = f"cannot use TF card database {loc.path}: {describe(exc)}"
         log.warning("storage: %s; falling back to internal database %s", problem, internal.path)
@@ -121,9 +122,11 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
                  batch_interval: float = 0.05, internal_dir: str | os.PathLike | None = None,
                  db_filename: str = DEFAULT_DB_FILENAME,
-                 event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS):
+                 event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
+                 card_root: Path | None = None):
         self._db = db
         self.location = location
+        self._card_root = card_root  # reopening the card checks it is still mounted there
         self._last_id = last_message_id
         self._interval = batch_interval
         self._internal_dir = internal_dir
@@ -555,8 +558,9 @@ class Store:
                 (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
             self._events_pruned += max(cursor.rowcount, 0)
             self._prune_more = True
-        except sqlite3.Error as exc:
-            log.warning("storage: pruning old events in %s failed: %s", self.location.path, describe(exc))
+        except Exception as exc:  # noqa: BLE001 - pruning must never end the writer
+            log.warning("storage: pruning old events in %s failed: %s", self.location.path,
+                        describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
             self._prune_more = False
             self._next_prune = time.monotonic() + self._prune_every
 
@@ -568,8 +572,10 @@ class Store:
             pass
 
     async def _reopen(self) -> None:
+        on_card = self.location.mode is SaveMode.EXTERNAL
         try:
-            db, seed = await connect(self.location.path)
+            db, seed = await connect(self.location.path, card=on_card,
+                                     card_root=self._card_root if on_card else None)
         except (sqlite3.Error, OSError):
             return
         self._last_id = max(self._last_id, seed)
