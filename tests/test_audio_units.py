@@ -25,7 +25,7 @@ def test_config_defaults_and_as_dict():
     assert cfg == AudioConfig()
     assert cfg.as_dict() == {
         "enabled": True, "device": "", "sample_rate": 0, "latency": "low", "volume": 1.0,
-        "jitter_ms": 30, "send_truncate": False, "retry_seconds": 10.0, "mouth_gain": 4.0,
+        "jitter_ms": 30, "send_truncate": False, "retry_seconds": 10.0, "mouth_gain": 4.0, "rescan_devices": True,
     }
 
 
@@ -482,6 +482,16 @@ async def test_retry_reinitialises_portaudio_and_finds_a_device_plugged_in_later
     n = len(fake.calls)
     p._reinit_portaudio()  # a stream is open: never re-initialised under it
     assert len(fake.calls) == n
+    await p.stop()
+
+
+async def test_rescan_devices_false_never_restarts_portaudio(monkeypatch):
+    """An integrator whose program uses sounddevice too keeps its own streams alive."""
+    fake = _fake(monkeypatch, rates=(24000,), devices=())
+    p = AudioPlayer(parse_audio_config({"device": "usb-speaker", "retry_seconds": 0.02, "rescan_devices": False}))
+    await p.start()
+    await asyncio.sleep(0.15)  # several retries
+    assert p.health()["state"] == "retrying" and fake.calls == [] and p.portaudio_reinits == 0
     await p.stop()
 
 

@@ -18,6 +18,9 @@ Keys (all optional; an absent table is ``{}`` and gives the defaults)::
     send_truncate = false # after a barge-in, send conversation.item.truncate with the
                           # milliseconds actually played (done by the agent core)
     retry_seconds = 10    # when the device is missing or fails: retry this often
+    rescan_devices = true # before a retry, restart PortAudio so a device plugged in later is
+                          # found; this stops every PortAudio stream of the process, so set it
+                          # false when your own program also uses sounddevice
                           # (0 = give up, audio stays disabled); PortAudio is re-initialised
                           # before each retry, so a device plugged in after start is found
     mouth_gain = 4.0      # lip-sync level = min(1, RMS / 32768 * mouth_gain) (0.1..100).
@@ -51,7 +54,7 @@ MAX_LATENCY_SECONDS = 0.04
 """Largest output latency accepted: 10 ms block + 40 ms device buffer = the 50 ms flush goal."""
 
 _KEYS = ("enabled", "device", "sample_rate", "latency", "volume", "jitter_ms", "send_truncate", "retry_seconds",
-         "mouth_gain")
+         "mouth_gain", "rescan_devices")
 _LATENCY_ALLOWED = '"low", "high" or seconds (0 < s <= 0.04: a barge-in must be silent within 50 ms)'
 
 
@@ -69,6 +72,7 @@ class AudioConfig:
     send_truncate: bool = False
     retry_seconds: float = 10.0
     mouth_gain: float = 4.0
+    rescan_devices: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """The effective config as plain data (``device`` None is shown as ``""``)."""
@@ -82,6 +86,7 @@ class AudioConfig:
             "send_truncate": self.send_truncate,
             "retry_seconds": self.retry_seconds,
             "mouth_gain": self.mouth_gain,
+            "rescan_devices": self.rescan_devices,
         }
 
 
@@ -149,4 +154,5 @@ def parse_audio_config(section: dict) -> AudioConfig:
         send_truncate=_bool(section, "send_truncate", False),
         retry_seconds=float(_number(section, "retry_seconds", 10.0, 0, 3600, "seconds from 0 (never) to 3600")),
         mouth_gain=float(_number(section, "mouth_gain", 4.0, 0.1, 100, "a number from 0.1 to 100")),
+        rescan_devices=_bool(section, "rescan_devices", True),
     )

@@ -139,7 +139,7 @@ class StreamLifecycle:
         with self._open_lock:
             if self._sd is None:
                 self._sd = load_portaudio()
-            elif retry:
+            elif retry and self.config.rescan_devices:
                 self._reinit_portaudio()
             stream, rate, name = open_output(self._sd, self.config, self._callback, self._finished)
             with self._lock:
