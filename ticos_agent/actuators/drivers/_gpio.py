@@ -76,13 +76,17 @@ class GpioDriver(Driver):
         worker, device = self.worker, self.device
         self.worker = None  # no new work; what is queued (the safe state) still runs on the device
         if worker is not None:
-            await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(worker.stop, self.close_timeout())
         self.device = None
         if device is not None:
             try:
                 await asyncio.to_thread(device.close)
             except Exception:  # noqa: BLE001
                 pass
+
+    def close_timeout(self) -> float:
+        """How long the queued work (the safe state) may take at close."""
+        return 2.0
 
     def check(self) -> None:
         super().check()

@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import time
+
 import threading
 from typing import Any
 
@@ -74,10 +76,15 @@ class GpioServo(GpioDriver):
             self._busy.clear()
             self.worker.submit(setattr, self.device, "angle", self._angle(self.config.home[0]))
             if self.opts["detach_when_safe"]:
-                self.worker.submit(self._detach_when_home, self.device)
+                deadline = time.monotonic() + self.opts["safe_seconds"]  # counted from now, not from its turn
+                self.worker.submit(self._detach_when_home, self.device, deadline)
 
-    def _detach_when_home(self, device: Any) -> None:  # worker thread
-        if not self._busy.wait(self.opts["safe_seconds"]):
+    def close_timeout(self) -> float:
+        # at stop the servo goes home, then limp after safe_seconds: let it finish
+        return 2.0 + (self.opts["safe_seconds"] if self.opts["detach_when_safe"] else 0.0)
+
+    def _detach_when_home(self, device: Any, deadline: float) -> None:  # worker thread
+        if not self._busy.wait(max(0.0, deadline - time.monotonic())):
             device.detach()
 
     def mouth(self, level: float) -> None:
