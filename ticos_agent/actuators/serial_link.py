@@ -117,8 +117,8 @@ class SerialLink:
         self._q.put(data)
 
     async def stop(self) -> None:
+        self._stop.set()  # first: the thread must not reopen the port once it has left
         self._q.put(_STOP)  # after whatever is queued: the safe state still goes out
-        self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 3.0)
         self.state = "closed"
@@ -226,6 +226,7 @@ class SerialLink:
                 # (it timed out while waiting for the GIL): only leave once the queue is empty
                 if self._stop.is_set():
                     if self._q.empty():
+                        self._settle(ser)
                         return
                     continue
                 # idle health check: the device node is gone, or reading reports an error
@@ -236,12 +237,16 @@ class SerialLink:
                     log.debug("serial %s: read %r", self.label, data[:80])
                 continue
             if item is _STOP:
-                # let the last frames (the safe state) leave before the port closes: closing
-                # drops DTR (many boards reset) and a pty discards what its peer has not read
-                ser.flush()
-                time.sleep(CLOSE_SETTLE)
+                self._settle(ser)
                 return
             self._write(ser, item)
+
+    @staticmethod
+    def _settle(ser: serial.SerialBase) -> None:
+        """Let the last frames (the safe state) leave before the port closes: closing drops DTR
+        (many boards reset on it) and a pty may discard what its peer has not read yet."""
+        ser.flush()
+        time.sleep(CLOSE_SETTLE)
 
     def _write(self, ser: serial.SerialBase, data: bytes) -> None:
         size = self.chunk_size
