@@ -1,11 +1,12 @@
 """The Store: one aiosqlite connection, one writer task, small batched commits.
 
 Writes are enqueued synchronously on the event loop thread and cost a tuple append; the
-writer task commits whatever has gathered every ``batch_interval`` seconds (0.05 s by
-default), one transaction per batch of at most ``CHUNK_RECORDS`` records (a backlog after an
-outage becomes many small commits, and the WAL stays near ``journal_size_limit``), with one
-``executemany`` per kind of record. ``await flush()`` returns once everything enqueued before
-it is committed; ``await close()`` flushes and closes (a ``flush()`` racing it never hangs).
+writer task (:mod:`.writer`) commits whatever has gathered every ``batch_interval`` seconds
+(0.05 s by default), one transaction per batch of at most ``CHUNK_RECORDS`` records (a backlog
+after an outage becomes many small commits, and the WAL stays near ``journal_size_limit``),
+with one ``executemany`` per kind of record. ``await flush()`` returns once everything
+enqueued before it is committed; ``await close()`` flushes and closes (a ``flush()`` racing
+it never hangs).
 
 On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
 survives the card being pulled. Internal storage uses ``synchronous=NORMAL``.
@@ -41,23 +42,15 @@ from ..errors import StorageError
 from . import queries, schema
 from .connection import connect, describe
 from .location import DEFAULT_DB_FILENAME, Location, SaveMode, card_problem, mount_required, resolve_location
-from .writes import (
-    DATA_ERRORS, SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_LOG_EVENT, SQL_RECORD_CALL,
-    SQL_UPDATE_MESSAGE,
-)
+from .writer import PRUNE_EVERY, Writer
+from .writes import SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_RECORD_CALL, SQL_UPDATE_MESSAGE
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 500_000
-MAX_BACKOFF = 30.0
-#: At most this many records per transaction: a backlog after an outage becomes many commits.
-CHUNK_RECORDS = 5000
 #: The last messages whose insert values are kept for updates that find no row.
 RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
-#: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
-PRUNE_EVERY = 300.0
-PRUNE_CHUNK = 5000
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
 
 
@@ -112,11 +105,12 @@ async def open_store(
     return Store(db, loc, last_message_id=seed, **options)
 
 
-class Store:
+class Store(Writer):
     """Conversation messages, memories, function calls and the event log of one database.
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
-    changes when a runtime failure moves the store to the internal fallback).
+    changes when a runtime failure moves the store to the internal fallback). The writer
+    task's methods come from :class:`~.writer.Writer`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
@@ -263,6 +257,11 @@ class Store:
         self._events_in += 1
         self._wake.set()
 
+    def _backlog_shrank(self) -> None:
+        """After each commit: events are taken again once the backlog is under 90 % of the cap."""
+        if self._dropping and len(self._events) < MAX_PENDING_EVENTS * 0.9:
+            self._dropping = False
+
     # ----------------------------------------------------------------- flush, close, health
 
     async def flush(self) -> None:
@@ -359,296 +358,6 @@ class Store:
     async def count_messages(self, session_id: str | None = None) -> int:
         """How many committed messages (of one session)."""
         return await self._read(queries.count_messages_query(session_id=session_id))
-
-    # ----------------------------------------------------------------- the writer
-
-    def _prune_timeout(self) -> float | None:
-        if self._retention is None or self._closing:
-            return None
-        if self._prune_more:
-            return 0.0
-        return max(0.0, self._next_prune - time.monotonic())
-
-    async def _run(self) -> None:
-        backoff = 0.0
-        try:
-            while True:
-                if not self._wake.is_set():
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self._prune_timeout())
-                    except TimeoutError:
-                        pass
-                if self._wake.is_set():
-                    if backoff or not (self._kick.is_set() or self._closing):
-                        try:
-                            await asyncio.wait_for(self._kick.wait(), backoff or self._interval)
-                        except TimeoutError:
-                            pass
-                    self._wake.clear()
-                    self._kick.clear()
-                    if await self._write_chunk():
-                        backoff = 0.0
-                    else:
-                        backoff = min(MAX_BACKOFF, (backoff or 0.5) * 2)
-                        if self._closing:
-                            return
-                        self._wake.set()
-                        continue
-                if self._closing:
-                    if not self._events and not self._ops:
-                        return
-                elif self._failure is None and self._prune_timeout() == 0.0:
-                    await self._prune_chunk()
-        finally:
-            self._settle_waiters()
-
-    def _take(self, queue: list, n: int) -> list:
-        if n >= len(queue):
-            taken = queue[:]
-            queue.clear()
-        else:
-            taken = queue[:n]
-            del queue[:n]
-        return taken
-
-    async def _write_chunk(self) -> bool:
-        """Commit the oldest ``CHUNK_RECORDS`` queued records (a backlog becomes many commits)."""
-        ops = self._take(self._ops, CHUNK_RECORDS)
-        events = self._take(self._events, CHUNK_RECORDS - len(ops))
-        self._inflight = len(events) + len(ops)
-        try:
-            ok = await self._write(events, ops) if self._inflight else True
-        except Exception as exc:  # a bug here must not kill the writer
-            log.exception("storage: writer failed unexpectedly")
-            self._write_errors += 1
-            self._failure = describe(exc)
-            ok = False
-        self._inflight = 0
-        if not ok:
-            self._events[:0] = events
-            self._ops[:0] = ops
-            error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
-            waiters, self._waiters = self._waiters, []
-            for _, _, waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
-            return False
-        self._ops_out += len(ops)
-        self._events_out += len(events)
-        if self._dropping and len(self._events) < MAX_PENDING_EVENTS * 0.9:
-            self._dropping = False
-        self._resolve_waiters()
-        if self._events or self._ops:
-            self._wake.set()
-            if self._waiters or self._closing or len(self._events) + len(self._ops) >= CHUNK_RECORDS:
-                self._kick.set()  # more to do now: no batch interval in between
-        return True
-
-    def _resolve_waiters(self) -> None:
-        keep = []
-        for waiter in self._waiters:
-            ops_mark, events_mark, future = waiter
-            if future.done():
-                continue
-            if ops_mark <= self._ops_out and events_mark <= self._events_out:
-                future.set_result(None)
-            else:
-                keep.append(waiter)
-        self._waiters = keep
-
-    def _settle_waiters(self) -> None:
-        """The writer is stopping: no ``flush()`` may wait forever."""
-        self._resolve_waiters()
-        waiters, self._waiters = self._waiters, []
-        for _, _, future in waiters:
-            if not future.done():
-                future.set_exception(StorageError(
-                    f"store {self.location.path} is closed with unwritten records"))
-
-    async def _update_one(self, db: aiosqlite.Connection, params: tuple) -> bool:
-        """One message update; re-inserts the remembered row when it changed none."""
-        cursor = await db.execute(SQL_UPDATE_MESSAGE, params)
-        if cursor.rowcount > 0:
-            return True
-        row = self._recent.get(params[2])
-        if row is None:
-            if self._unknown_updates_logged < 10:
-                self._unknown_updates_logged += 1
-                log.warning("storage: update of message %r skipped: not in %s and not remembered",
-                            params[2], self.location.path)
-            return False
-        await db.execute(SQL_ADD_MESSAGE, tuple(row))
-        log.info("storage: message %s was not in %s; inserted it with its update", params[2], self.location.path)
-        return True
-
-    async def _commit(self, events: list[tuple], ops: list[tuple[str, tuple]],
-                      one_by_one: bool = False) -> tuple[int, int]:
-        """One transaction; returns (bad records skipped, updates that found no row)."""
-        db = self._db
-        bad = missed = 0
-        await db.execute("BEGIN")
-        try:
-            if one_by_one:
-                for sql, params in [(SQL_LOG_EVENT, e) for e in events] + ops:
-                    try:
-                        if sql is SQL_UPDATE_MESSAGE:
-                            missed += not await self._update_one(db, params)
-                        else:
-                            await db.execute(sql, params)
-                    except DATA_ERRORS as exc:
-                        bad += 1
-                        log.error("storage: skipped a record %r: %s", params[:3], describe(exc))
-            else:
-                if events:
-                    await db.executemany(SQL_LOG_EVENT, events)
-                for sql, group in _by_kind(ops):
-                    cursor = await db.executemany(sql, group)
-                    if sql is SQL_UPDATE_MESSAGE and cursor.rowcount < len(group):
-                        # Some found no row: replay them one by one (idempotent) to know which.
-                        for params in group:
-                            missed += not await self._update_one(db, params)
-            await db.execute("COMMIT")
-        except BaseException:
-            try:
-                await db.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
-        return bad, missed
-
-    async def _write(self, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
-        """Commit one batch, falling back or retrying on failure; True when it is on disk."""
-        try:
-            try:
-                bad, missed = await self._commit(events, ops)
-            except DATA_ERRORS:
-                bad, missed = await self._commit(events, ops, one_by_one=True)
-        except (sqlite3.Error, OSError) as exc:
-            self._write_errors += 1
-            reason = describe(exc)
-            if self.location.mode is SaveMode.EXTERNAL and "locked" not in str(exc):
-                return await self._fall_back(reason, events, ops)
-            if self._failure is None:
-                log.error("storage: writing to %s failed (%s); will retry", self.location.path, reason)
-            self._failure = f"writing to {self.location.path} failed: {reason}"
-            await self._reopen()
-            return False
-        if self._failure is not None:
-            log.warning("storage: writing to %s works again", self.location.path)
-            self._failure = None
-        self._write_errors += bad
-        self._skipped += bad + missed
-        self._written += len(events) + len(ops) - bad - missed
-        return True
-
-    async def _prune_chunk(self) -> None:
-        """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
-        cutoff = time.time() - self._retention * 86400.0
-        try:
-            async with self._db.execute(
-                    "SELECT id, (ts IS NULL OR ts < ?) FROM events ORDER BY id LIMIT 1", (cutoff,)) as cursor:
-                oldest = await cursor.fetchone()
-            if oldest is None or not oldest[1]:
-                self._prune_more = False
-                self._next_prune = time.monotonic() + self._prune_every
-                return
-            # A window of ids from the oldest: a few pages of the table, never a whole scan.
-            cursor = await self._db.execute(
-                "DELETE FROM events WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)",
-                (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
-            self._events_pruned += max(cursor.rowcount, 0)
-            self._prune_more = True
-        except Exception as exc:  # noqa: BLE001 - pruning must never end the writer
-            log.warning("storage: pruning old events in %s failed: %s", self.location.path,
-                        describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
-            self._prune_more = False
-            self._next_prune = time.monotonic() + self._prune_every
-
-    async def _swap_connection(self, db: aiosqlite.Connection) -> None:
-        old, self._db = self._db, db
-        try:
-            await asyncio.wait_for(old.close(), 2.0)
-        except Exception:
-            pass
-
-    async def _reopen(self) -> None:
-        on_card = self.location.mode is SaveMode.EXTERNAL
-        try:
-            db, seed = await connect(self.location.path, card=on_card,
-                                     card_root=self._card_root if on_card else None)
-        except (sqlite3.Error, OSError):
-            return
-        self._last_id = max(self._last_id, seed)
-        await self._swap_connection(db)
-
-    async def _fall_back(self, reason: str, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
-        card_path = self.location.path
-        internal = resolve_location(SaveMode.INTERNAL, internal_dir=self._internal_dir,
-                                    db_filename=self._db_filename)
-        try:
-            db, seed = await connect(internal.path)
-        except (sqlite3.Error, OSError) as exc:
-            first = self._failure is None
-            self._failure = (f"writing to {card_path} failed ({reason}) and the internal fallback "
-                             f"{internal.path} failed too ({describe(exc)})")
-            if first:
-                log.error("storage: %s; will retry", self._failure)
-            return False
-        log.warning("storage: writing to TF card database %s failed (%s); falling back to internal "
-                    "database %s", card_path, reason, internal.path)
-        self.location = self.location.fallen_back(internal.path, f"writing to {card_path} failed: {reason}")
-        self._failure = None
-        self._renumber(seed, ops)
-        await self._swap_connection(db)
-        self._next_prune = time.monotonic()  # the internal database has its own old events
-        return await self._write(events, ops)
-
-    def _rename(self, old: str) -> str:
-        new = self._next_id()
-        for key, value in self._id_remap.items():
-            if value == old:
-                self._id_remap[key] = new
-        self._id_remap[old] = new
-        row = self._recent.pop(old, None)
-        if row is not None:
-            row[0] = new
-            self._recent[new] = row
-        return new
-
-    def _renumber(self, seed: int, ops: list[tuple[str, tuple]]) -> None:
-        """Give messages new ids where they would collide with the fallback's rows: queued ones,
-        and remembered ones already on the card (their updates then insert them here)."""
-        self._last_id = max(self._last_id, seed)
-
-        def collides(mid) -> bool:
-            return isinstance(mid, str) and mid.isdigit() and int(mid) <= seed
-
-        for pending in (ops, self._ops):
-            for i, (sql, params) in enumerate(pending):
-                if sql is SQL_ADD_MESSAGE and collides(params[0]):
-                    pending[i] = (sql, (self._rename(params[0]),) + params[1:])
-        for old in [mid for mid in self._recent if collides(mid)]:
-            self._rename(old)
-        for pending in (ops, self._ops):
-            for i, (sql, params) in enumerate(pending):
-                if sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
-                    pending[i] = (sql, params[:2] + (self._id_remap[params[2]],))
-
-
-#: The order kinds of records are committed in within one transaction. Regrouping keeps the
-#: result: a message's updates follow its insert (its id comes from ``add_message``), a
-#: call's record and outcome commute by design, and each kind keeps its own order.
-KIND_ORDER = (SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, SQL_ADD_MEMORY, SQL_RECORD_CALL, SQL_CALL_OUTCOME)
-
-
-def _by_kind(ops: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:
-    """``ops`` as one ``executemany`` group per kind (an interleaved add/update stream would
-    otherwise cost a thread round trip per record)."""
-    groups: dict[str, list[tuple]] = {}
-    for sql, params in ops:
-        groups.setdefault(sql, []).append(params)
-    return [(sql, groups[sql]) for sql in KIND_ORDER if sql in groups] + [
-        (sql, g) for sql, g in groups.items() if sql not in KIND_ORDER]
 
 
 def _chars(value) -> int:
