@@ -66,6 +66,15 @@ async def _connect(port: int):
     raise AssertionError("agent did not come up")
 
 
+def _stop_and_listen(proc, played) -> tuple[np.ndarray, str]:
+    """SIGTERM the agent (a graceful stop) and return what reached the speaker, and its log."""
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
+    return samples[samples != 0], out
+
+
 async def test_barge_in_cuts_the_response_truncates_and_the_next_one_plays(agent_process):
     port, played, proc = agent_process
     first, late, second = tone(4800, 1), tone(2400, 2), tone(3600, 3)
@@ -96,11 +105,7 @@ async def test_barge_in_cuts_the_response_truncates_and_the_next_one_plays(agent
     finally:
         await ws.close()
         await session.close()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0, out
-    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
-    heard = samples[samples != 0]
+    heard, out = _stop_and_listen(proc, played)
     assert np.array_equal(heard, np.concatenate([first, second])), out[-2000:]
 
 
@@ -120,7 +125,5 @@ async def test_barge_in_before_the_first_delta_silences_that_response(agent_proc
     finally:
         await ws.close()
         await session.close()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=15)
-    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
-    assert np.array_equal(samples[samples != 0], other), out[-2000:]
+    heard, out = _stop_and_listen(proc, played)
+    assert np.array_equal(heard, other), out[-2000:]
