@@ -41,6 +41,7 @@ from . import __version__, events
 from .config import Config, default_internal_dir, from_dict, load
 from .calls import CallIntake
 from .connection import Connection, error_event, reply_id
+from .conversation import response_id_of as _rid
 from .dispatch import Dispatcher
 from .errors import BadEvent, TicosError
 from .events import Event
@@ -409,11 +410,6 @@ class Agent:
         from .health import build_health
 
         return build_health(self)
-
-
-def _rid(event: Event) -> str | None:
-    rid = event.data.get("response_id")
-    return rid if isinstance(rid, str) else None
 
 
 def _str(value: Any) -> str | None:

@@ -169,17 +169,17 @@ class Conversation:
         item_id = item.get("id")
         if (item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant
                 and item_id not in self._stored_assistant):
-            self._assistant[item_id] = _AssistantItem(item_id, _response_id(event), _role(item))
+            self._assistant[item_id] = _AssistantItem(item_id, response_id_of(event), _role(item))
             self._evict()
 
     def _assistant_item(self, event: Event) -> _AssistantItem:
         item_id = event.data["item_id"]
         entry = self._assistant.get(item_id)
         if entry is None:
-            entry = self._assistant[item_id] = _AssistantItem(item_id, _response_id(event))
+            entry = self._assistant[item_id] = _AssistantItem(item_id, response_id_of(event))
             self._evict()
         elif entry.response_id is None:
-            entry.response_id = _response_id(event)
+            entry.response_id = response_id_of(event)
         return entry
 
     def _evict(self) -> None:
@@ -264,7 +264,7 @@ def _role(item: dict) -> str:
     return role if role in ("assistant", "system") else "assistant"
 
 
-def _response_id(event: Event) -> str | None:
+def response_id_of(event: Event) -> str | None:
     rid = event.data.get("response_id")
     return rid if isinstance(rid, str) else None
 
