@@ -237,9 +237,9 @@ async def test_long_session_keeps_bounded_state(agent, connect):
         await peer.send(user_item(f"u{n}"), transcription(f"u{n}", f"q{n}"),
                         *assistant_turn(f"r{n}", f"a{n}", ["a", "b"], audio=False))
     await settle(agent)
-    conn = next(iter(agent._connections))
-    assert conn.conversation._assistant == {}
-    assert conn.conversation.active_response is None
+    conn = next(iter(agent.peers))
+    assert agent.conversations.open_items() == 0
+    assert agent.turns.active_response(conn) is None
     assert await agent.store.count_messages() == 1200
     assert agent.health()["counters"]["errors"] == 0
 

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from . import events
-from .connection import function_call_output
-from .dispatch import handler_name
+from .connection import Peer, Send
+from .dispatch import Dispatcher, handler_name
 from .errors import BadArguments, BadEvent
-from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, FunctionCall, MotionArgs
+from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, Event, FunctionCall, MotionArgs, response_id_of
+from .intake import Handler
+from .replies import function_call_output
 
-if TYPE_CHECKING:
-    from .agent import Agent
-    from .connection import Connection
-
-log = logging.getLogger("ticos_agent.calls")
+log = logging.getLogger(__name__)
 
 HANDLER_TIMEOUT = 30.0
 MAX_TRACKED_CALLS = 4096
@@ -35,35 +34,104 @@ MAX_STREAMED_BYTES = 64 * 1024
 _RANK = {"done": 0, "dropped": 1, "failed": 2}
 
 
+class CallLog(Protocol):
+    """What the calls need of the store."""
+
+    def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
+                    response_id: str | None = None, item_id: str | None = None, status: str = "received") -> None: ...
+
+    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None) -> None: ...
+
+
+class ActuatorOutcome(Protocol):
+    status: str
+    reason: str | None
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class Expressive(Protocol):
+    """What the calls need of the actuators."""
+
+    def motion(self, args: MotionArgs, *, response_id: str | None = None,
+               call_id: str | None = None) -> Awaitable[ActuatorOutcome]: ...
+
+    def emotion(self, args: EmotionArgs, *, response_id: str | None = None,
+                call_id: str | None = None) -> Awaitable[ActuatorOutcome]: ...
+
+
 class CallIntake:
     """Turns ``function_call`` items into one run each, whatever repeats them.
 
     A ``call_id`` is dispatched once: a repeated ``response.output_item.done``, the copy
     inside ``response.done`` and ``response.function_call_arguments.done`` never dispatch it
     again. Items cut off by barge-in (status ``incomplete``) and unusable arguments are
-    recorded, logged and answered with an error instead.
+    recorded, logged and answered with an error instead; calls of a response that was
+    interrupted (``interrupted(response_id)`` names why) are recorded as dropped.
     """
 
-    def __init__(self, agent: Agent):
-        self.agent = agent
+    def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
+                 interrupted: Callable[[str | None], str | None], send: Send,
+                 spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False):
+        self._store = store
+        self._dispatcher = dispatcher
+        self._actuators = actuators
+        self._interrupted = interrupted
+        self._send = send
+        self._spawn = spawn
+        self._counters = counters
+        self._reply_outcomes = reply_outcomes
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._streamed: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
 
-    def streamed(self, call_id: str, arguments: str) -> None:
+    def routes(self) -> Mapping[str, Handler]:
+        return {
+            "response.function_call_arguments.done": self._arguments_done,
+            "response.output_item.done": self._output_item_done,
+            "response.done": self._response_done,
+        }
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _arguments_done(self, event: Event, peer: Peer) -> None:
         """Remember ``function_call_arguments.done`` for an output item that may lack them."""
+        arguments = event.data["arguments"]
         if len(arguments) > MAX_STREAMED_BYTES:
             return
-        self._streamed[call_id] = arguments
+        self._streamed[event.data["call_id"]] = arguments
         if len(self._streamed) > MAX_STREAMED:
             self._streamed.popitem(last=False)
 
-    def take(self, item: dict, response_id: str | None, conn: Connection) -> BadEvent | None:
-        """Dispatch a ``function_call`` item once per ``call_id``; returns the error to answer."""
-        agent = self.agent
+    def _output_item_done(self, event: Event, peer: Peer) -> None:
+        item = event.data["item"]
+        if item.get("type") == "function_call":
+            self.take(item, response_id_of(event), peer)
+
+    def _response_done(self, event: Event, peer: Peer) -> None:
+        """Calls seen only in ``response.done`` are dispatched once; repeats are skipped."""
+        response = event.data["response"]
+        output = response.get("output")
+        if not isinstance(output, list):
+            return
+        first: BadEvent | None = None
+        for item in output:
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                try:
+                    self.take(item, response["id"], peer)
+                except BadEvent as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
+
+    # --- one call -------------------------------------------------------------------------
+
+    def take(self, item: dict[str, Any], response_id: str | None, peer: Peer) -> None:
+        """Dispatch a ``function_call`` item once per ``call_id``; raises the error to answer."""
+        counters = self._counters
         call_id = item.get("call_id")
         if isinstance(call_id, str) and call_id in self._seen:
-            agent.counters["duplicate_calls"] += 1
-            return None
+            counters["duplicate_calls"] += 1
+            return
         if isinstance(call_id, str):
             self._seen[call_id] = None
             if len(self._seen) > MAX_TRACKED_CALLS:
@@ -71,9 +139,9 @@ class CallIntake:
         name = item.get("name")
         if item.get("status") == "incomplete":
             log.warning("function call %s (%s) was cut off (status incomplete); not dispatched", name, call_id)
-            self._record(item, response_id, conn, "not_dispatched")
-            return BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
-                            code="incomplete_function_call")
+            self._record(item, response_id, peer, "not_dispatched")
+            raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
+                           code="incomplete_function_call")
         streamed = self._streamed.pop(call_id, None) if isinstance(call_id, str) else None
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
@@ -82,53 +150,55 @@ class CallIntake:
             motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
             emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
         except BadArguments as exc:
-            agent.counters["rejected_calls"] += 1
-            self._record(item, response_id, conn, "failed", {"status": "failed", "reason": str(exc)})
+            counters["rejected_calls"] += 1
+            self._record(item, response_id, peer, "failed", {"status": "failed", "reason": str(exc)})
             log.warning("function call %s (%s) rejected: %s", name, call_id, exc)
-            return exc
-        why = agent.interrupted.get(response_id) if response_id is not None else None
+            raise
+        why = self._interrupted(response_id)
         if why is not None:
             log.info("function call %s (%s) of response %s not run: %s", name, call_id, response_id, why)
-            self._record(item, response_id, conn, "dropped", {"status": "dropped", "reason": f"response {why}"},
+            self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {why}"},
                          raw=call.raw_arguments)
-            return None
-        agent.counters["dispatches"] += 1
-        self._record(item, response_id, conn, "received", raw=call.raw_arguments)
-        agent.spawn(self._run(call, motion, emotion, conn))
-        return None
+            return
+        counters["dispatches"] += 1
+        self._record(item, response_id, peer, "received", raw=call.raw_arguments)
+        self._spawn(self._run(call, motion, emotion, peer))
 
-    def _record(self, item, response_id, conn, status, outcome=None, raw=None) -> None:
-        store = self.agent.store
+    def _record(self, item: dict[str, Any], response_id: str | None, peer: Peer, status: str,
+                outcome: dict[str, Any] | None = None, raw: str | None = None) -> None:
+        store = self._store
         call_id = item.get("call_id")
         if store is None or not isinstance(call_id, str):
             return
         arguments = raw if raw is not None else item.get("arguments")
+        item_id = item.get("id")
         store.record_call(call_id=call_id, name=str(item.get("name")),
                           arguments=arguments if isinstance(arguments, str) else "",
-                          session_id=conn.conversation.session, response_id=response_id,
-                          item_id=item.get("id") if isinstance(item.get("id"), str) else None, status=status)
+                          session_id=peer.session, response_id=response_id,
+                          item_id=item_id if isinstance(item_id, str) else None, status=status)
         if outcome is not None:
             store.set_call_outcome(call_id, status, outcome)
 
-    async def _run(self, call: FunctionCall, motion, emotion, conn: Connection) -> None:
-        agent = self.agent
-        why = agent.interrupted.get(call.response_id) if call.response_id is not None else None
+    async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
+                   peer: Peer) -> None:
+        why = self._interrupted(call.response_id)
         if why is not None:  # interrupted between intake and this task's first step
-            result = {"status": "dropped", "reason": f"response {why}"}
+            result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
         else:
-            result = await run_call(agent, call, motion, emotion)
-        if agent.store is not None:
-            agent.store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        if agent.config.replies.function_call_output:
-            await agent.send(function_call_output(call.call_id, result), conn)
+            result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
+        if self._store is not None:
+            self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+        if self._reply_outcomes:
+            await self._send(function_call_output(call.call_id, result), peer)
 
 
-async def run_call(agent: Agent, call: FunctionCall, motion: MotionArgs | None,
-                   emotion: EmotionArgs | None) -> dict[str, Any]:
+async def run_call(dispatcher: Dispatcher, actuators: Expressive | None, call: FunctionCall,
+                   motion: MotionArgs | None, emotion: EmotionArgs | None) -> dict[str, Any]:
+    """Carry out one call and return its outcome; never raises."""
     try:
         if motion is None and emotion is None:
-            return await _run_function(agent, call)
-        return await _run_expression(agent, call, motion, emotion)
+            return await _run_function(dispatcher, call)
+        return await _run_expression(dispatcher, actuators, call, motion, emotion)
     except asyncio.CancelledError:
         return {"status": "dropped", "reason": "agent stopping"}
     except Exception as exc:  # never let one call's bug escape into the loop
@@ -136,11 +206,12 @@ async def run_call(agent: Agent, call: FunctionCall, motion: MotionArgs | None,
         return {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}"}
 
 
-async def _run_expression(agent, call, motion, emotion) -> dict[str, Any]:
+async def _run_expression(dispatcher: Dispatcher, actuators: Expressive | None, call: FunctionCall,
+                          motion: MotionArgs | None, emotion: EmotionArgs | None) -> dict[str, Any]:
     handler_args = dict(call.arguments)
     notes: list[str] = []
-    jobs = []
-    kinds = []
+    jobs: list[Awaitable[ActuatorOutcome]] = []
+    kinds: list[str] = []
     if motion is not None:
         handler_args.update(motion.as_dict())
         notes.extend(motion.notes)
@@ -149,11 +220,10 @@ async def _run_expression(agent, call, motion, emotion) -> dict[str, Any]:
         notes.extend(emotion.notes)
     handled = 0
     if motion is not None:
-        handled += agent.dispatcher.emit("motion", dict(handler_args))
+        handled += dispatcher.emit("motion", dict(handler_args))
     if emotion is not None:
-        handled += agent.dispatcher.emit("emotion", dict(handler_args))
-    handled += agent.dispatcher.emit("expression", call.name, dict(handler_args))
-    actuators = agent.actuators
+        handled += dispatcher.emit("emotion", dict(handler_args))
+    handled += dispatcher.emit("expression", call.name, dict(handler_args))
     if actuators is not None:
         if motion is not None:
             jobs.append(actuators.motion(motion, response_id=call.response_id, call_id=call.call_id))
@@ -178,8 +248,7 @@ async def _run_expression(agent, call, motion, emotion) -> dict[str, Any]:
     return result
 
 
-async def _run_function(agent, call: FunctionCall) -> dict[str, Any]:
-    dispatcher = agent.dispatcher
+async def _run_function(dispatcher: Dispatcher, call: FunctionCall) -> dict[str, Any]:
     handlers = dispatcher.handlers(f"function:{call.name}") + dispatcher.handlers("function:*")
     if not handlers:
         log.warning("no handler for function %r (call %s)", call.name, call.call_id)

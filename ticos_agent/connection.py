@@ -1,59 +1,120 @@
-"""One peer of ``/realtime`` (or the HTTP intake), and the events the agent sends back."""
+"""The voice agent's connections: one :class:`Peer` per ``/realtime`` socket, plus the HTTP intake.
+
+A peer carries what belongs to the connection itself: its name for the log, its socket, and
+the realtime session it speaks for (``session.created`` sets it; until then a local id groups
+its messages). Per-connection state of the consumers (conversation assembly, turn state) is
+kept by each consumer, keyed by the peer, and dropped when the intake says the peer closed.
+
+:class:`Peers` is the set of open sockets and the one way to send to the voice agent: a
+reply to one peer, or a broadcast to all. Sending never raises; a closed peer is skipped.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from aiohttp import web
+log = logging.getLogger(__name__)
 
-from .conversation import Conversation
-
-if TYPE_CHECKING:
-    from .agent import Agent
-
-log = logging.getLogger("ticos_agent")
-
-_reply_ids = itertools.count(1)
+_local_sessions = itertools.count(1)
 
 
-class Connection:
-    """One peer of ``/realtime`` (or the HTTP intake), with its own conversation state."""
+class Socket(Protocol):
+    """What a peer needs of its WebSocket (``aiohttp.web.WebSocketResponse`` has it)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+class Peer:
+    """One voice-agent connection (``ws is None`` for the HTTP intake)."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, agent: Agent, ws: web.WebSocketResponse | None, peer: str):
+    def __init__(self, ws: Socket | None, remote: str):
         self.id = next(self._ids)
-        self.name = f"{'ws' if ws is not None else 'http'}#{self.id}({peer})"
+        self.name = f"{'ws' if ws is not None else 'http'}#{self.id}({remote})"
         self.ws = ws
-        self.conversation = Conversation(agent.store, agent.dispatcher, name=self.name)
+        self.session_id: str | None = None
+        self.local_session = f"local-{int(time.time())}-{next(_local_sessions)}"
+
+    @property
+    def session(self) -> str:
+        """The realtime session's id, or a local one until the voice agent names it."""
+        return self.session_id or self.local_session
 
     @property
     def open(self) -> bool:
         return self.ws is not None and not self.ws.closed
 
-    async def send_now(self, event: dict) -> bool:
-        if not self.open:
+    async def send(self, event: dict[str, Any]) -> bool:
+        ws = self.ws
+        if ws is None or ws.closed:
             return False
         try:
-            await self.ws.send_str(json.dumps(event))
+            await ws.send_str(json.dumps(event))
             return True
         except (ConnectionError, RuntimeError) as exc:
             log.warning("could not send %s to %s: %s", event.get("type"), self.name, exc)
             return False
 
-
-def error_event(code: str, message: str, event_id: str | None = None) -> dict:
-    return {"type": "error", "event_id": reply_id(),
-            "error": {"type": "invalid_request_error", "code": code, "message": message, "event_id": event_id}}
+    def __repr__(self) -> str:
+        return f"Peer({self.name})"
 
 
-def function_call_output(call_id: str, result: Any) -> dict:
-    return {"type": "conversation.item.create", "event_id": reply_id(),
-            "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(result, default=str)}}
+#: How consumers talk back: ``send(event, peer)`` to one peer, ``send(event, None)`` to all.
+Send = Callable[[dict[str, Any], "Peer | None"], Awaitable[int]]
 
 
-def reply_id() -> str:
-    return f"event_ticos_{next(_reply_ids)}"
+class Peers:
+    """The open sockets, and sending to them."""
+
+    def __init__(self, counters: Counter[str]):
+        self._open: set[Peer] = set()
+        self._counters = counters
+        #: the one peer standing for ``POST /v1/events`` (its events share one conversation)
+        self.http = Peer(None, "http")
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self):
+        return iter(list(self._open))
+
+    def add(self, ws: Socket, remote: str) -> Peer:
+        peer = Peer(ws, remote)
+        self._open.add(peer)
+        self._counters["connections_total"] += 1
+        log.info("connection %s opened", peer.name)
+        return peer
+
+    def remove(self, peer: Peer) -> None:
+        self._open.discard(peer)
+        log.info("connection %s closed", peer.name)
+
+    async def send(self, event: dict[str, Any], peer: Peer | None = None) -> int:
+        """Send to ``peer``, or to every open peer when it is ``None``; returns how many got it.
+        A reply for a peer that has gone is not sent elsewhere."""
+        if peer is not None:
+            if not peer.open:
+                log.info("not sending %s: connection %s is closed", event.get("type"), peer.name)
+                return 0
+            return int(await peer.send(event))
+        sent = 0
+        for target in list(self._open):
+            sent += await target.send(event)
+        return sent
+
+    async def close_all(self, message: bytes = b"agent shutting down") -> None:
+        for peer in list(self._open):
+            if peer.ws is not None:
+                await peer.ws.close(code=1001, message=message)

@@ -1,7 +1,9 @@
-"""Per-connection assembly of conversation messages from realtime events.
+"""Assembly of conversation messages from realtime events.
 
-One :class:`Conversation` per WebSocket connection (plus one for HTTP-posted events). It
-turns items, transcripts and transcript deltas into stored messages:
+:class:`Conversations` is the intake's consumer; it keeps one :class:`Conversation` (the
+assembly state) per connection, plus one for HTTP-posted events, and stores what is still
+open as ``incomplete`` when the connection closes. A conversation turns items, transcripts
+and transcript deltas into stored messages:
 
 * a user's spoken turn is stored when its item is created (status ``pending``, empty
   content, so it keeps its place in the conversation) and completed when its transcription
@@ -13,7 +15,8 @@ turns items, transcripts and transcript deltas into stored messages:
   transcript when deltas are missing, stored once per item when its response is done, with
   the response's final status (``completed``, ``cancelled``, ``incomplete``, ``failed``);
   whatever is still open when the connection closes is stored as ``incomplete``;
-* ``session.created`` / ``conversation.created`` ids group messages.
+* ``session.created`` / ``conversation.created`` name the connection's session
+  (``Peer.session``), which groups its messages.
 
 Conversation handlers (``conversation`` topic) get ``(item_id, role, content)`` exactly as
 ticos-client called them: ``""`` when a user item appears, the transcript when it is
@@ -22,22 +25,19 @@ known, and each assistant delta as it arrives.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from .events import Event
+from .connection import Peer
+from .events import Event, response_id_of
+from .intake import Handler
 
-if TYPE_CHECKING:
-    from .dispatch import Dispatcher
-
-log = logging.getLogger("ticos_agent.conversation")
+log = logging.getLogger(__name__)
 
 MAX_TRACKED = 2048
 MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and logged)
-_local_ids = itertools.count(1)
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -61,42 +61,75 @@ class _AssistantItem:
         return self.final or "".join(self.parts)
 
 
+class MessageLog(Protocol):
+    """What a conversation needs of the store."""
+
+    def add_message(self, *, role: str, content: str, item_id: str | None, session_id: str | None = None,
+                    status: str = "completed", response_id: str | None = None) -> str: ...
+
+    def update_message(self, message_id: str, *, content: str | None = None, status: str | None = None) -> None: ...
+
+
+#: ``emit(item_id, role, content)``: the integrators' ``conversation`` handlers.
+Emit = Callable[[str, str, str], object]
+
+
+class Conversations:
+    """The intake's consumer: one :class:`Conversation` per peer, created on its first event."""
+
+    def __init__(self, store: MessageLog | None, emit: Emit):
+        self._store = store
+        self._emit = emit
+        self._by_peer: dict[Peer, Conversation] = {}
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {etype: self._route for etype in _ROUTES}
+
+    def of(self, peer: Peer) -> Conversation:
+        conv = self._by_peer.get(peer)
+        if conv is None:
+            conv = self._by_peer[peer] = Conversation(self._store, self._emit, peer)
+        return conv
+
+    def open_items(self) -> int:
+        """Assistant items being assembled, over every connection (bounded; for tests, health)."""
+        return sum(len(c._assistant) for c in self._by_peer.values())
+
+    def _route(self, event: Event, peer: Peer) -> None:
+        _ROUTES[event.type](self.of(peer), event)
+
+    def peer_closed(self, peer: Peer) -> None:
+        conv = self._by_peer.pop(peer, None)
+        if conv is not None:
+            conv.close()
+
+
 class Conversation:
     """Assembly state of one connection. ``store`` may be ``None`` (storage disabled)."""
 
-    def __init__(self, store: Any, dispatcher: Dispatcher, *, name: str = "ws"):
+    def __init__(self, store: MessageLog | None, emit: Emit, peer: Peer):
         self.store = store
-        self.dispatcher = dispatcher
-        self.session_id: str | None = None
-        self.local_session = f"local-{int(time.time())}-{next(_local_ids)}"
-        self.name = name
+        self.emit = emit
+        self.peer = peer
         # item_id -> message id of user rows already stored (bounded)
         self._user_rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._assistant: dict[str, _AssistantItem] = {}
         self._stored_assistant: OrderedDict[str, None] = OrderedDict()  # item ids already stored
-        self.active_response: str | None = None
         self.stored = 0
 
     @property
     def session(self) -> str:
-        return self.session_id or self.local_session
-
-    # --- routing ------------------------------------------------------------------------
-
-    def handle(self, event: Event) -> None:
-        method = _ROUTES.get(event.type)
-        if method is not None:
-            method(self, event)
+        return self.peer.session
 
     def _session_created(self, event: Event) -> None:
         sid = event.data["session"].get("id")
         if isinstance(sid, str) and sid:
-            self.session_id = sid
+            self.peer.session_id = sid
 
     def _conversation_created(self, event: Event) -> None:
         cid = event.data["conversation"].get("id")
-        if isinstance(cid, str) and cid and self.session_id is None:
-            self.session_id = cid
+        if isinstance(cid, str) and cid and self.peer.session_id is None:
+            self.peer.session_id = cid
 
     # --- user turns ---------------------------------------------------------------------
 
@@ -112,20 +145,20 @@ class Conversation:
         if row is not None:  # transcription came first, or a repeated/done item event
             if row[1] == PENDING and text:
                 self._finish_user(item_id, text, COMPLETED)
-                self.dispatcher.emit("conversation", item_id, "user", text)
+                self.emit(item_id, "user", text)
             return
         if text is not None:
             self._store_user(item_id, text, COMPLETED)
-            self.dispatcher.emit("conversation", item_id, "user", text)
+            self.emit(item_id, "user", text)
         elif has_audio:
             self._store_user(item_id, "", PENDING)
-            self.dispatcher.emit("conversation", item_id, "user", "")
+            self.emit(item_id, "user", "")
 
     def _transcription_completed(self, event: Event) -> None:
         item_id = event.data["item_id"]
         transcript = event.data["transcript"]
         self._finish_user(item_id, transcript, COMPLETED)
-        self.dispatcher.emit("conversation", item_id, "user", transcript)
+        self.emit(item_id, "user", transcript)
 
     def _transcription_failed(self, event: Event) -> None:
         item_id = event.data["item_id"]
@@ -159,11 +192,6 @@ class Conversation:
 
     # --- assistant turns ----------------------------------------------------------------
 
-    def _response_created(self, event: Event) -> None:
-        rid = event.data["response"].get("id")
-        if isinstance(rid, str):
-            self.active_response = rid
-
     def _output_item_added(self, event: Event) -> None:
         item = event.data["item"]
         item_id = item.get("id")
@@ -189,7 +217,7 @@ class Conversation:
     def _transcript_delta(self, event: Event) -> None:
         delta = event.data["delta"]
         if event.data["item_id"] in self._stored_assistant:  # a straggler after response.done
-            self.dispatcher.emit("conversation", event.data["item_id"], "assistant", delta)
+            self.emit(event.data["item_id"], "assistant", delta)
             return
         entry = self._assistant_item(event)
         if entry.size < MAX_ITEM_CHARS:
@@ -198,7 +226,7 @@ class Conversation:
             if entry.size >= MAX_ITEM_CHARS:
                 log.warning("assistant item %s passed %d characters; the rest is not stored", entry.item_id,
                             MAX_ITEM_CHARS)
-        self.dispatcher.emit("conversation", entry.item_id, entry.role, delta)
+        self.emit(entry.item_id, entry.role, delta)
 
     def _transcript_done(self, event: Event) -> None:
         text = event.data.get("transcript", event.data.get("text"))
@@ -226,8 +254,6 @@ class Conversation:
                     entry.final = text
         for item_id in [i for i, e in self._assistant.items() if e.response_id in (rid, None)]:
             self._flush_item(item_id, status)
-        if self.active_response == rid:
-            self.active_response = None
 
     def _flush_item(self, item_id: str, status: str) -> None:
         entry = self._assistant.pop(item_id, None)
@@ -256,17 +282,11 @@ class Conversation:
                 self._user_rows[item_id] = (message_id, "incomplete")
                 if self.store is not None and message_id is not None:
                     self.store.update_message(message_id, status="incomplete")
-        self.active_response = None
 
 
 def _role(item: dict) -> str:
     role = item.get("role")
     return role if role in ("assistant", "system") else "assistant"
-
-
-def response_id_of(event: Event) -> str | None:
-    rid = event.data.get("response_id")
-    return rid if isinstance(rid, str) else None
 
 
 def _user_content(content: Any) -> tuple[str | None, bool]:
@@ -307,7 +327,6 @@ _ROUTES = {
     "conversation.item.done": Conversation._item_created,
     "conversation.item.input_audio_transcription.completed": Conversation._transcription_completed,
     "conversation.item.input_audio_transcription.failed": Conversation._transcription_failed,
-    "response.created": Conversation._response_created,
     "response.output_item.added": Conversation._output_item_added,
     "response.audio_transcript.delta": Conversation._transcript_delta,
     "response.text.delta": Conversation._transcript_delta,

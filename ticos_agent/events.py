@@ -132,6 +132,12 @@ class Event:
         return f"Event({self.wire_type!r}, event_id={self.event_id!r})"
 
 
+def response_id_of(event: Event) -> str | None:
+    """The ``response_id`` an event names (``None`` when it names none)."""
+    rid = event.data.get("response_id")
+    return rid if isinstance(rid, str) else None
+
+
 def parse(frame: str | bytes | bytearray | memoryview | dict) -> Event:
     """Decode and validate one frame. Raises :class:`BadEvent` (never anything else)."""
     if isinstance(frame, dict):

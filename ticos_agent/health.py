@@ -1,49 +1,56 @@
-"""What ``GET /health`` says: one JSON object a person or a supervisor can read."""
+"""What ``GET /health`` says: one JSON object a person or a supervisor can read.
+
+Built from the parts' own ``health()`` reports, handed in one by one (no part of the agent
+is read behind its back). ``status`` is ``ok`` or ``degraded`` with the ``problems`` that make
+it so; a simulated robot says so loudly (``simulated``, ``notice``).
+"""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import Any, Protocol
 
 from . import __version__
 
-if TYPE_CHECKING:
-    from .agent import Agent
+
+class Reports(Protocol):
+    def health(self) -> dict[str, Any]: ...
 
 
-def build_health(agent: Agent) -> dict[str, Any]:
+def build_health(*, store: Reports | None, actuators: Reports | None, audio: Reports | None,
+                 audio_off_reason: str, uptime_s: float, port: int | None, connections: int,
+                 counters: Counter[str], handlers: dict[str, int]) -> dict[str, Any]:
+    """``audio_off_reason`` says why ``audio`` is ``None`` (disabled, not configured)."""
     problems: list[str] = []
-    if agent.store is not None:
-        storage = agent.store.health()
+    if store is not None:
+        storage = store.health()
         if storage.get("state") != "ok":
             problems.append(f"storage: {storage.get('reason')}")
     else:
         storage = {"state": "disabled", "reason": "storage.enabled is false"}
-    actuators = agent.actuators.health() if agent.actuators is not None else {"simulated": False, "actuators": {}}
-    for name, info in actuators.get("actuators", {}).items():
+    robot = actuators.health() if actuators is not None else {"simulated": False, "actuators": {}}
+    for name, info in robot.get("actuators", {}).items():
         if info.get("state") != "ok":
             problems.append(f"actuator {name}: {info.get('state')} ({info.get('error')})")
-    if agent.audio is not None:
-        audio = agent.audio.health()
+    if audio is not None:
+        sound = audio.health()
+        if sound.get("state") in ("disabled", "retrying"):
+            problems.append(f"audio: {sound.get('state')} ({sound.get('reason')})")
     else:
-        audio = {"state": "disabled", "reason": "audio.enabled is false" if agent.config.audio is not None
-                 else "not configured"}
-    if audio.get("state") in ("disabled", "retrying") and getattr(getattr(agent.audio, "config", None), "enabled", False):
-        problems.append(f"audio: {audio.get('state')} ({audio.get('reason')})")
-    simulated = bool(actuators.get("simulated"))
-    started = agent._started_at
+        sound = {"state": "disabled", "reason": audio_off_reason}
+    simulated = bool(robot.get("simulated"))
     return {
         "status": "degraded" if problems else "ok",
         "problems": problems,
         "version": __version__,
-        "uptime_s": round(time.monotonic() - started, 3) if started is not None else 0.0,
+        "uptime_s": round(uptime_s, 3),
         "simulated": simulated,
         "notice": "SIMULATED actuators: no hardware is being driven" if simulated else None,
-        "port": agent.port,
-        "connections": len(agent._connections),
-        "counters": dict(agent.counters),
-        "handlers": agent.dispatcher.stats(),
+        "port": port,
+        "connections": connections,
+        "counters": dict(counters),
+        "handlers": handlers,
         "storage": storage,
-        "actuators": actuators,
-        "audio": audio,
+        "actuators": robot,
+        "audio": sound,
     }

@@ -23,25 +23,61 @@ import hmac
 import ipaddress
 import json
 import logging
-from typing import TYPE_CHECKING
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-if TYPE_CHECKING:
-    from .agent import Agent
+from .connection import Peers
+from .intake import Intake
 
-log = logging.getLogger("ticos_agent.server")
+log = logging.getLogger(__name__)
 
-AGENT = web.AppKey("agent", object)
 MAX_PAGE = 500
 
 
-def make_app(agent: Agent) -> web.Application:
-    cfg = agent.config.server
-    app = web.Application(client_max_size=cfg.max_frame_bytes, middlewares=[_auth_middleware])
-    app[AGENT] = agent
+class Reader(Protocol):
+    """The store's read queries the HTTP API serves."""
+
+    def messages(self, *, limit: int, offset: int, session_id: str | None = None) -> Awaitable[list[dict[str, Any]]]: ...
+
+    def memories(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
+
+    def calls(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
+
+
+class ServerSettings(Protocol):
+    """The ``[server]`` options the application reads."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def max_frame_bytes(self) -> int: ...
+
+
+INTAKE = web.AppKey("intake", Intake)
+PEERS = web.AppKey("peers", Peers)
+HEALTH = web.AppKey("health", Callable[[], dict[str, Any]])
+READER = web.AppKey("reader", object)  # a Reader, or None when storage is disabled
+SETTINGS = web.AppKey("settings", ServerSettings)
+COUNTERS = web.AppKey("counters", Counter)
+
+
+def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any]], reader: Reader | None,
+             settings: ServerSettings, counters: Counter[str]) -> web.Application:
+    """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503)."""
+    app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[_auth_middleware])
+    app[INTAKE] = intake
+    app[PEERS] = peers
+    app[HEALTH] = health
+    app[READER] = reader
+    app[SETTINGS] = settings
+    app[COUNTERS] = counters
     app.router.add_get("/realtime", realtime)
-    app.router.add_get("/health", health)
+    app.router.add_get("/health", health_route)
     app.router.add_get("/v1/messages", messages)
     app.router.add_get("/v1/memories", memories)
     app.router.add_get("/v1/calls", calls)
@@ -61,8 +97,9 @@ def _peer_is_loopback(request: web.Request) -> bool:
 
 
 @web.middleware
-async def _auth_middleware(request: web.Request, handler):
-    token = request.app[AGENT].config.server.token
+async def _auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    token = request.app[SETTINGS].token
     if token and not _peer_is_loopback(request):
         given = request.headers.get("Authorization", "")
         given = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
@@ -73,32 +110,34 @@ async def _auth_middleware(request: web.Request, handler):
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:
-    agent: Agent = request.app[AGENT]
-    ws = web.WebSocketResponse(max_msg_size=agent.config.server.max_frame_bytes, heartbeat=None, compress=False)
+    app = request.app
+    intake, peers = app[INTAKE], app[PEERS]
+    ws = web.WebSocketResponse(max_msg_size=app[SETTINGS].max_frame_bytes, heartbeat=None, compress=False)
     await ws.prepare(request)
-    conn = agent.connect(ws, peer=request.remote or "local")
-    ingest = agent.ingest
+    peer = peers.add(ws, request.remote or "local")
+    ingest = intake.ingest
     try:
         async for msg in ws:
             kind = msg.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-                reply = ingest(msg.data, conn)
+                reply = ingest(msg.data, peer)
                 if reply is not None:
-                    await conn.send_now(reply)
+                    await peer.send(reply)
             elif kind is WSMsgType.ERROR:
-                log.warning("connection %s: %s; closing it (code %s)", conn.name, ws.exception(), ws.close_code)
-                agent.counters["errors"] += 1
+                log.warning("connection %s: %s; closing it (code %s)", peer.name, ws.exception(), ws.close_code)
+                app[COUNTERS]["errors"] += 1
     finally:
-        agent.disconnect(conn)
+        peers.remove(peer)
+        intake.peer_closed(peer)  # what the connection left open is stored as incomplete
     return ws
 
 
 async def _close_sockets(app: web.Application) -> None:
-    await app[AGENT].close_connections()
+    await app[PEERS].close_all()
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response(request.app[AGENT].health())
+async def health_route(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HEALTH]())
 
 
 def _page(request: web.Request, default: int = 50) -> tuple[int, int]:
@@ -114,40 +153,68 @@ def _page(request: web.Request, default: int = 50) -> tuple[int, int]:
     return min(limit, MAX_PAGE), offset
 
 
-def _store_or_503(agent: Agent):
-    if agent.store is None:
+def _reader_or_503(request: web.Request) -> Reader:
+    reader: Reader | None = request.app[READER]  # type: ignore[assignment]
+    if reader is None:
         raise web.HTTPServiceUnavailable(text=json.dumps({"error": "storage is disabled"}),
                                          content_type="application/json")
-    return agent.store
+    return reader
 
 
 async def messages(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
     limit, offset = _page(request)
-    store = _store_or_503(agent)
+    store = _reader_or_503(request)
     session = request.query.get("session") or None
     rows = await store.messages(limit=limit, offset=offset, session_id=session)
     return web.json_response({"messages": rows, "limit": limit, "offset": offset, "session": session})
 
 
 async def memories(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
     limit, offset = _page(request)
-    rows = await _store_or_503(agent).memories(limit=limit, offset=offset)
+    rows = await _reader_or_503(request).memories(limit=limit, offset=offset)
     return web.json_response({"memories": rows, "limit": limit, "offset": offset})
 
 
 async def calls(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
     limit, offset = _page(request)
-    rows = await _store_or_503(agent).calls(limit=limit, offset=offset)
+    rows = await _reader_or_503(request).calls(limit=limit, offset=offset)
     return web.json_response({"calls": rows, "limit": limit, "offset": offset})
 
 
 async def post_event(request: web.Request) -> web.Response:
-    agent: Agent = request.app[AGENT]
     body = await request.read()
-    reply = agent.ingest(body, agent.http_connection)
+    reply = request.app[INTAKE].ingest(body, request.app[PEERS].http)
     if reply is not None:
         return web.json_response(reply, status=400)
     return web.json_response({"ok": True}, status=202)
+
+
+def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+    """Listen on every address of ``host:port`` now, before any other part starts, so a
+    second instance fails here having touched nothing. ``port`` 0 picks one free port for all.
+    Raises ``OSError`` naming the address (``EADDRINUSE``: another agent runs)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {addr[0]}:{addr[1]}: {exc.strerror}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

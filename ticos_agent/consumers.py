@@ -1,0 +1,99 @@
+"""The intake's small consumers: audio feed, event log, the voice agent's errors, handlers.
+
+Each takes the one collaborator it needs and routes the event types it uses (see
+:mod:`ticos_agent.intake`). The bigger consumers have modules of their own:
+:mod:`~ticos_agent.conversation`, :mod:`~ticos_agent.turns`, :mod:`~ticos_agent.calls`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .connection import Peer
+from .dispatch import Dispatcher
+from .events import Event, response_id_of
+from .intake import EVERY, Handler
+
+log = logging.getLogger(__name__)
+
+
+class AudioIn(Protocol):
+    def feed(self, audio: str | bytes, *, response_id: str | None, item_id: str | None) -> None: ...
+
+
+class AudioFeed:
+    """``response.audio.delta`` -> the player (which rejects bad deltas with ``BadAudio``)."""
+
+    def __init__(self, player: AudioIn):
+        self._player = player
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {"response.audio.delta": self._delta}
+
+    def _delta(self, event: Event, peer: Peer) -> None:
+        data = event.data
+        self._player.feed(data["delta"], response_id=response_id_of(event), item_id=data["item_id"])
+
+
+class EventRecorder(Protocol):
+    def log_event(self, type: str, *, session_id: str | None = None, event_id: str | None = None,
+                  item_id: str | None = None, response_id: str | None = None) -> None: ...
+
+
+class EventLog:
+    """Every event but the deltas -> one compact row (type and ids, never payloads)."""
+
+    def __init__(self, store: EventRecorder):
+        self._store = store
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {EVERY: self._record}
+
+    def _record(self, event: Event, peer: Peer) -> None:
+        if event.type.endswith(".delta"):
+            return
+        data = event.data
+        item_id = data.get("item_id")
+        if item_id is None and isinstance(data.get("item"), dict):
+            item_id = data["item"].get("id")
+        response_id = data.get("response_id")
+        if response_id is None and isinstance(data.get("response"), dict):
+            response_id = data["response"].get("id")
+        self._store.log_event(event.type, session_id=peer.session, event_id=event.event_id,
+                              item_id=_str(item_id), response_id=_str(response_id))
+
+
+class PeerErrors:
+    """The voice agent's own ``error`` events: logged, never answered with another error."""
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {"error": self._error}
+
+    def _error(self, event: Event, peer: Peer) -> None:
+        detail = event.data.get("error")
+        message = detail.get("message") if isinstance(detail, dict) else detail
+        log.warning("%s reported an error: %s", peer.name, str(message)[:200])
+
+
+class IntegratorEvents:
+    """Every event -> the integrators' ``event:*`` and ``event:<type>`` handlers (the JSON object)."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self._dispatcher = dispatcher
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {EVERY: self._emit}
+
+    def _emit(self, event: Event, peer: Peer) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher.has("event:*"):
+            dispatcher.emit("event:*", event.data)
+        topic = "event:" + event.type
+        if dispatcher.has(topic):
+            dispatcher.emit(topic, event.data)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

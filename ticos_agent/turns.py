@@ -1,0 +1,147 @@
+"""Turn state: which response each connection is hearing, and the one place that stops it.
+
+Barge-in and response cancellation are decided here and nowhere else:
+
+* ``response.created`` makes a response the connection's active one; ``response.done`` ends it;
+* ``input_audio_buffer.speech_started`` while a response is active or audio is still playing
+  is a **barge-in**: the speaker falls silent at once (everything queued, and the rest of the
+  interrupted response's audio when it comes), the actuators drop what that response queued
+  and rest, and its later function calls are dropped instead of run;
+* ``response.done`` with status ``cancelled`` or ``failed`` stops that response the same way
+  (its audio and commands only; other responses keep playing).
+
+Interrupted responses are remembered agent-wide (bounded): response ids belong to the
+conversation, not to the socket, so a call of an interrupted response that arrives on a new
+connection is dropped too. With ``send_truncate`` the voice agent is told how much of the
+item was heard (``conversation.item.truncate``).
+
+Collaborators are narrow: an :class:`AudioOut` (the player, or ``None``), a
+:class:`MotionStop` (the actuators, or ``None``), a ``send`` and ``spawn``. Runs on the loop
+thread; every method returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
+
+from .connection import Peer, Send
+from .conversation import response_id_of
+from .events import Event
+from .intake import Handler
+from .replies import truncate
+
+log = logging.getLogger(__name__)
+
+MAX_INTERRUPTED = 256
+
+
+class AudioOut(Protocol):
+    """What turn state needs of the audio player."""
+
+    @property
+    def playing(self) -> bool: ...
+
+    @property
+    def current_item_id(self) -> str | None: ...
+
+    def played_ms(self, item_id: str) -> int: ...
+
+    def flush(self, response_id: str | None = None, *, also: str | None = None) -> None: ...
+
+
+class MotionStop(Protocol):
+    """What turn state needs of the actuators: drop a response's commands (``None``: all)."""
+
+    def interrupt(self, response_id: str | None = None) -> int: ...
+
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+
+
+class Turns:
+    def __init__(self, *, audio: AudioOut | None, actuators: MotionStop | None, send: Send, spawn: Spawn,
+                 counters: Counter[str], send_truncate: bool = False):
+        self._audio = audio
+        self._actuators = actuators
+        self._send = send
+        self._spawn = spawn
+        self._counters = counters
+        self._send_truncate = send_truncate
+        self._active: dict[Peer, str] = {}  # peer -> the response it is hearing
+        self._interrupted: OrderedDict[str, str] = OrderedDict()  # response id -> why (bounded)
+        self._audio_response: str | None = None  # the response whose audio arrived last
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {
+            "response.created": self._response_created,
+            "response.audio.delta": self._audio_delta,
+            "response.done": self._response_done,
+            "input_audio_buffer.speech_started": self._speech_started,
+        }
+
+    # --- what the rest of the agent asks ----------------------------------------------------
+
+    def interrupted(self, response_id: str | None) -> str | None:
+        """Why ``response_id`` was stopped (``"barge-in"``, ``"response cancelled"`` ...), or None."""
+        return self._interrupted.get(response_id) if response_id is not None else None
+
+    def active_response(self, peer: Peer) -> str | None:
+        return self._active.get(peer)
+
+    def peer_closed(self, peer: Peer) -> None:
+        self._active.pop(peer, None)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _response_created(self, event: Event, peer: Peer) -> None:
+        self._active[peer] = event.data["response"]["id"]  # a string: events.parse checked it
+
+    def _audio_delta(self, event: Event, peer: Peer) -> None:
+        rid = response_id_of(event)
+        if rid is not None:
+            self._audio_response = rid
+
+    def _response_done(self, event: Event, peer: Peer) -> None:
+        response = event.data["response"]
+        rid = response["id"]
+        if self._active.get(peer) == rid:
+            del self._active[peer]
+        status = response.get("status")
+        if status in ("cancelled", "failed"):
+            self.interrupt(rid, None, reason=f"response {status}")
+
+    def _speech_started(self, event: Event, peer: Peer) -> None:
+        rid = self._active.get(peer)
+        playing = self._audio is not None and self._audio.playing
+        if rid is None and not playing:
+            return
+        self.interrupt(rid or self._audio_response, peer, reason="barge-in")
+
+    # --- the one place that stops a response -----------------------------------------------
+
+    def interrupt(self, response_id: str | None, peer: Peer | None = None, *, reason: str) -> None:
+        """Stop the robot talking and moving for ``response_id``; its later calls are dropped."""
+        self._counters["interruptions"] += 1
+        if response_id is not None:
+            self._interrupted[response_id] = reason
+            if len(self._interrupted) > MAX_INTERRUPTED:
+                self._interrupted.popitem(last=False)
+        audio = self._audio
+        item_id: str | None = None
+        played: int | None = None
+        if audio is not None:
+            item_id = audio.current_item_id
+            played = audio.played_ms(item_id) if item_id else None
+            if reason == "barge-in":  # everything playing stops, and the response's later audio too
+                audio.flush(None, also=response_id)
+            else:
+                audio.flush(response_id)
+        dropped = self._actuators.interrupt(response_id) if self._actuators is not None else 0
+        heard = f"after {played} ms of {item_id}'s audio" if played is not None else "no audio was playing"
+        log.info("%s: stopped response %s (%s; %d queued command(s) dropped)",
+                 reason, response_id or "(unknown)", heard, dropped)
+        if self._send_truncate and peer is not None and item_id and played is not None:
+            self._spawn(self._send(truncate(item_id, int(played)), peer))
