@@ -1,0 +1,113 @@
+"""The intake's routing table: who gets which event, in what order, and a consumer's failure
+costing nobody else the event."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.conftest import settle, wait_for
+from traces import assistant_turn, ev, user_item, transcription
+from ticos_agent.errors import BadEvent
+
+
+async def test_the_table_names_each_event_types_consumers_in_order(agent):
+    table = agent.intake.consumers_of
+    assert table("response.done") == ["Conversations", "Turns", "CallIntake", "EventLog", "IntegratorEvents"]
+    assert table("input_audio_buffer.speech_started") == ["Turns", "EventLog", "IntegratorEvents"]
+    assert table("error") == ["PeerErrors", "EventLog", "IntegratorEvents"]
+    # a type the agent does not act on still reaches the event log and the integrators
+    assert table("rate_limits.updated") == ["EventLog", "IntegratorEvents"]
+
+
+async def test_a_consumer_that_crashes_costs_the_others_nothing(agent, connect, caplog):
+    seen = []
+
+    class Broken:
+        def routes(self):
+            return {"conversation.item.input_audio_transcription.completed": self.boom}
+
+        def boom(self, event, peer):
+            raise KeyError("bug")
+
+    agent.intake.add(Broken(), name="broken-consumer")
+    agent.on("conversation.item.input_audio_transcription.completed", lambda e: seen.append(e["transcript"]))
+    peer = await connect(agent)
+    with caplog.at_level(logging.ERROR):
+        await peer.send(user_item("u1"), transcription("u1", "hello robot"))
+        reply = await peer.receive_json()
+    assert reply["type"] == "error" and reply["error"]["code"] == "internal_error"
+    assert "broken-consumer failed" in caplog.text
+    await wait_for(lambda: seen)
+    assert seen == ["hello robot"]
+    await settle(agent)
+    rows = await agent.store.messages(limit=5, offset=0)
+    assert [(r["role"], r["content"]) for r in rows] == [("user", "hello robot")]
+    # and the socket is still good for the next turn
+    await peer.send(*assistant_turn("r1", "a1", ["hi"], audio=False))
+    await peer.no_reply()
+
+
+async def test_a_bad_part_of_an_event_is_answered_after_everyone_ran(agent, connect):
+    """A function call with bad arguments inside response.done: the error reply comes, and the
+    response's message is still stored and the handlers still get the event."""
+    done = []
+    agent.on("response.done", lambda e: done.append(e["response"]["id"]))
+    peer = await connect(agent)
+    bad = {"type": "function_call", "id": "f1", "call_id": "c1", "name": "motion", "status": "completed",
+           "arguments": '{"speed": 2}'}
+    turn = assistant_turn("r1", "a1", ["waving"], audio=False)
+    turn[-1]["response"]["output"] = [bad]
+    await peer.send(*turn)
+    reply = await peer.receive_json()
+    assert reply["error"]["code"] == "invalid_arguments" and "motion_tag" in reply["error"]["message"]
+    assert reply["error"]["event_id"] == turn[-1]["event_id"]
+    await wait_for(lambda: done)
+    await settle(agent)
+    rows = await agent.store.messages(limit=5, offset=0)
+    assert [(r["role"], r["content"], r["status"]) for r in rows] == [("assistant", "waving", "completed")]
+
+
+async def test_consumers_come_and_go(agent, connect):
+    got = []
+
+    class Listener:
+        def routes(self):
+            return {"session.updated": lambda event, peer: got.append(peer.name)}
+
+    remove = agent.intake.add(Listener())
+    peer = await connect(agent)
+    await peer.send(ev("session.updated", session={}))
+    await wait_for(lambda: got)
+    remove()
+    await peer.send(ev("session.updated", session={}))
+    await settle(agent)
+    assert len(got) == 1 and got[0].startswith("ws#")
+
+    class GaSpelling:
+        def routes(self):
+            return {"response.output_audio.delta": lambda event, peer: None}
+
+    with pytest.raises(ValueError, match="beta spelling"):
+        agent.intake.add(GaSpelling())
+
+
+async def test_bad_event_raised_by_one_consumer_keeps_the_first_error(agent, connect):
+    class Picky:
+        def __init__(self, code):
+            self.code = code
+
+        def routes(self):
+            return {"session.updated": self.check}
+
+        def check(self, event, peer):
+            raise BadEvent(f"not today ({self.code})", code=self.code)
+
+    agent.intake.add(Picky("first"))
+    agent.intake.add(Picky("second"))
+    peer = await connect(agent)
+    await peer.send(ev("session.updated", session={}))
+    reply = await peer.receive_json()
+    assert reply["error"]["code"] == "first"
+    await peer.no_reply()
