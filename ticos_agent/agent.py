@@ -226,9 +226,7 @@ class Agent:
         stack.callback(setattr, self, "actuators", None)
         stack.push_async_callback(self._step, "actuators: stopped (safe state)", actuators.stop)
         self.actuators = actuators
-        await actuators.start()
-        if actuators.simulated:
-            log.warning("actuators: SIMULATED (no hardware configured or found); motions run on mock drivers")
+        await actuators.start()  # logs each actuator, and says SIMULATED loudly when it is
 
     async def _start_audio(self, stack: AsyncExitStack) -> None:
         if self.config.audio is None or not self.config.audio.enabled:

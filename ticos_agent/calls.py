@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from .dispatch import Dispatcher, handler_name
 from .errors import BadArguments, BadEvent
 from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, Event, FunctionCall, MotionArgs, response_id_of
 from .intake import Handler
+from .logs import peer_text
 from .replies import function_call_output
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,8 @@ class CallIntake:
                 self._seen.popitem(last=False)
         name = item.get("name")
         if item.get("status") == "incomplete":
-            log.warning("function call %s (%s) was cut off (status incomplete); not dispatched", name, call_id)
+            log.warning("function call %s (%s) was cut off (status incomplete); not dispatched",
+                        peer_text(name), peer_text(call_id))
             self._record(item, response_id, peer, "not_dispatched")
             raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                            code="incomplete_function_call")
@@ -152,11 +155,12 @@ class CallIntake:
         except BadArguments as exc:
             counters["rejected_calls"] += 1
             self._record(item, response_id, peer, "failed", {"status": "failed", "reason": str(exc)})
-            log.warning("function call %s (%s) rejected: %s", name, call_id, exc)
+            log.warning("function call %s (%s) rejected: %s", peer_text(name), peer_text(call_id), exc)
             raise
         why = self._interrupted(response_id)
         if why is not None:
-            log.info("function call %s (%s) of response %s not run: %s", name, call_id, response_id, why)
+            log.info("function call %s (%s) of response %s not run: %s", peer_text(name), peer_text(call_id),
+                     peer_text(response_id), why)
             self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {why}"},
                          raw=call.raw_arguments)
             return
@@ -182,14 +186,36 @@ class CallIntake:
     async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
                    peer: Peer) -> None:
         why = self._interrupted(call.response_id)
+        started = time.monotonic()
         if why is not None:  # interrupted between intake and this task's first step
             result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
         else:
             result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
+        _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
         if self._reply_outcomes:
             await self._send(function_call_output(call.call_id, result), peer)
+
+
+def _tell(call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None, result: dict[str, Any],
+          seconds: float) -> None:
+    """One line of the robot's story per call: what it did, how it ended, how long it took."""
+    parts = []
+    if motion is not None:
+        parts.append(f"motion {peer_text(motion.motion_tag, 64)}"
+                     + (f" x{motion.repeat}" if motion.repeat != 1 else "")
+                     + (f" at speed {motion.speed:g}" if motion.speed != 1 else "")
+                     + ("" if motion.wait else " (interrupting)"))
+    if emotion is not None:
+        parts.append(f"emotion {peer_text(emotion.emotion_tag, 64)}"
+                     + (f" at {emotion.intensity:g}" if emotion.intensity != 1 else "")
+                     + (f" for {emotion.duration:g} s" if emotion.duration is not None else ""))
+    what = " + ".join(parts) or f"function {peer_text(call.name, 64)}"
+    status = result.get("status", "done")
+    reason = result.get("reason")
+    level = logging.WARNING if status == "failed" else logging.INFO
+    log.log(level, "%s: %s in %.2f s%s", what, status, seconds, f" ({reason})" if reason else "")
 
 
 async def run_call(dispatcher: Dispatcher, actuators: Expressive | None, call: FunctionCall,
@@ -202,7 +228,7 @@ async def run_call(dispatcher: Dispatcher, actuators: Expressive | None, call: F
     except asyncio.CancelledError:
         return {"status": "dropped", "reason": "agent stopping"}
     except Exception as exc:  # never let one call's bug escape into the loop
-        log.exception("function call %s (%s) failed", call.name, call.call_id)
+        log.exception("function call %s (%s) failed", peer_text(call.name), peer_text(call.call_id))
         return {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}"}
 
 
@@ -251,7 +277,7 @@ async def _run_expression(dispatcher: Dispatcher, actuators: Expressive | None, 
 async def _run_function(dispatcher: Dispatcher, call: FunctionCall) -> dict[str, Any]:
     handlers = dispatcher.handlers(f"function:{call.name}") + dispatcher.handlers("function:*")
     if not handlers:
-        log.warning("no handler for function %r (call %s)", call.name, call.call_id)
+        log.warning("no handler for function %s (call %s)", peer_text(call.name), peer_text(call.call_id))
         return {"status": "failed", "reason": f"no handler registered for function {call.name!r}"}
     futures = [dispatcher.call(f"function:{call.name}", fn, call) for fn in handlers]
     done, pending = await asyncio.wait(futures, timeout=HANDLER_TIMEOUT)

@@ -18,7 +18,7 @@ import sys
 
 from . import __version__
 
-log = logging.getLogger("ticos_agent")
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,9 +100,9 @@ def _run(args) -> int:
     config = _load(args.config, overrides)
     if config is None:
         return 2
-    level = (args.log_level or config.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from .logs import setup
+
+    setup(args.log_level or config.log_level)
     try:
         asyncio.run(_serve(config))
     except OSError as exc:

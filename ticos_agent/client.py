@@ -35,7 +35,7 @@ from typing import Any, Callable
 from .config import Config, from_dict, load
 from .storage import SaveMode
 
-log = logging.getLogger("ticos_agent.client")
+log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 

@@ -64,7 +64,7 @@ class Peer:
             await ws.send_str(json.dumps(event))
             return True
         except (ConnectionError, RuntimeError) as exc:
-            log.warning("could not send %s to %s: %s", event.get("type"), self.name, exc)
+            log.warning("could not send %s to %s: %s", peer_text(event.get("type")), self.name, exc)
             return False
 
     def __repr__(self) -> str:
@@ -106,7 +106,7 @@ class Peers:
         A reply for a peer that has gone is not sent elsewhere."""
         if peer is not None:
             if not peer.open:
-                log.info("not sending %s: connection %s is closed", event.get("type"), peer.name)
+                log.info("not sending %s: connection %s is closed", peer_text(event.get("type")), peer.name)
                 return 0
             return int(await peer.send(event))
         sent = 0

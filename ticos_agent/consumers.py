@@ -15,6 +15,7 @@ from .connection import Peer
 from .dispatch import Dispatcher
 from .events import Event, response_id_of
 from .intake import EVERY, Handler
+from .logs import peer_text
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class PeerErrors:
     def _error(self, event: Event, peer: Peer) -> None:
         detail = event.data.get("error")
         message = detail.get("message") if isinstance(detail, dict) else detail
-        log.warning("%s reported an error: %s", peer.name, str(message)[:200])
+        log.warning("%s reported an error: %s", peer.name, peer_text(str(message)))
 
 
 class IntegratorEvents:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from .connection import Peer
 from .events import Event, response_id_of
 from .intake import Handler
+from .logs import peer_text, said
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +146,12 @@ class Conversation:
         if row is not None:  # transcription came first, or a repeated/done item event
             if row[1] == PENDING and text:
                 self._finish_user(item_id, text, COMPLETED)
+                self._heard(text)
                 self.emit(item_id, "user", text)
             return
         if text is not None:
             self._store_user(item_id, text, COMPLETED)
+            self._heard(text)
             self.emit(item_id, "user", text)
         elif has_audio:
             self._store_user(item_id, "", PENDING)
@@ -158,13 +161,18 @@ class Conversation:
         item_id = event.data["item_id"]
         transcript = event.data["transcript"]
         self._finish_user(item_id, transcript, COMPLETED)
+        self._heard(transcript)
         self.emit(item_id, "user", transcript)
+
+    def _heard(self, text: str) -> None:
+        log.info("%s heard: %s", self.peer.name, said(text))
 
     def _transcription_failed(self, event: Event) -> None:
         item_id = event.data["item_id"]
         error = event.data.get("error")
         reason = error.get("message") if isinstance(error, dict) else None
-        log.warning("transcription of %s failed: %s", item_id, reason or "no reason given")
+        log.warning("%s: did not catch what was said (transcription of %s failed: %s)", self.peer.name,
+                    peer_text(item_id), peer_text(reason or "no reason given"))
         self._finish_user(item_id, "", TRANSCRIPTION_FAILED)
 
     def _finish_user(self, item_id: str, text: str, status: str) -> None:
@@ -224,7 +232,7 @@ class Conversation:
             entry.size += len(delta)
             entry.parts.append(delta)
             if entry.size >= MAX_ITEM_CHARS:
-                log.warning("assistant item %s passed %d characters; the rest is not stored", entry.item_id,
+                log.warning("assistant item %s passed %d characters; the rest is not stored", peer_text(entry.item_id),
                             MAX_ITEM_CHARS)
         self.emit(entry.item_id, entry.role, delta)
 
@@ -265,6 +273,7 @@ class Conversation:
         text = entry.text
         if not text:
             return  # nothing was said (audio without transcript, or cut before any word)
+        log.info("%s said: %s%s", self.peer.name, said(text), "" if status == COMPLETED else f" ({status})")
         if self.store is not None:
             self.store.add_message(
                 role=entry.role, content=text, item_id=item_id, session_id=self.session,

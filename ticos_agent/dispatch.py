@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("ticos_agent.dispatch")
+log = logging.getLogger(__name__)
 
 _STOP = object()
 

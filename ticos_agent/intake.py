@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 from .connection import Peer
 from .errors import BadEvent
 from .events import SHAPES, Event, parse
+from .logs import peer_text
 from .replies import error_event
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Intake:
             except BadEvent as exc:
                 error = error or exc
             except Exception as exc:  # a consumer's bug must not cost the others this event
-                log.exception("%s failed on %r from %s", label, event, peer.name)
+                log.exception("%s failed on %s from %s", label, peer_text(repr(event)), peer.name)
                 error = error or BadEvent(f"internal error: {type(exc).__name__}", code="internal_error")
         if error is None:
             return None
@@ -131,7 +132,7 @@ class Intake:
 
     def _bad(self, exc: BadEvent, peer: Peer) -> dict[str, Any]:
         self.counters["errors"] += 1
-        log.warning("%s: rejected frame: %s (%s)", peer.name, exc, exc.code)
+        log.warning("%s: rejected frame: %s (%s)", peer.name, peer_text(str(exc), 300), exc.code)
         return error_event(exc.code, str(exc), exc.event_id)
 
     def peer_closed(self, peer: Peer) -> None:

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 
-log = logging.getLogger("ticos_agent.systemd")
+log = logging.getLogger(__name__)
 
 
 def notify(message: str) -> bool:

@@ -31,6 +31,7 @@ from .connection import Peer, Send
 from .conversation import response_id_of
 from .events import Event
 from .intake import Handler
+from .logs import peer_text
 from .replies import truncate
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Turns:
         if self._active.get(peer) == rid:
             del self._active[peer]
         status = response.get("status")
-        if status in ("cancelled", "failed"):
+        if status in ("cancelled", "failed") and rid not in self._interrupted:  # not again after a barge-in
             self.interrupt(rid, None, reason=f"response {status}")
 
     def _speech_started(self, event: Event, peer: Peer) -> None:
@@ -140,8 +141,13 @@ class Turns:
             else:
                 audio.flush(response_id)
         dropped = self._actuators.interrupt(response_id) if self._actuators is not None else 0
-        heard = f"after {played} ms of {item_id}'s audio" if played is not None else "no audio was playing"
-        log.info("%s: stopped response %s (%s; %d queued command(s) dropped)",
-                 reason, response_id or "(unknown)", heard, dropped)
+        if audio is None:
+            heard = "(audio is off)"
+        elif played:
+            heard = f"after {played / 1000:.1f} s of its audio"
+        else:
+            heard = "before any of its audio played"
+        log.info("%s: stopped response %s %s; %s", reason, peer_text(response_id or "(unknown)"), heard,
+                 f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
         if self._send_truncate and peer is not None and item_id and played is not None:
             self._spawn(self._send(truncate(item_id, int(played)), peer))

@@ -35,7 +35,7 @@ from .writes import (
     SQL_UPDATE_MESSAGE,
 )
 
-log = logging.getLogger("ticos_agent.storage.store")  # one logger for the whole store
+log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 #: At most this many records per transaction: a backlog after an outage becomes many commits.

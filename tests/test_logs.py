@@ -1,0 +1,136 @@
+"""The log as a person reads it: the robot's story at INFO, journald priorities under
+systemd, peer strings that cannot forge lines, and no aiosqlite chatter at DEBUG."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+from tests.conftest import agent_config, settle, wait_for
+from traces import assistant_turn, ev, function_call_done, response_done, speech_started, transcription, user_item
+from ticos_agent import Agent
+from ticos_agent.logs import JournalFormatter, peer_text, said
+
+
+def story(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("ticos_agent")]
+
+
+async def test_info_tells_what_was_heard_said_and_done(tmp_path, connect, caplog):
+    caplog.set_level(logging.INFO, logger="ticos_agent")
+    agent = Agent(agent_config(tmp_path, actuators={"arm": {"driver": "mock", "kind": "position"}},
+                               motions={"wave": {"arm": [[0.05, 30], [0.1, 0]]}}))
+    await agent.start()
+    try:
+        peer = await connect(agent)
+        long_reply = "Sure! " + "I am waving at you with all my heart " * 5
+        await peer.send(user_item("u1"), transcription("u1", "Wave at me,\nplease!"),
+                        ev("response.created", response={"id": "r1", "status": "in_progress", "output": []}),
+                        function_call_done("r1", "c1", "motion", {"motion_tag": "wave", "repeat": 2}),
+                        *assistant_turn("r1", "a1", [long_reply], audio=False)[1:])
+        await wait_for(lambda: any("motion wave x2" in line for line in story(caplog)))
+        await peer.send(ev("response.created", response={"id": "r2", "status": "in_progress", "output": []}),
+                        speech_started("u2"), response_done("r2", "cancelled"))
+        await settle(agent)
+        await wait_for(lambda: any("barge-in" in line for line in story(caplog)))
+    finally:
+        await agent.stop()
+    lines = story(caplog)
+    text = "\n".join(lines)
+    assert re.search(r'heard: "Wave at me, please!"', text), text
+    said_line = next(line for line in lines if "said:" in line)
+    quoted = said_line.split("said: ", 1)[1]
+    assert quoted.startswith('"Sure! I am waving at you') and quoted.endswith('..."') and len(quoted) <= 80 + 5
+    assert re.search(r"motion wave x2: done in 0\.[2-9]\d s", text), text
+    assert re.search(r"barge-in: stopped response r2 \(audio is off\); no command was queued", text), text
+    assert "response cancelled: stopped response r2" not in text  # stopped once, not again by its response.done
+    assert "None" not in text
+
+
+def test_peer_strings_are_escaped_and_cut():
+    assert peer_text("item\nERROR forged line\x1b[2J") == "item\\nERROR forged line\\x1b[2J"
+    assert peer_text("x" * 500).startswith("x" * 200) and peer_text("x" * 500).endswith("...(+300)")
+    assert said("  two\n lines  ") == '"two lines"'
+    record = logging.LogRecord("ticos_agent.x", logging.WARNING, __file__, 1, "bad id %s", ("a\nb\u009b31m",), None)
+    assert JournalFormatter().format(record) == "<4>ticos_agent.x: bad id a\\nb\\u009b31m"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_agent(tmp_path, *args: str, journal: bool, hostile: list[dict]) -> str:
+    """Spawn ``ticos-agent run``, send it ``hostile`` frames, stop it; returns what it logged."""
+    port = _free_port()
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("JOURNAL_STREAM", None)
+    if journal:
+        st = os.fstat(write_fd)
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--port", str(port), *args],
+                            stdout=write_fd, stderr=write_fd, env=env)
+    os.close(write_fd)
+
+    async def talk() -> None:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    ws = await session.ws_connect(f"http://127.0.0.1:{port}/realtime")
+                    break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+            for frame in hostile:
+                await ws.send_str(json.dumps(frame))
+            await asyncio.sleep(0.3)
+            await ws.close()
+
+    try:
+        asyncio.run(talk())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with os.fdopen(read_fd) as out:
+        return out.read()
+
+
+HOSTILE = [user_item("u1"),
+           {"type": "conversation.item.input_audio_transcription.failed", "item_id": "u1\nERROR forged: motor on fire\x1b[31m",
+            "error": {"message": "x" * 5000}}]
+
+
+def test_under_systemd_lines_carry_priorities_and_no_timestamp(tmp_path):
+    out = _run_agent(tmp_path, journal=True, hostile=HOSTILE)
+    lines = out.splitlines()
+    assert lines and all(re.match(r"<[2-7]>", line) for line in lines), out[:2000]
+    assert any(line.startswith("<4>") and "SIMULATED" in line for line in lines)
+    assert any(line.startswith("<6>") and "ready on ws://" in line for line in lines)
+    assert not any(re.search(r"\d\d:\d\d:\d\d", line) for line in lines if "ready on" in line)
+    failed = [line for line in lines if "did not catch" in line]
+    assert len(failed) == 1 and failed[0].startswith("<4>")
+    assert "u1\\nERROR forged" in failed[0] and "\\x1b[31m" in failed[0] and len(failed[0]) < 600
+    assert "\x1b" not in out and not any(line.startswith("ERROR forged") for line in lines)
+
+
+def test_debug_is_not_drowned_in_aiosqlite(tmp_path):
+    out = _run_agent(tmp_path, "--log-level", "debug", journal=False, hostile=HOSTILE[:1])
+    assert "DEBUG" in out  # the agent's own debug lines are there
+    assert "aiosqlite" not in out
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO +ticos_agent\.agent: ready on", out, re.M), out[:1500]
