@@ -192,7 +192,8 @@ class Agent:
     def _listen(self, stack: AsyncExitStack) -> list[socket.socket]:
         scfg = self.config.server
         sockets = bind(scfg.host, scfg.port)
-        stack.callback(lambda: [s.close() for s in sockets])
+        for sock in sockets:
+            stack.callback(sock.close)
         self.port = sockets[0].getsockname()[1]
         log.info("server: listening on %s:%s (serving once every part is up)", scfg.host, self.port)
         return sockets

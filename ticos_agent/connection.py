@@ -16,8 +16,10 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
+
+from .logs import peer_text
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class Peers:
     def __len__(self) -> int:
         return len(self._open)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Peer]:
         return iter(list(self._open))
 
     def add(self, ws: Socket, remote: str) -> Peer:

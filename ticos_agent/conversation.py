@@ -113,7 +113,7 @@ class Conversation:
         self.emit = emit
         self.peer = peer
         # item_id -> message id of user rows already stored (bounded)
-        self._user_rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._user_rows: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
         self._assistant: dict[str, _AssistantItem] = {}
         self._stored_assistant: OrderedDict[str, None] = OrderedDict()  # item ids already stored
         self.stored = 0
@@ -184,11 +184,11 @@ class Conversation:
         if old_status != PENDING and status == TRANSCRIPTION_FAILED:
             return  # a late failure never erases a transcript we have
         self._user_rows[item_id] = (message_id, status)
-        if self.store is not None:
+        if self.store is not None and message_id is not None:
             self.store.update_message(message_id, content=text, status=status)
 
     def _store_user(self, item_id: str, text: str, status: str) -> None:
-        message_id = None
+        message_id: str | None = None
         if self.store is not None:
             message_id = self.store.add_message(
                 role="user", content=text, item_id=item_id, session_id=self.session, status=status
@@ -293,7 +293,7 @@ class Conversation:
                     self.store.update_message(message_id, status="incomplete")
 
 
-def _role(item: dict) -> str:
+def _role(item: dict[str, Any]) -> str:
     role = item.get("role")
     return role if role in ("assistant", "system") else "assistant"
 

@@ -35,7 +35,7 @@ import math
 
 import orjson
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from .errors import BadArguments, BadEvent
 
@@ -50,14 +50,16 @@ GA_ALIASES: dict[str, str] = {
     "conversation.item.added": "conversation.item.created",
 }
 
-_STR = (str,)
-_OBJ = (dict,)
-_OPT_STR = (str, type(None))
-_INT = (int,)
+Types = tuple[type, ...]
+
+_STR: Types = (str,)
+_OBJ: Types = (dict,)
+_OPT_STR: Types = (str, type(None))
+_INT: Types = (int,)
 
 #: For the events the agent acts on: field -> allowed Python types after ``json.loads``.
 #: A field missing from the event is an error unless its types admit ``None``.
-SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
+SHAPES: dict[str, dict[str, Types]] = {
     "session.created": {"session": _OBJ},
     "session.updated": {"session": _OBJ},
     "conversation.created": {"conversation": _OBJ},
@@ -86,13 +88,13 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
-_OPT_LIST = (list, type(None))
+_OPT_LIST: Types = (list, type(None))
 
 #: Fields inside the objects above that the agent reads: (object, field) -> allowed types.
 #: ``None`` in the types means the field may be absent or null.
-_ITEM_FIELDS = {"id": _OPT_STR, "type": _OPT_STR, "role": _OPT_STR, "content": _OPT_LIST,
+_ITEM_FIELDS: dict[str, Types] = {"id": _OPT_STR, "type": _OPT_STR, "role": _OPT_STR, "content": _OPT_LIST,
                 "call_id": _OPT_STR, "name": _OPT_STR, "status": _OPT_STR}
-NESTED: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
+NESTED: dict[str, dict[str, dict[str, Types]]] = {
     "conversation.item.created": {"item": _ITEM_FIELDS},
     "conversation.item.done": {"item": _ITEM_FIELDS},
     "response.output_item.added": {"item": _ITEM_FIELDS},
@@ -138,7 +140,7 @@ def response_id_of(event: Event) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-def parse(frame: str | bytes | bytearray | memoryview | dict) -> Event:
+def parse(frame: str | bytes | bytearray | memoryview | dict[str, Any]) -> Event:
     """Decode and validate one frame. Raises :class:`BadEvent` (never anything else)."""
     if isinstance(frame, dict):
         data = frame
@@ -335,7 +337,18 @@ def _tag(args: dict[str, Any], key: str) -> str:
     return value
 
 
-def _number(args, key, default, notes, *, lo, hi, positive=False, non_negative=False):
+@overload
+def _number(args: dict[str, Any], key: str, default: float, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float: ...
+
+
+@overload
+def _number(args: dict[str, Any], key: str, default: None, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float | None: ...
+
+
+def _number(args: dict[str, Any], key: str, default: float | None, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float | None:
     value = args.get(key)
     if value is None:
         return default
@@ -358,7 +371,7 @@ def _number(args, key, default, notes, *, lo, hi, positive=False, non_negative=F
     return value
 
 
-def _whole(args, key, default, notes, *, hi):
+def _whole(args: dict[str, Any], key: str, default: int, notes: list[str], *, hi: int) -> int:
     value = args.get(key)
     if value is None:
         return default

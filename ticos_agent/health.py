@@ -28,7 +28,7 @@ def build_health(*, store: Reports | None, actuators: Reports | None, audio: Rep
             problems.append(f"storage: {storage.get('reason')}")
     else:
         storage = {"state": "disabled", "reason": "storage.enabled is false"}
-    robot = actuators.health() if actuators is not None else {"simulated": False, "actuators": {}}
+    robot: dict[str, Any] = actuators.health() if actuators is not None else {"simulated": False, "actuators": {}}
     for name, info in robot.get("actuators", {}).items():
         if info.get("state") != "ok":
             problems.append(f"actuator {name}: {info.get('state')} ({info.get('error')})")

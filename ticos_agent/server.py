@@ -60,7 +60,8 @@ class ServerSettings(Protocol):
 
 INTAKE = web.AppKey("intake", Intake)
 PEERS = web.AppKey("peers", Peers)
-HEALTH = web.AppKey("health", Callable[[], dict[str, Any]])
+HealthFn = Callable[[], dict[str, Any]]
+HEALTH: web.AppKey[HealthFn] = web.AppKey("health")
 READER = web.AppKey("reader", object)  # a Reader, or None when storage is disabled
 SETTINGS = web.AppKey("settings", ServerSettings)
 COUNTERS = web.AppKey("counters", Counter)
@@ -210,7 +211,7 @@ def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
             try:
                 sock.bind(addr)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {addr[0]}:{addr[1]}: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot listen on {host}:{addr[1]}: {exc.strerror}") from None
             sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:

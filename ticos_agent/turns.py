@@ -28,8 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from .connection import Peer, Send
-from .conversation import response_id_of
-from .events import Event
+from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text
 from .replies import truncate
@@ -60,6 +59,10 @@ class MotionStop(Protocol):
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+
+
+async def _sent(send: Send, event: dict[str, Any], peer: Peer) -> None:
+    await send(event, peer)
 
 
 class Turns:
@@ -150,4 +153,4 @@ class Turns:
         log.info("%s: stopped response %s %s; %s", reason, peer_text(response_id or "(unknown)"), heard,
                  f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
         if self._send_truncate and peer is not None and item_id and played is not None:
-            self._spawn(self._send(truncate(item_id, int(played)), peer))
+            self._spawn(_sent(self._send, truncate(item_id, int(played)), peer))
