@@ -211,7 +211,7 @@ def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
             try:
                 sock.bind(addr)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {host}:{addr[1]}: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
             sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
