@@ -130,3 +130,76 @@ def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path)
         assert client.agent.store.health()["path"] == str(tmp_path / "db" / "robot.db")
     finally:
         client.stop()
+
+
+async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
+    port = _free_port()
+    path = tmp_path / "elsewhere" / "robot-memory.db"
+    client = TicosClient(port=port, save_mode=SaveMode.EXTERNAL, tf_root_dir=str(tmp_path / "card"))
+    client.enable_local_storage(db_filename=str(path))
+    assert client.start(), client.start_error
+    try:
+        await _send(port, user_item("u1"), transcription("u1", "where am I stored?"))
+        _wait(lambda: path.exists())
+    finally:
+        client.stop()
+    rows = sqlite3.connect(path).execute("SELECT content FROM messages").fetchall()
+    assert rows == [("where am I stored?",)]
+    assert not (tmp_path / "card").exists()
+
+
+async def test_motion_and_emotion_handlers_get_every_extra_argument_unchanged(tmp_path):
+    port = _free_port()
+    client = TicosClient(port=port)
+    motions, emotions = [], []
+    client.set_motion_handler(motions.append)
+    client.set_emotion_handler(emotions.append)
+    assert client.start()
+    try:
+        await _send(port, function_call_done("r1", "c1", "motion",
+                                             {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]}}),
+                    function_call_done("r1", "c2", "motion_and_emotion",
+                                       {"motion_tag": "nod", "emotion_tag": "happy", "speed": 9, "mine": None}))
+        _wait(lambda: len(motions) == 2 and len(emotions) == 1)
+    finally:
+        client.stop()
+    assert motions[0] == {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]},
+                          "speed": 1.0, "repeat": 1, "wait": True}
+    # validated fields are the validated values (speed clamped), the integrator's own pass through
+    assert motions[1]["mine"] is None and motions[1]["speed"] == 5.0 and emotions[0] == motions[1]
+
+
+def test_failures_reach_the_message_handler_as_health_status(tmp_path):
+    statuses = []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        client = TicosClient(port=s.getsockname()[1])
+        client.set_message_handler(statuses.append)
+        assert client.start() is False
+    assert statuses[-1]["type"] == "health.status" and statuses[-1]["code"] == "EXECUTER_ERROR"
+    assert "could not start" in statuses[-1]["message"]
+
+    (tmp_path / "file").write_text("not a folder")
+    client = TicosClient(port=_free_port())
+    client.enable_local_storage(str(tmp_path / "file" / "db"))
+    client.set_message_handler(statuses.append)
+    assert client.start() is False
+    assert statuses[-1]["type"] == "health.status" and statuses[-1]["code"] == "DATABASE_ERROR"
+    assert "Not a directory" in statuses[-1]["message"]
+
+
+def test_stop_after_a_failed_start_is_quiet(caplog, recwarn):
+    import gc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        for _ in range(20):  # the race was a thread still closing its loop when stop() came
+            client = TicosClient(port=s.getsockname()[1])
+            assert client.start() is False
+            client.stop()
+            client.stop()
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert not any("error while stopping" in r.getMessage() for r in caplog.records)
