@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, Option, parse_actuators_config, register_driver
-from ticos_agent.errors import ConfigError
+from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, parse_actuators_config, register_driver
+from ticos_agent.errors import ConfigError, ConfigErrors
 from ticos_agent.events import EmotionArgs, MotionArgs
+from ticos_agent.options import Integer
 
 DEFAULT_MOTIONS = ["bow", "dance", "nod", "shake", "wave"]
 DEFAULT_EMOTIONS = ["angry", "happy", "neutral", "sad", "surprised", "thinking"]
@@ -79,7 +80,7 @@ def test_serial_line_motions_become_tags():
         ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [0.2, 0]]}}}, "motions.hop.a[1].t", 0.2, "time order"),
         ({"actuators": {"a": {"driver": "mock", "channels": 2}}, "motions": {"hop": {"a": [[0.5, 1]]}}}, "motions.hop.a", [[1.0]], "2 value"),
         ({"emotions": {"glad": {"color": "#12"}}}, "emotions.glad.color", "#12", "#RRGGBB"),
-        ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "solid, pulse, blink"),
+        ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "'solid', 'pulse', 'blink'"),
         ({"emotions": {"glad": {"smell": 1}}}, "emotions.glad.smell", 1, "allowed: color"),
         ({"robot": {"mouth": "lips"}}, "robot.mouth", "lips", "head, arm, face, mouth"),
         ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "GO {where}"}}}, "actuators.m.motion", "GO {where}", "{tag} {speed} {repeat}"),
@@ -113,9 +114,11 @@ def test_serial_line_motions_become_tags():
     ],
 )
 def test_errors_name_key_value_and_what_is_allowed(doc, key, value, allowed):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigErrors) as info:
         parse_actuators_config(doc)
-    err = info.value
+    assert len(info.value.errors) == 1, str(info.value)  # one mistake, one error: no follow-on noise
+    err = info.value.errors[0]
+    assert isinstance(info.value, ConfigError) and info.value.key == err.key  # `except ConfigError` still works
     assert err.key == key and err.value == value, str(err)
     assert allowed in err.expected, str(err)
     assert key in str(err) and "\n" not in str(err)
@@ -128,7 +131,7 @@ async def test_a_new_driver_needs_no_change_elsewhere():
     class Buzzer(Driver):
         """A buzzer that 'moves' by beeping (test only)."""
 
-        options = {"pin": Option("int", doc="GPIO")}
+        options = {"pin": Integer(doc="GPIO")}
 
         def move(self, targets, seconds):
             seen.append((targets, seconds))

@@ -1,34 +1,28 @@
 """TOML -> typed configuration.
 
 A config file is optional: with none, the agent listens on ``127.0.0.1:9999``, stores in
-``~/.config/ticos/ticos.db`` and drives a simulated robot. Every section is optional and
-every key has a default::
+``~/.config/ticos/ticos.db`` and drives a simulated robot. Every section and every key is
+optional. ``ticos-agent config --example`` prints every key with its default and one line of
+documentation; ``ticos-agent config`` prints the effective config as TOML (secrets masked
+unless ``--show-secrets``) that can be copied into a file as it is.
 
-    [server]
-    host = "127.0.0.1"          # a non-loopback host requires a token
-    port = 9999
-    token = ""                   # required from non-loopback peers (Authorization: Bearer ...)
-    max_frame_bytes = 1048576    # larger frames close that socket with 1009
+The sections and who declares them (all with the one vocabulary of :mod:`ticos_agent.options`):
 
-    [storage]
-    mode = "internal"            # "internal" or "external" (the TF card)
-    dir = ""                     # internal directory; default ~/.config/ticos or $STATE_DIRECTORY
-    tf_root = ""                 # TF card root; empty: found from the mount table
-    db_filename = "ticos.db"
-    enabled = true
-    event_log = true             # compact log of event types and ids (never payloads)
-    event_log_days = 30          # event-log rows older than this are pruned (0: keep forever)
+=================================================  ==============================================
+``[server]``, ``[storage]``, ``[replies]``, ``[log]``  :class:`ServerConfig`, :class:`StorageConfig`,
+                                                   :class:`RepliesConfig`, :class:`LogConfig` here
+``[audio]``                                        :class:`ticos_agent.audio.config.AudioConfig`
+``[robot]``, ``[actuators.NAME]``,                 :mod:`ticos_agent.actuators.config` (each
+``[motions.TAG]``, ``[emotions.TAG]``              driver declares its own options)
+=================================================  ==============================================
 
-    [replies]
-    function_call_output = false # send each call's outcome back as a function_call_output item
+Rules across keys: a non-loopback ``server.host`` requires ``server.token`` (and a set token
+is required from every peer); ``storage.db_filename`` is a plain file name.
 
-    [log]
-    level = "info"
-
-The ``robot``/``actuators``/``motions``/``emotions`` sections belong to
-:mod:`ticos_agent.actuators` and ``audio`` to :mod:`ticos_agent.audio`; each validates its own.
-Every error is a :class:`~ticos_agent.errors.ConfigError` naming the key, the value and what
-is allowed; :func:`load` collects all of them so a broken file is explained in one screen.
+:func:`load` and :func:`from_dict` check every section in one pass and raise one
+:class:`~ticos_agent.errors.ConfigErrors` holding every problem, each a
+:class:`~ticos_agent.errors.ConfigError` naming the dotted key, the value (never a secret's)
+and what is allowed, with "did you mean ..." for a misspelt section, key, choice or driver.
 """
 
 from __future__ import annotations
@@ -36,78 +30,39 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path as _FsPath
+from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, TicosError
+from ..errors import ConfigError, ConfigErrors
+from ..options import (
+    Boolean,
+    Choice,
+    Errors,
+    Integer,
+    Path,
+    Secret,
+    String,
+    did_you_mean,
+    dump_table,
+    parse_table,
+    schema_of,
+    setting,
+)
+
+if TYPE_CHECKING:
+    from ..actuators.config import ActuatorsConfig
+    from ..audio.config import AudioConfig
+
+__all__ = [
+    "Config", "ConfigErrors", "LogConfig", "RepliesConfig", "SECTIONS", "ServerConfig", "StorageConfig",
+    "default_internal_dir", "from_dict", "is_loopback", "load", "merge",
+]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-KNOWN_SECTIONS = ("server", "storage", "replies", "log", "robot", "actuators", "motions", "emotions", "audio")
-
-
-class ConfigErrors(TicosError, ValueError):
-    """Several :class:`ConfigError` at once; ``errors`` holds each of them."""
-
-    def __init__(self, errors: list[ConfigError], source: str = "config"):
-        self.errors = errors
-        lines = "\n".join(f"  - {e}" for e in errors)
-        super().__init__(f"{source} has {len(errors)} error(s):\n{lines}")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 9999
-    token: str = ""
-    max_frame_bytes: int = 1 << 20
-
-    @property
-    def loopback(self) -> bool:
-        return is_loopback(self.host)
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    enabled: bool = True
-    mode: str = "internal"
-    dir: str = ""
-    tf_root: str = ""
-    db_filename: str = "ticos.db"
-    event_log: bool = True
-    event_log_days: int = 30
-
-
-@dataclass(frozen=True)
-class RepliesConfig:
-    function_call_output: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    replies: RepliesConfig = field(default_factory=RepliesConfig)
-    log_level: str = "info"
-    actuators: Any = None
-    audio: Any = None
-    source: str = "(defaults)"
-
-    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
-        server = asdict(self.server)
-        if mask_secrets and server["token"]:
-            server["token"] = "********"
-        out: dict[str, Any] = {
-            "server": server,
-            "storage": asdict(self.storage),
-            "replies": asdict(self.replies),
-            "log": {"level": self.log_level},
-        }
-        if self.audio is not None:
-            out["audio"] = self.audio.as_dict()
-        if self.actuators is not None:
-            out.update(self.actuators.as_dict())
-        return out
+#: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
+SECTIONS = ("server", "storage", "replies", "log", "audio", "robot", "actuators", "motions", "emotions")
+KNOWN_SECTIONS = SECTIONS  # the old name
 
 
 def is_loopback(host: str) -> bool:
@@ -117,6 +72,82 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: where the realtime WebSocket and the HTTP API listen."""
+
+    host: str = setting(String("127.0.0.1", "address to listen on; a non-loopback address requires a token",
+                               nonempty=True))
+    port: int = setting(Integer(9999, "TCP port (0 picks a free one)", minimum=0, maximum=65535))
+    token: str = setting(Secret("", "bearer token required from non-loopback peers (Authorization: Bearer ...)"))
+    max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket with 1009",
+                                           minimum=1024, maximum=64 << 20))
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: where conversations, calls and the event log are kept."""
+
+    enabled: bool = setting(Boolean(True, "keep conversations, memories and calls in SQLite"))
+    mode: str = setting(Choice(("internal", "external"), "internal",
+                               "internal: ~/.config/ticos (or $STATE_DIRECTORY); external: the TF card"))
+    dir: str = setting(Path("", "internal storage directory (empty: ~/.config/ticos or $STATE_DIRECTORY)"))
+    tf_root: str = setting(Path("", "TF card root (empty: found from the mount table)"))
+    db_filename: str = setting(Path("ticos.db", "database file name inside the storage directory", filename=True))
+    event_log: bool = setting(Boolean(True, "keep a compact log of event types and ids (never payloads)"))
+    event_log_days: int = setting(Integer(30, "event-log rows older than this are pruned (0: keep forever)",
+                                          minimum=0, maximum=36500))
+
+
+@dataclass(frozen=True)
+class RepliesConfig:
+    """``[replies]``: what the agent sends back to the voice agent on its own."""
+
+    function_call_output: bool = setting(Boolean(False, "send each call's outcome back as a function_call_output item"))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``."""
+
+    level: str = setting(Choice(LOG_LEVELS, "info", "log level of the service", casefold=True))
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    replies: RepliesConfig = field(default_factory=RepliesConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    actuators: ActuatorsConfig | None = None
+    audio: AudioConfig | None = None
+    source: str = "(defaults)"
+
+    @property
+    def log_level(self) -> str:
+        return self.log.level
+
+    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        """The effective config as plain TOML data (``ticos-agent config`` prints it)."""
+        out: dict[str, Any] = {
+            name: dump_table(getattr(self, name), schema_of(cls), mask_secrets=mask_secrets)
+            for name, cls in _PLAIN_SECTIONS.items()
+        }
+        if self.audio is not None:
+            out["audio"] = self.audio.as_dict()
+        if self.actuators is not None:
+            out.update(self.actuators.as_dict())
+        return out
+
+
+_PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
+                                    "log": LogConfig}
 
 
 def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -133,113 +164,65 @@ def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | N
         except tomllib.TOMLDecodeError as exc:
             raise ConfigErrors([ConfigError("config", str(path), f"valid TOML ({exc})")], source) from None
     if overrides:
-        doc = _merge(doc, overrides)
+        doc = merge(doc, overrides)
     return from_dict(doc, source=source)
 
 
 def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
-    errors: list[ConfigError] = []
-    for key in doc:
-        if key not in KNOWN_SECTIONS:
-            errors.append(ConfigError(key, doc[key], f"one of the sections {', '.join(KNOWN_SECTIONS)}"))
+    """Check every section of ``doc`` (a parsed TOML document) and build the :class:`Config`.
 
-    server = _section(doc, "server", errors, {
-        "host": (str, "127.0.0.1"), "port": (int, 9999), "token": (str, ""),
-        "max_frame_bytes": (int, 1 << 20),
-    })
-    if not 0 <= server["port"] <= 65535:
-        errors.append(ConfigError("server.port", server["port"], "a port number 0..65535 (0 picks a free one)"))
-    if not 1024 <= server["max_frame_bytes"] <= 64 << 20:
-        errors.append(ConfigError("server.max_frame_bytes", server["max_frame_bytes"], "1024 .. 67108864 bytes"))
-    if not is_loopback(server["host"]) and not server["token"].strip():
-        errors.append(ConfigError("server.token", "", f"a token when server.host ({server['host']}) is not loopback"))
+    Raises :class:`ConfigErrors` with every problem found, in every section."""
+    from ..actuators.config import parse_actuators
+    from ..audio.config import parse_audio
 
-    storage = _section(doc, "storage", errors, {
-        "enabled": (bool, True), "mode": (str, "internal"), "dir": (str, ""), "tf_root": (str, ""),
-        "db_filename": (str, "ticos.db"), "event_log": (bool, True), "event_log_days": (int, 30),
-    })
-    if not 0 <= storage["event_log_days"] <= 36500:
-        errors.append(ConfigError("storage.event_log_days", storage["event_log_days"], "0 (keep forever) .. 36500 days"))
-    if storage["mode"] not in ("internal", "external"):
-        errors.append(ConfigError("storage.mode", storage["mode"], '"internal" or "external"'))
-    name = storage["db_filename"]
-    if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
-        errors.append(ConfigError("storage.db_filename", storage["db_filename"], "a plain file name"))
-
-    replies = _section(doc, "replies", errors, {"function_call_output": (bool, False)})
-    log = _section(doc, "log", errors, {"level": (str, "info")})
-    if log["level"].lower() not in LOG_LEVELS:
-        errors.append(ConfigError("log.level", log["level"], f"one of {', '.join(LOG_LEVELS)}"))
-
-    actuators = audio = None
-    try:
-        from .actuators import parse_actuators_config
-
-        actuators = parse_actuators_config(doc)
-    except ConfigErrors as exc:
-        errors.extend(exc.errors)
-    except ConfigError as exc:
-        errors.append(exc)
-    try:
-        from .audio import parse_audio_config
-
-        section = doc.get("audio", {})
-        if not isinstance(section, dict):
-            raise ConfigError("audio", section, "a table")
-        audio = parse_audio_config(section)
-    except ConfigErrors as exc:
-        errors.extend(exc.errors)
-    except ConfigError as exc:
-        errors.append(exc)
-
-    if errors:
-        raise ConfigErrors(errors, source)
-    return Config(
-        server=ServerConfig(**server),
-        storage=StorageConfig(**storage),
-        replies=RepliesConfig(**replies),
-        log_level=log["level"].lower(),
-        actuators=actuators,
-        audio=audio,
-        source=source,
-    )
+    errors = Errors()
+    if not isinstance(doc, dict):
+        errors.add("(document)", doc, "a TOML document (a table)")
+        errors.raise_if_any(source)
+    for name, table in doc.items():
+        if name not in SECTIONS:
+            shown = f"[table with keys {', '.join(map(str, table))}]" if isinstance(table, dict) else table
+            errors.add(name, shown, "one of the sections " + ", ".join(SECTIONS) + did_you_mean(name, SECTIONS))
+    values = {name: parse_table(name, doc.get(name, {}), schema_of(cls), errors)
+              for name, cls in _PLAIN_SECTIONS.items()}
+    server = values["server"]
+    if not errors.touched("server.host", "server.token") and not is_loopback(server["host"]) \
+            and not server["token"].strip():
+        errors.add("server.token", "", f"a token when server.host ({server['host']}) is not loopback")
+    actuators = parse_actuators(doc, errors)
+    audio = parse_audio(doc.get("audio", {}), errors)
+    errors.raise_if_any(source)
+    return Config(**{name: cls(**values[name]) for name, cls in _PLAIN_SECTIONS.items()},
+                  actuators=actuators, audio=audio, source=source)
 
 
-def _section(doc, name, errors, schema: dict[str, tuple[type, Any]]) -> dict[str, Any]:
-    table = doc.get(name, {})
-    out = {key: default for key, (_, default) in schema.items()}
-    if not isinstance(table, dict):
-        errors.append(ConfigError(name, table, "a table"))
-        return out
-    for key, value in table.items():
-        if key not in schema:
-            errors.append(ConfigError(f"{name}.{key}", value, f"one of the keys {', '.join(schema)}"))
-            continue
-        kind = schema[key][0]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            errors.append(ConfigError(f"{name}.{key}", value, "a whole number"))
-        elif kind is bool and not isinstance(value, bool):
-            errors.append(ConfigError(f"{name}.{key}", value, "true or false"))
-        elif kind is str and not isinstance(value, str):
-            errors.append(ConfigError(f"{name}.{key}", value, "a string"))
-        else:
-            out[key] = value
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it, table by table (neither is changed)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def default_internal_dir() -> Path:
+_merge = merge  # the old private name
+
+
+def default_internal_dir() -> _FsPath:
     """``$STATE_DIRECTORY`` under systemd (``StateDirectory=ticos``), else ``~/.config/ticos``."""
     state = os.environ.get("STATE_DIRECTORY")
     if state:
-        return Path(state.split(":")[0])
-    return Path.home() / ".config" / "ticos"
+        return _FsPath(state.split(":")[0])
+    return _FsPath.home() / ".config" / "ticos"
+
+
+def to_toml(config: Config, *, show_secrets: bool = False) -> str:
+    """The effective config as a TOML file (``ticos-agent config``)."""
+    from .toml import dumps
+
+    note = "secrets shown" if show_secrets else "secrets masked; --show-secrets to see them"
+    return dumps(config.as_dict(mask_secrets=not show_secrets),
+                 header=f"Effective config of ticos-agent (from {config.source}; {note}).")
+
