@@ -175,15 +175,16 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
         raw = {}
     actuators: dict[str, ActuatorConfig] = {}
     unresolved: set[str] = set()  # names and roles of broken actuators: references to them are not errors too
+    checked: dict[str, dict[str, Any]] = {}  # name -> options that passed their checks (even if its limits did not)
     for name, table in raw.items():
-        a = parse_actuator(str(name), table, errors)
+        a = parse_actuator(str(name), table, errors, checked)
         if a is not None:
             actuators[str(name)] = a
         else:
             unresolved.add(str(name))
             if isinstance(table, dict) and isinstance(table.get("role"), str):
                 unresolved.add(table["role"])
-    _check_shared_ports(actuators, errors)
+    _check_shared_ports(checked, errors)
 
     given_mouth = isinstance(robot_table, dict) and "mouth" in robot_table
     mouth = robot["mouth"] if given_mouth else ("mouth" if default_robot else None)
@@ -206,8 +207,10 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
                            robot["name"])
 
 
-def parse_actuator(name: str, table: Any, errors: Errors) -> ActuatorConfig | None:
-    """One ``[actuators.NAME]`` table; ``None`` (with the problems in ``errors``) when broken."""
+def parse_actuator(name: str, table: Any, errors: Errors,
+                   checked: dict[str, dict[str, Any]] | None = None) -> ActuatorConfig | None:
+    """One ``[actuators.NAME]`` table; ``None`` (with the problems in ``errors``) when broken.
+    Its driver options, once they pass their checks, are also put in ``checked[name]``."""
     key = f"actuators.{name}"
     if not isinstance(table, dict):
         errors.add(key, table, "a table with driver = ... and the driver's options")
@@ -229,6 +232,8 @@ def parse_actuator(name: str, table: Any, errors: Errors) -> ActuatorConfig | No
     except ConfigError as exc:
         errors.extend(exc)
         return None
+    if checked is not None:
+        checked[name] = options
     kind = cls.kind_for(options)
     channels = cls.channels(options)
     base: dict[str, Any] = dict(
@@ -279,17 +284,17 @@ def _limits(key: str, table: dict, values: dict, defaults: tuple[float, float, f
     return mins, maxs, homes
 
 
-def _check_shared_ports(actuators: dict[str, ActuatorConfig], errors: Errors) -> None:
+def _check_shared_ports(options: dict[str, dict[str, Any]], errors: Errors) -> None:
     """Actuators on one serial port share one link, so they must agree on its speed."""
-    seen: dict[str, ActuatorConfig] = {}
-    for a in actuators.values():
-        port = a.options.get("port")
-        if not isinstance(port, str) or "://" in port or "baud" not in a.options:
+    seen: dict[str, str] = {}
+    for name, o in options.items():
+        port = o.get("port")
+        if not isinstance(port, str) or "://" in port or "baud" not in o:
             continue
-        first = seen.setdefault(port, a)
-        if first is not a and first.options["baud"] != a.options["baud"]:
-            errors.add(f"actuators.{a.name}.baud", a.options["baud"],
-                       f"{first.options['baud']} (actuators.{first.name} uses the same port {port})")
+        first = seen.setdefault(port, name)
+        if first != name and options[first]["baud"] != o["baud"]:
+            errors.add(f"actuators.{name}.baud", o["baud"],
+                       f"{options[first]['baud']} (actuators.{first} uses the same port {port})")
 
 
 def _targets_for(key: str, actuators: dict[str, ActuatorConfig]) -> list[str]:
@@ -298,8 +303,8 @@ def _targets_for(key: str, actuators: dict[str, ActuatorConfig]) -> list[str]:
     return [n for n, a in actuators.items() if a.role == key]
 
 
-def _no_target(key: str, actuators: dict[str, ActuatorConfig]) -> str:
-    known = sorted(set(actuators) | {a.role for a in actuators.values()})
+def _no_target(key: str, actuators: dict[str, ActuatorConfig], unresolved: set[str]) -> str:
+    known = sorted(set(actuators) | {a.role for a in actuators.values()} | unresolved)
     return "an actuator name or role: " + (", ".join(known) or "(no actuators)") + did_you_mean(key, known)
 
 
@@ -312,7 +317,7 @@ def _resolve_motion(m: Motion, actuators: dict[str, ActuatorConfig], strict: boo
         k = f"motions.{m.tag}.{key}"
         names = _targets_for(key, actuators)
         if not names and strict and key not in unresolved:
-            errors.add(k, key, _no_target(key, actuators))
+            errors.add(k, key, _no_target(key, actuators, unresolved))
         for n in names:
             a = actuators[n]
             if a.follows_keyframes and all(len(f.target) == a.channels for f in frames):
@@ -331,7 +336,7 @@ def _resolve_expression(e: Expression, actuators: dict[str, ActuatorConfig], str
         k = f"emotions.{e.tag}.pose.{key}"
         names = _targets_for(key, actuators)
         if not names and strict and key not in unresolved:
-            errors.add(k, key, _no_target(key, actuators))
+            errors.add(k, key, _no_target(key, actuators, unresolved))
         for n in names:
             a = actuators[n]
             if a.follows_keyframes and len(target) == a.channels:
