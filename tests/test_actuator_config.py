@@ -167,3 +167,86 @@ def test_serial_line_templates_with_specs_that_suit_the_values_load_and_run():
             await s.stop()
 
     assert asyncio.run(run()).status == "done"
+
+
+async def test_capabilities_not_driver_names_decide_what_an_actuator_does():
+    """A driver the config and planner have never heard of gets motions it plays itself, shows
+    every emotion and has its own limits, because its class says so."""
+    from ticos_agent.actuators.plan import expression_actuators
+    from ticos_agent.options import Duration, Map
+
+    lines = []
+
+    @register_driver("test-panel")
+    class Panel(Driver):
+        """An MCU-like panel that plays its own tricks and shows emotions (test only)."""
+
+        kind = "line"
+        options = {"tricks": Map(Duration(minimum=0), {}, "tricks it plays itself = seconds")}
+
+        @classmethod
+        def shows_expressions(cls, options):
+            return True
+
+        @classmethod
+        def played_motions(cls, options):
+            return options["tricks"]
+
+        def line(self, template, values):
+            lines.append((template, values))
+
+    @register_driver("test-dial")
+    class Dial(Driver):
+        """A dial from 0 to 270 degrees, resting at 135, without move times (test only)."""
+
+        timed_moves = False
+
+        @classmethod
+        def limits_for(cls, options):
+            return (0.0, 270.0, 135.0)
+
+    try:
+        doc = {"robot": {"default_library": False},
+               "actuators": {"panel": {"driver": "test-panel", "tricks": {"spin": 0.05}}, "dial": {"driver": "test-dial"}},
+               "emotions": {"glad": {"color": "#00FF00"}}}
+        cfg = parse_actuators_config(doc)
+        assert cfg.motions["spin"].played == {"panel": 0.05}
+        dial = cfg.actuators["dial"]
+        assert (dial.minimum, dial.maximum, dial.home, dial.interpolate) == ((0.0,), (270.0,), (135.0,), True)
+        assert expression_actuators(cfg) == ["panel"]
+        s = ActuatorSystem(cfg)
+        await s.start()
+        try:
+            assert (await s.motion(MotionArgs("spin"))).status == "done"
+            assert (await s.emotion(EmotionArgs("glad"))).status == "done"
+        finally:
+            await s.stop()
+        assert [t for t, _ in lines] == ["motion", "emotion"]
+        assert lines[0][1]["tag"] == "spin" and (lines[1][1]["tag"], lines[1][1]["g"]) == ("glad", 255)
+    finally:
+        DRIVERS.pop("test-panel")
+        DRIVERS.pop("test-dial")
+
+
+def test_no_code_outside_a_driver_compares_with_a_driver_name():
+    """What an actuator can do comes from its driver's capabilities: no ``a.driver == "mock"``
+    (or ``in ("serial-line", ...)``) anywhere in the package outside ``actuators/drivers/``."""
+    import ast
+    import pathlib
+
+    import ticos_agent
+    from ticos_agent.actuators import drivers as builtin
+
+    names = {n for n, cls in DRIVERS.items() if cls.__module__.startswith(builtin.__name__)}
+    assert {"mock", "serial-line", "gpio-servo", "feetech-sts"} <= names
+    root = pathlib.Path(ticos_agent.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if pathlib.Path(builtin.__file__).parent in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for const in ast.walk(node):
+                    if isinstance(const, ast.Constant) and const.value in names:
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {const.value!r}")
+    assert found == []

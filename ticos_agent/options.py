@@ -209,8 +209,9 @@ def parse_table(prefix: str, table: Any, schema: Mapping[str, Option], errors: E
     checking (use :meth:`Errors.touched` before a cross-field check). Keys in ``skip`` are
     left to the caller."""
     out: dict[str, Any] = {}
-    if not isinstance(table, Mapping):
-        errors.add(prefix, table, "a table")
+    whole = isinstance(table, Mapping)
+    if not whole:
+        errors.add(prefix, table, "a table")  # and nothing about its keys
         table = {}
     skipped = set(skip)
     for key, value in table.items():
@@ -229,7 +230,7 @@ def parse_table(prefix: str, table: Any, schema: Mapping[str, Option], errors: E
     for key, option in schema.items():
         if key in out or key in skipped:
             continue
-        if key not in table and option.required:
+        if key not in table and option.required and whole:
             why = f"required by {context}" if context else "required"
             errors.add(f"{prefix}.{key}" if prefix else key, None,
                        f"{option.describe()} ({why}{': ' + option.doc if option.doc else ''})")
@@ -424,7 +425,8 @@ class Device(String):
         if "://" in value:
             scheme = value.split("://", 1)[0]
             if scheme not in SERIAL_URL_SCHEMES:
-                raise Invalid(did_you_mean(scheme, SERIAL_URL_SCHEMES).replace("?)", "://?)"))
+                guess = closest(scheme, SERIAL_URL_SCHEMES)
+                raise Invalid(f" (did you mean '{guess}://'?)" if guess else "")
         elif not value.startswith("/"):
             raise Invalid(f" (did you mean '/dev/{value}'?)" if "/" not in value else "")
         return value
