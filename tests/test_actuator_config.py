@@ -250,3 +250,45 @@ def test_no_code_outside_a_driver_compares_with_a_driver_name():
                     if isinstance(const, ast.Constant) and const.value in names:
                         found.append(f"{path.relative_to(root)}:{node.lineno}: {const.value!r}")
     assert found == []
+
+
+def _docstring_examples():
+    """(driver name, TOML text) of the ``Example::`` block in each built-in driver's module docstring."""
+    import importlib
+    import sys
+    import textwrap
+
+    from ticos_agent.actuators import drivers as builtin
+
+    for name, cls in sorted(DRIVERS.items()):
+        if not cls.__module__.startswith(builtin.__name__):
+            continue
+        doc = sys.modules[cls.__module__].__doc__ or importlib.import_module(cls.__module__).__doc__
+        assert "Example" in doc and "::\n\n" in doc.split("Example", 1)[1], f"{name}: no Example:: block"
+        block = doc.split("Example", 1)[1].split("::\n\n", 1)[1]
+        lines = []
+        for line in block.splitlines():
+            if line.strip() and not line.startswith("    "):
+                break
+            lines.append(line)
+        yield name, textwrap.dedent("\n".join(lines))
+
+
+async def test_every_driver_docstring_example_is_a_config_that_runs():
+    import tomllib
+
+    from ticos_agent.config import from_dict
+
+    seen = set()
+    for name, text in _docstring_examples():
+        doc = tomllib.loads(text)
+        config = from_dict(doc).actuators
+        drivers = {a.driver for a in config.actuators.values()}
+        seen |= drivers
+        s = ActuatorSystem(config)
+        await s.start()
+        try:
+            assert all(a["state"] == "ok" for a in s.health()["actuators"].values()), (name, s.health())
+        finally:
+            await s.stop()
+    assert seen >= {"feetech-sts", "lx16a", "maestro", "mock", "serial-line", "gpio-rgbled", "gpio-pwmled", "gpio-servo"}
