@@ -130,3 +130,11 @@ def test_toml_writer_round_trips_what_tomllib_reads():
     assert "[empty]" in text  # present-but-empty survives (an empty [actuators] means no actuators)
     with pytest.raises(TypeError):
         toml.value(object())
+
+
+def test_the_base_class_is_not_an_option_type():
+    """``Option("int", ...)`` (the drivers' old spelling) must fail loudly, not accept anything."""
+    from ticos_agent.options import Option
+
+    with pytest.raises(TypeError, match="Integer"):
+        Option("int", doc="GPIO")

@@ -100,6 +100,9 @@ class Option:
     expected = "a value"
 
     def __init__(self, default: Any = REQUIRED, doc: str = "", *, example: Any = REQUIRED, secret: bool = False):
+        if type(self) is Option:
+            raise TypeError("Option is the base of the option types: declare a key with one of them, e.g. "
+                            "Integer(115200, 'bits per second', minimum=300) (see ticos_agent.options)")
         self.default = default
         self.doc = doc
         self.example = example
