@@ -8,13 +8,11 @@ unless ``--show-secrets``) that can be copied into a file as it is.
 
 The sections and who declares them (all with the one vocabulary of :mod:`ticos_agent.options`):
 
-=================================================  ==============================================
-``[server]``, ``[storage]``, ``[replies]``, ``[log]``  :class:`ServerConfig`, :class:`StorageConfig`,
-                                                   :class:`RepliesConfig`, :class:`LogConfig` here
-``[audio]``                                        :class:`ticos_agent.audio.config.AudioConfig`
-``[robot]``, ``[actuators.NAME]``,                 :mod:`ticos_agent.actuators.config` (each
-``[motions.TAG]``, ``[emotions.TAG]``              driver declares its own options)
-=================================================  ==============================================
+* ``[server]``, ``[storage]``, ``[replies]``, ``[log]``: :class:`ServerConfig`,
+  :class:`StorageConfig`, :class:`RepliesConfig`, :class:`LogConfig` here;
+* ``[audio]``: :class:`ticos_agent.audio.config.AudioConfig`;
+* ``[robot]``, ``[actuators.NAME]``, ``[motions.TAG]``, ``[emotions.TAG]``:
+  :mod:`ticos_agent.actuators.config`, with each driver declaring its own options.
 
 Rules across keys: a non-loopback ``server.host`` requires ``server.token`` (and a set token
 is required from every peer); ``storage.db_filename`` is a plain file name.
