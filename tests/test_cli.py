@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 
 
@@ -33,9 +34,11 @@ def test_config_prints_effective_values_with_secrets_masked(tmp_path):
     cfg.write_text('[server]\nhost = "0.0.0.0"\ntoken = "hunter2"\n')
     out = cli("config", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = tomllib.loads(out.stdout)  # TOML now (a file to copy); --json gives the same data as JSON
     assert data["server"]["token"] == "********" and "hunter2" not in out.stdout
     assert data["storage"]["mode"] == "internal" and "actuators" in data
+    as_json = cli("config", "--config", str(cfg), "--json")
+    assert json.loads(as_json.stdout) == data
 
 
 def test_doctor_reports_each_check(tmp_path):

@@ -193,9 +193,9 @@ class TicosClient:
             cfg = from_dict(overrides, source="TicosClient")
             return dataclasses.replace(cfg, actuators=None, audio=None)
         if isinstance(src, dict):
-            from .config import _merge
+            from .config import merge
 
-            return from_dict(_merge(src, overrides), source="TicosClient(config=dict)")
+            return from_dict(merge(src, overrides), source="TicosClient(config=dict)")
         return load(src, overrides=overrides)
 
     def _status(self, code: str, message: str) -> None:

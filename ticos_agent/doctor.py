@@ -50,11 +50,15 @@ def main(config_path: str | None = None) -> int:
         _check("audio", None, f"PortAudio missing ({exc}); apt-get install libportaudio2")
     except Exception as exc:
         _check("audio", None, f"no output device: {exc}")
-    if config.actuators is not None:
-        from .actuators import DRIVERS
+    from .actuators.registry import FAILED, available
 
+    drivers = available()  # reads the plug-ins too
+    _check("drivers", True, ", ".join(drivers))
+    for name, why in FAILED.items():
+        _check(f"driver plug-in {name}", None, f"failed to load, skipped: {why}")
+    if config.actuators is not None:
         for name, act in config.actuators.actuators.items():
-            problems = DRIVERS[act.driver].check_environment(act.options)
+            problems = drivers[act.driver].check_environment(act.options)
             detail = "; ".join(problems) if problems else f"{act.driver}{' (simulated)' if act.simulated else ''}"
             good &= _check(f"actuator {name}", not problems, detail)
     return 0 if good else 1

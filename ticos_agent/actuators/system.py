@@ -36,7 +36,8 @@ from typing import Any, Callable
 from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
-from .driver import DRIVERS, Driver, DriverContext
+from .driver import Driver, DriverContext
+from .registry import driver_class
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 
 log = logging.getLogger("ticos_agent.actuators")
@@ -74,7 +75,7 @@ class ActuatorSystem:
     def __init__(self, config: ActuatorsConfig):
         self.config = config
         self.ctx = DriverContext()
-        self.drivers: dict[str, Driver] = {n: DRIVERS[a.driver](a, self.ctx) for n, a in config.actuators.items()}
+        self.drivers: dict[str, Driver] = {n: driver_class(a.driver)(a, self.ctx) for n, a in config.actuators.items()}
         self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
