@@ -84,7 +84,7 @@ from typing import Any, Callable, ClassVar
 from ..errors import ActuatorError, DriverUnavailable
 from ..options import Option
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
 #: name -> driver class: the built-in drivers (registered when ``drivers`` is imported) and the
 #: plug-ins loaded so far (see :mod:`.registry`).

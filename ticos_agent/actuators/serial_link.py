@@ -34,7 +34,7 @@ import serial
 
 from ..errors import DriverUnavailable
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
 POLL = 0.2  # idle health check period, seconds
 CLOSE_SETTLE = 0.05  # seconds between the last write and closing the port at stop

@@ -40,7 +40,7 @@ from .driver import Driver, DriverContext
 from .registry import driver_class
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
 
 @dataclass
