@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_actuator_devices import PtyDevice, feetech_decode, line_decode, lx16a_decode, maestro_decode, pty_device  # noqa: F401
+from devices import PtyDevice, feetech_decode, line_decode, lx16a_decode, maestro_decode
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
 from ticos_agent.events import EmotionArgs, MotionArgs
 

@@ -78,8 +78,8 @@ def test_run_serves_health_and_stops_gracefully_on_sigterm(tmp_path):
 async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     import asyncio
 
-    from tests.conftest import settle
-    from tests.traces import transcription, user_item
+    from helpers import settle
+    from traces import transcription, user_item
 
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join([json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]) + "\n")

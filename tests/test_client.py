@@ -10,14 +10,10 @@ import time
 import aiohttp
 import pytest
 
-from tests.traces import assistant_turn, function_call_done, transcription, user_item
+from helpers import free_port
+from traces import assistant_turn, function_call_done, transcription, user_item
 from ticos_agent import SaveMode, TicosClient
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _send(port: int, *events) -> None:
@@ -38,7 +34,7 @@ def _wait(pred, timeout=3.0):
 
 
 async def test_ticos_client_handlers_storage_and_stop(tmp_path):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
     client.enable_local_storage(str(tmp_path / "store"))
     messages, motions, emotions, functions, convo = [], [], [], [], []
@@ -87,7 +83,7 @@ def test_ticos_client_start_returns_false_when_port_taken(caplog):
 
 
 def test_ticos_client_without_storage_stores_nothing(tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port)
     assert client.start()
     try:
@@ -103,7 +99,7 @@ def test_handler_must_be_callable():
 
 
 async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port)
     calls = []
     client.set_function_call_handler(lambda name, args: calls.append((name, args["motion_tag"])))
@@ -118,7 +114,7 @@ async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path
 
 
 def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path):
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "robot.toml"
     cfg.write_text(f'[server]\nport = {port}\n[storage]\ndir = "{tmp_path / "db"}"\ndb_filename = "robot.db"\n'
                    '[audio]\nenabled = false\n')
@@ -133,7 +129,7 @@ def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path)
 
 
 async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
-    port = _free_port()
+    port = free_port()
     path = tmp_path / "elsewhere" / "robot-memory.db"
     client = TicosClient(port=port, save_mode=SaveMode.EXTERNAL, tf_root_dir=str(tmp_path / "card"))
     client.enable_local_storage(db_filename=str(path))
@@ -149,7 +145,7 @@ async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
 
 
 async def test_motion_and_emotion_handlers_get_every_extra_argument_unchanged(tmp_path):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port)
     motions, emotions = [], []
     client.set_motion_handler(motions.append)
@@ -181,7 +177,7 @@ def test_failures_reach_the_message_handler_as_health_status(tmp_path):
     assert "could not start" in statuses[-1]["message"]
 
     (tmp_path / "file").write_text("not a folder")
-    client = TicosClient(port=_free_port())
+    client = TicosClient(port=free_port())
     client.enable_local_storage(str(tmp_path / "file" / "db"))
     client.set_message_handler(statuses.append)
     assert client.start() is False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.conftest import settle, stored_call, wait_for
-from tests.traces import function_call_done, transcription, user_item
+from helpers import settle, stored_call, wait_for
+from traces import function_call_done, transcription, user_item
 
 
 async def test_raising_handler_is_logged_with_event_and_name_and_intake_goes_on(agent, connect, caplog):
@@ -118,7 +118,7 @@ async def test_timed_out_async_function_handler_is_cancelled(agent, connect, mon
 
 
 async def test_reply_for_a_closed_connection_is_not_broadcast(tmp_path, connect):
-    from tests.conftest import agent_config
+    from helpers import agent_config
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import settle
-from tests.traces import assistant_turn, session_created, transcription, user_item
+from helpers import settle
+from traces import assistant_turn, session_created, transcription, user_item
 
 
 async def test_health_reports_storage_connections_and_counters(agent, connect, http):

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import settle, stored_call, wait_for
-from tests.traces import (
+from helpers import settle, stored_call, wait_for
+from traces import (
     assistant_turn, ev, function_call_done, response_done, session_created, speech_started,
     transcription, transcription_failed, user_item,
 )
@@ -179,7 +179,7 @@ async def test_motion_handlers_get_validated_arguments(agent, connect):
 
 
 async def test_function_call_output_sent_back_when_configured(tmp_path, connect):
-    from tests.conftest import agent_config
+    from helpers import agent_config
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:

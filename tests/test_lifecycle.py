@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from test_actuator_devices import PtyDevice, line_decode
-from tests.conftest import agent_config
+from devices import PtyDevice, line_decode
+from helpers import agent_config
 from ticos_agent import Agent
 
 

@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from tests.conftest import agent_config, settle, wait_for
+from helpers import agent_config, free_port, settle, wait_for
 from traces import assistant_turn, ev, function_call_done, response_done, speech_started, transcription, user_item
 from ticos_agent import Agent
 from ticos_agent.logs import JournalFormatter, peer_text, said
@@ -65,15 +65,10 @@ def test_peer_strings_are_escaped_and_cut():
     assert JournalFormatter().format(record) == "<4>ticos_agent.x: bad id a\\nb\\u009b31m"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run_agent(tmp_path, *args: str, journal: bool, hostile: list[dict]) -> str:
     """Spawn ``ticos-agent run``, send it ``hostile`` frames, stop it; returns what it logged."""
-    port = _free_port()
+    port = free_port()
     read_fd, write_fd = os.pipe()
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("JOURNAL_STREAM", None)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tests.conftest import settle, wait_for
+from helpers import settle, wait_for
 from traces import assistant_turn, ev, user_item, transcription
 from ticos_agent.errors import BadEvent
 

@@ -20,7 +20,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.conftest import settle, wait_for
+from helpers import settle, wait_for
 
 _ids = itertools.count(1)
 
