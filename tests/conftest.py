@@ -6,7 +6,6 @@ import os
 
 import aiohttp
 import pytest
-
 from devices import PtyDevice
 from helpers import Peer, agent_config
 

@@ -51,7 +51,7 @@ class Peer:
     async def no_reply(self, timeout: float = 0.2) -> None:
         try:
             msg = await self.ws.receive(timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected reply {msg.type} {msg.data!r}")
 

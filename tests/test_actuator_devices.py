@@ -7,7 +7,6 @@ import time
 
 from devices import feetech_decode, line_decode, lx16a_decode
 
-
 # --- the emulators must catch what they are there to catch --------------------------------
 
 

@@ -315,7 +315,7 @@ class _FakeSd:
             raise ValueError(f"No output device matching {device!r}")
         return {"name": name, "default_samplerate": float(self.rates[-1]), "default_high_output_latency": 0.2}
 
-    def OutputStream(self, samplerate, **kw):  # noqa: N802 (sounddevice's name)
+    def OutputStream(self, samplerate, **kw):
         if samplerate not in self.rates:
             raise self.PortAudioError("Invalid sample rate")
         self.opened.append((samplerate, kw["blocksize"]))
@@ -548,7 +548,7 @@ class _SlowOpenSd(_FakeSd):
         super().__init__(**kw)
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def OutputStream(self, samplerate, **kw):  # noqa: N802
+    def OutputStream(self, samplerate, **kw):
         self.entered.set()
         self.release.wait(5)
         return super().OutputStream(samplerate, **kw)

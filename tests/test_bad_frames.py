@@ -7,7 +7,6 @@ import logging
 
 import aiohttp
 import pytest
-
 from helpers import agent_config, settle
 from traces import ev, transcription, user_item
 

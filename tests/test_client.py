@@ -9,20 +9,18 @@ import time
 
 import aiohttp
 import pytest
-
 from helpers import free_port
 from traces import assistant_turn, function_call_done, transcription, user_item
+
 from ticos_agent import SaveMode, TicosClient
 
 
-
 async def _send(port: int, *events) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
-            for e in events:
-                await ws.send_str(json.dumps(e))
-            await ws.send_str(json.dumps({"type": "ping.sync"}))
-            await ws.close()
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
+        for e in events:
+            await ws.send_str(json.dumps(e))
+        await ws.send_str(json.dumps({"type": "ping.sync"}))
+        await ws.close()
 
 
 def _wait(pred, timeout=3.0):

@@ -8,6 +8,7 @@ import json
 from devices import feetech_decode
 from helpers import agent_config, settle, stored_call, wait_for
 from traces import ev, function_call_done, response_done, speech_started
+
 from ticos_agent import Agent
 
 SWAY = {"sway": {"head": [[0.15, [20, 0]], [0.3, [-20, 0]]]}}

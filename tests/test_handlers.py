@@ -119,6 +119,7 @@ async def test_timed_out_async_function_handler_is_cancelled(agent, connect, mon
 
 async def test_reply_for_a_closed_connection_is_not_broadcast(tmp_path, connect):
     from helpers import agent_config
+
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:

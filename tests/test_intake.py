@@ -6,11 +6,17 @@ import asyncio
 import sqlite3
 
 import pytest
-
 from helpers import settle, stored_call, wait_for
 from traces import (
-    assistant_turn, ev, function_call_done, response_done, session_created, speech_started,
-    transcription, transcription_failed, user_item,
+    assistant_turn,
+    ev,
+    function_call_done,
+    response_done,
+    session_created,
+    speech_started,
+    transcription,
+    transcription_failed,
+    user_item,
 )
 
 
@@ -180,6 +186,7 @@ async def test_motion_handlers_get_validated_arguments(agent, connect):
 
 async def test_function_call_output_sent_back_when_configured(tmp_path, connect):
     from helpers import agent_config
+
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:

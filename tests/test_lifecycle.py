@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
-
 from devices import PtyDevice, line_decode
 from helpers import agent_config
+
 from ticos_agent import Agent
 
 

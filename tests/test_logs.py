@@ -9,15 +9,14 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import aiohttp
-
 from helpers import agent_config, free_port, settle, wait_for
 from traces import assistant_turn, ev, function_call_done, response_done, speech_started, transcription, user_item
+
 from ticos_agent import Agent
 from ticos_agent.logs import JournalFormatter, peer_text, said
 

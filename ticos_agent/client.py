@@ -39,9 +39,10 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, from_dict, load
 from .storage import SaveMode

@@ -47,7 +47,7 @@ FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
 
 
 class _AssistantItem:
-    __slots__ = ("item_id", "response_id", "parts", "final", "role", "size")
+    __slots__ = ("final", "item_id", "parts", "response_id", "role", "size")
 
     def __init__(self, item_id: str, response_id: str | None, role: str = "assistant"):
         self.item_id = item_id
@@ -84,7 +84,7 @@ class Conversations:
         self._by_peer: dict[Peer, Conversation] = {}
 
     def routes(self) -> Mapping[str, Handler]:
-        return {etype: self._route for etype in _ROUTES}
+        return dict.fromkeys(_ROUTES, self._route)
 
     def of(self, peer: Peer) -> Conversation:
         conv = self._by_peer.get(peer)

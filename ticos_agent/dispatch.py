@@ -20,8 +20,8 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 

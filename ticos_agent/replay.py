@@ -12,23 +12,22 @@ async def _replay(path: str, url: str, rate: float) -> int:
     with open(path, encoding="utf-8") as fh:
         lines = [line.rstrip("\n") for line in fh if line.strip()]
     errors = 0
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url) as ws:
-            async def read_replies():
-                nonlocal errors
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        errors += '"type": "error"' in msg.data or '"type":"error"' in msg.data
-                        print(msg.data)
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        async def read_replies():
+            nonlocal errors
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    errors += '"type": "error"' in msg.data or '"type":"error"' in msg.data
+                    print(msg.data)
 
-            reader = asyncio.create_task(read_replies())
-            for line in lines:
-                await ws.send_str(line)
-                if rate > 0:
-                    await asyncio.sleep(1 / rate)
-            await asyncio.sleep(0.3)
-            await ws.close()
-            await reader
+        reader = asyncio.create_task(read_replies())
+        for line in lines:
+            await ws.send_str(line)
+            if rate > 0:
+                await asyncio.sleep(1 / rate)
+        await asyncio.sleep(0.3)
+        await ws.close()
+        await reader
     print(f"sent {len(lines)} event(s), {errors} error reply(ies)", file=sys.stderr)
     return 0
 

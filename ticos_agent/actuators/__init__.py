@@ -14,22 +14,22 @@ Public surface (the agent core codes against it):
 
 from __future__ import annotations
 
-from . import drivers as _drivers  # noqa: F401 - registers the built-in drivers
 from ..options import Option
+from . import drivers as _drivers  # noqa: F401 - registers the built-in drivers
 from .config import ActuatorConfig, ActuatorsConfig, parse_actuators_config
 from .driver import DRIVERS, Driver, register_driver
 from .registry import driver_class
 from .system import ActuatorSystem, Outcome
 
 __all__ = [
-    "ActuatorConfig",
-    "ActuatorsConfig",
-    "ActuatorSystem",
     "DRIVERS",
+    "ActuatorConfig",
+    "ActuatorSystem",
+    "ActuatorsConfig",
     "Driver",
-    "driver_class",
     "Option",
     "Outcome",
+    "driver_class",
     "parse_actuators_config",
     "register_driver",
 ]

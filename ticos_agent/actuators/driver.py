@@ -78,8 +78,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ..errors import ActuatorError, DriverUnavailable
 from ..options import Option
@@ -88,10 +89,10 @@ log = logging.getLogger(__name__)
 
 #: name -> driver class: the built-in drivers (registered when ``drivers`` is imported) and the
 #: plug-ins loaded so far (see :mod:`.registry`).
-DRIVERS: dict[str, type["Driver"]] = {}
+DRIVERS: dict[str, type[Driver]] = {}
 
 
-def register_driver(name: str) -> Callable[[type["Driver"]], type["Driver"]]:
+def register_driver(name: str) -> Callable[[type[Driver]], type[Driver]]:
     """Class decorator: make a driver available as ``driver = "<name>"`` in the config."""
 
     def deco(cls: type[Driver]) -> type[Driver]:
@@ -259,7 +260,7 @@ class Worker:
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._q.put((fn, args))
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> "threading.Event":
+    def call(self, fn: Callable[..., Any], *args: Any) -> threading.Event:
         done = threading.Event()
         self._q.put((lambda: (fn(*args), done.set()), ()))
         return done
@@ -272,7 +273,7 @@ class Worker:
             fn, args = item
             try:
                 fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - reported, never kills the thread
+            except BaseException as exc:
                 log.warning("%s: %s", self.label, exc)
                 if self._on_error:
                     self._on_error(exc)

@@ -47,7 +47,7 @@ class Plan:
     total: float
     actuators: list[str]
     #: actuator -> (seconds after the command's start, the plan that returns it to neutral)
-    returns: dict[str, tuple[float, "Plan"]] = field(default_factory=dict)
+    returns: dict[str, tuple[float, Plan]] = field(default_factory=dict)
 
 
 def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:

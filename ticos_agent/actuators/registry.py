@@ -53,7 +53,7 @@ def load_plugins() -> None:
             continue
         try:
             cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the agent
+        except Exception as exc:
             FAILED[ep.name] = f"{type(exc).__name__}: {exc}"
             log.error("driver plug-in %r (%s) failed to load and is skipped: %s", ep.name, origin, FAILED[ep.name])
             continue

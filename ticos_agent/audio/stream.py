@@ -186,7 +186,7 @@ class StreamLifecycle:
         fut = in_thread(self._loop, self._take_and_close)
         try:
             await asyncio.wait_for(asyncio.shield(fut), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("audio: closing output device %s hangs (> %gs); carrying on without it",
                         self._device_name, CLOSE_TIMEOUT)
         except Exception as exc:

@@ -53,8 +53,18 @@ if TYPE_CHECKING:
     from ..audio.config import AudioConfig
 
 __all__ = [
-    "Config", "ConfigErrors", "LogConfig", "RepliesConfig", "SECTIONS", "ServerConfig", "StorageConfig",
-    "default_internal_dir", "from_dict", "is_loopback", "load", "merge",
+    "SECTIONS",
+    "Config",
+    "ConfigErrors",
+    "LogConfig",
+    "RepliesConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "default_internal_dir",
+    "from_dict",
+    "is_loopback",
+    "load",
+    "merge",
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

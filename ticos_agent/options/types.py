@@ -9,6 +9,7 @@ from typing import Any
 
 from .base import INVALID, REQUIRED, Errors, Invalid, Option, closest, did_you_mean, number_text
 
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -82,7 +82,7 @@ class GpioDriver(Driver):
         if device is not None:
             try:
                 await asyncio.to_thread(device.close)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def close_timeout(self) -> float:

@@ -23,9 +23,8 @@ Example::
 
 from __future__ import annotations
 
-import time
-
 import threading
+import time
 from typing import Any
 
 from ...options import Boolean, Duration, Float, Pin

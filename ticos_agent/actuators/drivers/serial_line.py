@@ -81,7 +81,7 @@ class Template(String):
             raise Invalid(" (ASCII text only)")
         try:
             parts = list(string.Formatter().parse(value))
-        except Exception as exc:  # noqa: BLE001 - unbalanced braces and the like
+        except Exception as exc:
             raise Invalid(f" ({exc})") from None
         for _, name, spec, _ in parts:
             if name is None:
@@ -92,7 +92,7 @@ class Template(String):
                 raise Invalid(" (no nested fields in a format spec)")
         try:
             value.format(**self.sample_values)
-        except Exception as exc:  # noqa: BLE001 - a bad format spec for the field's type
+        except Exception as exc:
             raise Invalid(f" (with specs that suit them; {type(exc).__name__}: {exc})") from None
         return value
 
