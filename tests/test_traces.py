@@ -807,9 +807,10 @@ async def test_health_consistent_after_mixed_traffic_and_agent_still_answers(age
     await a.send("{oops", "[]")
     await b.send_bytes(b"\xc3\x28")
     async with http.post(f"http://127.0.0.1:{agent.port}/v1/events",
-                         data=json.dumps(tr.transcription("item_HTTP", "over http", deltas=False)[0])) as r:
+                         json=tr.transcription("item_HTTP", "over http", deltas=False)[0]) as r:
         assert r.status == 202
-    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", data=b'{"type": 1}') as r:
+    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", data=b'{"type": 1}',
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "missing_type"
     errs_a, errs_b = await replies(a), await replies(b)

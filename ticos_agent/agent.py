@@ -60,6 +60,7 @@ from .connection import Peer, Peers
 from .consumers import AudioFeed, EventLog, IntegratorEvents, PeerErrors
 from .conversation import Conversations
 from .dispatch import Dispatcher
+from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
 from .server import bind, make_app
@@ -274,11 +275,13 @@ class Agent:
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
                        settings=self.config.server, counters=self.counters)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        settings = self.config.server
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
+                               keepalive_timeout=settings.request_timeout)
         await runner.setup()
         stack.push_async_callback(self._stop_serving, runner)
         for sock in sockets:
-            await web.SockSite(runner, sock).start()
+            await CappedSite(runner, sock, limit=settings.max_connections, counters=self.counters).start()
 
     async def _stop_serving(self, runner: web.AppRunner) -> None:
         await runner.cleanup()  # closes the sockets; their conversations are stored

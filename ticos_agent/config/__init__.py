@@ -36,8 +36,10 @@ from ..errors import ConfigError, ConfigErrors
 from ..options import (
     Boolean,
     Choice,
+    Duration,
     Errors,
     Integer,
+    List,
     Path,
     Secret,
     String,
@@ -89,9 +91,23 @@ class ServerConfig:
     host: str = setting(String("127.0.0.1", "address to listen on; a non-loopback address requires a token",
                                nonempty=True))
     port: int = setting(Integer(9999, "TCP port (0 picks a free one)", minimum=0, maximum=65535))
-    token: str = setting(Secret("", "bearer token required from non-loopback peers (Authorization: Bearer ...)"))
+    token: str = setting(Secret("", "bearer token (Authorization: Bearer ...) required from every peer when set"))
+    trust_loopback: bool = setting(Boolean(
+        False, "with a token set, let loopback peers in without it (keep false behind a local reverse proxy)"))
+    allowed_origins: list[str] = setting(List(
+        String(nonempty=True), [], "browser origins that may use the API, e.g. \"http://robot.local:8080\" "
+        "(voice agents send no Origin; any other Origin is refused)", min_items=0))
+    names: list[str] = setting(List(
+        String(nonempty=True), [], "host names a request may name in Host besides loopback and server.host, "
+        "e.g. \"robot.local\" (refuses DNS-rebinding names)", min_items=0))
     max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket with 1009",
                                            minimum=1024, maximum=64 << 20))
+    max_connections: int = setting(Integer(64, "open TCP connections at most (HTTP and WebSocket); more are closed "
+                                               "at once with 503", minimum=1, maximum=10000))
+    request_timeout: float = setting(Duration(10.0, "seconds a connection may take to send a whole request, and stay "
+                                                    "idle between requests", minimum=1, maximum=3600))
+    heartbeat: float = setting(Duration(30.0, "seconds between pings to each WebSocket; a peer that answers nothing "
+                                              "for 1.5 times this is closed (0: never)", minimum=0, maximum=3600))
 
     @property
     def loopback(self) -> bool:
