@@ -485,6 +485,27 @@ async def test_retry_reinitialises_portaudio_and_finds_a_device_plugged_in_later
     await p.stop()
 
 
+async def test_portaudio_is_never_reinitialised_while_file_descriptors_run_short(monkeypatch):
+    """PortAudio's ALSA scan aborts the process when it runs out of descriptors: never start it then."""
+    import os
+    import resource
+
+    fake = _fake(monkeypatch, rates=(24000,), devices=())
+    p = AudioPlayer(parse_audio_config({"device": "usb-speaker", "retry_seconds": 0.02}))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 100, hard))
+    try:
+        await p.start()
+        await _until(lambda: p.portaudio_reinits_skipped >= 2)
+        assert fake.calls == [] and p.portaudio_reinits == 0 and p.health()["state"] == "retrying"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    fake.plugged.add("usb-speaker")  # descriptors are back: the next retry rescans and finds it
+    await _until(lambda: p.health()["state"] == "ok")
+    assert p.portaudio_reinits >= 1
+    await p.stop()
+
+
 async def test_rescan_devices_false_never_restarts_portaudio(monkeypatch):
     """An integrator whose program uses sounddevice too keeps its own streams alive."""
     fake = _fake(monkeypatch, rates=(24000,), devices=())
