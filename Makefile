@@ -18,13 +18,15 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Debian packages: venv support, PortAudio for sounddevice (audio and its tests), systemd's
-# systemd-analyze (the unit's security and verify tests), and the GPIO pin library on a
+# systemd-analyze (the unit's security and verify tests), Debian's headless Chromium (a hostile
+# page from another origin, tests/test_browser.py), and the GPIO pin library on a
 # board that has GPIO. Installed only when missing; needs root.
 system-deps:
 	@need=""; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || need="$$need python3-venv"; \
 	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need="$$need libportaudio2"; \
 	command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$$need systemd"; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
 	if [ -e /dev/gpiochip0 ] && ! /usr/bin/python3 -c "import lgpio" 2>/dev/null; then need="$$need python3-lgpio"; fi; \
 	if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
