@@ -23,6 +23,7 @@ def agent_config(tmp_path, **sections) -> dict:
         "server": {"host": "127.0.0.1", "port": 0},
         "storage": {"dir": str(tmp_path / "internal")},
         "audio": {"enabled": False},
+        "conversation": {"reconnect_grace": 0.2},  # what a closed socket left open is stored soon
     }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}

@@ -18,19 +18,15 @@ from ticos_agent.actuators.library import EXPRESSION
 from ticos_agent.actuators.registry import available
 from ticos_agent.audio.config import AudioConfig
 from ticos_agent.config import (
+    PLAIN_SECTIONS,
     SECTIONS,
     ConfigErrors,
-    LogConfig,
-    RepliesConfig,
-    ServerConfig,
-    StorageConfig,
     from_dict,
     load,
 )
 from ticos_agent.options import MASK, schema_of
 
-PLAIN = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig, "log": LogConfig,
-         "audio": AudioConfig}
+PLAIN = {**PLAIN_SECTIONS, "audio": AudioConfig}
 
 
 def cli(*args, env=None):

@@ -111,6 +111,9 @@ async def test_open_response_is_stored_incomplete_when_socket_closes(agent, conn
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     rows = await _messages(agent)
+    assert [(r["content"], r["status"]) for r in rows] == [("", "pending")]  # the voice agent may come back
+    await asyncio.sleep(0.3)  # it did not, within reconnect_grace
+    rows = await _messages(agent)
     assert [(r["content"], r["status"]) for r in rows] == [("", "incomplete"), ("half a ", "incomplete")]
 
 

@@ -783,6 +783,7 @@ async def test_300_turns_then_close_mid_response(agent, connect, http):
     sent += len(last)
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
+    await wait_for(lambda: agent.conversations.open_items() == 0)  # the voice agent did not come back in time
     expected += [("user", "and one more thing", "completed", "item_Ulast"),
                  ("assistant", "I was just saying", "incomplete", "item_Alast")]
     got = await rows(agent)

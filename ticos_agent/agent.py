@@ -248,7 +248,8 @@ class Agent:
         store, audio, actuators, counters = self.store, self.audio, self.actuators, self.counters
         intake = Intake(counters)
         send, spawn = self.peers.send, self._background.spawn
-        self.conversations = Conversations(store, lambda *args: self.dispatcher.emit("conversation", *args))
+        self.conversations = Conversations(store, lambda *args: self.dispatcher.emit("conversation", *args),
+                                           grace=self.config.conversation.reconnect_grace)
         self.turns = Turns(audio=audio, actuators=actuators, send=send, spawn=spawn, counters=counters,
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
         intake.add(self.conversations)
@@ -284,9 +285,11 @@ class Agent:
             await CappedSite(runner, sock, limit=settings.max_connections, counters=self.counters).start()
 
     async def _stop_serving(self, runner: web.AppRunner) -> None:
-        await runner.cleanup()  # closes the sockets; their conversations are stored
+        await runner.cleanup()  # closes the sockets
         if self.intake is not None:
             self.intake.peer_closed(self.peers.http)
+        if self.conversations is not None:
+            self.conversations.close()  # what is still open is stored (incomplete) before storage closes
         log.info("server: stopped")
 
     # --- talking to the voice agent -------------------------------------------------------

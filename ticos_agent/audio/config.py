@@ -82,7 +82,7 @@ class OutputDevice(Option):
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Effective audio settings (see the module docstring for what needs more than a line)."""
+    """``[audio]``: playback of the assistant's voice (see the module docstring for what needs more than a line)."""
 
     enabled: bool = setting(Boolean(True, "false: audio deltas are accepted and discarded (counted)"))
     device: str | int | None = setting(OutputDevice("", 'PortAudio output device: "" = system default, a name or an index'))

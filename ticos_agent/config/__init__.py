@@ -55,9 +55,11 @@ if TYPE_CHECKING:
     from ..audio.config import AudioConfig
 
 __all__ = [
+    "PLAIN_SECTIONS",
     "SECTIONS",
     "Config",
     "ConfigErrors",
+    "ConversationConfig",
     "LogConfig",
     "RepliesConfig",
     "ServerConfig",
@@ -71,7 +73,7 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
-SECTIONS = ("server", "storage", "replies", "log", "audio", "robot", "actuators", "motions", "emotions")
+SECTIONS = ("server", "storage", "replies", "conversation", "log", "audio", "robot", "actuators", "motions", "emotions")
 KNOWN_SECTIONS = SECTIONS  # the old name
 
 
@@ -100,8 +102,8 @@ class ServerConfig:
     names: list[str] = setting(List(
         String(nonempty=True), [], "host names a request may name in Host besides loopback and server.host, "
         "e.g. \"robot.local\" (refuses DNS-rebinding names)", min_items=0))
-    max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket with 1009",
-                                           minimum=1024, maximum=64 << 20))
+    max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket with "
+                                                    "1009", minimum=1024, maximum=64 << 20))
     max_connections: int = setting(Integer(64, "open TCP connections at most (HTTP and WebSocket); more are closed "
                                                "at once with 503", minimum=1, maximum=10000))
     request_timeout: float = setting(Duration(10.0, "seconds a connection may take to send a whole request, and stay "
@@ -137,8 +139,17 @@ class RepliesConfig:
 
 
 @dataclass(frozen=True)
+class ConversationConfig:
+    """``[conversation]``: how messages are assembled from the realtime events."""
+
+    reconnect_grace: float = setting(Duration(
+        10.0, "seconds what a dropped socket left open waits for the voice agent to come back and continue it, "
+              "before it is stored as incomplete (it is still continued in place later)", minimum=0, maximum=3600))
+
+
+@dataclass(frozen=True)
 class LogConfig:
-    """``[log]``."""
+    """``[log]``: the service's log."""
 
     level: str = setting(Choice(LOG_LEVELS, "info", "log level of the service", casefold=True))
 
@@ -148,6 +159,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     replies: RepliesConfig = field(default_factory=RepliesConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
     log: LogConfig = field(default_factory=LogConfig)
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
@@ -161,7 +173,7 @@ class Config:
         """The effective config as plain TOML data (``ticos-agent config`` prints it)."""
         out: dict[str, Any] = {
             name: dump_table(getattr(self, name), schema_of(cls), mask_secrets=mask_secrets)
-            for name, cls in _PLAIN_SECTIONS.items()
+            for name, cls in PLAIN_SECTIONS.items()
         }
         if self.audio is not None:
             out["audio"] = self.audio.as_dict()
@@ -170,8 +182,8 @@ class Config:
         return out
 
 
-_PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
-                                    "log": LogConfig}
+PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
+                                    "conversation": ConversationConfig, "log": LogConfig}
 
 
 def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -208,7 +220,7 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
             shown = f"[table with keys {', '.join(map(str, table))}]" if isinstance(table, dict) else table
             errors.add(name, shown, "one of the sections " + ", ".join(SECTIONS) + did_you_mean(name, SECTIONS))
     values = {name: parse_table(name, doc.get(name, {}), schema_of(cls), errors)
-              for name, cls in _PLAIN_SECTIONS.items()}
+              for name, cls in PLAIN_SECTIONS.items()}
     server = values["server"]
     if not errors.touched("server.host", "server.token") and not is_loopback(server["host"]) \
             and not server["token"].strip():
@@ -216,7 +228,7 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
     actuators = parse_actuators(doc, errors)
     audio = parse_audio(doc.get("audio", {}), errors)
     errors.raise_if_any(source)
-    return Config(**{name: cls(**values[name]) for name, cls in _PLAIN_SECTIONS.items()},
+    return Config(**{name: cls(**values[name]) for name, cls in PLAIN_SECTIONS.items()},
                   actuators=actuators, audio=audio, source=source)
 
 

@@ -63,13 +63,6 @@ def _per_channel(v: float, channels: int) -> Any:
     return v if channels == 1 else [v] * channels
 
 
-INTROS = {
-    "server": "where the realtime WebSocket and the HTTP API listen",
-    "storage": "where conversations, calls and the event log are kept",
-    "replies": "what the agent sends back to the voice agent on its own",
-    "log": "the service's log",
-    "audio": "playback of the assistant's voice (see ticos_agent.audio.config)",
-}
 
 
 def example() -> str:
@@ -78,12 +71,12 @@ def example() -> str:
     from ..actuators.library import EXPRESSION, TRACKS
     from ..actuators.registry import available
     from ..audio.config import AudioConfig
-    from . import LogConfig, RepliesConfig, ServerConfig, StorageConfig
+    from . import PLAIN_SECTIONS
 
     lines = [f"# {line}" for line in HEADER.splitlines()]
-    for path, cls in (("server", ServerConfig), ("storage", StorageConfig), ("replies", RepliesConfig),
-                      ("log", LogConfig), ("audio", AudioConfig)):
-        _section(lines, path, schema_of(cls), intro=f"[{path}]: {INTROS[path]}")
+    for path, cls in (*PLAIN_SECTIONS.items(), ("audio", AudioConfig)):
+        intro = (cls.__doc__ or "").strip().splitlines()[0].split(":", 1)[-1].strip()
+        _section(lines, path, schema_of(cls), intro=f"[{path}]: {intro}")
     _section(lines, "robot", ROBOT, intro="[robot]: the robot as a whole")
 
     lines += ["", "# [actuators.NAME]: one table per actuator. `driver` picks what runs it; the other keys are the",
