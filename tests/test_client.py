@@ -197,3 +197,19 @@ def test_stop_after_a_failed_start_is_quiet(caplog, recwarn):
     gc.collect()
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     assert not any("error while stopping" in r.getMessage() for r in caplog.records)
+
+
+async def test_inline_handlers_run_on_the_agents_own_thread_as_in_ticos_client(tmp_path):
+    import threading
+
+    port = free_port()
+    client = TicosClient(port=port, inline_handlers=True)
+    threads = []
+    client.set_message_handler(lambda event: threads.append(threading.current_thread().name))
+    assert client.start()
+    try:
+        await _send(port, user_item("u1"))
+        _wait(lambda: threads)
+    finally:
+        client.stop()
+    assert set(threads) == {f"ticos-agent-{port}"}

@@ -14,7 +14,9 @@ Existing integrator code keeps working::
     client.stop()
 
 The agent runs on its own thread with its own event loop; handlers are plain functions,
-called (on one handler thread, in arrival order) with the same arguments as ticos-client:
+called (on one handler thread, in arrival order; with ``inline_handlers=True`` on the agent's
+own thread, as ticos-client did: sooner, but a slow handler then holds up the socket) with
+the same arguments as ticos-client:
 ``message_handler(event_dict)`` for every event, ``motion_handler(args)``,
 ``emotion_handler(args)``, ``function_call_handler(name, args)`` for every other function,
 ``conversation_handler(item_id, role, content)``. As in ticos-client, nothing is stored
@@ -73,7 +75,7 @@ _UNSET: Any = object()
 class TicosClient:
     def __init__(self, port: int = _UNSET, save_mode: SaveMode | str = _UNSET,
                  tf_root_dir: str | None = None, *, host: str = _UNSET,
-                 config: str | Path | dict[str, Any] | None = None):
+                 config: str | Path | dict[str, Any] | None = None, inline_handlers: bool = False):
         # with a config, only what the caller passes here overrides the file
         self._given = {"port": port is not _UNSET, "host": host is not _UNSET, "save_mode": save_mode is not _UNSET}
         self.port = 9999 if port is _UNSET else port
@@ -86,6 +88,7 @@ class TicosClient:
             tf_root_dir = str(found) if found else None
         self.tf_root_dir = tf_root_dir
         self._config_source = config
+        self._inline = inline_handlers
         self._storage_enabled = False
         self._storage_dir: str | None = None
         self._db_filename: str | None = None
@@ -221,10 +224,11 @@ class TicosClient:
         from .agent import Agent
 
         self.agent = agent = Agent(config)
-        agent.on("*", self._on_message)
-        agent.subscribe("expression", self._on_expression)
-        agent.on_function("*", self._on_function)
-        agent.on_conversation(self._on_conversation)
+        inline = self._inline
+        agent.on("*", self._on_message, inline=inline)
+        agent.subscribe("expression", self._on_expression, inline=inline)
+        agent.on_function("*", self._on_function, inline=inline)
+        agent.on_conversation(self._on_conversation, inline=inline)
         ready = threading.Event()
         gave_up = threading.Event()
         failure: list[BaseException] = []
