@@ -37,7 +37,6 @@ card, ``TICOS_ALLOW_UNMOUNTED_CARD=1`` accepts a plain folder.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import threading
@@ -194,8 +193,7 @@ class TicosClient:
             storage["db_filename"] = self._db_filename
         overrides = {"server": server, "storage": storage}
         if src is None:
-            cfg = from_dict(overrides, source="TicosClient")
-            return dataclasses.replace(cfg, actuators=None, audio=None)
+            return from_dict(overrides, source="TicosClient", hardware=False)
         if isinstance(src, dict):
             from .config import merge
 

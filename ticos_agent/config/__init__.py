@@ -204,12 +204,12 @@ def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | N
     return from_dict(doc, source=source)
 
 
-def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
+def from_dict(doc: dict[str, Any], *, source: str = "(dict)", hardware: bool = True) -> Config:
     """Check every section of ``doc`` (a parsed TOML document) and build the :class:`Config`.
 
-    Raises :class:`ConfigErrors` with every problem found, in every section."""
-    from ..actuators.config import parse_actuators
-    from ..audio.config import parse_audio
+    ``hardware=False`` builds a config with no actuators and no audio without loading their
+    modules (the ``TicosClient`` default, as in ticos-client). Raises :class:`ConfigErrors`
+    with every problem found, in every section."""
 
     errors = Errors()
     if not isinstance(doc, dict):
@@ -225,8 +225,14 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)") -> Config:
     if not errors.touched("server.host", "server.token") and not is_loopback(server["host"]) \
             and not server["token"].strip():
         errors.add("server.token", "", f"a token when server.host ({server['host']}) is not loopback")
-    actuators = parse_actuators(doc, errors)
-    audio = parse_audio(doc.get("audio", {}), errors)
+    actuators: ActuatorsConfig | None = None
+    audio: AudioConfig | None = None
+    if hardware:
+        from ..actuators.config import parse_actuators
+        from ..audio.config import parse_audio
+
+        actuators = parse_actuators(doc, errors)
+        audio = parse_audio(doc.get("audio", {}), errors)
     errors.raise_if_any(source)
     return Config(**{name: cls(**values[name]) for name, cls in PLAIN_SECTIONS.items()},
                   actuators=actuators, audio=audio, source=source)
