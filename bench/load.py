@@ -56,6 +56,7 @@ class Server:
     key: str      # --skip name and load_servers.py mode
     label: str
     python: str = sys.executable
+    env: dict = field(default_factory=dict)
     skipped: str | None = None
     runs: list[dict] = field(default_factory=list)
 
@@ -184,9 +185,13 @@ class Child:
             try:
                 await asyncio.wait_for(self.proc.wait(), 20)
             except asyncio.TimeoutError:
+                self.notes.append("did not stop within 20 s of SIGTERM; killed")
                 self.proc.kill()
                 await self.proc.wait()
-        self._reader.cancel()
+        try:  # the last lines (notes) up to EOF
+            await asyncio.wait_for(self._reader, 5)
+        except asyncio.TimeoutError:
+            self._reader.cancel()
 
 
 async def wait_listening(port: int, timeout: float = 60.0) -> float:
@@ -215,7 +220,7 @@ async def measure(server: Server, args, workdir: Path) -> dict:
         ticos_client_env.make_home(home)
     netlog = workdir / "netguard.log"
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(BENCH / "netguard"),
-           "BENCH_NETGUARD_LOG": str(netlog), "PYTHONDONTWRITEBYTECODE": "1"}
+           "BENCH_NETGUARD_LOG": str(netlog), "PYTHONDONTWRITEBYTECODE": "1", **server.env}
     stderr = open(workdir / "stderr.log", "wb")
     out: dict = {}
     spawn = time.perf_counter()
@@ -274,14 +279,15 @@ async def run_load(child: Child, port: int, pid: int, args, workdir: Path, out: 
             await ws.send_str(control("reset"))
             await child.expect("RESET", 30)
             await asyncio.sleep(0.3)
-            sample = [json.loads(f) for f in mix(int(args.rate * args.seconds), first_turn=10**6)]
+            # each frame ends '"event_id": "...", "sent_ns": <ns>}' (load_servers.py relies on it)
+            heads = [f[:-1] + ', "sent_ns": ' for f in mix(int(args.rate * args.seconds), first_turn=10**6)]
+            assert all(h.endswith('"event_id": "' + h.rsplit('"event_id": "', 1)[1]) for h in heads[:60])
             start = time.perf_counter()
-            for i, obj in enumerate(sample):
+            for i, head in enumerate(heads):
                 delay = start + i / args.rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                obj["sent_ns"] = time.time_ns()
-                await ws.send_str(json.dumps(obj))
+                await ws.send_str(f"{head}{time.time_ns()}}}")
             await asyncio.sleep(0.5)
             await ws.send_str(control("report"))
             await child.expect("REPORT", 30)
@@ -323,6 +329,16 @@ SERVERS = (("agent", "ticos-agent Agent"), ("client-api", "ticos-agent TicosClie
 
 def prepare(args) -> list[Server]:
     servers = [Server(key, label) for key, label in SERVERS]
+    for spec in args.variant:  # a candidate ticos_agent beside this checkout's, same API as client-api
+        name, _, root = spec.partition("=")
+        if not root or not (Path(root) / "ticos_agent" / "__init__.py").exists():
+            sys.exit(f"--variant {spec!r}: expected NAME=DIR with DIR/ticos_agent/__init__.py")
+        servers.insert(2, Server("client-api", f"TicosClient [{name}]",
+                                 env={"BENCH_AGENT_ROOT": str(Path(root).resolve())}))
+    if args.prelude:
+        for s in servers:
+            if s.key in ("agent", "client-api"):
+                s.env["BENCH_PRELUDE"] = str(Path(args.prelude).resolve())
     for s in servers:
         if s.key in args.skip:
             s.skipped = "--skip"
@@ -367,9 +383,9 @@ def table(servers: list[Server], args) -> None:
     done = [s for s in servers if s.runs]
     values: dict[str, dict[str, list[float]]] = {}
     for s in done:
-        values[s.key] = {k: [v for r in s.runs if (v := f(r)) is not None] for k, _, _, f in FIGURES if f}
-    bare = statistics.median(values["bare"]["rate"]) if "bare" in values else None
-    widths = [24] + [max(len(h), 9) for _, h, _, _ in FIGURES]
+        values[s.label] = {k: [v for r in s.runs if (v := f(r)) is not None] for k, _, _, f in FIGURES if f}
+    bare = next((statistics.median(values[s.label]["rate"]) for s in done if s.key == "bare"), None)
+    widths = [max(24, *(len(s.label) for s in servers))] + [max(len(h), 9) for _, h, _, _ in FIGURES]
     head = " ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in
                     enumerate(zip(["server"] + [h for _, h, _, _ in FIGURES], widths)))
     n = max((len(s.runs) for s in done), default=0)
@@ -382,23 +398,22 @@ def table(servers: list[Server], args) -> None:
     spread_rows = []
     for s in servers:
         if not s.runs:
-            print(f"{s.label:<24} skipped: {s.skipped or 'failed'}")
+            print(s.label.ljust(widths[0]) + f" skipped: {s.skipped or 'failed'}")
             continue
         cells, spread = [], []
         for (key, _, fmt, f), w in zip(FIGURES, widths[1:]):
             if key == "x_bare":
-                cells.append((fmt.format(statistics.median(values[s.key]["rate"]) / bare) if bare else "-").rjust(w))
+                cells.append((fmt.format(statistics.median(values[s.label]["rate"]) / bare) if bare else "-").rjust(w))
                 spread.append("".rjust(w))
                 continue
-            vals = values[s.key][key]
+            vals = values[s.label][key]
             cells.append((fmt.format(statistics.median(vals)) if vals else "-").rjust(w))
             spread.append((f"{min(vals) and max(vals) / min(vals):.2f}x" if len(vals) > 1 and min(vals) else "-").rjust(w))
-        print(f"{s.label:<24} " + " ".join(cells))
-        spread_rows.append(f"{'  max/min over rounds':<24} " + " ".join(spread))
+        print(s.label.ljust(widths[0]) + " " + " ".join(cells))
+        spread_rows.append(s.label.ljust(widths[0]) + " " + " ".join(spread))
     if n > 1:
         print("\nSpread (max/min over the rounds, same columns):")
-        for s, row in zip([s for s in servers if s.runs], spread_rows):
-            print(f"{s.label:<24} {row[25:]}")
+        print("\n".join(spread_rows))
 
 
 async def run(args) -> None:
@@ -435,6 +450,12 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3, help="rounds; the table shows medians (default 3)")
     parser.add_argument("--skip", action="append", default=[], choices=[k for k, _ in SERVERS],
                         help="leave a server out (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                        help="also measure the TicosClient API with ticos_agent imported from DIR "
+                             "(a candidate change exported from another branch); repeatable")
+    parser.add_argument("--prelude", metavar="FILE",
+                        help="a Python file run in each ticos-agent server before it starts "
+                             "(temporary timestamps for an investigation)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install the ticos-client anchor; skip it when it is not installed yet")
     args = parser.parse_args()

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: where ``ticos_agent`` is imported from: this checkout, or a candidate's (``load.py --variant``)
+AGENT_ROOT = os.environ.get("BENCH_AGENT_ROOT") or str(ROOT)
 
 
 def say(line: str) -> None:
@@ -94,7 +96,7 @@ def wait_for_sigterm() -> None:
 def serve_agent(port: int, workdir: str) -> None:
     import asyncio
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, AGENT_ROOT)
     from ticos_agent import Agent
 
     probe = Probe(workdir)
@@ -124,9 +126,15 @@ def hook_frame_arrival(agent, probe: Probe) -> None:
         say("NOTE frame-received hook skipped: Agent has no ingest()")
         return
 
+    arrivals, ns = probe.arrivals, time.time_ns
+
     def ingest_timed(frame, conn):
-        if b"sent_ns" in frame if isinstance(frame, bytes) else "sent_ns" in frame:
-            probe.arrivals[json.loads(frame)["event_id"]] = time.time_ns()
+        # the clock first, and no JSON parsing here (that would add itself to the latency):
+        # load.py writes '"event_id": "...", "sent_ns": N' at the end of every stamped frame
+        if isinstance(frame, str) and "sent_ns" in frame:
+            now = ns()
+            i = frame.rfind('"event_id": "') + 13
+            arrivals[frame[i:frame.index('"', i)]] = now
         return ingest(frame, conn)
 
     agent.ingest = ingest_timed
@@ -151,7 +159,7 @@ def serve_client(port: int, workdir: str, *, sdk: bool) -> None:
         uvicorn.Config.__init__ = loopback_only
         from ticos_client import TicosClient
     else:
-        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, AGENT_ROOT)
         from ticos_agent import TicosClient
 
     probe = Probe(workdir)
@@ -163,9 +171,18 @@ def serve_client(port: int, workdir: str, *, sdk: bool) -> None:
     if not client.start():
         say("FAILED TicosClient.start() returned False")
         sys.exit(1)
+    if not sdk:
+        hook_frame_arrival(client.agent, probe)  # before the load generator connects
     say(f"READY {time.perf_counter() - t0:.4f}")
     wait_for_sigterm()
-    client.stop()
+    # ticos-client 0.7.2's stop() runs uvicorn's shutdown() on a second event loop and can wait
+    # on it for ever; its storage commits every write, so nothing is lost by leaving then.
+    stopper = threading.Thread(target=client.stop, daemon=True)
+    stopper.start()
+    stopper.join(5)
+    if stopper.is_alive():
+        say("NOTE TicosClient.stop() had not returned after 5 s (left without it)")
+        os._exit(0)
 
 
 # --- the limit: bare aiohttp ----------------------------------------------------------------
@@ -209,7 +226,27 @@ MODES = {
     "bare": serve_bare,
 }
 
+def prelude() -> None:
+    """``load.py --prelude FILE``: run FILE in a ticos-agent server before it starts (temporary
+    timestamps or monkeypatches for an investigation; nothing of it is part of the figures'
+    definition). It can reach this module's :class:`Probe` as ``__main__.Probe``."""
+    path = os.environ.get("BENCH_PRELUDE")
+    if path:
+        import runpy
+
+        sys.path.insert(0, AGENT_ROOT)
+        runpy.run_path(path, run_name="bench_prelude")
+        say(f"NOTE prelude {path} ran")
+
+
 if __name__ == "__main__":
     mode, port, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     os.makedirs(workdir, exist_ok=True)
+    if mode in ("agent", "client-api"):
+        prelude()
+        if AGENT_ROOT != str(ROOT):
+            sys.path.insert(0, AGENT_ROOT)
+            import ticos_agent
+
+            say(f"NOTE ticos_agent from {Path(ticos_agent.__file__).parent}")
     MODES[mode](port, workdir)
