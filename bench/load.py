@@ -295,6 +295,8 @@ async def run_load(child: Child, port: int, pid: int, args, workdir: Path, out: 
         finally:
             await ws.close()
             drain.cancel()
+    if not report["sent"]:
+        raise RuntimeError("no stamped event reached the handler (see the server's log)")
     out["sent_lat"] = sorted(report["sent"])
     out["recv_lat"] = sorted(report["received"])
 
