@@ -372,6 +372,7 @@ FIGURES = (  # key, header, format, from one run
     ("cpu_10k", "CPU s/10k", "{:.3f}", lambda r: r["cpu_10k"]),
     ("p50", "p50 ms", "{:.3f}", lambda r: percentile(r["sent_lat"], 0.5)),
     ("p99", "p99 ms", "{:.3f}", lambda r: percentile(r["sent_lat"], 0.99)),
+    ("n", "lat n", "{:.0f}", lambda r: len(r["sent_lat"])),
     ("recv_p50", "recv p50", "{:.3f}", lambda r: percentile(r["recv_lat"], 0.5) if r["recv_lat"] else None),
     ("recv_p99", "recv p99", "{:.3f}", lambda r: percentile(r["recv_lat"], 0.99) if r["recv_lat"] else None),
     ("idle_rss", "idle MB", "{:.1f}", lambda r: r["idle_rss"]),
@@ -393,7 +394,8 @@ def table(servers: list[Server], args) -> None:
     n = max((len(s.runs) for s in done), default=0)
     print(f"\nMedians of {n} round(s): {args.events:,} events at full speed; latency = client send -> "
           f"integrator handler called at {args.rate:g} events/s for {args.seconds:g} s over 1 connection "
-          f"(recv = frame reached agent.ingest -> handler, where that hook exists); RSS idle and after "
+          f"(lat n = events stamped that reached the handler: ticos-client passes only 11 event types "
+          f"to its handlers; recv = frame reached agent.ingest -> handler, where that hook exists); RSS idle and after "
           f"the full-speed load; listen/start() = process spawn -> port accepting / start call returned.")
     print(head)
     print("-" * len(head))
@@ -441,7 +443,8 @@ async def run(args) -> None:
             print(f"    stored: {r['stored']}", flush=True)
     table(servers, args)
     attempts = sum(len(r["netguard"]) for s in servers for r in s.runs)
-    print(f"\nOutbound connection attempts refused by the netguard: {attempts}")
+    print(f"\nOutbound connection attempts refused by the netguard: {attempts}; "
+          f"load average now {os.getloadavg()[0]:.2f} (other work on this machine skews every row)")
 
 
 def main() -> None:
