@@ -228,8 +228,8 @@ async def measure(server: Server, args, workdir: Path) -> dict:
         server.python, str(BENCH / "load_servers.py"), server.key, str(port), str(workdir),
         stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, cwd=str(workdir))
     child = Child(proc)
+    listening = asyncio.create_task(wait_listening(port))
     try:
-        listening = asyncio.create_task(wait_listening(port))
         ready = await child.expect("READY", 60)
         out["ready_s"] = time.perf_counter() - spawn
         out["start_call_s"] = float(ready.split()[1])
@@ -243,6 +243,7 @@ async def measure(server: Server, args, workdir: Path) -> dict:
         print(f"  {server.label}: failed; server stderr ends:\n    " + "\n    ".join(tail), flush=True)
         raise
     finally:
+        listening.cancel()
         await child.stop()
         stderr.close()
     out["notes"] = child.notes
