@@ -327,6 +327,7 @@ def stored(workdir: Path, home: Path) -> str:
 # --- the run -------------------------------------------------------------------------------
 
 SERVERS = (("agent", "ticos-agent Agent"), ("client-api", "ticos-agent TicosClient"),
+           ("client-inline", "TicosClient inline_handlers"),
            ("ticos-client", f"ticos-client {ticos_client_env.VERSION}"), ("bare", "bare aiohttp"))
 
 
@@ -340,7 +341,7 @@ def prepare(args) -> list[Server]:
                                  env={"BENCH_AGENT_ROOT": str(Path(root).resolve())}))
     if args.prelude:
         for s in servers:
-            if s.key in ("agent", "client-api"):
+            if s.key in ("agent", "client-api", "client-inline"):
                 s.env["BENCH_PRELUDE"] = str(Path(args.prelude).resolve())
     for s in servers:
         if s.key in args.skip:

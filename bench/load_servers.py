@@ -7,6 +7,8 @@ MODE is one of:
 ``agent``           ticos-agent's native ``Agent`` (storage with the event log, a ``*`` handler)
 ``client-api``      ticos-agent through its ``TicosClient`` API (``enable_local_storage()``,
                     a message handler), as an existing ticos-client integrator runs it
+``client-inline``   the same with ``TicosClient(inline_handlers=True)``: handlers on the agent's
+                    loop (as ticos-client ran them), no hop to the handler thread
 ``ticos-client``    the ticos-client SDK itself (run with its own environment's Python, see
                     ``bench/ticos_client_env.py``); same integrator program as ``client-api``
 ``bare``            the limit: an aiohttp WebSocket route that ``json.loads`` each frame and
@@ -142,7 +144,7 @@ def hook_frame_arrival(agent, probe: Probe) -> None:
 
 # --- the TicosClient API: ticos-agent's and the ticos-client SDK's --------------------------
 
-def serve_client(port: int, workdir: str, *, sdk: bool) -> None:
+def serve_client(port: int, workdir: str, *, sdk: bool, inline: bool = False) -> None:
     if sdk:
         # ticos-client 0.7.2 hard-codes uvicorn's host to 0.0.0.0; uvloop binds outside
         # Python's socket module (the netguard cannot rewrite it), so pin the host here.
@@ -164,7 +166,8 @@ def serve_client(port: int, workdir: str, *, sdk: bool) -> None:
 
     probe = Probe(workdir)
     t0 = time.perf_counter()
-    client = TicosClient(port=port)  # INTERNAL: ~/.config/ticos/ticos.db under the bench HOME
+    # INTERNAL: ~/.config/ticos/ticos.db under the bench HOME
+    client = TicosClient(port=port, inline_handlers=True) if inline else TicosClient(port=port)
     client.enable_local_storage()
     client.set_message_handler(probe)
     client.set_function_call_handler(lambda name, args: {"on": args.get("on")})
@@ -222,6 +225,7 @@ def serve_bare(port: int, workdir: str) -> None:
 MODES = {
     "agent": serve_agent,
     "client-api": lambda port, workdir: serve_client(port, workdir, sdk=False),
+    "client-inline": lambda port, workdir: serve_client(port, workdir, sdk=False, inline=True),
     "ticos-client": lambda port, workdir: serve_client(port, workdir, sdk=True),
     "bare": serve_bare,
 }
@@ -242,7 +246,7 @@ def prelude() -> None:
 if __name__ == "__main__":
     mode, port, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     os.makedirs(workdir, exist_ok=True)
-    if mode in ("agent", "client-api"):
+    if mode in ("agent", "client-api", "client-inline"):
         prelude()
         if AGENT_ROOT != str(ROOT):
             sys.path.insert(0, AGENT_ROOT)

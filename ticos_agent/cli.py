@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("trace", help="file with one event per line")
     p.add_argument("--url", default="ws://127.0.0.1:9999/realtime")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--quiet", type=float, default=1.0,
+                   help="after the last line, wait until the agent has been quiet this many seconds")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -117,6 +120,7 @@ def _run(args) -> int:
         return 2
     from .logs import setup
 
+    os.umask(0o077)  # what the agent creates (database, WAL, session files) is its user's alone
     setup(args.log_level or config.log_level)
     try:
         asyncio.run(_serve(config))
