@@ -23,7 +23,7 @@ MAX_WAIT = 30.0  # seconds at most after the last line
 
 def _is_error(text: str) -> bool:
     try:
-        return json.loads(text).get("type") == "error"
+        return bool(json.loads(text).get("type") == "error")
     except (ValueError, AttributeError):
         return False
 
@@ -31,14 +31,14 @@ def _is_error(text: str) -> bool:
 async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tuple[int, int]:
     errors = 0
     loop = asyncio.get_running_loop()
-    last_reply = loop.time()
+    replied = asyncio.Event()
     ponged = asyncio.Event()
     async with aiohttp.ClientSession() as session, session.ws_connect(url, autoping=False) as ws:
         async def read_replies() -> None:
-            nonlocal errors, last_reply
+            nonlocal errors
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    last_reply = loop.time()
+                    replied.set()
                     errors += _is_error(msg.data)
                     print(msg.data, flush=True)
                 elif msg.type == aiohttp.WSMsgType.PING:
@@ -57,8 +57,12 @@ async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tupl
             await asyncio.wait_for(ponged.wait(), MAX_WAIT)
         except TimeoutError:
             print("ticos-agent replay: the agent did not confirm reading the trace", file=sys.stderr)
-        while loop.time() < deadline and loop.time() - last_reply < quiet and not reader.done():
-            await asyncio.sleep(0.05)
+        while loop.time() < deadline and not reader.done():  # until quiet for `quiet` seconds
+            replied.clear()
+            try:
+                await asyncio.wait_for(replied.wait(), quiet)
+            except TimeoutError:
+                break
         await ws.close()
         await reader
     return len(lines), errors
