@@ -40,7 +40,8 @@ def main(config_path: str | None = None) -> int:
     ports = sorted(glob.glob("/dev/serial/by-id/*") + glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*"))
     _check("serial ports", True if ports else None, ", ".join(ports) or "none found (motions will be simulated)")
     gpio = os.path.exists("/dev/gpiochip0")
-    _check("GPIO", True if gpio else None, "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
+    _check("GPIO", True if gpio else None,
+           "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
     try:
         import sounddevice as sd
 

@@ -8,9 +8,12 @@ import sys
 import aiohttp
 
 
-async def _replay(path: str, url: str, rate: float) -> int:
+def _read_trace(path: str) -> list[str]:
     with open(path, encoding="utf-8") as fh:
-        lines = [line.rstrip("\n") for line in fh if line.strip()]
+        return [line.rstrip("\n") for line in fh if line.strip()]
+
+
+async def _replay(lines: list[str], url: str, rate: float) -> int:
     errors = 0
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         async def read_replies():
@@ -34,7 +37,7 @@ async def _replay(path: str, url: str, rate: float) -> int:
 
 def main(args) -> int:
     try:
-        return asyncio.run(_replay(args.trace, args.url, args.rate))
+        return asyncio.run(_replay(_read_trace(args.trace), args.url, args.rate))
     except (OSError, aiohttp.ClientError) as exc:
         print(f"ticos-agent replay: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1

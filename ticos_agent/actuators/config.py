@@ -86,7 +86,8 @@ ROBOT: dict[str, Option] = {"mouth": MOUTH, "default_library": DEFAULT_LIBRARY, 
 
 #: The robot a laptop gets with no config file: real drivers on simulated devices.
 SIMULATED_ROBOT: dict[str, dict[str, Any]] = {
-    "head": {"driver": "feetech-sts", "port": "loop://", "ids": [1, 2], "min": [-90, -30], "max": [90, 30], "home": [0, 0]},
+    "head": {"driver": "feetech-sts", "port": "loop://", "ids": [1, 2],
+             "min": [-90, -30], "max": [90, 30], "home": [0, 0]},
     "arm": {"driver": "maestro", "port": "loop://", "channels": [0], "min": -10, "max": 90, "home": 0},
     "face": {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22, "pin_factory": "mock"},
     "mouth": {"driver": "gpio-pwmled", "pin": 18, "pin_factory": "mock"},
@@ -223,7 +224,8 @@ def parse_actuator(name: str, table: Any, errors: Errors,
     cls = driver_class(drv_name)
     if cls is None:
         return None  # its other keys cannot be checked without the driver
-    values = parse_table(key, table, {**COMMON, **cls.options}, errors, context=f"driver {drv_name!r}", skip=("driver",))
+    values = parse_table(key, table, {**COMMON, **cls.options}, errors, context=f"driver {drv_name!r}",
+                         skip=("driver",))
     options = {k: values[k] for k in cls.options}
     if errors.touched(*(f"{key}.{k}" for k in cls.options)):
         return None
@@ -236,11 +238,11 @@ def parse_actuator(name: str, table: Any, errors: Errors,
         checked[name] = options
     kind = cls.kind_for(options)
     channels = cls.channels(options)
-    base: dict[str, Any] = dict(
-        name=name, driver=drv_name, role=values["role"] if "role" in table else name, kind=kind, channels=channels,
-        options=options, simulated=cls.simulated_for(options),
-        follows_keyframes=cls.follows_keyframes(options), shows_expressions=cls.shows_expressions(options),
-    )
+    base: dict[str, Any] = {
+        "name": name, "driver": drv_name, "role": values["role"] if "role" in table else name, "kind": kind,
+        "channels": channels, "options": options, "simulated": cls.simulated_for(options),
+        "follows_keyframes": cls.follows_keyframes(options), "shows_expressions": cls.shows_expressions(options),
+    }
     if kind == "light":
         for k in SERVO_KEYS:
             if k in table:

@@ -219,7 +219,8 @@ class Driver:
     def check(self) -> None:
         """Raise :class:`DriverUnavailable` when commands cannot be carried out right now."""
         if self.state != "ok":
-            raise DriverUnavailable(f"actuator {self.label!r} ({self.name}) is {self.state}: {self.error or 'no detail'}")
+            raise DriverUnavailable(
+                f"actuator {self.label!r} ({self.name}) is {self.state}: {self.error or 'no detail'}")
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -237,7 +238,8 @@ class Driver:
     def move(self, targets: list[float], seconds: float) -> None:
         raise ActuatorError(f"actuator {self.label!r} ({self.name}) cannot move to a position")
 
-    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid", period: float = 1.0) -> None:
+    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid",
+              period: float = 1.0) -> None:
         raise ActuatorError(f"actuator {self.label!r} ({self.name}) is not a light")
 
     def line(self, template: str, values: dict[str, Any]) -> None:

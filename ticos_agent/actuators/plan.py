@@ -105,7 +105,8 @@ def plan_expression(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neut
         if fade > 0:
             count = max(1, math.ceil(fade / FADE_STEP))
             for k in range(count):
-                steps.append(step(fade * k / count, n, "light", e.color or (1.0, 1.0, 1.0), level * k / count, "solid", 1.0))
+                steps.append(step(fade * k / count, n, "light", e.color or (1.0, 1.0, 1.0), level * k / count,
+                                  "solid", 1.0))
         steps += _show(cfg, n, fade, e, args.intensity, args)
     returns = {}
     if args.duration is not None:
@@ -124,5 +125,6 @@ def plan_pose(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neutral: E
         steps.append(step(0.0, n, "move", a.clamp(scaled), seconds))
         if args.duration is not None:
             back = neutral.pose.get(n, a.home) if neutral is not None else a.home
-            returns[n] = (seconds + args.duration, Plan([step(0.0, n, "move", a.clamp(back), POSE_SECONDS)], POSE_SECONDS, [n]))
+            back_plan = Plan([step(0.0, n, "move", a.clamp(back), POSE_SECONDS)], POSE_SECONDS, [n])
+            returns[n] = (seconds + args.duration, back_plan)
     return Plan(sorted(steps), seconds if steps else 0.0, list(e.pose), returns)

@@ -113,7 +113,8 @@ class SerialLink:
 
     def write(self, data: bytes) -> None:
         if self.state != "ok":
-            raise DriverUnavailable(f"serial port {self.port} is {self.state}" + (f": {self.error}" if self.error else ""))
+            raise DriverUnavailable(
+                f"serial port {self.port} is {self.state}" + (f": {self.error}" if self.error else ""))
         self._q.put(data)
 
     async def stop(self) -> None:
@@ -157,7 +158,8 @@ class SerialLink:
                 self._streak += 1
                 if self._streak == 2:
                     log.warning("serial %s: %s keeps dropping soon after opening; retrying ever more slowly "
-                                "(up to every %g s), repeats logged at debug level", self.label, self.port, self.backoff[1])
+                                "(up to every %g s), repeats logged at debug level",
+                                self.label, self.port, self.backoff[1])
                 self._down(f"lost: {exc}")
                 self._drain()
             finally:
@@ -231,7 +233,7 @@ class SerialLink:
                     continue
                 # idle health check: the device node is gone, or reading reports an error
                 if path is not None and not os.path.exists(path):
-                    raise OSError(f"{path} disappeared")
+                    raise OSError(f"{path} disappeared") from None  # not caused by the empty queue
                 data = ser.read(4096)
                 if data:
                     log.debug("serial %s: read %r", self.label, data[:80])

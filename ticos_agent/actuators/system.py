@@ -30,7 +30,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +92,8 @@ class ActuatorSystem:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.config.default_robot:
-            log.warning("no [actuators] in the config: running the built-in SIMULATED robot (%s); nothing physical moves",
-                        ", ".join(self.drivers))
+            log.warning("no [actuators] in the config: running the built-in SIMULATED robot (%s); "
+                        "nothing physical moves", ", ".join(self.drivers))
         for name, drv in self.drivers.items():
             for problem in type(drv).check_environment(drv.opts):
                 log.warning("actuator %s (%s): %s", name, drv.name, problem)
@@ -138,7 +138,8 @@ class ActuatorSystem:
         preempt = (lambda c: True) if not args.wait else None
         return await self._submit(cmd, preempt)
 
-    async def emotion(self, args: EmotionArgs, *, response_id: str | None = None, call_id: str | None = None) -> Outcome:
+    async def emotion(self, args: EmotionArgs, *, response_id: str | None = None,
+                      call_id: str | None = None) -> Outcome:
         detail = {"kind": "emotion", "tag": args.emotion_tag, "args": args.as_dict(), "notes": list(args.notes)}
         expr = self.config.emotions.get(args.emotion_tag)
         if expr is None:
@@ -172,7 +173,8 @@ class ActuatorSystem:
         return Outcome("failed", reason, {**detail, "known": known})
 
     def _command(self, kind, tag, plan, response_id, call_id, detail) -> _Command:
-        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id, call_id=call_id)
+        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id,
+                      call_id=call_id)
         return _Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
 
     async def _submit(self, cmd: _Command, preempt: Callable[[_Command], bool] | None) -> Outcome:
@@ -231,7 +233,8 @@ class ActuatorSystem:
             for n, before in faults.items():
                 d = self.drivers[n]
                 if d.faults != before or d.state != "ok":
-                    raise ActuatorError(f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
+                    raise ActuatorError(
+                        f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
             outcome = Outcome("done", None, cmd.detail)
         except Exception as exc:
             if isinstance(exc, ActuatorError):
@@ -282,7 +285,8 @@ class ActuatorSystem:
         if not cmd.future.done():
             cmd.future.set_result(outcome)
 
-    def _drop(self, cmd: _Command, reason: str, rest: bool, keep=(), status: str = "dropped", quiet: bool = False) -> bool:
+    def _drop(self, cmd: _Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
+              quiet: bool = False) -> bool:
         """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
         if cmd.state == "finished":
             return False
@@ -297,7 +301,8 @@ class ActuatorSystem:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
         return True
 
-    def _drop_where(self, pred: Callable[[_Command], Any], reason: str, rest: bool, keep=(), quiet: bool = False) -> int:
+    def _drop_where(self, pred: Callable[[_Command], object], reason: str, rest: bool, keep: Collection[str] = (),
+                    quiet: bool = False) -> int:
         victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
         count = sum(self._drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
         return count
@@ -343,7 +348,8 @@ class ActuatorSystem:
             return
         self._safe_gen[name] = generation
         self._cancel_return(name)
-        reason = f"actuator {name!r} ({drv.name}) lost its device during the command; it came back and was put in its safe state"
+        reason = (f"actuator {name!r} ({drv.name}) lost its device during the command; "
+                  "it came back and was put in its safe state")
         for cmd in [c for c in self.lanes[name] if c.state == "running"]:
             self._drop(cmd, reason, rest=True, keep={name}, status="failed")
         log.info("actuator %s (%s): device up (open #%d): applying the safe state", name, drv.name, generation)

@@ -210,7 +210,7 @@ class StreamLifecycle:
             await asyncio.sleep(WATCH_SECONDS)
             pulls = self._queue.pulls
             if pulls == last and self._stream is not None:
-                await self._fail("the output stream stalled (no callbacks for %gs)" % WATCH_SECONDS)
+                await self._fail(f"the output stream stalled (no callbacks for {WATCH_SECONDS:g}s)")
                 return
             last = pulls
 

@@ -90,8 +90,8 @@ class ServerConfig:
                                nonempty=True))
     port: int = setting(Integer(9999, "TCP port (0 picks a free one)", minimum=0, maximum=65535))
     token: str = setting(Secret("", "bearer token required from non-loopback peers (Authorization: Bearer ...)"))
-    max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket with 1009",
-                                           minimum=1024, maximum=64 << 20))
+    max_frame_bytes: int = setting(Integer(1 << 20, "largest WebSocket frame; a larger one closes that socket "
+                                                    "with 1009", minimum=1024, maximum=64 << 20))
 
     @property
     def loopback(self) -> bool:

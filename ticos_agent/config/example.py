@@ -120,5 +120,6 @@ def example() -> str:
     lines.append(f"#{key(target)} = {value([[0.5, _per_channel(10.0, channels)], [1.0, _per_channel(0.0, channels)]])}")
     pose = {target: _per_channel(5.0, channels)}
     _section(lines, "emotions.example", EXPRESSION, {"pose": pose},
-             intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, a new one added.")
+             intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, "
+                   "a new one added.")
     return "\n".join(lines) + "\n"

@@ -223,7 +223,8 @@ class Colour(Option):
             return ""
         rgb = [c * 255 for c in value]
         if all(abs(v - round(v)) < 1e-9 for v in rgb):
-            return "#%02X%02X%02X" % tuple(round(v) for v in rgb)
+            r, g, b = (round(v) for v in rgb)
+            return f"#{r:02X}{g:02X}{b:02X}"
         return rgb
 
 

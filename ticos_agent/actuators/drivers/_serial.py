@@ -92,8 +92,8 @@ class BusServoDriver(SerialDriver):
     raw_max = 4095
     options = {
         **PORT_OPTIONS,
-        "ids": List(Integer(minimum=0, maximum=253), doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)",
-                    example=[1, 2]),
+        "ids": List(Integer(minimum=0, maximum=253),
+                    doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)", example=[1, 2]),
         "safe_seconds": Duration(0.5, "move time to the home position in the safe state", minimum=0, maximum=60),
     }
 

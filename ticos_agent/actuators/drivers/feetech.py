@@ -135,7 +135,8 @@ class FeetechSCS(FeetechSTS):
         **FeetechSTS.options,
         "center": Integer(512, "raw position of 0 degrees", minimum=0, maximum=1023),
         "steps_per_degree": Float(1024 / 300, "raw steps per degree (negative to reverse)"),
-        "goal_speed": Integer(0, "Goal_Speed register (0: reach the target in the move time)", minimum=0, maximum=0xFFFF),
+        "goal_speed": Integer(0, "Goal_Speed register (0: reach the target in the move time)",
+                              minimum=0, maximum=0xFFFF),
     }
     del options["max_speed"]
 

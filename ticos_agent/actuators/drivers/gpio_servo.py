@@ -97,4 +97,5 @@ class GpioServo(GpioDriver):
         if self.state == "ok" and self.worker is not None:
             self._busy.set()
             c = self.config
-            self.worker.submit(setattr, self.device, "angle", self._angle(c.home[0] + level * (c.maximum[0] - c.home[0])))
+            angle = self._angle(c.home[0] + level * (c.maximum[0] - c.home[0]))
+            self.worker.submit(setattr, self.device, "angle", angle)

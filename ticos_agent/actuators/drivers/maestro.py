@@ -13,7 +13,8 @@ Example::
 
     [actuators.arm]
     driver = "maestro"
-    port = "loop://"       # e.g. "/dev/serial/by-id/usb-Pololu_Corporation_Pololu_Micro_Maestro_6-Servo_Controller_00012345-if00"
+    # e.g. port = "/dev/serial/by-id/usb-Pololu_Corporation_Pololu_Micro_Maestro_6-Servo_Controller_00012345-if00"
+    port = "loop://"
     channels = [0]
     min = -10
     max = 90

@@ -70,7 +70,7 @@ class Template(String):
         super().__init__(default, doc, optional=True)
 
     def describe(self) -> str:
-        allowed = " ".join("{%s}" % f for f in self.sample_values) or "no fields"
+        allowed = " ".join(f"{{{f}}}" for f in self.sample_values) or "no fields"
         return f"a template using {allowed} (empty: none)"
 
     def convert(self, value: Any) -> str | None:
@@ -107,7 +107,8 @@ class SerialLine(SerialDriver):
         "motion": Template(FIELDS["motion"], "MOTION {tag} {speed} {repeat}", "line for a motion the MCU plays itself"),
         "motions": Map(Duration(minimum=0), {}, "tags the MCU plays itself = their seconds at speed 1", what="tag",
                        example={"wave": 2.0}),
-        "emotion": Template(FIELDS["emotion"], "EMOTION {tag} {intensity}", "line sent for every emotion (empty: none)"),
+        "emotion": Template(FIELDS["emotion"], "EMOTION {tag} {intensity}",
+                            "line sent for every emotion (empty: none)"),
         "move": Template(FIELDS["move"], "MOVE {targets} {ms}", "line for a keyframe target (empty: no keyframes)"),
         "stop": Template(FIELDS["stop"], "STOP", "line for the safe state (empty: none)"),
         "mouth": Template(FIELDS["mouth"], None, "line for the mouth level (empty: none)"),
