@@ -116,7 +116,8 @@ def test_cross_field_checks_are_collected_with_the_rest():
         from_dict(doc)
     errors = {e.key: e for e in info.value.errors}
     assert set(errors) == {"server.port", "server.token", "sever", "log.level", "actuators.a.home",
-                           "actuators.b.baud", "actuators.c.driver", "actuators.d.min", "motions.hop.e"}, str(info.value)
+                           "actuators.b.baud", "actuators.c.driver", "actuators.d.min",
+                           "motions.hop.e"}, str(info.value)
     assert "a token when server.host (0.0.0.0) is not loopback" in errors["server.token"].expected
     assert "did you mean 'server'?" in errors["sever"].expected and "s3cret" not in str(info.value)
     assert "from 0 to 65535" in errors["server.port"].expected
