@@ -83,7 +83,8 @@ def _line_values(e: Expression, intensity: float, args: EmotionArgs | None) -> d
     }
 
 
-def _show(cfg: ActuatorsConfig, name: str, t: float, e: Expression, intensity: float, args=None) -> list[Step]:
+def _show(cfg: ActuatorsConfig, name: str, t: float, e: Expression, intensity: float,
+          args: EmotionArgs | None = None) -> list[Step]:
     if cfg.actuators[name].kind == "line":
         return [step(t, name, "line", "emotion", _line_values(e, intensity, args))]
     return [step(t, name, "light", e.color or (1.0, 1.0, 1.0), e.brightness * intensity, e.pattern, e.period)]

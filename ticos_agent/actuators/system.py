@@ -30,14 +30,14 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
-from .driver import Driver, DriverContext
+from .driver import ActuatorConfig, Driver, DriverContext
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 from .registry import driver_class
 
@@ -59,12 +59,13 @@ class Outcome:
 class _Command:
     __slots__ = ("call_id", "detail", "future", "id", "kind", "plan", "response_id", "state", "tag", "task")
 
-    def __init__(self, kind: str, tag: str, plan: Plan, response_id, call_id, future, detail):
+    def __init__(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
+                 future: asyncio.Future[Outcome], detail: dict[str, Any]):
         self.id = next(_ids)
         self.kind, self.tag, self.plan = kind, tag, plan
         self.response_id, self.call_id = response_id, call_id
-        self.future: asyncio.Future = future
-        self.task: asyncio.Task | None = None
+        self.future = future
+        self.task: asyncio.Task[None] | None = None
         self.state = "queued"  # queued | running | finished
         self.detail = detail
 
@@ -72,11 +73,15 @@ class _Command:
 _ids = itertools.count(1)
 
 
+def _is_kind(kind: str, cmd: _Command) -> bool:
+    return cmd.kind == kind
+
+
 class ActuatorSystem:
     def __init__(self, config: ActuatorsConfig):
         self.config = config
         self.ctx = DriverContext()
-        self.drivers: dict[str, Driver] = {n: driver_class(a.driver)(a, self.ctx) for n, a in config.actuators.items()}
+        self.drivers: dict[str, Driver] = {n: self._driver(a) for n, a in config.actuators.items()}
         self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,6 +91,12 @@ class ActuatorSystem:
         self._shows_expressions = set(expression_actuators(config))
         for n, d in self.drivers.items():
             d.on_up = functools.partial(self._device_up, n)
+
+    def _driver(self, a: ActuatorConfig) -> Driver:
+        cls = driver_class(a.driver)
+        if cls is None:  # a checked config names registered drivers only
+            raise ActuatorError(f"actuator {a.name!r}: no driver {a.driver!r} is registered")
+        return cls(a, self.ctx)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -145,12 +156,12 @@ class ActuatorSystem:
         if expr is None:
             return self._unknown("emotion", args.emotion_tag, self.known_emotions(), detail)
         neutral = self.config.emotions.get("neutral")
-        jobs = []
+        jobs: list[Coroutine[Any, Any, Outcome]] = []
         for kind, plan in (("emotion", plan_expression(self.config, expr, args, neutral)),
                            ("pose", plan_pose(self.config, expr, args, neutral))):
             if plan.actuators:
                 cmd = self._command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
-                jobs.append(self._submit(cmd, lambda c, k=kind: c.kind == k))
+                jobs.append(self._submit(cmd, functools.partial(_is_kind, kind)))
         if not jobs:
             return Outcome("done", None, {**detail, "actuators": [], "note": "no actuator shows emotions"})
         outcomes = await asyncio.gather(*jobs)
@@ -161,18 +172,19 @@ class ActuatorSystem:
         return Outcome("done", None, self._merge(detail, outcomes))
 
     @staticmethod
-    def _merge(detail: dict, outcomes: list[Outcome]) -> dict:
+    def _merge(detail: dict[str, Any], outcomes: list[Outcome]) -> dict[str, Any]:
         out = dict(detail)
         out["actuators"] = [a for o in outcomes for a in o.detail.get("actuators", [])]
         out["elapsed_s"] = max(o.detail.get("elapsed_s", 0.0) for o in outcomes)
         return out
 
-    def _unknown(self, kind: str, tag: str, known: list[str], detail: dict) -> Outcome:
+    def _unknown(self, kind: str, tag: str, known: list[str], detail: dict[str, Any]) -> Outcome:
         reason = str(UnknownTag(kind, tag, known))
         log.warning("%s", reason)
         return Outcome("failed", reason, {**detail, "known": known})
 
-    def _command(self, kind, tag, plan, response_id, call_id, detail) -> _Command:
+    def _command(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
+                 detail: dict[str, Any]) -> _Command:
         detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id,
                       call_id=call_id)
         return _Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
