@@ -114,7 +114,7 @@ def parse_audio(section: Any, errors: Errors) -> AudioConfig:
     return AudioConfig(**parse_table("audio", section, schema_of(AudioConfig), errors))
 
 
-def parse_audio_config(section: dict) -> AudioConfig:
+def parse_audio_config(section: dict[str, Any]) -> AudioConfig:
     """Validate the ``[audio]`` table (``{}`` when absent) into an :class:`AudioConfig`.
 
     Raises :class:`~ticos_agent.errors.ConfigErrors` (a ``ConfigError``) naming every problem.
