@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 
@@ -16,7 +17,7 @@ def _read_trace(path: str) -> list[str]:
 async def _replay(lines: list[str], url: str, rate: float) -> int:
     errors = 0
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        async def read_replies():
+        async def read_replies() -> None:
             nonlocal errors
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -35,7 +36,7 @@ async def _replay(lines: list[str], url: str, rate: float) -> int:
     return 0
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_replay(_read_trace(args.trace), args.url, args.rate))
     except (OSError, aiohttp.ClientError) as exc:

@@ -158,7 +158,7 @@ _PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageCo
                                     "log": LogConfig}
 
 
-def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
+def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read a TOML file (or nothing) and return the validated :class:`Config`."""
     doc: dict[str, Any] = {}
     source = "(defaults)"

@@ -10,10 +10,13 @@ setting gives a valid config that drives every example actuator on simulated har
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..options import REQUIRED, Invalid, Option, schema_of
 from .toml import key, value
+
+if TYPE_CHECKING:
+    from ..actuators.driver import Driver
 
 HEADER = """\
 ticos-agent configuration: every key, its default and what it does.
@@ -45,9 +48,9 @@ def _section(lines: list[str], path: str, schema: dict[str, Option], samples: di
         _setting(lines, name, option, (samples or {}).get(name, REQUIRED))
 
 
-def _typed(cls: type, samples: dict[str, Any]) -> dict[str, Any] | None:
+def _typed(cls: type[Driver], samples: dict[str, Any]) -> dict[str, object] | None:
     """A driver's options as the config loader would hand them over, or None if not all known."""
-    options = {}
+    options: dict[str, object] = {}
     for name, option in cls.options.items():
         sample = samples[name]
         if sample is REQUIRED or sample is None:
@@ -81,9 +84,10 @@ def example() -> str:
     from . import LogConfig, RepliesConfig, ServerConfig, StorageConfig
 
     lines = [f"# {line}" for line in HEADER.splitlines()]
-    for path, cls in (("server", ServerConfig), ("storage", StorageConfig), ("replies", RepliesConfig),
-                      ("log", LogConfig), ("audio", AudioConfig)):
-        _section(lines, path, schema_of(cls), intro=f"[{path}]: {INTROS[path]}")
+    sections: tuple[tuple[str, type], ...] = (("server", ServerConfig), ("storage", StorageConfig),
+                                              ("replies", RepliesConfig), ("log", LogConfig), ("audio", AudioConfig))
+    for path, section in sections:
+        _section(lines, path, schema_of(section), intro=f"[{path}]: {INTROS[path]}")
     _section(lines, "robot", ROBOT, intro="[robot]: the robot as a whole")
 
     lines += ["", "# [actuators.NAME]: one table per actuator. `driver` picks what runs it; the other keys are the",
