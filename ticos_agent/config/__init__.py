@@ -150,7 +150,7 @@ class Config:
         if self.audio is not None:
             out["audio"] = self.audio.as_dict()
         if self.actuators is not None:
-            out.update(self.actuators.as_dict())
+            out.update(self.actuators.as_dict(mask_secrets=mask_secrets))
         return out
 
 
