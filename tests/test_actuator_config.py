@@ -303,3 +303,21 @@ async def test_every_driver_docstring_example_is_a_config_that_runs():
             await s.stop()
     assert seen >= {"feetech-sts", "lx16a", "maestro", "mock", "serial-line", "gpio-rgbled", "gpio-pwmled",
                     "gpio-servo"}
+
+
+def test_each_built_in_drivers_typed_options_name_the_keys_it_declares():
+    """A driver's ``opts`` is declared as a TypedDict (what the type checker knows) and its
+    ``options`` as a schema (what the config checks): both name the same keys."""
+    import sys
+
+    built_in = {n: c for n, c in DRIVERS.items() if c.__module__.startswith("ticos_agent.")}
+    assert len(built_in) >= 9
+    for name, cls in built_in.items():
+        owner = next(k for k in cls.__mro__ if "opts" in vars(k).get("__annotations__", {}))
+        assert owner is not Driver, f"{name}: declare opts as a TypedDict of its options"
+        typed = eval(owner.__annotations__["opts"], vars(sys.modules[owner.__module__]))
+        # (NotRequired inside postponed annotations is only seen in the text before Python 3.14)
+        optional = set(typed.__optional_keys__) | {
+            k for k, v in typed.__annotations__.items() if "NotRequired[" in getattr(v, "__forward_arg__", str(v))}
+        required = set(typed.__annotations__) - optional
+        assert required <= set(cls.options) <= required | optional, (name, required ^ set(cls.options))
