@@ -7,7 +7,7 @@ CONFIG ?=
 # gpiozero needs for real pins and which does not build from PyPI without a toolchain.
 VENV_FLAGS ?= $(if $(wildcard /dev/gpiochip0),--system-site-packages,)
 
-.PHONY: run test bench venv system-deps test-deps clean
+.PHONY: run test lint bench venv system-deps test-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -42,7 +42,16 @@ test-deps:
 run: system-deps venv
 	$(VENV)/bin/ticos-agent run $(if $(CONFIG),--config $(CONFIG))
 
-test: test-deps venv
+# Lint and types are gates: `make test` fails on any ruff finding or mypy error before pytest runs.
+# Excluded until their pending changes land (then remove these exclusions, and the mypy
+# override for inspect and storage in pyproject.toml): the files being edited elsewhere.
+LINT_EXCLUDE := ticos_agent/storage,ticos_agent/inspect.py,bench,tests/test_storage_*.py,tests/conftest_storage.py
+
+lint: venv
+	$(VENV)/bin/ruff check --force-exclude --extend-exclude '$(LINT_EXCLUDE)' ticos_agent tests examples bench
+	$(VENV)/bin/mypy
+
+test: test-deps venv lint
 	$(PY) -m pytest -q
 
 bench: venv

@@ -42,15 +42,18 @@ def call_event(name: str, call_id: str, arguments: dict) -> str:
 
 
 async def self_test() -> None:
-    async with make_agent(0) as agent, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
-            await ws.send_str(call_event("get_battery", "call_1", {}))
-            await ws.send_str(call_event("set_volume", "call_2", {"level": 140}))
-            await ws.send_str(call_event("motion", "call_3", {"motion_tag": "nod", "speed": 2.0}))
-            for _ in range(3):
-                msg = json.loads((await ws.receive(timeout=10)).data)
-                item = msg.get("item", {})
-                print(msg["type"], item.get("call_id"), item.get("output"))
+    async with (
+        make_agent(0) as agent,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws,
+    ):
+        await ws.send_str(call_event("get_battery", "call_1", {}))
+        await ws.send_str(call_event("set_volume", "call_2", {"level": 140}))
+        await ws.send_str(call_event("motion", "call_3", {"motion_tag": "nod", "speed": 2.0}))
+        for _ in range(3):
+            msg = json.loads((await ws.receive(timeout=10)).data)
+            item = msg.get("item", {})
+            print(msg["type"], item.get("call_id"), item.get("output"))
 
 
 async def serve(port: int) -> None:

@@ -43,7 +43,8 @@ async def test_default_robot_runs_every_default_tag_quickly():
 
 def test_config_extends_and_overrides_the_library():
     doc = {
-        "actuators": {"neck": {"driver": "mock", "role": "head", "channels": 2}, "light": {"driver": "mock", "kind": "light"}},
+        "actuators": {"neck": {"driver": "mock", "role": "head", "channels": 2},
+                      "light": {"driver": "mock", "kind": "light"}},
         "motions": {"nod": {"neck": [[0.1, [0, 5]]]}, "spin": {"head": [{"t": 0.5, "target": [90, 0]}]}},
         "emotions": {"happy": {"color": [0, 255, 0], "pattern": "blink"}, "sleepy": {"brightness": 0.1}},
     }
@@ -76,18 +77,25 @@ def test_serial_line_motions_become_tags():
         ({"actuators": {"head": {"driver": "maestro", "port": "loop://", "channels": [0], "colour": 1}}},
          "actuators.head.colour", 1, "allowed: driver"),
         ({"actuators": {"a": {"driver": "mock", "min": 10, "max": 20}}}, "actuators.a.home", 0.0, "10..20"),
-        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"leg": [[0.1, 1]]}}}, "motions.hop.leg", "leg", "actuator name or role"),
-        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [0.2, 0]]}}}, "motions.hop.a[1].t", 0.2, "time order"),
-        ({"actuators": {"a": {"driver": "mock", "channels": 2}}, "motions": {"hop": {"a": [[0.5, 1]]}}}, "motions.hop.a", [[1.0]], "2 value"),
+        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"leg": [[0.1, 1]]}}},
+         "motions.hop.leg", "leg", "actuator name or role"),
+        ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [0.2, 0]]}}},
+         "motions.hop.a[1].t", 0.2, "time order"),
+        ({"actuators": {"a": {"driver": "mock", "channels": 2}}, "motions": {"hop": {"a": [[0.5, 1]]}}},
+         "motions.hop.a", [[1.0]], "2 value"),
         ({"emotions": {"glad": {"color": "#12"}}}, "emotions.glad.color", "#12", "#RRGGBB"),
         ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "'solid', 'pulse', 'blink'"),
         ({"emotions": {"glad": {"smell": 1}}}, "emotions.glad.smell", 1, "allowed: color"),
         ({"robot": {"mouth": "lips"}}, "robot.mouth", "lips", "head, arm, face, mouth"),
-        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "GO {where}"}}}, "actuators.m.motion", "GO {where}", "{tag} {speed} {repeat}"),
-        ({"actuators": {"f": {"driver": "gpio-rgbled", "red": 1, "green": 2, "blue": 3, "min": 0}}}, "actuators.f.min", 0, "not to a light"),
-        ({"actuators": {"f": {"driver": "gpio-pwmled", "pin": 1, "pin_factory": "fake"}}}, "actuators.f.pin_factory", "fake", "'mock'"),
+        ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "GO {where}"}}},
+         "actuators.m.motion", "GO {where}", "{tag} {speed} {repeat}"),
+        ({"actuators": {"f": {"driver": "gpio-rgbled", "red": 1, "green": 2, "blue": 3, "min": 0}}},
+         "actuators.f.min", 0, "not to a light"),
+        ({"actuators": {"f": {"driver": "gpio-pwmled", "pin": 1, "pin_factory": "fake"}}},
+         "actuators.f.pin_factory", "fake", "'mock'"),
         ({"actuators": {"a": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [1]},
-                        "b": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [2], "baud": 9600}}}, "actuators.b.baud", 9600, "same port"),
+                        "b": {"driver": "lx16a", "port": "/dev/ttyX", "ids": [2], "baud": 9600}}},
+         "actuators.b.baud", 9600, "same port"),
         ({"actuators": []}, "actuators", [], "a table"),
         # limits must be finite numbers (TOML has inf and nan)
         ({"actuators": {"a": {"driver": "maestro", "port": "loop://", "channels": [0], "max": float("inf")}}},
@@ -137,7 +145,8 @@ async def test_a_new_driver_needs_no_change_elsewhere():
             seen.append((targets, seconds))
 
     try:
-        doc = {"actuators": {"bz": {"driver": "test-buzzer", "pin": 4}}, "motions": {"beep": {"bz": [[0.05, 1], [0.1, 0]]}},
+        doc = {"actuators": {"bz": {"driver": "test-buzzer", "pin": 4}},
+               "motions": {"beep": {"bz": [[0.05, 1], [0.1, 0]]}},
                "robot": {"default_library": False}}
         s = ActuatorSystem(parse_actuators_config(doc))
         await s.start()
@@ -207,7 +216,8 @@ async def test_capabilities_not_driver_names_decide_what_an_actuator_does():
 
     try:
         doc = {"robot": {"default_library": False},
-               "actuators": {"panel": {"driver": "test-panel", "tricks": {"spin": 0.05}}, "dial": {"driver": "test-dial"}},
+               "actuators": {"panel": {"driver": "test-panel", "tricks": {"spin": 0.05}},
+                             "dial": {"driver": "test-dial"}},
                "emotions": {"glad": {"color": "#00FF00"}}}
         cfg = parse_actuators_config(doc)
         assert cfg.motions["spin"].played == {"panel": 0.05}
@@ -291,4 +301,23 @@ async def test_every_driver_docstring_example_is_a_config_that_runs():
             assert all(a["state"] == "ok" for a in s.health()["actuators"].values()), (name, s.health())
         finally:
             await s.stop()
-    assert seen >= {"feetech-sts", "lx16a", "maestro", "mock", "serial-line", "gpio-rgbled", "gpio-pwmled", "gpio-servo"}
+    assert seen >= {"feetech-sts", "lx16a", "maestro", "mock", "serial-line", "gpio-rgbled", "gpio-pwmled",
+                    "gpio-servo"}
+
+
+def test_each_built_in_drivers_typed_options_name_the_keys_it_declares():
+    """A driver's ``opts`` is declared as a TypedDict (what the type checker knows) and its
+    ``options`` as a schema (what the config checks): both name the same keys."""
+    import sys
+
+    built_in = {n: c for n, c in DRIVERS.items() if c.__module__.startswith("ticos_agent.")}
+    assert len(built_in) >= 9
+    for name, cls in built_in.items():
+        owner = next(k for k in cls.__mro__ if "opts" in vars(k).get("__annotations__", {}))
+        assert owner is not Driver, f"{name}: declare opts as a TypedDict of its options"
+        typed = eval(owner.__annotations__["opts"], vars(sys.modules[owner.__module__]))
+        # (NotRequired inside postponed annotations is only seen in the text before Python 3.14)
+        optional = set(typed.__optional_keys__) | {
+            k for k, v in typed.__annotations__.items() if "NotRequired[" in getattr(v, "__forward_arg__", str(v))}
+        required = set(typed.__annotations__) - optional
+        assert required <= set(cls.options) <= required | optional, (name, required ^ set(cls.options))

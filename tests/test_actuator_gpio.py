@@ -89,7 +89,8 @@ async def test_pulse_pattern_keeps_changing_the_pin(pins):
 
 
 async def test_mouth_follows_loudness_without_queueing(pins):
-    doc = {"actuators": {"face": FACE, "mouth": {"driver": "gpio-pwmled", "pin": 18}}, "robot": {"mouth": "mouth", "default_library": False}}
+    doc = {"actuators": {"face": FACE, "mouth": {"driver": "gpio-pwmled", "pin": 18}},
+           "robot": {"mouth": "mouth", "default_library": False}}
     s = ActuatorSystem(parse_actuators_config(doc))
     await s.start()
     try:

@@ -173,8 +173,8 @@ def test_the_daemon_serves_a_function_call_with_a_plugin_driver(site, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(site)}
-    proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(path), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    command = [sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(path), "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and proc.poll() is None:

@@ -4,6 +4,7 @@ the handshake, long-line splitting, and a port that vanishes and comes back."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -78,7 +79,8 @@ async def test_feetech_sts_speed_clamps_and_fixed_goal_speed(pty_device):
         assert fixed.wait_frames(2)[1] == sts_frame((5, 3072, 777))
         assert (await system.motion(MotionArgs("creep", speed=4.0))).status == "done"
         # 45 deg = 2560: 512 steps in 25 ms (clamped), then 0 steps (at least 1), then 1 step in 100 ms
-        assert dev.wait_frames(5)[2:5] == [sts_frame((4, 2560, 1000)), sts_frame((4, 2560, 1)), sts_frame((4, 2561, 10))]
+        assert dev.wait_frames(5)[2:5] == [sts_frame((4, 2560, 1000)), sts_frame((4, 2560, 1)),
+                                           sts_frame((4, 2561, 10))]
         assert (await system.motion(MotionArgs("jump"))).status == "done"
         assert dev.wait_frames(6)[5] == sts_frame((4, 1024, 1000))  # no move time: full speed
     finally:
@@ -113,7 +115,7 @@ async def test_speed_and_repeat_change_frame_times(pty_device):
             out = await asyncio.wait_for(system.motion(MotionArgs("look", **kw)), 5)
             assert out.status == "done"
             times = [t for t, _ in dev.frames[n0:]]
-            return [b - a for a, b in zip(times, times[1:])], out
+            return [b - a for a, b in itertools.pairwise(times)], out
 
         g1, o1 = await gaps()
         g2, o2 = await gaps(speed=2.0)
@@ -121,7 +123,8 @@ async def test_speed_and_repeat_change_frame_times(pty_device):
         assert len(g1) == 1 and len(g2) == 1 and len(g3) == 5  # 2 frames, 2 frames, 6 frames
         assert 0.15 < g1[0] < 0.45 and 0.07 < g2[0] < 0.25  # generous: a loaded CI machine
         assert 1.5 < g1[0] / g2[0] < 2.6
-        assert o1.detail["planned_s"] == 0.4 and o2.detail["planned_s"] == 0.2 and o3.detail["planned_s"] == pytest.approx(1.2)
+        assert o1.detail["planned_s"] == 0.4 and o2.detail["planned_s"] == 0.2
+        assert o3.detail["planned_s"] == pytest.approx(1.2)
         assert dev.errors == []
     finally:
         await system.stop()

@@ -67,8 +67,8 @@ async def test_other_actuators_run_in_parallel_and_shared_commands_start_togethe
     await asyncio.sleep(0.01)
     both = await asyncio.wait_for(system.motion(MotionArgs("both")), 3)
     assert both.status == "done"
-    ta = [t for t, args in moves(system, "a") if args[0] == [5.0]][0]
-    tb = [t for t, args in moves(system, "b") if args[0] == [5.0]][0]
+    ta = next(t for t, args in moves(system, "a") if args[0] == [5.0])
+    tb = next(t for t, args in moves(system, "b") if args[0] == [5.0])
     assert abs(ta - tb) < 0.05  # b waited for a to be free, then both started together
     assert (await la).status == "done"
 

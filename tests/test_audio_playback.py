@@ -116,7 +116,7 @@ def test_exact_bytes_played(tmp_path):
 
 
 def test_volume_is_applied(tmp_path):
-    result, raw = run_scenario(tmp_path, "play", sizes=[2400], seed=2, n=4800, volume=0.5)
+    _result, raw = run_scenario(tmp_path, "play", sizes=[2400], seed=2, n=4800, volume=0.5)
     a = signal(4800, seed=2)
     expected = np.rint(a.astype(np.float32) * np.float32(0.5)).astype(np.int16)
     assert np.array_equal(nonzero(raw), expected[expected != 0])
@@ -221,7 +221,7 @@ def test_underrun_counted_once_per_gap_not_between_responses(tmp_path):
 
 
 def test_missing_device_disables_audio(tmp_path):
-    result, raw = run_scenario(tmp_path, "missing", retry_seconds=0)
+    result, _raw = run_scenario(tmp_path, "missing", retry_seconds=0)
     h = result["health"]
     assert h["state"] == "disabled"
     assert "no-such-device" in h["reason"]
@@ -414,7 +414,8 @@ async def sc_envelope(p):
     # 1.5 s of windows with different loudness each, plus a partial window at the end
     amps = [200 + 300 * (k % 40) + 7 * k for k in range(75)]
     rng = np.random.default_rng(11)
-    pcm = np.concatenate([(a * rng.choice((-1, 1), 480)).astype(np.int16) for a in amps] + [np.full(100, 999, np.int16)])
+    pcm = np.concatenate([(a * rng.choice((-1, 1), 480)).astype(np.int16) for a in amps]
+                         + [np.full(100, 999, np.int16)])
     raw = [float(np.sqrt(np.mean((pcm[i * 480 : (i + 1) * 480] / 32768.0) ** 2))) for i in range(75)]
     windows = [float(min(np.float32(1.0), np.float32(w) * np.float32(cfg.mouth_gain))) for w in raw]
     for piece in chunks(pcm, [1000, 333, 4801]):

@@ -19,7 +19,8 @@ BAD_FRAMES = [
     ("number type", '{"type": 5, "event_id": "event_x"}', "missing_type"),
     ("empty type", '{"type": ""}', "missing_type"),
     ("item not object", '{"type": "conversation.item.created", "event_id": "event_x", "item": "hi"}', "invalid_shape"),
-    ("delta not string", '{"type": "response.audio_transcript.delta", "event_id": "event_x", "item_id": "i", "delta": 5}',
+    ("delta not string",
+     '{"type": "response.audio_transcript.delta", "event_id": "event_x", "item_id": "i", "delta": 5}',
      "invalid_shape"),
     ("transcript missing", '{"type": "conversation.item.input_audio_transcription.completed", "item_id": "i"}',
      "invalid_shape"),
@@ -98,15 +99,17 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
     from traces import function_call_done
 
     peer = await connect(agent)
-    cases = [({"speed": 1}, "motion_tag"), ({"motion_tag": 7}, "motion_tag"), ({"motion_tag": "nod", "repeat": 1.5}, "repeat"),
-             ({"motion_tag": "nod", "repeat": 0}, "repeat"), ({"motion_tag": "nod", "wait": "yes"}, "wait"),
+    cases = [({"speed": 1}, "motion_tag"), ({"motion_tag": 7}, "motion_tag"),
+             ({"motion_tag": "nod", "repeat": 1.5}, "repeat"), ({"motion_tag": "nod", "repeat": 0}, "repeat"),
+             ({"motion_tag": "nod", "wait": "yes"}, "wait"),
              ({"motion_tag": "nod", "speed": -1}, "speed"), ({"motion_tag": "nod", "speed": True}, "speed")]
     for i, (args, field) in enumerate(cases):
         await peer.send(function_call_done("resp_1", f"call_{i}", "motion", args))
         reply = await peer.receive_json()
         assert reply["error"]["code"] == "invalid_arguments", args
         assert field in reply["error"]["message"], (args, reply)
-    emo = [({"emotion_tag": "happy", "intensity": "high"}, "intensity"), ({"emotion_tag": "happy", "duration": -2}, "duration"),
+    emo = [({"emotion_tag": "happy", "intensity": "high"}, "intensity"),
+           ({"emotion_tag": "happy", "duration": -2}, "duration"),
            ({"emotion_tag": "happy", "fade_in": float("nan")}, "fade_in")]
     for i, (args, field) in enumerate(emo):
         raw = json.dumps(args).replace("NaN", "NaN")

@@ -16,13 +16,14 @@ import subprocess
 import aiohttp
 import pytest
 from aiohttp import web
-
 from helpers import agent_config, free_port, settle, wait_for
 from traces import function_call_done, transcription, user_item
+
 from ticos_agent import Agent
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian's chromium is not installed (apt-get install chromium)")
 
 MOTION = function_call_done("r_evil", "call_ws", "motion", {"motion_tag": "wave"})
 
@@ -36,9 +37,11 @@ try {
   ws.onerror = () => report("ws", "error");
 } catch (e) { report("ws", "threw " + e); }
 fetch(agent + "/v1/events", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
-                             body: call("call_fetch")}).then(() => report("fetch", "sent"), e => report("fetch", "failed"));
+                             body: call("call_fetch")})
+  .then(() => report("fetch", "sent"), e => report("fetch", "failed"));
 fetch(agent + "/v1/events", {method: "POST", headers: {"Content-Type": "application/json"},
-                             body: call("call_cors")}).then(() => report("cors", "sent"), e => report("cors", "failed"));
+                             body: call("call_cors")})
+  .then(() => report("cors", "sent"), e => report("cors", "failed"));
 fetch(agent + "/v1/messages").then(r => r.text()).then(t => report("read", t), e => report("read", "blocked"));
 const form = document.createElement("form");
 form.method = "POST"; form.action = agent + "/v1/events"; form.enctype = "text/plain"; form.target = "sink";
@@ -52,9 +55,9 @@ setTimeout(() => report("done", true), 1500);
 
 
 def chromium(*args: str, user_dir: str, timeout: float) -> subprocess.Popen:
-    return subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                             f"--user-data-dir={user_dir}", *args],
+    return subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                             "--disable-sync", f"--user-data-dir={user_dir}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
@@ -99,11 +102,10 @@ async def test_a_page_from_another_origin_moves_nothing_and_reads_nothing(tmp_pa
         refused = agent.health()["counters"]["refused_requests"]
         assert refused >= 4, agent.health()["counters"]  # ws, fetch no-cors, cors preflight or post, form, read
         # a voice agent is still served
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
-                await ws.send_json(user_item("u1"))
-                await ws.send_json(transcription("u1", "hello robot"))
-                await ws.send_json(MOTION)
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
+            await ws.send_json(user_item("u1"))
+            await ws.send_json(transcription("u1", "hello robot"))
+            await ws.send_json(MOTION)
         await wait_for(lambda: motions, timeout=5)
         await settle(agent)
         assert [m["content"] for m in await agent.store.messages(limit=5)] == ["hello robot"]
@@ -115,10 +117,9 @@ async def test_a_rebinding_name_gets_no_transcript(tmp_path):
     agent = Agent(agent_config(tmp_path / "agent"))
     await agent.start()
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
-                await ws.send_json(user_item("u1"))
-                await ws.send_json(transcription("u1", "my secret plans"))
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
+            await ws.send_json(user_item("u1"))
+            await ws.send_json(transcription("u1", "my secret plans"))
         await settle(agent)
         url = f"http://rebind.test:{agent.port}/v1/messages"
         browser = chromium("--host-resolver-rules=MAP rebind.test 127.0.0.1", "--dump-dom", url,

@@ -82,7 +82,8 @@ async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     from traces import transcription, user_item
 
     trace = tmp_path / "trace.jsonl"
-    trace.write_text("\n".join([json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]) + "\n")
+    lines = [json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]
+    trace.write_text("\n".join(lines) + "\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--url", f"ws://127.0.0.1:{agent.port}/realtime",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

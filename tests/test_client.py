@@ -150,8 +150,8 @@ async def test_motion_and_emotion_handlers_get_every_extra_argument_unchanged(tm
     client.set_emotion_handler(emotions.append)
     assert client.start()
     try:
-        await _send(port, function_call_done("r1", "c1", "motion",
-                                             {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]}}),
+        await _send(port, function_call_done("r1", "c1", "motion", {"motion_tag": "wave", "side": "left",
+                                                                    "sent_ns": 17, "extra": {"a": [1]}}),
                     function_call_done("r1", "c2", "motion_and_emotion",
                                        {"motion_tag": "nod", "emotion_tag": "happy", "speed": 9, "mine": None}))
         _wait(lambda: len(motions) == 2 and len(emotions) == 1)

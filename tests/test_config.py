@@ -112,7 +112,8 @@ def test_cross_field_checks_are_collected_with_the_rest():
         from_dict(doc)
     errors = {e.key: e for e in info.value.errors}
     assert set(errors) == {"server.port", "server.token", "sever", "log.level", "actuators.a.home",
-                           "actuators.b.baud", "actuators.c.driver", "actuators.d.min", "motions.hop.e"}, str(info.value)
+                           "actuators.b.baud", "actuators.c.driver", "actuators.d.min",
+                           "motions.hop.e"}, str(info.value)
     assert "a token when server.host (0.0.0.0) is not loopback" in errors["server.token"].expected
     assert "did you mean 'server'?" in errors["sever"].expected and "s3cret" not in str(info.value)
     assert "from 0 to 65535" in errors["server.port"].expected
@@ -247,3 +248,27 @@ def test_example_is_commented_toml_covering_every_key_of_every_section_and_drive
     config = from_dict(doc)
     assert set(config.actuators.actuators) == set(drivers) and "example" in config.actuators.motions
     assert config.actuators.actuators["feetech-sts"].home == (0.0, 0.0)
+
+
+def test_show_secrets_shows_a_drivers_secret_option_too():
+    """A driver option declared Secret is masked in the printed config, and shown with
+    --show-secrets like server.token (the whole config passes mask_secrets down)."""
+    from ticos_agent.actuators import DRIVERS, Driver, register_driver
+    from ticos_agent.options import Secret
+
+    @register_driver("test-cloud-light")
+    class CloudLight(Driver):
+        """A light behind a web API (test only)."""
+
+        kind = "light"
+        options = {"api_key": Secret(doc="the light's API key")}
+
+    try:
+        config = from_dict({"server": {"token": "s3cret"},
+                            "actuators": {"lamp": {"driver": "test-cloud-light", "api_key": "k3y"}}})
+        shown = config.as_dict(mask_secrets=False)
+        assert shown["server"]["token"] == "s3cret" and shown["actuators"]["lamp"]["api_key"] == "k3y"
+        masked = config.as_dict()
+        assert masked["server"]["token"] == MASK and masked["actuators"]["lamp"]["api_key"] == MASK
+    finally:
+        DRIVERS.pop("test-cloud-light")

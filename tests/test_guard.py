@@ -11,9 +11,9 @@ import time
 
 import aiohttp
 import pytest
-
 from helpers import agent_config, settle, wait_for
 from traces import function_call_done, transcription, user_item
+
 from ticos_agent import Agent
 
 

@@ -44,7 +44,7 @@ async def test_second_instance_fails_first_and_touches_nothing(tmp_path, mcu):
     try:
         assert mcu.wait_frames(2) == ["HELLO", "STOP"]  # handshake, then the safe state
         second = Agent(agent_config(tmp_path / "b", server={"port": first.port}, actuators=robot(mcu)))
-        with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
             await second.start()
         await asyncio.sleep(0.3)  # what a wrongly opened port would have sent by now
         assert [f for _, f in mcu.frames] == ["HELLO", "STOP"]
@@ -63,8 +63,9 @@ def test_second_cli_instance_exits_with_one_clear_line(tmp_path, mcu):
         cfg = tmp_path / "robot.toml"
         cfg.write_text(f'[storage]\ndir = "{tmp_path / "db"}"\n[audio]\nenabled = false\n'
                        f'[actuators.mcu]\ndriver = "serial-line"\nport = "{mcu.port}"\nhandshake = "HELLO"\n')
-        proc = subprocess.run([sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(cfg), "--port", str(port)],
-                              capture_output=True, text=True, timeout=30, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        command = [sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(cfg), "--port", str(port)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                              env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert mcu.frames == [] and mcu.reads == []

@@ -106,8 +106,8 @@ def _run_agent(tmp_path, *args: str, journal: bool, hostile: list[dict]) -> str:
 
 
 HOSTILE = [user_item("u1"),
-           {"type": "conversation.item.input_audio_transcription.failed", "item_id": "u1\nERROR forged: motor on fire\x1b[31m",
-            "error": {"message": "x" * 5000}}]
+           {"type": "conversation.item.input_audio_transcription.failed",
+            "item_id": "u1\nERROR forged: motor on fire\x1b[31m", "error": {"message": "x" * 5000}}]
 
 
 def test_under_systemd_lines_carry_priorities_and_no_timestamp(tmp_path):

@@ -47,7 +47,8 @@ def check(option, value):
     (Choice(("low", "high")), ["low"], ["Low", "medium", 1]),
     (Choice((0, 1)), [0, 1], [False, True, 0.0]),  # a bool is not the number 0 or 1
     (Path(filename=True), ["ticos.db"], ["a/b.db", "..", "", "x\\y"]),
-    (Device(), ["/dev/ttyUSB0", "loop://", "socket://127.0.0.1:7000", "rfc2217://host:1"], ["ttyUSB0", "lop://", "", 3]),
+    (Device(), ["/dev/ttyUSB0", "loop://", "socket://127.0.0.1:7000", "rfc2217://host:1"],
+     ["ttyUSB0", "lop://", "", 3]),
     (Pin(), [17, "GPIO17", "BOARD11", "J8:11"], [-1, True, "GPIO 17", 1.5]),
     (Colour(), ["#FF0000", "00ff00", [0, 128, 255]], ["#FF00", "#GG0000", [0, 0, 256], [1, 2]]),
 ])
@@ -80,7 +81,7 @@ def test_lists_and_maps_name_each_bad_item():
 def test_one_of_tries_each_type_in_turn():
     latency = OneOf([Choice(("low", "high")), Duration(minimum=0, maximum=0.04, exclusive_minimum=True)])
     assert check(latency, "high") == ("high", []) and check(latency, 0.02) == (0.02, [])
-    out, errors = check(latency, "lwo")
+    _out, errors = check(latency, "lwo")
     assert errors[0][2] == "one of 'low', 'high' or seconds above 0 up to 0.04 (did you mean 'low'?)"
 
 

@@ -249,11 +249,13 @@ async def test_motion_and_emotion_start_together(tmp_path, connect, pty_device, 
 
 
 async def test_intensity_scales_led_brightness(tmp_path, connect, pins):
-    agent, peer, out = await started(tmp_path, connect, robot(tmp_path, {"face": FACE}, emotions={"angry": EMOTIONS["angry"]}))
+    angry = robot(tmp_path, {"face": FACE}, emotions={"angry": EMOTIONS["angry"]})
+    agent, peer, out = await started(tmp_path, connect, angry)
     try:
         red, green = pins.pin(17), pins.pin(27)
         for cid, intensity in (("c1", 0.5), ("c2", 1.0), ("c3", 0.25)):
-            await peer.send(function_call_done("resp_1", cid, "emotion", {"emotion_tag": "angry", "intensity": intensity}))
+            args = {"emotion_tag": "angry", "intensity": intensity}
+            await peer.send(function_call_done("resp_1", cid, "emotion", args))
             assert (await out.one(cid))["status"] == "done"
             await wait_for(lambda i=intensity: red.state == pytest.approx(i))
             assert green.state == 0
@@ -287,7 +289,8 @@ async def test_fade_in_ramps_up_then_duration_holds_and_returns_to_neutral(tmp_p
 
 
 async def test_duration_without_neutral_turns_the_light_off(tmp_path, connect, pins):
-    agent, peer, out = await started(tmp_path, connect, robot(tmp_path, {"face": FACE}, emotions={"angry": EMOTIONS["angry"]}))
+    angry = robot(tmp_path, {"face": FACE}, emotions={"angry": EMOTIONS["angry"]})
+    agent, peer, out = await started(tmp_path, connect, angry)
     try:
         red = pins.pin(17)
         await peer.send(function_call_done("resp_1", "c1", "emotion", {"emotion_tag": "angry", "duration": 0.3}))
@@ -476,7 +479,7 @@ async def test_port_vanishes_mid_session_and_comes_back(tmp_path, connect, pty_d
 
 async def test_health_says_not_simulated_when_every_actuator_is_real(tmp_path, connect, pty_device, http):
     dev = pty_device(feetech_decode)
-    agent, peer, out = await started(tmp_path, connect, robot(tmp_path, {"head": head(dev.port)}), dev)
+    agent, _peer, _out = await started(tmp_path, connect, robot(tmp_path, {"head": head(dev.port)}), dev)
     try:
         async with http.get(f"http://127.0.0.1:{agent.port}/health") as resp:
             h = await resp.json()

@@ -143,7 +143,9 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 
 
 def _mount(libc, source, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: None if s is None else os.fsencode(s))
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+
     if libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"mount {source} {target} {fstype} {flags:#x} {data}: {os.strerror(e)}")
@@ -163,7 +165,10 @@ def _file_system(spec: dict) -> None:
     writable = [os.path.realpath(p) for p in spec["writable"].values()]
     for path in writable:
         _mount(libc, path, path, None, MS_BIND | MS_REC)
-    inside = (lambda t, roots: any(t == r or t.startswith(r.rstrip("/") + "/") for r in roots))
+
+    def inside(t: str, roots: list[str]) -> bool:
+        return any(t == r or t.startswith(r.rstrip("/") + "/") for r in roots)
+
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         target, options = _unescape(fields[4]), fields[5].split(",")
@@ -196,7 +201,10 @@ def _seccomp(spec: dict) -> None:
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
                                            ctypes.POINTER(Cmp)]
     allow, kill_process = 0x7FFF0000, 0x80000000
-    fail = (lambda e: 0x00050000 | e)
+
+    def fail(e: int) -> int:
+        return 0x00050000 | e
+
     eq, gt, masked_eq = 4, 6, 7
     lib.seccomp_api_get()  # libseccomp probes the kernel once; do it before any filter is loaded
 
@@ -251,7 +259,7 @@ def sandbox_main(argv: list[str]) -> None:
             _file_system(spec)
         except PermissionError as e:  # a container without CAP_SYS_ADMIN, or a locked /proc
             print(f"cannot build a private mount namespace here: {e}", file=sys.stderr)
-            raise SystemExit(NO_MOUNT_NAMESPACE)
+            raise SystemExit(NO_MOUNT_NAMESPACE) from e
     os.umask(spec["umask"])
     if spec.get("nofile"):
         import resource
@@ -346,7 +354,10 @@ def test_every_directive_has_a_comment_line_above_it():
 
 def test_unit_still_grants_what_the_robot_needs():
     unit = read_unit()
-    one = (lambda key: last(key, unit=unit))
+
+    def one(key: str) -> str:
+        return last(key, unit=unit)
+
     assert one("Type") == "notify" and one("NotifyAccess") == "main" and int(one("WatchdogSec")) > 0
     assert one("User") not in ("", "root", "0") and not yes(one("DynamicUser") or "no")
     assert one("ExecStart").startswith("/opt/ticos-agent/.venv/bin/ticos-agent run")
@@ -458,8 +469,12 @@ def sandbox_spec(tmp: Path, *, file_system: bool) -> tuple[dict, dict]:
     if any(p.lstrip("-") == "/media" for p in " ".join(values("ReadWritePaths", unit)).split()):
         writable["card"] = str(card)
     families = values("RestrictAddressFamilies", unit)
-    where = {"%t/" + last("RuntimeDirectory", unit=unit): str(runtime), "%S/" + last("StateDirectory", unit=unit): str(state)}
-    resolve = (lambda v: next((v.replace(k, p) for k, p in where.items() if v.startswith(k)), v))
+    where = {"%t/" + last("RuntimeDirectory", unit=unit): str(runtime),
+             "%S/" + last("StateDirectory", unit=unit): str(state)}
+
+    def resolve(v: str) -> str:
+        return next((v.replace(k, p) for k, p in where.items() if v.startswith(k)), v)
+
     proc = ["hidepid=" + last("ProtectProc", "default", unit).replace("default", "0")]
     if last("ProcSubset", "all", unit) == "pid":
         proc.append("subset=pid")

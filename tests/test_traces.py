@@ -718,14 +718,12 @@ async def test_storm_of_bad_frames_between_good_ones(agent, connect, http):
     bads = [b for b, _ in HOSTILE_OK.values()]
     step = len(good) // (len(bads) + 1)
     peer = await connect(agent)
-    sent = 0
     for n, bad in enumerate(bads):
         await peer.send(*good[n * step:(n + 1) * step])
         if isinstance(bad, bytes):
             await peer.send_bytes(bad)
         else:
             await peer.send(bad)
-        sent += 1
     await peer.send(*good[len(bads) * step:])
     # a binary frame of valid JSON is as good as a text one
     await peer.send_bytes(json.dumps(e("conversation.item.input_audio_transcription.completed",

@@ -7,6 +7,8 @@ ticos-client SDK's API, kept working unchanged.
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     ActuatorError,
     AudioError,
@@ -20,8 +22,13 @@ from .errors import (
     UnknownTag,
 )
 
+if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers
+    from .agent import Agent
+    from .client import MemoryType, MessageRole, TicosClient
+    from .storage import SaveMode
 
-def __getattr__(name):  # keep `import ticos_agent` light: heavy parts load on first use
+
+def __getattr__(name: str) -> object:  # keep `import ticos_agent` light: heavy parts load on first use
     if name == "Agent":
         from .agent import Agent
 

@@ -272,7 +272,7 @@ class Agent:
         """The robot stops what it does; running calls end (outcome ``dropped``) and are stored."""
         if self.actuators is not None:
             self.actuators.interrupt(None)
-        await self._background.drain(timeout=2.0)
+        await self._background.drain(grace=2.0)
 
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:
         assert self.intake is not None

@@ -29,13 +29,13 @@ class Background:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %s", task.exception(), exc_info=task.exception())
 
-    async def drain(self, timeout: float = 2.0) -> None:
-        """Let running tasks finish for up to ``timeout``, then cancel the rest (a call task
-        stores its outcome as dropped when cancelled)."""
+    async def drain(self, grace: float = 2.0) -> None:
+        """Let running tasks finish for up to ``grace`` seconds, then cancel the rest (a call
+        task stores its outcome as dropped when cancelled)."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=grace)

@@ -18,8 +18,12 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _load(path: str | None, overrides: dict | None = None):
+def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Config | None:
     from .config import ConfigErrors, load
 
     try:
@@ -95,7 +99,7 @@ def _load(path: str | None, overrides: dict | None = None):
         return None
 
 
-def _config(args) -> int:
+def _config(args: argparse.Namespace) -> int:
     if args.example:
         from .config.example import example
 
@@ -113,7 +117,7 @@ def _config(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     overrides = {"server": {"port": args.port}} if args.port is not None else None
     config = _load(args.config, overrides)
     if config is None:
@@ -130,7 +134,7 @@ def _run(args) -> int:
     return 0
 
 
-async def _serve(config) -> None:
+async def _serve(config: Config) -> None:
     from .agent import Agent
     from .sdnotify import notify, watchdog
 

@@ -56,7 +56,8 @@ def main(config_path: str | None = None) -> int:
                 good &= _check(f"serial port of {name}", here and os.access(port_name, os.R_OK | os.W_OK),
                                port_name if here else f"{port_name} does not exist (unplugged? wrong name?)")
     gpio = os.path.exists("/dev/gpiochip0")
-    _check("GPIO", True if gpio else None, "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
+    _check("GPIO", True if gpio else None,
+           "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
     try:
         import sounddevice as sd
 

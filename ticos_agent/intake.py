@@ -69,7 +69,8 @@ class Intake:
         entry = (label, dict(consumer.routes()))
         for etype in entry[1]:
             if etype != EVERY and etype not in SHAPES:
-                raise ValueError(f"{label}: no such event type {etype!r} (use the beta spelling; known: see events.SHAPES)")
+                raise ValueError(
+                    f"{label}: no such event type {etype!r} (use the beta spelling; known: see events.SHAPES)")
         self._consumers.append(entry)
         if isinstance(consumer, PeerAware):
             self._peer_aware.append(consumer)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def watchdog_interval() -> float | None:
         return None
 
 
-async def watchdog(alive) -> None:
+async def watchdog(alive: Callable[[], bool]) -> None:
     """Ping the watchdog while ``alive()`` says the agent is healthy enough to keep running."""
     interval = watchdog_interval()
     if interval is None:

@@ -41,7 +41,8 @@ MAX_PAGE = 500
 class Reader(Protocol):
     """The store's read queries the HTTP API serves."""
 
-    def messages(self, *, limit: int, offset: int, session_id: str | None = None) -> Awaitable[list[dict[str, Any]]]: ...
+    def messages(self, *, limit: int, offset: int,
+                 session_id: str | None = None) -> Awaitable[list[dict[str, Any]]]: ...
 
     def memories(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from ..options import Option
 from . import drivers as _drivers  # noqa: F401 - registers the built-in drivers
-from .config import ActuatorConfig, ActuatorsConfig, parse_actuators_config
-from .driver import DRIVERS, Driver, register_driver
+from .config import ActuatorsConfig, parse_actuators_config
+from .driver import DRIVERS, ActuatorConfig, Driver, register_driver
 from .registry import driver_class
 from .system import ActuatorSystem, Outcome
 

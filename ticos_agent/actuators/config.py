@@ -32,7 +32,6 @@ from ..errors import ConfigError
 from ..options import (
     DERIVED,
     Boolean,
-    Duration,
     Errors,
     Invalid,
     Option,
@@ -42,6 +41,7 @@ from ..options import (
     parse_table,
     setting,
 )
+from .driver import STEP, ActuatorConfig, DriverOptions
 from .library import Degrees, Expression, Motion, parse_library
 from .registry import FAILED, available, driver_class
 
@@ -53,15 +53,13 @@ class DriverName(Option):
         return "one of " + ", ".join(repr(n) for n in available())
 
     def convert(self, value: Any) -> str:
-        if driver_class(value) is None:
+        if not isinstance(value, str) or driver_class(value) is None:
             hint = did_you_mean(value, available())
             if isinstance(value, str) and value in FAILED:
                 hint += f" (the plug-in {value!r} is installed but failed to load: {FAILED[value]})"
             raise Invalid(hint)
         return value
 
-
-STEP = Duration(0.02, "interpolation step", minimum=0.005, maximum=0.5)
 
 #: The keys every actuator has (its driver's ``options`` add the rest).
 COMMON: dict[str, Option] = {
@@ -86,44 +84,12 @@ ROBOT: dict[str, Option] = {"mouth": MOUTH, "default_library": DEFAULT_LIBRARY, 
 
 #: The robot a laptop gets with no config file: real drivers on simulated devices.
 SIMULATED_ROBOT: dict[str, dict[str, Any]] = {
-    "head": {"driver": "feetech-sts", "port": "loop://", "ids": [1, 2], "min": [-90, -30], "max": [90, 30], "home": [0, 0]},
+    "head": {"driver": "feetech-sts", "port": "loop://", "ids": [1, 2],
+             "min": [-90, -30], "max": [90, 30], "home": [0, 0]},
     "arm": {"driver": "maestro", "port": "loop://", "channels": [0], "min": -10, "max": 90, "home": 0},
     "face": {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22, "pin_factory": "mock"},
     "mouth": {"driver": "gpio-pwmled", "pin": 18, "pin_factory": "mock"},
 }
-
-
-@dataclass(frozen=True)
-class ActuatorConfig:
-    name: str
-    driver: str
-    role: str
-    kind: str
-    channels: int
-    options: dict[str, Any]
-    minimum: tuple[float, ...] = ()
-    maximum: tuple[float, ...] = ()
-    home: tuple[float, ...] = ()
-    interpolate: bool = False
-    step: float = setting(STEP)
-    simulated: bool = False
-    #: capabilities of its driver for these options (see :mod:`.driver`)
-    follows_keyframes: bool = False
-    shows_expressions: bool = False
-
-    def clamp(self, target: tuple[float, ...] | list[float]) -> list[float]:
-        if not self.minimum:
-            return list(target)
-        return [min(max(v, lo), hi) for v, lo, hi in zip(target, self.minimum, self.maximum)]
-
-    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
-        cls = driver_class(self.driver)
-        options = dump_table(self.options, cls.options, mask_secrets=mask_secrets) if cls else dict(self.options)
-        out: dict[str, Any] = {"driver": self.driver, "role": self.role, **options}
-        if self.minimum:
-            out.update(min=list(self.minimum), max=list(self.maximum), home=list(self.home),
-                       interpolate=self.interpolate, step=self.step)
-        return out
 
 
 @dataclass(frozen=True)
@@ -175,7 +141,7 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
         raw = {}
     actuators: dict[str, ActuatorConfig] = {}
     unresolved: set[str] = set()  # names and roles of broken actuators: references to them are not errors too
-    checked: dict[str, dict[str, Any]] = {}  # name -> options that passed their checks (even if its limits did not)
+    checked: dict[str, DriverOptions] = {}  # name -> options that passed their checks (even if its limits did not)
     for name, table in raw.items():
         a = parse_actuator(str(name), table, errors, checked)
         if a is not None:
@@ -208,7 +174,7 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
 
 
 def parse_actuator(name: str, table: Any, errors: Errors,
-                   checked: dict[str, dict[str, Any]] | None = None) -> ActuatorConfig | None:
+                   checked: dict[str, DriverOptions] | None = None) -> ActuatorConfig | None:
     """One ``[actuators.NAME]`` table; ``None`` (with the problems in ``errors``) when broken.
     Its driver options, once they pass their checks, are also put in ``checked[name]``."""
     key = f"actuators.{name}"
@@ -223,7 +189,8 @@ def parse_actuator(name: str, table: Any, errors: Errors,
     cls = driver_class(drv_name)
     if cls is None:
         return None  # its other keys cannot be checked without the driver
-    values = parse_table(key, table, {**COMMON, **cls.options}, errors, context=f"driver {drv_name!r}", skip=("driver",))
+    values = parse_table(key, table, {**COMMON, **cls.options}, errors, context=f"driver {drv_name!r}",
+                         skip=("driver",))
     options = {k: values[k] for k in cls.options}
     if errors.touched(*(f"{key}.{k}" for k in cls.options)):
         return None
@@ -236,11 +203,11 @@ def parse_actuator(name: str, table: Any, errors: Errors,
         checked[name] = options
     kind = cls.kind_for(options)
     channels = cls.channels(options)
-    base: dict[str, Any] = dict(
-        name=name, driver=drv_name, role=values["role"] if "role" in table else name, kind=kind, channels=channels,
-        options=options, simulated=cls.simulated_for(options),
-        follows_keyframes=cls.follows_keyframes(options), shows_expressions=cls.shows_expressions(options),
-    )
+    base: dict[str, Any] = {
+        "name": name, "driver": drv_name, "role": values["role"] if "role" in table else name, "kind": kind,
+        "channels": channels, "options": options, "simulated": cls.simulated_for(options),
+        "follows_keyframes": cls.follows_keyframes(options), "shows_expressions": cls.shows_expressions(options),
+    }
     if kind == "light":
         for k in SERVO_KEYS:
             if k in table:
@@ -254,8 +221,8 @@ def parse_actuator(name: str, table: Any, errors: Errors,
     return ActuatorConfig(**base, minimum=mins, maximum=maxs, home=homes, interpolate=interpolate, step=values["step"])
 
 
-def _limits(key: str, table: dict, values: dict, defaults: tuple[float, float, float], channels: int,
-            errors: Errors) -> tuple[tuple[float, ...], ...] | None:
+def _limits(key: str, table: dict[str, Any], values: dict[str, Any], defaults: tuple[float, float, float],
+            channels: int, errors: Errors) -> tuple[tuple[float, ...], ...] | None:
     """min, max and home per channel (a single number applies to every channel)."""
     out = []
     for k, default in zip(("min", "max", "home"), defaults):
@@ -284,7 +251,7 @@ def _limits(key: str, table: dict, values: dict, defaults: tuple[float, float, f
     return mins, maxs, homes
 
 
-def _check_shared_ports(options: dict[str, dict[str, Any]], errors: Errors) -> None:
+def _check_shared_ports(options: dict[str, DriverOptions], errors: Errors) -> None:
     """Actuators on one serial port share one link, so they must agree on its speed."""
     seen: dict[str, str] = {}
     for name, o in options.items():

@@ -21,6 +21,10 @@ What a driver class declares
     ``step``) and fills in the defaults; ``ticos-agent config --example`` prints them.
     ``validate(options, key)`` adds cross-field checks (raise ``ConfigError`` under ``key``).
 
+The checked options reach the driver as :data:`DriverOptions` (``{key: value}``, each value
+of the type its ``Option`` converts to); a driver narrows ``opts`` to a ``TypedDict`` of its
+own keys (``opts: BuzzerOptions``) so the type checker knows each value's type.
+
 Capabilities, asked with the actuator's checked options; the config and the planner ask
 these instead of ever looking at a driver's name:
 
@@ -60,16 +64,22 @@ A driver whose device can appear or come back while the agent runs (a serial por
 
 A minimal driver (see ``tests/test_actuator_plugins.py`` for one installed as a plug-in)::
 
+    from typing import TypedDict
+
     from ticos_agent.actuators import Driver, register_driver
     from ticos_agent.options import Pin
+
+    class BuzzerOptions(TypedDict):
+        pin: int | str
 
     @register_driver("buzzer")
     class Buzzer(Driver):
         '''A buzzer that beeps at each keyframe.'''
 
         options = {"pin": Pin(doc="GPIO of the buzzer", example=4)}
+        opts: BuzzerOptions
 
-        def move(self, targets, seconds):
+        def move(self, targets: list[float], seconds: float) -> None:
             ...
 """
 
@@ -78,14 +88,25 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from ..errors import ActuatorError, DriverUnavailable
-from ..options import Option
+from ..options import Duration, Option, dump_table, setting
+
+if TYPE_CHECKING:
+    from .serial_link import SerialLink
 
 log = logging.getLogger(__name__)
+
+#: An actuator's driver options after the config checked them against the driver's
+#: ``options``: key -> value of the type that key's ``Option`` converts to. Drivers narrow
+#: their ``opts`` to a ``TypedDict`` of their own keys.
+DriverOptions: TypeAlias = Mapping[str, object]
+
+#: ``step``: how finely keyframes are interpolated for hardware without a move time.
+STEP = Duration(0.02, "interpolation step", minimum=0.005, maximum=0.5)
 
 #: name -> driver class: the built-in drivers (registered when ``drivers`` is imported) and the
 #: plug-ins loaded so far (see :mod:`.registry`).
@@ -104,22 +125,59 @@ def register_driver(name: str) -> Callable[[type[Driver]], type[Driver]]:
 
     return deco
 
-__all__ = ["DRIVERS", "Driver", "DriverContext", "Option", "Worker", "register_driver"]
+__all__ = ["DRIVERS", "ActuatorConfig", "Driver", "DriverContext", "DriverOptions", "Option", "Worker",
+           "register_driver"]
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    """One ``[actuators.NAME]`` table, checked (see :mod:`.config`): what a driver is created with."""
+
+    name: str
+    driver: str
+    role: str
+    kind: str
+    channels: int
+    options: DriverOptions
+    minimum: tuple[float, ...] = ()
+    maximum: tuple[float, ...] = ()
+    home: tuple[float, ...] = ()
+    interpolate: bool = False
+    step: float = setting(STEP)
+    simulated: bool = False
+    #: capabilities of its driver for these options (see :mod:`.driver`)
+    follows_keyframes: bool = False
+    shows_expressions: bool = False
+
+    def clamp(self, target: tuple[float, ...] | list[float]) -> list[float]:
+        if not self.minimum:
+            return list(target)
+        return [min(max(v, lo), hi) for v, lo, hi in zip(target, self.minimum, self.maximum)]
+
+    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        cls = DRIVERS.get(self.driver)  # registered when the config was checked
+        options = dump_table(self.options, cls.options, mask_secrets=mask_secrets) if cls else dict(self.options)
+        out: dict[str, Any] = {"driver": self.driver, "role": self.role, **options}
+        if self.minimum:
+            out.update(min=list(self.minimum), max=list(self.maximum), home=list(self.home),
+                       interpolate=self.interpolate, step=self.step)
+        return out
 
 
 @dataclass
 class DriverContext:
-    """What the actuator system shares with its drivers (serial links, mock pin factory)."""
+    """What the actuator system shares with its drivers: the serial links by port, and
+    ``shared`` objects such as the mock pin factory (by name)."""
 
-    links: dict[str, Any] = field(default_factory=dict)
-    shared: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, SerialLink] = field(default_factory=dict)
+    shared: dict[str, object] = field(default_factory=dict)
 
 
 class Driver:
     """Base class of every driver. Subclasses override what their hardware can do."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "position"
+    kind: str = "position"  # a class attribute (the mock driver sets it per instance)
     timed_moves: ClassVar[bool] = True
     options: ClassVar[dict[str, Option]] = {}
     #: (min, max, home) in degrees when the config gives none (position kind only)
@@ -128,39 +186,39 @@ class Driver:
     # --- capabilities (see the module docstring) ---------------------------------------
 
     @classmethod
-    def kind_for(cls, options: dict[str, Any]) -> str:
+    def kind_for(cls, options: DriverOptions) -> str:
         return cls.kind
 
     @classmethod
-    def channels(cls, options: dict[str, Any]) -> int:
+    def channels(cls, options: DriverOptions) -> int:
         return 1
 
     @classmethod
-    def limits_for(cls, options: dict[str, Any]) -> tuple[float, float, float]:
+    def limits_for(cls, options: DriverOptions) -> tuple[float, float, float]:
         return cls.default_limits
 
     @classmethod
-    def follows_keyframes(cls, options: dict[str, Any]) -> bool:
+    def follows_keyframes(cls, options: DriverOptions) -> bool:
         return cls.kind_for(options) == "position"
 
     @classmethod
-    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+    def shows_expressions(cls, options: DriverOptions) -> bool:
         return cls.kind_for(options) == "light"
 
     @classmethod
-    def played_motions(cls, options: dict[str, Any]) -> dict[str, float]:
+    def played_motions(cls, options: DriverOptions) -> dict[str, float]:
         return {}
 
     @classmethod
-    def check_environment(cls, options: dict[str, Any]) -> list[str]:
+    def check_environment(cls, options: DriverOptions) -> list[str]:
         return []
 
     @classmethod
-    def validate(cls, options: dict[str, Any], key: str) -> None:
+    def validate(cls, options: DriverOptions, key: str) -> None:
         """Cross-field checks after each option was checked; raise ConfigError(s) under ``key``."""
 
     @classmethod
-    def simulated_for(cls, options: dict[str, Any]) -> bool:
+    def simulated_for(cls, options: DriverOptions) -> bool:
         return False
 
     @classmethod
@@ -177,10 +235,10 @@ class Driver:
             },
         }
 
-    def __init__(self, config: Any, ctx: DriverContext):
+    def __init__(self, config: ActuatorConfig, ctx: DriverContext):
         self.config = config
         self.label = config.name
-        self.opts: dict[str, Any] = config.options
+        self.opts: DriverOptions = config.options
         self.ctx = ctx
         self._state = "ok"
         self._error: str | None = None
@@ -219,7 +277,8 @@ class Driver:
     def check(self) -> None:
         """Raise :class:`DriverUnavailable` when commands cannot be carried out right now."""
         if self.state != "ok":
-            raise DriverUnavailable(f"actuator {self.label!r} ({self.name}) is {self.state}: {self.error or 'no detail'}")
+            raise DriverUnavailable(
+                f"actuator {self.label!r} ({self.name}) is {self.state}: {self.error or 'no detail'}")
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -237,10 +296,11 @@ class Driver:
     def move(self, targets: list[float], seconds: float) -> None:
         raise ActuatorError(f"actuator {self.label!r} ({self.name}) cannot move to a position")
 
-    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid", period: float = 1.0) -> None:
+    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid",
+              period: float = 1.0) -> None:
         raise ActuatorError(f"actuator {self.label!r} ({self.name}) is not a light")
 
-    def line(self, template: str, values: dict[str, Any]) -> None:
+    def line(self, template: str, values: Mapping[str, object]) -> None:
         raise ActuatorError(f"actuator {self.label!r} ({self.name}) does not take command lines")
 
     def mouth(self, level: float) -> None:
@@ -252,17 +312,23 @@ class Worker:
 
     def __init__(self, label: str, on_error: Callable[[BaseException], None] | None = None):
         self.label = label
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None] = queue.SimpleQueue()
         self._on_error = on_error
         self._thread = threading.Thread(target=self._run, name=f"ticos-{label}", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
         self._q.put((fn, args))
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> threading.Event:
+    def call(self, fn: Callable[..., object], *args: object) -> threading.Event:
+        """Like :meth:`submit`; the event is set once ``fn`` returned (never if it raised)."""
         done = threading.Event()
-        self._q.put((lambda: (fn(*args), done.set()), ()))
+
+        def run() -> None:
+            fn(*args)
+            done.set()
+
+        self._q.put((run, ()))
         return done
 
     def _run(self) -> None:

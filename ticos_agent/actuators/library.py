@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..options import (
     INVALID,
@@ -85,7 +86,7 @@ class Keyframes(Option):
 
     def convert(self, value: Any) -> tuple[Keyframe, ...]:
         errors = Errors()
-        frames = self.parse("", value, errors)
+        frames: tuple[Keyframe, ...] = self.parse("", value, errors)
         if frames is INVALID:
             raise Invalid
         return frames
@@ -137,7 +138,8 @@ class Motion:
 
     def as_dict(self) -> dict[str, Any]:
         """The keyframes as TOML data (tags a device plays itself come from its own options)."""
-        return TRACKS.dump(self.tracks)
+        tracks: dict[str, Any] = TRACKS.dump(self.tracks)
+        return tracks
 
 
 @dataclass(frozen=True)
@@ -240,23 +242,29 @@ def parse_library(doc: dict[str, Any], defaults: bool, errors: Errors
         motions, emotions = dict(default_motions), dict(default_emotions)
     user_m: set[str] = set()
     user_e: set[str] = set()
-    for section, parse, target, user in (
-        ("motions", parse_motion, motions, user_m),
-        ("emotions", parse_expression, emotions, user_e),
-    ):
-        raw = doc.get(section, {})
-        if not isinstance(raw, dict):
-            errors.add(section, raw, f"a table of [{section}.<tag>] entries")
-            continue
-        for tag, entry in raw.items():
-            tag = str(tag)
-            if not tag.strip() or len(tag) > 64:
-                errors.add(f"{section}.{tag}", tag, "a tag of 1 to 64 characters")
-                continue
-            user.add(tag)
-            parsed = parse(tag, entry, f"{section}.{tag}", errors)
-            if parsed is not None:
-                target[tag] = parsed
-            else:
-                target.pop(tag, None)
+    _merge_section(doc, "motions", parse_motion, motions, user_m, errors)
+    _merge_section(doc, "emotions", parse_expression, emotions, user_e, errors)
     return motions, emotions, user_m, user_e
+
+
+_Entry = TypeVar("_Entry", Motion, Expression)
+
+
+def _merge_section(doc: dict[str, Any], section: str, parse: Callable[[str, Any, str, Errors], _Entry | None],
+                   target: dict[str, _Entry], user: set[str], errors: Errors) -> None:
+    """The ``[section.<tag>]`` entries of ``doc`` into ``target`` (a broken one removes the tag)."""
+    raw = doc.get(section, {})
+    if not isinstance(raw, dict):
+        errors.add(section, raw, f"a table of [{section}.<tag>] entries")
+        return
+    for tag, entry in raw.items():
+        tag = str(tag)
+        if not tag.strip() or len(tag) > 64:
+            errors.add(f"{section}.{tag}", tag, "a tag of 1 to 64 characters")
+            continue
+        user.add(tag)
+        parsed = parse(tag, entry, f"{section}.{tag}", errors)
+        if parsed is not None:
+            target[tag] = parsed
+        else:
+            target.pop(tag, None)

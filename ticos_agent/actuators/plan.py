@@ -83,7 +83,8 @@ def _line_values(e: Expression, intensity: float, args: EmotionArgs | None) -> d
     }
 
 
-def _show(cfg: ActuatorsConfig, name: str, t: float, e: Expression, intensity: float, args=None) -> list[Step]:
+def _show(cfg: ActuatorsConfig, name: str, t: float, e: Expression, intensity: float,
+          args: EmotionArgs | None = None) -> list[Step]:
     if cfg.actuators[name].kind == "line":
         return [step(t, name, "line", "emotion", _line_values(e, intensity, args))]
     return [step(t, name, "light", e.color or (1.0, 1.0, 1.0), e.brightness * intensity, e.pattern, e.period)]
@@ -105,7 +106,8 @@ def plan_expression(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neut
         if fade > 0:
             count = max(1, math.ceil(fade / FADE_STEP))
             for k in range(count):
-                steps.append(step(fade * k / count, n, "light", e.color or (1.0, 1.0, 1.0), level * k / count, "solid", 1.0))
+                steps.append(step(fade * k / count, n, "light", e.color or (1.0, 1.0, 1.0), level * k / count,
+                                  "solid", 1.0))
         steps += _show(cfg, n, fade, e, args.intensity, args)
     returns = {}
     if args.duration is not None:
@@ -124,5 +126,6 @@ def plan_pose(cfg: ActuatorsConfig, e: Expression, args: EmotionArgs, neutral: E
         steps.append(step(0.0, n, "move", a.clamp(scaled), seconds))
         if args.duration is not None:
             back = neutral.pose.get(n, a.home) if neutral is not None else a.home
-            returns[n] = (seconds + args.duration, Plan([step(0.0, n, "move", a.clamp(back), POSE_SECONDS)], POSE_SECONDS, [n]))
+            back_plan = Plan([step(0.0, n, "move", a.clamp(back), POSE_SECONDS)], POSE_SECONDS, [n])
+            returns[n] = (seconds + args.duration, back_plan)
     return Plan(sorted(steps), seconds if steps else 0.0, list(e.pose), returns)

@@ -8,7 +8,8 @@ driver with an entry point in the group ``ticos_agent.drivers``::
     [project.entry-points."ticos_agent.drivers"]
     tiny = "tiny_driver:TinyDriver"
 
-:data:`~.driver.DRIVERS` holds what is registered so far. The entry point's name is what a config writes (``driver = "tiny"``); its object is a
+:data:`~.driver.DRIVERS` holds what is registered so far. The entry point's name is what a
+config writes (``driver = "tiny"``); its object is a
 :class:`~ticos_agent.actuators.driver.Driver` subclass. Entry points are read the first time
 a config names a driver that is not built in, or when every driver is listed
 (``ticos-agent config --example``, ``ticos-agent doctor``), so a robot with built-in drivers

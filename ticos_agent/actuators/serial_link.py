@@ -23,12 +23,14 @@ what it is sent; counted as simulated).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Final, TypedDict, Unpack
 
 import serial
 
@@ -39,7 +41,25 @@ log = logging.getLogger(__name__)
 POLL = 0.2  # idle health check period, seconds
 CLOSE_SETTLE = 0.05  # seconds between the last write and closing the port at stop
 STABLE = 10.0  # seconds a connection must last for the backoff to start short again
-_STOP = object()
+
+
+class _Stop(enum.Enum):
+    STOP = "stop"
+
+
+_STOP: Final = _Stop.STOP  # queued by stop() after the last frames
+
+
+class LinkOptions(TypedDict, total=False):
+    """What a driver may set on its port's link (see :class:`SerialLink`)."""
+
+    handshake: str | None
+    handshake_reply: str | None
+    handshake_timeout: float
+    newline: bytes
+    chunk_size: int
+    chunk_gap: float
+    backoff: tuple[float, float]
 
 
 def is_virtual(port: str) -> bool:
@@ -78,7 +98,7 @@ class SerialLink:
         self.opens = 0
         self.users = 0
         self.key = port
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[bytes | _Stop] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +133,8 @@ class SerialLink:
 
     def write(self, data: bytes) -> None:
         if self.state != "ok":
-            raise DriverUnavailable(f"serial port {self.port} is {self.state}" + (f": {self.error}" if self.error else ""))
+            raise DriverUnavailable(
+                f"serial port {self.port} is {self.state}" + (f": {self.error}" if self.error else ""))
         self._q.put(data)
 
     async def stop(self) -> None:
@@ -157,7 +178,8 @@ class SerialLink:
                 self._streak += 1
                 if self._streak == 2:
                     log.warning("serial %s: %s keeps dropping soon after opening; retrying ever more slowly "
-                                "(up to every %g s), repeats logged at debug level", self.label, self.port, self.backoff[1])
+                                "(up to every %g s), repeats logged at debug level",
+                                self.label, self.port, self.backoff[1])
                 self._down(f"lost: {exc}")
                 self._drain()
             finally:
@@ -195,13 +217,13 @@ class SerialLink:
                 ser.write(self.handshake.encode("ascii") + self.newline)
                 ser.flush()
                 if self.handshake_reply:
-                    self._await_reply(ser)
+                    self._await_reply(ser, self.handshake_reply)
         except BaseException:
             self._close(ser)
             raise
         return ser
 
-    def _await_reply(self, ser: serial.SerialBase) -> None:
+    def _await_reply(self, ser: serial.SerialBase, reply: str) -> None:
         deadline = time.monotonic() + self.handshake_timeout
         buf = b""
         while time.monotonic() < deadline:
@@ -209,12 +231,12 @@ class SerialLink:
             if chunk:
                 buf += chunk
                 for line in buf.split(self.newline):
-                    if self.handshake_reply.encode("ascii") in line:
+                    if reply.encode("ascii") in line:
                         return
             else:
                 time.sleep(0.005)
         ser.close()
-        raise DriverUnavailable(f"no handshake reply {self.handshake_reply!r} within {self.handshake_timeout:g} s")
+        raise DriverUnavailable(f"no handshake reply {reply!r} within {self.handshake_timeout:g} s")
 
     def _serve(self, ser: serial.SerialBase) -> None:
         path = None if is_virtual(self.port) else self.port
@@ -231,7 +253,7 @@ class SerialLink:
                     continue
                 # idle health check: the device node is gone, or reading reports an error
                 if path is not None and not os.path.exists(path):
-                    raise OSError(f"{path} disappeared")
+                    raise OSError(f"{path} disappeared") from None  # not caused by the empty queue
                 data = ser.read(4096)
                 if data:
                     log.debug("serial %s: read %r", self.label, data[:80])
@@ -275,12 +297,13 @@ class SerialLink:
             pass
 
 
-async def acquire(links: dict, port: str, baud: int, **kw) -> SerialLink:
+async def acquire(links: dict[str, SerialLink], port: str, baud: int, *, label: str = "",
+                  **kw: Unpack[LinkOptions]) -> SerialLink:
     """The shared link for ``port`` (actuators on one bus share one port and thread)."""
-    key = f"{port}#{kw.get('label', '')}" if is_virtual(port) else port  # virtual ports are never shared
+    key = f"{port}#{label}" if is_virtual(port) else port  # virtual ports are never shared
     link = links.get(key)
     if link is None:
-        link = links[key] = SerialLink(port, baud, **kw)
+        link = links[key] = SerialLink(port, baud, label=label, **kw)
         link.key = key
         link.users = 1
         await link.start()
@@ -289,7 +312,7 @@ async def acquire(links: dict, port: str, baud: int, **kw) -> SerialLink:
     return link
 
 
-async def release(links: dict, link: SerialLink) -> None:
+async def release(links: dict[str, SerialLink], link: SerialLink) -> None:
     link.users -= 1
     if link.users <= 0:
         links.pop(link.key, None)

@@ -30,14 +30,14 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
-from .driver import Driver, DriverContext
+from .driver import ActuatorConfig, Driver, DriverContext
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 from .registry import driver_class
 
@@ -59,12 +59,13 @@ class Outcome:
 class _Command:
     __slots__ = ("call_id", "detail", "future", "id", "kind", "plan", "response_id", "state", "tag", "task")
 
-    def __init__(self, kind: str, tag: str, plan: Plan, response_id, call_id, future, detail):
+    def __init__(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
+                 future: asyncio.Future[Outcome], detail: dict[str, Any]):
         self.id = next(_ids)
         self.kind, self.tag, self.plan = kind, tag, plan
         self.response_id, self.call_id = response_id, call_id
-        self.future: asyncio.Future = future
-        self.task: asyncio.Task | None = None
+        self.future = future
+        self.task: asyncio.Task[None] | None = None
         self.state = "queued"  # queued | running | finished
         self.detail = detail
 
@@ -72,11 +73,15 @@ class _Command:
 _ids = itertools.count(1)
 
 
+def _is_kind(kind: str, cmd: _Command) -> bool:
+    return cmd.kind == kind
+
+
 class ActuatorSystem:
     def __init__(self, config: ActuatorsConfig):
         self.config = config
         self.ctx = DriverContext()
-        self.drivers: dict[str, Driver] = {n: driver_class(a.driver)(a, self.ctx) for n, a in config.actuators.items()}
+        self.drivers: dict[str, Driver] = {n: self._driver(a) for n, a in config.actuators.items()}
         self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,13 +92,19 @@ class ActuatorSystem:
         for n, d in self.drivers.items():
             d.on_up = functools.partial(self._device_up, n)
 
+    def _driver(self, a: ActuatorConfig) -> Driver:
+        cls = driver_class(a.driver)
+        if cls is None:  # a checked config names registered drivers only
+            raise ActuatorError(f"actuator {a.name!r}: no driver {a.driver!r} is registered")
+        return cls(a, self.ctx)
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.config.default_robot:
-            log.warning("no [actuators] in the config: running the built-in SIMULATED robot (%s); nothing physical moves",
-                        ", ".join(self.drivers))
+            log.warning("no [actuators] in the config: running the built-in SIMULATED robot (%s); "
+                        "nothing physical moves", ", ".join(self.drivers))
         for name, drv in self.drivers.items():
             for problem in type(drv).check_environment(drv.opts):
                 log.warning("actuator %s (%s): %s", name, drv.name, problem)
@@ -138,18 +149,19 @@ class ActuatorSystem:
         preempt = (lambda c: True) if not args.wait else None
         return await self._submit(cmd, preempt)
 
-    async def emotion(self, args: EmotionArgs, *, response_id: str | None = None, call_id: str | None = None) -> Outcome:
+    async def emotion(self, args: EmotionArgs, *, response_id: str | None = None,
+                      call_id: str | None = None) -> Outcome:
         detail = {"kind": "emotion", "tag": args.emotion_tag, "args": args.as_dict(), "notes": list(args.notes)}
         expr = self.config.emotions.get(args.emotion_tag)
         if expr is None:
             return self._unknown("emotion", args.emotion_tag, self.known_emotions(), detail)
         neutral = self.config.emotions.get("neutral")
-        jobs = []
+        jobs: list[Coroutine[Any, Any, Outcome]] = []
         for kind, plan in (("emotion", plan_expression(self.config, expr, args, neutral)),
                            ("pose", plan_pose(self.config, expr, args, neutral))):
             if plan.actuators:
                 cmd = self._command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
-                jobs.append(self._submit(cmd, lambda c, k=kind: c.kind == k))
+                jobs.append(self._submit(cmd, functools.partial(_is_kind, kind)))
         if not jobs:
             return Outcome("done", None, {**detail, "actuators": [], "note": "no actuator shows emotions"})
         outcomes = await asyncio.gather(*jobs)
@@ -160,19 +172,21 @@ class ActuatorSystem:
         return Outcome("done", None, self._merge(detail, outcomes))
 
     @staticmethod
-    def _merge(detail: dict, outcomes: list[Outcome]) -> dict:
+    def _merge(detail: dict[str, Any], outcomes: list[Outcome]) -> dict[str, Any]:
         out = dict(detail)
         out["actuators"] = [a for o in outcomes for a in o.detail.get("actuators", [])]
         out["elapsed_s"] = max(o.detail.get("elapsed_s", 0.0) for o in outcomes)
         return out
 
-    def _unknown(self, kind: str, tag: str, known: list[str], detail: dict) -> Outcome:
+    def _unknown(self, kind: str, tag: str, known: list[str], detail: dict[str, Any]) -> Outcome:
         reason = str(UnknownTag(kind, tag, known))
         log.warning("%s", reason)
         return Outcome("failed", reason, {**detail, "known": known})
 
-    def _command(self, kind, tag, plan, response_id, call_id, detail) -> _Command:
-        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id, call_id=call_id)
+    def _command(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
+                 detail: dict[str, Any]) -> _Command:
+        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id,
+                      call_id=call_id)
         return _Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
 
     async def _submit(self, cmd: _Command, preempt: Callable[[_Command], bool] | None) -> Outcome:
@@ -231,7 +245,8 @@ class ActuatorSystem:
             for n, before in faults.items():
                 d = self.drivers[n]
                 if d.faults != before or d.state != "ok":
-                    raise ActuatorError(f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
+                    raise ActuatorError(
+                        f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
             outcome = Outcome("done", None, cmd.detail)
         except Exception as exc:
             if isinstance(exc, ActuatorError):
@@ -282,7 +297,8 @@ class ActuatorSystem:
         if not cmd.future.done():
             cmd.future.set_result(outcome)
 
-    def _drop(self, cmd: _Command, reason: str, rest: bool, keep=(), status: str = "dropped", quiet: bool = False) -> bool:
+    def _drop(self, cmd: _Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
+              quiet: bool = False) -> bool:
         """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
         if cmd.state == "finished":
             return False
@@ -297,7 +313,8 @@ class ActuatorSystem:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
         return True
 
-    def _drop_where(self, pred: Callable[[_Command], Any], reason: str, rest: bool, keep=(), quiet: bool = False) -> int:
+    def _drop_where(self, pred: Callable[[_Command], object], reason: str, rest: bool, keep: Collection[str] = (),
+                    quiet: bool = False) -> int:
         victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
         count = sum(self._drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
         return count
@@ -343,7 +360,8 @@ class ActuatorSystem:
             return
         self._safe_gen[name] = generation
         self._cancel_return(name)
-        reason = f"actuator {name!r} ({drv.name}) lost its device during the command; it came back and was put in its safe state"
+        reason = (f"actuator {name!r} ({drv.name}) lost its device during the command; "
+                  "it came back and was put in its safe state")
         for cmd in [c for c in self.lanes[name] if c.state == "running"]:
             self._drop(cmd, reason, rest=True, keep={name}, status="failed")
         log.info("actuator %s (%s): device up (open #%d): applying the safe state", name, drv.name, generation)

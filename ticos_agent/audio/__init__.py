@@ -16,10 +16,15 @@ stop), ``player`` (feed/flush, lip-sync timing, health). Importing this package
 does not import sounddevice; PortAudio is loaded by ``AudioPlayer.start()``.
 """
 
+from typing import TYPE_CHECKING
+
 from .config import AudioConfig, parse_audio_config
 
+if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers
+    from .player import AudioPlayer
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> object:
     if name == "AudioPlayer":  # numpy loads with the player, not with the config
         from .player import AudioPlayer
 

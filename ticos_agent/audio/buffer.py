@@ -17,12 +17,19 @@ opens it again when the jitter pre-buffer is satisfied (see ``AudioPlayer``).
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import OrderedDict, deque
+from typing import Final, TypeAlias
 
 import numpy as np
 
-ALL = object()
+
+class _All(enum.Enum):
+    ALL = "all"
+
+
+ALL: Final = _All.ALL  # drop(): every response
 
 
 class Chunk:
@@ -30,7 +37,8 @@ class Chunk:
 
     __slots__ = ("env_lvl", "env_off", "fed_at", "item_id", "pcm", "read", "response_id", "starts")
 
-    def __init__(self, response_id, item_id, pcm: np.ndarray, env_off: np.ndarray, env_lvl: np.ndarray, fed_at: float):
+    def __init__(self, response_id: str | None, item_id: str | None, pcm: np.ndarray, env_off: np.ndarray,
+                 env_lvl: np.ndarray, fed_at: float):
         self.response_id = response_id
         self.item_id = item_id
         self.pcm = pcm
@@ -41,25 +49,31 @@ class Chunk:
         self.starts = False  # this chunk was fed to an idle player (its latency is measured)
 
 
+#: ``(chunk, its first sample played in the block, samples played, position in the block)``
+Segment: TypeAlias = tuple[Chunk, int, int, int]
+#: ``(DAC time of the block, its segments, where the audio ran out in it or -1)``
+Record: TypeAlias = tuple[float, list[Segment], int]
+
+
 class PcmQueue:
     """Thread-safe FIFO of chunks with a gate, per-item played counters and block records."""
 
     MAX_ITEMS = 256  # played counters kept for this many recent items
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._chunks: deque[Chunk] = deque()
         self._frames = 0  # unplayed samples queued
         self._gate = False
-        self._records: deque = deque()
+        self._records: deque[Record] = deque()
         self._wake_pending = False
         self._dry = False  # the queue ran dry while the gate was open...
-        self._dry_response = None  # ...in the middle of this response (maybe)
-        self._last_response = None  # response of the last chunk played
+        self._dry_response: str | None = None  # ...in the middle of this response (maybe)
+        self._last_response: str | None = None  # response of the last chunk played
         self.pulls = 0  # callback blocks served (the supervisor watches it move)
-        self._played: OrderedDict = OrderedDict()  # item_id -> samples handed to the device
+        self._played: OrderedDict[str | None, int] = OrderedDict()  # item_id -> samples handed to the device
         self.played_total = 0
-        self.current_item_id = None
+        self.current_item_id: str | None = None
         self.last_audio_end = 0.0  # DAC time at which the last sample handed over ends
         self.rate = 1  # output rate, set by the player
 
@@ -87,7 +101,7 @@ class PcmQueue:
             if self._chunks:
                 self._gate = True
 
-    def drop(self, response_id=ALL) -> tuple[int, int, set]:
+    def drop(self, response_id: str | _All | None = ALL) -> tuple[int, int, set[str | None]]:
         """Remove queued audio of ``response_id`` (default: all), including a chunk that is
         partly played; returns (samples dropped, untouched chunks dropped, response ids
         dropped). The callback sees the result on its next block."""
@@ -95,7 +109,7 @@ class PcmQueue:
             keep: deque[Chunk] = deque()
             dropped = 0
             untouched = 0
-            ids = set()
+            ids: set[str | None] = set()
             for c in self._chunks:
                 if response_id is ALL or c.response_id == response_id:
                     dropped += c.pcm.size - c.read
@@ -112,14 +126,14 @@ class PcmQueue:
             self._records = deque(r for r in self._records if not _mentions(r, ids))
             return dropped, untouched, ids
 
-    def take_records(self) -> list:
+    def take_records(self) -> list[Record]:
         with self._lock:
             out = list(self._records)
             self._records.clear()
             self._wake_pending = False
             return out
 
-    def played_samples(self, item_id) -> int:
+    def played_samples(self, item_id: str | None) -> int:
         with self._lock:
             return self._played.get(item_id, 0)
 
@@ -134,9 +148,9 @@ class PcmQueue:
                 out.fill(0)
                 return False
             pos = 0
-            segs = []
+            segs: list[Segment] = []
             chunks = self._chunks
-            c = None
+            c: Chunk | None = None
             while pos < frames and chunks:
                 c = chunks[0]
                 take = min(frames - pos, c.pcm.size - c.read)
@@ -173,5 +187,5 @@ class PcmQueue:
             return wake
 
 
-def _mentions(record, ids: set) -> bool:
+def _mentions(record: Record, ids: set[str | None]) -> bool:
     return any(seg[0].response_id in ids for seg in record[1])

@@ -85,7 +85,8 @@ class AudioConfig:
     """``[audio]``: playback of the assistant's voice (see the module docstring for what needs more than a line)."""
 
     enabled: bool = setting(Boolean(True, "false: audio deltas are accepted and discarded (counted)"))
-    device: str | int | None = setting(OutputDevice("", 'PortAudio output device: "" = system default, a name or an index'))
+    device: str | int | None = setting(OutputDevice("", 'PortAudio output device: "" = system default, '
+                                                        'a name or an index'))
     sample_rate: int = setting(Integer(0, "output rate in Hz (0: 24000 if the device takes it, else its default rate)",
                                        minimum=8000, maximum=192000, also={0: "automatic"}))
     latency: str | float = setting(OneOf(
@@ -94,11 +95,14 @@ class AudioConfig:
         "low", "PortAudio output latency (capped at 0.04 s so a barge-in is silent within 50 ms)"))
     volume: float = setting(Float(1.0, "gain applied to the PCM (1.0 = bit-exact)", minimum=0, maximum=1))
     jitter_ms: int = setting(Integer(30, "pre-buffer of a new response, milliseconds", minimum=0, maximum=200))
-    send_truncate: bool = setting(Boolean(False, "after a barge-in, send conversation.item.truncate with the ms played"))
+    send_truncate: bool = setting(Boolean(False, "after a barge-in, send conversation.item.truncate "
+                                                 "with the ms played"))
     retry_seconds: float = setting(Duration(10.0, "retry a missing or failed device this often (0: give up)",
                                             minimum=0, maximum=3600))
-    mouth_gain: float = setting(Float(4.0, "lip-sync level = min(1, RMS / 32768 * mouth_gain)", minimum=0.1, maximum=100))
-    rescan_devices: bool = setting(Boolean(True, "restart PortAudio before a retry so a device plugged in later is found"))
+    mouth_gain: float = setting(Float(4.0, "lip-sync level = min(1, RMS / 32768 * mouth_gain)",
+                                      minimum=0.1, maximum=100))
+    rescan_devices: bool = setting(Boolean(True, "restart PortAudio before a retry so a device plugged in later "
+                                                 "is found"))
 
     def as_dict(self) -> dict[str, Any]:
         """The effective config as plain TOML data (``device`` None is shown as ``""``)."""
@@ -110,7 +114,7 @@ def parse_audio(section: Any, errors: Errors) -> AudioConfig:
     return AudioConfig(**parse_table("audio", section, schema_of(AudioConfig), errors))
 
 
-def parse_audio_config(section: dict) -> AudioConfig:
+def parse_audio_config(section: dict[str, Any]) -> AudioConfig:
     """Validate the ``[audio]`` table (``{}`` when absent) into an :class:`AudioConfig`.
 
     Raises :class:`~ticos_agent.errors.ConfigErrors` (a ``ConfigError``) naming every problem.

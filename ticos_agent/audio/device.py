@@ -9,24 +9,69 @@ calls them in a worker thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from .config import MAX_LATENCY_SECONDS, SOURCE_RATE, AudioConfig
 
+if TYPE_CHECKING:
+    import numpy as np
+
 BLOCK_SECONDS = 0.010  # PortAudio block: how often the callback looks at the queue
+
+
+# sounddevice ships no type information: what the player uses of it, spelled out.
+class OutputStream(Protocol):
+    """A ``sounddevice.OutputStream``."""
+
+    @property
+    def time(self) -> float: ...
+
+    @property
+    def active(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CallbackTime(Protocol):
+    """The ``time`` argument of a stream callback (stream clock, seconds)."""
+
+    @property
+    def outputBufferDacTime(self) -> float: ...
+
+    @property
+    def currentTime(self) -> float: ...
+
+
+class CallbackFlags(Protocol):
+    """The ``status`` argument of a stream callback."""
+
+    @property
+    def output_underflow(self) -> bool: ...
+
+
+#: ``callback(outdata, frames, time, status)`` of an output stream (PortAudio's thread)
+StreamCallback: TypeAlias = "Callable[[np.ndarray, int, CallbackTime, CallbackFlags], None]"
 
 
 class NoPortAudio(Exception):
     """The PortAudio library (Debian ``libportaudio2``) or sounddevice cannot be loaded."""
 
 
-def _import_sounddevice():
+def _import_sounddevice() -> ModuleType:
     """Import sounddevice (this initialises PortAudio); a seam for tests."""
     import sounddevice
 
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
-def load_portaudio():
+def load_portaudio() -> ModuleType:
     """The sounddevice module; raises :class:`NoPortAudio` with an install hint."""
     try:
         return _import_sounddevice()
@@ -52,7 +97,7 @@ def free_fds() -> int | None:
     return soft - used if soft != resource.RLIM_INFINITY else None
 
 
-def reinit_portaudio(sd) -> None:
+def reinit_portaudio(sd: ModuleType) -> None:
     """Terminate and initialise PortAudio again, so its device list is read afresh.
 
     PortAudio builds its device list once, in ``Pa_Initialize`` (sounddevice issues #47,
@@ -66,7 +111,7 @@ def reinit_portaudio(sd) -> None:
     sd._initialize()
 
 
-def output_latency(info: dict, config: AudioConfig) -> str | float:
+def output_latency(info: Mapping[str, object], config: AudioConfig) -> str | float:
     """The latency to ask PortAudio for: ``"high"`` becomes the device's high latency capped
     at :data:`MAX_LATENCY_SECONDS` (numbers are capped by the config already)."""
     if config.latency == "high":
@@ -77,7 +122,8 @@ def output_latency(info: dict, config: AudioConfig) -> str | float:
     return config.latency
 
 
-def open_output(sd, config: AudioConfig, callback, finished_callback):
+def open_output(sd: ModuleType, config: AudioConfig, callback: StreamCallback,
+                finished_callback: Callable[[], None]) -> tuple[OutputStream, int, str]:
     """Open (not start) a mono int16 output stream on the configured device.
 
     Rate: ``config.sample_rate`` when set; otherwise 24000 and, if the device refuses it, the
@@ -111,7 +157,7 @@ def open_output(sd, config: AudioConfig, callback, finished_callback):
     raise error  # type: ignore[misc]
 
 
-def close_output(stream) -> None:
+def close_output(stream: OutputStream) -> None:
     """Abort (drop what PortAudio holds) and close a stream."""
     try:
         stream.abort()

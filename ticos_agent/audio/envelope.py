@@ -17,6 +17,7 @@ Two halves:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -77,12 +78,13 @@ class LevelScheduler:
     can cancel what is pending for that response.
     """
 
-    def __init__(self, loop, on_level: Callable[[float], None] | None, late_after: float = WINDOW_SECONDS):
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_level: Callable[[float], None] | None,
+                 late_after: float = WINDOW_SECONDS):
         self._loop = loop
         self._on_level = on_level
         self._late_after = late_after
         self._pending: deque[tuple[float, float, object, bool]] = deque()
-        self._timer = None
+        self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0  # last level delivered
         self.delivered = 0  # envelope levels delivered (closing zeros not counted)
         self.dropped_late = 0

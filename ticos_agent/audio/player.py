@@ -51,12 +51,15 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..errors import BadAudio
 from .buffer import Chunk, PcmQueue
 from .config import SOURCE_RATE, AudioConfig
+from .device import CallbackFlags, CallbackTime, OutputStream
 from .envelope import WINDOW_SECONDS, EnvelopeMeter, LevelScheduler
 from .pcm import decode_pcm
 from .resample import StreamResampler, apply_volume
@@ -92,17 +95,17 @@ class AudioPlayer(StreamLifecycle):
         self._on_level = on_level
         self._state = "idle"
         self._reason: str | None = "not started"
-        self._sd = None
-        self._stream = None
+        self._sd: ModuleType | None = None
+        self._stream: OutputStream | None = None
         self._rate: int | None = None
         self._device_name: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue = PcmQueue()
         self._levels: LevelScheduler | None = None
-        self._responses: OrderedDict = OrderedDict()
-        self._flushed: OrderedDict = OrderedDict()
-        self._jitter_timer = None
-        self._task: asyncio.Task | None = None  # retry or watch task
+        self._responses: OrderedDict[str | None, _Response] = OrderedDict()
+        self._flushed: OrderedDict[str, bool] = OrderedDict()
+        self._jitter_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None  # retry or watch task
         self._stopping = False
         self.underruns = 0
         self.dropped_deltas = 0
@@ -113,12 +116,12 @@ class AudioPlayer(StreamLifecycle):
         self._init_lifecycle()
 
     # ---- the PortAudio callback (its own thread) -------------------------------------
-    def _callback(self, outdata, frames, time_info, status) -> None:
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: CallbackTime, status: CallbackFlags) -> None:
         try:
             if status.output_underflow:
                 self.device_underflows += 1
             dac = time_info.outputBufferDacTime or time_info.currentTime
-            if self._queue.pull(outdata[:, 0], dac):
+            if self._queue.pull(outdata[:, 0], dac) and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._drain)
         except Exception:  # never let an exception reach PortAudio; play silence
             outdata.fill(0)
@@ -138,7 +141,8 @@ class AudioPlayer(StreamLifecycle):
             self.dropped_deltas += 1
             return
         queue = self._queue
-        rate = self._rate
+        loop, rate = self._loop, self._rate
+        assert loop is not None and rate is not None  # state "ok": started, with an open stream
         if queue.queued_frames + pcm.size * rate // SOURCE_RATE > MAX_QUEUED_SECONDS * rate:
             self.dropped_deltas += 1
             self.overflow_deltas += 1
@@ -161,7 +165,7 @@ class AudioPlayer(StreamLifecycle):
             starts = (starts * rate + SOURCE_RATE // 2) // SOURCE_RATE
         offsets = np.clip(starts - rs.pos, 0, out.size - 1)
         rs.pos += out.size
-        chunk = Chunk(response_id, item_id, out, offsets, levels, self._loop.time())
+        chunk = Chunk(response_id, item_id, out, offsets, levels, loop.time())
         chunk.starts = queue.queued_frames == 0 and not queue.gate_open
         queued, gap = queue.push(chunk)
         if gap:
@@ -170,7 +174,7 @@ class AudioPlayer(StreamLifecycle):
             if queued >= self.config.jitter_ms * rate // 1000:
                 self._open_gate()
             elif self._jitter_timer is None:
-                self._jitter_timer = self._loop.call_later(self.config.jitter_ms / 1000, self._open_gate)
+                self._jitter_timer = loop.call_later(self.config.jitter_ms / 1000, self._open_gate)
 
     def _open_gate(self) -> None:
         self._cancel_jitter_timer()
@@ -180,6 +184,9 @@ class AudioPlayer(StreamLifecycle):
         if self._jitter_timer is not None:
             self._jitter_timer.cancel()
             self._jitter_timer = None
+
+    def _forget_responses(self) -> None:
+        self._responses.clear()
 
     def flush(self, response_id: str | None = None, *, also: str | None = None) -> None:
         """Barge-in/cancel: drop the queued audio of ``response_id`` (None: everything).
@@ -214,15 +221,14 @@ class AudioPlayer(StreamLifecycle):
     def _drain(self) -> None:
         """Turn the callback's block records into timed envelope levels and latencies."""
         records = self._queue.take_records()
-        if not records or self._stream is None:
-            return
-        loop_now = self._loop.time()
+        loop, rate, levels = self._loop, self._rate, self._levels
+        if not records or self._stream is None or loop is None or rate is None or levels is None:
+            return  # (a stream is open only once started, with its rate known)
+        loop_now = loop.time()
         try:
             to_loop = loop_now - self._stream.time
         except Exception:
             to_loop = 0.0
-        rate = self._rate
-        levels = self._levels
         for dac, segs, ended in records:
             base = dac + to_loop if dac else loop_now
             for chunk, off, n, pos in segs:
@@ -270,12 +276,12 @@ class AudioPlayer(StreamLifecycle):
         return self._queue.current_item_id
 
     @property
-    def envelope_stats(self) -> dict:
+    def envelope_stats(self) -> dict[str, int]:
         """Lip-sync counters: levels delivered and dropped as late."""
         lv = self._levels
         return {"delivered": lv.delivered if lv else 0, "dropped_late": lv.dropped_late if lv else 0}
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         """State for ``/health`` (see the module docstring for the states)."""
         rate = self._rate or 0
         return {

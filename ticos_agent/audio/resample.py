@@ -14,6 +14,8 @@ under a millisecond) and good enough for speech; it is not a band-limited resamp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -28,7 +30,7 @@ class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int):
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError("sample rates must be positive")
-        g = np.gcd(in_rate, out_rate)
+        g = math.gcd(in_rate, out_rate)
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._num = in_rate // g  # input position of output j is j * _num / _den
@@ -60,7 +62,8 @@ class StreamResampler:
         self._produced = last_j + 1 if last_j + 1 > self._produced else self._produced
         self._consumed = total
         self._tail = buf[-1:].copy()
-        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        out: np.ndarray = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        return out
 
 
 def resample(pcm: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
@@ -72,4 +75,5 @@ def apply_volume(pcm: np.ndarray, volume: float) -> np.ndarray:
     """Scale int16 PCM by ``volume`` (0..1), rounding; 1.0 returns the samples unchanged."""
     if volume >= 1.0:
         return pcm
-    return np.rint(pcm.astype(np.float32) * np.float32(volume)).astype(np.int16)
+    scaled: np.ndarray = np.rint(pcm.astype(np.float32) * np.float32(volume)).astype(np.int16)
+    return scaled

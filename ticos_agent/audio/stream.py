@@ -24,37 +24,61 @@ Thread rules (``_lock`` is a :class:`threading.Lock`):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+from collections.abc import Callable, Coroutine
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .device import MIN_FREE_FDS, NoPortAudio, close_output, free_fds, load_portaudio, open_output, reinit_portaudio
+from .device import (
+    MIN_FREE_FDS,
+    CallbackFlags,
+    CallbackTime,
+    NoPortAudio,
+    OutputStream,
+    close_output,
+    free_fds,
+    load_portaudio,
+    open_output,
+    reinit_portaudio,
+)
 from .envelope import LevelScheduler
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .buffer import PcmQueue
+    from .config import AudioConfig
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WATCH_SECONDS = 2.0  # a stream whose callback has not run for this long has stalled
 CLOSE_TIMEOUT = 2.0  # stop()/a failure waits this long for a device to close, then moves on
 
 
-def in_thread(loop: asyncio.AbstractEventLoop, fn, *args) -> asyncio.Future:
+def in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     """Run the blocking ``fn(*args)`` in a new daemon thread; a future for its result."""
-    fut = loop.create_future()
+    fut: asyncio.Future[T] = loop.create_future()
 
-    def settle(ok: bool, value) -> None:
-        if fut.done():
-            return
-        if ok:
+    def done(value: T) -> None:
+        if not fut.done():
             fut.set_result(value)
-        else:
-            fut.set_exception(value)
+
+    def failed(exc: BaseException) -> None:
+        if not fut.done():
+            fut.set_exception(exc)
 
     def run() -> None:
+        settle: Callable[[], None]
         try:
-            value, ok = fn(*args), True
+            settle = functools.partial(done, fn(*args))
         except BaseException as exc:  # handed to the awaiting coroutine
-            value, ok = exc, False
+            settle = functools.partial(failed, exc)
         try:
-            loop.call_soon_threadsafe(settle, ok, value)
+            loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
@@ -64,6 +88,32 @@ def in_thread(loop: asyncio.AbstractEventLoop, fn, *args) -> asyncio.Future:
 
 class StreamLifecycle:
     """Mixin: the stream state of an AudioPlayer (see the module docstring)."""
+
+    # the player's state this works on (AudioPlayer.__init__ sets it)
+    config: AudioConfig
+    _on_level: Callable[[float], None] | None
+    _state: str
+    _reason: str | None
+    _sd: ModuleType | None
+    _stream: OutputStream | None
+    _rate: int | None
+    _device_name: str | None
+    _loop: asyncio.AbstractEventLoop | None
+    _queue: PcmQueue
+    _levels: LevelScheduler | None
+    _task: asyncio.Task[None] | None
+    _stopping: bool
+
+    # the player's parts this calls
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: CallbackTime, status: CallbackFlags) -> None:
+        raise NotImplementedError
+
+    def _cancel_jitter_timer(self) -> None:
+        raise NotImplementedError
+
+    def _forget_responses(self) -> None:
+        """Drop the per-response state (resamplers, envelope meters) of what was queued."""
+        raise NotImplementedError
 
     def _init_lifecycle(self) -> None:
         self._lock = threading.Lock()
@@ -100,12 +150,13 @@ class StreamLifecycle:
             self._levels.close()
         self._queue.drop()
         await self._close_stream()
-        self._responses.clear()
+        self._forget_responses()
         if self._state in ("ok", "retrying"):
             self._set_state("idle", "stopped")
 
     async def _try_open(self, first: bool = False) -> bool:
         gen = self._gen
+        assert self._loop is not None  # set by start()
         try:
             await in_thread(self._loop, self._open_blocking, gen, not first)
         except NoPortAudio as exc:
@@ -170,6 +221,7 @@ class StreamLifecycle:
             log.warning("audio: PortAudio not re-initialised: only %d file descriptors free (it needs %d)",
                         free, MIN_FREE_FDS)
             return
+        assert self._sd is not None  # loaded by the first open
         reinit_portaudio(self._sd)
         self.portaudio_reinits += 1
 
@@ -199,9 +251,10 @@ class StreamLifecycle:
         except Exception as exc:
             log.debug("audio: closing the stream failed: %s", exc)
 
-    def _start_task(self, coro) -> None:
+    def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
             self._task.cancel()
+        assert self._loop is not None  # set by start()
         self._task = self._loop.create_task(coro)
 
     async def _retry(self) -> None:
@@ -217,7 +270,7 @@ class StreamLifecycle:
             await asyncio.sleep(WATCH_SECONDS)
             pulls = self._queue.pulls
             if pulls == last and self._stream is not None:
-                await self._fail("the output stream stalled (no callbacks for %gs)" % WATCH_SECONDS)
+                await self._fail(f"the output stream stalled (no callbacks for {WATCH_SECONDS:g}s)")
                 return
             last = pulls
 
@@ -245,7 +298,7 @@ class StreamLifecycle:
                     f"disabled: {reason}")
         self._queue.drop()
         self._cancel_jitter_timer()
-        self._responses.clear()
+        self._forget_responses()
         if self._levels is not None:
             self._levels.cancel()
         await self._close_stream()

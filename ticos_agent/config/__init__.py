@@ -178,7 +178,7 @@ class Config:
         if self.audio is not None:
             out["audio"] = self.audio.as_dict()
         if self.actuators is not None:
-            out.update(self.actuators.as_dict())
+            out.update(self.actuators.as_dict(mask_secrets=mask_secrets))
         return out
 
 
@@ -186,7 +186,7 @@ PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageCon
                                     "conversation": ConversationConfig, "log": LogConfig}
 
 
-def load(path: str | os.PathLike | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
+def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read a TOML file (or nothing) and return the validated :class:`Config`."""
     doc: dict[str, Any] = {}
     source = "(defaults)"

@@ -10,10 +10,13 @@ setting gives a valid config that drives every example actuator on simulated har
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..options import REQUIRED, Invalid, Option, schema_of
 from .toml import key, value
+
+if TYPE_CHECKING:
+    from ..actuators.driver import Driver
 
 HEADER = """\
 ticos-agent configuration: every key, its default and what it does.
@@ -45,9 +48,9 @@ def _section(lines: list[str], path: str, schema: dict[str, Option], samples: di
         _setting(lines, name, option, (samples or {}).get(name, REQUIRED))
 
 
-def _typed(cls: type, samples: dict[str, Any]) -> dict[str, Any] | None:
+def _typed(cls: type[Driver], samples: dict[str, Any]) -> dict[str, object] | None:
     """A driver's options as the config loader would hand them over, or None if not all known."""
-    options = {}
+    options: dict[str, object] = {}
     for name, option in cls.options.items():
         sample = samples[name]
         if sample is REQUIRED or sample is None:
@@ -113,5 +116,6 @@ def example() -> str:
     lines.append(f"#{key(target)} = {value([[0.5, _per_channel(10.0, channels)], [1.0, _per_channel(0.0, channels)]])}")
     pose = {target: _per_channel(5.0, channels)}
     _section(lines, "emotions.example", EXPRESSION, {"pose": pose},
-             intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, a new one added.")
+             intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, "
+                   "a new one added.")
     return "\n".join(lines) + "\n"

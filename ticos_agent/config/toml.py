@@ -1,9 +1,9 @@
 """A small TOML writer: the plain data :mod:`tomllib` reads -> TOML text.
 
 Enough for configs: tables become ``[a.b]`` sections (an empty table is kept, so "present but
-empty" survives), small flat tables inside those and dicts inside lists become inline tables, ``None`` values are left out,
-floats keep ``inf``/``nan``, strings are basic strings with escapes. ``tomllib.loads(dumps(d))
-== d`` for such data (tuples come back as lists).
+empty" survives), small flat tables inside those and dicts inside lists become inline tables,
+``None`` values are left out, floats keep ``inf``/``nan``, strings are basic strings with
+escapes. ``tomllib.loads(dumps(d)) == d`` for such data (tuples come back as lists).
 """
 
 from __future__ import annotations

@@ -177,15 +177,15 @@ class Device(String):
     def convert(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip() or "\x00" in value:
             raise Invalid
-        value = value.strip()
-        if "://" in value:
-            scheme = value.split("://", 1)[0]
+        port = value.strip()
+        if "://" in port:
+            scheme = port.split("://", 1)[0]
             if scheme not in SERIAL_URL_SCHEMES:
                 guess = closest(scheme, SERIAL_URL_SCHEMES)
                 raise Invalid(f" (did you mean '{guess}://'?)" if guess else "")
-        elif not value.startswith("/"):
-            raise Invalid(f" (did you mean '/dev/{value}'?)" if "/" not in value else "")
-        return value
+        elif not port.startswith("/"):
+            raise Invalid(f" (did you mean '/dev/{port}'?)" if "/" not in port else "")
+        return port
 
 
 class Pin(Option):
@@ -223,7 +223,8 @@ class Colour(Option):
             return ""
         rgb = [c * 255 for c in value]
         if all(abs(v - round(v)) < 1e-9 for v in rgb):
-            return "#%02X%02X%02X" % tuple(round(v) for v in rgb)
+            r, g, b = (round(v) for v in rgb)
+            return f"#{r:02X}{g:02X}{b:02X}"
         return rgb
 
 

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypedDict
 
 from ...options import Choice
-from ..driver import Driver, Worker
+from ..driver import Driver, DriverContext, DriverOptions, Worker
+
+#: gpiozero's devices and pin factories: gpiozero ships no type information.
+Gpiozero: TypeAlias = Any
+
+
+class GpioOptions(TypedDict):
+    pin_factory: str
+
 
 GPIO_OPTIONS = {
     "pin_factory": Choice(
@@ -17,7 +26,7 @@ GPIO_OPTIONS = {
 }
 
 
-def mock_factory(ctx) -> Any:
+def mock_factory(ctx: DriverContext) -> Gpiozero:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     if "mock_factory" not in ctx.shared:
@@ -25,7 +34,7 @@ def mock_factory(ctx) -> Any:
     return ctx.shared["mock_factory"]
 
 
-def _is_mock(factory: Any) -> bool:
+def _is_mock(factory: Gpiozero) -> bool:
     from gpiozero.pins.mock import MockFactory
 
     return isinstance(factory, MockFactory)
@@ -34,11 +43,12 @@ def _is_mock(factory: Any) -> bool:
 class GpioDriver(Driver):
     """A gpiozero device driven from its own worker thread."""
 
-    device: Any = None
+    device: Gpiozero = None
     worker: Worker | None = None
+    opts: GpioOptions
 
     @classmethod
-    def simulated_for(cls, options: dict[str, Any]) -> bool:
+    def simulated_for(cls, options: DriverOptions) -> bool:
         if options.get("pin_factory") == "mock" or os.environ.get("GPIOZERO_PIN_FACTORY", "").lower() == "mock":
             return True
         from gpiozero import Device
@@ -52,7 +62,7 @@ class GpioDriver(Driver):
         return type(self).simulated_for(self.opts)
 
     @classmethod
-    def check_environment(cls, options: dict[str, Any]) -> list[str]:
+    def check_environment(cls, options: DriverOptions) -> list[str]:
         if cls.simulated_for(options):
             return []
         if not os.path.exists("/dev/gpiochip0"):
@@ -61,7 +71,7 @@ class GpioDriver(Driver):
             return ["/dev/gpiochip0 is not writable by this user (add it to the 'gpio' group)"]
         return []
 
-    def make_device(self, factory: Any) -> Any:
+    def make_device(self, factory: Gpiozero) -> Gpiozero:
         raise NotImplementedError
 
     async def open(self) -> None:
@@ -96,8 +106,9 @@ class GpioDriver(Driver):
 
             raise DriverUnavailable(f"actuator {self.label!r} is not open")
 
-    def submit(self, fn: Any, *args: Any) -> None:
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
         self.check()
+        assert self.worker is not None  # check() raised for a driver that is not open
         self.worker.submit(fn, *args)
 
     def safe(self) -> None:

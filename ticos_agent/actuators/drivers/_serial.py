@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TypedDict, cast
 
 from ...options import Device, Duration, Integer, List
-from ..driver import Driver
-from ..serial_link import acquire, is_virtual, release
+from ..driver import Driver, DriverOptions
+from ..serial_link import LinkOptions, SerialLink, acquire, is_virtual, release
+
+
+class PortOptions(TypedDict):
+    port: str
+    baud: int
 
 PORT_OPTIONS = {
     "port": Device(doc="serial device: /dev/serial/by-id/usb-..., /dev/ttyAMA0, or loop:// (simulated)",
@@ -19,15 +24,16 @@ PORT_OPTIONS = {
 class SerialDriver(Driver):
     """A driver that writes to one serial port through a :class:`SerialLink`."""
 
-    link = None
+    link: SerialLink | None = None
+    opts: PortOptions
 
     @classmethod
-    def simulated_for(cls, options: dict[str, Any]) -> bool:
-        return is_virtual(options["port"])
+    def simulated_for(cls, options: DriverOptions) -> bool:
+        return is_virtual(cast(PortOptions, options)["port"])
 
     @classmethod
-    def check_environment(cls, options: dict[str, Any]) -> list[str]:
-        port = options["port"]
+    def check_environment(cls, options: DriverOptions) -> list[str]:
+        port = cast(PortOptions, options)["port"]
         if is_virtual(port):
             return []
         if not os.path.exists(port):
@@ -36,7 +42,7 @@ class SerialDriver(Driver):
             return [f"{port} is not readable and writable by this user (add it to the 'dialout' group)"]
         return []
 
-    def link_options(self) -> dict[str, Any]:
+    def link_options(self) -> LinkOptions:
         return {}
 
     async def open(self) -> None:
@@ -83,23 +89,32 @@ class SerialDriver(Driver):
 
     def send(self, data: bytes) -> None:
         self.check()
+        assert self.link is not None  # check() raised for a driver without a link ("disabled")
         self.link.write(data)
+
+
+class BusServoOptions(PortOptions):
+    ids: list[int]
+    safe_seconds: float
+    center: int  # declared by each bus's driver (its raw range differs)
+    steps_per_degree: float
 
 
 class BusServoDriver(SerialDriver):
     """Servos with ids on one serial bus; targets in degrees, converted to raw steps."""
 
     raw_max = 4095
+    opts: BusServoOptions
     options = {
         **PORT_OPTIONS,
-        "ids": List(Integer(minimum=0, maximum=253), doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)",
-                    example=[1, 2]),
+        "ids": List(Integer(minimum=0, maximum=253),
+                    doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)", example=[1, 2]),
         "safe_seconds": Duration(0.5, "move time to the home position in the safe state", minimum=0, maximum=60),
     }
 
     @classmethod
-    def channels(cls, options: dict[str, Any]) -> int:
-        return len(options["ids"])
+    def channels(cls, options: DriverOptions) -> int:
+        return len(cast(BusServoOptions, options)["ids"])
 
     def raw(self, degrees: float) -> int:
         value = round(self.opts["center"] + degrees * self.opts["steps_per_degree"])

@@ -39,10 +39,11 @@ Example (runs anywhere, ``loop://`` is a virtual port)::
 from __future__ import annotations
 
 import math
+from typing import NotRequired
 
 from ...options import Float, Integer
-from ..driver import register_driver
-from ._serial import BusServoDriver
+from ..driver import ActuatorConfig, DriverContext, register_driver
+from ._serial import BusServoDriver, BusServoOptions
 
 SYNC_WRITE = 0x83
 WRITE = 0x03
@@ -81,12 +82,18 @@ def goal_speed(delta: int, ms: int, max_speed: int) -> int:
     return max(1, min(max_speed, math.ceil(abs(delta) * 1000 / ms)))
 
 
+class FeetechOptions(BusServoOptions):
+    goal_speed: int
+    max_speed: NotRequired[int]  # STS only
+
+
 @register_driver("feetech-sts")
 class FeetechSTS(BusServoDriver):
     """Feetech STS bus servos (4096 steps per turn, little-endian registers)."""
 
     little = True
     raw_max = 4095
+    opts: FeetechOptions
     options = {
         **BusServoDriver.options,
         "baud": Integer(1_000_000, "bits per second", minimum=300, maximum=4_000_000),
@@ -97,7 +104,7 @@ class FeetechSTS(BusServoDriver):
         "max_speed": Integer(3400, "fastest Goal_Speed, steps/s (STS3215: 3400)", minimum=1, maximum=0x7FFF),
     }
 
-    def __init__(self, config, ctx):
+    def __init__(self, config: ActuatorConfig, ctx: DriverContext):
         super().__init__(config, ctx)
         self._last: dict[int, int] = {}  # servo id -> raw target last sent
 
@@ -135,7 +142,8 @@ class FeetechSCS(FeetechSTS):
         **FeetechSTS.options,
         "center": Integer(512, "raw position of 0 degrees", minimum=0, maximum=1023),
         "steps_per_degree": Float(1024 / 300, "raw steps per degree (negative to reverse)"),
-        "goal_speed": Integer(0, "Goal_Speed register (0: reach the target in the move time)", minimum=0, maximum=0xFFFF),
+        "goal_speed": Integer(0, "Goal_Speed register (0: reach the target in the move time)",
+                              minimum=0, maximum=0xFFFF),
     }
     del options["max_speed"]
 

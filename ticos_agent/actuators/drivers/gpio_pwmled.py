@@ -19,11 +19,16 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...options import Boolean, Float, Integer, Pin
 from ..driver import register_driver
-from ._gpio import GPIO_OPTIONS, GpioDriver
+from ._gpio import GPIO_OPTIONS, GpioDriver, GpioOptions, Gpiozero
+
+
+class GpioPWMLEDOptions(GpioOptions):
+    pin: int | str
+    active_high: bool
+    frequency: int
+    max_brightness: float
 
 
 @register_driver("gpio-pwmled")
@@ -31,6 +36,7 @@ class GpioPWMLED(GpioDriver):
     """LED with PWM brightness on one GPIO (gpiozero PWMLED)."""
 
     kind = "light"
+    opts: GpioPWMLEDOptions
     options = {
         "pin": Pin(doc="GPIO of the LED", example=18),
         "active_high": Boolean(True, "true: the pin drives the LED's anode"),
@@ -39,17 +45,18 @@ class GpioPWMLED(GpioDriver):
         **GPIO_OPTIONS,
     }
 
-    def make_device(self, factory: Any) -> Any:
+    def make_device(self, factory: Gpiozero) -> Gpiozero:
         from gpiozero import PWMLED
 
         o = self.opts
         return PWMLED(o["pin"], active_high=o["active_high"], frequency=o["frequency"], pin_factory=factory)
 
-    def light(self, rgb, brightness, pattern="solid", period=1.0) -> None:
+    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid",
+              period: float = 1.0) -> None:
         value = max(0.0, min(1.0, brightness)) * self.opts["max_brightness"]
         self.submit(self._show, value, pattern, period)
 
-    def _show(self, value, pattern, period) -> None:
+    def _show(self, value: float, pattern: str, period: float) -> None:
         d = self.device
         if pattern == "pulse":
             d.pulse(fade_in_time=period / 2, fade_out_time=period / 2)
@@ -60,4 +67,5 @@ class GpioPWMLED(GpioDriver):
 
     def mouth(self, level: float) -> None:
         if self.state == "ok" and self.worker is not None:
-            self.worker.submit(setattr, self.device, "value", max(0.0, min(1.0, level)) * self.opts["max_brightness"])
+            value = max(0.0, min(1.0, level)) * self.opts["max_brightness"]
+            self.worker.submit(setattr, self.device, "value", value)

@@ -19,11 +19,17 @@ Example (``pin_factory = "mock"`` simulates the pins)::
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...options import Boolean, Float, Pin
 from ..driver import register_driver
-from ._gpio import GPIO_OPTIONS, GpioDriver
+from ._gpio import GPIO_OPTIONS, GpioDriver, GpioOptions, Gpiozero
+
+
+class GpioRGBLEDOptions(GpioOptions):
+    red: int | str
+    green: int | str
+    blue: int | str
+    active_high: bool
+    max_brightness: float
 
 
 @register_driver("gpio-rgbled")
@@ -31,6 +37,7 @@ class GpioRGBLED(GpioDriver):
     """RGB LED on three GPIO pins (gpiozero RGBLED)."""
 
     kind = "light"
+    opts: GpioRGBLEDOptions
     options = {
         "red": Pin(doc="GPIO of the red leg", example=17),
         "green": Pin(doc="GPIO of the green leg", example=27),
@@ -40,18 +47,19 @@ class GpioRGBLED(GpioDriver):
         **GPIO_OPTIONS,
     }
 
-    def make_device(self, factory: Any) -> Any:
+    def make_device(self, factory: Gpiozero) -> Gpiozero:
         from gpiozero import RGBLED
 
         o = self.opts
         return RGBLED(o["red"], o["green"], o["blue"], active_high=o["active_high"], pin_factory=factory)
 
-    def light(self, rgb, brightness, pattern="solid", period=1.0) -> None:
+    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid",
+              period: float = 1.0) -> None:
         scale = max(0.0, min(1.0, brightness)) * self.opts["max_brightness"]
         color = tuple(max(0.0, min(1.0, c * scale)) for c in rgb)
         self.submit(self._show, color, pattern, period)
 
-    def _show(self, color, pattern, period) -> None:
+    def _show(self, color: tuple[float, ...], pattern: str, period: float) -> None:
         d = self.device
         if pattern == "pulse":
             d.pulse(fade_in_time=period / 2, fade_out_time=period / 2, on_color=color, off_color=(0, 0, 0))

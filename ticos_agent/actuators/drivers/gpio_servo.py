@@ -25,11 +25,22 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import cast
 
 from ...options import Boolean, Duration, Float, Pin
-from ..driver import register_driver
-from ._gpio import GPIO_OPTIONS, GpioDriver
+from ..driver import ActuatorConfig, DriverContext, DriverOptions, register_driver
+from ._gpio import GPIO_OPTIONS, GpioDriver, GpioOptions, Gpiozero
+
+
+class GpioServoOptions(GpioOptions):
+    pin: int | str
+    min_angle: float
+    max_angle: float
+    min_pulse_width: float
+    max_pulse_width: float
+    frame_width: float
+    detach_when_safe: bool
+    safe_seconds: float
 
 
 @register_driver("gpio-servo")
@@ -37,6 +48,7 @@ class GpioServo(GpioDriver):
     """Hobby (angular) servo on one GPIO pin (gpiozero AngularServo)."""
 
     timed_moves = False
+    opts: GpioServoOptions
     options = {
         "pin": Pin(doc="GPIO of the signal wire", example=12),
         "min_angle": Float(-90.0, "angle at min_pulse_width, degrees (the actuator's default min)"),
@@ -50,16 +62,17 @@ class GpioServo(GpioDriver):
     }
 
     @classmethod
-    def limits_for(cls, options: dict[str, Any]) -> tuple[float, float, float]:
+    def limits_for(cls, options: DriverOptions) -> tuple[float, float, float]:
         """The servo's own angle range; home is 0 degrees, or the nearest end of the range."""
-        lo, hi = sorted((options["min_angle"], options["max_angle"]))
+        o = cast(GpioServoOptions, options)
+        lo, hi = sorted((o["min_angle"], o["max_angle"]))
         return lo, hi, min(max(0.0, lo), hi)
 
-    def __init__(self, config, ctx):
+    def __init__(self, config: ActuatorConfig, ctx: DriverContext):
         super().__init__(config, ctx)
         self._busy = threading.Event()  # set by any work after a safe state: do not detach
 
-    def make_device(self, factory: Any) -> Any:
+    def make_device(self, factory: Gpiozero) -> Gpiozero:
         from gpiozero import AngularServo
 
         o = self.opts
@@ -89,7 +102,7 @@ class GpioServo(GpioDriver):
         # at stop the servo goes home, then limp after safe_seconds: let it finish
         return 2.0 + (self.opts["safe_seconds"] if self.opts["detach_when_safe"] else 0.0)
 
-    def _detach_when_home(self, device: Any, deadline: float) -> None:  # worker thread
+    def _detach_when_home(self, device: Gpiozero, deadline: float) -> None:  # worker thread
         if not self._busy.wait(max(0.0, deadline - time.monotonic())):
             device.detach()
 
@@ -97,4 +110,5 @@ class GpioServo(GpioDriver):
         if self.state == "ok" and self.worker is not None:
             self._busy.set()
             c = self.config
-            self.worker.submit(setattr, self.device, "angle", self._angle(c.home[0] + level * (c.maximum[0] - c.home[0])))
+            angle = self._angle(c.home[0] + level * (c.maximum[0] - c.home[0]))
+            self.worker.submit(setattr, self.device, "angle", angle)

@@ -13,7 +13,8 @@ Example::
 
     [actuators.arm]
     driver = "maestro"
-    port = "loop://"       # e.g. "/dev/serial/by-id/usb-Pololu_Corporation_Pololu_Micro_Maestro_6-Servo_Controller_00012345-if00"
+    # e.g. port = "/dev/serial/by-id/usb-Pololu_Corporation_Pololu_Micro_Maestro_6-Servo_Controller_00012345-if00"
+    port = "loop://"
     channels = [0]
     min = -10
     max = 90
@@ -21,11 +22,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from ...options import Float, Integer, List
-from ..driver import register_driver
-from ._serial import PORT_OPTIONS, SerialDriver
+from ..driver import DriverOptions, register_driver
+from ._serial import PORT_OPTIONS, PortOptions, SerialDriver
 
 SET_TARGET = 0x84
 
@@ -34,11 +35,18 @@ def set_target(channel: int, quarter_us: int) -> bytes:
     return bytes([SET_TARGET, channel, quarter_us & 0x7F, (quarter_us >> 7) & 0x7F])
 
 
+class MaestroOptions(PortOptions):
+    channels: list[int]
+    center_us: float
+    us_per_degree: float
+
+
 @register_driver("maestro")
 class Maestro(SerialDriver):
     """Pololu Maestro, compact protocol; targets in degrees -> pulse width."""
 
     timed_moves = False
+    opts: MaestroOptions
     options = {
         **PORT_OPTIONS,
         "baud": Integer(9600, "bits per second (ignored on the USB command port)", minimum=300, maximum=200_000),
@@ -48,8 +56,8 @@ class Maestro(SerialDriver):
     }
 
     @classmethod
-    def channels(cls, options: dict[str, Any]) -> int:
-        return len(options["channels"])
+    def channels(cls, options: DriverOptions) -> int:
+        return len(cast(MaestroOptions, options)["channels"])
 
     def quarter_us(self, degrees: float) -> int:
         us = self.opts["center_us"] + degrees * self.opts["us_per_degree"]

@@ -17,17 +17,26 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TypedDict, cast
 
 from ...errors import ActuatorError
 from ...options import Boolean, Choice, Integer
-from ..driver import Driver, register_driver
+from ..driver import ActuatorConfig, Driver, DriverContext, DriverOptions, register_driver
+
+
+class MockOptions(TypedDict):
+    kind: str
+    channels: int
+    keep: int
+    fail_open: bool
 
 
 @register_driver("mock")
 class MockActuator(Driver):
     """Simulated actuator that records every operation (no I/O)."""
 
+    opts: MockOptions
     options = {
         "kind": Choice(("position", "light", "line"), "position", "what it simulates"),
         "channels": Integer(1, "values per target (position kind)", minimum=1, maximum=32),
@@ -36,28 +45,29 @@ class MockActuator(Driver):
     }
 
     @classmethod
-    def kind_for(cls, options: dict[str, Any]) -> str:
-        return options["kind"]
+    def kind_for(cls, options: DriverOptions) -> str:
+        return cast(MockOptions, options)["kind"]
 
     @classmethod
-    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+    def shows_expressions(cls, options: DriverOptions) -> bool:
         """A simulated light, and a simulated MCU (as if it had an ``emotion`` line), show every emotion."""
         return options["kind"] in ("light", "line")
 
     @classmethod
-    def channels(cls, options: dict[str, Any]) -> int:
-        return options["channels"]
+    def channels(cls, options: DriverOptions) -> int:
+        return cast(MockOptions, options)["channels"]
 
     @classmethod
-    def simulated_for(cls, options: dict[str, Any]) -> bool:
+    def simulated_for(cls, options: DriverOptions) -> bool:
         return True
 
-    def __init__(self, config, ctx):
+    def __init__(self, config: ActuatorConfig, ctx: DriverContext):
         super().__init__(config, ctx)
-        self.kind = self.opts["kind"]  # instance attribute: the system reads driver.kind
-        self.history: collections.deque = collections.deque(maxlen=self.opts["keep"])
+        self.kind = self.opts["kind"]  # what this one stands in for
+        self.history: collections.deque[tuple[float, str, tuple[object, ...]]] = collections.deque(
+            maxlen=self.opts["keep"])
 
-    def _rec(self, op: str, *args: Any) -> None:
+    def _rec(self, op: str, *args: object) -> None:
         self.check()
         self.history.append((time.monotonic(), op, args))
 
@@ -69,17 +79,18 @@ class MockActuator(Driver):
         if self.state == "ok":
             self._rec("safe")
 
-    def move(self, targets, seconds) -> None:
+    def move(self, targets: list[float], seconds: float) -> None:
         if self.kind == "light":
             return super().move(targets, seconds)
         self._rec("move", list(targets), seconds)
 
-    def light(self, rgb, brightness, pattern="solid", period=1.0) -> None:
+    def light(self, rgb: tuple[float, float, float], brightness: float, pattern: str = "solid",
+              period: float = 1.0) -> None:
         if self.kind != "light":
             return super().light(rgb, brightness, pattern, period)
         self._rec("light", tuple(rgb), brightness, pattern, period)
 
-    def line(self, template, values) -> None:
+    def line(self, template: str, values: Mapping[str, object]) -> None:
         if self.kind != "line":
             return super().line(template, values)
         self._rec("line", template, dict(values))

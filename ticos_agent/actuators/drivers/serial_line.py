@@ -41,16 +41,18 @@ Example::
 from __future__ import annotations
 
 import string
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ...options import Choice, Duration, Integer, Invalid, Map, String
-from ..driver import register_driver
-from ._serial import PORT_OPTIONS, SerialDriver
+from ..driver import DriverOptions, register_driver
+from ..serial_link import LinkOptions
+from ._serial import PORT_OPTIONS, PortOptions, SerialDriver
 
 #: Every field of every template, with a sample of the type the driver passes at run time
 #: (``target``/``targets`` are already formatted text; ``ms``, ``repeat``, ``r``/``g``/``b``
 #: whole numbers; the rest numbers or text). Templates are checked against these at load.
-FIELDS = {
+FIELDS: dict[str, dict[str, object]] = {
     "motion": {"tag": "wave", "speed": 1.0, "repeat": 1},
     "emotion": {"tag": "happy", "intensity": 1.0, "face": "smile", "r": 255, "g": 200, "b": 0,
                 "brightness": 1.0, "pattern": "solid", "duration": 0.0, "fade_in": 0.0},
@@ -65,22 +67,22 @@ class Template(String):
     ``{field}`` or ``{field:spec}`` / ``{field!r}``, no attribute or index access, no
     positional fields, no nested fields in a spec, ASCII only; empty: no line."""
 
-    def __init__(self, sample: dict[str, Any], default: Any, doc: str):
+    def __init__(self, sample: dict[str, object], default: str | None, doc: str):
         self.sample_values = sample
         super().__init__(default, doc, optional=True)
 
     def describe(self) -> str:
-        allowed = " ".join("{%s}" % f for f in self.sample_values) or "no fields"
+        allowed = " ".join(f"{{{f}}}" for f in self.sample_values) or "no fields"
         return f"a template using {allowed} (empty: none)"
 
     def convert(self, value: Any) -> str | None:
-        value = super().convert(value)
-        if value is None:
+        text = super().convert(value)
+        if text is None:
             return None
-        if not value.isascii():
+        if not text.isascii():
             raise Invalid(" (ASCII text only)")
         try:
-            parts = list(string.Formatter().parse(value))
+            parts = list(string.Formatter().parse(text))
         except Exception as exc:
             raise Invalid(f" ({exc})") from None
         for _, name, spec, _ in parts:
@@ -91,10 +93,26 @@ class Template(String):
             if spec and "{" in spec:
                 raise Invalid(" (no nested fields in a format spec)")
         try:
-            value.format(**self.sample_values)
+            text.format(**self.sample_values)
         except Exception as exc:
             raise Invalid(f" (with specs that suit them; {type(exc).__name__}: {exc})") from None
-        return value
+        return text
+
+
+class SerialLineOptions(PortOptions):
+    motion: str | None
+    motions: dict[str, float]
+    emotion: str | None
+    move: str | None
+    stop: str | None
+    mouth: str | None
+    axes: int
+    handshake: str | None
+    handshake_reply: str | None
+    handshake_timeout: float
+    newline: str
+    chunk_size: int
+    chunk_gap: float
 
 
 @register_driver("serial-line")
@@ -102,12 +120,14 @@ class SerialLine(SerialDriver):
     """Newline-terminated ASCII commands to a microcontroller, one template per command."""
 
     kind = "line"
+    opts: SerialLineOptions
     options = {
         **PORT_OPTIONS,
         "motion": Template(FIELDS["motion"], "MOTION {tag} {speed} {repeat}", "line for a motion the MCU plays itself"),
         "motions": Map(Duration(minimum=0), {}, "tags the MCU plays itself = their seconds at speed 1", what="tag",
                        example={"wave": 2.0}),
-        "emotion": Template(FIELDS["emotion"], "EMOTION {tag} {intensity}", "line sent for every emotion (empty: none)"),
+        "emotion": Template(FIELDS["emotion"], "EMOTION {tag} {intensity}",
+                            "line sent for every emotion (empty: none)"),
         "move": Template(FIELDS["move"], "MOVE {targets} {ms}", "line for a keyframe target (empty: no keyframes)"),
         "stop": Template(FIELDS["stop"], "STOP", "line for the safe state (empty: none)"),
         "mouth": Template(FIELDS["mouth"], None, "line for the mouth level (empty: none)"),
@@ -121,25 +141,25 @@ class SerialLine(SerialDriver):
     }
 
     @classmethod
-    def channels(cls, options: dict[str, Any]) -> int:
-        return options["axes"]
+    def channels(cls, options: DriverOptions) -> int:
+        return cast(SerialLineOptions, options)["axes"]
 
     @classmethod
-    def follows_keyframes(cls, options: dict[str, Any]) -> bool:
+    def follows_keyframes(cls, options: DriverOptions) -> bool:
         """Keyframes become ``move`` lines, so only with a ``move`` template."""
         return bool(options["move"])
 
     @classmethod
-    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+    def shows_expressions(cls, options: DriverOptions) -> bool:
         """Every emotion becomes an ``emotion`` line, so only with an ``emotion`` template."""
         return bool(options["emotion"])
 
     @classmethod
-    def played_motions(cls, options: dict[str, Any]) -> dict[str, float]:
+    def played_motions(cls, options: DriverOptions) -> dict[str, float]:
         """The ``motions`` option: tags the MCU plays by itself, with their seconds at speed 1."""
-        return dict(options["motions"])
+        return dict(cast(SerialLineOptions, options)["motions"])
 
-    def link_options(self) -> dict[str, Any]:
+    def link_options(self) -> LinkOptions:
         o = self.opts
         return {
             "handshake": o["handshake"],
@@ -150,9 +170,9 @@ class SerialLine(SerialDriver):
             "chunk_gap": o["chunk_gap"],
         }
 
-    def line(self, template: str, values: dict[str, Any]) -> None:
-        text = self.opts.get(template)
-        if not text:
+    def line(self, template: str, values: Mapping[str, object]) -> None:
+        text = self.opts.get(template)  # a template option: text, or None for no line
+        if not text or not isinstance(text, str):
             self.check()
             return
         self.send(text.format(**values).encode("ascii", "replace") + self.opts["newline"].encode("ascii"))
@@ -165,7 +185,7 @@ class SerialLine(SerialDriver):
         if self.state == "ok":
             self.line("stop", {})
 
-    _last_level = None
+    _last_level: float | None = None
 
     def link_up(self) -> None:
         self._last_level = None
