@@ -82,18 +82,22 @@ class IntegratorEvents:
     """Every event -> the integrators' ``event:*`` and ``event:<type>`` handlers (the JSON object)."""
 
     def __init__(self, dispatcher: Dispatcher):
-        self._dispatcher = dispatcher
+        self._emit_to = dispatcher.emit
+        self._topics: dict[str, str] = {}  # event type -> its topic (known types only: bounded)
 
     def routes(self) -> Mapping[str, Handler]:
         return {EVERY: self._emit}
 
     def _emit(self, event: Event, peer: Peer) -> None:
-        dispatcher = self._dispatcher
-        if dispatcher.has("event:*"):
-            dispatcher.emit("event:*", event.data)
-        topic = "event:" + event.type
-        if dispatcher.has(topic):
-            dispatcher.emit(topic, event.data)
+        emit = self._emit_to
+        emit("event:*", event.data)
+        etype = event.type
+        topic = self._topics.get(etype)
+        if topic is None:
+            topic = "event:" + etype
+            if event.known:
+                self._topics[etype] = topic
+        emit(topic, event.data)
 
 
 def _str(value: Any) -> str | None:

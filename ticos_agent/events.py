@@ -115,12 +115,11 @@ class Event:
 
     __slots__ = ("data", "event_id", "type", "wire_type")
 
-    def __init__(self, type: str, wire_type: str, data: dict[str, Any]):
+    def __init__(self, type: str, wire_type: str, data: dict[str, Any], event_id: str | None = None):
         self.type = type
         self.wire_type = wire_type
         self.data = data
-        event_id = data.get("event_id")
-        self.event_id = event_id if isinstance(event_id, str) else None
+        self.event_id = event_id
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -140,10 +139,22 @@ def response_id_of(event: Event) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def _checks(etype: str) -> tuple[tuple[str | None, str, Types], ...]:
+    """The type checks of one event type, top-level fields first: ``(outer, key, types)``."""
+    top = tuple((None, key, types) for key, types in SHAPES[etype].items())
+    inner = tuple((outer, key, types) for outer, fields in NESTED.get(etype, {}).items()
+                  for key, types in fields.items())
+    return top + inner
+
+
+#: event type -> its checks, in order (an outer object is checked before the fields inside it)
+CHECKS: dict[str, tuple[tuple[str | None, str, Types], ...]] = {etype: _checks(etype) for etype in SHAPES}
+
+
 def parse(frame: str | bytes | bytearray | memoryview | dict[str, Any]) -> Event:
     """Decode and validate one frame. Raises :class:`BadEvent` (never anything else)."""
     if isinstance(frame, dict):
-        data = frame
+        data: Any = frame
     else:
         if isinstance(frame, str):
             if "\x00" in frame:
@@ -160,35 +171,24 @@ def parse(frame: str | bytes | bytearray | memoryview | dict[str, Any]) -> Event
         if type(data) is not dict:
             raise BadEvent(f"event must be a JSON object, got {_json_kind(data)}", code="invalid_event")
     wire_type = data.get("type")
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
-    if not isinstance(wire_type, str) or not wire_type:
+    event_id = data.get("event_id")
+    if type(event_id) is not str:
+        event_id = None
+    if type(wire_type) is not str or not wire_type:
         raise BadEvent("event has no string 'type'", code="missing_type", event_id=event_id)
     etype = GA_ALIASES.get(wire_type, wire_type)
-    shape = SHAPES.get(etype)
-    if shape:
-        for key, types in shape.items():
-            value = data.get(key)
+    checks = CHECKS.get(etype)
+    if checks:
+        for outer, key, types in checks:
+            value = (data if outer is None else data[outer]).get(key)
             if not isinstance(value, types):
-                want = " or ".join("null" if t is type(None) else _TYPE_NAMES[t] for t in types)
-                raise BadEvent(
-                    f"{wire_type}: '{key}' must be {want}, got {_json_kind(value)}",
-                    code="invalid_shape",
-                    event_id=event_id,
-                )
-        nested = NESTED.get(etype)
-        if nested:
-            for outer, fields in nested.items():
-                inner = data[outer]
-                for key, types in fields.items():
-                    value = inner.get(key)
-                    if not isinstance(value, types):
-                        want = " or ".join(_TYPE_NAMES[t] for t in types if t is not type(None))
-                        raise BadEvent(
-                            f"{wire_type}: '{outer}.{key}' must be {want}, got {_json_kind(value)}",
-                            code="invalid_shape",
-                            event_id=event_id,
-                        )
-    return Event(etype, wire_type, data)
+                where = key if outer is None else f"{outer}.{key}"
+                want = " or ".join(_TYPE_NAMES[t] for t in types if t is not type(None))
+                if outer is None and type(None) in types:
+                    want += " or null"
+                raise BadEvent(f"{wire_type}: '{where}' must be {want}, got {_json_kind(value)}",
+                               code="invalid_shape", event_id=event_id)
+    return Event(etype, wire_type, data, event_id)
 
 
 def _json_error(exc: orjson.JSONDecodeError) -> BadEvent:

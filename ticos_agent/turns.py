@@ -79,12 +79,14 @@ class Turns:
         self._audio_response: str | None = None  # the response whose audio arrived last
 
     def routes(self) -> Mapping[str, Handler]:
-        return {
+        routes: dict[str, Handler] = {
             "response.created": self._response_created,
-            "response.audio.delta": self._audio_delta,
             "response.done": self._response_done,
             "input_audio_buffer.speech_started": self._speech_started,
         }
+        if self._audio is not None:  # which response is speaking matters only when one can be heard
+            routes["response.audio.delta"] = self._audio_delta
+        return routes
 
     # --- what the rest of the agent asks ----------------------------------------------------
 
