@@ -6,7 +6,12 @@ of the validated arguments, as ticos-client passed them), to ``expression`` hand
 name goes to the ``function:<name>`` and ``function:*`` handlers, whose first non-``None``
 return value is the call's result. The outcome is a plain dict::
 
-    {"status": "done" | "failed" | "dropped", "reason": str | None, ...}
+    {"status": "done" | "failed" | "busy" | "dropped", "reason": str | None, ...}
+
+It is stored with the call, logged, and sent back as a ``function_call_output`` item when
+``replies.function_call_output`` is set. ``busy`` (the robot's queues are full, or more than
+``MAX_IN_FLIGHT`` calls are being carried out) is always sent back, so the model learns to
+wait instead of repeating itself.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ HANDLER_TIMEOUT = 30.0
 MAX_TRACKED_CALLS = 4096
 MAX_STREAMED = 256
 MAX_STREAMED_BYTES = 64 * 1024
-_RANK = {"done": 0, "dropped": 1, "failed": 2}
+MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
+_RANK = {"done": 0, "dropped": 1, "busy": 2, "failed": 3}
 
 
 class CallLog(Protocol):
@@ -84,6 +90,7 @@ class CallIntake:
         self._counters = counters
         self._reply_outcomes = reply_outcomes
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._in_flight = 0
         self._streamed: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
 
     def routes(self) -> Mapping[str, Handler]:
@@ -164,7 +171,15 @@ class CallIntake:
             self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {why}"},
                          raw=call.raw_arguments)
             return
+        if self._in_flight >= MAX_IN_FLIGHT:
+            counters["busy_calls"] += 1
+            busy = {"status": "busy", "reason": f"{self._in_flight} calls are being carried out; try again later"}
+            self._record(item, response_id, peer, "busy", busy, raw=call.raw_arguments)
+            log.warning("function call %s (%s) answered busy: %s", peer_text(name), peer_text(call_id), busy["reason"])
+            self._spawn(self._send(function_call_output(call.call_id, busy), peer))
+            return
         counters["dispatches"] += 1
+        self._in_flight += 1
         self._record(item, response_id, peer, "received", raw=call.raw_arguments)
         self._spawn(self._run(call, motion, emotion, peer))
 
@@ -185,16 +200,19 @@ class CallIntake:
 
     async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
                    peer: Peer) -> None:
-        why = self._interrupted(call.response_id)
-        started = time.monotonic()
-        if why is not None:  # interrupted between intake and this task's first step
-            result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
-        else:
-            result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
+        try:
+            why = self._interrupted(call.response_id)
+            started = time.monotonic()
+            if why is not None:  # interrupted between intake and this task's first step
+                result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
+            else:
+                result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
+        finally:
+            self._in_flight -= 1
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        if self._reply_outcomes:
+        if self._reply_outcomes or result.get("status") == "busy":
             await self._send(function_call_output(call.call_id, result), peer)
 
 

@@ -32,7 +32,9 @@ from ..errors import ConfigError
 from ..options import (
     DERIVED,
     Boolean,
+    Duration,
     Errors,
+    Integer,
     Invalid,
     Option,
     String,
@@ -79,8 +81,16 @@ MOUTH = String(None, 'the actuator that shows the audio\'s loudness (default: "m
                optional=True)
 DEFAULT_LIBRARY = Boolean(True, "start from the shipped motions and emotions (false: only the config's)")
 NAME = String("", "a name for this robot (informational)")
+MAX_QUEUED = Integer(16, "commands waiting or running on one actuator at most; more are answered busy",
+                     minimum=1, maximum=1000)
+MAX_PER_RESPONSE = Integer(32, "commands of one response waiting or running at most; more are answered busy",
+                           minimum=1, maximum=1000)
+MAX_QUEUED_SECONDS = Duration(120.0, "planned seconds of motion waiting or running on one actuator at most; "
+                                     "a call that would pass it is answered busy", minimum=1, maximum=3600)
 #: ``[robot]``
-ROBOT: dict[str, Option] = {"mouth": MOUTH, "default_library": DEFAULT_LIBRARY, "name": NAME}
+ROBOT: dict[str, Option] = {"mouth": MOUTH, "default_library": DEFAULT_LIBRARY, "name": NAME,
+                            "max_queued": MAX_QUEUED, "max_per_response": MAX_PER_RESPONSE,
+                            "max_queued_seconds": MAX_QUEUED_SECONDS}
 
 #: The robot a laptop gets with no config file: real drivers on simulated devices.
 SIMULATED_ROBOT: dict[str, dict[str, Any]] = {
@@ -101,6 +111,9 @@ class ActuatorsConfig:
     default_robot: bool = False
     default_library: bool = setting(DEFAULT_LIBRARY)
     name: str = setting(NAME)
+    max_queued: int = setting(MAX_QUEUED)
+    max_per_response: int = setting(MAX_PER_RESPONSE)
+    max_queued_seconds: float = setting(MAX_QUEUED_SECONDS)
 
     @property
     def simulated(self) -> bool:
@@ -170,7 +183,8 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
             resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds})
     resolved_e = {t: _resolve_expression(e, actuators, t in user_e, errors, unresolved) for t, e in emotions.items()}
     return ActuatorsConfig(actuators, resolved_m, resolved_e, mouth, default_robot, robot["default_library"],
-                           robot["name"])
+                           robot["name"], robot["max_queued"], robot["max_per_response"],
+                           robot["max_queued_seconds"])
 
 
 def parse_actuator(name: str, table: Any, errors: Errors,

@@ -17,6 +17,11 @@ serial port that opens after start, or comes back after an unplug): the driver c
 ``on_up`` and the system homes / stops every actuator on it and forgets their positions.
 Barge-in rests lights on the ``neutral`` expression when there is one (else off).
 
+Caps (``[robot]``): a command that would put more than ``max_queued`` commands or
+``max_queued_seconds`` of planned motion on an actuator, or more than ``max_per_response``
+commands of one response in the lanes, is not queued: its outcome is ``busy`` at once. A
+flood of calls therefore costs a bounded amount of memory and never delays ``/health``.
+
 Every public method returns an :class:`Outcome` or a plain value; hardware problems become
 ``failed`` outcomes, never exceptions.
 """
@@ -46,7 +51,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    """How a motion/emotion call ended: ``done``, ``failed`` (with ``reason``) or ``dropped``."""
+    """How a motion/emotion call ended: ``done``, ``failed`` (with ``reason``), ``busy`` (not
+    queued: a cap of ``[robot]``) or ``dropped``."""
 
     status: str
     reason: str | None = None
@@ -89,6 +95,7 @@ class ActuatorSystem:
         self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
         self._returns: dict[str, tuple[asyncio.TimerHandle, Plan, _Command]] = {}  # pending returns to neutral
         self._shows_expressions = set(expression_actuators(config))
+        self.busy = 0  # calls answered busy (the robot's caps)
         for n, d in self.drivers.items():
             d.on_up = functools.partial(self._device_up, n)
 
@@ -165,7 +172,7 @@ class ActuatorSystem:
         if not jobs:
             return Outcome("done", None, {**detail, "actuators": [], "note": "no actuator shows emotions"})
         outcomes = await asyncio.gather(*jobs)
-        for status in ("failed", "dropped"):
+        for status in ("failed", "busy", "dropped"):
             bad = [o for o in outcomes if o.status == status]
             if bad:
                 return Outcome(status, "; ".join(o.reason or "" for o in bad), self._merge(detail, outcomes))
@@ -204,6 +211,11 @@ class ActuatorSystem:
             # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
             self._drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
                              f"preempted by {cmd.kind} {cmd.tag!r}", rest=True, keep=lanes)
+        full = self._full(cmd)
+        if full is not None:
+            self.busy += 1
+            log.warning("%s %r answered busy: %s", cmd.kind, cmd.tag, full)
+            return Outcome("busy", full, cmd.detail)
         for n in cmd.plan.actuators:
             self.lanes[n].append(cmd)
         self._pump()
@@ -213,6 +225,24 @@ class ActuatorSystem:
             self._drop(cmd, "the call was cancelled", rest=True)
             self._pump()
             raise
+
+    def _full(self, cmd: _Command) -> str | None:
+        """Why ``cmd`` cannot be queued now (the robot's caps), or None."""
+        cfg = self.config
+        for n in cmd.plan.actuators:
+            lane = [c for c in self.lanes[n] if c.kind != "return"]
+            if len(lane) >= cfg.max_queued:
+                return f"actuator {n!r} has {len(lane)} commands waiting or running (robot.max_queued)"
+            planned = sum(c.plan.total for c in lane) + cmd.plan.total
+            if planned > cfg.max_queued_seconds:
+                return (f"actuator {n!r} would have {planned:.0f} s of motion queued "
+                        f"(robot.max_queued_seconds = {cfg.max_queued_seconds:g})")
+        if cmd.response_id is not None:
+            same = {id(c) for lane in self.lanes.values() for c in lane if c.response_id == cmd.response_id}
+            if len(same) >= cfg.max_per_response:
+                return (f"response {cmd.response_id} has {len(same)} commands waiting or running "
+                        "(robot.max_per_response)")
+        return None
 
     # --- scheduling -------------------------------------------------------------------
 
@@ -422,6 +452,7 @@ class ActuatorSystem:
     def health(self) -> dict[str, Any]:
         return {
             "simulated": self.simulated,
+            "busy": self.busy,
             "actuators": {
                 n: {"driver": d.name, "state": d.state, "simulated": d.simulated, "error": d.error,
                     "queued": len(self.lanes[n])}
