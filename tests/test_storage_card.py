@@ -30,7 +30,8 @@ async def test_missing_card_root_is_never_created_and_health_says_not_mounted(tm
     assert (h["state"], h["mode"], h["requested"]) == ("degraded", "internal", "external")
     assert h["reason"] == f"TF card not mounted at {root}"
     assert not (tmp_path / "media").exists()
-    assert sqlite3.connect(tmp_path / "in" / "ticos.db").execute("SELECT content FROM messages").fetchall() == [("hi",)]
+    assert sqlite3.connect(tmp_path / "in" / "ticos-fallback.db").execute("SELECT content FROM messages").fetchall() == [("hi",)]
+    assert not (tmp_path / "in" / "ticos.db").exists()  # INTERNAL mode's own database is not the fallback
 
 
 async def test_plain_directory_on_the_system_disk_is_not_a_card(tmp_path, caplog):

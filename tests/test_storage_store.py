@@ -131,16 +131,16 @@ async def test_card_path_under_a_regular_file_falls_back(tmp_path, caplog):
     card.write_text("a file, so <card>/.config cannot be created")
     internal = tmp_path / "internal"
     store = await open_store("external", tf_root=card, internal_dir=internal, require_mount=False)
-    assert store.location.path == internal / "ticos.db"
+    assert store.location.path == internal / "ticos-fallback.db"
     assert (store.location.mode, store.location.requested) == (SaveMode.INTERNAL, SaveMode.EXTERNAL)
     h = store.health()
     assert h["state"] == "degraded" and h["mode"] == "internal" and h["requested"] == "external"
     assert str(card / ".config" / "ticos" / "ticos.db") in h["reason"]
     (w,) = warnings(caplog)
-    assert str(card) in w.getMessage() and str(internal / "ticos.db") in w.getMessage()
+    assert str(card) in w.getMessage() and str(internal / "ticos-fallback.db") in w.getMessage()
     store.add_message(role="user", content="kept", item_id=None)
     await store.close()
-    assert rows(internal / "ticos.db")[0][2] == "kept"
+    assert rows(internal / "ticos-fallback.db")[0][2] == "kept"
 
 
 async def test_unopenable_card_database_falls_back_and_is_left_alone(tmp_path):
@@ -190,10 +190,10 @@ async def test_card_filling_up_mid_session_loses_nothing(tmp_path, caplog):
         assert len(warnings(caplog)) == 1
         on_card = [r[0] for r in rows(card / ".config" / "ticos" / "ticos.db")]
         await store.close()
-    on_internal = [r[0] for r in rows(internal / "ticos.db")]
+    on_internal = [r[0] for r in rows(internal / "ticos-fallback.db")]
     assert on_card and on_internal
     assert on_card + on_internal == ids  # every message once, in order
-    assert len(rows(internal / "ticos.db", "SELECT id FROM events")) == 200 - len(on_card)
+    assert len(rows(internal / "ticos-fallback.db", "SELECT id FROM events")) == 200 - len(on_card)
 
 
 async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplog):
@@ -207,15 +207,16 @@ async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplo
     await store.flush()
     assert store.health()["state"] == "degraded" and "full" in store.health()["reason"]
     await store.close()
-    assert rows(tmp_path / "in" / "ticos.db")[0][0] == mid
+    assert rows(tmp_path / "in" / "ticos-fallback.db")[0][0] == mid
     assert rows(tmp_path / "card" / ".config" / "ticos" / "ticos.db") == []
 
 
-async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_path):
+async def test_fallback_renumbers_ids_that_exist_in_the_fallback_database(tmp_path):
     internal = tmp_path / "in"
     internal.mkdir()
-    make_sdk_v1(internal / "ticos.db")  # holds id 9999999990 from an earlier session
     store = await open_store("external", tf_root=tmp_path / "card", internal_dir=internal, require_mount=False)
+    # a fallback database that appeared after open, holding id 9999999990 (another run's)
+    make_sdk_v1(internal / "ticos-fallback.db")
     await store._db.execute("PRAGMA max_page_count = 1")
     store._last_id = 9999999980  # as if this session's clock had run that far
     mid = store.add_message(role="user", content="z" * 5000, item_id="u")
@@ -223,9 +224,9 @@ async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_pa
     await store.flush()
     store.update_message(mid, status="done")  # the caller's id still works
     await store.close()
-    got = rows(internal / "ticos.db", "SELECT id, content, status FROM messages WHERE item_id = 'u'")
+    got = rows(internal / "ticos-fallback.db", "SELECT id, content, status FROM messages WHERE item_id = 'u'")
     assert got == [("9999999991", "transcribed", "done")]
-    assert rows(internal / "ticos.db", "SELECT content FROM messages WHERE id = '9999999990'")
+    assert rows(internal / "ticos-fallback.db", "SELECT content FROM messages WHERE id = '9999999990'")
 
 
 async def test_when_internal_fails_too_nothing_raises_into_the_loop(tmp_path, caplog):
@@ -274,7 +275,7 @@ async def test_update_after_fallback_puts_the_row_with_its_transcript_in_the_int
     await store.flush()
     h = store.health()
     await store.close()
-    got = rows(tmp_path / "in" / "ticos.db", "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
+    got = rows(tmp_path / "in" / "ticos-fallback.db", "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
     assert got == [(mid, "user", "the user's words", "completed", "u1")]
     assert (h["skipped"], h["pending"], h["written"]) == (0, 0, 3)
 
