@@ -108,7 +108,7 @@ class LoopCard:
     def pull(self) -> None:
         self._run("umount", "-l", str(self.root))
 
-    def put_back(self, timeout: float = 10.0) -> None:
+    def put_back(self, timeout: float = 10.0, read_only: bool = False) -> None:
         """Mount the image again, once the old (detached) filesystem is released: mounting it
         twice at once would be two writers on one disk."""
         import time
@@ -118,7 +118,17 @@ class LoopCard:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.image} is still attached to a loop device")
             time.sleep(0.02)
-        self._run("mount", "-o", "loop", str(self.image), str(self.root))
+        if not read_only:
+            self._run("mount", "-o", "loop", str(self.image), str(self.root))
+            return
+        # A writable loop device mounted read-only, so that a remount,rw can follow; the
+        # device goes away with its mount ("losetup -d" of a busy device clears it lazily).
+        dev = subprocess.run(["losetup", "-f", "--show", str(self.image)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        try:
+            self._run("mount", "-o", "ro", dev, str(self.root))
+        finally:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
 
     def remount(self, how: str) -> None:
         self._run("mount", "-o", f"remount,{how}", str(self.root))

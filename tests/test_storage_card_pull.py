@@ -106,3 +106,126 @@ async def test_card_back_while_running_gets_the_fallback_rows_merged_in_order(tm
     assert calls == [("c1", "motion", "completed", '{"ok": true}')]
     assert [e[0] for e in events] == [f"e{i}" for i in range(1, 200)]
     assert rows(internal / "ticos-fallback.db", "SELECT COUNT(*) FROM messages") == [(0,)]
+
+
+async def test_idle_store_notices_a_pulled_card_without_any_write(tmp_path):
+    with loop_card(tmp_path) as card:
+        store = await open_store("external", tf_root=card.root, internal_dir=tmp_path / "in", probe_interval=0.1)
+        store.add_message(role="user", content="before", item_id=None)
+        await store.flush()
+        card.pull()
+        await until(lambda: store.health()["state"] == "degraded", timeout=5, what="pull noticed while idle")
+        assert "no longer mounted" in store.health()["reason"]
+        await store.close()
+
+
+async def test_merge_interrupted_by_a_second_pull_is_completed_later_with_nothing_twice(tmp_path):
+    internal = tmp_path / "in"
+    with loop_card(tmp_path) as card:
+        store = await open_store("external", tf_root=card.root, internal_dir=internal, probe_interval=0.1)
+        store._merge_chunk = 25  # many small chunks
+        ids: list[str] = []
+        await write(store, ids, 0, 20, pause=0)
+        await store.flush()
+        card.pull()
+        await write(store, ids, 20, 220, pause=0)
+        await store.flush()
+        assert store.health()["fallback_rows"] == 400  # 200 messages and their 200 events
+        merge_step, steps = store._merge_step, []
+
+        async def pull_after_the_first_chunk():
+            await merge_step()
+            steps.append(store.health()["fallback_rows"])
+            if len(steps) == 1:
+                card.pull()  # between two chunks: the next one must notice
+
+        store._merge_step = pull_after_the_first_chunk
+        await asyncio.to_thread(card.put_back)
+        await until(lambda: store.health()["card"]["problem"] and not store.health()["fallback"]["merging"]
+                    and steps, what="merge stopped")
+        h = store.health()
+        assert h["mode"] == "internal" and "no longer mounted" in h["card"]["problem"]
+        assert 0 < h["fallback_rows"] < 400 and h["fallback"]["merged"] == 400 - h["fallback_rows"]
+        await write(store, ids, 220, 230, pause=0)  # still writing, to the fallback
+        await asyncio.to_thread(card.put_back)
+        await until(lambda: store.health()["mode"] == "external", what="back on the card")
+        await write(store, ids, 230, 240, pause=0)
+        await store.close()
+        got = rows(card.db)
+        events = rows(card.db, "SELECT event_id FROM events ORDER BY id")
+    assert [r[0] for r in got] == ids
+    assert [e[0] for e in events] == [f"e{i}" for i in range(240)]
+
+
+async def test_restart_with_a_card_present_merges_what_an_earlier_run_left_in_the_fallback(tmp_path):
+    internal = tmp_path / "in"
+    with loop_card(tmp_path) as card:
+        ids: list[str] = []
+        store = await open_store("external", tf_root=card.root, internal_dir=internal)
+        await write(store, ids, 0, 10, pause=0)
+        await store.close()
+        card.pull()
+        store = await open_store("external", tf_root=card.root, internal_dir=internal)  # no card at start
+        assert store.health()["state"] == "degraded" and "not mounted" in store.health()["reason"]
+        await write(store, ids, 10, 30, pause=0)
+        await store.close()
+        assert store.health()["fallback_rows"] == 40
+        card.put_back()
+        store = await open_store("external", tf_root=card.root, internal_dir=internal)
+        h = store.health()  # before the writer ran: the merge is still to do
+        assert (h["state"], h["fallback_rows"], h["fallback"]["merging"]) == ("degraded", 40, True)
+        assert "merging 40 rows" in h["reason"]
+        await write(store, ids, 30, 40, pause=0)
+        await until(lambda: store.health()["state"] == "ok", what="merged")
+        assert store.health()["fallback"]["merged"] >= 40  # and what came during the merge
+        await store.close()
+        got = rows(card.db)
+    # Each in order, once. The second run had no card to take its ids from, so (started within
+    # the same second) it made the first run's ids again: those were merged under new ids.
+    assert [r[1] for r in got] == [f"m{i}" for i in range(40)]
+    assert len({r[0] for r in got}) == 40
+    assert [r[0] for r in got[:10]] == ids[:10] and [r[0] for r in got[30:]] == ids[30:]
+
+
+async def test_a_card_put_back_read_only_is_not_used_until_it_is_writable(tmp_path):
+    with loop_card(tmp_path) as card:
+        store = await open_store("external", tf_root=card.root, internal_dir=tmp_path / "in", probe_interval=0.1)
+        ids: list[str] = []
+        await write(store, ids, 0, 5, pause=0)
+        await store.flush()
+        card.pull()
+        await write(store, ids, 5, 10, pause=0)
+        await store.flush()
+        await asyncio.to_thread(card.put_back, read_only=True)
+        await until(lambda: store.health()["card"]["probes"] >= 3, what="probes")
+        h = store.health()
+        assert h["mode"] == "internal" and "read-only" in h["card"]["problem"], h
+        card.remount("rw")
+        await until(lambda: store.health()["mode"] == "external", what="back on the card")
+        await store.close()
+        assert [r[0] for r in rows(card.db)] == ids
+
+
+async def test_another_card_swapped_in_is_noticed_and_receives_the_fallback(tmp_path, caplog):
+    with loop_card(tmp_path / "a") as first, loop_card(tmp_path / "b") as second:
+        store = await open_store("external", tf_root=first.root, internal_dir=tmp_path / "in", probe_interval=0.1)
+        ids: list[str] = []
+        await write(store, ids, 0, 5, pause=0)
+        await store.flush()
+        second.pull()
+        first.pull()
+        second.root = first.root
+        second.put_back()  # another card, in the same place, before the store wrote again
+        await write(store, ids, 5, 10, pause=0)
+        await store.flush()
+        assert store.health()["card"]["losses"] == 1
+        assert any("another device" in r.getMessage() and str(first.root) in r.getMessage()
+                   for r in caplog.records)
+        await until(lambda: store.health()["mode"] == "external", what="on the other card")
+        await store.close()
+        on_second = rows(second.db)
+        second.pull()
+        first.put_back()
+        on_first = rows(first.db)
+    assert [r[0] for r in on_first] == ids[:5]
+    assert [r[0] for r in on_second] == ids[5:]

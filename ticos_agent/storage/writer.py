@@ -148,8 +148,8 @@ class Writer:
         self._ops_out += len(ops)
         self._events_out += len(events)
         self._backlog_shrank()
-        if self._on_fallback:
-            await self._refresh_counts()
+        if self._on_fallback:  # exact when someone waits for it (a flush, the close)
+            await self._refresh_counts(force=bool(self._waiters) or self._closing)
         self._resolve_waiters()
         if self._events or self._ops:
             self._wake.set()
