@@ -229,3 +229,59 @@ async def test_another_card_swapped_in_is_noticed_and_receives_the_fallback(tmp_
         on_first = rows(first.db)
     assert [r[0] for r in on_first] == ids[:5]
     assert [r[0] for r in on_second] == ids[5:]
+
+
+CHILD = r"""
+import asyncio, sys, time
+from ticos_agent.storage import open_store
+
+async def main(root, internal, log):
+    store = await open_store("external", tf_root=root, internal_dir=internal, probe_interval=0.1)
+    with open(log, "a", buffering=1) as f:
+        i = 0
+        while True:
+            for j in range(50):
+                store.log_event("response.audio.delta", event_id=f"{i}.{j}")
+            store.add_message(role="user", content=f"m{i}", item_id=f"i{i}")
+            f.write(f"{i} {time.time()}\n")
+            i += 1
+            await asyncio.sleep(0.005)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_sigkill_during_a_merge_loses_nothing_older_than_a_second(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    internal, log = tmp_path / "in", tmp_path / "enqueued.log"
+    with loop_card(tmp_path) as card:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(card.root), str(internal), str(log)],
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            await until(lambda: log.exists() and len(log.read_text().splitlines()) > 50, what="child writing")
+            card.pull()
+            await asyncio.sleep(2.0)  # thousands of events and a few hundred messages in the fallback
+            await asyncio.to_thread(card.put_back)  # the merge starts within 0.1 s
+            await asyncio.sleep(0.4)
+            killed_at = __import__("time").time()
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+        sent = {}
+        for line in log.read_text().splitlines():
+            i, t = line.split()
+            sent[int(i)] = float(t)
+        store = await open_store("external", tf_root=card.root, internal_dir=internal)
+        await until(lambda: store.health()["state"] == "ok", timeout=30, what="merged after the kill")
+        await store.close()
+        contents = [r[1] for r in rows(card.db)]
+        events = [r[0] for r in rows(card.db, "SELECT event_id FROM events")]
+    assert len(contents) == len(set(contents)) and len(events) == len(set(events))  # nothing twice
+    due = {f"m{i}" for i, t in sent.items() if t < killed_at - 1.0}
+    assert due and due <= set(contents), sorted(due - set(contents))[:5]
+    assert {f"{i}.{j}" for i in range(len(due)) for j in range(50)} <= set(events)
