@@ -113,9 +113,21 @@ async def test_idle_store_notices_a_pulled_card_without_any_write(tmp_path):
         store = await open_store("external", tf_root=card.root, internal_dir=tmp_path / "in", probe_interval=0.1)
         store.add_message(role="user", content="before", item_id=None)
         await store.flush()
-        card.pull()
-        await until(lambda: store.health()["state"] == "degraded", timeout=5, what="pull noticed while idle")
+        card.pull()  # no write follows, and nobody asks /health: the writer's idle check
+        await until(lambda: store.location.mode is SaveMode.INTERNAL, timeout=5, what="pull noticed while idle")
         assert "no longer mounted" in store.health()["reason"]
+        await store.close()
+
+
+async def test_health_reports_a_pulled_card_at_once(tmp_path):
+    with loop_card(tmp_path) as card:
+        store = await open_store("external", tf_root=card.root, internal_dir=tmp_path / "in", probe_interval=60)
+        store.add_message(role="user", content="before", item_id=None)
+        await store.flush()
+        card.pull()
+        h = store.health()  # the same cheap check, made by /health itself
+        assert h["state"] == "degraded" and "no longer mounted" in h["reason"]
+        await until(lambda: store.location.mode is SaveMode.INTERNAL, timeout=5, what="writer moved")
         await store.close()
 
 

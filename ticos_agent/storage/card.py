@@ -249,11 +249,14 @@ class CardKeeper:
             if self._closing or self._target is not None or not self._on_fallback:
                 return
             self._probes += 1
+            self._probing = True  # close() lets an opening finish (and then closes it)
             try:
                 found = await self._watch.open()
             except Exception as exc:  # noqa: BLE001 - a bug here must not end the probing
                 log.exception("storage: probing for the TF card failed unexpectedly")
                 found = describe(exc)
+            finally:
+                self._probing = False
             if isinstance(found, str):
                 self._card_problem = found
                 continue

@@ -60,6 +60,8 @@ MAX_PENDING_EVENTS = 500_000
 RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
+#: close() waits this long for a probe that is opening the card.
+PROBE_CLOSE_WAIT = 5.0
 
 
 class Store(Writer, CardKeeper):
@@ -95,6 +97,7 @@ class Store(Writer, CardKeeper):
         self._probe_every = self._probe_delay = probe_interval
         self._next_card_check = time.monotonic() + probe_interval
         self._probe_task: asyncio.Task | None = None
+        self._probing = False
         self._probes = self._losses = self._returns = self._merged = 0
         self._returned_at = -FLAPPING_S
         self._card_problem = location.degraded if watch is not None else None
@@ -269,8 +272,11 @@ class Store(Writer, CardKeeper):
         self._closing = True
         self._kick.set()
         self._wake.set()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
+        probe = self._probe_task
+        if probe is not None and not probe.done():
+            if self._probing:  # an opening card connection: let it finish and be closed
+                await asyncio.wait({probe}, timeout=PROBE_CLOSE_WAIT)
+            probe.cancel()
         await asyncio.shield(self._task)
         lost = len(self._events) + len(self._ops)
         if lost:
@@ -294,8 +300,17 @@ class Store(Writer, CardKeeper):
         filled) and ``merged`` (rows moved to the card since open); ``card``: ``in_use``,
         ``problem`` (why it is not in use, from the last check or probe), ``losses`` and
         ``returns`` since open, ``probes`` made and the current ``probe_interval_s``.
+        On the card, each call also makes the writer's cheap check (one ``os.stat``): a card
+        that is gone is reported at once, and the writer falls back without waiting for a
+        write or its next idle check.
         """
         reason = self._failure
+        if reason is None and self._card_ident is not None and not self._closing:
+            reason = self._watch.gone(self.location.path, self._card_ident, self._card_mount)
+            if reason:
+                self._next_card_check = 0.0  # the writer checks again and falls back now
+                self._wake.set()
+                self._kick.set()
         if reason is None and self._dropping:
             reason = (f"event log backlog full ({MAX_PENDING_EVENTS} waiting): "
                       f"{self._dropped_events} events dropped")
