@@ -97,3 +97,15 @@ async def test_an_explicit_fallback_file_is_read_next_to_a_database(fell_back, c
     assert len(listed) == 4 and "in the fallback 1" in listed[-1]  # the newest four of both
     args.fallback = str(internal / "nope.db")
     assert inspect_module.main(args) == 1
+
+
+async def test_config_in_external_mode_without_a_card_reads_the_fallback(fell_back, tmp_path, monkeypatch):
+    home, _, internal = fell_back
+    monkeypatch.setattr("ticos_agent.storage.find_tf_root", lambda *a, **k: None)
+    config = tmp_path / "robot.toml"
+    config.write_text(f'[storage]\nmode = "external"\ndir = "{internal}"\n')
+    args = argparse.Namespace(command="inspect", db=None, tf_root=None, config=str(config), session=None,
+                              limit=50, what="messages")
+    assert inspect_module.main(args) == 0
+    (internal / "ticos-fallback.db").unlink()
+    assert inspect_module.main(args) == 1

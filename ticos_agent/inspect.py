@@ -125,7 +125,11 @@ def main(args) -> int:
             else:
                 fb.close()
         if not conns:
-            print(f"ticos-agent: cannot open database {main_path} read-only: no such file", file=sys.stderr)
+            if main_path is None:
+                print("ticos-agent: no TF card mounted under /media or /mnt and no rows in its fallback "
+                      f"{fallback}; give --tf-root or --db", file=sys.stderr)
+            else:
+                print(f"ticos-agent: cannot open database {main_path} read-only: no such file", file=sys.stderr)
             return 1
         for _, conn in conns:
             if conn.note:
