@@ -7,7 +7,7 @@ CONFIG ?=
 # gpiozero needs for real pins and which does not build from PyPI without a toolchain.
 VENV_FLAGS ?= $(if $(wildcard /dev/gpiochip0),--system-site-packages,)
 
-.PHONY: run test bench venv system-deps clean
+.PHONY: run test bench venv system-deps test-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -17,26 +17,32 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Debian packages: venv support, PortAudio for sounddevice (audio and its tests), systemd's
-# systemd-analyze (the unit's security and verify tests), and the GPIO pin library on a
-# board that has GPIO. Installed only when missing; needs root.
-system-deps:
-	@need=""; \
-	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || need="$$need python3-venv"; \
+# Debian packages, installed only when missing (needs root; otherwise the apt-get line to run
+# is printed). To run: venv support, PortAudio for sounddevice, and the GPIO pin library on a
+# board that has GPIO. To test, also: systemd's systemd-analyze (the unit's security and
+# verify tests) and Debian's headless Chromium (a hostile page from another origin).
+RUN_DEPS = $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || need="$$need python3-venv"; \
 	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need="$$need libportaudio2"; \
-	command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$$need systemd"; \
-	if [ -e /dev/gpiochip0 ] && ! /usr/bin/python3 -c "import lgpio" 2>/dev/null; then need="$$need python3-lgpio"; fi; \
-	if [ -n "$$need" ]; then \
+	if [ -e /dev/gpiochip0 ] && ! /usr/bin/python3 -c "import lgpio" 2>/dev/null; then need="$$need python3-lgpio"; fi;
+TEST_DEPS = command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$$need systemd"; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium";
+INSTALL = if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$need"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	  else echo "note: missing Debian packages:$$need (run: sudo apt-get install$$need)"; fi; \
 	fi
 
+system-deps:
+	@need=""; $(RUN_DEPS) $(INSTALL)
+
+test-deps:
+	@need=""; $(RUN_DEPS) $(TEST_DEPS) $(INSTALL)
+
 run: system-deps venv
 	$(VENV)/bin/ticos-agent run $(if $(CONFIG),--config $(CONFIG))
 
-test: system-deps venv
+test: test-deps venv
 	$(PY) -m pytest -q
 
 bench: venv

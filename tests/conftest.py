@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 
 import aiohttp
 import pytest
+from devices import PtyDevice
+from helpers import Peer, agent_config
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 
@@ -23,17 +23,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     # be a mount point) is tested on its own in test_storage_agent.py
     monkeypatch.setenv("TICOS_ALLOW_UNMOUNTED_CARD", "1")
     return home
-
-
-def agent_config(tmp_path, **sections) -> dict:
-    cfg = {
-        "server": {"host": "127.0.0.1", "port": 0},
-        "storage": {"dir": str(tmp_path / "internal")},
-        "audio": {"enabled": False},
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    return cfg
 
 
 @pytest.fixture
@@ -59,36 +48,6 @@ async def agent(tmp_path):
     await a.stop()
 
 
-class Peer:
-    """A voice agent: a real aiohttp WebSocket client."""
-
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
-        self.session = session
-        self.ws = ws
-
-    async def send(self, *events) -> None:
-        for event in events:
-            await self.ws.send_str(event if isinstance(event, str) else json.dumps(event))
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self.ws.send_bytes(data)
-
-    async def receive_json(self, timeout: float = 2.0) -> dict:
-        msg = await self.ws.receive(timeout=timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
-        return json.loads(msg.data)
-
-    async def no_reply(self, timeout: float = 0.2) -> None:
-        try:
-            msg = await self.ws.receive(timeout=timeout)
-        except asyncio.TimeoutError:
-            return
-        raise AssertionError(f"unexpected reply {msg.type} {msg.data!r}")
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
 @pytest.fixture
 async def connect():
     sessions: list[aiohttp.ClientSession] = []
@@ -110,33 +69,15 @@ async def http():
         yield session
 
 
-async def settle(agent, *, rounds: int = 3) -> None:
-    """Let the agent handle what was sent, then flush storage to disk."""
-    for _ in range(rounds):
-        await asyncio.sleep(0.02)
-    if agent.store is not None:
-        await agent.store.flush()
+@pytest.fixture
+def pty_device():
+    made = []
 
+    def make(*a, **kw):
+        d = PtyDevice(*a, **kw)
+        made.append(d)
+        return d
 
-async def wait_for(predicate, timeout: float = 3.0, interval: float = 0.01):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-async def stored_call(agent, call_id: str, timeout: float = 4.0) -> dict:
-    """The stored row of a function call once it has an outcome (not just ``received``)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await agent.store.flush()
-        rows = [c for c in await agent.store.calls(limit=500) if c["call_id"] == call_id and c["status"] != "received"]
-        if rows:
-            return rows[0]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no outcome stored for call {call_id}")
-        await asyncio.sleep(0.02)
+    yield make
+    for d in made:
+        d.close()

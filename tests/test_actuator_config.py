@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, Option, parse_actuators_config, register_driver
-from ticos_agent.errors import ConfigError
+from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, parse_actuators_config, register_driver
+from ticos_agent.errors import ConfigError, ConfigErrors
 from ticos_agent.events import EmotionArgs, MotionArgs
+from ticos_agent.options import Integer
 
 DEFAULT_MOTIONS = ["bow", "dance", "nod", "shake", "wave"]
 DEFAULT_EMOTIONS = ["angry", "happy", "neutral", "sad", "surprised", "thinking"]
@@ -79,7 +80,7 @@ def test_serial_line_motions_become_tags():
         ({"actuators": {"a": {"driver": "mock"}}, "motions": {"hop": {"a": [[0.5, 1], [0.2, 0]]}}}, "motions.hop.a[1].t", 0.2, "time order"),
         ({"actuators": {"a": {"driver": "mock", "channels": 2}}, "motions": {"hop": {"a": [[0.5, 1]]}}}, "motions.hop.a", [[1.0]], "2 value"),
         ({"emotions": {"glad": {"color": "#12"}}}, "emotions.glad.color", "#12", "#RRGGBB"),
-        ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "solid, pulse, blink"),
+        ({"emotions": {"glad": {"pattern": "strobe"}}}, "emotions.glad.pattern", "strobe", "'solid', 'pulse', 'blink'"),
         ({"emotions": {"glad": {"smell": 1}}}, "emotions.glad.smell", 1, "allowed: color"),
         ({"robot": {"mouth": "lips"}}, "robot.mouth", "lips", "head, arm, face, mouth"),
         ({"actuators": {"m": {"driver": "serial-line", "port": "loop://", "motion": "GO {where}"}}}, "actuators.m.motion", "GO {where}", "{tag} {speed} {repeat}"),
@@ -113,9 +114,11 @@ def test_serial_line_motions_become_tags():
     ],
 )
 def test_errors_name_key_value_and_what_is_allowed(doc, key, value, allowed):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigErrors) as info:
         parse_actuators_config(doc)
-    err = info.value
+    assert len(info.value.errors) == 1, str(info.value)  # one mistake, one error: no follow-on noise
+    err = info.value.errors[0]
+    assert isinstance(info.value, ConfigError) and info.value.key == err.key  # `except ConfigError` still works
     assert err.key == key and err.value == value, str(err)
     assert allowed in err.expected, str(err)
     assert key in str(err) and "\n" not in str(err)
@@ -128,7 +131,7 @@ async def test_a_new_driver_needs_no_change_elsewhere():
     class Buzzer(Driver):
         """A buzzer that 'moves' by beeping (test only)."""
 
-        options = {"pin": Option("int", doc="GPIO")}
+        options = {"pin": Integer(doc="GPIO")}
 
         def move(self, targets, seconds):
             seen.append((targets, seconds))
@@ -164,3 +167,128 @@ def test_serial_line_templates_with_specs_that_suit_the_values_load_and_run():
             await s.stop()
 
     assert asyncio.run(run()).status == "done"
+
+
+async def test_capabilities_not_driver_names_decide_what_an_actuator_does():
+    """A driver the config and planner have never heard of gets motions it plays itself, shows
+    every emotion and has its own limits, because its class says so."""
+    from ticos_agent.actuators.plan import expression_actuators
+    from ticos_agent.options import Duration, Map
+
+    lines = []
+
+    @register_driver("test-panel")
+    class Panel(Driver):
+        """An MCU-like panel that plays its own tricks and shows emotions (test only)."""
+
+        kind = "line"
+        options = {"tricks": Map(Duration(minimum=0), {}, "tricks it plays itself = seconds")}
+
+        @classmethod
+        def shows_expressions(cls, options):
+            return True
+
+        @classmethod
+        def played_motions(cls, options):
+            return options["tricks"]
+
+        def line(self, template, values):
+            lines.append((template, values))
+
+    @register_driver("test-dial")
+    class Dial(Driver):
+        """A dial from 0 to 270 degrees, resting at 135, without move times (test only)."""
+
+        timed_moves = False
+
+        @classmethod
+        def limits_for(cls, options):
+            return (0.0, 270.0, 135.0)
+
+    try:
+        doc = {"robot": {"default_library": False},
+               "actuators": {"panel": {"driver": "test-panel", "tricks": {"spin": 0.05}}, "dial": {"driver": "test-dial"}},
+               "emotions": {"glad": {"color": "#00FF00"}}}
+        cfg = parse_actuators_config(doc)
+        assert cfg.motions["spin"].played == {"panel": 0.05}
+        dial = cfg.actuators["dial"]
+        assert (dial.minimum, dial.maximum, dial.home, dial.interpolate) == ((0.0,), (270.0,), (135.0,), True)
+        assert expression_actuators(cfg) == ["panel"]
+        s = ActuatorSystem(cfg)
+        await s.start()
+        try:
+            assert (await s.motion(MotionArgs("spin"))).status == "done"
+            assert (await s.emotion(EmotionArgs("glad"))).status == "done"
+        finally:
+            await s.stop()
+        assert [t for t, _ in lines] == ["motion", "emotion"]
+        assert lines[0][1]["tag"] == "spin" and (lines[1][1]["tag"], lines[1][1]["g"]) == ("glad", 255)
+    finally:
+        DRIVERS.pop("test-panel")
+        DRIVERS.pop("test-dial")
+
+
+def test_no_code_outside_a_driver_compares_with_a_driver_name():
+    """What an actuator can do comes from its driver's capabilities: no ``a.driver == "mock"``
+    (or ``in ("serial-line", ...)``) anywhere in the package outside ``actuators/drivers/``."""
+    import ast
+    import pathlib
+
+    import ticos_agent
+    from ticos_agent.actuators import drivers as builtin
+
+    names = {n for n, cls in DRIVERS.items() if cls.__module__.startswith(builtin.__name__)}
+    assert {"mock", "serial-line", "gpio-servo", "feetech-sts"} <= names
+    root = pathlib.Path(ticos_agent.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if pathlib.Path(builtin.__file__).parent in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for const in ast.walk(node):
+                    if isinstance(const, ast.Constant) and const.value in names:
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {const.value!r}")
+    assert found == []
+
+
+def _docstring_examples():
+    """(driver name, TOML text) of the ``Example::`` block in each built-in driver's module docstring."""
+    import importlib
+    import sys
+    import textwrap
+
+    from ticos_agent.actuators import drivers as builtin
+
+    for name, cls in sorted(DRIVERS.items()):
+        if not cls.__module__.startswith(builtin.__name__):
+            continue
+        doc = sys.modules[cls.__module__].__doc__ or importlib.import_module(cls.__module__).__doc__
+        assert "Example" in doc and "::\n\n" in doc.split("Example", 1)[1], f"{name}: no Example:: block"
+        block = doc.split("Example", 1)[1].split("::\n\n", 1)[1]
+        lines = []
+        for line in block.splitlines():
+            if line.strip() and not line.startswith("    "):
+                break
+            lines.append(line)
+        yield name, textwrap.dedent("\n".join(lines))
+
+
+async def test_every_driver_docstring_example_is_a_config_that_runs():
+    import tomllib
+
+    from ticos_agent.config import from_dict
+
+    seen = set()
+    for name, text in _docstring_examples():
+        doc = tomllib.loads(text)
+        config = from_dict(doc).actuators
+        drivers = {a.driver for a in config.actuators.values()}
+        seen |= drivers
+        s = ActuatorSystem(config)
+        await s.start()
+        try:
+            assert all(a["state"] == "ok" for a in s.health()["actuators"].values()), (name, s.health())
+        finally:
+            await s.stop()
+    assert seen >= {"feetech-sts", "lx16a", "maestro", "mock", "serial-line", "gpio-rgbled", "gpio-pwmled", "gpio-servo"}

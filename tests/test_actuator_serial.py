@@ -4,12 +4,11 @@ the handshake, long-line splitting, and a port that vanishes and comes back."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
+from devices import feetech_decode, line_decode, lx16a_decode, maestro_decode
 
-from test_actuator_devices import PtyDevice, feetech_decode, line_decode, lx16a_decode, maestro_decode, pty_device  # noqa: F401
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
 from ticos_agent.events import EmotionArgs, MotionArgs
 

@@ -261,7 +261,7 @@ def test_stream_failure_is_retried_and_recovers(tmp_path):
 
 
 class _TimeInfo:
-    __slots__ = ("outputBufferDacTime", "currentTime")
+    __slots__ = ("currentTime", "outputBufferDacTime")
 
     def __init__(self, dac, current):
         self.outputBufferDacTime = dac

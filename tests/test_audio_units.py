@@ -315,7 +315,7 @@ class _FakeSd:
             raise ValueError(f"No output device matching {device!r}")
         return {"name": name, "default_samplerate": float(self.rates[-1]), "default_high_output_latency": 0.2}
 
-    def OutputStream(self, samplerate, **kw):  # noqa: N802 (sounddevice's name)
+    def OutputStream(self, samplerate, **kw):
         if samplerate not in self.rates:
             raise self.PortAudioError("Invalid sample rate")
         self.opened.append((samplerate, kw["blocksize"]))
@@ -485,6 +485,27 @@ async def test_retry_reinitialises_portaudio_and_finds_a_device_plugged_in_later
     await p.stop()
 
 
+async def test_portaudio_is_never_reinitialised_while_file_descriptors_run_short(monkeypatch):
+    """PortAudio's ALSA scan aborts the process when it runs out of descriptors: never start it then."""
+    import os
+    import resource
+
+    fake = _fake(monkeypatch, rates=(24000,), devices=())
+    p = AudioPlayer(parse_audio_config({"device": "usb-speaker", "retry_seconds": 0.02}))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 100, hard))
+    try:
+        await p.start()
+        await _until(lambda: p.portaudio_reinits_skipped >= 2)
+        assert fake.calls == [] and p.portaudio_reinits == 0 and p.health()["state"] == "retrying"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    fake.plugged.add("usb-speaker")  # descriptors are back: the next retry rescans and finds it
+    await _until(lambda: p.health()["state"] == "ok")
+    assert p.portaudio_reinits >= 1
+    await p.stop()
+
+
 async def test_rescan_devices_false_never_restarts_portaudio(monkeypatch):
     """An integrator whose program uses sounddevice too keeps its own streams alive."""
     fake = _fake(monkeypatch, rates=(24000,), devices=())
@@ -548,7 +569,7 @@ class _SlowOpenSd(_FakeSd):
         super().__init__(**kw)
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def OutputStream(self, samplerate, **kw):  # noqa: N802
+    def OutputStream(self, samplerate, **kw):
         self.entered.set()
         self.release.wait(5)
         return super().OutputStream(samplerate, **kw)

@@ -7,9 +7,8 @@ import logging
 
 import aiohttp
 import pytest
-
-from tests.conftest import agent_config, settle
-from tests.traces import ev, transcription, user_item
+from helpers import agent_config, settle
+from traces import ev, transcription, user_item
 
 BAD_FRAMES = [
     ("not json", "{nope", "invalid_json"),
@@ -96,7 +95,7 @@ async def test_hostile_flood_of_bad_frames_interleaved_with_good_ones(agent, con
 
 
 async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent, connect):
-    from tests.traces import function_call_done
+    from traces import function_call_done
 
     peer = await connect(agent)
     cases = [({"speed": 1}, "motion_tag"), ({"motion_tag": 7}, "motion_tag"), ({"motion_tag": "nod", "repeat": 1.5}, "repeat"),
@@ -117,7 +116,7 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
 
 
 async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connect):
-    from tests.traces import function_call_done
+    from traces import function_call_done
 
     peer = await connect(agent)
     raw = '{"motion_tag": "nod", "speed": ' + "9" * 400 + "}"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 
 
@@ -33,9 +34,11 @@ def test_config_prints_effective_values_with_secrets_masked(tmp_path):
     cfg.write_text('[server]\nhost = "0.0.0.0"\ntoken = "hunter2"\n')
     out = cli("config", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = tomllib.loads(out.stdout)  # TOML now (a file to copy); --json gives the same data as JSON
     assert data["server"]["token"] == "********" and "hunter2" not in out.stdout
     assert data["storage"]["mode"] == "internal" and "actuators" in data
+    as_json = cli("config", "--config", str(cfg), "--json")
+    assert json.loads(as_json.stdout) == data
 
 
 def test_doctor_reports_each_check(tmp_path):
@@ -75,8 +78,8 @@ def test_run_serves_health_and_stops_gracefully_on_sigterm(tmp_path):
 async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     import asyncio
 
-    from tests.conftest import settle
-    from tests.traces import transcription, user_item
+    from helpers import settle
+    from traces import transcription, user_item
 
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join([json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]) + "\n")
@@ -84,8 +87,8 @@ async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
         sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--url", f"ws://127.0.0.1:{agent.port}/realtime",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err
-    assert b"sent 3 event(s), 1 error reply(ies)" in err and b"invalid_json" in out
+    assert proc.returncode == 1, err  # the agent answered with an error
+    assert b"sent 3 event(s), 1 error reply(ies)" in err and b"invalid_json" in out  # the reply to the last line
     await settle(agent)
     assert [m["content"] for m in await agent.store.messages()] == ["replayed"]
 
@@ -115,3 +118,26 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
         sock.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_doctor_checks_what_the_config_names(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "robot.toml"
+        cfg.write_text(f'[server]\nport = {port}\n[storage]\ndir = "{tmp_path / "db"}"\n'
+                       '[actuators.body]\ndriver = "serial-line"\nport = "/dev/ttyNOPE0"\n')
+        out = cli("doctor", "--config", str(cfg), env={"HOME": str(tmp_path)})
+    assert out.returncode == 1
+    assert f"[FAIL] port {port}: cannot bind 127.0.0.1:{port}" in out.stdout
+    assert f"internal storage: {tmp_path / 'db'}" in out.stdout
+    assert "[FAIL] serial port of body: /dev/ttyNOPE0 does not exist" in out.stdout
+
+
+def test_replay_reports_a_missing_trace(tmp_path):
+    missing = cli("replay", str(tmp_path / "nope.jsonl"), "--url", "ws://127.0.0.1:9/realtime")
+    assert missing.returncode == 2 and "cannot read the trace" in missing.stderr
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    unreachable = cli("replay", str(tmp_path / "t.jsonl"), "--url", "ws://127.0.0.1:9/realtime")
+    assert unreachable.returncode == 2 and "cannot reach ws://127.0.0.1:9/realtime" in unreachable.stderr

@@ -9,24 +9,18 @@ import time
 
 import aiohttp
 import pytest
+from helpers import free_port
+from traces import assistant_turn, function_call_done, transcription, user_item
 
-from tests.traces import assistant_turn, function_call_done, transcription, user_item
 from ticos_agent import SaveMode, TicosClient
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _send(port: int, *events) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
-            for e in events:
-                await ws.send_str(json.dumps(e))
-            await ws.send_str(json.dumps({"type": "ping.sync"}))
-            await ws.close()
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
+        for e in events:
+            await ws.send_str(json.dumps(e))
+        await ws.send_str(json.dumps({"type": "ping.sync"}))
+        await ws.close()
 
 
 def _wait(pred, timeout=3.0):
@@ -38,7 +32,7 @@ def _wait(pred, timeout=3.0):
 
 
 async def test_ticos_client_handlers_storage_and_stop(tmp_path):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
     client.enable_local_storage(str(tmp_path / "store"))
     messages, motions, emotions, functions, convo = [], [], [], [], []
@@ -87,7 +81,7 @@ def test_ticos_client_start_returns_false_when_port_taken(caplog):
 
 
 def test_ticos_client_without_storage_stores_nothing(tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port)
     assert client.start()
     try:
@@ -103,7 +97,7 @@ def test_handler_must_be_callable():
 
 
 async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path):
-    port = _free_port()
+    port = free_port()
     client = TicosClient(port=port)
     calls = []
     client.set_function_call_handler(lambda name, args: calls.append((name, args["motion_tag"])))
@@ -118,7 +112,7 @@ async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path
 
 
 def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path):
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "robot.toml"
     cfg.write_text(f'[server]\nport = {port}\n[storage]\ndir = "{tmp_path / "db"}"\ndb_filename = "robot.db"\n'
                    '[audio]\nenabled = false\n')
@@ -130,3 +124,92 @@ def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path)
         assert client.agent.store.health()["path"] == str(tmp_path / "db" / "robot.db")
     finally:
         client.stop()
+
+
+async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
+    port = free_port()
+    path = tmp_path / "elsewhere" / "robot-memory.db"
+    client = TicosClient(port=port, save_mode=SaveMode.EXTERNAL, tf_root_dir=str(tmp_path / "card"))
+    client.enable_local_storage(db_filename=str(path))
+    assert client.start(), client.start_error
+    try:
+        await _send(port, user_item("u1"), transcription("u1", "where am I stored?"))
+        _wait(lambda: path.exists())
+    finally:
+        client.stop()
+    rows = sqlite3.connect(path).execute("SELECT content FROM messages").fetchall()
+    assert rows == [("where am I stored?",)]
+    assert not (tmp_path / "card").exists()
+
+
+async def test_motion_and_emotion_handlers_get_every_extra_argument_unchanged(tmp_path):
+    port = free_port()
+    client = TicosClient(port=port)
+    motions, emotions = [], []
+    client.set_motion_handler(motions.append)
+    client.set_emotion_handler(emotions.append)
+    assert client.start()
+    try:
+        await _send(port, function_call_done("r1", "c1", "motion",
+                                             {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]}}),
+                    function_call_done("r1", "c2", "motion_and_emotion",
+                                       {"motion_tag": "nod", "emotion_tag": "happy", "speed": 9, "mine": None}))
+        _wait(lambda: len(motions) == 2 and len(emotions) == 1)
+    finally:
+        client.stop()
+    assert motions[0] == {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]},
+                          "speed": 1.0, "repeat": 1, "wait": True}
+    # validated fields are the validated values (speed clamped), the integrator's own pass through
+    assert motions[1]["mine"] is None and motions[1]["speed"] == 5.0 and emotions[0] == motions[1]
+
+
+def test_failures_reach_the_message_handler_as_health_status(tmp_path):
+    statuses = []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        client = TicosClient(port=s.getsockname()[1])
+        client.set_message_handler(statuses.append)
+        assert client.start() is False
+    assert statuses[-1]["type"] == "health.status" and statuses[-1]["code"] == "EXECUTER_ERROR"
+    assert "could not start" in statuses[-1]["message"]
+
+    (tmp_path / "file").write_text("not a folder")
+    client = TicosClient(port=free_port())
+    client.enable_local_storage(str(tmp_path / "file" / "db"))
+    client.set_message_handler(statuses.append)
+    assert client.start() is False
+    assert statuses[-1]["type"] == "health.status" and statuses[-1]["code"] == "DATABASE_ERROR"
+    assert "Not a directory" in statuses[-1]["message"]
+
+
+def test_stop_after_a_failed_start_is_quiet(caplog, recwarn):
+    import gc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        for _ in range(20):  # the race was a thread still closing its loop when stop() came
+            client = TicosClient(port=s.getsockname()[1])
+            assert client.start() is False
+            client.stop()
+            client.stop()
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert not any("error while stopping" in r.getMessage() for r in caplog.records)
+
+
+async def test_inline_handlers_run_on_the_agents_own_thread_as_in_ticos_client(tmp_path):
+    import threading
+
+    port = free_port()
+    client = TicosClient(port=port, inline_handlers=True)
+    threads = []
+    client.set_message_handler(lambda event: threads.append(threading.current_thread().name))
+    assert client.start()
+    try:
+        await _send(port, user_item("u1"))
+        _wait(lambda: threads)
+    finally:
+        client.stop()
+    assert set(threads) == {f"ticos-agent-{port}"}

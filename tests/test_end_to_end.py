@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from test_actuator_devices import feetech_decode, pty_device  # noqa: F401
-from tests.conftest import agent_config, settle, stored_call, wait_for
-from tests.traces import ev, function_call_done, response_done, speech_started
+from devices import feetech_decode
+from helpers import agent_config, settle, stored_call, wait_for
+from traces import ev, function_call_done, response_done, speech_started
+
 from ticos_agent import Agent
 
 SWAY = {"sway": {"head": [[0.15, [20, 0]], [0.3, [-20, 0]]]}}

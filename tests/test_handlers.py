@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.conftest import settle, stored_call, wait_for
-from tests.traces import function_call_done, transcription, user_item
+from helpers import settle, stored_call, wait_for
+from traces import function_call_done, transcription, user_item
 
 
 async def test_raising_handler_is_logged_with_event_and_name_and_intake_goes_on(agent, connect, caplog):
@@ -118,7 +118,8 @@ async def test_timed_out_async_function_handler_is_cancelled(agent, connect, mon
 
 
 async def test_reply_for_a_closed_connection_is_not_broadcast(tmp_path, connect):
-    from tests.conftest import agent_config
+    from helpers import agent_config
+
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:
@@ -136,3 +137,34 @@ async def test_reply_for_a_closed_connection_is_not_broadcast(tmp_path, connect)
         await wait_for(lambda: agent.health()["connections"] == 1)
         release.set()
         await b.no_reply(0.3)
+
+
+async def test_inline_handlers_run_on_the_loop_and_their_errors_are_contained(agent, connect, caplog):
+    import threading
+
+    caplog.set_level(logging.ERROR, logger="ticos_agent")
+    loop_thread = threading.get_ident()
+    where: list[tuple[str, int]] = []
+
+    def quick(event):
+        where.append(("inline", threading.get_ident()))
+
+    def threaded(event):
+        where.append(("thread", threading.get_ident()))
+
+    def broken(event):
+        raise ValueError("inline boom")
+
+    agent.on("conversation.item.created", quick, inline=True)
+    agent.on("conversation.item.created", broken, inline=True)
+    agent.on("conversation.item.created", threaded)
+    agent.on_function("lights", lambda call: {"on": call.arguments["on"]}, inline=True)
+    peer = await connect(agent)
+    await peer.send(user_item("u1"), function_call_done("r1", "c1", "lights", {"on": True}))
+    await wait_for(lambda: len(where) == 2)
+    assert ("inline", loop_thread) in where
+    assert [t for kind, t in where if kind == "thread"] != [loop_thread]
+    assert any("inline boom" in r.getMessage() and "broken" in r.getMessage() for r in caplog.records)
+    row = await stored_call(agent, "c1")
+    assert row["status"] == "done" and '"on": true' in row["result"]
+    await peer.no_reply()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import settle
-from tests.traces import assistant_turn, session_created, transcription, user_item
+from helpers import settle
+from traces import assistant_turn, session_created, transcription, user_item
 
 
 async def test_health_reports_storage_connections_and_counters(agent, connect, http):
@@ -61,10 +61,11 @@ async def test_post_event_uses_the_socket_path(agent, http):
         assert resp.status == 202
     async with http.post(url, json=transcription("item_P1", "posted")) as resp:
         assert resp.status == 202
-    async with http.post(url, data=b"{broken") as resp:
+    json_body = {"Content-Type": "application/json"}
+    async with http.post(url, data=b"{broken", headers=json_body) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "invalid_json"
-    async with http.post(url, data=b"x" * (2 << 20)) as resp:
+    async with http.post(url, data=b"x" * (2 << 20), headers=json_body) as resp:
         assert resp.status == 413
     await settle(agent)
     assert [m["content"] for m in await agent.store.messages()] == ["posted"]

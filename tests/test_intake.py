@@ -6,11 +6,17 @@ import asyncio
 import sqlite3
 
 import pytest
-
-from tests.conftest import settle, stored_call, wait_for
-from tests.traces import (
-    assistant_turn, ev, function_call_done, response_done, session_created, speech_started,
-    transcription, transcription_failed, user_item,
+from helpers import settle, stored_call, wait_for
+from traces import (
+    assistant_turn,
+    ev,
+    function_call_done,
+    response_done,
+    session_created,
+    speech_started,
+    transcription,
+    transcription_failed,
+    user_item,
 )
 
 
@@ -105,6 +111,9 @@ async def test_open_response_is_stored_incomplete_when_socket_closes(agent, conn
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     rows = await _messages(agent)
+    assert [(r["content"], r["status"]) for r in rows] == [("", "pending")]  # the voice agent may come back
+    await asyncio.sleep(0.3)  # it did not, within reconnect_grace
+    rows = await _messages(agent)
     assert [(r["content"], r["status"]) for r in rows] == [("", "incomplete"), ("half a ", "incomplete")]
 
 
@@ -179,7 +188,8 @@ async def test_motion_handlers_get_validated_arguments(agent, connect):
 
 
 async def test_function_call_output_sent_back_when_configured(tmp_path, connect):
-    from tests.conftest import agent_config
+    from helpers import agent_config
+
     from ticos_agent import Agent
 
     async with Agent(agent_config(tmp_path, replies={"function_call_output": True})) as agent:

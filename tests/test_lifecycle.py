@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
+from devices import PtyDevice, line_decode
+from helpers import agent_config
 
-from test_actuator_devices import PtyDevice, line_decode
-from tests.conftest import agent_config
 from ticos_agent import Agent
 
 

@@ -9,15 +9,14 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import aiohttp
-
-from tests.conftest import agent_config, settle, wait_for
+from helpers import agent_config, free_port, settle, wait_for
 from traces import assistant_turn, ev, function_call_done, response_done, speech_started, transcription, user_item
+
 from ticos_agent import Agent
 from ticos_agent.logs import JournalFormatter, peer_text, said
 
@@ -65,15 +64,10 @@ def test_peer_strings_are_escaped_and_cut():
     assert JournalFormatter().format(record) == "<4>ticos_agent.x: bad id a\\nb\\u009b31m"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run_agent(tmp_path, *args: str, journal: bool, hostile: list[dict]) -> str:
     """Spawn ``ticos-agent run``, send it ``hostile`` frames, stop it; returns what it logged."""
-    port = _free_port()
+    port = free_port()
     read_fd, write_fd = os.pipe()
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("JOURNAL_STREAM", None)
@@ -134,3 +128,28 @@ def test_debug_is_not_drowned_in_aiosqlite(tmp_path):
     assert "DEBUG" in out  # the agent's own debug lines are there
     assert "aiosqlite" not in out
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO +ticos_agent\.agent: ready on", out, re.M), out[:1500]
+
+
+def test_a_flood_of_bad_frames_cannot_flood_the_log(tmp_path):
+    frames = [{"type": "response.created", "response": "not an object", "n": i} for i in range(3000)]
+    out = _run_agent(tmp_path, journal=False, hostile=frames)
+    rejected = [line for line in out.splitlines() if "rejected frame" in line]
+    assert 1 <= len(rejected) <= 25, len(rejected)
+    assert len(out) < 20_000
+
+
+def test_the_rate_limit_tells_how_many_lines_it_held_back():
+    from ticos_agent.logs import RateLimit
+
+    limit = RateLimit(burst=3, window=0.2)
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ticos_agent.t", logging.WARNING, __file__, 1, msg, ("x",), None)
+
+    passed = [limit.filter(rec("bad frame %s")) for _ in range(10)]
+    assert passed == [True] * 3 + [False] * 7
+    assert limit.filter(rec("another kind %s"))  # other lines are not held back
+    time.sleep(0.25)
+    record = rec("bad frame %s")
+    assert limit.filter(record) and "[7 similar lines suppressed in the last 0.2 s]" in record.getMessage()
+    assert limit.filter(logging.LogRecord("x", logging.CRITICAL, __file__, 1, "bad frame %s", ("x",), None))

@@ -14,10 +14,10 @@ import json
 import time
 
 import pytest
+from devices import feetech_decode
+from helpers import agent_config, wait_for
+from traces import ev, function_call_done, response_done, speech_started
 
-from test_actuator_devices import feetech_decode, pty_device  # noqa: F401
-from tests.conftest import agent_config, wait_for
-from tests.traces import ev, function_call_done, response_done, speech_started
 from ticos_agent import Agent
 
 DEG = 4096 / 360

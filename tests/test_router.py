@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from helpers import settle, wait_for
+from traces import assistant_turn, ev, transcription, user_item
 
-from tests.conftest import settle, wait_for
-from traces import assistant_turn, ev, user_item, transcription
 from ticos_agent.errors import BadEvent
 
 

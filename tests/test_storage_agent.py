@@ -7,8 +7,8 @@ import sqlite3
 import subprocess
 import sys
 
-from tests.conftest import agent_config, settle
-from tests.traces import transcription, user_item
+from helpers import agent_config, settle
+from traces import transcription, user_item
 from ticos_agent import Agent
 
 

@@ -19,8 +19,7 @@ import json
 
 import aiohttp
 import pytest
-
-from tests.conftest import settle, wait_for
+from helpers import settle, wait_for
 
 _ids = itertools.count(1)
 
@@ -234,7 +233,7 @@ async def replies(peer, timeout: float = 0.3) -> list[dict]:
     while True:
         try:
             msg = await peer.ws.receive(timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return out
         assert msg.type == aiohttp.WSMsgType.TEXT, f"socket closed or odd frame: {msg.type} {msg.data!r}"
         out.append(json.loads(msg.data))
@@ -713,7 +712,7 @@ async def test_storm_of_bad_frames_between_good_ones(agent, connect, http):
     expected = []
     for i in range(len(HOSTILE_OK)):
         good += tr.user_speech(f"item_U{i}", f"question {i}")
-        good += tr.turn(f"resp_{i}", f"item_A{i}", [f"answer ", f"{i}"])
+        good += tr.turn(f"resp_{i}", f"item_A{i}", ["answer ", f"{i}"])
         expected += [("user", f"question {i}", "completed", f"item_U{i}"),
                      ("assistant", f"answer {i}", "completed", f"item_A{i}")]
     bads = [b for b, _ in HOSTILE_OK.values()]
@@ -764,7 +763,7 @@ async def test_300_turns_then_close_mid_response(agent, connect, http):
     sent = 2
     for i in range(300):
         batch = tr.user_speech(f"item_U{i}", f"turn {i} from the user")
-        batch += tr.turn(f"resp_{i}", f"item_A{i}", [f"reply ", f"number ", f"{i}"])
+        batch += tr.turn(f"resp_{i}", f"item_A{i}", ["reply ", "number ", f"{i}"])
         if i % 50 == 7:  # now and then a tool call in the middle
             batch += [tr.response_created(f"resp_{i}_f")]
             batch += tr.function_call(f"resp_{i}_f", f"item_F{i}", f"call_{i}", "emotion",
@@ -784,6 +783,7 @@ async def test_300_turns_then_close_mid_response(agent, connect, http):
     sent += len(last)
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
+    await wait_for(lambda: agent.conversations.open_items() == 0)  # the voice agent did not come back in time
     expected += [("user", "and one more thing", "completed", "item_Ulast"),
                  ("assistant", "I was just saying", "incomplete", "item_Alast")]
     got = await rows(agent)
@@ -808,9 +808,10 @@ async def test_health_consistent_after_mixed_traffic_and_agent_still_answers(age
     await a.send("{oops", "[]")
     await b.send_bytes(b"\xc3\x28")
     async with http.post(f"http://127.0.0.1:{agent.port}/v1/events",
-                         data=json.dumps(tr.transcription("item_HTTP", "over http", deltas=False)[0])) as r:
+                         json=tr.transcription("item_HTTP", "over http", deltas=False)[0]) as r:
         assert r.status == 202
-    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", data=b'{"type": 1}') as r:
+    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", data=b'{"type": 1}',
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "missing_type"
     errs_a, errs_b = await replies(a), await replies(b)

@@ -7,7 +7,7 @@ ticos-client SDK's API, kept working unchanged.
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     ActuatorError,
     AudioError,
     BadArguments,
@@ -42,7 +42,20 @@ def __getattr__(name):  # keep `import ticos_agent` light: heavy parts load on f
 
 
 __all__ = [
-    "Agent", "TicosClient", "SaveMode", "MessageRole", "MemoryType", "TicosError", "BadEvent",
-    "BadArguments", "BadAudio", "ConfigError", "StorageError", "ActuatorError", "UnknownTag",
-    "DriverUnavailable", "AudioError", "__version__",
+    "ActuatorError",
+    "Agent",
+    "AudioError",
+    "BadArguments",
+    "BadAudio",
+    "BadEvent",
+    "ConfigError",
+    "DriverUnavailable",
+    "MemoryType",
+    "MessageRole",
+    "SaveMode",
+    "StorageError",
+    "TicosClient",
+    "TicosError",
+    "UnknownTag",
+    "__version__",
 ]

@@ -1,7 +1,9 @@
 """Command line: ``ticos-agent run|config|inspect|export|doctor|replay``.
 
 ``run`` serves until SIGTERM/SIGINT, then stops gracefully (storage flushed, actuators in
-their safe state). ``config`` prints the effective configuration with secrets masked.
+their safe state). ``config`` prints the effective configuration as TOML that can be copied
+into a file (secrets masked unless ``--show-secrets``); ``config --example`` prints a
+commented file with every key, its default and one line of documentation.
 ``inspect`` and ``export`` read a database offline (from a TF card on another computer),
 read-only, never changing the card. ``doctor`` checks the environment. ``replay`` sends a
 JSON-lines trace to a running agent.
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -31,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="override server.port")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
-    p = sub.add_parser("config", help="print the effective config (secrets masked)")
+    p = sub.add_parser("config", help="print the effective config as TOML (secrets masked), or --example")
     p.add_argument("--config", "-c")
-    p.add_argument("--show-secrets", action="store_true")
+    p.add_argument("--show-secrets", action="store_true", help="print secrets (server.token ...) as they are")
+    p.add_argument("--example", action="store_true",
+                   help="print a commented config file: every key, its default and what it does")
+    p.add_argument("--json", action="store_true", help="print the effective config as JSON instead of TOML")
 
     for name, text in (("inspect", "show what the robot heard, said and did"),
                        ("export", "export messages, memories, calls as JSON lines")):
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("trace", help="file with one event per line")
     p.add_argument("--url", default="ws://127.0.0.1:9999/realtime")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--quiet", type=float, default=1.0,
+                   help="after the last line, wait until the agent has been quiet this many seconds")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -88,10 +96,20 @@ def _load(path: str | None, overrides: dict | None = None):
 
 
 def _config(args) -> int:
+    if args.example:
+        from .config.example import example
+
+        sys.stdout.write(example())
+        return 0
     config = _load(args.config)
     if config is None:
         return 2
-    print(json.dumps(config.as_dict(mask_secrets=not args.show_secrets), indent=2, default=str))
+    if args.json:
+        print(json.dumps(config.as_dict(mask_secrets=not args.show_secrets), indent=2))
+        return 0
+    from .config import to_toml
+
+    sys.stdout.write(to_toml(config, show_secrets=args.show_secrets))
     return 0
 
 
@@ -102,6 +120,7 @@ def _run(args) -> int:
         return 2
     from .logs import setup
 
+    os.umask(0o077)  # what the agent creates (database, WAL, session files) is its user's alone
     setup(args.log_level or config.log_level)
     try:
         asyncio.run(_serve(config))

@@ -14,26 +14,43 @@ Existing integrator code keeps working::
     client.stop()
 
 The agent runs on its own thread with its own event loop; handlers are plain functions,
-called (on one handler thread, in arrival order) with the same arguments as ticos-client:
+called (on one handler thread, in arrival order; with ``inline_handlers=True`` on the agent's
+own thread, as ticos-client did: sooner, but a slow handler then holds up the socket) with
+the same arguments as ticos-client:
 ``message_handler(event_dict)`` for every event, ``motion_handler(args)``,
 ``emotion_handler(args)``, ``function_call_handler(name, args)`` for every other function,
 ``conversation_handler(item_id, role, content)``. As in ticos-client, nothing is stored
 until :meth:`enable_local_storage` is called, and the built-in actuators and audio player
 stay off unless a ``config`` (path or dict, see :mod:`ticos_agent.config`) asks for them.
+
+As in ticos-client, failures reach the message handler as ``health.status`` messages
+(``{"type": "health.status", "code": "DATABASE_ERROR" | "EXECUTER_ERROR", "message": ...}``):
+a database that cannot be opened or falls back from the card, a server that cannot start.
+
+``SaveMode.EXTERNAL`` stores on the TF card: ``tf_root_dir``, or the card found in the mount
+table. A ``tf_root_dir`` that is a plain folder of the system disk (not a mount point) is
+refused as a card, so the robot never writes "to the card" while the card is missing; the
+database then falls back to internal storage and the log says so. For a test rig without a
+card, ``TICOS_ALLOW_UNMOUNTED_CARD=1`` accepts a plain folder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
+import os
 import threading
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, from_dict, load
 from .storage import SaveMode
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .events import FunctionCall
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +74,7 @@ _UNSET: Any = object()
 class TicosClient:
     def __init__(self, port: int = _UNSET, save_mode: SaveMode | str = _UNSET,
                  tf_root_dir: str | None = None, *, host: str = _UNSET,
-                 config: str | Path | dict | None = None):
+                 config: str | Path | dict[str, Any] | None = None, inline_handlers: bool = False):
         # with a config, only what the caller passes here overrides the file
         self._given = {"port": port is not _UNSET, "host": host is not _UNSET, "save_mode": save_mode is not _UNSET}
         self.port = 9999 if port is _UNSET else port
@@ -70,12 +87,14 @@ class TicosClient:
             tf_root_dir = str(found) if found else None
         self.tf_root_dir = tf_root_dir
         self._config_source = config
+        self._inline = inline_handlers
         self._storage_enabled = False
         self._storage_dir: str | None = None
         self._db_filename: str | None = None
-        self._handlers: dict[str, Callable | None] = dict.fromkeys(
+        self._db_path_given = False
+        self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
             ("message", "motion", "emotion", "function_call", "conversation"))
-        self.agent = None
+        self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -93,38 +112,42 @@ class TicosClient:
         elif storage is not None:
             log.warning("enable_local_storage: custom storage service %r is not supported; "
                         "using the built-in SQLite store", type(storage).__name__)
-        if db_filename:
-            self._db_filename = db_filename
+        if db_filename:  # an absolute path is used as is, as ticos-client did
+            if os.path.isabs(db_filename):
+                self._storage_dir, self._db_filename = os.path.split(db_filename)
+                self._db_path_given = True
+            else:
+                self._db_filename = db_filename
         self._storage_enabled = True
 
     # --- handlers -----------------------------------------------------------------------
 
-    def _set(self, kind: str, handler: Callable | None) -> None:
+    def _set(self, kind: str, handler: Callable[..., Any] | None) -> None:
         if handler is not None and not callable(handler):
             raise ValueError("Handler must be callable")
         self._handlers[kind] = handler
 
-    def set_message_handler(self, handler: Callable[[dict], Any]) -> None:
+    def set_message_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("message", handler)
 
-    def set_motion_handler(self, handler: Callable[[dict], Any]) -> None:
+    def set_motion_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("motion", handler)
 
-    def set_emotion_handler(self, handler: Callable[[dict], Any]) -> None:
+    def set_emotion_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("emotion", handler)
 
-    def set_function_call_handler(self, handler: Callable[[str, dict], Any]) -> None:
+    def set_function_call_handler(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
         self._set("function_call", handler)
 
     def set_conversation_handler(self, handler: Callable[[str, str, str], Any]) -> None:
         self._set("conversation", handler)
 
     # Handlers are looked up at call time, so setting one after start() works as in ticos-client.
-    def _on_message(self, event: dict) -> None:
+    def _on_message(self, event: dict[str, Any]) -> None:
         if (fn := self._handlers["message"]) is not None:
             fn(event)
 
-    def _on_expression(self, name: str, args: dict) -> None:
+    def _on_expression(self, name: str, args: dict[str, Any]) -> None:
         """ticos-client's rule: the motion and/or emotion handler; if neither was set, the
         function-call handler with the name."""
         called = False
@@ -137,7 +160,7 @@ class TicosClient:
         if not called and (fn := self._handlers["function_call"]) is not None:
             fn(name, args)
 
-    def _on_function(self, call) -> Any:
+    def _on_function(self, call: FunctionCall) -> Any:
         if (fn := self._handlers["function_call"]) is not None:
             return fn(call.name, dict(call.arguments))
         return None
@@ -158,7 +181,9 @@ class TicosClient:
             server["port"] = self.port
         if src is None or self._storage_enabled:
             storage["enabled"] = self._storage_enabled
-        if src is None or self._given["save_mode"]:
+        if self._db_path_given:  # a whole path names the database, wherever the card is
+            storage["mode"] = "internal"
+        elif src is None or self._given["save_mode"]:
             storage["mode"] = self.save_mode.value
         if self.tf_root_dir:
             storage["tf_root"] = self.tf_root_dir
@@ -168,13 +193,20 @@ class TicosClient:
             storage["db_filename"] = self._db_filename
         overrides = {"server": server, "storage": storage}
         if src is None:
-            cfg = from_dict(overrides, source="TicosClient")
-            return dataclasses.replace(cfg, actuators=None, audio=None)
+            return from_dict(overrides, source="TicosClient", hardware=False)
         if isinstance(src, dict):
-            from .config import _merge
+            from .config import merge
 
-            return from_dict(_merge(src, overrides), source="TicosClient(config=dict)")
+            return from_dict(merge(src, overrides), source="TicosClient(config=dict)")
         return load(src, overrides=overrides)
+
+    def _status(self, code: str, message: str) -> None:
+        """ticos-client's ``health.status`` message, to the message handler (if set)."""
+        if (fn := self._handlers["message"]) is not None:
+            try:
+                fn({"type": "health.status", "code": code, "message": message})
+            except Exception:
+                log.exception("TicosClient: the message handler failed on a health.status message")
 
     def start(self) -> bool:
         """Start serving; returns as soon as the server is ready (True) or failed (False)."""
@@ -185,55 +217,81 @@ class TicosClient:
         except Exception as exc:
             self.start_error = str(exc)
             log.error("TicosClient: bad configuration: %s", exc)
+            self._status("EXECUTER_ERROR", f"TicosClient: bad configuration: {exc}")
             return False
         from .agent import Agent
 
         self.agent = agent = Agent(config)
-        agent.on("*", self._on_message)
-        agent.subscribe("expression", self._on_expression)
-        agent.on_function("*", self._on_function)
-        agent.on_conversation(self._on_conversation)
+        inline = self._inline
+        agent.on("*", self._on_message, inline=inline)
+        agent.subscribe("expression", self._on_expression, inline=inline)
+        agent.on_function("*", self._on_function, inline=inline)
+        agent.on_conversation(self._on_conversation, inline=inline)
         ready = threading.Event()
+        gave_up = threading.Event()
+        failure: list[BaseException] = []
+        lock = threading.Lock()
         self.start_error = None
 
         def run() -> None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
             try:
-                loop.run_until_complete(agent.start())
-            except Exception as exc:
-                self.start_error = f"{type(exc).__name__}: {exc}"
-                ready.set()
-                loop.close()
-                return
-            self._running = True
-            ready.set()
-            try:
+                try:
+                    loop.run_until_complete(agent.start())
+                except Exception as exc:  # the agent undid what it had started
+                    failure.append(exc)
+                    return
+                with lock:
+                    if gave_up.is_set():  # start() stopped waiting: nobody owns this agent
+                        loop.run_until_complete(agent.stop())
+                        return
+                    self._loop = loop
+                    self._running = True
+                    ready.set()
                 loop.run_until_complete(agent.wait_closed())
             finally:
                 self._running = False
+                self._loop = None
+                ready.set()
                 loop.close()
 
         self._thread = threading.Thread(target=run, name=f"ticos-agent-{self.port}", daemon=True)
         self._thread.start()
         if not ready.wait(START_TIMEOUT):
-            self.start_error = f"not ready after {START_TIMEOUT:g}s"
-        if self.start_error:
+            with lock:
+                if not ready.is_set():
+                    gave_up.set()
+                    self.start_error = f"not ready after {START_TIMEOUT:g}s"
+        if failure:
+            error = failure[0]
+            self.start_error = f"{type(error).__name__}: {error}"
+        if self.start_error or not self._running:
+            self.start_error = self.start_error or "the agent stopped while starting"
             log.error("TicosClient: could not start on port %s: %s", self.port, self.start_error)
+            from .errors import StorageError
+
+            storage = bool(failure) and isinstance(failure[0], StorageError)
+            self._status("DATABASE_ERROR" if storage else "EXECUTER_ERROR",
+                         f"TicosClient: could not start on port {self.port}: {self.start_error}")
             return False
-        self.port = agent.port
+        if agent.port is not None:
+            self.port = agent.port
         return True
 
     def stop(self) -> None:
-        """Stop serving; flushes storage. Returns promptly."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive() or self.agent is None:
+        """Stop serving; flushes storage. Returns promptly; harmless when not running."""
+        loop, thread, agent = self._loop, self._thread, self.agent
+        if thread is None:
             self._running = False
             return
-        try:
-            asyncio.run_coroutine_threadsafe(self.agent.stop(), loop).result(timeout=10)
-        except Exception as exc:
-            log.error("TicosClient: error while stopping: %s", exc)
+        if loop is not None and agent is not None and self._running:
+            coro = agent.stop()
+            try:
+                asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=10)
+            except RuntimeError:  # the loop closed in between: it had stopped by itself
+                coro.close()
+            except Exception as exc:
+                log.error("TicosClient: error while stopping: %s", str(exc) or type(exc).__name__)
         thread.join(timeout=5)
         self._running = False
         self._thread = None
@@ -241,14 +299,15 @@ class TicosClient:
     def is_running(self) -> bool:
         return self._running and self._thread is not None and self._thread.is_alive()
 
-    def send_message(self, message: dict) -> bool:
+    def send_message(self, message: dict[str, Any]) -> bool:
         """Send an event to every connected voice agent (ticos-client's broadcast)."""
         if not isinstance(message, dict):
             log.error("send_message: message must be a dict")
             return False
-        if not self.is_running():
+        loop, agent = self._loop, self.agent
+        if not self.is_running() or loop is None or agent is None:
             return False
-        future = asyncio.run_coroutine_threadsafe(self.agent.send(message), self._loop)
+        future = asyncio.run_coroutine_threadsafe(agent.send(message), loop)
         try:
             future.result(timeout=5)
         except Exception as exc:

@@ -1,30 +1,34 @@
 """Assembly of conversation messages from realtime events.
 
-:class:`Conversations` is the intake's consumer; it keeps one :class:`Conversation` (the
-assembly state) per connection, plus one for HTTP-posted events, and stores what is still
-open as ``incomplete`` when the connection closes. A conversation turns items, transcripts
-and transcript deltas into stored messages:
+:class:`Conversations` is the intake's consumer. Items are the conversation's, not the
+socket's: every item is kept by its ``item_id`` across connections, so a voice agent that
+drops its socket mid-response and continues on a new one continues the same rows.
 
 * a user's spoken turn is stored when its item is created (status ``pending``, empty
   content, so it keeps its place in the conversation) and completed when its transcription
-  arrives, whether that is before or after the assistant's response (``incomplete`` if the
-  connection ends first); a transcription that
-  arrives before its item is stored at once and the item later adds nothing; a failed
-  transcription is stored with status ``transcription_failed``;
+  arrives, whether that is before or after the assistant's response, on this socket or the
+  next; a transcription that arrives before its item is stored at once and the item later
+  adds nothing; a failed transcription is stored with status ``transcription_failed``;
 * assistant text is the transcript (or text) deltas joined per ``item_id``, or the ``.done``
   transcript when deltas are missing, stored once per item when its response is done, with
   the response's final status (``completed``, ``cancelled``, ``incomplete``, ``failed``);
-  whatever is still open when the connection closes is stored as ``incomplete``;
+* when a connection closes, what it left open waits ``grace`` seconds for the voice agent
+  to come back and continue it; then (or when the agent stops) assistant text so far is
+  stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
+  still, the same rows are updated in place (one row per item, never two);
 * ``session.created`` / ``conversation.created`` name the connection's session
   (``Peer.session``), which groups its messages.
 
 Conversation handlers (``conversation`` topic) get ``(item_id, role, content)`` exactly as
 ticos-client called them: ``""`` when a user item appears, the transcript when it is
 known, and each assistant delta as it arrives.
+
+Runs on the loop thread; state is bounded (``MAX_TRACKED`` items of each kind).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -42,24 +46,51 @@ MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and
 
 PENDING = "pending"
 COMPLETED = "completed"
+INCOMPLETE = "incomplete"
 TRANSCRIPTION_FAILED = "transcription_failed"
 FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
 
 
 class _AssistantItem:
-    __slots__ = ("item_id", "response_id", "parts", "final", "role", "size")
+    __slots__ = ("final", "item_id", "message_id", "owner", "parts", "response_id", "role", "size")
 
-    def __init__(self, item_id: str, response_id: str | None, role: str = "assistant"):
+    def __init__(self, item_id: str, response_id: str | None, owner: Peer, role: str = "assistant"):
         self.item_id = item_id
         self.response_id = response_id
+        self.owner = owner
         self.parts: list[str] = []
         self.final: str | None = None
         self.role = role
         self.size = 0
+        self.message_id: str | None = None  # set when it was stored before (cut off, then continued)
 
     @property
     def text(self) -> str:
         return self.final or "".join(self.parts)
+
+    def add(self, delta: str) -> None:
+        if self.size < MAX_ITEM_CHARS:
+            self.size += len(delta)
+            self.parts.append(delta)
+            if self.size >= MAX_ITEM_CHARS:
+                log.warning("assistant item %s passed %d characters; the rest is not stored",
+                            peer_text(self.item_id), MAX_ITEM_CHARS)
+
+
+class _Stored:
+    """An assistant item already stored: ``open_again`` when its socket was cut, not its response."""
+
+    __slots__ = ("item", "open_again", "status")
+
+    def __init__(self, item: _AssistantItem, status: str, open_again: bool):
+        self.item, self.status, self.open_again = item, status, open_again
+
+
+class _UserRow:
+    __slots__ = ("message_id", "owner", "status")
+
+    def __init__(self, message_id: str | None, status: str, owner: Peer):
+        self.message_id, self.status, self.owner = message_id, status, owner
 
 
 class MessageLog(Protocol):
@@ -76,65 +107,77 @@ Emit = Callable[[str, str, str], object]
 
 
 class Conversations:
-    """The intake's consumer: one :class:`Conversation` per peer, created on its first event."""
+    """The intake's consumer. ``store`` may be ``None`` (storage disabled)."""
 
-    def __init__(self, store: MessageLog | None, emit: Emit):
-        self._store = store
-        self._emit = emit
-        self._by_peer: dict[Peer, Conversation] = {}
+    def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float = 10.0):
+        self.store = store
+        self.emit = emit
+        self.grace = grace
+        self._users: OrderedDict[str, _UserRow] = OrderedDict()
+        self._open: dict[str, _AssistantItem] = {}
+        self._stored: OrderedDict[str, _Stored] = OrderedDict()
+        self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
+        self.stored = 0
 
     def routes(self) -> Mapping[str, Handler]:
-        return {etype: self._route for etype in _ROUTES}
-
-    def of(self, peer: Peer) -> Conversation:
-        conv = self._by_peer.get(peer)
-        if conv is None:
-            conv = self._by_peer[peer] = Conversation(self._store, self._emit, peer)
-        return conv
+        return {etype: getattr(self, name) for etype, name in _ROUTES.items()}
 
     def open_items(self) -> int:
         """Assistant items being assembled, over every connection (bounded; for tests, health)."""
-        return sum(len(c._assistant) for c in self._by_peer.values())
+        return len(self._open)
 
-    def _route(self, event: Event, peer: Peer) -> None:
-        _ROUTES[event.type](self.of(peer), event)
+    # --- connections ----------------------------------------------------------------------
 
     def peer_closed(self, peer: Peer) -> None:
-        conv = self._by_peer.pop(peer, None)
-        if conv is not None:
-            conv.close()
+        """Give the voice agent ``grace`` seconds to continue what ``peer`` left open."""
+        if self.grace <= 0 or not self._owned_by(peer):
+            self._expire(peer)
+            return
+        self._waiting[peer] = asyncio.get_running_loop().call_later(self.grace, self._expire, peer)
 
+    def close(self) -> None:
+        """The agent stops: store everything still open now."""
+        for handle in self._waiting.values():
+            handle.cancel()
+        self._waiting.clear()
+        for item_id in list(self._open):
+            self._flush(item_id, INCOMPLETE, open_again=True)
+        for row in self._users.values():
+            self._give_up(row)
 
-class Conversation:
-    """Assembly state of one connection. ``store`` may be ``None`` (storage disabled)."""
+    def _owned_by(self, peer: Peer) -> bool:
+        return (any(e.owner is peer for e in self._open.values())
+                or any(r.owner is peer and r.status == PENDING for r in self._users.values()))
 
-    def __init__(self, store: MessageLog | None, emit: Emit, peer: Peer):
-        self.store = store
-        self.emit = emit
-        self.peer = peer
-        # item_id -> message id of user rows already stored (bounded)
-        self._user_rows: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
-        self._assistant: dict[str, _AssistantItem] = {}
-        self._stored_assistant: OrderedDict[str, None] = OrderedDict()  # item ids already stored
-        self.stored = 0
+    def _expire(self, peer: Peer) -> None:
+        self._waiting.pop(peer, None)
+        for item_id in [i for i, e in self._open.items() if e.owner is peer]:
+            self._flush(item_id, INCOMPLETE, open_again=True)
+        for row in self._users.values():
+            if row.owner is peer:
+                self._give_up(row)
 
-    @property
-    def session(self) -> str:
-        return self.peer.session
+    def _give_up(self, row: _UserRow) -> None:
+        if row.status == PENDING:
+            row.status = INCOMPLETE
+            if self.store is not None and row.message_id is not None:
+                self.store.update_message(row.message_id, status=INCOMPLETE)
 
-    def _session_created(self, event: Event) -> None:
+    # --- sessions -------------------------------------------------------------------------
+
+    def _session_created(self, event: Event, peer: Peer) -> None:
         sid = event.data["session"].get("id")
         if isinstance(sid, str) and sid:
-            self.peer.session_id = sid
+            peer.session_id = sid
 
-    def _conversation_created(self, event: Event) -> None:
+    def _conversation_created(self, event: Event, peer: Peer) -> None:
         cid = event.data["conversation"].get("id")
-        if isinstance(cid, str) and cid and self.peer.session_id is None:
-            self.peer.session_id = cid
+        if isinstance(cid, str) and cid and peer.session_id is None:
+            peer.session_id = cid
 
-    # --- user turns ---------------------------------------------------------------------
+    # --- user turns -----------------------------------------------------------------------
 
-    def _item_created(self, event: Event) -> None:
+    def _item_created(self, event: Event, peer: Peer) -> None:
         item = event.data["item"]
         if item.get("type", "message") != "message" or item.get("role") != "user":
             return
@@ -142,155 +185,153 @@ class Conversation:
         if not isinstance(item_id, str) or not item_id:
             return
         text, has_audio = _user_content(item.get("content"))
-        row = self._user_rows.get(item_id)
+        row = self._users.get(item_id)
         if row is not None:  # transcription came first, or a repeated/done item event
-            if row[1] == PENDING and text:
-                self._finish_user(item_id, text, COMPLETED)
-                self._heard(text)
+            row.owner = peer
+            if row.status in (PENDING, INCOMPLETE) and text:
+                self._finish_user(item_id, text, COMPLETED, peer)
+                self._heard(peer, text)
                 self.emit(item_id, "user", text)
             return
         if text is not None:
-            self._store_user(item_id, text, COMPLETED)
-            self._heard(text)
+            self._store_user(item_id, text, COMPLETED, peer)
+            self._heard(peer, text)
             self.emit(item_id, "user", text)
         elif has_audio:
-            self._store_user(item_id, "", PENDING)
+            self._store_user(item_id, "", PENDING, peer)
             self.emit(item_id, "user", "")
 
-    def _transcription_completed(self, event: Event) -> None:
+    def _transcription_completed(self, event: Event, peer: Peer) -> None:
         item_id = event.data["item_id"]
         transcript = event.data["transcript"]
-        self._finish_user(item_id, transcript, COMPLETED)
-        self._heard(transcript)
+        self._finish_user(item_id, transcript, COMPLETED, peer)
+        self._heard(peer, transcript)
         self.emit(item_id, "user", transcript)
 
-    def _heard(self, text: str) -> None:
-        log.info("%s heard: %s", self.peer.name, said(text))
+    @staticmethod
+    def _heard(peer: Peer, text: str) -> None:
+        log.info("%s heard: %s", peer.name, said(text))
 
-    def _transcription_failed(self, event: Event) -> None:
+    def _transcription_failed(self, event: Event, peer: Peer) -> None:
         item_id = event.data["item_id"]
         error = event.data.get("error")
         reason = error.get("message") if isinstance(error, dict) else None
-        log.warning("%s: did not catch what was said (transcription of %s failed: %s)", self.peer.name,
+        log.warning("%s: did not catch what was said (transcription of %s failed: %s)", peer.name,
                     peer_text(item_id), peer_text(reason or "no reason given"))
-        self._finish_user(item_id, "", TRANSCRIPTION_FAILED)
+        self._finish_user(item_id, "", TRANSCRIPTION_FAILED, peer)
 
-    def _finish_user(self, item_id: str, text: str, status: str) -> None:
-        row = self._user_rows.get(item_id)
+    def _finish_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
+        row = self._users.get(item_id)
         if row is None:
-            self._store_user(item_id, text, status)
+            self._store_user(item_id, text, status, peer)
             return
-        message_id, old_status = row
-        if old_status != PENDING and status == TRANSCRIPTION_FAILED:
+        row.owner = peer
+        if row.status not in (PENDING, INCOMPLETE) and status == TRANSCRIPTION_FAILED:
             return  # a late failure never erases a transcript we have
-        self._user_rows[item_id] = (message_id, status)
-        if self.store is not None and message_id is not None:
-            self.store.update_message(message_id, content=text, status=status)
+        row.status = status
+        if self.store is not None and row.message_id is not None:
+            self.store.update_message(row.message_id, content=text, status=status)
 
-    def _store_user(self, item_id: str, text: str, status: str) -> None:
+    def _store_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
         message_id: str | None = None
         if self.store is not None:
             message_id = self.store.add_message(
-                role="user", content=text, item_id=item_id, session_id=self.session, status=status
+                role="user", content=text, item_id=item_id, session_id=peer.session, status=status
             )
             self.stored += 1
-        self._user_rows[item_id] = (message_id, status)
-        if len(self._user_rows) > MAX_TRACKED:
-            self._user_rows.popitem(last=False)
+        self._users[item_id] = _UserRow(message_id, status, peer)
+        if len(self._users) > MAX_TRACKED:
+            self._users.popitem(last=False)
 
-    # --- assistant turns ----------------------------------------------------------------
+    # --- assistant turns ------------------------------------------------------------------
 
-    def _output_item_added(self, event: Event) -> None:
-        item = event.data["item"]
-        item_id = item.get("id")
-        if (item.get("type") == "message" and isinstance(item_id, str) and item_id not in self._assistant
-                and item_id not in self._stored_assistant):
-            self._assistant[item_id] = _AssistantItem(item_id, response_id_of(event), _role(item))
-            self._evict()
-
-    def _assistant_item(self, event: Event) -> _AssistantItem:
-        item_id = event.data["item_id"]
-        entry = self._assistant.get(item_id)
+    def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
+              ) -> _AssistantItem | None:
+        """The open item ``item_id`` (continued on ``peer`` now), made or opened again as
+        needed; ``None`` when it was already stored for good (a straggler)."""
+        entry = self._open.get(item_id)
         if entry is None:
-            entry = self._assistant[item_id] = _AssistantItem(item_id, response_id_of(event))
-            self._evict()
-        elif entry.response_id is None:
-            entry.response_id = response_id_of(event)
+            stored = self._stored.get(item_id)
+            if stored is not None:
+                if not stored.open_again:
+                    return None
+                del self._stored[item_id]  # its socket was cut and the voice agent goes on
+                entry = stored.item
+            else:
+                entry = _AssistantItem(item_id, response_id, peer, role)
+            self._open[item_id] = entry
+            if len(self._open) > MAX_TRACKED:  # a peer that never sends response.done
+                self._flush(next(iter(self._open)), INCOMPLETE, open_again=True)
+        entry.owner = peer
+        if entry.response_id is None:
+            entry.response_id = response_id
         return entry
 
-    def _evict(self) -> None:
-        if len(self._assistant) > MAX_TRACKED:  # a peer that never sends response.done
-            self._flush_item(next(iter(self._assistant)), "incomplete")
+    def _output_item_added(self, event: Event, peer: Peer) -> None:
+        item = event.data["item"]
+        item_id = item.get("id")
+        if item.get("type") == "message" and isinstance(item_id, str):
+            self._item(item_id, response_id_of(event), peer, _role(item))
 
-    def _transcript_delta(self, event: Event) -> None:
-        delta = event.data["delta"]
-        if event.data["item_id"] in self._stored_assistant:  # a straggler after response.done
-            self.emit(event.data["item_id"], "assistant", delta)
+    def _transcript_delta(self, event: Event, peer: Peer) -> None:
+        item_id, delta = event.data["item_id"], event.data["delta"]
+        entry = self._item(item_id, response_id_of(event), peer)
+        if entry is None:  # a straggler after response.done: the handlers still hear it
+            self.emit(item_id, "assistant", delta)
             return
-        entry = self._assistant_item(event)
-        if entry.size < MAX_ITEM_CHARS:
-            entry.size += len(delta)
-            entry.parts.append(delta)
-            if entry.size >= MAX_ITEM_CHARS:
-                log.warning("assistant item %s passed %d characters; the rest is not stored", peer_text(entry.item_id),
-                            MAX_ITEM_CHARS)
-        self.emit(entry.item_id, entry.role, delta)
+        entry.add(delta)
+        self.emit(item_id, entry.role, delta)
 
-    def _transcript_done(self, event: Event) -> None:
+    def _transcript_done(self, event: Event, peer: Peer) -> None:
         text = event.data.get("transcript", event.data.get("text"))
-        if isinstance(text, str) and event.data["item_id"] not in self._stored_assistant:
-            self._assistant_item(event).final = text
+        if isinstance(text, str):
+            entry = self._item(event.data["item_id"], response_id_of(event), peer)
+            if entry is not None:
+                entry.final = text
 
-    def _response_done(self, event: Event) -> None:
+    def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
         status = response.get("status")
         if status not in FINAL_STATUSES:
-            status = "completed" if status is None else "incomplete"
-        # items that only appear in response.done (no deltas were seen)
+            status = COMPLETED if status is None else INCOMPLETE
         output = response.get("output")
-        if isinstance(output, list):
+        if isinstance(output, list):  # items that only appear in response.done (no deltas were seen)
             for item in output:
                 if not isinstance(item, dict) or item.get("type") != "message":
                     continue
                 item_id = item.get("id")
-                if not isinstance(item_id, str):
-                    continue
                 text = _assistant_content(item.get("content"))
-                if item_id not in self._assistant and item_id not in self._stored_assistant and text:
-                    entry = self._assistant[item_id] = _AssistantItem(item_id, rid, _role(item))
-                    entry.final = text
-        for item_id in [i for i, e in self._assistant.items() if e.response_id in (rid, None)]:
-            self._flush_item(item_id, status)
+                if isinstance(item_id, str) and text and item_id not in self._open:
+                    entry = self._item(item_id, rid, peer, _role(item))
+                    if entry is not None:
+                        entry.final = text  # the whole text, also of an item cut off and continued
+        done = [i for i, e in self._open.items()
+                if e.response_id == rid or (e.response_id is None and e.owner is peer)]
+        for item_id in done:
+            self._flush(item_id, status, open_again=False)
 
-    def _flush_item(self, item_id: str, status: str) -> None:
-        entry = self._assistant.pop(item_id, None)
+    def _flush(self, item_id: str, status: str, *, open_again: bool) -> None:
+        entry = self._open.pop(item_id, None)
         if entry is None:
             return
-        self._stored_assistant[item_id] = None
-        if len(self._stored_assistant) > MAX_TRACKED:
-            self._stored_assistant.popitem(last=False)
+        self._stored[item_id] = _Stored(entry, status, open_again)
+        if len(self._stored) > MAX_TRACKED:
+            self._stored.popitem(last=False)
         text = entry.text
         if not text:
             return  # nothing was said (audio without transcript, or cut before any word)
-        log.info("%s said: %s%s", self.peer.name, said(text), "" if status == COMPLETED else f" ({status})")
-        if self.store is not None:
-            self.store.add_message(
-                role=entry.role, content=text, item_id=item_id, session_id=self.session,
+        log.info("%s said: %s%s", entry.owner.name, said(text), "" if status == COMPLETED else f" ({status})")
+        if self.store is None:
+            return
+        if entry.message_id is None:
+            entry.message_id = self.store.add_message(
+                role=entry.role, content=text, item_id=item_id, session_id=entry.owner.session,
                 status=status, response_id=entry.response_id,
             )
             self.stored += 1
-
-    def close(self) -> None:
-        """The connection ended: store what is still open as ``incomplete`` (assistant text
-        so far; user turns whose transcription never came)."""
-        for item_id in list(self._assistant):
-            self._flush_item(item_id, "incomplete")
-        for item_id, (message_id, status) in list(self._user_rows.items()):
-            if status == PENDING:
-                self._user_rows[item_id] = (message_id, "incomplete")
-                if self.store is not None and message_id is not None:
-                    self.store.update_message(message_id, status="incomplete")
+        else:  # stored when its socket was cut; the same row now holds the rest
+            self.store.update_message(entry.message_id, content=text, status=status)
 
 
 def _role(item: dict[str, Any]) -> str:
@@ -330,16 +371,16 @@ def _assistant_content(content: Any) -> str:
 
 
 _ROUTES = {
-    "session.created": Conversation._session_created,
-    "conversation.created": Conversation._conversation_created,
-    "conversation.item.created": Conversation._item_created,
-    "conversation.item.done": Conversation._item_created,
-    "conversation.item.input_audio_transcription.completed": Conversation._transcription_completed,
-    "conversation.item.input_audio_transcription.failed": Conversation._transcription_failed,
-    "response.output_item.added": Conversation._output_item_added,
-    "response.audio_transcript.delta": Conversation._transcript_delta,
-    "response.text.delta": Conversation._transcript_delta,
-    "response.audio_transcript.done": Conversation._transcript_done,
-    "response.text.done": Conversation._transcript_done,
-    "response.done": Conversation._response_done,
+    "session.created": "_session_created",
+    "conversation.created": "_conversation_created",
+    "conversation.item.created": "_item_created",
+    "conversation.item.done": "_item_created",
+    "conversation.item.input_audio_transcription.completed": "_transcription_completed",
+    "conversation.item.input_audio_transcription.failed": "_transcription_failed",
+    "response.output_item.added": "_output_item_added",
+    "response.audio_transcript.delta": "_transcript_delta",
+    "response.text.delta": "_transcript_delta",
+    "response.audio_transcript.done": "_transcript_done",
+    "response.text.done": "_transcript_done",
+    "response.done": "_response_done",
 }

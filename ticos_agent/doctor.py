@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import socket
+from pathlib import Path
 
 
 def _check(name: str, ok: bool | None, detail: str) -> bool:
@@ -23,22 +24,37 @@ def main(config_path: str | None = None) -> int:
     except ConfigErrors as exc:
         _check("config", False, str(exc))
         return 1
-    with socket.socket() as s:
+    host, port = config.server.host, config.server.port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         try:
-            s.bind(("127.0.0.1", 9999))
-            good &= _check("port 9999", True, "free on 127.0.0.1")
+            s.bind((host, port))
+            good &= _check(f"port {port}", True, f"free on {host}")
         except OSError as exc:
-            good &= _check("port 9999", False, f"cannot bind: {exc.strerror} (another agent running?)")
+            good &= _check(f"port {port}", False, f"cannot bind {host}:{port}: {exc.strerror} (another agent running?)")
     from .config import default_internal_dir
     from .storage import find_tf_root
 
-    internal = default_internal_dir()
+    storage = config.storage
+    internal = Path(storage.dir) if storage.dir else default_internal_dir()
     good &= _check("internal storage", os.access(internal if internal.exists() else internal.parent, os.W_OK) or None,
                    str(internal))
-    card = find_tf_root()
-    _check("TF card", True if card else None, str(card) if card else "none mounted under /media or /mnt")
-    ports = sorted(glob.glob("/dev/serial/by-id/*") + glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*"))
+    card = Path(storage.tf_root) if storage.tf_root else find_tf_root()
+    if storage.mode == "external":
+        good &= _check("TF card", bool(card and os.access(card, os.W_OK)),
+                       f"{card} (storage.mode = external)" if card else "none mounted under /media or /mnt "
+                       "(storage.mode = external: the agent will fall back to internal storage)")
+    else:
+        _check("TF card", True if card else None, str(card) if card else "none mounted under /media or /mnt")
+    ports = sorted({*glob.glob("/dev/serial/by-id/*"), *glob.glob("/dev/serial[0-9]"), *glob.glob("/dev/ttyUSB*"),
+                    *glob.glob("/dev/ttyACM*"), *glob.glob("/dev/ttyAMA*")})
     _check("serial ports", True if ports else None, ", ".join(ports) or "none found (motions will be simulated)")
+    if config.actuators is not None:
+        for name, act in config.actuators.actuators.items():
+            port_name = act.options.get("port")
+            if isinstance(port_name, str) and port_name.startswith("/dev/"):
+                here = os.path.exists(port_name)
+                good &= _check(f"serial port of {name}", here and os.access(port_name, os.R_OK | os.W_OK),
+                               port_name if here else f"{port_name} does not exist (unplugged? wrong name?)")
     gpio = os.path.exists("/dev/gpiochip0")
     _check("GPIO", True if gpio else None, "/dev/gpiochip0 present" if gpio else "no GPIO chip (mock pins will be used)")
     try:
@@ -50,11 +66,15 @@ def main(config_path: str | None = None) -> int:
         _check("audio", None, f"PortAudio missing ({exc}); apt-get install libportaudio2")
     except Exception as exc:
         _check("audio", None, f"no output device: {exc}")
-    if config.actuators is not None:
-        from .actuators import DRIVERS
+    from .actuators.registry import FAILED, available
 
+    drivers = available()  # reads the plug-ins too
+    _check("drivers", True, ", ".join(drivers))
+    for name, why in FAILED.items():
+        _check(f"driver plug-in {name}", None, f"failed to load, skipped: {why}")
+    if config.actuators is not None:
         for name, act in config.actuators.actuators.items():
-            problems = DRIVERS[act.driver].check_environment(act.options)
+            problems = drivers[act.driver].check_environment(act.options)
             detail = "; ".join(problems) if problems else f"{act.driver}{' (simulated)' if act.simulated else ''}"
             good &= _check(f"actuator {name}", not problems, detail)
     return 0 if good else 1

@@ -47,6 +47,25 @@ class ConfigError(TicosError, ValueError):
         super().__init__(f"{key}: got {value!r}, expected {expected}")
 
 
+class ConfigErrors(ConfigError):
+    """Every problem of a config at once: ``errors`` holds each :class:`ConfigError`.
+
+    It is itself a :class:`ConfigError` whose ``key``/``value``/``expected`` are the first
+    problem's, so ``except ConfigError`` around a parser keeps working; the message lists
+    them all, one per line.
+    """
+
+    def __init__(self, errors: list[ConfigError], source: str = "config"):
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = list(errors)
+        self.source = source
+        first = self.errors[0]
+        self.key, self.value, self.expected = first.key, first.value, first.expected
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        Exception.__init__(self, f"{source} has {len(self.errors)} error(s):\n{lines}")
+
+
 class StorageError(TicosError, OSError):
     """The database could not be opened, read or written."""
 

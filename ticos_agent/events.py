@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import json
 import math
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Any, overload
+
+import orjson
 
 from .errors import BadArguments, BadEvent
 
@@ -113,7 +113,7 @@ class Event:
     object (not copied: treat it as read-only).
     """
 
-    __slots__ = ("type", "wire_type", "data", "event_id")
+    __slots__ = ("data", "event_id", "type", "wire_type")
 
     def __init__(self, type: str, wire_type: str, data: dict[str, Any]):
         self.type = type

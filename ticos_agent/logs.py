@@ -10,6 +10,10 @@ syslog priority (``<3>`` error, ``<4>`` warning, ``<6>`` info, ``<7>`` debug) an
 timestamp of its own (the journal has one), so ``journalctl -p warning -u ticos-agent``
 shows exactly the warnings and errors. Elsewhere lines carry a local timestamp.
 
+A flood never floods the log: :class:`RateLimit` lets each kind of line (logger and message
+template) through ``burst`` times per ``window`` seconds, then counts what it held back and
+says so once the window turns ("... 4,980 similar lines suppressed").
+
 Peer strings are untrusted: :func:`peer_text` quotes and shortens one for a log line, and
 every formatter here escapes control characters in the message (a ``\\n`` in an item id
 cannot forge a second log line; ESC sequences never reach the terminal). Tracebacks are
@@ -21,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 
 #: loggers that are noise below WARNING, even when the agent runs at DEBUG
 QUIET = ("aiosqlite", "aiohttp.access", "asyncio")
@@ -74,6 +80,38 @@ class ConsoleFormatter(_Escaping):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
+class RateLimit(logging.Filter):
+    """At most ``burst`` lines of one kind per ``window`` seconds; the rest counted, then told."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0, max_kinds: int = 2048):
+        super().__init__()
+        self.burst, self.window, self.max_kinds = burst, window, max_kinds
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, int, str], list[float | int]] = {}  # kind -> [window start, count]
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        kind = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            entry = self._kinds.get(kind)
+            if entry is None or now - entry[0] >= self.window:
+                held = int(entry[1]) - self.burst if entry is not None else 0
+                if len(self._kinds) >= self.max_kinds:
+                    self._kinds = {k: v for k, v in self._kinds.items() if now - v[0] < self.window}
+                self._kinds[kind] = [now, 1]
+                if held > 0:
+                    record.msg = f"{record.msg} [{held:,} similar lines suppressed in the last {self.window:g} s]"
+                return True
+            entry[1] = int(entry[1]) + 1
+            if entry[1] <= self.burst:
+                return True
+            self.suppressed += 1
+            return False
+
+
 def under_journal(stream: object = None) -> bool:
     """Whether our stderr is the journal's stream (systemd's ``JOURNAL_STREAM=dev:inode``)."""
     value = os.environ.get("JOURNAL_STREAM", "")
@@ -93,6 +131,7 @@ def setup(level: str = "info", *, journal: bool | None = None, stream: object = 
     handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
     use_journal = under_journal(stream) if journal is None else journal
     handler.setFormatter(JournalFormatter() if use_journal else ConsoleFormatter())
+    handler.addFilter(RateLimit())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

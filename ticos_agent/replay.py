@@ -1,41 +1,84 @@
-"""``ticos-agent replay``: send a JSON-lines trace to a running agent, print its replies."""
+"""``ticos-agent replay``: send a JSON-lines trace to a running agent, print its replies.
+
+Every line of the file is sent as one text frame (blank lines are skipped), at ``--rate``
+events per second or as fast as possible. Replies are printed as they come. After the last
+line the replay waits until the agent has read every frame (a WebSocket ping answered after
+them) and then until it has been quiet for ``--quiet`` seconds, so the replies to the last
+lines (errors, function-call outputs) are not lost. Exit status: 0 when no error reply came,
+1 when the agent answered with at least one error, 2 when the trace or the agent could not
+be reached.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+from argparse import Namespace
 
 import aiohttp
 
-
-async def _replay(path: str, url: str, rate: float) -> int:
-    with open(path, encoding="utf-8") as fh:
-        lines = [line.rstrip("\n") for line in fh if line.strip()]
-    errors = 0
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url) as ws:
-            async def read_replies():
-                nonlocal errors
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        errors += '"type": "error"' in msg.data or '"type":"error"' in msg.data
-                        print(msg.data)
-
-            reader = asyncio.create_task(read_replies())
-            for line in lines:
-                await ws.send_str(line)
-                if rate > 0:
-                    await asyncio.sleep(1 / rate)
-            await asyncio.sleep(0.3)
-            await ws.close()
-            await reader
-    print(f"sent {len(lines)} event(s), {errors} error reply(ies)", file=sys.stderr)
-    return 0
+MAX_WAIT = 30.0  # seconds at most after the last line
 
 
-def main(args) -> int:
+def _is_error(text: str) -> bool:
     try:
-        return asyncio.run(_replay(args.trace, args.url, args.rate))
+        return bool(json.loads(text).get("type") == "error")
+    except (ValueError, AttributeError):
+        return False
+
+
+async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tuple[int, int]:
+    errors = 0
+    loop = asyncio.get_running_loop()
+    replied = asyncio.Event()
+    ponged = asyncio.Event()
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, autoping=False) as ws:
+        async def read_replies() -> None:
+            nonlocal errors
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    replied.set()
+                    errors += _is_error(msg.data)
+                    print(msg.data, flush=True)
+                elif msg.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PONG:
+                    ponged.set()
+
+        reader = asyncio.create_task(read_replies())
+        for line in lines:
+            await ws.send_str(line)
+            if rate > 0:
+                await asyncio.sleep(1 / rate)
+        await ws.ping(b"replay-end")  # answered once the agent has read every frame before it
+        deadline = loop.time() + MAX_WAIT
+        try:
+            await asyncio.wait_for(ponged.wait(), MAX_WAIT)
+        except TimeoutError:
+            print("ticos-agent replay: the agent did not confirm reading the trace", file=sys.stderr)
+        while loop.time() < deadline and not reader.done():  # until quiet for `quiet` seconds
+            replied.clear()
+            try:
+                await asyncio.wait_for(replied.wait(), quiet)
+            except TimeoutError:
+                break
+        await ws.close()
+        await reader
+    return len(lines), errors
+
+
+def main(args: Namespace) -> int:
+    try:
+        with open(args.trace, encoding="utf-8") as fh:
+            lines = [line.rstrip("\r\n") for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ticos-agent replay: cannot read the trace {args.trace}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sent, errors = asyncio.run(_replay(lines, args.url, args.rate, getattr(args, "quiet", 1.0)))
     except (OSError, aiohttp.ClientError) as exc:
         print(f"ticos-agent replay: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    print(f"sent {sent} event(s), {errors} error reply(ies)", file=sys.stderr)
+    return 1 if errors else 0

@@ -12,15 +12,14 @@ route                    what
 =======================  ==================================================================
 
 Frames larger than ``server.max_frame_bytes`` close that socket with 1009; new sockets are
-still accepted. Peers that are not on loopback must send ``Authorization: Bearer <token>``
-(or ``?token=``) when ``server.token`` is set; the config refuses a non-loopback bind without
-one. No CORS headers are sent.
+still accepted. Every request first passes :mod:`ticos_agent.guard` (Host, Origin, token,
+JSON bodies); no CORS headers are sent. Limits: ``server.max_connections`` open connections,
+``server.request_timeout`` to send a request (and to idle between requests), and a WebSocket
+heartbeat (``server.heartbeat``): a peer that answers nothing is closed.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from .connection import Peers
+from .guard import Guard, GuardSettings
 from .intake import Intake
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ class Reader(Protocol):
     def calls(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
 
 
-class ServerSettings(Protocol):
+class ServerSettings(GuardSettings, Protocol):
     """The ``[server]`` options the application reads."""
 
     @property
-    def token(self) -> str: ...
+    def max_frame_bytes(self) -> int: ...
 
     @property
-    def max_frame_bytes(self) -> int: ...
+    def heartbeat(self) -> float: ...
 
 
 INTAKE = web.AppKey("intake", Intake)
@@ -70,7 +70,7 @@ COUNTERS = web.AppKey("counters", Counter)
 def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any]], reader: Reader | None,
              settings: ServerSettings, counters: Counter[str]) -> web.Application:
     """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503)."""
-    app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[_auth_middleware])
+    app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[Guard(settings, counters).middleware])
     app[INTAKE] = intake
     app[PEERS] = peers
     app[HEALTH] = health
@@ -87,33 +87,12 @@ def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any
     return app
 
 
-def _peer_is_loopback(request: web.Request) -> bool:
-    peer = request.remote
-    if not peer:
-        return True  # unix socket
-    try:
-        return ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        return False
-
-
-@web.middleware
-async def _auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                           ) -> web.StreamResponse:
-    token = request.app[SETTINGS].token
-    if token and not _peer_is_loopback(request):
-        given = request.headers.get("Authorization", "")
-        given = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            log.warning("refused %s %s from %s: missing or wrong token", request.method, request.path, request.remote)
-            return web.json_response({"error": "unauthorized"}, status=401)
-    return await handler(request)
-
-
 async def realtime(request: web.Request) -> web.StreamResponse:
     app = request.app
     intake, peers = app[INTAKE], app[PEERS]
-    ws = web.WebSocketResponse(max_msg_size=app[SETTINGS].max_frame_bytes, heartbeat=None, compress=False)
+    settings = app[SETTINGS]
+    ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=settings.heartbeat or None,
+                               compress=False)
     await ws.prepare(request)
     peer = peers.add(ws, request.remote or "local")
     ingest = intake.ingest

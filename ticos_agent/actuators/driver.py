@@ -1,51 +1,98 @@
-"""The driver contract and the registry of drivers.
+"""The driver contract: what a driver class declares and what its instances do.
 
-A driver turns an actuator's abstract work into I/O. Every driver is one module under
+A driver turns an actuator's abstract work into I/O. Every built-in driver is one module under
 ``ticos_agent/actuators/drivers/`` holding one (or a few closely related) classes decorated
 with :func:`register_driver`; the package imports every module in that folder, so a new driver
-needs no change anywhere else.
+needs no change anywhere else. Third-party drivers come from the entry-point group
+``ticos_agent.drivers`` (see :mod:`.registry`).
 
-A driver class describes itself:
+Each driver class keeps its manual in its docstring: what it drives, the wiring, and a
+runnable ``[actuators.NAME]`` example (``port = "loop://"`` or ``pin_factory = "mock"`` runs
+anywhere).
 
-* ``name`` (set by the decorator), ``kind`` (``"position"``: servos, targets in degrees;
-  ``"light"``: LEDs, colour and brightness; ``"line"``: a microcontroller speaking text lines),
-* ``options``: its config schema, ``{key: Option(type, default, doc)}``; the config loader
-  validates an actuator's table against it and fills the defaults,
-* ``channels(options)``: how many values one target has (a bus with servos 1 and 2 has 2),
-* ``timed_moves``: whether the hardware takes a move time (if not, the system interpolates),
-* ``check_environment(options)``: human-readable problems found before opening (used by
-  ``ticos-agent doctor``), and ``simulated_for(options)``: whether it moves real hardware.
+What a driver class declares
+----------------------------
+
+``options``
+    Its config keys, ``{key: Option}`` in the vocabulary of :mod:`ticos_agent.options`
+    (``Integer``, ``Device``, ``Pin``, ``List`` ...), each with its default and one line of
+    documentation. The config loader checks an actuator's table against them (plus the keys
+    every actuator has: ``driver``, ``role``, ``min``, ``max``, ``home``, ``interpolate``,
+    ``step``) and fills in the defaults; ``ticos-agent config --example`` prints them.
+    ``validate(options, key)`` adds cross-field checks (raise ``ConfigError`` under ``key``).
+
+Capabilities, asked with the actuator's checked options; the config and the planner ask
+these instead of ever looking at a driver's name:
+
+``kind_for(options)``
+    ``"position"`` (servos: targets in degrees), ``"light"`` (LEDs: colour and brightness) or
+    ``"line"`` (a microcontroller taking text lines). Default: the class's ``kind``.
+``channels(options)``
+    How many values one target has (a bus with servos 1 and 2 has 2). Default 1.
+``limits_for(options)``
+    ``(min, max, home)`` in degrees when the config gives none (position kind). Default:
+    ``default_limits``.
+``follows_keyframes(options)``
+    Whether ``[motions.*]`` keyframes can be sent to it (``move``). Default: position kind.
+``shows_expressions(options)``
+    Whether every emotion is shown on it (``light``, or ``line`` for an MCU). Default: light kind.
+``played_motions(options)``
+    ``{tag: seconds at speed 1}`` of motions the device plays by itself; each becomes a motion
+    tag that sends ``line("motion", ...)``. Default: none.
+``timed_moves``
+    Whether the hardware takes a move time (if not, the system interpolates keyframes).
+``simulated_for(options)`` / ``check_environment(options)``
+    Whether it moves real hardware; human-readable problems found before opening (used by
+    ``ticos-agent doctor`` and logged at start).
+
+What an instance does
+---------------------
+
+Instances are created with the actuator's config and a :class:`DriverContext`. All methods
+except ``open``/``close`` are called on the event loop thread and must not block: serial
+drivers hand bytes to a writer thread (:mod:`.serial_link`), GPIO drivers hand calls to a
+:class:`Worker` thread. ``safe`` applies the safe state; ``move``/``light``/``line``/``mouth``
+carry out work.
 
 A driver whose device can appear or come back while the agent runs (a serial port) calls
 ``self.on_up(generation)`` on the event loop each time it does; the actuator system sets
 ``on_up`` and answers by applying the safe state. ``generation`` counts the device's opens.
 
-Instances are created with the actuator's config and a :class:`DriverContext`. All methods
-except ``open``/``close`` are called on the event loop thread and must not block: serial
-drivers hand bytes to a writer thread (:mod:`.serial_link`), GPIO drivers hand calls to a
-:class:`Worker` thread.
+A minimal driver (see ``tests/test_actuator_plugins.py`` for one installed as a plug-in)::
+
+    from ticos_agent.actuators import Driver, register_driver
+    from ticos_agent.options import Pin
+
+    @register_driver("buzzer")
+    class Buzzer(Driver):
+        '''A buzzer that beeps at each keyframe.'''
+
+        options = {"pin": Pin(doc="GPIO of the buzzer", example=4)}
+
+        def move(self, targets, seconds):
+            ...
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-from ..errors import ActuatorError, ConfigError, DriverUnavailable
+from ..errors import ActuatorError, DriverUnavailable
+from ..options import Option
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
-#: name -> driver class. Filled by :func:`register_driver` when ``drivers`` is imported.
-DRIVERS: dict[str, type["Driver"]] = {}
+#: name -> driver class: the built-in drivers (registered when ``drivers`` is imported) and the
+#: plug-ins loaded so far (see :mod:`.registry`).
+DRIVERS: dict[str, type[Driver]] = {}
 
-REQUIRED = object()
 
-
-def register_driver(name: str) -> Callable[[type["Driver"]], type["Driver"]]:
+def register_driver(name: str) -> Callable[[type[Driver]], type[Driver]]:
     """Class decorator: make a driver available as ``driver = "<name>"`` in the config."""
 
     def deco(cls: type[Driver]) -> type[Driver]:
@@ -57,113 +104,7 @@ def register_driver(name: str) -> Callable[[type["Driver"]], type["Driver"]]:
 
     return deco
 
-
-@dataclass(frozen=True)
-class Option:
-    """One config key of a driver: ``type`` is one of the names in :data:`TYPES`."""
-
-    type: str
-    default: Any = REQUIRED
-    doc: str = ""
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    def describe(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        text = TYPES[self.type][1]
-        if self.minimum is not None and self.maximum is not None:
-            text += f" from {self.minimum:g} to {self.maximum:g}"
-        elif self.minimum is not None:
-            text += f" >= {self.minimum:g}"
-        return text
-
-    def validate(self, key: str, value: Any) -> Any:
-        check, _ = TYPES[self.type]
-        try:
-            value = check(value)
-        except (TypeError, ValueError):
-            raise ConfigError(key, value, self.describe()) from None
-        if self.choices and value not in self.choices:
-            raise ConfigError(key, value, self.describe())
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if (self.minimum is not None and v < self.minimum) or (self.maximum is not None and v > self.maximum):
-                    raise ConfigError(key, value, self.describe())
-        return value
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError
-    return v
-
-
-def _float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise TypeError
-    return float(v)
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise TypeError
-    return v
-
-
-def _opt_str(v: Any) -> str | None:
-    return None if v is None or v == "" else _str(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError
-    return v
-
-
-def _list(item: Callable[[Any], Any]) -> Callable[[Any], list]:
-    def check(v: Any) -> list:
-        if not isinstance(v, list) or not v:
-            raise TypeError
-        return [item(x) for x in v]
-
-    return check
-
-
-def _pin(v: Any) -> int | str:
-    if isinstance(v, str) and v.strip():
-        return v.strip()
-    return _int(v)
-
-
-def _seconds_map(v: Any) -> dict[str, float]:
-    if not isinstance(v, dict):
-        raise TypeError
-    out = {}
-    for k, x in v.items():
-        x = _float(x)
-        if x < 0:
-            raise ValueError
-        out[str(k)] = x
-    return out
-
-
-#: type name -> (checker, description used in error messages)
-TYPES: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "int": (_int, "a whole number"),
-    "float": (_float, "a number"),
-    "str": (_str, "a string"),
-    "str?": (_opt_str, "a string (or empty for none)"),
-    "bool": (_bool, "true or false"),
-    "pin": (_pin, 'a GPIO number (17) or a pin name ("GPIO17", "BOARD11")'),
-    "list[int]": (_list(_int), "a non-empty list of whole numbers"),
-    "seconds-map": (_seconds_map, "a table of tag = seconds (numbers >= 0)"),
-}
+__all__ = ["DRIVERS", "Driver", "DriverContext", "Option", "Worker", "register_driver"]
 
 
 @dataclass
@@ -184,9 +125,31 @@ class Driver:
     #: (min, max, home) in degrees when the config gives none (position kind only)
     default_limits: ClassVar[tuple[float, float, float]] = (-90.0, 90.0, 0.0)
 
+    # --- capabilities (see the module docstring) ---------------------------------------
+
+    @classmethod
+    def kind_for(cls, options: dict[str, Any]) -> str:
+        return cls.kind
+
     @classmethod
     def channels(cls, options: dict[str, Any]) -> int:
         return 1
+
+    @classmethod
+    def limits_for(cls, options: dict[str, Any]) -> tuple[float, float, float]:
+        return cls.default_limits
+
+    @classmethod
+    def follows_keyframes(cls, options: dict[str, Any]) -> bool:
+        return cls.kind_for(options) == "position"
+
+    @classmethod
+    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+        return cls.kind_for(options) == "light"
+
+    @classmethod
+    def played_motions(cls, options: dict[str, Any]) -> dict[str, float]:
+        return {}
 
     @classmethod
     def check_environment(cls, options: dict[str, Any]) -> list[str]:
@@ -194,7 +157,7 @@ class Driver:
 
     @classmethod
     def validate(cls, options: dict[str, Any], key: str) -> None:
-        """Cross-field checks after the schema; raise ConfigError under ``key``."""
+        """Cross-field checks after each option was checked; raise ConfigError(s) under ``key``."""
 
     @classmethod
     def simulated_for(cls, options: dict[str, Any]) -> bool:
@@ -202,12 +165,14 @@ class Driver:
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
+        """The driver as plain data: name, kind, first docstring line, and each option."""
         return {
             "name": cls.name,
             "kind": cls.kind,
             "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
             "options": {
-                k: {"type": o.type, "default": None if o.required else o.default, "required": o.required, "doc": o.doc}
+                k: {"type": type(o).__name__, "expected": o.describe(), "default": None if o.required else o.sample(),
+                    "required": o.required, "doc": o.doc}
                 for k, o in cls.options.items()
             },
         }
@@ -295,7 +260,7 @@ class Worker:
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._q.put((fn, args))
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> "threading.Event":
+    def call(self, fn: Callable[..., Any], *args: Any) -> threading.Event:
         done = threading.Event()
         self._q.put((lambda: (fn(*args), done.set()), ()))
         return done
@@ -308,7 +273,7 @@ class Worker:
             fn, args = item
             try:
                 fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - reported, never kills the thread
+            except BaseException as exc:
                 log.warning("%s: %s", self.label, exc)
                 if self._on_error:
                     self._on_error(exc)

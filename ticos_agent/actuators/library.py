@@ -28,14 +28,46 @@ A config's ``[motions.X]`` / ``[emotions.X]`` replaces the default entry ``X`` o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..options import (
+    INVALID,
+    Choice,
+    Colour,
+    Duration,
+    Errors,
+    Float,
+    Invalid,
+    Map,
+    Option,
+    String,
+    dump_table,
+    parse_table,
+    schema_of,
+    setting,
+)
 
 PATTERNS = ("solid", "pulse", "blink")
 MAX_KEYFRAME_T = 60.0  # seconds: the latest a keyframe may be (a typo like 1500 for 1.5 is caught)
+
+
+class Degrees(Option):
+    """A target in degrees: one finite number, or a list of them (one per channel) -> a tuple."""
+
+    expected = "a finite number or a non-empty list of finite numbers (degrees, one per channel)"
+
+    def convert(self, value: Any) -> tuple[float, ...]:
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                 for v in values):
+            raise Invalid
+        return tuple(float(v) for v in values)
+
+    def dump(self, value: Any) -> Any:
+        return list(value) if len(value) > 1 else value[0]
 
 
 @dataclass(frozen=True)
@@ -44,41 +76,91 @@ class Keyframe:
     target: tuple[float, ...]
 
 
+class Keyframes(Option):
+    """``[[seconds, target], ...]`` or ``[{t = seconds, target = degrees}, ...]``, in time order."""
+
+    expected = "a non-empty list of keyframes [seconds, target] or {t = seconds, target = degrees}"
+    TARGET = Degrees()
+    TIME = Duration(minimum=0, maximum=MAX_KEYFRAME_T)
+
+    def convert(self, value: Any) -> tuple[Keyframe, ...]:
+        errors = Errors()
+        frames = self.parse("", value, errors)
+        if frames is INVALID:
+            raise Invalid
+        return frames
+
+    def parse(self, key: str, value: Any, errors: Errors) -> Any:
+        if not isinstance(value, list) or not value:
+            errors.add(key, value, "a non-empty list of keyframes [seconds, target]")
+            return INVALID
+        out: list[Keyframe] = []
+        last, ok = 0.0, True
+        for i, f in enumerate(value):
+            fk = f"{key}[{i}]"
+            if isinstance(f, dict) and set(f) == {"t", "target"}:
+                t, target = f["t"], f["target"]
+            elif isinstance(f, list) and len(f) == 2:
+                t, target = f
+            else:
+                errors.add(fk, f, "a keyframe [seconds, target] or {t = seconds, target = degrees}")
+                ok = False
+                continue
+            t = self.TIME.parse(f"{fk}.t", t, errors)
+            if t is not INVALID and t < last:
+                errors.add(f"{fk}.t", t, f"seconds >= {last:g} (keyframes in time order)")
+                t = INVALID
+            target = self.TARGET.parse(f"{fk}.target", target, errors)
+            if t is INVALID or target is INVALID:
+                ok = False
+                continue
+            last = t
+            out.append(Keyframe(t, target))
+        return tuple(out) if ok else INVALID
+
+    def dump(self, value: Any) -> Any:
+        return [[f.t, self.TARGET.dump(f.target)] for f in value]
+
+
+#: ``[motions.TAG]``: actuator (or role) = keyframes
+TRACKS = Map(Keyframes(), {}, "actuator name or role = [[seconds, target], ...]", what="actuator (or role)",
+             example={"head": [[0.25, [0, 15]], [0.5, [0, 0]]]})
+
+
 @dataclass(frozen=True)
 class Motion:
     tag: str
     #: actuator name (or role, before resolution) -> keyframes
     tracks: dict[str, tuple[Keyframe, ...]] = field(default_factory=dict)
-    #: serial-line actuator -> seconds at speed 1, for tags the MCU plays itself
+    #: actuator -> seconds at speed 1, for tags its device plays itself (``played_motions``)
     played: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: [[f.t, list(f.target) if len(f.target) > 1 else f.target[0]] for f in v]
-                               for k, v in self.tracks.items()}
-        if self.played:
-            out["played_by_mcu"] = dict(self.played)
-        return out
+        """The keyframes as TOML data (tags a device plays itself come from its own options)."""
+        return TRACKS.dump(self.tracks)
 
 
 @dataclass(frozen=True)
 class Expression:
     tag: str
-    color: tuple[float, float, float] | None = None  # 0..1 each
-    pattern: str = "solid"
-    period: float = 1.0
-    brightness: float = 1.0
-    face: str | None = None
-    pose: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    color: tuple[float, float, float] | None = setting(Colour(None, "shown by every light except the mouth",
+                                                              example="#FFC800"))
+    pattern: str = setting(Choice(PATTERNS, "solid", "light pattern, one cycle per period"))
+    period: float = setting(Duration(1.0, "length of one pattern cycle", minimum=0, exclusive_minimum=True))
+    brightness: float = setting(Float(1.0, "light brightness, times the call's intensity", minimum=0, maximum=1))
+    face: str | None = setting(String(None, "{face} of serial-line emotion lines (default: the tag)", optional=True,
+                                      example="smile"))
+    pose: dict[str, tuple[float, ...]] = setting(Map(Degrees(), {}, "actuator (or role) = degrees; amplitude from "
+                                                     "home scaled by intensity", what="actuator (or role)",
+                                                     example={"head": [0, 8]}))
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pattern": self.pattern, "period": self.period, "brightness": self.brightness}
-        if self.color is not None:
-            out["color"] = "#%02X%02X%02X" % tuple(round(c * 255) for c in self.color)
-        if self.face is not None:
-            out["face"] = self.face
-        if self.pose:
-            out["pose"] = {k: list(v) for k, v in self.pose.items()}
-        return out
+        out = dump_table(self, EXPRESSION)
+        return {k: v for k, v in out.items() if v not in ("", {})}
+
+
+#: ``[emotions.TAG]``: its keys
+EXPRESSION = schema_of(Expression)
 
 
 def _kf(*pairs: tuple[float, Any]) -> list[list[Any]]:
@@ -121,108 +203,41 @@ DEFAULT_EMOTIONS: dict[str, dict[str, Any]] = {
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _num(key: str, value: Any, expected: str = "a number") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(key, value, expected)
-    return float(value)
-
-
-def _target(key: str, value: Any) -> tuple[float, ...]:
-    if isinstance(value, list) and value:
-        return tuple(_num(f"{key}[{i}]", v, "a number of degrees") for i, v in enumerate(value))
-    return (_num(key, value, "a number or a list of numbers (one per channel)"),)
-
-
-def parse_motion(tag: str, doc: Any, key: str) -> Motion:
+def parse_motion(tag: str, doc: Any, key: str, errors: Errors) -> Motion | None:
     if not isinstance(doc, dict) or not doc:
-        raise ConfigError(key, doc, "a table of actuator (or role) = [[seconds, target], ...]")
-    tracks: dict[str, tuple[Keyframe, ...]] = {}
-    for name, frames in doc.items():
-        k = f"{key}.{name}"
-        if not isinstance(frames, list) or not frames:
-            raise ConfigError(k, frames, "a non-empty list of keyframes [seconds, target]")
-        out: list[Keyframe] = []
-        last = 0.0
-        for i, f in enumerate(frames):
-            fk = f"{k}[{i}]"
-            if isinstance(f, dict):
-                unknown = set(f) - {"t", "target"}
-                if unknown or "t" not in f or "target" not in f:
-                    raise ConfigError(fk, f, "a keyframe {t = seconds, target = degrees} or [seconds, target]")
-                t, target = f["t"], f["target"]
-            elif isinstance(f, list) and len(f) == 2:
-                t, target = f
-            else:
-                raise ConfigError(fk, f, "a keyframe [seconds, target] or {t = seconds, target = degrees}")
-            t = _num(f"{fk}.t", t, f"seconds from 0 to {MAX_KEYFRAME_T:g}")
-            if t > MAX_KEYFRAME_T:
-                raise ConfigError(f"{fk}.t", t, f"seconds from 0 to {MAX_KEYFRAME_T:g} (keyframe time since the start)")
-            if t < last:
-                raise ConfigError(f"{fk}.t", t, f"seconds >= {last:g} (keyframes in time order)")
-            last = t
-            out.append(Keyframe(t, _target(f"{fk}.target", target)))
-        tracks[str(name)] = tuple(out)
-    return Motion(tag, tracks)
+        errors.add(key, doc, "a table of actuator (or role) = [[seconds, target], ...]")
+        return None
+    tracks = TRACKS.parse(key, doc, errors)
+    return None if tracks is INVALID else Motion(tag, tracks)
 
 
-def parse_color(key: str, value: Any) -> tuple[float, float, float]:
-    expected = 'a colour "#RRGGBB" or [r, g, b] with 0..255 values'
-    if isinstance(value, str):
-        s = value.strip().lstrip("#")
-        if len(s) != 6:
-            raise ConfigError(key, value, expected)
-        try:
-            rgb = [int(s[i : i + 2], 16) for i in (0, 2, 4)]
-        except ValueError:
-            raise ConfigError(key, value, expected) from None
-    elif isinstance(value, list) and len(value) == 3:
-        rgb = [_num(key, v, expected) for v in value]
-        if any(v < 0 or v > 255 for v in rgb):
-            raise ConfigError(key, value, expected)
-    else:
-        raise ConfigError(key, value, expected)
-    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+def parse_expression(tag: str, doc: Any, key: str, errors: Errors) -> Expression | None:
+    before = len(errors)
+    values = parse_table(key, doc, EXPRESSION, errors)
+    return Expression(tag, **values) if len(errors) == before else None
 
 
-EXPRESSION_KEYS = ("color", "pattern", "period", "brightness", "face", "pose")
+@functools.cache
+def _defaults() -> tuple[dict[str, Motion], dict[str, Expression]]:
+    errors = Errors()
+    motions = {t: parse_motion(t, d, f"motions.{t}", errors) for t, d in DEFAULT_MOTIONS.items()}
+    emotions = {t: parse_expression(t, d, f"emotions.{t}", errors) for t, d in DEFAULT_EMOTIONS.items()}
+    errors.raise_if_any("the default library")
+    return motions, emotions  # type: ignore[return-value]
 
 
-def parse_expression(tag: str, doc: Any, key: str) -> Expression:
-    if not isinstance(doc, dict):
-        raise ConfigError(key, doc, "a table with " + ", ".join(EXPRESSION_KEYS))
-    for k in doc:
-        if k not in EXPRESSION_KEYS:
-            raise ConfigError(f"{key}.{k}", doc[k], "no such key; allowed: " + ", ".join(EXPRESSION_KEYS))
-    color = parse_color(f"{key}.color", doc["color"]) if "color" in doc else None
-    pattern = doc.get("pattern", "solid")
-    if pattern not in PATTERNS:
-        raise ConfigError(f"{key}.pattern", pattern, "one of " + ", ".join(PATTERNS))
-    period = _num(f"{key}.period", doc.get("period", 1.0), "seconds > 0")
-    if period <= 0:
-        raise ConfigError(f"{key}.period", period, "seconds > 0")
-    brightness = _num(f"{key}.brightness", doc.get("brightness", 1.0), "a number from 0 to 1")
-    if not 0 <= brightness <= 1:
-        raise ConfigError(f"{key}.brightness", brightness, "a number from 0 to 1")
-    face = doc.get("face")
-    if face is not None and not isinstance(face, str):
-        raise ConfigError(f"{key}.face", face, "a string (a face frame name for the MCU)")
-    pose_doc = doc.get("pose", {})
-    if not isinstance(pose_doc, dict):
-        raise ConfigError(f"{key}.pose", pose_doc, "a table of actuator (or role) = degrees")
-    pose = {str(k): _target(f"{key}.pose.{k}", v) for k, v in pose_doc.items()}
-    return Expression(tag, color, pattern, period, brightness, face, pose)
-
-
-def parse_library(doc: dict[str, Any], defaults: bool) -> tuple[dict[str, Motion], dict[str, Expression], set[str], set[str]]:
+def parse_library(doc: dict[str, Any], defaults: bool, errors: Errors
+                  ) -> tuple[dict[str, Motion], dict[str, Expression], set[str], set[str]]:
     """Merge the defaults (unless disabled) with the document's ``motions``/``emotions``.
 
     Returns the motions, the emotions and the sets of tags that came from the user (their
-    actuator references are checked strictly; the defaults' are skipped when not wired)."""
+    actuator references are checked strictly; the defaults' are skipped when not wired).
+    A broken entry is reported into ``errors`` and left out."""
     motions: dict[str, Motion] = {}
     emotions: dict[str, Expression] = {}
     if defaults:
-        motions = {t: parse_motion(t, d, f"motions.{t}") for t, d in DEFAULT_MOTIONS.items()}
-        emotions = {t: parse_expression(t, d, f"emotions.{t}") for t, d in DEFAULT_EMOTIONS.items()}
+        default_motions, default_emotions = _defaults()
+        motions, emotions = dict(default_motions), dict(default_emotions)
     user_m: set[str] = set()
     user_e: set[str] = set()
     for section, parse, target, user in (
@@ -231,10 +246,17 @@ def parse_library(doc: dict[str, Any], defaults: bool) -> tuple[dict[str, Motion
     ):
         raw = doc.get(section, {})
         if not isinstance(raw, dict):
-            raise ConfigError(section, raw, f"a table of [{section}.<tag>] entries")
+            errors.add(section, raw, f"a table of [{section}.<tag>] entries")
+            continue
         for tag, entry in raw.items():
-            if not str(tag).strip() or len(str(tag)) > 64:
-                raise ConfigError(f"{section}.{tag}", tag, "a tag of 1 to 64 characters")
-            target[str(tag)] = parse(str(tag), entry, f"{section}.{tag}")
-            user.add(str(tag))
+            tag = str(tag)
+            if not tag.strip() or len(tag) > 64:
+                errors.add(f"{section}.{tag}", tag, "a tag of 1 to 64 characters")
+                continue
+            user.add(tag)
+            parsed = parse(tag, entry, f"{section}.{tag}", errors)
+            if parsed is not None:
+                target[tag] = parsed
+            else:
+                target.pop(tag, None)
     return motions, emotions, user_m, user_e

@@ -47,7 +47,7 @@ class Plan:
     total: float
     actuators: list[str]
     #: actuator -> (seconds after the command's start, the plan that returns it to neutral)
-    returns: dict[str, tuple[float, "Plan"]] = field(default_factory=dict)
+    returns: dict[str, tuple[float, Plan]] = field(default_factory=dict)
 
 
 def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
@@ -70,14 +70,8 @@ def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
 
 
 def expression_actuators(cfg: ActuatorsConfig) -> list[str]:
-    """Lights (except the mouth) and MCUs with an ``emotion`` line show every expression."""
-    out = []
-    for n, a in cfg.actuators.items():
-        if n == cfg.mouth:
-            continue
-        if a.kind == "light" or (a.kind == "line" and (a.driver == "mock" or a.options.get("emotion"))):
-            out.append(n)
-    return out
+    """Actuators whose driver shows expressions (lights, MCUs with an ``emotion`` line), except the mouth."""
+    return [n for n, a in cfg.actuators.items() if a.shows_expressions and n != cfg.mouth]
 
 
 def _line_values(e: Expression, intensity: float, args: EmotionArgs | None) -> dict[str, Any]:

@@ -28,13 +28,13 @@ import os
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 
 from ..errors import DriverUnavailable
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
 POLL = 0.2  # idle health check period, seconds
 CLOSE_SETTLE = 0.05  # seconds between the last write and closing the port at stop
@@ -131,7 +131,7 @@ class SerialLink:
             ser = None
             try:
                 ser = self._open()
-            except Exception as exc:  # noqa: BLE001 - any failure to open means: retry later
+            except Exception as exc:
                 self._down(f"cannot open: {exc}", first=True)
                 if ser is not None:
                     self._close(ser)
@@ -148,7 +148,7 @@ class SerialLink:
             lost = False
             try:
                 self._serve(ser)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.faults += 1
                 lost = True
                 if time.monotonic() - up_at >= STABLE:
@@ -271,7 +271,7 @@ class SerialLink:
     def _close(ser: serial.SerialBase) -> None:
         try:
             ser.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

@@ -30,16 +30,18 @@ import heapq
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
-from .driver import DRIVERS, Driver, DriverContext
+from .driver import Driver, DriverContext
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
+from .registry import driver_class
 
-log = logging.getLogger("ticos_agent.actuators")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Outcome:
 
 
 class _Command:
-    __slots__ = ("id", "kind", "tag", "plan", "response_id", "call_id", "future", "task", "state", "detail")
+    __slots__ = ("call_id", "detail", "future", "id", "kind", "plan", "response_id", "state", "tag", "task")
 
     def __init__(self, kind: str, tag: str, plan: Plan, response_id, call_id, future, detail):
         self.id = next(_ids)
@@ -74,7 +76,7 @@ class ActuatorSystem:
     def __init__(self, config: ActuatorsConfig):
         self.config = config
         self.ctx = DriverContext()
-        self.drivers: dict[str, Driver] = {n: DRIVERS[a.driver](a, self.ctx) for n, a in config.actuators.items()}
+        self.drivers: dict[str, Driver] = {n: driver_class(a.driver)(a, self.ctx) for n, a in config.actuators.items()}
         self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,7 +99,7 @@ class ActuatorSystem:
                 log.warning("actuator %s (%s): %s", name, drv.name, problem)
             try:
                 await drv.open()
-            except Exception as exc:  # noqa: BLE001 - a driver that cannot open is disabled, never fatal
+            except Exception as exc:
                 drv.disable(f"{type(exc).__name__}: {exc}")
                 log.error("actuator %s (%s): disabled: %s", name, drv.name, drv.error)
                 continue
@@ -120,7 +122,7 @@ class ActuatorSystem:
             self._safe(name)
             try:
                 await drv.close()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("actuator %s: close failed: %s", name, exc)
             log.info("actuator %s (%s): closed", name, drv.name)
 
@@ -231,7 +233,7 @@ class ActuatorSystem:
                 if d.faults != before or d.state != "ok":
                     raise ActuatorError(f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
             outcome = Outcome("done", None, cmd.detail)
-        except Exception as exc:  # noqa: BLE001 - a driver bug must fail the call, not hang it
+        except Exception as exc:
             if isinstance(exc, ActuatorError):
                 log.warning("%s %r failed: %s", cmd.kind, cmd.tag, exc)
                 reason = str(exc)

@@ -27,4 +27,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AudioConfig", "parse_audio_config", "AudioPlayer"]
+__all__ = ["AudioConfig", "AudioPlayer", "parse_audio_config"]

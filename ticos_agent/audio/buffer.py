@@ -28,7 +28,7 @@ ALL = object()
 class Chunk:
     """One fed delta, ready to play: int16 PCM at the output rate plus its envelope."""
 
-    __slots__ = ("response_id", "item_id", "pcm", "read", "env_off", "env_lvl", "fed_at", "starts")
+    __slots__ = ("env_lvl", "env_off", "fed_at", "item_id", "pcm", "read", "response_id", "starts")
 
     def __init__(self, response_id, item_id, pcm: np.ndarray, env_off: np.ndarray, env_lvl: np.ndarray, fed_at: float):
         self.response_id = response_id

@@ -8,6 +8,8 @@ calls them in a worker thread.
 
 from __future__ import annotations
 
+import os
+
 from .config import MAX_LATENCY_SECONDS, SOURCE_RATE, AudioConfig
 
 BLOCK_SECONDS = 0.010  # PortAudio block: how often the callback looks at the queue
@@ -30,6 +32,24 @@ def load_portaudio():
         return _import_sounddevice()
     except (OSError, ImportError) as exc:
         raise NoPortAudio(f"PortAudio is not available ({exc}); install libportaudio2") from None
+
+
+#: PortAudio is never re-initialised with fewer free file descriptors than this: its ALSA
+#: device scan opens many, and when it runs out it aborts the whole process
+#: (``BuildDeviceList: Assertion``), which no Python code can catch.
+MIN_FREE_FDS = 256
+
+
+def free_fds() -> int | None:
+    """File descriptors this process may still open (``None`` when it cannot tell)."""
+    import resource
+
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError):
+        return None
+    return soft - used if soft != resource.RLIM_INFINITY else None
 
 
 def reinit_portaudio(sd) -> None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,7 +70,7 @@ MAX_QUEUED_SECONDS = 120  # beyond this much queued audio (11.5 MB at 48 kHz), d
 class _Response:
     """Per-response stream state: its resampler, envelope meter and output position."""
 
-    __slots__ = ("resampler", "meter", "pos")
+    __slots__ = ("meter", "pos", "resampler")
 
     def __init__(self, out_rate: int):
         self.resampler = StreamResampler(SOURCE_RATE, out_rate)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import threading
 
-from .device import NoPortAudio, close_output, load_portaudio, open_output, reinit_portaudio
+from .device import MIN_FREE_FDS, NoPortAudio, close_output, free_fds, load_portaudio, open_output, reinit_portaudio
 from .envelope import LevelScheduler
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class StreamLifecycle:
         self._gen = 0  # bumped by stop(): workers launched before it publish nothing
         self._closing = 0  # closes in flight (PortAudio is not re-initialised meanwhile)
         self.portaudio_reinits = 0
+        self.portaudio_reinits_skipped = 0
 
     async def start(self) -> None:
         """Open the output stream; on failure disable or retry (one log line). Never raises."""
@@ -163,6 +164,12 @@ class StreamLifecycle:
         if busy:
             log.debug("audio: PortAudio not re-initialised: a stream is open or closing")
             return
+        free = free_fds()
+        if free is not None and free < MIN_FREE_FDS:
+            self.portaudio_reinits_skipped += 1
+            log.warning("audio: PortAudio not re-initialised: only %d file descriptors free (it needs %d)",
+                        free, MIN_FREE_FDS)
+            return
         reinit_portaudio(self._sd)
         self.portaudio_reinits += 1
 
@@ -186,7 +193,7 @@ class StreamLifecycle:
         fut = in_thread(self._loop, self._take_and_close)
         try:
             await asyncio.wait_for(asyncio.shield(fut), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("audio: closing output device %s hangs (> %gs); carrying on without it",
                         self._device_name, CLOSE_TIMEOUT)
         except Exception as exc:

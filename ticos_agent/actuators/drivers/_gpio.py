@@ -6,12 +6,13 @@ import asyncio
 import os
 from typing import Any
 
-from ..driver import Driver, Option, Worker
+from ...options import Choice
+from ..driver import Driver, Worker
 
 GPIO_OPTIONS = {
-    "pin_factory": Option(
-        "str", "default", "'default': gpiozero's own choice (GPIOZERO_PIN_FACTORY, lgpio on a Pi 5); 'mock': simulated pins",
-        choices=("default", "mock"),
+    "pin_factory": Choice(
+        ("default", "mock"), "default",
+        "'default': gpiozero's own choice (GPIOZERO_PIN_FACTORY, lgpio on a Pi 5); 'mock': simulated pins",
     ),
 }
 
@@ -81,7 +82,7 @@ class GpioDriver(Driver):
         if device is not None:
             try:
                 await asyncio.to_thread(device.close)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def close_timeout(self) -> float:

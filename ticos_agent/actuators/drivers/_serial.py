@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..driver import Driver, Option
+from ...options import Device, Duration, Integer, List
+from ..driver import Driver
 from ..serial_link import acquire, is_virtual, release
 
 PORT_OPTIONS = {
-    "port": Option("str", doc="serial device: /dev/serial/by-id/usb-..., /dev/ttyAMA0, or loop:// (simulated)"),
-    "baud": Option("int", 115200, "bits per second", minimum=300, maximum=4_000_000),
+    "port": Device(doc="serial device: /dev/serial/by-id/usb-..., /dev/ttyAMA0, or loop:// (simulated)",
+                   example="loop://"),
+    "baud": Integer(115200, "bits per second", minimum=300, maximum=4_000_000),
 }
 
 
@@ -90,8 +92,9 @@ class BusServoDriver(SerialDriver):
     raw_max = 4095
     options = {
         **PORT_OPTIONS,
-        "ids": Option("list[int]", doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)", minimum=0, maximum=253),
-        "safe_seconds": Option("float", 0.5, "move time to the home position in the safe state", minimum=0),
+        "ids": List(Integer(minimum=0, maximum=253), doc="servo ids on the bus, one per channel (e.g. [1, 2] for pan, tilt)",
+                    example=[1, 2]),
+        "safe_seconds": Duration(0.5, "move time to the home position in the safe state", minimum=0, maximum=60),
     }
 
     @classmethod

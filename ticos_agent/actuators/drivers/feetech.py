@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import math
 
-from ..driver import Option, register_driver
+from ...options import Float, Integer
+from ..driver import register_driver
 from ._serial import BusServoDriver
 
 SYNC_WRITE = 0x83
@@ -88,11 +89,12 @@ class FeetechSTS(BusServoDriver):
     raw_max = 4095
     options = {
         **BusServoDriver.options,
-        "baud": Option("int", 1_000_000, "bits per second", minimum=300, maximum=4_000_000),
-        "center": Option("int", 2048, "raw position of 0 degrees", minimum=0, maximum=4095),
-        "steps_per_degree": Option("float", 4096 / 360, "raw steps per degree (negative to reverse)"),
-        "goal_speed": Option("int", 0, "fixed Goal_Speed register (0: computed so the move takes its time)", minimum=0, maximum=0x7FFF),
-        "max_speed": Option("int", 3400, "fastest Goal_Speed, steps/s (STS3215: 3400)", minimum=1, maximum=0x7FFF),
+        "baud": Integer(1_000_000, "bits per second", minimum=300, maximum=4_000_000),
+        "center": Integer(2048, "raw position of 0 degrees", minimum=0, maximum=4095),
+        "steps_per_degree": Float(4096 / 360, "raw steps per degree (negative to reverse)"),
+        "goal_speed": Integer(0, "fixed Goal_Speed register (0: computed so the move takes its time)", minimum=0,
+                              maximum=0x7FFF),
+        "max_speed": Integer(3400, "fastest Goal_Speed, steps/s (STS3215: 3400)", minimum=1, maximum=0x7FFF),
     }
 
     def __init__(self, config, ctx):
@@ -131,9 +133,9 @@ class FeetechSCS(FeetechSTS):
     raw_max = 1023
     options = {
         **FeetechSTS.options,
-        "center": Option("int", 512, "raw position of 0 degrees", minimum=0, maximum=1023),
-        "steps_per_degree": Option("float", 1024 / 300, "raw steps per degree (negative to reverse)"),
-        "goal_speed": Option("int", 0, "Goal_Speed register (0: reach the target in the move time)", minimum=0, maximum=0xFFFF),
+        "center": Integer(512, "raw position of 0 degrees", minimum=0, maximum=1023),
+        "steps_per_degree": Float(1024 / 300, "raw steps per degree (negative to reverse)"),
+        "goal_speed": Integer(0, "Goal_Speed register (0: reach the target in the move time)", minimum=0, maximum=0xFFFF),
     }
     del options["max_speed"]
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..driver import Option, register_driver
+from ...options import Boolean, Float, Integer, Pin
+from ..driver import register_driver
 from ._gpio import GPIO_OPTIONS, GpioDriver
 
 
@@ -31,10 +32,10 @@ class GpioPWMLED(GpioDriver):
 
     kind = "light"
     options = {
-        "pin": Option("pin", doc="GPIO of the LED"),
-        "active_high": Option("bool", True, "true: the pin drives the LED's anode"),
-        "frequency": Option("int", 100, "PWM frequency, Hz", minimum=1, maximum=10000),
-        "max_brightness": Option("float", 1.0, "brightness at intensity 1", minimum=0, maximum=1),
+        "pin": Pin(doc="GPIO of the LED", example=18),
+        "active_high": Boolean(True, "true: the pin drives the LED's anode"),
+        "frequency": Integer(100, "PWM frequency, Hz", minimum=1, maximum=10000),
+        "max_brightness": Float(1.0, "brightness at intensity 1", minimum=0, maximum=1),
         **GPIO_OPTIONS,
     }
 

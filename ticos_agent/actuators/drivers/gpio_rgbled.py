@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..driver import Option, register_driver
+from ...options import Boolean, Float, Pin
+from ..driver import register_driver
 from ._gpio import GPIO_OPTIONS, GpioDriver
 
 
@@ -31,11 +32,11 @@ class GpioRGBLED(GpioDriver):
 
     kind = "light"
     options = {
-        "red": Option("pin", doc="GPIO of the red leg"),
-        "green": Option("pin", doc="GPIO of the green leg"),
-        "blue": Option("pin", doc="GPIO of the blue leg"),
-        "active_high": Option("bool", True, "true: common cathode; false: common anode"),
-        "max_brightness": Option("float", 1.0, "brightness at intensity 1", minimum=0, maximum=1),
+        "red": Pin(doc="GPIO of the red leg", example=17),
+        "green": Pin(doc="GPIO of the green leg", example=27),
+        "blue": Pin(doc="GPIO of the blue leg", example=22),
+        "active_high": Boolean(True, "true: common cathode; false: common anode"),
+        "max_brightness": Float(1.0, "brightness at intensity 1", minimum=0, maximum=1),
         **GPIO_OPTIONS,
     }
 

@@ -23,12 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import time
-
 import threading
+import time
 from typing import Any
 
-from ..driver import Option, register_driver
+from ...options import Boolean, Duration, Float, Pin
+from ..driver import register_driver
 from ._gpio import GPIO_OPTIONS, GpioDriver
 
 
@@ -38,16 +38,22 @@ class GpioServo(GpioDriver):
 
     timed_moves = False
     options = {
-        "pin": Option("pin", doc="GPIO of the signal wire"),
-        "min_angle": Option("float", -90.0, "angle at min_pulse_width, degrees"),
-        "max_angle": Option("float", 90.0, "angle at max_pulse_width, degrees"),
-        "min_pulse_width": Option("float", 1.0, "milliseconds", minimum=0.1, maximum=5),
-        "max_pulse_width": Option("float", 2.0, "milliseconds", minimum=0.1, maximum=5),
-        "frame_width": Option("float", 20.0, "milliseconds", minimum=5, maximum=50),
-        "detach_when_safe": Option("bool", False, "stop the pulses after homing (servo goes limp)"),
-        "safe_seconds": Option("float", 0.5, "time the servo gets to reach home before it is detached", minimum=0, maximum=10),
+        "pin": Pin(doc="GPIO of the signal wire", example=12),
+        "min_angle": Float(-90.0, "angle at min_pulse_width, degrees (the actuator's default min)"),
+        "max_angle": Float(90.0, "angle at max_pulse_width, degrees (the actuator's default max)"),
+        "min_pulse_width": Float(1.0, "pulse width at min_angle, milliseconds", minimum=0.1, maximum=5),
+        "max_pulse_width": Float(2.0, "pulse width at max_angle, milliseconds", minimum=0.1, maximum=5),
+        "frame_width": Float(20.0, "time between pulses, milliseconds", minimum=5, maximum=50),
+        "detach_when_safe": Boolean(False, "stop the pulses after homing (servo goes limp)"),
+        "safe_seconds": Duration(0.5, "time the servo gets to reach home before it is detached", minimum=0, maximum=10),
         **GPIO_OPTIONS,
     }
+
+    @classmethod
+    def limits_for(cls, options: dict[str, Any]) -> tuple[float, float, float]:
+        """The servo's own angle range; home is 0 degrees, or the nearest end of the range."""
+        lo, hi = sorted((options["min_angle"], options["max_angle"]))
+        return lo, hi, min(max(0.0, lo), hi)
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

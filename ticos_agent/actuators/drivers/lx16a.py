@@ -20,7 +20,8 @@ Example::
 
 from __future__ import annotations
 
-from ..driver import Option, register_driver
+from ...options import Float, Integer
+from ..driver import register_driver
 from ._serial import BusServoDriver
 
 MOVE_TIME_WRITE = 1
@@ -38,8 +39,8 @@ class LX16A(BusServoDriver):
     raw_max = 1000
     options = {
         **BusServoDriver.options,
-        "center": Option("int", 500, "raw position of 0 degrees", minimum=0, maximum=1000),
-        "steps_per_degree": Option("float", 1000 / 240, "raw steps per degree (negative to reverse)"),
+        "center": Integer(500, "raw position of 0 degrees", minimum=0, maximum=1000),
+        "steps_per_degree": Float(1000 / 240, "raw steps per degree (negative to reverse)"),
     }
 
     def encode(self, raws: list[int], ms: int) -> bytes:

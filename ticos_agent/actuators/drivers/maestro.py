@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..driver import Option, register_driver
+from ...options import Float, Integer, List
+from ..driver import register_driver
 from ._serial import PORT_OPTIONS, SerialDriver
 
 SET_TARGET = 0x84
@@ -40,10 +41,10 @@ class Maestro(SerialDriver):
     timed_moves = False
     options = {
         **PORT_OPTIONS,
-        "baud": Option("int", 9600, "bits per second (ignored on the USB command port)", minimum=300, maximum=200_000),
-        "channels": Option("list[int]", doc="Maestro channels, one per actuator channel", minimum=0, maximum=23),
-        "center_us": Option("float", 1500.0, "pulse width at 0 degrees, microseconds", minimum=500, maximum=2500),
-        "us_per_degree": Option("float", 500 / 90, "microseconds per degree (negative to reverse)"),
+        "baud": Integer(9600, "bits per second (ignored on the USB command port)", minimum=300, maximum=200_000),
+        "channels": List(Integer(minimum=0, maximum=23), doc="Maestro channels, one per actuator channel", example=[0]),
+        "center_us": Float(1500.0, "pulse width at 0 degrees, microseconds", minimum=500, maximum=2500),
+        "us_per_degree": Float(500 / 90, "microseconds per degree (negative to reverse)"),
     }
 
     @classmethod

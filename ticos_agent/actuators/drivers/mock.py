@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from ...errors import ActuatorError
-from ..driver import Option, register_driver, Driver
+from ...options import Boolean, Choice, Integer
+from ..driver import Driver, register_driver
 
 
 @register_driver("mock")
@@ -28,11 +29,20 @@ class MockActuator(Driver):
     """Simulated actuator that records every operation (no I/O)."""
 
     options = {
-        "kind": Option("str", "position", "what it simulates", choices=("position", "light", "line")),
-        "channels": Option("int", 1, "values per target (position kind)", minimum=1, maximum=32),
-        "keep": Option("int", 1000, "operations kept in history", minimum=1),
-        "fail_open": Option("bool", False, "refuse to open (testing)"),
+        "kind": Choice(("position", "light", "line"), "position", "what it simulates"),
+        "channels": Integer(1, "values per target (position kind)", minimum=1, maximum=32),
+        "keep": Integer(1000, "operations kept in history", minimum=1),
+        "fail_open": Boolean(False, "refuse to open (testing)"),
     }
+
+    @classmethod
+    def kind_for(cls, options: dict[str, Any]) -> str:
+        return options["kind"]
+
+    @classmethod
+    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+        """A simulated light, and a simulated MCU (as if it had an ``emotion`` line), show every emotion."""
+        return options["kind"] in ("light", "line")
 
     @classmethod
     def channels(cls, options: dict[str, Any]) -> int:

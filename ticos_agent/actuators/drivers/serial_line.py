@@ -43,8 +43,8 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from ...errors import ConfigError
-from ..driver import Option, register_driver
+from ...options import Choice, Duration, Integer, Invalid, Map, String
+from ..driver import register_driver
 from ._serial import PORT_OPTIONS, SerialDriver
 
 #: Every field of every template, with a sample of the type the driver passes at run time
@@ -60,28 +60,41 @@ FIELDS = {
 }
 
 
-def check_template(key: str, template: str, sample: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` under ``key`` unless ``template`` formats ``sample``: plain
-    ``{field}`` or ``{field:spec}`` / ``{field!r}`` with the known field names only (no
-    attribute or index access, no positional fields, no nested fields in a spec)."""
-    allowed = " ".join("{%s}" % f for f in sample) or "no fields"
-    if not template.isascii():
-        raise ConfigError(key, template, "ASCII text")
-    try:
-        parts = list(string.Formatter().parse(template))
-    except Exception as exc:  # noqa: BLE001 - unbalanced braces and the like
-        raise ConfigError(key, template, f"a template using {allowed} ({exc})") from None
-    for _, name, spec, _ in parts:
-        if name is None:
-            continue
-        if name not in sample:
-            raise ConfigError(key, template, f"a template using {allowed} only (plain names, no . or [ ]; got {{{name}}})")
-        if spec and "{" in spec:
-            raise ConfigError(key, template, f"a template using {allowed} (no nested fields in a format spec)")
-    try:
-        template.format(**sample)
-    except Exception as exc:  # noqa: BLE001 - a bad format spec for the field's type
-        raise ConfigError(key, template, f"a template using {allowed} with specs that suit them ({type(exc).__name__}: {exc})") from None
+class Template(String):
+    """A command-line template (``str.format``) using only the fields in ``sample``: plain
+    ``{field}`` or ``{field:spec}`` / ``{field!r}``, no attribute or index access, no
+    positional fields, no nested fields in a spec, ASCII only; empty: no line."""
+
+    def __init__(self, sample: dict[str, Any], default: Any, doc: str):
+        self.sample_values = sample
+        super().__init__(default, doc, optional=True)
+
+    def describe(self) -> str:
+        allowed = " ".join("{%s}" % f for f in self.sample_values) or "no fields"
+        return f"a template using {allowed} (empty: none)"
+
+    def convert(self, value: Any) -> str | None:
+        value = super().convert(value)
+        if value is None:
+            return None
+        if not value.isascii():
+            raise Invalid(" (ASCII text only)")
+        try:
+            parts = list(string.Formatter().parse(value))
+        except Exception as exc:
+            raise Invalid(f" ({exc})") from None
+        for _, name, spec, _ in parts:
+            if name is None:
+                continue
+            if name not in self.sample_values:
+                raise Invalid(f" (plain names only, no . or [ ]; got {{{name}}})")
+            if spec and "{" in spec:
+                raise Invalid(" (no nested fields in a format spec)")
+        try:
+            value.format(**self.sample_values)
+        except Exception as exc:
+            raise Invalid(f" (with specs that suit them; {type(exc).__name__}: {exc})") from None
+        return value
 
 
 @register_driver("serial-line")
@@ -91,19 +104,20 @@ class SerialLine(SerialDriver):
     kind = "line"
     options = {
         **PORT_OPTIONS,
-        "motion": Option("str?", "MOTION {tag} {speed} {repeat}", "line for a motion the MCU plays itself"),
-        "motions": Option("seconds-map", {}, "tags the MCU plays itself -> their seconds at speed 1"),
-        "emotion": Option("str?", "EMOTION {tag} {intensity}", "line sent for every emotion (empty: none)"),
-        "move": Option("str?", "MOVE {targets} {ms}", "line for a keyframe target"),
-        "stop": Option("str?", "STOP", "line for the safe state (empty: none)"),
-        "mouth": Option("str?", None, "line for the mouth level (empty: none)"),
-        "axes": Option("int", 1, "values per move target", minimum=1, maximum=32),
-        "handshake": Option("str?", None, "line sent after opening the port"),
-        "handshake_reply": Option("str?", None, "text the MCU must answer the handshake with"),
-        "handshake_timeout": Option("float", 1.0, "seconds to wait for the reply", minimum=0.01, maximum=30),
-        "newline": Option("str", "\n", "line terminator", choices=("\n", "\r\n", "\r")),
-        "chunk_size": Option("int", 64, "longest single write in bytes (0: no split)", minimum=0),
-        "chunk_gap": Option("float", 0.01, "pause between pieces of a long line, seconds", minimum=0, maximum=1),
+        "motion": Template(FIELDS["motion"], "MOTION {tag} {speed} {repeat}", "line for a motion the MCU plays itself"),
+        "motions": Map(Duration(minimum=0), {}, "tags the MCU plays itself = their seconds at speed 1", what="tag",
+                       example={"wave": 2.0}),
+        "emotion": Template(FIELDS["emotion"], "EMOTION {tag} {intensity}", "line sent for every emotion (empty: none)"),
+        "move": Template(FIELDS["move"], "MOVE {targets} {ms}", "line for a keyframe target (empty: no keyframes)"),
+        "stop": Template(FIELDS["stop"], "STOP", "line for the safe state (empty: none)"),
+        "mouth": Template(FIELDS["mouth"], None, "line for the mouth level (empty: none)"),
+        "axes": Integer(1, "values per move target", minimum=1, maximum=32),
+        "handshake": String(None, "line sent after opening the port (empty: none)", optional=True),
+        "handshake_reply": String(None, "text the MCU must answer the handshake with (empty: none)", optional=True),
+        "handshake_timeout": Duration(1.0, "how long to wait for the reply", minimum=0.01, maximum=30),
+        "newline": Choice(("\n", "\r\n", "\r"), "\n", "line terminator"),
+        "chunk_size": Integer(64, "longest single write in bytes (0: no split)", minimum=0),
+        "chunk_gap": Duration(0.01, "pause between pieces of a long line", minimum=0, maximum=1),
     }
 
     @classmethod
@@ -111,11 +125,19 @@ class SerialLine(SerialDriver):
         return options["axes"]
 
     @classmethod
-    def validate(cls, options: dict[str, Any], key: str) -> None:
-        for name, sample in FIELDS.items():
-            template = options.get(name)
-            if template:
-                check_template(f"{key}.{name}", template, sample)
+    def follows_keyframes(cls, options: dict[str, Any]) -> bool:
+        """Keyframes become ``move`` lines, so only with a ``move`` template."""
+        return bool(options["move"])
+
+    @classmethod
+    def shows_expressions(cls, options: dict[str, Any]) -> bool:
+        """Every emotion becomes an ``emotion`` line, so only with an ``emotion`` template."""
+        return bool(options["emotion"])
+
+    @classmethod
+    def played_motions(cls, options: dict[str, Any]) -> dict[str, float]:
+        """The ``motions`` option: tags the MCU plays by itself, with their seconds at speed 1."""
+        return dict(options["motions"])
 
     def link_options(self) -> dict[str, Any]:
         o = self.opts
