@@ -40,7 +40,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import voice_turn  # noqa: E402
+from load import voice_turn
 
 
 def run(*cmd: str) -> None:
@@ -119,7 +119,8 @@ class Drill:
         self.phase = "card"
         back, h = await self.until(session, port, lambda h: h["status"] == "ok"
                                    and h["storage"]["fallback_rows"] == 0)
-        return {"detect_s": detect, "moved_s": detect + moved, "reason": reason, "fallback_rows": waiting, "released_s": released,
+        return {"detect_s": detect, "moved_s": detect + moved, "reason": reason, "fallback_rows": waiting,
+                "released_s": released,
                 "return_s": back, "merged": h["storage"]["fallback"]["merged"],
                 "away_s": time.monotonic() - t0}
 

@@ -9,6 +9,7 @@ import sys
 
 from helpers import agent_config, settle
 from traces import transcription, user_item
+
 from ticos_agent import Agent
 
 
@@ -28,7 +29,8 @@ def _ticos_client_v1_db(path):
         ("1746093600", "user", "old hello", "item_old1", "nobody", "2025-05-01 10:00:00"),
         (str(future), "assistant", "old reply", "item_old2", "kid", "2025-05-01 10:00:01"),
     ])
-    con.execute("INSERT INTO memories (type, content, user_id, datetime) VALUES ('long_term', 'likes dogs', 'kid', '2025-05-01')")
+    con.execute("INSERT INTO memories (type, content, user_id, datetime) "
+                "VALUES ('long_term', 'likes dogs', 'kid', '2025-05-01')")
     con.commit()
     con.close()
     return future

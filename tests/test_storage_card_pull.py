@@ -7,8 +7,8 @@ import sqlite3
 import time
 
 import pytest
-
 from conftest_storage import loop_card
+
 from ticos_agent.storage import SaveMode, open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest_storage import snapshot
+
 from ticos_agent import inspect as inspect_module
 from ticos_agent.storage import open_store
 
@@ -86,7 +86,7 @@ async def test_a_missing_card_shows_what_waits_in_the_fallback(fell_back, tmp_pa
 
 
 async def test_an_explicit_fallback_file_is_read_next_to_a_database(fell_back, capsys):
-    home, card, internal = fell_back
+    _home, card, internal = fell_back
     args = argparse.Namespace(command="inspect", db=str(card / ".config" / "ticos" / "ticos.db"), tf_root=None,
                               config=None, session=None, limit=4, what="messages",
                               fallback=str(internal / "ticos-fallback.db"))
@@ -100,7 +100,7 @@ async def test_an_explicit_fallback_file_is_read_next_to_a_database(fell_back, c
 
 
 async def test_config_in_external_mode_without_a_card_reads_the_fallback(fell_back, tmp_path, monkeypatch):
-    home, _, internal = fell_back
+    _home, _, internal = fell_back
     monkeypatch.setattr("ticos_agent.storage.find_tf_root", lambda *a, **k: None)
     config = tmp_path / "robot.toml"
     config.write_text(f'[storage]\nmode = "external"\ndir = "{internal}"\n')

@@ -60,7 +60,7 @@ def add(store, ids, start, stop):
 
 
 async def test_a_merge_cut_between_card_commit_and_fallback_delete_adds_nothing_twice(paths, monkeypatch):
-    card, card_db, _, fallback_db = paths
+    _card, card_db, _, fallback_db = paths
     drops, cut = [], []
     real_drop = merge_module.Merger._drop
 
@@ -91,7 +91,7 @@ async def test_a_merge_cut_between_card_commit_and_fallback_delete_adds_nothing_
 
 
 async def test_a_merge_cut_and_a_restart_adds_nothing_twice(paths, monkeypatch):
-    card, card_db, _, fallback_db = paths
+    _card, card_db, _, fallback_db = paths
     real_drop = merge_module.Merger._drop
 
     async def drop_fails(self, marks):

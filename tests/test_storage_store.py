@@ -9,8 +9,8 @@ import sqlite3
 import time
 
 import pytest
-
 from conftest_storage import make_sdk_v1, tiny_tmpfs
+
 from ticos_agent.errors import StorageError
 from ticos_agent.storage import SaveMode, open_store
 
@@ -39,7 +39,8 @@ async def test_flush_commits_everything_enqueued(store, tmp_path):
     store.add_memory("long_term", "likes tea")
     await store.flush()
     assert [r[0] for r in rows(tmp_path / "ticos.db")] == ids
-    assert rows(tmp_path / "ticos.db", "SELECT type, content, user_id FROM memories") == [("long_term", "likes tea", "nobody")]
+    memories = rows(tmp_path / "ticos.db", "SELECT type, content, user_id FROM memories")
+    assert memories == [("long_term", "likes tea", "nobody")]
     assert store.health()["pending"] == 0 and store.health()["written"] == 51
 
 
@@ -87,7 +88,8 @@ async def test_update_message_fills_a_placeholder(store):
 
 
 async def test_calls_record_and_outcome_in_either_order(store):
-    store.record_call(call_id="call_1", name="motion", arguments='{"motion_tag":"wave"}', session_id="s", response_id="r")
+    store.record_call(call_id="call_1", name="motion", arguments='{"motion_tag":"wave"}', session_id="s",
+                      response_id="r")
     store.set_call_outcome("call_1", "completed", {"ok": True})
     store.set_call_outcome("call_2", "failed", "unknown tag")
     store.record_call(call_id="call_2", name="emotion", arguments="{}", item_id="it")
@@ -96,7 +98,8 @@ async def test_calls_record_and_outcome_in_either_order(store):
     calls = {c["call_id"]: c for c in await store.calls()}
     assert calls["call_1"]["status"] == "completed" and json.loads(calls["call_1"]["result"]) == {"ok": True}
     assert calls["call_1"]["arguments"] == '{"motion_tag":"wave"}' and calls["call_1"]["finished"]
-    assert (calls["call_2"]["name"], calls["call_2"]["status"], calls["call_2"]["item_id"]) == ("emotion", "failed", "it")
+    call_2 = calls["call_2"]
+    assert (call_2["name"], call_2["status"], call_2["item_id"]) == ("emotion", "failed", "it")
     assert json.loads(calls["call_2"]["result"]) == "unknown tag"
 
 
@@ -275,7 +278,8 @@ async def test_update_after_fallback_puts_the_row_with_its_transcript_in_the_int
     await store.flush()
     h = store.health()
     await store.close()
-    got = rows(tmp_path / "in" / "ticos-fallback.db", "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
+    got = rows(tmp_path / "in" / "ticos-fallback.db",
+               "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
     assert got == [(mid, "user", "the user's words", "completed", "u1")]
     assert (h["skipped"], h["pending"], h["written"]) == (0, 0, 3)
 
@@ -294,7 +298,7 @@ async def test_update_of_an_unknown_message_is_counted_as_skipped(store, tmp_pat
 async def test_remembered_rows_are_bounded(store, monkeypatch):
     from ticos_agent.storage import store as store_module
 
-    for i in range(store_module.RECENT_MESSAGES + 100):
+    for _i in range(store_module.RECENT_MESSAGES + 100):
         store.add_message(role="user", content="", item_id=None, status="pending")
     assert len(store._recent) == store_module.RECENT_MESSAGES
     store.add_message(role="assistant", content="z" * (store_module.RECENT_CHARS + 1), item_id=None)
@@ -339,7 +343,7 @@ async def test_dropping_events_makes_the_state_degraded_until_the_backlog_shrink
     from ticos_agent.storage import store as store_module
 
     monkeypatch.setattr(store_module, "MAX_PENDING_EVENTS", 10)
-    for i in range(15):
+    for _i in range(15):
         store.log_event("e")
     h = store.health()
     assert (h["state"], h["dropped_events"]) == ("degraded", 5) and "dropped" in h["reason"]

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from .errors import StorageError
 
-
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {127: "\\x7f"}
 
 
@@ -142,7 +141,13 @@ def main(args) -> int:
 
 def _show(args, conns, path) -> int:
     from .storage import (
-        iter_calls, iter_events, iter_memories, iter_messages, read_calls, read_events, read_memories,
+        iter_calls,
+        iter_events,
+        iter_memories,
+        iter_messages,
+        read_calls,
+        read_events,
+        read_memories,
         read_messages,
     )
 

@@ -10,13 +10,21 @@
 """
 
 from .location import Location, SaveMode, find_tf_root, resolve_location
+from .opening import open_store
 from .queries import (
-    MAX_LIMIT, count_messages, iter_calls, iter_events, iter_memories, iter_messages, read_calls, read_events,
-    read_memories, read_messages,
+    MAX_LIMIT,
+    count_messages,
+    iter_calls,
+    iter_events,
+    iter_memories,
+    iter_messages,
+    read_calls,
+    read_events,
+    read_memories,
+    read_messages,
 )
 from .reader import ReadonlyConnection, open_readonly
 from .schema import SCHEMA_VERSION
-from .opening import open_store
 from .store import Store
 
 __all__ = [

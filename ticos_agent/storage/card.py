@@ -33,7 +33,14 @@ import aiosqlite
 
 from .connection import check_card_dir, connect, describe
 from .location import (
-    NO_CARD_FOUND, Location, SaveMode, card_db_path, card_problem, card_root_of, find_tf_root, mount_of,
+    NO_CARD_FOUND,
+    Location,
+    SaveMode,
+    card_db_path,
+    card_problem,
+    card_root_of,
+    find_tf_root,
+    mount_of,
 )
 from .merge import Merger, fallback_counts
 from .writes import DATA_ERRORS, SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE
@@ -252,7 +259,7 @@ class CardKeeper:
             self._probing = True  # close() lets an opening finish (and then closes it)
             try:
                 found = await self._watch.open()
-            except Exception as exc:  # noqa: BLE001 - a bug here must not end the probing
+            except Exception as exc:
                 log.exception("storage: probing for the TF card failed unexpectedly")
                 found = describe(exc)
             finally:
@@ -287,7 +294,7 @@ class CardKeeper:
         except (sqlite3.Error, OSError, *DATA_ERRORS) as exc:
             await self._abandon(f"merging into {target.location.path} failed: {describe(exc)}")
             return
-        except Exception as exc:  # noqa: BLE001 - a bug here must not end the writer
+        except Exception as exc:
             log.exception("storage: merging into the TF card failed unexpectedly")
             await self._abandon(describe(exc))
             return
@@ -371,5 +378,5 @@ class CardKeeper:
 async def _close(db: aiosqlite.Connection) -> None:
     try:
         await asyncio.wait_for(db.close(), 2.0)
-    except Exception:  # noqa: BLE001 - a card that is gone may fail to close
+    except Exception:
         pass

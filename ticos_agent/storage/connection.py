@@ -68,11 +68,11 @@ def make_private_dirs(directory: Path) -> None:
     """Create ``directory`` and its missing parents, each 0700 (existing ones are left alone)."""
     missing = []
     current = directory
-    while not current.is_dir():
+    while not current.exists() and current.parent != current:
         missing.append(current)
-        if current.parent == current:
-            break
         current = current.parent
+    if not current.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(current))
     for path in reversed(missing):
         try:
             path.mkdir(mode=PRIVATE_DIR)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ConfigError
 
@@ -35,7 +35,7 @@ class SaveMode(Enum):
     EXTERNAL = "external"
 
     @classmethod
-    def coerce(cls, value: "SaveMode | str | object") -> "SaveMode":
+    def coerce(cls, value: SaveMode | str | object) -> SaveMode:
         """Accept a ``SaveMode``, the SDK's enum, or ``"internal"``/``"external"`` (any case)."""
         if isinstance(value, cls):
             return value
@@ -62,7 +62,7 @@ class Location:
     requested: SaveMode
     degraded: str | None = None
 
-    def fallen_back(self, path: Path, reason: str) -> "Location":
+    def fallen_back(self, path: Path, reason: str) -> Location:
         """This location's request served from internal ``path`` instead, because of ``reason``."""
         return Location(path=path, mode=SaveMode.INTERNAL, requested=self.requested, degraded=reason)
 

@@ -39,7 +39,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import aiosqlite
 
@@ -291,5 +291,5 @@ class Merger:
 async def _rollback(db: aiosqlite.Connection) -> None:
     try:
         await db.execute("ROLLBACK")
-    except Exception:  # noqa: BLE001 - no transaction, or the card is gone
+    except Exception:
         pass

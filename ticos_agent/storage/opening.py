@@ -27,7 +27,7 @@ async def open_store(
     require_mount: bool | None = None,
     event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
     probe_interval: float = PROBE_INTERVAL,
-) -> "Store":
+) -> Store:
     """Open the database for ``mode`` and start its writer; call on the running event loop.
 
     EXTERNAL falls back to the fallback database ``<internal dir>/ticos-fallback.db``
@@ -50,8 +50,8 @@ async def open_store(
     database fails.
     """
     loc = resolve_location(mode, tf_root=tf_root, internal_dir=internal_dir, db_filename=db_filename)
-    options = dict(batch_interval=batch_interval, event_retention_days=event_retention_days,
-                   probe_interval=probe_interval)
+    options = {"batch_interval": batch_interval, "event_retention_days": event_retention_days,
+                   "probe_interval": probe_interval}
     if loc.requested is SaveMode.INTERNAL:
         db, seed = await _connect_or_raise(loc.path)
         return Store(db, loc, last_message_id=seed, **options)

@@ -35,7 +35,12 @@ from ..errors import StorageError
 from .connection import connect, describe
 from .location import SaveMode
 from .writes import (
-    DATA_ERRORS, SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_LOG_EVENT, SQL_RECORD_CALL,
+    DATA_ERRORS,
+    SQL_ADD_MEMORY,
+    SQL_ADD_MESSAGE,
+    SQL_CALL_OUTCOME,
+    SQL_LOG_EVENT,
+    SQL_RECORD_CALL,
     SQL_UPDATE_MESSAGE,
 )
 
@@ -279,7 +284,7 @@ class Writer:
                 (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
             self._events_pruned += max(cursor.rowcount, 0)
             self._prune_more = True
-        except Exception as exc:  # noqa: BLE001 - pruning must never end the writer
+        except Exception as exc:
             log.warning("storage: pruning old events in %s failed: %s", self.location.path,
                         describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
             self._prune_more = False
