@@ -100,7 +100,7 @@ class Store(Writer, CardKeeper):
         self._probing = False
         self._probes = self._losses = self._returns = self._merged = 0
         self._returned_at = -FLAPPING_S
-        self._card_problem = location.degraded if watch is not None else None
+        self._card_problem = location.degraded if watch is not None and target is None else None
         self._fallback_counts = dict(counts) if counts else {"messages": 0, "memories": 0, "calls": 0, "events": 0}
         self._counted_at = time.monotonic()
         self._events: list[tuple] = []
