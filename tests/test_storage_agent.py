@@ -9,6 +9,7 @@ import sys
 
 from helpers import agent_config, settle
 from traces import transcription, user_item
+
 from ticos_agent import Agent
 
 
@@ -28,7 +29,8 @@ def _ticos_client_v1_db(path):
         ("1746093600", "user", "old hello", "item_old1", "nobody", "2025-05-01 10:00:00"),
         (str(future), "assistant", "old reply", "item_old2", "kid", "2025-05-01 10:00:01"),
     ])
-    con.execute("INSERT INTO memories (type, content, user_id, datetime) VALUES ('long_term', 'likes dogs', 'kid', '2025-05-01')")
+    con.execute("INSERT INTO memories (type, content, user_id, datetime) "
+                "VALUES ('long_term', 'likes dogs', 'kid', '2025-05-01')")
     con.commit()
     con.close()
     return future
@@ -113,6 +115,54 @@ async def test_card_folder_that_is_not_a_mount_point_is_not_used(tmp_path, monke
     assert health["status"] == "degraded"
     assert health["storage"]["mode"] == "internal" and "mount" in health["storage"]["reason"]
     assert not card.exists()  # nothing was written onto the system disk in its place
+
+
+async def test_a_pulled_card_shows_in_health_and_its_messages_come_back_through_the_api(
+        tmp_path, connect, http, monkeypatch):
+    """A real loop-mounted card under the running agent: pulled (umount -l), put back."""
+    import asyncio
+    import time
+
+    from conftest_storage import loop_card
+
+    monkeypatch.delenv("TICOS_ALLOW_UNMOUNTED_CARD")
+    with loop_card(tmp_path / "img") as card:
+        cfg = agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card.root)})
+        async with Agent(cfg) as agent:
+            base = f"http://127.0.0.1:{agent.port}"
+            peer = await connect(agent)
+            said = [f"turn {i}" for i in range(12)]
+            for i, text in enumerate(said[:4]):
+                await peer.send(user_item(f"u{i}"), transcription(f"u{i}", text))
+            await settle(agent)
+            card.pull()
+            for i, text in enumerate(said[4:8], start=4):
+                await peer.send(user_item(f"u{i}"), transcription(f"u{i}", text))
+            await settle(agent)
+            async with http.get(f"{base}/health") as resp:
+                away = await resp.json()
+            await asyncio.to_thread(card.put_back)
+            deadline = time.monotonic() + 15  # the default probe: every 3 s
+            while True:
+                async with http.get(f"{base}/health") as resp:
+                    back = await resp.json()
+                if back["status"] == "ok" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            for i, text in enumerate(said[8:], start=8):
+                await peer.send(user_item(f"u{i}"), transcription(f"u{i}", text))
+            await settle(agent)
+            async with http.get(f"{base}/v1/messages?limit=50") as resp:
+                listed = await resp.json()
+            await peer.close()
+        on_card = sqlite3.connect(card.db).execute("SELECT content FROM messages ORDER BY rowid").fetchall()
+    assert away["status"] == "degraded" and any("no longer mounted" in p for p in away["problems"])
+    assert away["storage"]["fallback_rows"] >= 4 and away["storage"]["fallback"]["rows"]["messages"] == 4
+    assert back["status"] == "ok", back
+    assert back["storage"]["fallback_rows"] == 0 and back["storage"]["card"]["returns"] == 1
+    listed = listed["messages"] if isinstance(listed, dict) else listed
+    assert [m["content"] for m in listed][::-1] == said
+    assert [r[0] for r in on_card] == said
 
 
 def test_event_log_days_is_validated_and_reaches_the_store():

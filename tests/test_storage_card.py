@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from conftest_storage import tiny_tmpfs
+
 from ticos_agent.storage import SaveMode, open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV, card_problem, is_mount_point
 
@@ -30,7 +30,9 @@ async def test_missing_card_root_is_never_created_and_health_says_not_mounted(tm
     assert (h["state"], h["mode"], h["requested"]) == ("degraded", "internal", "external")
     assert h["reason"] == f"TF card not mounted at {root}"
     assert not (tmp_path / "media").exists()
-    assert sqlite3.connect(tmp_path / "in" / "ticos.db").execute("SELECT content FROM messages").fetchall() == [("hi",)]
+    fallback = sqlite3.connect(tmp_path / "in" / "ticos-fallback.db")
+    assert fallback.execute("SELECT content FROM messages").fetchall() == [("hi",)]
+    assert not (tmp_path / "in" / "ticos.db").exists()  # INTERNAL mode's own database is not the fallback
 
 
 async def test_plain_directory_on_the_system_disk_is_not_a_card(tmp_path, caplog):
@@ -132,7 +134,7 @@ async def test_card_connection_reopened_after_a_lock_keeps_syncing_every_commit(
         store.add_memory("short_term", "y")
         try:
             await asyncio.wait_for(store.flush(), 3)
-        except Exception:  # noqa: BLE001 - the flush may report the lock; the record stays queued
+        except Exception:
             pass
         other.execute("COMMIT")
         other.close()

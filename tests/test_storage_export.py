@@ -5,9 +5,18 @@ from __future__ import annotations
 import sqlite3
 
 from conftest_storage import V1_MESSAGES, make_sdk_v1
+
 from ticos_agent.storage import (
-    iter_calls, iter_events, iter_memories, iter_messages, open_readonly, open_store, read_calls, read_events,
-    read_memories, read_messages,
+    iter_calls,
+    iter_events,
+    iter_memories,
+    iter_messages,
+    open_readonly,
+    open_store,
+    read_calls,
+    read_events,
+    read_memories,
+    read_messages,
 )
 
 

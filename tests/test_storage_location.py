@@ -111,7 +111,7 @@ def test_external_path_under_card_root(tmp_path):
 def test_external_without_card_falls_back_with_reason(tmp_path, monkeypatch):
     monkeypatch.setattr("ticos_agent.storage.location.find_tf_root", lambda *a, **k: None)
     loc = resolve_location("EXTERNAL", internal_dir=tmp_path)
-    assert loc.path == tmp_path / "ticos.db"
+    assert loc.path == tmp_path / "ticos-fallback.db"
     assert (loc.mode, loc.requested) == (SaveMode.INTERNAL, SaveMode.EXTERNAL)
     assert "no TF card" in loc.degraded
 

@@ -8,11 +8,17 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest_storage import V1_MESSAGES, make_sdk_v0, make_sdk_v1, snapshot, tiny_tmpfs
+
 from ticos_agent.errors import StorageError
 from ticos_agent.storage import (
-    count_messages, open_readonly, open_store, read_calls, read_events, read_memories, read_messages,
+    count_messages,
+    open_readonly,
+    open_store,
+    read_calls,
+    read_events,
+    read_memories,
+    read_messages,
 )
 
 
@@ -58,7 +64,7 @@ async def test_cleanly_closed_wal_database_opens_immutable_and_creates_no_files(
     assert list(before) == ["ticos.db"]
     conn = open_readonly(tmp_path / "ticos.db")
     assert conn.immutable and "no files are created" in conn.note
-    messages, memories, calls, events, total, in_session = read_everything(conn)
+    messages, _memories, calls, events, total, in_session = read_everything(conn)
     conn.close()
     assert snapshot(tmp_path) == before
     assert (messages[0]["content"], calls[0]["name"], events[0]["type"], total, in_session) == ("hi", "motion", "session.created", 1, 1)
@@ -197,5 +203,5 @@ def test_missing_file_is_a_storage_error_and_nothing_is_created(tmp_path):
 
 def test_not_a_database_is_a_storage_error(tmp_path):
     (tmp_path / "x.db").write_bytes(b"garbage" * 200)
-    with pytest.raises(StorageError, match="x.db"):
+    with pytest.raises(StorageError, match=r"x\.db"):
         read_messages(open_readonly(tmp_path / "x.db"))

@@ -9,8 +9,8 @@ import sqlite3
 import time
 
 import pytest
-
 from conftest_storage import make_sdk_v1, tiny_tmpfs
+
 from ticos_agent.errors import StorageError
 from ticos_agent.storage import SaveMode, open_store
 
@@ -39,7 +39,8 @@ async def test_flush_commits_everything_enqueued(store, tmp_path):
     store.add_memory("long_term", "likes tea")
     await store.flush()
     assert [r[0] for r in rows(tmp_path / "ticos.db")] == ids
-    assert rows(tmp_path / "ticos.db", "SELECT type, content, user_id FROM memories") == [("long_term", "likes tea", "nobody")]
+    memories = rows(tmp_path / "ticos.db", "SELECT type, content, user_id FROM memories")
+    assert memories == [("long_term", "likes tea", "nobody")]
     assert store.health()["pending"] == 0 and store.health()["written"] == 51
 
 
@@ -87,7 +88,8 @@ async def test_update_message_fills_a_placeholder(store):
 
 
 async def test_calls_record_and_outcome_in_either_order(store):
-    store.record_call(call_id="call_1", name="motion", arguments='{"motion_tag":"wave"}', session_id="s", response_id="r")
+    store.record_call(call_id="call_1", name="motion", arguments='{"motion_tag":"wave"}', session_id="s",
+                      response_id="r")
     store.set_call_outcome("call_1", "completed", {"ok": True})
     store.set_call_outcome("call_2", "failed", "unknown tag")
     store.record_call(call_id="call_2", name="emotion", arguments="{}", item_id="it")
@@ -96,7 +98,8 @@ async def test_calls_record_and_outcome_in_either_order(store):
     calls = {c["call_id"]: c for c in await store.calls()}
     assert calls["call_1"]["status"] == "completed" and json.loads(calls["call_1"]["result"]) == {"ok": True}
     assert calls["call_1"]["arguments"] == '{"motion_tag":"wave"}' and calls["call_1"]["finished"]
-    assert (calls["call_2"]["name"], calls["call_2"]["status"], calls["call_2"]["item_id"]) == ("emotion", "failed", "it")
+    call_2 = calls["call_2"]
+    assert (call_2["name"], call_2["status"], call_2["item_id"]) == ("emotion", "failed", "it")
     assert json.loads(calls["call_2"]["result"]) == "unknown tag"
 
 
@@ -131,16 +134,16 @@ async def test_card_path_under_a_regular_file_falls_back(tmp_path, caplog):
     card.write_text("a file, so <card>/.config cannot be created")
     internal = tmp_path / "internal"
     store = await open_store("external", tf_root=card, internal_dir=internal, require_mount=False)
-    assert store.location.path == internal / "ticos.db"
+    assert store.location.path == internal / "ticos-fallback.db"
     assert (store.location.mode, store.location.requested) == (SaveMode.INTERNAL, SaveMode.EXTERNAL)
     h = store.health()
     assert h["state"] == "degraded" and h["mode"] == "internal" and h["requested"] == "external"
     assert str(card / ".config" / "ticos" / "ticos.db") in h["reason"]
     (w,) = warnings(caplog)
-    assert str(card) in w.getMessage() and str(internal / "ticos.db") in w.getMessage()
+    assert str(card) in w.getMessage() and str(internal / "ticos-fallback.db") in w.getMessage()
     store.add_message(role="user", content="kept", item_id=None)
     await store.close()
-    assert rows(internal / "ticos.db")[0][2] == "kept"
+    assert rows(internal / "ticos-fallback.db")[0][2] == "kept"
 
 
 async def test_unopenable_card_database_falls_back_and_is_left_alone(tmp_path):
@@ -190,10 +193,10 @@ async def test_card_filling_up_mid_session_loses_nothing(tmp_path, caplog):
         assert len(warnings(caplog)) == 1
         on_card = [r[0] for r in rows(card / ".config" / "ticos" / "ticos.db")]
         await store.close()
-    on_internal = [r[0] for r in rows(internal / "ticos.db")]
+    on_internal = [r[0] for r in rows(internal / "ticos-fallback.db")]
     assert on_card and on_internal
     assert on_card + on_internal == ids  # every message once, in order
-    assert len(rows(internal / "ticos.db", "SELECT id FROM events")) == 200 - len(on_card)
+    assert len(rows(internal / "ticos-fallback.db", "SELECT id FROM events")) == 200 - len(on_card)
 
 
 async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplog):
@@ -207,15 +210,16 @@ async def test_max_page_count_full_card_falls_back_without_flush(tmp_path, caplo
     await store.flush()
     assert store.health()["state"] == "degraded" and "full" in store.health()["reason"]
     await store.close()
-    assert rows(tmp_path / "in" / "ticos.db")[0][0] == mid
+    assert rows(tmp_path / "in" / "ticos-fallback.db")[0][0] == mid
     assert rows(tmp_path / "card" / ".config" / "ticos" / "ticos.db") == []
 
 
-async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_path):
+async def test_fallback_renumbers_ids_that_exist_in_the_fallback_database(tmp_path):
     internal = tmp_path / "in"
     internal.mkdir()
-    make_sdk_v1(internal / "ticos.db")  # holds id 9999999990 from an earlier session
     store = await open_store("external", tf_root=tmp_path / "card", internal_dir=internal, require_mount=False)
+    # a fallback database that appeared after open, holding id 9999999990 (another run's)
+    make_sdk_v1(internal / "ticos-fallback.db")
     await store._db.execute("PRAGMA max_page_count = 1")
     store._last_id = 9999999980  # as if this session's clock had run that far
     mid = store.add_message(role="user", content="z" * 5000, item_id="u")
@@ -223,9 +227,9 @@ async def test_fallback_renumbers_ids_that_exist_in_the_internal_database(tmp_pa
     await store.flush()
     store.update_message(mid, status="done")  # the caller's id still works
     await store.close()
-    got = rows(internal / "ticos.db", "SELECT id, content, status FROM messages WHERE item_id = 'u'")
+    got = rows(internal / "ticos-fallback.db", "SELECT id, content, status FROM messages WHERE item_id = 'u'")
     assert got == [("9999999991", "transcribed", "done")]
-    assert rows(internal / "ticos.db", "SELECT content FROM messages WHERE id = '9999999990'")
+    assert rows(internal / "ticos-fallback.db", "SELECT content FROM messages WHERE id = '9999999990'")
 
 
 async def test_when_internal_fails_too_nothing_raises_into_the_loop(tmp_path, caplog):
@@ -274,7 +278,8 @@ async def test_update_after_fallback_puts_the_row_with_its_transcript_in_the_int
     await store.flush()
     h = store.health()
     await store.close()
-    got = rows(tmp_path / "in" / "ticos.db", "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
+    got = rows(tmp_path / "in" / "ticos-fallback.db",
+               "SELECT id, role, content, status, item_id FROM messages WHERE role = 'user'")
     assert got == [(mid, "user", "the user's words", "completed", "u1")]
     assert (h["skipped"], h["pending"], h["written"]) == (0, 0, 3)
 
@@ -293,7 +298,7 @@ async def test_update_of_an_unknown_message_is_counted_as_skipped(store, tmp_pat
 async def test_remembered_rows_are_bounded(store, monkeypatch):
     from ticos_agent.storage import store as store_module
 
-    for i in range(store_module.RECENT_MESSAGES + 100):
+    for _i in range(store_module.RECENT_MESSAGES + 100):
         store.add_message(role="user", content="", item_id=None, status="pending")
     assert len(store._recent) == store_module.RECENT_MESSAGES
     store.add_message(role="assistant", content="z" * (store_module.RECENT_CHARS + 1), item_id=None)
@@ -338,7 +343,7 @@ async def test_dropping_events_makes_the_state_degraded_until_the_backlog_shrink
     from ticos_agent.storage import store as store_module
 
     monkeypatch.setattr(store_module, "MAX_PENDING_EVENTS", 10)
-    for i in range(15):
+    for _i in range(15):
         store.log_event("e")
     h = store.health()
     assert (h["state"], h["dropped_events"]) == ("degraded", 5) and "dropped" in h["reason"]

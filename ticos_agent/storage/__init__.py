@@ -1,6 +1,8 @@
 """Storage of ticos-agent: where the database lives, its schema, the writer, the read queries.
 
-* :func:`open_store` -> :class:`Store` (async, batched writes, fallback to internal storage);
+* :func:`open_store` -> :class:`Store` (async, batched writes; in EXTERNAL mode the TF card is
+  checked before each batch, a lost card falls back to ``ticos-fallback.db`` on internal
+  storage, and a card that comes back gets the fallback's rows merged: ``card``, ``merge``);
 * :func:`resolve_location`, :func:`find_tf_root`, :class:`Location`, :class:`SaveMode`;
 * :func:`open_readonly` and the ``read_*``/``count_messages`` functions for offline reading
   of a database (a TF card on another computer) without changing it; the ``iter_*``
@@ -8,13 +10,22 @@
 """
 
 from .location import Location, SaveMode, find_tf_root, resolve_location
+from .opening import open_store
 from .queries import (
-    MAX_LIMIT, count_messages, iter_calls, iter_events, iter_memories, iter_messages, read_calls, read_events,
-    read_memories, read_messages,
+    MAX_LIMIT,
+    count_messages,
+    iter_calls,
+    iter_events,
+    iter_memories,
+    iter_messages,
+    read_calls,
+    read_events,
+    read_memories,
+    read_messages,
 )
 from .reader import ReadonlyConnection, open_readonly
 from .schema import SCHEMA_VERSION
-from .store import Store, open_store
+from .store import Store
 
 __all__ = [
     "MAX_LIMIT", "SCHEMA_VERSION", "Location", "ReadonlyConnection", "SaveMode", "Store",

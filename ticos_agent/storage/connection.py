@@ -1,16 +1,35 @@
-"""Opening a database for the writer: directory, card checks, migration, PRAGMAs."""
+"""Opening a database for the writer: directory, card checks, migration, PRAGMAs, modes.
+
+The data is private to the agent's user whatever the process umask (a library user of
+``TicosClient`` typically has 022): folders the store creates are 0700, and the database
+file is created 0600 before SQLite opens it, so the ``-wal``/``-shm``/``-journal`` files
+SQLite creates next to it get the same 0600 (SQLite copies the main file's mode to them).
+An existing database on internal storage (the INTERNAL database or the fallback) whose
+file or sidecars are readable by others is made 0600, with one WARNING naming it. Folders
+that already exist keep their mode (``~/.config/ticos`` is shared with the voice agent's
+``session_config``). On the card nothing existing is changed, and a filesystem without
+Unix modes (FAT/exFAT: ``chmod`` is refused or ignored) is never an error.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+import stat
 from pathlib import Path
 
 import aiosqlite
 
 from . import schema
 from .location import card_problem
+
+log = logging.getLogger(__name__)
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 
 MIN_FREE_BYTES = 1 << 20
 #: The -wal file is truncated back to this size after a checkpoint that emptied it.
@@ -33,26 +52,80 @@ def check_card_dir(directory: Path) -> None:
 
 
 def make_dirs_below(root: Path, directory: Path) -> None:
-    """Create ``directory`` and its parents up to, but never including, ``root``."""
+    """Create ``directory`` and its parents up to, but never including, ``root`` (0700)."""
     rel = directory.relative_to(root)
     current = root
     for part in rel.parts:
         current = current / part
         try:
-            current.mkdir()  # no parents: a vanished root raises instead of being re-created
+            current.mkdir(mode=PRIVATE_DIR)  # no parents: a vanished root raises, never re-created
         except FileExistsError:
             if not current.is_dir():
                 raise
 
 
-async def connect(path: Path, *, card: bool = False,
-                  card_root: Path | None = None) -> tuple[aiosqlite.Connection, int]:
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each 0700 (existing ones are left alone)."""
+    missing = []
+    current = directory
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    if not current.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(current))
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+
+
+def create_private_file(path: Path, *, tighten: bool) -> None:
+    """Create the database file 0600 when missing (SQLite gives its sidecars the same mode);
+    with ``tighten``, make an existing file and its sidecars 0600 when others can read them."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+    except FileExistsError:
+        if tighten:
+            for file in [path] + [path.with_name(path.name + s) for s in SIDECAR_SUFFIXES]:
+                _tighten(file)
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask took away
+    except OSError:
+        pass  # FAT/exFAT: no Unix modes; the mount options decide
+    finally:
+        os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+        return
+    try:
+        os.chmod(path, PRIVATE_FILE)
+    except OSError as exc:
+        log.warning("storage: %s is readable by other users (%04o) and could not be made private: %s",
+                    path, mode, exc.strerror or exc)
+        return
+    log.warning("storage: %s was readable by other users (%04o); made it private (0600)", path, mode)
+
+
+async def connect(path: Path, *, card: bool = False, card_root: Path | None = None,
+                  fallback: bool = False) -> tuple[aiosqlite.Connection, int]:
     """Create the directory, migrate, open; returns the connection and the message-id seed.
 
     ``card``: the database is on the TF card: checked for a read-only or full mount, and
     every commit is synced (``synchronous=FULL``; a card may be pulled at any moment).
     ``card_root``: the card's mount point, required to still be one; only the directories
-    below it are created.
+    below it are created. ``fallback``: the database is EXTERNAL mode's fallback (its merge
+    bookkeeping is set up, see :mod:`.merge`). Folders created are 0700 and a new database
+    file 0600; off the card, an existing file others can read is made 0600.
     """
     synchronous = "FULL" if card else "NORMAL"
 
@@ -63,10 +136,16 @@ async def connect(path: Path, *, card: bool = False,
                 raise OSError(errno.ENODEV, problem, str(card_root))
             make_dirs_below(card_root, path.parent)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
         if card:
             check_card_dir(path.parent)
-        return schema.prepare(str(path), synchronous=synchronous)
+        create_private_file(path, tighten=not card)
+        seed = schema.prepare(str(path), synchronous=synchronous)
+        if fallback:
+            from .merge import prepare_fallback
+
+            prepare_fallback(str(path))
+        return seed
 
     seed = await asyncio.to_thread(_prepare)
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -78,3 +157,4 @@ async def connect(path: Path, *, card: bool = False,
         await db.close()
         raise
     return db, seed
+

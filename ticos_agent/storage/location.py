@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ConfigError
 
 DEFAULT_DB_FILENAME = "ticos.db"
 CARD_MOUNT_PARENTS = ("/media", "/mnt")
+#: ``ticos.db`` -> ``ticos-fallback.db``: where EXTERNAL mode keeps what the card could not take.
+FALLBACK_SUFFIX = "-fallback"
 
 
 class SaveMode(Enum):
@@ -33,7 +35,7 @@ class SaveMode(Enum):
     EXTERNAL = "external"
 
     @classmethod
-    def coerce(cls, value: "SaveMode | str | object") -> "SaveMode":
+    def coerce(cls, value: SaveMode | str | object) -> SaveMode:
         """Accept a ``SaveMode``, the SDK's enum, or ``"internal"``/``"external"`` (any case)."""
         if isinstance(value, cls):
             return value
@@ -60,7 +62,7 @@ class Location:
     requested: SaveMode
     degraded: str | None = None
 
-    def fallen_back(self, path: Path, reason: str) -> "Location":
+    def fallen_back(self, path: Path, reason: str) -> Location:
         """This location's request served from internal ``path`` instead, because of ``reason``."""
         return Location(path=path, mode=SaveMode.INTERNAL, requested=self.requested, degraded=reason)
 
@@ -68,6 +70,19 @@ class Location:
 def default_internal_dir() -> Path:
     """``~/.config/ticos``, the SDK's internal directory."""
     return Path.home() / ".config" / "ticos"
+
+
+def fallback_path(internal_dir: str | os.PathLike | None = None,
+                  db_filename: str = DEFAULT_DB_FILENAME) -> Path:
+    """The fallback database of EXTERNAL mode: ``<internal dir>/<stem>-fallback<suffix>``.
+
+    A file of its own, next to (never inside) the INTERNAL database: every row in it is
+    waiting for the card, so all of it is merged into the card when the card is back, and
+    the INTERNAL mode's own history is never moved.
+    """
+    internal = Path(internal_dir) if internal_dir is not None else default_internal_dir()
+    name = Path(db_filename)
+    return internal / f"{name.stem}{FALLBACK_SUFFIX}{name.suffix}"
 
 
 def resolve_location(
@@ -81,7 +96,8 @@ def resolve_location(
 
     INTERNAL: ``<internal_dir or ~/.config/ticos>/<db_filename>``.
     EXTERNAL: ``<tf_root or find_tf_root()>/.config/ticos/<db_filename>``; when no card root is
-    given and none is mounted, the internal path with ``degraded`` explaining why.
+    given and none is mounted, the fallback database (:func:`fallback_path`) with
+    ``degraded`` explaining why.
     """
     requested = SaveMode.coerce(mode)
     internal = Path(internal_dir) if internal_dir is not None else default_internal_dir()
@@ -90,10 +106,21 @@ def resolve_location(
         return internal_loc
     root = Path(tf_root) if tf_root is not None else find_tf_root()
     if root is None:
-        return internal_loc.fallen_back(
-            internal_loc.path, "no TF card found: no removable SD/USB device mounted under /media or /mnt"
-        )
-    return Location(root / ".config" / "ticos" / db_filename, SaveMode.EXTERNAL, requested)
+        return internal_loc.fallen_back(fallback_path(internal, db_filename), NO_CARD_FOUND)
+    return Location(card_db_path(root, db_filename), SaveMode.EXTERNAL, requested)
+
+
+NO_CARD_FOUND = "no TF card found: no removable SD/USB device mounted under /media or /mnt"
+
+
+def card_db_path(root: Path, db_filename: str = DEFAULT_DB_FILENAME) -> Path:
+    """``<root>/.config/ticos/<db_filename>``, the SDK's place on the card."""
+    return root / ".config" / "ticos" / db_filename
+
+
+def card_root_of(db_path: Path) -> Path:
+    """The card root of a card database path (the inverse of :func:`card_db_path`)."""
+    return db_path.parent.parent.parent
 
 
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
@@ -220,3 +247,35 @@ def _off_system_disk(path: Path) -> bool:
         return os.stat(path).st_dev != os.stat("/").st_dev
     except OSError:
         return False
+
+
+def mount_of(path: str | os.PathLike,
+             mountinfo: str | os.PathLike = "/proc/self/mountinfo") -> tuple[str, int, str] | None:
+    """The mount holding ``path`` by name: (mount point, device number, source), from the
+    mount table (the longest mount point that is ``path`` or one of its parents), or ``None``.
+
+    Read only when the cheap check of the card changed, to say what happened to it.
+    """
+    try:
+        raw = Path(mountinfo).read_bytes()
+    except OSError:
+        return None
+    target = os.path.abspath(os.fspath(path))
+    best: tuple[str, int, str] | None = None
+    for line in raw.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or b"-" not in fields[6:]:
+            continue
+        point = decode_mount_field(fields[4])
+        if not (target == point or target.startswith(point.rstrip("/") + "/")):
+            continue
+        if best is not None and len(point) < len(best[0]):
+            continue
+        try:
+            major, minor = (int(x) for x in fields[2].split(b":"))
+        except ValueError:
+            continue
+        dash = fields.index(b"-", 6)
+        source = decode_mount_field(fields[dash + 2]) if len(fields) > dash + 2 else "?"
+        best = (point, os.makedev(major, minor), source)  # later (stacked) mounts win ties
+    return best

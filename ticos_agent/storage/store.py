@@ -9,17 +9,24 @@ enqueued before it is committed; ``await close()`` flushes and closes (a ``flush
 it never hangs).
 
 On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
-survives the card being pulled. Internal storage uses ``synchronous=NORMAL``.
+survives the card being pulled. Internal storage uses ``synchronous=NORMAL``. The files are
+private to the agent's user (0600 in 0700 folders, whatever the umask; see
+:mod:`.connection`).
 
-When a write fails on the TF card (card pulled out, full, turned read-only, or any other
-SQLite I/O failure), the batch is kept, the internal database is opened (and migrated) and
-the batch is written there; ``health()`` then reports ``state: "degraded"`` with the reason,
-and one WARNING names both paths. The insert values of the last ``RECENT_MESSAGES`` messages
-are remembered, so an update of a message that is only on the card inserts it, with its new
-content and status, into the internal database. Failures at the internal location are
-retried with a backoff. Nothing raises into the event loop; a row the database rejects (a
-constraint, a value SQLite cannot store) is logged, counted in ``write_errors`` and
-``skipped``, and skipped alone.
+Before each batch on the TF card the writer checks that the card is still the mounted card
+(one ``os.stat``; see :mod:`.card`). When it is not (pulled out, lazily unmounted, swapped),
+or a write fails there (full, turned read-only, any other SQLite I/O failure), the batch
+is kept, the fallback database ``<internal dir>/ticos-fallback.db`` is opened (and
+migrated) and the batch is written there; ``health()`` then reports ``state: "degraded"``
+with the reason, and one WARNING names both paths. The card is probed for every few
+seconds; when it is back, the fallback's rows are merged into it (:mod:`.merge`: in order,
+idempotent, nothing deleted before the card committed it) and the store returns to it.
+The insert values of the last ``RECENT_MESSAGES`` messages are remembered, so an update of
+a message that is only on the card inserts it, with its new content and status, into the
+fallback (the merge then updates the card's row). Failures at the fallback or internal
+location are retried with a backoff. Nothing raises into the event loop; a row the database
+rejects (a constraint, a value SQLite cannot store) is logged, counted in ``write_errors``
+and ``skipped``, and skipped alone.
 
 Event-log rows older than ``event_retention_days`` are deleted at open and every
 ``PRUNE_EVERY`` seconds, ``PRUNE_CHUNK`` ids per commit between batches (``events_pruned``).
@@ -30,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -40,8 +46,10 @@ import aiosqlite
 
 from ..errors import StorageError
 from . import queries, schema
-from .connection import connect, describe
-from .location import DEFAULT_DB_FILENAME, Location, SaveMode, card_problem, mount_required, resolve_location
+from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardTarget, CardWatch
+from .connection import describe
+from .location import Location, card_root_of
+from .merge import MERGE_CHUNK
 from .writer import PRUNE_EVERY, Writer
 from .writes import SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_RECORD_CALL, SQL_UPDATE_MESSAGE
 
@@ -52,79 +60,49 @@ MAX_PENDING_EVENTS = 500_000
 RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
+#: close() waits this long for a probe that is opening the card.
+PROBE_CLOSE_WAIT = 5.0
 
 
-async def open_store(
-    mode: SaveMode | str,
-    *,
-    tf_root: str | os.PathLike | None = None,
-    internal_dir: str | os.PathLike | None = None,
-    db_filename: str = DEFAULT_DB_FILENAME,
-    batch_interval: float = 0.05,
-    require_mount: bool | None = None,
-    event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
-) -> "Store":
-    """Open the database for ``mode`` and start its writer; call on the running event loop.
-
-    EXTERNAL falls back to INTERNAL (``Location.degraded`` says why, a WARNING names both
-    paths) when no card is mounted, the card root is not a mount point, the card directory
-    cannot be created or written, the card is mounted read-only or full, or the file there
-    cannot be opened as a database. The card root itself is never created.
-
-    ``require_mount``: the card root must exist and be a mount point (``True``), or any
-    directory is accepted as the card and created when missing (``False``, for tests and
-    development); ``None`` (default) means ``True`` unless the environment variable
-    ``TICOS_ALLOW_UNMOUNTED_CARD=1`` is set.
-    ``event_retention_days``: event-log rows older than this are pruned, a small chunk at a
-    time, at open and every few minutes (``None``: kept forever).
-
-    Raises :class:`StorageError` (path and reason) when even the internal database fails.
-    """
-    loc = resolve_location(mode, tf_root=tf_root, internal_dir=internal_dir, db_filename=db_filename)
-    options = dict(batch_interval=batch_interval, internal_dir=internal_dir, db_filename=db_filename,
-                   event_retention_days=event_retention_days)
-    internal = resolve_location(SaveMode.INTERNAL, internal_dir=internal_dir, db_filename=db_filename)
-    if loc.degraded:
-        log.warning("storage: %s; using internal database %s", loc.degraded, loc.path)
-    if loc.mode is SaveMode.EXTERNAL:
-        root = loc.path.parent.parent.parent  # <root>/.config/ticos/<db_filename>
-        strict = mount_required(require_mount)
-        problem = card_problem(root) if strict else None
-        if problem is None:
-            try:
-                db, seed = await connect(loc.path, card=True, card_root=root if strict else None)
-                return Store(db, loc, last_message_id=seed, card_root=root if strict else None, **options)
-            except (sqlite3.Error, OSError) as exc:
-                problem = f"cannot use TF card database {loc.path}: {describe(exc)}"
-        log.warning("storage: %s; falling back to internal database %s", problem, internal.path)
-        loc = loc.fallen_back(internal.path, problem)
-    try:
-        db, seed = await connect(loc.path)
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"cannot open database {loc.path}: {describe(exc)}") from exc
-    return Store(db, loc, last_message_id=seed, **options)
-
-
-class Store(Writer):
+class Store(Writer, CardKeeper):
     """Conversation messages, memories, function calls and the event log of one database.
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
-    changes when a runtime failure moves the store to the internal fallback). The writer
-    task's methods come from :class:`~.writer.Writer`.
+    changes when the card is lost and when it comes back). The writer task's methods come
+    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
-                 batch_interval: float = 0.05, internal_dir: str | os.PathLike | None = None,
-                 db_filename: str = DEFAULT_DB_FILENAME,
+                 batch_interval: float = 0.05,
                  event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
-                 card_root: Path | None = None):
+                 probe_interval: float = PROBE_INTERVAL, watch: CardWatch | None = None,
+                 fallback: Path | None = None, card: CardTarget | None = None,
+                 target: CardTarget | None = None, counts: dict[str, int] | None = None):
         self._db = db
         self.location = location
-        self._card_root = card_root  # reopening the card checks it is still mounted there
         self._last_id = last_message_id
         self._interval = batch_interval
-        self._internal_dir = internal_dir
-        self._db_filename = db_filename
+        # The card (EXTERNAL mode only): see .card. ``_card_ident``/``_card_mount``: what the
+        # card in use looked like when opened; ``_target``: a card that came back, being merged.
+        self._watch = watch
+        self._card_root = card_root_of(card.location.path) if card is not None and watch.strict else None
+        self._fallback_path = fallback
+        self._card_ident = card.ident if card is not None else None
+        self._card_mount = card.mount if card is not None else None
+        self._target: CardTarget | None = target
+        self._merger = None
+        self._merge_chunk = MERGE_CHUNK
+        if not probe_interval > 0:
+            raise ValueError(f"probe_interval must be > 0, not {probe_interval!r}")
+        self._probe_every = self._probe_delay = probe_interval
+        self._next_card_check = time.monotonic() + probe_interval
+        self._probe_task: asyncio.Task | None = None
+        self._probing = False
+        self._probes = self._losses = self._returns = self._merged = 0
+        self._returned_at = -FLAPPING_S
+        self._card_problem = location.degraded if watch is not None and target is None else None
+        self._fallback_counts = dict(counts) if counts else {"messages": 0, "memories": 0, "calls": 0, "events": 0}
+        self._counted_at = time.monotonic()
         self._events: list[tuple] = []
         self._ops: list[tuple[str, tuple]] = []
         # Totals enqueued and done (committed or skipped); a flush waits for its own marks.
@@ -154,6 +132,8 @@ class Store(Writer):
         self._events_pruned = 0
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ticos-storage-writer")
+        if self._on_fallback and target is None:
+            self._start_probe()
 
     # ----------------------------------------------------------------- enqueue (sync, cheap)
 
@@ -292,6 +272,11 @@ class Store(Writer):
         self._closing = True
         self._kick.set()
         self._wake.set()
+        probe = self._probe_task
+        if probe is not None and not probe.done():
+            if self._probing:  # an opening card connection: let it finish and be closed
+                await asyncio.wait({probe}, timeout=PROBE_CLOSE_WAIT)
+            probe.cancel()
         await asyncio.shield(self._task)
         lost = len(self._events) + len(self._ops)
         if lost:
@@ -307,12 +292,33 @@ class Store(Writer):
         ``written``: records committed; ``skipped``: records given up (rejected by the
         database, or an update of a message that exists nowhere); ``events_pruned``: event
         log rows removed by the retention.
+
+        EXTERNAL mode also reports the card (``None`` otherwise): ``fallback_rows``, how many
+        rows wait in the fallback database (its counts are refreshed at most once a second
+        while writing there); ``fallback``: its ``path``, ``rows`` per table (``messages``,
+        ``memories``, ``calls``, ``events``), ``merging`` (a card that came back is being
+        filled) and ``merged`` (rows moved to the card since open); ``card``: ``in_use``,
+        ``problem`` (why it is not in use, from the last check or probe), ``losses`` and
+        ``returns`` since open, ``probes`` made and the current ``probe_interval_s``.
+        On the card, each call also makes the writer's cheap check (one ``os.stat``): a card
+        that is gone is reported at once, and the writer falls back without waiting for a
+        write or its next idle check.
         """
         reason = self._failure
+        if reason is None and self._card_ident is not None and not self._closing:
+            reason = self._watch.gone(self.location.path, self._card_ident, self._card_mount)
+            if reason:
+                self._next_card_check = 0.0  # the writer checks again and falls back now
+                self._wake.set()
+                self._kick.set()
         if reason is None and self._dropping:
             reason = (f"event log backlog full ({MAX_PENDING_EVENTS} waiting): "
                       f"{self._dropped_events} events dropped")
+        if reason is None and self._target is not None:
+            reason = (f"merging {sum(self._fallback_counts.values())} rows from the fallback database "
+                      f"{self._fallback_path} into the TF card {self._target.location.path}")
         reason = reason or self.location.degraded
+        card = self._card_health() if self._watch is not None else {"fallback_rows": 0, "fallback": None, "card": None}
         return {
             "path": str(self.location.path),
             "mode": self.location.mode.value,
@@ -325,6 +331,7 @@ class Store(Writer):
             "write_errors": self._write_errors,
             "dropped_events": self._dropped_events,
             "events_pruned": self._events_pruned,
+            **card,
         }
 
     # ----------------------------------------------------------------- reads

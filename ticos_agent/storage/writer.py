@@ -8,14 +8,18 @@ per ``CHUNK_RECORDS`` records, the events with one ``executemany`` and the other
 one per kind (in ``KIND_ORDER``); a ``flush()`` or ``close()`` makes it commit at once.
 
 A failure never ends the task. A batch the database rejects is committed again record by
-record, skipping only the rows it rejects. An I/O failure on the TF card moves the store to
-the internal database (:meth:`Writer._fall_back`: queued and remembered messages whose ids
-would collide there are renumbered). Any other failure keeps the batch queued, fails the
-``flush()`` calls waiting for it, reopens the connection and retries with a backoff of up to
-``MAX_BACKOFF`` seconds.
+record, skipping only the rows it rejects. On the TF card, each batch first checks that the
+card is still the mounted card (:mod:`.card`); a card that is gone, or an I/O failure on it,
+moves the store to the fallback database (``CardKeeper._fall_back``: queued messages whose
+ids would collide there are renumbered) and the batch is written there. Any other failure
+keeps the batch queued, fails the ``flush()`` calls waiting for it, reopens the connection
+and retries with a backoff of up to ``MAX_BACKOFF`` seconds.
 
-Between batches, event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids
-per commit, at open and every ``PRUNE_EVERY`` seconds.
+Between batches: while a card that came back is being merged, one merge chunk
+(:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
+otherwise event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids per
+commit, at open and every ``PRUNE_EVERY`` seconds (on the fallback a table's newest row is
+always kept, so its rowids are never reused).
 """
 
 from __future__ import annotations
@@ -29,9 +33,14 @@ import aiosqlite
 
 from ..errors import StorageError
 from .connection import connect, describe
-from .location import SaveMode, resolve_location
+from .location import SaveMode
 from .writes import (
-    DATA_ERRORS, SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_LOG_EVENT, SQL_RECORD_CALL,
+    DATA_ERRORS,
+    SQL_ADD_MEMORY,
+    SQL_ADD_MESSAGE,
+    SQL_CALL_OUTCOME,
+    SQL_LOG_EVENT,
+    SQL_RECORD_CALL,
     SQL_UPDATE_MESSAGE,
 )
 
@@ -50,8 +59,9 @@ class Writer:
 
     It works on the state ``Store.__init__`` sets up (the connection ``_db``, ``location``,
     the queues ``_events``/``_ops`` and their counters, the ``flush()`` waiters, the wake-up
-    events, the remembered messages, the retention) and calls two ``Store`` methods:
-    ``_next_id()`` when it renumbers messages and ``_backlog_shrank()`` after each commit.
+    events, the remembered messages, the retention, the card's state) and calls
+    ``Store._backlog_shrank()`` after each commit and the :class:`~.card.CardKeeper` methods
+    for the card.
     """
 
     def _prune_timeout(self) -> float | None:
@@ -61,17 +71,26 @@ class Writer:
             return 0.0
         return max(0.0, self._next_prune - time.monotonic())
 
+    def _idle_timeout(self) -> float | None:
+        timeout = self._prune_timeout()
+        if self._card_ident is not None and not self._closing:
+            check = max(0.0, self._next_card_check - time.monotonic())
+            timeout = check if timeout is None else min(timeout, check)
+        return timeout
+
     async def _run(self) -> None:
         backoff = 0.0
         try:
             while True:
-                if not self._wake.is_set():
+                merging = self._target is not None and not self._closing
+                if not self._wake.is_set() and not merging:
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self._prune_timeout())
+                        await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
                     except TimeoutError:
                         pass
                 if self._wake.is_set():
-                    if backoff or not (self._kick.is_set() or self._closing):
+                    # While merging, a merge chunk is the pause between batches.
+                    if backoff or not (merging or self._kick.is_set() or self._closing):
                         try:
                             await asyncio.wait_for(self._kick.wait(), backoff or self._interval)
                         except TimeoutError:
@@ -87,8 +106,14 @@ class Writer:
                         self._wake.set()
                         continue
                 if self._closing:
+                    if self._target is not None:
+                        await self._abandon("the store is closing", closing=True)
                     if not self._events and not self._ops:
                         return
+                elif self._target is not None:
+                    await self._merge_step()
+                elif self._card_check_due():
+                    await self._idle_card_check()
                 elif self._failure is None and self._prune_timeout() == 0.0:
                     await self._prune_chunk()
         finally:
@@ -128,6 +153,8 @@ class Writer:
         self._ops_out += len(ops)
         self._events_out += len(events)
         self._backlog_shrank()
+        if self._on_fallback:  # exact when someone waits for it (a flush, the close)
+            await self._refresh_counts(force=bool(self._waiters) or self._closing)
         self._resolve_waiters()
         if self._events or self._ops:
             self._wake.set()
@@ -209,6 +236,10 @@ class Writer:
 
     async def _write(self, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
         """Commit one batch, falling back or retrying on failure; True when it is on disk."""
+        if self._card_ident is not None:
+            problem = self._card_gone()  # one os.stat: is the card still the mounted card?
+            if problem:
+                return await self._fall_back(problem, events, ops, gone=True)
         try:
             try:
                 bad, missed = await self._commit(events, ops)
@@ -217,7 +248,8 @@ class Writer:
         except (sqlite3.Error, OSError) as exc:
             self._write_errors += 1
             reason = describe(exc)
-            if self.location.mode is SaveMode.EXTERNAL and "locked" not in str(exc):
+            if self.location.mode is SaveMode.EXTERNAL and "locked" not in str(exc) \
+                    and self._fallback_path is not None:
                 return await self._fall_back(reason, events, ops)
             if self._failure is None:
                 log.error("storage: writing to %s failed (%s); will retry", self.location.path, reason)
@@ -235,9 +267,12 @@ class Writer:
     async def _prune_chunk(self) -> None:
         """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
         cutoff = time.time() - self._retention * 86400.0
+        # The fallback keeps its newest event: its rowids must never be reused (see .merge).
+        keep = " AND id < (SELECT MAX(id) FROM events)" if self._on_fallback else ""
         try:
             async with self._db.execute(
-                    "SELECT id, (ts IS NULL OR ts < ?) FROM events ORDER BY id LIMIT 1", (cutoff,)) as cursor:
+                    f"SELECT id, (ts IS NULL OR ts < ?) FROM events WHERE 1{keep} ORDER BY id LIMIT 1",
+                    (cutoff,)) as cursor:
                 oldest = await cursor.fetchone()
             if oldest is None or not oldest[1]:
                 self._prune_more = False
@@ -245,11 +280,11 @@ class Writer:
                 return
             # A window of ids from the oldest: a few pages of the table, never a whole scan.
             cursor = await self._db.execute(
-                "DELETE FROM events WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)",
+                "DELETE FROM events WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)" + keep,
                 (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
             self._events_pruned += max(cursor.rowcount, 0)
             self._prune_more = True
-        except Exception as exc:  # noqa: BLE001 - pruning must never end the writer
+        except Exception as exc:
             log.warning("storage: pruning old events in %s failed: %s", self.location.path,
                         describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
             self._prune_more = False
@@ -266,64 +301,12 @@ class Writer:
         on_card = self.location.mode is SaveMode.EXTERNAL
         try:
             db, seed = await connect(self.location.path, card=on_card,
-                                     card_root=self._card_root if on_card else None)
+                                     card_root=self._card_root if on_card else None,
+                                     fallback=self._on_fallback)
         except (sqlite3.Error, OSError):
             return
         self._last_id = max(self._last_id, seed)
         await self._swap_connection(db)
-
-    async def _fall_back(self, reason: str, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
-        card_path = self.location.path
-        internal = resolve_location(SaveMode.INTERNAL, internal_dir=self._internal_dir,
-                                    db_filename=self._db_filename)
-        try:
-            db, seed = await connect(internal.path)
-        except (sqlite3.Error, OSError) as exc:
-            first = self._failure is None
-            self._failure = (f"writing to {card_path} failed ({reason}) and the internal fallback "
-                             f"{internal.path} failed too ({describe(exc)})")
-            if first:
-                log.error("storage: %s; will retry", self._failure)
-            return False
-        log.warning("storage: writing to TF card database %s failed (%s); falling back to internal "
-                    "database %s", card_path, reason, internal.path)
-        self.location = self.location.fallen_back(internal.path, f"writing to {card_path} failed: {reason}")
-        self._failure = None
-        self._renumber(seed, ops)
-        await self._swap_connection(db)
-        self._next_prune = time.monotonic()  # the internal database has its own old events
-        return await self._write(events, ops)
-
-    def _rename(self, old: str) -> str:
-        new = self._next_id()
-        for key, value in self._id_remap.items():
-            if value == old:
-                self._id_remap[key] = new
-        self._id_remap[old] = new
-        row = self._recent.pop(old, None)
-        if row is not None:
-            row[0] = new
-            self._recent[new] = row
-        return new
-
-    def _renumber(self, seed: int, ops: list[tuple[str, tuple]]) -> None:
-        """Give messages new ids where they would collide with the fallback's rows: queued ones,
-        and remembered ones already on the card (their updates then insert them here)."""
-        self._last_id = max(self._last_id, seed)
-
-        def collides(mid) -> bool:
-            return isinstance(mid, str) and mid.isdigit() and int(mid) <= seed
-
-        for pending in (ops, self._ops):
-            for i, (sql, params) in enumerate(pending):
-                if sql is SQL_ADD_MESSAGE and collides(params[0]):
-                    pending[i] = (sql, (self._rename(params[0]),) + params[1:])
-        for old in [mid for mid in self._recent if collides(mid)]:
-            self._rename(old)
-        for pending in (ops, self._ops):
-            for i, (sql, params) in enumerate(pending):
-                if sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
-                    pending[i] = (sql, params[:2] + (self._id_remap[params[2]],))
 
 
 #: The order kinds of records are committed in within one transaction. Regrouping keeps the
