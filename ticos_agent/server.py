@@ -95,7 +95,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=settings.heartbeat or None,
                                compress=False)
     await ws.prepare(request)
-    peer = peers.add(ws, request.remote or "local")
+    transport = request.transport
+    peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
     ingest = intake.ingest
     try:
         async for msg in ws:
