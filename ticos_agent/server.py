@@ -171,7 +171,7 @@ async def post_event(request: web.Request) -> web.Response:
     return web.json_response({"ok": True}, status=202)
 
 
-def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+def bind(host: str, port: int, backlog: int = 16) -> list[socket.socket]:
     """Listen on every address of ``host:port`` now, before any other part starts, so a
     second instance fails here having touched nothing. ``port`` 0 picks one free port for all.
     Raises ``OSError`` naming the address (``EADDRINUSE``: another agent runs)."""
