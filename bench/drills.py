@@ -54,7 +54,7 @@ class Agent:
         cfg = workdir / "robot.toml"
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
         cfg.write_text(f'[server]\nport = {self.port}\n{extra}[storage]\ndir = "{workdir / "db"}"\n'
-                       "[audio]\nenabled = false\n[conversation]\nreconnect_grace = 0.5\n" + os.environ.get("DRILL_EXTRA", "").replace("\\n", "\n"))
+                       "[audio]\nenabled = false\n[conversation]\nreconnect_grace = 0.5\n")
         self.log = open(workdir / "agent.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(cfg)],
                                      stdout=self.log, stderr=self.log, cwd=ROOT,
@@ -224,8 +224,9 @@ async def drill_frames(agent: Agent, count: int = 5000) -> None:
         async with http.get(agent.url("/health")) as resp:
             status = (await resp.json())["status"]
     grown = log.stat().st_size - before
-    print(f"frames: {count:,} hostile frames ({sum(i % 7 in (0, 1, 2, 3, 5) for i in range(count)):,} of them unusable): {errors:,} error replies; log grew {grown / 1024:.1f} KB; "
-          f"/health says {status}")
+    unusable = sum(i % 7 in (0, 1, 2, 3, 5) for i in range(count))
+    print(f"frames: {count:,} hostile frames ({unusable:,} of them unusable): {errors:,} error replies; "
+          f"log grew {grown / 1024:.1f} KB; /health says {status}")
 
 
 async def drill_reconnect(agent: Agent) -> None:
