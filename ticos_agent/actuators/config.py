@@ -114,6 +114,8 @@ class ActuatorsConfig:
     max_queued: int = setting(MAX_QUEUED)
     max_per_response: int = setting(MAX_PER_RESPONSE)
     max_queued_seconds: float = setting(MAX_QUEUED_SECONDS)
+    #: library motions no actuator of this robot can play (left out of ``motions``)
+    unplayable: tuple[str, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -182,9 +184,10 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
             m = resolved_m.get(tag, Motion(tag))
             resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds})
     resolved_e = {t: _resolve_expression(e, actuators, t in user_e, errors, unresolved) for t, e in emotions.items()}
+    unplayable = tuple(sorted(t for t in motions if t not in resolved_m))
     return ActuatorsConfig(actuators, resolved_m, resolved_e, mouth, default_robot, robot["default_library"],
                            robot["name"], robot["max_queued"], robot["max_per_response"],
-                           robot["max_queued_seconds"])
+                           robot["max_queued_seconds"], unplayable)
 
 
 def parse_actuator(name: str, table: Any, errors: Errors,

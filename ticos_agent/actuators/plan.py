@@ -70,8 +70,11 @@ def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
 
 
 def expression_actuators(cfg: ActuatorsConfig) -> list[str]:
-    """Actuators whose driver shows expressions (lights, MCUs with an ``emotion`` line), except the mouth."""
-    return [n for n, a in cfg.actuators.items() if a.shows_expressions and n != cfg.mouth]
+    """Actuators whose driver shows expressions (lights, MCUs with an ``emotion`` line). A light
+    that is the mouth is left out (its brightness is the voice's loudness); an MCU that also
+    moves the mouth still shows every emotion on its own line."""
+    return [n for n, a in cfg.actuators.items()
+            if a.shows_expressions and not (n == cfg.mouth and a.kind == "light")]
 
 
 def _line_values(e: Expression, intensity: float, args: EmotionArgs | None) -> dict[str, Any]:
