@@ -43,7 +43,7 @@ from ..options import (
     parse_table,
     setting,
 )
-from .driver import STEP, ActuatorConfig, DriverOptions
+from .driver import NOISY, STEP, ActuatorConfig, DriverOptions
 from .library import Degrees, Expression, Motion, parse_library
 from .registry import FAILED, available, driver_class
 
@@ -73,6 +73,7 @@ COMMON: dict[str, Option] = {
     "home": Degrees(DERIVED, "the safe state, degrees, from min to max (default: the driver's)"),
     "interpolate": Boolean(DERIVED, "send keyframes in steps (default: true when the hardware takes no move time)"),
     "step": STEP,
+    "noisy": NOISY,
 }
 #: Common keys that only servos (not lights) have.
 SERVO_KEYS = ("min", "max", "home", "interpolate", "step")
@@ -224,6 +225,7 @@ def parse_actuator(name: str, table: Any, errors: Errors,
         "name": name, "driver": drv_name, "role": values["role"] if "role" in table else name, "kind": kind,
         "channels": channels, "options": options, "simulated": cls.simulated_for(options),
         "follows_keyframes": cls.follows_keyframes(options), "shows_expressions": cls.shows_expressions(options),
+        "noisy": values["noisy"],
     }
     if kind == "light":
         for k in SERVO_KEYS:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,15 @@ def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
         steps.append(step(0.0, name, "line", "motion", {"tag": motion.tag, "speed": speed, "repeat": repeat}))
         total = max(total, seconds * repeat / speed)
     return Plan(sorted(steps), total, list(dict.fromkeys([*motion.tracks, *motion.played])))
+
+
+def restrict(plan: Plan, names: Collection[str]) -> Plan:
+    """``plan`` on the actuators in ``names`` only (all of them when ``names`` is empty)."""
+    if not names:
+        return plan
+    keep = set(names)
+    return Plan([s for s in plan.steps if s.actuator in keep], plan.total, [a for a in plan.actuators if a in keep],
+                {a: r for a, r in plan.returns.items() if a in keep})
 
 
 def expression_actuators(cfg: ActuatorsConfig) -> list[str]:

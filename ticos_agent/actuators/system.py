@@ -17,6 +17,11 @@ serial port that opens after start, or comes back after an unplug): the driver c
 ``on_up`` and the system homes / stops every actuator on it and forgets their positions.
 Barge-in rests lights on the ``neutral`` expression when there is one (else off).
 
+The robot's own work (``ambient``: state expressions, idle motions) is low priority: it starts
+only on actuators no call is using, and any later command on them replaces it at once.
+``hold(names)`` keeps actuators still (a running command pauses before its next step and its
+clock stops) until ``release()``: the noisy ones while the user speaks.
+
 Caps (``[robot]``): a command that would put more than ``max_queued`` commands or
 ``max_queued_seconds`` of planned motion on an actuator, or more than ``max_per_response``
 commands of one response in the lanes, is not queued: its outcome is ``busy`` at once. A
@@ -62,6 +67,11 @@ class ActuatorSystem:
         self._shows_expressions = set(expression_actuators(config))
         self.busy = 0  # calls answered busy (the robot's caps)
         self.not_shown = 0  # emotion calls no actuator could show
+        self._held: set[str] = set()
+        self._unheld = asyncio.Event()
+        self._unheld.set()
+        #: called with ``(tag, intensity)`` when an emotion call is shown (the robot's mood follows it)
+        self.on_emotion: Callable[[str, float], None] | None = None
         for n, d in self.drivers.items():
             d.on_up = functools.partial(self._device_up, n)
 
@@ -155,6 +165,8 @@ class ActuatorSystem:
             self.not_shown += 1
             return Outcome("not_shown", reason, {**detail, "actuators": []})
         outcomes = await asyncio.gather(*jobs)
+        if self.on_emotion is not None and any(o.status == "done" for o in outcomes):
+            self.on_emotion(args.emotion_tag, args.intensity)
         for status in ("failed", "busy", "dropped"):
             bad = [o for o in outcomes if o.status == status]
             if bad:
@@ -229,6 +241,11 @@ class ActuatorSystem:
         try:
             while heap:
                 s = heapq.heappop(heap)
+                if self._held and self._held.intersection(cmd.plan.actuators):
+                    paused = loop.time()
+                    while self._held.intersection(cmd.plan.actuators):
+                        await self._unheld.wait()
+                    t0 += loop.time() - paused  # held still: its timeline resumes where it stopped
                 delay = t0 + s.t - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -396,6 +413,42 @@ class ActuatorSystem:
         if self._loop is not None:
             self._loop.call_soon(self._pump)
         return count
+
+    async def ambient(self, tag: str, plan: Plan) -> Outcome:
+        """Play the robot's own ``plan`` (a state expression, an idle motion) if no call uses its
+        actuators; ``skipped`` otherwise. Any later command on them replaces it at once."""
+        detail: dict[str, Any] = {"kind": "ambient", "tag": tag}
+        if not plan.actuators:
+            return Outcome("not_shown", f"{tag!r} reaches no actuator", detail)
+        names = set(plan.actuators)
+        # an actuator a call uses, or one holding an emotion for its duration, is left alone
+        used = sorted(n for n in names if self.drivers[n].state != "ok" or n in self._returns
+                      or any(not c.low for c in self.lanes[n]))
+        if used or self._stopping:
+            return Outcome("skipped", f"in use: {', '.join(used)}" if used else "stopping", detail)
+        for n in names:
+            self._cancel_return(n)
+        self._drop_where(lambda c: c.low and bool(names.intersection(c.plan.actuators)),
+                         f"replaced by {tag!r}", rest=False, quiet=True)
+        cmd = self._command("ambient", tag, Plan(plan.steps, plan.total, plan.actuators), None, None, detail)
+        for n in plan.actuators:
+            self.lanes[n].append(cmd)
+        self._pump()
+        return await asyncio.shield(cmd.future)
+
+    def cut_ambient(self) -> int:
+        """Stop the robot's own work now (the user speaks); actuators stay where they are."""
+        return self._drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False, quiet=True)
+
+    def hold(self, names: Collection[str]) -> None:
+        """Keep ``names`` still until :meth:`release`."""
+        self._held = set(names) & set(self.drivers)
+        if self._held:
+            self._unheld.clear()
+
+    def release(self) -> None:
+        self._held = set()
+        self._unheld.set()
 
     def mouth_level(self, level: float) -> None:
         name = self.config.mouth
