@@ -241,13 +241,15 @@ class ActuatorSystem:
         try:
             while heap:
                 s = heapq.heappop(heap)
-                if self._held and self._held.intersection(cmd.plan.actuators):
-                    paused = loop.time()
-                    while self._held.intersection(cmd.plan.actuators):
-                        await self._unheld.wait()
-                    t0 += loop.time() - paused  # held still: its timeline resumes where it stopped
-                delay = t0 + s.t - loop.time()
-                if delay > 0:
+                while True:  # wait for the step's time; held still meanwhile, its timeline stops
+                    if self._held and self._held.intersection(cmd.plan.actuators):
+                        paused = loop.time()
+                        while self._held.intersection(cmd.plan.actuators):
+                            await self._unheld.wait()
+                        t0 += loop.time() - paused
+                    delay = t0 + s.t - loop.time()
+                    if delay <= 0:
+                        break
                     await asyncio.sleep(delay)
                 late = max(late, loop.time() - (t0 + s.t))
                 self._exec(s, heap)

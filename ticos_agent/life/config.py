@@ -57,7 +57,7 @@ class LifeConfig:
                                           minimum=0, maximum=86400))
     idle_motions: list[str] = setting(List(String(nonempty=True), [], "motion tags played now and then while "
                                            "idle (never while listening or speaking)", min_items=0))
-    idle_every: list[float] = setting(List(Duration(minimum=0.5, maximum=3600), [8.0, 20.0],
+    idle_every: list[float] = setting(List(Duration(minimum=0.05, maximum=3600), [8.0, 20.0],
                                            "seconds between idle motions: [least, most], drawn at random",
                                            min_items=2, max_items=2))
     sleeping: str = setting(Choice(("slow", "stop"), "slow", "idle life while sleeping: slow (3 x the interval, "

@@ -189,12 +189,18 @@ class RobotLife:
         self._idle_timers()
 
     def _idle_timers(self) -> None:
-        for name in ("sleep", "idle"):
-            handle = self._timers.pop(name, None)
-            if handle is not None:
-                handle.cancel()
+        """After a change of state: the way to sleep starts again, and so does idle life."""
+        handle = self._timers.pop("sleep", None)
+        if handle is not None:
+            handle.cancel()
         if self.state == "idle" and self.config.sleep_after > 0:
             self._after(self.config.sleep_after, "sleep", lambda: self._update(sleeping=True))
+        self._idle_timer()
+
+    def _idle_timer(self) -> None:
+        handle = self._timers.pop("idle", None)
+        if handle is not None:
+            handle.cancel()
         if self.state in ("idle", "sleeping") and self.config.idle_motions:
             if self.state == "sleeping" and self.config.sleeping == "stop":
                 return
@@ -271,4 +277,4 @@ class RobotLife:
         plan = plan_motion(cfg, cfg.motions[tag], MotionArgs(tag, speed=max(0.1, speed)))
         self._spawn(self._actuators.ambient(f"idle {tag}", plan))
         self._show(self.state)  # the idle look again, as the mood has faded since
-        self._idle_timers()
+        self._idle_timer()
