@@ -169,3 +169,20 @@ async def test_sleeping_after_idle_time_slows_idle_life(alive, connect):
     peer = await connect(agent)
     await peer.send(speech_started("u1"))
     await wait_for(lambda: agent.health()["robot"]["state"] == "listening")
+
+
+def test_the_readmes_life_example_is_a_config_that_loads():
+    import tomllib
+    from pathlib import Path
+
+    from ticos_agent.config import from_dict
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## A robot that looks alive"):]
+    start = section.index("```toml") + len("```toml")
+    doc = tomllib.loads(section[start:section.index("```", start)])
+    doc["actuators"]["head"]["port"] = "loop://"  # the example names a real adapter
+    doc["actuators"]["face"]["pin_factory"] = "mock"
+    config = from_dict(doc)
+    assert config.states.look("listening").emotion == "attentive"
+    assert config.actuators.actuators["head"].noisy and config.life.idle_motions == ["breathe"]
