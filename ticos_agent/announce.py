@@ -16,7 +16,6 @@ Thread and timing: the handlers run on the loop in the intake's path; they only 
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from .connection import Peer, Send
 from .events import Event
 from .intake import Handler
+from .replies import reply_id
 from .tools import Tool, session_update
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ class ToolAnnouncer:
         self._spawn = spawn
         self._api = api
         self._seen = "beta"  # what the last session.created showed (for api = "auto")
-        self._ids = itertools.count(1)
         for note in notes or ():
             log.warning("tools: %s", note)
 
@@ -65,7 +64,7 @@ class ToolAnnouncer:
             log.info("tools: none to announce to %s", peer.name)
             return
         api = self._seen if self._api == "auto" else self._api
-        event = session_update(tools, api, event_id=f"ticos_tools_{next(self._ids)}")
+        event = session_update(tools, api, event_id=reply_id())
         log.info("tools: %s %s: session.update with %d tools (%s: %s)", why, peer.name, len(tools), api,
                  ", ".join(t["name"] for t in tools))
         self._spawn(self._send(event, peer))
