@@ -437,3 +437,14 @@ async def test_peer_opened_reaches_each_greeter_once_and_a_broken_one_costs_noth
     await connect(agent)
     await settle(agent)
     assert len(opened) == 1
+
+
+def test_docs_show_the_tools_as_they_are():
+    """docs/tools.md shows the simulated robot's three tools: exactly what `ticos-agent tools` prints."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "tools.md").read_text()
+    shown = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)
+             if block.lstrip().startswith('{\n  "type": "function"')]
+    assert shown == robot_tools(load().actuators)[0]
