@@ -103,9 +103,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     transport = request.transport
     peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
-    intake.peer_opened(peer)
     ingest = intake.ingest
     try:
+        intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
         async for msg in ws:
             kind = msg.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
