@@ -21,7 +21,7 @@ it that ``events`` still takes (``speed`` 9, ``intensity`` -1) is clamped there,
         "type": "object",
         "properties": {
           "motion_tag": {"type": "string", "enum": ["bow", "dance", "nod", "shake", "wave"],
-                         "description": "Which motion. bow: a bow, head and arm down: thanks, ...; ..."},
+                         "description": "Which motion. bow: thanks, respect, an apology; dance: ..."},
           "speed": {"type": "number", "minimum": 0.1, "maximum": 5, "default": 1, "description": "..."},
           "repeat": {"type": "integer", "minimum": 1, "maximum": 20, "default": 1, "description": "..."},
           "wait": {"type": "boolean", "default": true, "description": "..."}
