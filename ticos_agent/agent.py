@@ -66,6 +66,7 @@ from .dispatch import Dispatcher
 from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
+from .life.states import RobotLife
 from .server import bind, make_app
 from .tools import Toolbox
 from .turns import Turns
@@ -98,6 +99,7 @@ class Agent:
         self.intake: Intake | None = None
         self.turns: Turns | None = None
         self.conversations: Conversations | None = None
+        self.life: RobotLife | None = None
         self.port: int | None = None
         self._background = Background()
         self._stack: AsyncExitStack | None = None
@@ -149,6 +151,11 @@ class Agent:
     def on_conversation(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
         """Handler ``fn(item_id, role, content)`` as ticos-client called it."""
         return self._register("conversation", fn, inline)
+
+    def on_state(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(state, previous)`` for every change of the robot's state (idle, listening,
+        thinking, speaking, sleeping)."""
+        return self._register("state", fn, inline)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -267,6 +274,19 @@ class Agent:
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
         intake.add(self.conversations)
         intake.add(self.turns)
+        record = None
+        if store is not None and self.config.storage.event_log:
+            record = store.log_event
+        storage = self.config.storage
+        mood = Path(storage.dir or default_internal_dir()) / "mood.json" if storage.enabled else None
+        self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
+                                     emit=lambda *args: self.dispatcher.emit("state", *args), record=record,
+                                     spawn=spawn, mood_path=mood)
+        intake.add(life)
+        if actuators is not None:
+            actuators.on_emotion = life.felt
+        life.start()
+        stack.callback(life.stop)
         if audio is not None:
             intake.add(AudioFeed(audio))
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
@@ -337,6 +357,7 @@ class Agent:
             audio_off_reason="audio.enabled is false" if audio_cfg is not None else "not configured",
             uptime_s=time.monotonic() - started if started is not None else 0.0, port=self.port,
             connections=len(self.peers), counters=self.counters, handlers=self.dispatcher.stats(),
+            life=self.life,
         )
 
 

@@ -6,7 +6,7 @@ of the validated arguments, as ticos-client passed them), to ``expression`` hand
 name goes to the ``function:<name>`` and ``function:*`` handlers, whose first non-``None``
 return value is the call's result. The outcome is a plain dict::
 
-    {"status": "done" | "failed" | "busy" | "dropped", "reason": str | None, ...}
+    {"status": "done" | "failed" | "busy" | "not_shown" | "dropped", "reason": str | None, ...}
 
 It is stored with the call, logged, and sent back as a ``function_call_output`` item when
 ``replies.function_call_output`` is set. ``busy`` (the robot's queues are full, or more than
@@ -43,7 +43,7 @@ MAX_TRACKED_CALLS = 4096
 MAX_STREAMED = 256
 MAX_STREAMED_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
-_RANK = {"done": 0, "dropped": 1, "busy": 2, "failed": 3}
+_RANK = {"done": 0, "not_shown": 1, "dropped": 2, "busy": 3, "failed": 4}
 
 
 class CallLog(Protocol):

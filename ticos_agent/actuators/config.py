@@ -44,7 +44,7 @@ from ..options import (
     parse_table,
     setting,
 )
-from .driver import STEP, ActuatorConfig, DriverOptions
+from .driver import NOISY, STEP, ActuatorConfig, DriverOptions
 from .library import Degrees, Expression, Motion, parse_library
 from .registry import FAILED, available, driver_class
 
@@ -74,6 +74,7 @@ COMMON: dict[str, Option] = {
     "home": Degrees(DERIVED, "the safe state, degrees, from min to max (default: the driver's)"),
     "interpolate": Boolean(DERIVED, "send keyframes in steps (default: true when the hardware takes no move time)"),
     "step": STEP,
+    "noisy": NOISY,
 }
 #: Common keys that only servos (not lights) have.
 SERVO_KEYS = ("min", "max", "home", "interpolate", "step")
@@ -115,6 +116,8 @@ class ActuatorsConfig:
     max_queued: int = setting(MAX_QUEUED)
     max_per_response: int = setting(MAX_PER_RESPONSE)
     max_queued_seconds: float = setting(MAX_QUEUED_SECONDS)
+    #: library motions no actuator of this robot can play (left out of ``motions``)
+    unplayable: tuple[str, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -188,9 +191,10 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
             errors.add(f"motions.{tag}", given.as_dict(), "keyframes per actuator (or role): [motions.TAG] replaces "
                        "the shipped entry, and a description alone is for a tag an actuator plays itself")
     resolved_e = {t: _resolve_expression(e, actuators, t in user_e, errors, unresolved) for t, e in emotions.items()}
+    unplayable = tuple(sorted(t for t in motions if t not in resolved_m))
     return ActuatorsConfig(actuators, resolved_m, resolved_e, mouth, default_robot, robot["default_library"],
                            robot["name"], robot["max_queued"], robot["max_per_response"],
-                           robot["max_queued_seconds"])
+                           robot["max_queued_seconds"], unplayable)
 
 
 def parse_actuator(name: str, table: Any, errors: Errors,
@@ -227,6 +231,7 @@ def parse_actuator(name: str, table: Any, errors: Errors,
         "name": name, "driver": drv_name, "role": values["role"] if "role" in table else name, "kind": kind,
         "channels": channels, "options": options, "simulated": cls.simulated_for(options),
         "follows_keyframes": cls.follows_keyframes(options), "shows_expressions": cls.shows_expressions(options),
+        "noisy": values["noisy"],
     }
     if kind == "light":
         for k in SERVO_KEYS:

@@ -34,6 +34,7 @@ from pathlib import Path as _FsPath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ConfigErrors
+from ..life.config import LifeConfig, States, parse_states
 from ..options import (
     Boolean,
     Choice,
@@ -75,8 +76,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
-SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "audio", "robot", "actuators", "motions",
-            "emotions")
+SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "life", "audio", "robot", "actuators",
+            "motions", "emotions", "states")
 KNOWN_SECTIONS = SECTIONS  # the old name
 
 
@@ -178,6 +179,8 @@ class Config:
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    life: LifeConfig = field(default_factory=LifeConfig)
+    states: States = field(default_factory=States)
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
     source: str = "(defaults)"
@@ -196,11 +199,14 @@ class Config:
             out["audio"] = self.audio.as_dict()
         if self.actuators is not None:
             out.update(self.actuators.as_dict(mask_secrets=mask_secrets))
+        if self.states.looks:
+            out["states"] = self.states.as_dict()
         return out
 
 
 PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
-                                    "conversation": ConversationConfig, "tools": ToolsConfig, "log": LogConfig}
+                                    "conversation": ConversationConfig, "tools": ToolsConfig, "log": LogConfig,
+                                    "life": LifeConfig}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -244,15 +250,18 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)", hardware: bool = T
         errors.add("server.token", "", f"a token when server.host ({server['host']}) is not loopback")
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
+    states = States()
     if hardware:
         from ..actuators.config import parse_actuators
         from ..audio.config import parse_audio
 
         actuators = parse_actuators(doc, errors)
         audio = parse_audio(doc.get("audio", {}), errors)
+        if not errors.touched("actuators", "motions", "emotions", "robot", "life"):
+            states = parse_states(doc, actuators, LifeConfig(**values["life"]), errors)
     errors.raise_if_any(source)
     return Config(**{name: cls(**values[name]) for name, cls in PLAIN_SECTIONS.items()},
-                  actuators=actuators, audio=audio, source=source)
+                  states=states, actuators=actuators, audio=audio, source=source)
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

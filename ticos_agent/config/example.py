@@ -119,4 +119,9 @@ def example() -> str:
     _section(lines, "emotions.example", EXPRESSION, {"pose": pose},
              intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, "
                    "a new one added.")
+    from ..life.config import LOOK, STATES
+
+    _section(lines, "states.listening", LOOK, {"emotion": "happy", "motion": "", "pose": {}, "actuators": []},
+             intro=f"[states.NAME]: what the robot shows in a state ({', '.join(STATES)}): one of emotion, "
+                   "motion or pose.")
     return "\n".join(lines) + "\n"
