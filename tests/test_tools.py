@@ -137,7 +137,7 @@ def test_cli_offers_only_tags_that_reach_an_actuator_and_says_what_it_left_out(t
     assert "salute: a salute: at your service" in motion_tags["description"]
     # the shipped emotions pose the head and there is no light: only `proud` (a pose of the arm) shows
     assert tools["emotion"]["parameters"]["properties"]["emotion_tag"]["enum"] == ["proud"]
-    assert "nod, shake not offered" in out.stderr
+    assert "motion(s) nod, shake of the library not offered" in out.stderr
     assert "emotion(s) angry, happy, neutral, sad, surprised, thinking not offered" in out.stderr
     # a broken config is refused as by every command
     bad = tmp_path / "bad.toml"
@@ -147,14 +147,21 @@ def test_cli_offers_only_tags_that_reach_an_actuator_and_says_what_it_left_out(t
 
 
 def test_a_robot_whose_emotions_reach_nothing_gets_no_emotion_tools():
+    # an MCU that plays `spin` and moves the mouth, with no emotion line: no emotion reaches anything
     cfg = from_dict({"actuators": {"body": {"driver": "serial-line", "port": "loop://", "motions": {"spin": 3.0},
-                                            "emotion": "EMOTION {tag}"}},
+                                            "emotion": ""}},
                      "robot": {"mouth": "body"}, "motions": {"spin": {"description": "turn around once"}}})
     tools, notes = robot_tools(cfg.actuators)
     assert [t["name"] for t in tools] == ["motion"]
     assert "spin: turn around once" in tools[0]["parameters"]["properties"]["motion_tag"]["description"]
     assert any("emotion tool is not offered" in n for n in notes)
     assert robot_tools(None) == ([], ["no robot is configured: motion and emotion tools are not offered"])
+    # with an emotion line, the same MCU shows every emotion (and the mouth is still its own)
+    cfg = from_dict({"actuators": {"body": {"driver": "serial-line", "port": "loop://", "motions": {"spin": 3.0},
+                                            "emotion": "EMOTION {tag}"}}, "robot": {"mouth": "body"}})
+    tools, notes = robot_tools(cfg.actuators)
+    assert [t["name"] for t in tools] == ["motion", "emotion", "motion_and_emotion"]
+    assert tools[1]["parameters"]["properties"]["emotion_tag"]["enum"] == sorted(cfg.actuators.emotions)
 
 
 def test_descriptions_load_dump_and_load_back():

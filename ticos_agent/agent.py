@@ -297,8 +297,7 @@ class Agent:
             intake.add(EventLog(store))
         intake.add(IntegratorEvents(self.dispatcher))
         if self.config.tools.announce:
-            intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api,
-                                     notes=self.toolbox.notes))
+            intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)
 

@@ -33,14 +33,12 @@ class ToolAnnouncer:
     """Sends the tools (``tools()``) to each socket peer; ``api`` is ``auto``, ``beta`` or ``ga``."""
 
     def __init__(self, tools: Callable[[], list[Tool]], *, send: Send, spawn: Callable[[Any], object],
-                 api: str = "auto", notes: list[str] | None = None):
+                 api: str = "auto"):
         self._tools = tools
         self._send = send
         self._spawn = spawn
         self._api = api
         self._seen = "beta"  # what the last session.created showed (for api = "auto")
-        for note in notes or ():
-            log.warning("tools: %s", note)
 
     def routes(self) -> Mapping[str, Handler]:
         return {"session.created": self._session_created}

@@ -31,7 +31,7 @@ it that ``events`` still takes (``speed`` 9, ``intensity`` -1) is clamped there,
     }
 
 A tag that reaches no actuator is not offered (a motion with no tracks that no device plays,
-an emotion on a robot with no light, no expression device and no pose for it), nor is a tool
+an emotion on a robot with no light, no emotion line and no pose for it), nor is a tool
 left with no tag; each one left out is named in the notes :func:`robot_tools` returns.
 
 The integrator's own functions join them when registered with a schema or a description
@@ -118,25 +118,22 @@ def function(name: str, description: str, properties: dict[str, Any], required: 
 def offered_motions(actuators: ActuatorsConfig, notes: list[str] | None = None) -> dict[str, str | None]:
     """Tag -> description of the motions that reach an actuator (tracks, or a device plays it),
     sorted; why any other is left out goes into ``notes``."""
-    from .actuators.library import DEFAULT_MOTIONS
-
     out: dict[str, str | None] = {}
     for tag, m in sorted(actuators.motions.items()):
         if m.tracks or m.played:
             out[tag] = m.description
         elif notes is not None:
             notes.append(f"motion {tag!r} is not offered: it has no tracks and no actuator plays it")
-    if notes is not None and actuators.default_library:
-        gone = sorted(set(DEFAULT_MOTIONS) - set(actuators.motions))
-        if gone:
-            notes.append(f"shipped motion(s) {', '.join(gone)} not offered: no actuator of this robot plays "
-                         "their tracks (roles head, arm)")
+    if notes is not None and actuators.unplayable:
+        notes.append(f"motion(s) {', '.join(actuators.unplayable)} of the library not offered: no actuator of this "
+                     "robot can play them")
     return out
 
 
 def offered_emotions(actuators: ActuatorsConfig, notes: list[str] | None = None) -> dict[str, str | None]:
-    """Tag -> description of the emotions that reach an actuator (a light or expression device
-    other than the mouth, or a pose), sorted; why any other is left out goes into ``notes``."""
+    """Tag -> description of the emotions that reach an actuator (a light that is not the mouth,
+    an MCU's emotion line, or a pose: as the actuators show them), sorted; why any other is left
+    out goes into ``notes``."""
     from .actuators.plan import expression_actuators
 
     shown = bool(expression_actuators(actuators))
@@ -148,8 +145,8 @@ def offered_emotions(actuators: ActuatorsConfig, notes: list[str] | None = None)
         else:
             left.append(tag)
     if left and notes is not None:
-        notes.append(f"emotion(s) {', '.join(left)} not offered: this robot has no light or expression device "
-                     "(the mouth aside) and they have no pose on its servos")
+        notes.append(f"emotion(s) {', '.join(left)} not offered: this robot has no light (but the mouth) and no "
+                     "emotion line, and they have no pose on its servos")
     return out
 
 
