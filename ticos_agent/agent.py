@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from . import __version__, events
+from .announce import ToolAnnouncer
 from .background import Background
 from .calls import CallIntake
 from .config import Config, default_internal_dir, from_dict, load
@@ -67,6 +68,7 @@ from .health import build_health
 from .intake import Intake
 from .life.states import RobotLife
 from .server import bind, make_app
+from .tools import Toolbox
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ class Agent:
         else:
             self.config = load(config)
         self.dispatcher = Dispatcher()
+        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has)  # what the voice agent may call
         self.counters: Counter[str] = Counter(events=0, errors=0, ignored=0, dispatches=0)
         self.peers = Peers(self.counters)
         self.store: Store | None = None
@@ -125,8 +128,16 @@ class Agent:
         """Handler ``fn(event: dict)`` for one event type (either spelling) or ``"*"`` for all."""
         return self._register(f"event:{events.GA_ALIASES.get(event_type, event_type)}", fn, inline)
 
-    def on_function(self, name: str = "*", fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
-        """Handler ``fn(call: FunctionCall) -> result`` for a function name, or ``"*"``."""
+    def on_function(self, name: str = "*", fn: Callable[..., Any] | None = None, *, inline: bool = False,
+                    description: str | None = None, schema: dict[str, Any] | None = None) -> Any:
+        """Handler ``fn(call: FunctionCall) -> result`` for a function name, or ``"*"``.
+
+        With a ``schema`` (the JSON Schema of its arguments, ``{"type": "object", ...}``) or a
+        ``description``, the function is also offered to the voice agent as a tool while a
+        handler for it is registered (``GET /v1/tools``, ``[tools] announce``; see
+        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``."""
+        if schema is not None or description is not None:
+            self.toolbox.add(name, schema, description)
         return self._register(f"function:{name}", fn, inline)
 
     def on_motion(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
@@ -285,6 +296,8 @@ class Agent:
         if store is not None and self.config.storage.event_log:
             intake.add(EventLog(store))
         intake.add(IntegratorEvents(self.dispatcher))
+        if self.config.tools.announce:
+            intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)
 
@@ -297,7 +310,7 @@ class Agent:
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
-                       settings=self.config.server, counters=self.counters)
+                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools)
         settings = self.config.server
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=settings.request_timeout)

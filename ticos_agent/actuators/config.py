@@ -25,6 +25,7 @@ allowed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ class ActuatorsConfig:
         return {
             "robot": dump_table(self, ROBOT),
             "actuators": {n: a.as_dict(mask_secrets=mask_secrets) for n, a in self.actuators.items()},
-            "motions": {t: m.as_dict() for t, m in sorted(self.motions.items()) if m.tracks},
+            "motions": {t: m.as_dict() for t, m in sorted(self.motions.items()) if m.tracks or m.description},
             "emotions": {t: e.as_dict() for t, e in sorted(self.emotions.items())},
         }
 
@@ -182,8 +183,13 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
             resolved_m[tag] = r
     for name, a in actuators.items():  # tags a device plays itself
         for tag, seconds in driver_class(a.driver).played_motions(a.options).items():  # type: ignore[union-attr]
-            m = resolved_m.get(tag, Motion(tag))
-            resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds})
+            m = resolved_m.get(tag) or Motion(tag, description=motions[tag].description if tag in motions else None)
+            resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds}, m.description)
+    for tag in sorted(user_m):  # a description alone describes a tag a device plays itself
+        given = motions.get(tag)
+        if given is not None and not given.tracks and tag not in resolved_m:
+            errors.add(f"motions.{tag}", given.as_dict(), "keyframes per actuator (or role): [motions.TAG] replaces "
+                       "the shipped entry, and a description alone is for a tag an actuator plays itself")
     resolved_e = {t: _resolve_expression(e, actuators, t in user_e, errors, unresolved) for t, e in emotions.items()}
     unplayable = tuple(sorted(t for t in motions if t not in resolved_m))
     return ActuatorsConfig(actuators, resolved_m, resolved_e, mouth, default_robot, robot["default_library"],
@@ -312,7 +318,7 @@ def _resolve_motion(m: Motion, actuators: dict[str, ActuatorConfig], strict: boo
                 why = (f"keyframes of {a.channels} value(s)" if a.follows_keyframes
                        else f"no keyframes: {n} ({a.driver}) cannot move to positions")
                 errors.add(k, [list(f.target) for f in frames], why)
-    return Motion(m.tag, tracks)
+    return Motion(m.tag, tracks, description=m.description)
 
 
 def _resolve_expression(e: Expression, actuators: dict[str, ActuatorConfig], strict: bool, errors: Errors,
@@ -331,4 +337,4 @@ def _resolve_expression(e: Expression, actuators: dict[str, ActuatorConfig], str
                 why = (f"{a.channels} value(s) for a servo actuator" if a.follows_keyframes
                        else f"no pose: {n} ({a.driver}) cannot move to positions")
                 errors.add(k, list(target), why)
-    return Expression(e.tag, e.color, e.pattern, e.period, e.brightness, e.face, pose)
+    return dataclasses.replace(e, pose=pose)

@@ -8,8 +8,9 @@ unless ``--show-secrets``) that can be copied into a file as it is.
 
 The sections and who declares them (all with the one vocabulary of :mod:`ticos_agent.options`):
 
-* ``[server]``, ``[storage]``, ``[replies]``, ``[log]``: :class:`ServerConfig`,
-  :class:`StorageConfig`, :class:`RepliesConfig`, :class:`LogConfig` here;
+* ``[server]``, ``[storage]``, ``[replies]``, ``[conversation]``, ``[tools]``, ``[log]``:
+  :class:`ServerConfig`, :class:`StorageConfig`, :class:`RepliesConfig`,
+  :class:`ConversationConfig`, :class:`ToolsConfig`, :class:`LogConfig` here;
 * ``[audio]``: :class:`ticos_agent.audio.config.AudioConfig`;
 * ``[robot]``, ``[actuators.NAME]``, ``[motions.TAG]``, ``[emotions.TAG]``:
   :mod:`ticos_agent.actuators.config`, with each driver declaring its own options.
@@ -65,6 +66,7 @@ __all__ = [
     "RepliesConfig",
     "ServerConfig",
     "StorageConfig",
+    "ToolsConfig",
     "default_internal_dir",
     "from_dict",
     "is_loopback",
@@ -74,8 +76,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
-SECTIONS = ("server", "storage", "replies", "conversation", "log", "life", "audio", "robot", "actuators", "motions",
-            "emotions", "states")
+SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "life", "audio", "robot", "actuators",
+            "motions", "emotions", "states")
 KNOWN_SECTIONS = SECTIONS  # the old name
 
 
@@ -150,6 +152,19 @@ class ConversationConfig:
 
 
 @dataclass(frozen=True)
+class ToolsConfig:
+    """``[tools]``: giving the voice agent its tools, as `ticos-agent tools` prints them."""
+
+    announce: bool = setting(Boolean(
+        False, "send every tool (the robot's and the integrator's) to each voice agent that connects, as a "
+               "session.update; it replaces the session's tools, so keep false if the voice agent sets its own"))
+    api: str = setting(Choice(
+        ("auto", "beta", "ga"), "auto", "shape of that session.update: beta (a session without a type), ga "
+        "(session.type \"realtime\", which the GA API requires), auto (what the voice agent's session.created "
+        "shows; beta until one has)"))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """``[log]``: the service's log."""
 
@@ -162,6 +177,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     replies: RepliesConfig = field(default_factory=RepliesConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     life: LifeConfig = field(default_factory=LifeConfig)
     states: States = field(default_factory=States)
@@ -189,7 +205,8 @@ class Config:
 
 
 PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
-                                    "conversation": ConversationConfig, "log": LogConfig, "life": LifeConfig}
+                                    "conversation": ConversationConfig, "tools": ToolsConfig, "log": LogConfig,
+                                    "life": LifeConfig}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
