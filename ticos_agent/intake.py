@@ -80,6 +80,7 @@ class Intake:
                 raise ValueError(
                     f"{label}: no such event type {etype!r} (use the beta spelling; known: see events.SHAPES)")
         self._consumers.append(entry)
+        log.debug("%s takes %s", label, ", ".join(sorted(entry[1])) or "nothing")
         if isinstance(consumer, PeerAware):
             self._peer_aware.append(consumer)
         if isinstance(consumer, PeerGreeter):
