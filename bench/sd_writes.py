@@ -137,6 +137,25 @@ def children(pid: int) -> list[int]:
     return out
 
 
+#: tgkill's system call number per machine (Linux): a signal for one thread of a process.
+TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268, "armv6l": 268, "i686": 270}
+
+
+def terminate(pid: int) -> None:
+    """SIGTERM to the server's main thread. A signal sent to the process may be handed to any
+    thread (under strace it often is), and ``bench/load_servers.py`` waits for it in its main
+    thread, which a signal taken by another thread does not wake."""
+    import ctypes
+    import platform
+
+    number = TGKILL.get(platform.machine())
+    if number is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, pid, pid, signal.SIGTERM) == 0:
+            return
+    os.kill(pid, signal.SIGTERM)
+
+
 def count_fsyncs(trace: Path, start: float, end: float) -> int:
     """fsync/fdatasync calls started between ``start`` and ``end`` (wall clock), from an
     ``strace -f -ttt`` log: ``PID SECONDS fdatasync(5) = 0`` (a call another thread interrupted
@@ -332,7 +351,7 @@ async def measure(server: Server, place: Place, args, workdir: Path, pacing: str
             drain.cancel()
         out.update(window_bytes=w1 - w0, idle_bytes=w2 - w1, seconds=t1 - t0,
                    device_bytes=None if d0 is None else d1 - d0)
-        os.kill(pid, signal.SIGTERM)  # the server itself (strace ends with it)
+        terminate(pid)  # the server itself (strace ends with it)
         deadline = time.monotonic() + 30
         while (done := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
             if time.monotonic() > deadline:
