@@ -64,6 +64,31 @@ async def test_a_record_waits_at_most_the_commit_delay(tmp_path):
     await store.close()
 
 
+async def test_slow_commits_shorten_the_wait_so_the_bound_holds(tmp_path, monkeypatch):
+    """A card that takes 0.3 s to sync: 0.8 s of waiting plus the commit would pass 1 s."""
+    store = await open_store("internal", internal_dir=tmp_path)
+    db = tmp_path / "ticos.db"
+    real = store._write
+
+    async def slow(events, ops):
+        await asyncio.sleep(0.3)
+        return await real(events, ops)
+
+    monkeypatch.setattr(store, "_write", slow)
+    store.log_event("x", event_id="warm")
+    await store.flush()  # one slow commit: the writer now knows
+    t0 = time.monotonic()
+    store.log_event("x", event_id="e1")
+    seen = None
+    while time.monotonic() - t0 < 3:
+        if ("e1",) in visible(db, "SELECT event_id FROM events"):
+            seen = time.monotonic() - t0
+            break
+        await asyncio.sleep(0.01)
+    assert seen is not None and 0.3 < seen < 0.95, seen
+    await store.close()
+
+
 async def test_a_turn_commits_together_soon_after_it_ends(tmp_path):
     store = await open_store("internal", internal_dir=tmp_path)
     db = tmp_path / "ticos.db"

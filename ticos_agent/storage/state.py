@@ -100,6 +100,7 @@ class StoreState:
     _inflight: int
     _written: int
     _commits: int
+    _commit_time: float
     _write_errors: int
     _skipped: int
     _dropped_events: int

@@ -8,8 +8,9 @@ returns once everything enqueued before it is committed; ``await close()`` flush
 closes (a ``flush()`` racing it never hangs).
 
 **When it commits** (the card's flash is written per commit, not per row): a record waits
-at most ``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s) for its commit, which takes
-everything queued by then; a turn's end (the event log's ``response.done``, or an assistant
+at most ``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s; less while commits are slow, so
+that the wait plus twice the time a commit takes stays under 0.95 s) for its commit, which
+takes everything queued by then; a turn's end (the event log's ``response.done``, or an assistant
 message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds
 (0.1 s: the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and
 a backlog of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the
@@ -21,18 +22,22 @@ turn costs one or two commits (its rows span more than the delay when its speech
 reply are more than 0.8 s apart). A SIGKILL still loses nothing that arrived more than 1 s
 before it (0.8 s of waiting leaves 0.2 s for the commit itself), and a clean stop flushes
 everything. No commit "after quiet": a pause in the speech would only add commits within
-the same second. Idle, nothing is written. Rows a turn produces together (its transcript,
-its message, its calls, its ``response.done``) arrive within far less than the delay and
-so commit in one transaction, as long as its first row is not older than the delay.
+the same second. Idle, nothing is written. The rows a turn ends with (its transcript, its
+message, its calls and their outcomes, its ``response.done``) arrive within far less than
+the delay and so commit in one transaction, unless an older row's delay runs out while they
+arrive.
 
 **Pages and checkpoints** (see :mod:`.schema` and :mod:`.connection`): a database this
-code creates has 512-byte pages (SQLite's smallest; a page rewritten per commit is then
-512 bytes, not 4096; a database made by ticos-client keeps its page size), the event log
-and the id index are the only indexes the hot path maintains besides the session index the
-readers need (``idx_messages_item`` is gone since schema 3: nothing queries it), and the
-WAL is checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's
-automatic checkpoint, its page count set per page size): a page rewritten by many commits
-reaches the database file once per checkpoint.
+code creates has 512-byte pages (SQLite's smallest: a page rewritten per commit is then
+512 bytes, not 4096; a database made by ticos-client keeps its page size); the hot path
+maintains the tables, their keys and the two session indexes the readers need
+(``idx_messages_item`` is gone since schema 3: nothing queries it); and the WAL is
+checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's automatic
+checkpoint, its page count set per page size): a page rewritten by many commits reaches
+the database file once per checkpoint. Measured with ``bench/sd_writes.py`` (one turn every
+2 s, event log on): about 4-5 KB written per stored message on internal storage instead of
+30, and 30-60 fsyncs per conversation minute on the card instead of 120-150; the README has
+the table.
 
 On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
 survives the card being pulled; fewer commits are fewer fsyncs. Internal storage uses
@@ -167,6 +172,7 @@ class Store(Writer, CardKeeper):
         self._inflight = 0
         self._written = 0
         self._commits = 0
+        self._commit_time = 0.0  # a decaying peak of how long commits take (s)
         self._write_errors = 0
         self._skipped = 0
         self._dropped_events = 0

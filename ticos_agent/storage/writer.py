@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 MAX_BACKOFF = 30.0
+#: What a SIGKILL may cost (seconds): no record waits for its commit longer than this minus
+#: twice the time recent commits took (see ``Writer._delay``).
+LOSS_BOUND = 1.0
 #: At most this many records per transaction: a backlog after an outage becomes many commits.
 CHUNK_RECORDS = 5000
 #: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
@@ -134,7 +137,7 @@ class Writer(StoreState):
     async def _gather(self) -> None:
         """Wait until what is queued is due for its commit (the commit policy, see :mod:`.store`).
 
-        Due: ``_interval`` seconds after the oldest queued record was enqueued; or, once a
+        Due: :meth:`_delay` seconds after the oldest queued record was enqueued; or, once a
         turn ended, when no record came for ``_settle`` seconds (the turn's last rows, its
         calls' outcomes, join it); or at once for a ``flush()``, the close, a backlog of
         ``CHUNK_RECORDS``, or a card check.
@@ -146,7 +149,7 @@ class Writer(StoreState):
             count = self._events_in + self._ops_in
             if count != seen:
                 seen, quiet_since = count, now
-            due = (self._first_at if self._first_at is not None else now) + self._interval
+            due = (self._first_at if self._first_at is not None else now) + self._delay()
             if self._turn_end:
                 due = min(due, quiet_since + self._settle)
             if now >= due:
@@ -156,6 +159,14 @@ class Writer(StoreState):
                 await asyncio.wait_for(self._nudge.wait(), due - now)
             except TimeoutError:
                 pass
+
+    def _delay(self) -> float:
+        """How long the oldest record may wait: ``commit_delay``, shortened while commits are
+        slow (a card that takes long to sync), so that its wait and the commit that writes it
+        stay within ``LOSS_BOUND`` (a ``commit_delay`` above the bound is taken as given)."""
+        if self._interval > LOSS_BOUND:
+            return self._interval
+        return min(self._interval, max(0.0, LOSS_BOUND - 0.05 - 2 * self._commit_time))
 
     def _take(self, queue: list[_T], n: int) -> list[_T]:
         if n >= len(queue):
@@ -177,6 +188,7 @@ class Writer(StoreState):
         self._first_at = first if left else None
         turn_end, self._turn_end = self._turn_end, self._turn_end and left
         self._inflight = len(events) + len(ops)
+        started = time.monotonic()
         try:
             ok = await self._write(events, ops) if self._inflight else True
         except Exception as exc:  # a bug here must not kill the writer
@@ -184,6 +196,8 @@ class Writer(StoreState):
             self._write_errors += 1
             self._failure = describe(exc)
             ok = False
+        if self._inflight:  # a decaying peak of how long commits take
+            self._commit_time = max(time.monotonic() - started, self._commit_time * 0.8)
         self._inflight = 0
         if not ok:
             self._events[:0] = events
