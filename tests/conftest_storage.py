@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 SDK_V1 = """
-CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, item_id TEXT, user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
-CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, content TEXT NOT NULL, user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
+CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, item_id TEXT,
+                       user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
+CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, content TEXT NOT NULL,
+                       user_id TEXT DEFAULT 'nobody', datetime TEXT NOT NULL);
 CREATE TABLE db_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL, updated_at TEXT NOT NULL);
 INSERT INTO db_version (version, updated_at) VALUES (1, '2024-05-01 10:00:00');
 """
 SDK_V0 = """
 CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, datetime TEXT NOT NULL);
-CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, content TEXT NOT NULL, datetime TEXT NOT NULL);
+CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, content TEXT NOT NULL,
+                       datetime TEXT NOT NULL);
 """
 # ids as the SDK made them: str(int(time.time())), +1 on collision; one far in the future.
 V1_MESSAGES = [

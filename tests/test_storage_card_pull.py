@@ -46,7 +46,9 @@ async def write(store, ids, start, stop, pause=0.003):
 async def test_lazy_unmount_mid_stream_is_detected_and_nothing_is_lost(tmp_path):
     internal = tmp_path / "in"
     with loop_card(tmp_path) as card:
-        store = await open_store("external", tf_root=card.root, internal_dir=internal, probe_interval=0.1)
+        # commits every 50 ms (not the default 0.8 s): some rows are on the card before the pull
+        store = await open_store("external", tf_root=card.root, internal_dir=internal, probe_interval=0.1,
+                                 commit_delay=0.05)
         assert store.location.mode is SaveMode.EXTERNAL and store.health()["card"]["in_use"]
         ids: list[str] = []
         writing = asyncio.create_task(write(store, ids, 0, 300))

@@ -37,11 +37,11 @@ async def test_sdk_database_opened_in_place_keeps_every_row(tmp_path, make):
     else:  # columns added by the migration: defaults for old rows
         assert {r[0] for r in conn.execute("SELECT user_id FROM messages")} == {"nobody"}
     versions = [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")]
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     assert {"session_id", "status", "response_id"} <= table_columns(conn, "messages")
     assert table_columns(conn, "function_calls") and table_columns(conn, "events")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"idx_messages_session", "idx_messages_item"} <= indexes
+    assert "idx_messages_session" in indexes and "idx_messages_item" not in indexes  # dropped by v3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -89,7 +89,7 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     conn = plain(tmp_path / "ticos.db")
     assert table_columns(conn, "messages") >= {"id", "role", "content", "item_id", "user_id", "datetime"}
     assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime"}
-    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2]
+    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3]
     assert current_version(conn) == SCHEMA_VERSION
 
 

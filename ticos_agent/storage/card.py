@@ -16,7 +16,7 @@
   during the merge stops it: what was not merged stays in the fallback, the probe goes on.
 
 :class:`CardKeeper` is the part of ``Store`` that does this (like :class:`~.writer.Writer`,
-it works on the state ``Store.__init__`` sets up).
+it works on the state ``Store.__init__`` sets up, declared in :mod:`.state`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -43,7 +43,8 @@ from .location import (
     mount_of,
 )
 from .merge import Merger, fallback_counts
-from .writes import DATA_ERRORS, SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE
+from .state import CardTarget, StoreState
+from .writes import DATA_ERRORS, SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, EventRow, Op
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,6 @@ def identify(directory: Path) -> tuple[int, int]:
     """(device, inode) of ``directory``: what the cheap check compares."""
     st = os.stat(directory)
     return st.st_dev, st.st_ino
-
-
-@dataclass
-class CardTarget:
-    """An open card database: its connection, location, identity and message-id seed."""
-
-    db: aiosqlite.Connection
-    location: Location
-    ident: tuple[int, int]
-    seed: int
-    mount: tuple[str, int, str] | None  # (mount point, device, source) when it was opened
 
 
 class CardWatch:
@@ -151,7 +141,7 @@ class CardWatch:
         return f"the TF card ({where}) is no longer mounted: pulled out or unmounted{suffix}"
 
 
-class CardKeeper:
+class CardKeeper(StoreState):
     """Falling back from the card, probing for it, merging and returning; part of ``Store``."""
 
     @property
@@ -162,6 +152,8 @@ class CardKeeper:
 
     def _card_gone(self) -> str | None:
         self._next_card_check = time.monotonic() + self._probe_every
+        if self._watch is None or self._card_ident is None:
+            return None
         return self._watch.gone(self.location.path, self._card_ident, self._card_mount)
 
     def _card_check_due(self) -> bool:
@@ -174,10 +166,13 @@ class CardKeeper:
 
     # ------------------------------------------------------------------ falling back
 
-    async def _fall_back(self, reason: str, events: list[tuple], ops: list[tuple[str, tuple]],
+    async def _fall_back(self, reason: str, events: list[EventRow], ops: list[Op],
                          *, gone: bool = False) -> bool:
         card_path = self.location.path
         path = self._fallback_path
+        if path is None:  # not EXTERNAL mode: nowhere to fall back to
+            self._failure = reason if gone else f"writing to {card_path} failed: {reason}"
+            return False
         try:
             db, seed = await connect(path, fallback=True)
         except (sqlite3.Error, OSError) as exc:
@@ -219,26 +214,28 @@ class CardKeeper:
             self._recent[new] = row
         return new
 
-    def _follow_renames(self, *queues: list[tuple[str, tuple]]) -> None:
+    def _follow_renames(self, *queues: list[Op]) -> None:
         for pending in queues:
             for i, (sql, params) in enumerate(pending):
-                if sql is SQL_UPDATE_MESSAGE and params[2] in self._id_remap:
-                    pending[i] = (sql, params[:2] + (self._id_remap[params[2]],))
+                mid = params[2]
+                if sql is SQL_UPDATE_MESSAGE and isinstance(mid, str) and mid in self._id_remap:
+                    pending[i] = (sql, params[:2] + (self._id_remap[mid],))
 
-    def _renumber(self, seed: int, ops: list[tuple[str, tuple]]) -> None:
+    def _renumber(self, seed: int, ops: list[Op]) -> None:
         """Give queued messages new ids where they would collide with the fallback's rows.
 
         Messages already committed on the card keep their ids (an update then inserts them
         into the fallback as they are, and the merge recognises them on the card)."""
         self._last_id = max(self._last_id, seed)
 
-        def collides(mid) -> bool:
+        def collides(mid: object) -> bool:
             return isinstance(mid, str) and mid.isdigit() and int(mid) <= seed
 
         for pending in (ops, self._ops):
             for i, (sql, params) in enumerate(pending):
-                if sql is SQL_ADD_MESSAGE and collides(params[0]):
-                    pending[i] = (sql, (self._rename(params[0]),) + params[1:])
+                mid = params[0]
+                if sql is SQL_ADD_MESSAGE and isinstance(mid, str) and collides(mid):
+                    pending[i] = (sql, (self._rename(mid),) + params[1:])
         self._follow_renames(ops, self._ops)
 
     # ------------------------------------------------------------------ probing
@@ -251,6 +248,9 @@ class CardKeeper:
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop(), name="ticos-storage-probe")
 
     async def _probe_loop(self) -> None:
+        watch = self._watch
+        if watch is None:
+            return
         while True:
             await asyncio.sleep(self._probe_delay)
             if self._closing or self._target is not None or not self._on_fallback:
@@ -258,7 +258,7 @@ class CardKeeper:
             self._probes += 1
             self._probing = True  # close() lets an opening finish (and then closes it)
             try:
-                found = await self._watch.open()
+                found: CardTarget | str = await watch.open()
             except Exception as exc:
                 log.exception("storage: probing for the TF card failed unexpectedly")
                 found = describe(exc)
@@ -273,15 +273,16 @@ class CardKeeper:
             log.warning("storage: the TF card is back (%s); merging the fallback database %s into it",
                         found.location.path, self._fallback_path)
             self._target = found
-            self._wake.set()
-            self._kick.set()
+            self._commit_now()
             return
 
     # ------------------------------------------------------------------ merging and returning
 
     async def _merge_step(self) -> None:
-        target = self._target
-        problem = self._watch.gone(target.location.path, target.ident, target.mount)
+        target, watch = self._target, self._watch
+        if target is None or watch is None:
+            return
+        problem = watch.gone(target.location.path, target.ident, target.mount)
         if problem:
             await self._abandon(problem)
             return
@@ -318,13 +319,16 @@ class CardKeeper:
             self.location = self.location.fallen_back(self.location.path, reason)
             self._returned_at = time.monotonic()
             self._probe_delay = min(MAX_PROBE_INTERVAL, self._probe_delay * 2)
-        await _close(target.db)
+        if target is not None:
+            await _close(target.db)
         if not closing:
             self._start_probe()
             await self._refresh_counts(force=True)
 
     async def _switch(self) -> None:
-        target, merger = self._target, self._merger
+        target, merger, watch = self._target, self._merger, self._watch
+        if target is None or merger is None or watch is None:
+            return
         try:
             await merger.forget_marks()
         except (sqlite3.Error, OSError) as exc:  # harmless: the marks cover no row any more
@@ -332,7 +336,7 @@ class CardKeeper:
         fallback, self._db = self._db, target.db
         self.location = Location(target.location.path, SaveMode.EXTERNAL, self.location.requested)
         self._card_ident, self._card_mount = target.ident, target.mount
-        self._card_root = card_root_of(target.location.path) if self._watch.strict else None
+        self._card_root = card_root_of(target.location.path) if watch.strict else None
         self._next_card_check = time.monotonic() + self._probe_every
         self._target = self._merger = None
         self._failure = self._card_problem = None
@@ -354,7 +358,7 @@ class CardKeeper:
         except (sqlite3.Error, ValueError) as exc:
             log.debug("storage: counting the fallback's rows: %s", describe(exc))
 
-    def _card_health(self) -> dict:
+    def _card_health(self) -> dict[str, Any]:
         counts = self._fallback_counts
         return {
             "fallback_rows": sum(counts.values()),

@@ -72,7 +72,7 @@ def default_internal_dir() -> Path:
     return Path.home() / ".config" / "ticos"
 
 
-def fallback_path(internal_dir: str | os.PathLike | None = None,
+def fallback_path(internal_dir: str | os.PathLike[str] | None = None,
                   db_filename: str = DEFAULT_DB_FILENAME) -> Path:
     """The fallback database of EXTERNAL mode: ``<internal dir>/<stem>-fallback<suffix>``.
 
@@ -88,8 +88,8 @@ def fallback_path(internal_dir: str | os.PathLike | None = None,
 def resolve_location(
     mode: SaveMode | str,
     *,
-    tf_root: str | os.PathLike | None = None,
-    internal_dir: str | os.PathLike | None = None,
+    tf_root: str | os.PathLike[str] | None = None,
+    internal_dir: str | os.PathLike[str] | None = None,
     db_filename: str = DEFAULT_DB_FILENAME,
 ) -> Location:
     """Compute the database path for ``mode``.
@@ -163,7 +163,7 @@ def _under_card_parent(mountpoint: str) -> bool:
 
 
 def find_tf_root(
-    mounts: str | os.PathLike = "/proc/self/mounts",
+    mounts: str | os.PathLike[str] = "/proc/self/mounts",
     *,
     removable: Callable[[str], bool] = sysfs_removable,
 ) -> Path | None:
@@ -215,7 +215,7 @@ def mount_required(require_mount: bool | None) -> bool:
     return os.environ.get(ALLOW_UNMOUNTED_ENV, "").strip() != "1"
 
 
-def is_mount_point(path: str | os.PathLike, mounts: str | os.PathLike = "/proc/self/mounts") -> bool:
+def is_mount_point(path: str | os.PathLike[str], mounts: str | os.PathLike[str] = "/proc/self/mounts") -> bool:
     """True when ``path`` is a mount point: ``os.path.ismount`` (another device than its parent)
     or listed in the mount table (a bind mount of the same device)."""
     path = os.fspath(path)
@@ -237,8 +237,20 @@ def card_problem(root: Path, *, is_mounted: Callable[[Path], bool] = is_mount_po
     mounted card is accepted, as ticos-client's ``tf_root_dir`` allowed.
     """
     if not root.is_dir() or not (is_mounted(root) or _off_system_disk(root)):
-        return f"TF card not mounted at {root}"
+        return f"{NOT_MOUNTED}{root}"
     return None
+
+
+NOT_MOUNTED = "TF card not mounted at "
+
+
+def with_card_hint(problem: str) -> str:
+    """``problem`` as the WARNING says it: a card root refused because it is not a mount
+    point (a plain folder of the system disk, or missing) names the escape hatch."""
+    if problem.startswith(NOT_MOUNTED):
+        return (f"{problem} (a folder that is not a mount point is not taken for the card, so that the "
+                f"system disk is not filled in its place; set {ALLOW_UNMOUNTED_ENV}=1 to accept one)")
+    return problem
 
 
 def _off_system_disk(path: Path) -> bool:
@@ -249,8 +261,8 @@ def _off_system_disk(path: Path) -> bool:
         return False
 
 
-def mount_of(path: str | os.PathLike,
-             mountinfo: str | os.PathLike = "/proc/self/mountinfo") -> tuple[str, int, str] | None:
+def mount_of(path: str | os.PathLike[str],
+             mountinfo: str | os.PathLike[str] = "/proc/self/mountinfo") -> tuple[str, int, str] | None:
     """The mount holding ``path`` by name: (mount point, device number, source), from the
     mount table (the longest mount point that is ``path`` or one of its parents), or ``None``.
 

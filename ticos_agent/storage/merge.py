@@ -40,6 +40,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import aiosqlite
 
@@ -57,6 +58,8 @@ MARKS = "ticos_merged"
 #: Rows per chunk (all tables together): one card commit and one fallback commit each.
 MERGE_CHUNK = 2000
 _ID_BATCH = 500  # ids per "WHERE id IN (...)" (far below SQLite's variable limit)
+#: One row as read: its values.
+Row = tuple[Any, ...]
 
 _MESSAGE_FIELDS = "id, role, content, item_id, user_id, datetime, session_id, status, response_id"
 _SELECT = {
@@ -109,7 +112,8 @@ async def fallback_counts(db: aiosqlite.Connection) -> dict[str, int]:
     """Rows per table in a fallback database (``function_calls`` is reported as ``calls``)."""
     async with db.execute(_COUNT) as cursor:
         row = await cursor.fetchone()
-    return {("calls" if t == "function_calls" else t): int(n) for t, n in zip(TABLES, row)}
+    counts = tuple(row) if row is not None else (0,) * len(TABLES)
+    return {("calls" if t == "function_calls" else t): int(n) for t, n in zip(TABLES, counts)}
 
 
 def count_rows(conn: sqlite3.Connection) -> dict[str, int]:
@@ -176,24 +180,25 @@ class Merger:
     async def step(self) -> tuple[int, bool]:
         """Merge one chunk; returns (rows merged, whether the fallback is now empty)."""
         budget, chunk = self.chunk, {}
+        rows: list[Row]
         for table in TABLES:
             if budget <= 0:
                 break
             async with self.fallback.execute(
                     f"SELECT rowid, {_SELECT[table]} FROM {table} ORDER BY rowid LIMIT ?", (budget,)) as cursor:
-                rows = await cursor.fetchall()
+                rows = [tuple(row) for row in await cursor.fetchall()]
             if rows:
                 chunk[table] = rows
                 budget -= len(rows)
         merged = 0
         if chunk:
             marks = await self._to_card(chunk)
-            merged = sum(len(rows) for rows in chunk.values())
+            merged = sum(len(part) for part in chunk.values())
             self.merged += merged
             await self._drop(marks)
         async with self.fallback.execute(_ANY) as cursor:
-            left = bool((await cursor.fetchone())[0])
-        return merged, not left
+            any_left = await cursor.fetchone()
+        return merged, not (any_left is not None and any_left[0])
 
     async def forget_marks(self) -> None:
         """Once the fallback is empty: remove this merge's marks from the card (they cover no row)."""
@@ -212,7 +217,7 @@ class Merger:
 
     # ------------------------------------------------------------------ the two steps
 
-    async def _to_card(self, chunk: dict[str, list[tuple]]) -> dict[str, int]:
+    async def _to_card(self, chunk: dict[str, list[Row]]) -> dict[str, int]:
         db = self.card
         now = time.strftime("%Y-%m-%d %H:%M:%S")
         marks = {}
@@ -237,17 +242,18 @@ class Merger:
             raise
         return marks
 
-    async def _messages(self, rows: list[tuple]) -> None:
+    async def _messages(self, rows: list[Row]) -> None:
         db = self.card
-        existing: dict[str, tuple] = {}
+        existing: dict[str, Row] = {}
         ids = [row[0] for row in rows]
         for i in range(0, len(ids), _ID_BATCH):
             part = ids[i:i + _ID_BATCH]
             async with db.execute("SELECT id, role, datetime, item_id, session_id FROM messages "
                                   f"WHERE id IN ({','.join('?' * len(part))})", part) as cursor:
-                for row in await cursor.fetchall():
-                    existing[row[0]] = tuple(row[1:])
-        inserts, updates = [], []
+                for found in await cursor.fetchall():
+                    existing[found[0]] = tuple(found[1:])
+        inserts: list[Row] = []
+        updates: list[Row] = []
         for row in rows:
             mid, role, content, item_id, _user, dt, session_id, status, _resp = row
             other = existing.get(mid)
@@ -276,7 +282,8 @@ class Merger:
                 cursor = await db.execute(f"DELETE FROM {table} WHERE rowid <= ?", (upto,))
                 dropped += max(cursor.rowcount, 0)
                 async with db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})") as check:
-                    if not (await check.fetchone())[0]:
+                    exists = await check.fetchone()
+                    if exists is None or not exists[0]:
                         epochs[table] = new_epoch()
                         await db.execute(f"UPDATE {EPOCHS} SET epoch = ? WHERE tbl = ?", (epochs[table], table))
             await db.execute("COMMIT")

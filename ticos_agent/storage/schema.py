@@ -8,9 +8,15 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   memories, the ``db_version`` table.
 * 2 - ticos-agent: ``session_id``, ``status``, ``response_id`` on messages, the
   ``function_calls`` and ``events`` tables, indexes for the read queries.
+* 3 - ``idx_messages_item`` dropped: no query reads messages by item id (the conversation
+  keeps its items in memory, updates go by message id), and every commit that added a
+  message rewrote a page of it (see :mod:`.store`). What the hot path maintains now: the
+  tables, their primary keys, ``idx_messages_session`` and ``idx_calls_session`` (the
+  readers' session filters).
 
-Migrations only add (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ... ADD COLUMN``), so the SDK
-can still read a migrated database by its old columns. Each migration runs in one
+Migrations add tables, columns and indexes (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ...
+ADD COLUMN``) or drop an index of their own, so the SDK can still read a migrated database by
+its old columns. Each migration runs in one
 transaction together with its ``db_version`` row.
 """
 
@@ -23,8 +29,14 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
+#: The page size of a database created here: SQLite's smallest. A commit rewrites every page
+#: it touches in full (the tail page of each table and index it adds to, the header when the
+#: file grows), and at a conversational pace a commit adds a few hundred bytes: with 512-byte
+#: pages that costs a few KB per commit instead of tens (see :mod:`.store`). A database made
+#: by ticos-client (4096) keeps its size: changing it means rewriting the whole file.
+NEW_PAGE_SIZE = 512
 
 MESSAGE_COLUMNS = (
     "id", "role", "content", "item_id", "user_id", "datetime", "session_id", "status", "response_id",
@@ -97,7 +109,12 @@ def _to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_session ON function_calls(session_id)")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2}
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Fewer indexes on the hot path: messages are never looked up by item id."""
+    conn.execute("DROP INDEX IF EXISTS idx_messages_item")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3}
 
 
 def apply_pragmas(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> str:
@@ -144,13 +161,16 @@ def max_message_id(conn: sqlite3.Connection) -> int:
 
 
 def prepare(path: str, *, synchronous: str = "NORMAL") -> int:
-    """Open ``path`` (creating it), set the PRAGMAs, migrate; returns the seed for message ids.
+    """Open ``path`` (creating it with ``NEW_PAGE_SIZE`` pages), set the PRAGMAs, migrate;
+    returns the seed for message ids.
 
     Blocking; run it in a thread. Raises ``sqlite3.Error`` or ``OSError`` untouched so the
     caller can decide on a fallback.
     """
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new (empty) database
+            conn.execute(f"PRAGMA page_size = {NEW_PAGE_SIZE}")
         mode = apply_pragmas(conn, synchronous)
         if mode != "wal":
             log.warning("database %s: WAL not available, journal_mode is %s", path, mode)

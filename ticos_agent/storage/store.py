@@ -1,17 +1,48 @@
-"""The Store: one aiosqlite connection, one writer task, small batched commits.
+"""The Store: one aiosqlite connection, one writer task, few and full commits.
 
 Writes are enqueued synchronously on the event loop thread and cost a tuple append; the
-writer task (:mod:`.writer`) commits whatever has gathered every ``batch_interval`` seconds
-(0.05 s by default), one transaction per batch of at most ``CHUNK_RECORDS`` records (a backlog
-after an outage becomes many small commits, and the WAL stays near ``journal_size_limit``),
-with one ``executemany`` per kind of record. ``await flush()`` returns once everything
-enqueued before it is committed; ``await close()`` flushes and closes (a ``flush()`` racing
-it never hangs).
+writer task (:mod:`.writer`) commits them, one transaction per batch of at most
+``CHUNK_RECORDS`` records (a backlog after an outage becomes many commits, and the WAL stays
+near ``journal_size_limit``), with one ``executemany`` per kind of record. ``await flush()``
+returns once everything enqueued before it is committed; ``await close()`` flushes and
+closes (a ``flush()`` racing it never hangs).
+
+**When it commits** (the card's flash is written per commit, not per row): a record waits
+at most ``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s; less while commits are slow, so
+that the wait plus twice the time a commit takes stays under 0.95 s) for its commit, which
+takes everything queued by then; a turn's end (the event log's ``response.done``, or an assistant
+message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds
+(0.1 s: the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and
+a backlog of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the
+WAL, every page it touches in full: the last page of ``messages``, of its id and session
+indexes, of ``events``, of ``function_calls``, the database header when the file grows. At
+a conversational pace rows trickle in (a few per second), so committing every 50 ms (as
+before) wrote those pages five to ten times per turn to store a few hundred bytes; now a
+turn costs one or two commits (its rows span more than the delay when its speech and its
+reply are more than 0.8 s apart). A SIGKILL still loses nothing that arrived more than 1 s
+before it (0.8 s of waiting leaves 0.2 s for the commit itself), and a clean stop flushes
+everything. No commit "after quiet": a pause in the speech would only add commits within
+the same second. Idle, nothing is written. The rows a turn ends with (its transcript, its
+message, its calls and their outcomes, its ``response.done``) arrive within far less than
+the delay and so commit in one transaction, unless an older row's delay runs out while they
+arrive.
+
+**Pages and checkpoints** (see :mod:`.schema` and :mod:`.connection`): a database this
+code creates has 512-byte pages (SQLite's smallest: a page rewritten per commit is then
+512 bytes, not 4096; a database made by ticos-client keeps its page size); the hot path
+maintains the tables, their keys and the two session indexes the readers need
+(``idx_messages_item`` is gone since schema 3: nothing queries it); and the WAL is
+checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's automatic
+checkpoint, its page count set per page size): a page rewritten by many commits reaches
+the database file once per checkpoint. Measured with ``bench/sd_writes.py`` (one turn every
+2 s, event log on): about 4-5 KB written per stored message on internal storage instead of
+30, and 30-60 fsyncs per conversation minute on the card instead of 120-150; the README has
+the table.
 
 On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
-survives the card being pulled. Internal storage uses ``synchronous=NORMAL``. The files are
-private to the agent's user (0600 in 0700 folders, whatever the umask; see
-:mod:`.connection`).
+survives the card being pulled; fewer commits are fewer fsyncs. Internal storage uses
+``synchronous=NORMAL`` (fsyncs only at checkpoints). The files are private to the agent's
+user (0600 in 0700 folders, whatever the umask; see :mod:`.connection`).
 
 Before each batch on the TF card the writer checks that the card is still the mounted card
 (one ``os.stat``; see :mod:`.card`). When it is not (pulled out, lazily unmounted, swapped),
@@ -28,6 +59,12 @@ location are retried with a backoff. Nothing raises into the event loop; a row t
 rejects (a constraint, a value SQLite cannot store) is logged, counted in ``write_errors``
 and ``skipped``, and skipped alone.
 
+``on_state(state, reason)`` (optional, :attr:`Store.on_state` or ``open_store(on_state=)``)
+is called on the event loop whenever ``health()["state"]`` changes (``"ok"`` or
+``"degraded"``, with the reason or ``None``): the card lost or back, writes failing or
+working again, event-log lines being dropped. A store that opens degraded reports it once,
+right after the callback is set.
+
 Event-log rows older than ``event_retention_days`` are deleted at open and every
 ``PRUNE_EVERY`` seconds, ``PRUNE_CHUNK`` ids per commit between batches (``events_pruned``).
 """
@@ -41,27 +78,41 @@ import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from ..errors import StorageError
 from . import queries, schema
-from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardTarget, CardWatch
+from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
 from .merge import MERGE_CHUNK
+from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
-from .writes import SQL_ADD_MEMORY, SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_RECORD_CALL, SQL_UPDATE_MESSAGE
+from .writes import (
+    SQL_ADD_MEMORY,
+    SQL_ADD_MESSAGE,
+    SQL_CALL_OUTCOME,
+    SQL_RECORD_CALL,
+    SQL_UPDATE_MESSAGE,
+    Params,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_EVENTS = 500_000
 #: The last messages whose insert values are kept for updates that find no row.
 RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
 #: close() waits this long for a probe that is opening the card.
 PROBE_CLOSE_WAIT = 5.0
+#: The longest a record waits for its commit (seconds): within the 1 s a SIGKILL may take.
+COMMIT_DELAY = 0.8
+#: After a turn's end, commit once no record came for this long (its last rows join it).
+TURN_SETTLE = 0.1
+#: What ends a turn in the event log.
+TURN_END_EVENTS = frozenset({"response.done"})
 
 
 class Store(Writer, CardKeeper):
@@ -73,19 +124,24 @@ class Store(Writer, CardKeeper):
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
-                 batch_interval: float = 0.05,
+                 commit_delay: float = COMMIT_DELAY, turn_settle: float = TURN_SETTLE,
                  event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
                  probe_interval: float = PROBE_INTERVAL, watch: CardWatch | None = None,
                  fallback: Path | None = None, card: CardTarget | None = None,
-                 target: CardTarget | None = None, counts: dict[str, int] | None = None):
+                 target: CardTarget | None = None, counts: dict[str, int] | None = None,
+                 on_state: StateCallback | None = None):
+        if not commit_delay >= 0 or not turn_settle >= 0:
+            raise ValueError(f"commit_delay and turn_settle must be >= 0, not {commit_delay!r}, {turn_settle!r}")
         self._db = db
         self.location = location
         self._last_id = last_message_id
-        self._interval = batch_interval
+        self._interval = commit_delay
+        self._settle = turn_settle
         # The card (EXTERNAL mode only): see .card. ``_card_ident``/``_card_mount``: what the
         # card in use looked like when opened; ``_target``: a card that came back, being merged.
         self._watch = watch
-        self._card_root = card_root_of(card.location.path) if card is not None and watch.strict else None
+        self._card_root = (card_root_of(card.location.path)
+                           if card is not None and watch is not None and watch.strict else None)
         self._fallback_path = fallback
         self._card_ident = card.ident if card is not None else None
         self._card_mount = card.mount if card is not None else None
@@ -96,31 +152,36 @@ class Store(Writer, CardKeeper):
             raise ValueError(f"probe_interval must be > 0, not {probe_interval!r}")
         self._probe_every = self._probe_delay = probe_interval
         self._next_card_check = time.monotonic() + probe_interval
-        self._probe_task: asyncio.Task | None = None
+        self._probe_task = None
         self._probing = False
         self._probes = self._losses = self._returns = self._merged = 0
         self._returned_at = -FLAPPING_S
         self._card_problem = location.degraded if watch is not None and target is None else None
         self._fallback_counts = dict(counts) if counts else {"messages": 0, "memories": 0, "calls": 0, "events": 0}
         self._counted_at = time.monotonic()
-        self._events: list[tuple] = []
-        self._ops: list[tuple[str, tuple]] = []
+        self._events = []
+        self._ops = []
         # Totals enqueued and done (committed or skipped); a flush waits for its own marks.
         self._events_in = self._events_out = self._ops_in = self._ops_out = 0
-        self._waiters: list[tuple[int, int, asyncio.Future]] = []
-        self._wake = asyncio.Event()
-        self._kick = asyncio.Event()
+        self._first_at = None  # when the oldest queued record was enqueued (monotonic)
+        self._turn_end = False  # a turn ended since the last batch was taken
+        self._waiters = []
+        self._wake = asyncio.Event()  # records are queued
+        self._kick = asyncio.Event()  # commit them now
+        self._nudge = asyncio.Event()  # their commit may be due earlier than the writer thought
         self._inflight = 0
         self._written = 0
+        self._commits = 0
+        self._commit_time = 0.0  # a decaying peak of how long commits take (s)
         self._write_errors = 0
         self._skipped = 0
         self._dropped_events = 0
         self._dropping = False
-        self._failure: str | None = None
-        self._id_remap: dict[str, str] = {}
+        self._failure = None
+        self._id_remap = {}
         # The insert values of recent messages, kept current with their updates: an update
         # that finds no row (the row went to the card before a fallback) re-inserts it here.
-        self._recent: OrderedDict[str, list] = OrderedDict()
+        self._recent = OrderedDict()
         self._recent_chars = 0
         self._unknown_updates_logged = 0
         if event_retention_days is not None and not event_retention_days >= 0:
@@ -131,9 +192,14 @@ class Store(Writer, CardKeeper):
         self._prune_more = False
         self._events_pruned = 0
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ticos-storage-writer")
+        self._on_state = None
+        self._reported = ("ok", None)
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="ticos-storage-writer")
         if self._on_fallback and target is None:
             self._start_probe()
+        if on_state is not None:
+            self.on_state = on_state
 
     # ----------------------------------------------------------------- enqueue (sync, cheap)
 
@@ -147,12 +213,23 @@ class Store(Writer, CardKeeper):
         self._last_id = mid
         return str(mid)
 
-    def _op(self, sql: str, params: tuple) -> None:
+    def _op(self, sql: str, params: Params) -> None:
         self._ops.append((sql, params))
         self._ops_in += 1
-        self._wake.set()
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+            self._wake.set()
 
-    def _remember(self, message_id: str, row: list) -> None:
+    def end_turn(self) -> None:
+        """A turn ended: commit what is queued once no record came for ``turn_settle`` seconds.
+
+        Called by the store itself for the event log's ``response.done`` and for an assistant
+        message; an owner may call it for its own turn boundaries."""
+        if not self._turn_end:
+            self._turn_end = True
+            self._nudge.set()
+
+    def _remember(self, message_id: str, row: list[object]) -> None:
         recent = self._recent
         old = recent.pop(message_id, None)
         if old is not None:
@@ -173,6 +250,8 @@ class Store(Writer, CardKeeper):
         params = (message_id, role, content, item_id, user_id, schema.now_local(), session_id, status, response_id)
         self._remember(message_id, list(params))
         self._op(SQL_ADD_MESSAGE, params)
+        if role == "assistant":
+            self.end_turn()
         return message_id
 
     def update_message(self, message_id: str, *, content: str | None = None,
@@ -210,7 +289,7 @@ class Store(Writer, CardKeeper):
         self._op(SQL_RECORD_CALL, (call_id, name, arguments, session_id, response_id, item_id,
                                    status, schema.now_local()))
 
-    def set_call_outcome(self, call_id: str, status: str, result: dict | str | None) -> None:
+    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None) -> None:
         """Queue a call's final status and result (stored as JSON text; ``None`` as NULL)."""
         if self._closing:
             raise self._closed_error()
@@ -231,11 +310,17 @@ class Store(Writer, CardKeeper):
         events = self._events
         if len(events) >= MAX_PENDING_EVENTS:
             self._dropped_events += 1
-            self._dropping = True
+            if not self._dropping:
+                self._dropping = True
+                self._check_state()
             return
         events.append((time.time() if ts is None else ts, type, session_id, event_id, item_id, response_id))
         self._events_in += 1
-        self._wake.set()
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+            self._wake.set()
+        if type in TURN_END_EVENTS:
+            self.end_turn()
 
     def _backlog_shrank(self) -> None:
         """After each commit: events are taken again once the backlog is under 90 % of the cap."""
@@ -255,10 +340,9 @@ class Store(Writer, CardKeeper):
             if self._events or self._ops:
                 raise StorageError(f"store {self.location.path} is closed with unwritten records")
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._ops_in, self._events_in, waiter))
-        self._kick.set()
-        self._wake.set()
+        self._commit_now()
         await waiter
 
     async def close(self) -> None:
@@ -270,8 +354,7 @@ class Store(Writer, CardKeeper):
             await asyncio.shield(self._task)
             return
         self._closing = True
-        self._kick.set()
-        self._wake.set()
+        self._commit_now()
         probe = self._probe_task
         if probe is not None and not probe.done():
             if self._probing:  # an opening card connection: let it finish and be closed
@@ -286,12 +369,12 @@ class Store(Writer, CardKeeper):
         except Exception as exc:
             log.warning("storage: closing %s: %s", self.location.path, describe(exc))
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         """Where the data goes and how writing is going, for ``/health``.
 
-        ``written``: records committed; ``skipped``: records given up (rejected by the
-        database, or an update of a message that exists nowhere); ``events_pruned``: event
-        log rows removed by the retention.
+        ``written``: records committed; ``commits``: transactions that wrote them;
+        ``skipped``: records given up (rejected by the database, or an update of a message
+        that exists nowhere); ``events_pruned``: event log rows removed by the retention.
 
         EXTERNAL mode also reports the card (``None`` otherwise): ``fallback_rows``, how many
         rows wait in the fallback database (its counts are refreshed at most once a second
@@ -304,20 +387,14 @@ class Store(Writer, CardKeeper):
         that is gone is reported at once, and the writer falls back without waiting for a
         write or its next idle check.
         """
-        reason = self._failure
-        if reason is None and self._card_ident is not None and not self._closing:
+        reason = None
+        if self._failure is None and self._card_ident is not None and self._watch is not None \
+                and not self._closing:
             reason = self._watch.gone(self.location.path, self._card_ident, self._card_mount)
             if reason:
                 self._next_card_check = 0.0  # the writer checks again and falls back now
-                self._wake.set()
-                self._kick.set()
-        if reason is None and self._dropping:
-            reason = (f"event log backlog full ({MAX_PENDING_EVENTS} waiting): "
-                      f"{self._dropped_events} events dropped")
-        if reason is None and self._target is not None:
-            reason = (f"merging {sum(self._fallback_counts.values())} rows from the fallback database "
-                      f"{self._fallback_path} into the TF card {self._target.location.path}")
-        reason = reason or self.location.degraded
+                self._commit_now()
+        reason = reason or self._state_now()[1]
         card = self._card_health() if self._watch is not None else {"fallback_rows": 0, "fallback": None, "card": None}
         return {
             "path": str(self.location.path),
@@ -327,6 +404,7 @@ class Store(Writer, CardKeeper):
             "reason": reason,
             "pending": len(self._events) + len(self._ops) + self._inflight,
             "written": self._written,
+            "commits": self._commits,
             "skipped": self._skipped,
             "write_errors": self._write_errors,
             "dropped_events": self._dropped_events,
@@ -336,36 +414,42 @@ class Store(Writer, CardKeeper):
 
     # ----------------------------------------------------------------- reads
 
-    async def _read(self, query: queries.Query):
+    async def _read(self, query: queries.Query) -> Any:
         if query.sql is None:
             return query.empty()
         try:
             async with self._db.execute(query.sql, query.params) as cursor:
-                rows = await cursor.fetchall()
+                rows = [tuple(row) for row in await cursor.fetchall()]
         except (sqlite3.Error, ValueError) as exc:
             raise StorageError(f"reading {self.location.path} failed: {describe(exc)}") from exc
         return query.result(rows)
 
-    async def messages(self, limit: int = 50, offset: int = 0, session_id: str | None = None) -> list[dict]:
+    async def messages(self, limit: int = 50, offset: int = 0,
+                       session_id: str | None = None) -> list[dict[str, Any]]:
         """Committed messages, newest first (see :func:`queries.read_messages` for the fields)."""
-        return await self._read(queries.messages_query(limit=limit, offset=offset, session_id=session_id))
+        return _dicts(await self._read(queries.messages_query(limit=limit, offset=offset, session_id=session_id)))
 
-    async def memories(self, limit: int = 50, offset: int = 0) -> list[dict]:
+    async def memories(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Committed memories, newest first."""
-        return await self._read(queries.memories_query(limit=limit, offset=offset))
+        return _dicts(await self._read(queries.memories_query(limit=limit, offset=offset)))
 
-    async def calls(self, limit: int = 50, offset: int = 0) -> list[dict]:
+    async def calls(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Committed function calls, newest first."""
-        return await self._read(queries.calls_query(limit=limit, offset=offset))
+        return _dicts(await self._read(queries.calls_query(limit=limit, offset=offset)))
 
-    async def events(self, limit: int = 100, offset: int = 0, session_id: str | None = None) -> list[dict]:
+    async def events(self, limit: int = 100, offset: int = 0,
+                     session_id: str | None = None) -> list[dict[str, Any]]:
         """The committed event log, newest first."""
-        return await self._read(queries.events_query(limit=limit, offset=offset, session_id=session_id))
+        return _dicts(await self._read(queries.events_query(limit=limit, offset=offset, session_id=session_id)))
 
     async def count_messages(self, session_id: str | None = None) -> int:
         """How many committed messages (of one session)."""
-        return await self._read(queries.count_messages_query(session_id=session_id))
+        return int(await self._read(queries.count_messages_query(session_id=session_id)))
 
 
-def _chars(value) -> int:
+def _dicts(rows: Any) -> list[dict[str, Any]]:
+    return list(rows)
+
+
+def _chars(value: object) -> int:
     return len(value) if isinstance(value, str) else 0

@@ -3,9 +3,11 @@
 :class:`Writer` is the half of ``Store`` that runs in its writer task; ``Store`` (in
 ``store.py``) holds the queues the enqueue methods fill and starts :meth:`Writer._run`.
 
-Every ``batch_interval`` seconds the writer commits whatever has gathered, one transaction
-per ``CHUNK_RECORDS`` records, the events with one ``executemany`` and the other records with
-one per kind (in ``KIND_ORDER``); a ``flush()`` or ``close()`` makes it commit at once.
+The writer commits what has gathered when it is due (:meth:`Writer._gather`: the oldest
+record has waited ``commit_delay`` seconds, or a turn ended and ``turn_settle`` seconds
+passed without a record, or a ``flush()``, the close or a backlog asks for it now; why, in
+:mod:`.store`), one transaction per ``CHUNK_RECORDS`` records, the events with one
+``executemany`` and the other records with one per kind (in ``KIND_ORDER``).
 
 A failure never ends the task. A batch the database rejects is committed again record by
 record, skipping only the rows it rejects. On the TF card, each batch first checks that the
@@ -28,12 +30,15 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Iterable
+from typing import TypeVar
 
 import aiosqlite
 
 from ..errors import StorageError
 from .connection import connect, describe
 from .location import SaveMode
+from .state import StoreState
 from .writes import (
     DATA_ERRORS,
     SQL_ADD_MEMORY,
@@ -42,19 +47,25 @@ from .writes import (
     SQL_LOG_EVENT,
     SQL_RECORD_CALL,
     SQL_UPDATE_MESSAGE,
+    EventRow,
+    Op,
+    Params,
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_BACKOFF = 30.0
+#: What a SIGKILL may cost (seconds): no record waits for its commit longer than this minus
+#: twice the time recent commits took (see ``Writer._delay``).
+LOSS_BOUND = 1.0
 #: At most this many records per transaction: a backlog after an outage becomes many commits.
 CHUNK_RECORDS = 5000
 #: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
 PRUNE_EVERY = 300.0
 PRUNE_CHUNK = 5000
 
-
-class Writer:
+class Writer(StoreState):
     """The writer task's half of :class:`~.store.Store`; not used on its own.
 
     It works on the state ``Store.__init__`` sets up (the connection ``_db``, ``location``,
@@ -89,18 +100,20 @@ class Writer:
                     except TimeoutError:
                         pass
                 if self._wake.is_set():
-                    # While merging, a merge chunk is the pause between batches.
-                    if backoff or not (merging or self._kick.is_set() or self._closing):
+                    if backoff:
                         try:
-                            await asyncio.wait_for(self._kick.wait(), backoff or self._interval)
+                            await asyncio.wait_for(self._kick.wait(), backoff)
                         except TimeoutError:
                             pass
+                    elif not merging:  # while merging, a merge chunk is the pause between batches
+                        await self._gather()
                     self._wake.clear()
                     self._kick.clear()
                     if await self._write_chunk():
                         backoff = 0.0
                     else:
                         backoff = min(MAX_BACKOFF, (backoff or 0.5) * 2)
+                        self._check_state()
                         if self._closing:
                             return
                         self._wake.set()
@@ -116,10 +129,46 @@ class Writer:
                     await self._idle_card_check()
                 elif self._failure is None and self._prune_timeout() == 0.0:
                     await self._prune_chunk()
+                self._check_state()
         finally:
             self._settle_waiters()
+            self._check_state()
 
-    def _take(self, queue: list, n: int) -> list:
+    async def _gather(self) -> None:
+        """Wait until what is queued is due for its commit (the commit policy, see :mod:`.store`).
+
+        Due: :meth:`_delay` seconds after the oldest queued record was enqueued; or, once a
+        turn ended, when no record came for ``_settle`` seconds (the turn's last rows, its
+        calls' outcomes, join it); or at once for a ``flush()``, the close, a backlog of
+        ``CHUNK_RECORDS``, or a card check.
+        """
+        seen = -1
+        quiet_since = time.monotonic()
+        while not (self._kick.is_set() or self._closing):
+            now = time.monotonic()
+            count = self._events_in + self._ops_in
+            if count != seen:
+                seen, quiet_since = count, now
+            due = (self._first_at if self._first_at is not None else now) + self._delay()
+            if self._turn_end:
+                due = min(due, quiet_since + self._settle)
+            if now >= due:
+                return
+            self._nudge.clear()
+            try:
+                await asyncio.wait_for(self._nudge.wait(), due - now)
+            except TimeoutError:
+                pass
+
+    def _delay(self) -> float:
+        """How long the oldest record may wait: ``commit_delay``, shortened while commits are
+        slow (a card that takes long to sync), so that its wait and the commit that writes it
+        stay within ``LOSS_BOUND`` (a ``commit_delay`` above the bound is taken as given)."""
+        if self._interval > LOSS_BOUND:
+            return self._interval
+        return min(self._interval, max(0.0, LOSS_BOUND - 0.05 - 2 * self._commit_time))
+
+    def _take(self, queue: list[_T], n: int) -> list[_T]:
         if n >= len(queue):
             taken = queue[:]
             queue.clear()
@@ -130,9 +179,16 @@ class Writer:
 
     async def _write_chunk(self) -> bool:
         """Commit the oldest ``CHUNK_RECORDS`` queued records (a backlog becomes many commits)."""
+        first = self._first_at
         ops = self._take(self._ops, CHUNK_RECORDS)
         events = self._take(self._events, CHUNK_RECORDS - len(ops))
+        left = bool(self._ops or self._events)
+        # Records enqueued from now on start a new batch (and its clock); a turn that ended
+        # is in this batch, unless records were left behind (they keep the oldest clock).
+        self._first_at = first if left else None
+        turn_end, self._turn_end = self._turn_end, self._turn_end and left
         self._inflight = len(events) + len(ops)
+        started = time.monotonic()
         try:
             ok = await self._write(events, ops) if self._inflight else True
         except Exception as exc:  # a bug here must not kill the writer
@@ -140,10 +196,15 @@ class Writer:
             self._write_errors += 1
             self._failure = describe(exc)
             ok = False
+        if self._inflight:  # a decaying peak of how long commits take
+            self._commit_time = max(time.monotonic() - started, self._commit_time * 0.8)
         self._inflight = 0
         if not ok:
             self._events[:0] = events
             self._ops[:0] = ops
+            if first is not None:  # they are still the oldest
+                self._first_at = first
+            self._turn_end = self._turn_end or turn_end
             error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
             waiters, self._waiters = self._waiters, []
             for _, _, waiter in waiters:
@@ -183,12 +244,12 @@ class Writer:
                 future.set_exception(StorageError(
                     f"store {self.location.path} is closed with unwritten records"))
 
-    async def _update_one(self, db: aiosqlite.Connection, params: tuple) -> bool:
+    async def _update_one(self, db: aiosqlite.Connection, params: Params) -> bool:
         """One message update; re-inserts the remembered row when it changed none."""
         cursor = await db.execute(SQL_UPDATE_MESSAGE, params)
         if cursor.rowcount > 0:
             return True
-        row = self._recent.get(params[2])
+        row = self._recent.get(str(params[2]))
         if row is None:
             if self._unknown_updates_logged < 10:
                 self._unknown_updates_logged += 1
@@ -199,7 +260,7 @@ class Writer:
         log.info("storage: message %s was not in %s; inserted it with its update", params[2], self.location.path)
         return True
 
-    async def _commit(self, events: list[tuple], ops: list[tuple[str, tuple]],
+    async def _commit(self, events: list[EventRow], ops: list[Op],
                       one_by_one: bool = False) -> tuple[int, int]:
         """One transaction; returns (bad records skipped, updates that found no row)."""
         db = self._db
@@ -232,9 +293,10 @@ class Writer:
             except Exception:
                 pass
             raise
+        self._commits += 1
         return bad, missed
 
-    async def _write(self, events: list[tuple], ops: list[tuple[str, tuple]]) -> bool:
+    async def _write(self, events: list[EventRow], ops: list[Op]) -> bool:
         """Commit one batch, falling back or retrying on failure; True when it is on disk."""
         if self._card_ident is not None:
             problem = self._card_gone()  # one os.stat: is the card still the mounted card?
@@ -266,6 +328,8 @@ class Writer:
 
     async def _prune_chunk(self) -> None:
         """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
+        if self._retention is None:
+            return
         cutoff = time.time() - self._retention * 86400.0
         # The fallback keeps its newest event: its rowids must never be reused (see .merge).
         keep = " AND id < (SELECT MAX(id) FROM events)" if self._on_fallback else ""
@@ -315,10 +379,10 @@ class Writer:
 KIND_ORDER = (SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, SQL_ADD_MEMORY, SQL_RECORD_CALL, SQL_CALL_OUTCOME)
 
 
-def _by_kind(ops: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:
+def _by_kind(ops: Iterable[Op]) -> list[tuple[str, list[Params]]]:
     """``ops`` as one ``executemany`` group per kind (an interleaved add/update stream would
     otherwise cost a thread round trip per record)."""
-    groups: dict[str, list[tuple]] = {}
+    groups: dict[str, list[Params]] = {}
     for sql, params in ops:
         groups.setdefault(sql, []).append(params)
     return [(sql, groups[sql]) for sql in KIND_ORDER if sql in groups] + [

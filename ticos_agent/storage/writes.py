@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
+#: The values of one record's statement (what SQLite can store).
+Params = tuple[object, ...]
+#: One queued record: its statement and values.
+Op = tuple[str, Params]
+#: One event-log line: ``(ts, type, session_id, event_id, item_id, response_id)``.
+EventRow = tuple[float, str, "str | None", "str | None", "str | None", "str | None"]
+
 SQL_ADD_MESSAGE = (
     "INSERT INTO messages (id, role, content, item_id, user_id, datetime, session_id, status, "
     "response_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
