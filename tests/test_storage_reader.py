@@ -67,7 +67,8 @@ async def test_cleanly_closed_wal_database_opens_immutable_and_creates_no_files(
     messages, _memories, calls, events, total, in_session = read_everything(conn)
     conn.close()
     assert snapshot(tmp_path) == before
-    assert (messages[0]["content"], calls[0]["name"], events[0]["type"], total, in_session) == ("hi", "motion", "session.created", 1, 1)
+    assert (messages[0]["content"], calls[0]["name"], events[0]["type"], total, in_session) == (
+        "hi", "motion", "session.created", 1, 1)
 
 
 async def test_reader_sees_a_live_store_and_matches_its_reads(tmp_path):
@@ -92,7 +93,8 @@ CRASH_WAL = """
 import os, sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')
-c.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, datetime TEXT NOT NULL)")
+c.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, "
+          "datetime TEXT NOT NULL)")
 for i in range(50):
     c.execute("INSERT INTO messages VALUES (?, 'user', ?, '2025-01-01 00:00:00')", (str(i), f"wal row {i}"))
 os._exit(0)  # the card pulled: -wal and -shm stay behind, nothing checkpointed
@@ -100,7 +102,8 @@ os._exit(0)  # the card pulled: -wal and -shm stay behind, nothing checkpointed
 CRASH_JOURNAL = """
 import os, sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, datetime TEXT NOT NULL)")
+c.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, "
+          "datetime TEXT NOT NULL)")
 for i in range(200):
     c.execute("INSERT INTO messages VALUES (?, 'user', ?, '2025-01-01 00:00:00')", (str(i), "x" * 500))
 c.execute('PRAGMA cache_size=2'); c.execute('BEGIN')
@@ -168,7 +171,8 @@ def crashed_copy(tmp_path, dest):
     src.mkdir()
     writer = sqlite3.connect(src / "ticos.db")
     writer.execute("PRAGMA journal_mode=WAL")
-    writer.executescript("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, datetime TEXT NOT NULL);")
+    writer.executescript("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, "
+                         "datetime TEXT NOT NULL);")
     writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     writer.execute("INSERT INTO messages VALUES ('1', 'user', 'only in the wal', '2025-01-01 00:00:00')")
     writer.commit()
