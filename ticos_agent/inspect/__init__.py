@@ -100,6 +100,10 @@ def _show(opts: Options, cards: list[Card], errors: list[str]) -> bool:
         return True
     w = writer(opts.format, out, opts.color)
     view = _views()[opts.view]
+    if opts.limit is None:  # an export reads every page once: map none, so memory stays flat
+        for card in cards:
+            for source in card.sources:
+                source.conn.execute("PRAGMA mmap_size = 0")
     many = len(cards) > 1
     problems = 0
     try:

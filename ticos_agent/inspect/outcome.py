@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 MOTIONS = ("motion", "motion_and_emotion")
 EMOTIONS = ("emotion", "motion_and_emotion")
 _BARGE_IN = ("barge-in", "interrupted (barge-in or cancelled response)")
@@ -43,11 +45,12 @@ class Outcome:
 
 
 def loads(text: Any) -> Any:
+    """Stored JSON text -> its value (``None`` when it is not JSON)."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
         return None
 
 

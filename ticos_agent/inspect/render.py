@@ -165,8 +165,7 @@ class TextWriter(Writer):
             self._line(self.term.paint(safe(line), "dim"))
 
 
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder: json.dumps(...) makes one per call
 
 
 class JsonLinesWriter(Writer):
@@ -180,12 +179,14 @@ class JsonLinesWriter(Writer):
         print(f"ticos-agent: {label}: {text}", file=sys.stderr)
 
     def table(self, table: Table) -> None:
-        write = self.out.write
+        write, encode = self.out.write, _JSON.encode
         columns = [c for c in table.columns if c != "kind"]
         for row in table.rows:
             obj = {"kind": row.get("kind", table.kind)}
-            obj.update((k, _jsonable(row[k])) for k in columns if k in row)
-            write(json.dumps(obj, ensure_ascii=False) + "\n")
+            for k in columns:
+                if k in row:
+                    obj[k] = row[k]
+            write(encode(obj) + "\n")
 
 
 class CsvWriter(Writer):

@@ -26,7 +26,7 @@ from ..storage.queries import CALLS, EVENTS, MESSAGES, Window
 from .cards import Source
 from .outcome import describe
 from .render import Table
-from .views import Row, Scope, choose_session, earlier, page
+from .views import Row, Scope, choose_session, earlier, neighbours, page
 
 COLUMNS = ("card", "source", "session_id", "time", "kind", "who", "text", "status", "level", "item_id",
            "response_id", "call_id")
@@ -90,18 +90,6 @@ def _all(sc: Scope) -> Iterator[Row]:
         yield from _entries(sc, chunk, lo=lo, hi=None, only=source)
 
 
-def _bounds(source: Source, sid: str | None, rowid: int, after: bool) -> str | None:
-    """The time of the message just before (or after) ``rowid``, whatever its session: the
-    session's events lie between its neighbours'."""
-    sql = ("SELECT datetime FROM messages WHERE rowid > ? ORDER BY rowid LIMIT 1" if after else
-           "SELECT datetime FROM messages WHERE rowid < ? ORDER BY rowid DESC LIMIT 1")
-    try:
-        row = source.conn.execute(sql, (rowid,)).fetchone()
-    except Exception:
-        return None
-    return str(row[0]) if row and row[0] else None
-
-
 def _entries(sc: Scope, msgs: list[tuple[Source, Row]], *, lo: str | None, hi: str | None,
              only: Source | None = None) -> list[Row]:
     """The lines of the messages ``msgs`` (a page or a chunk, oldest first) with the calls and
@@ -117,9 +105,8 @@ def _entries(sc: Scope, msgs: list[tuple[Source, Row]], *, lo: str | None, hi: s
         calls += [(source, r) for r in source.finder.scan(CALLS, call_w)]
         if sid is None or not source.finder.columns(EVENTS):
             continue
-        span = source.finder.session_span(sid)
-        lo_text = lo or (_bounds(source, sid, span["first_rowid"], False) if span["first_rowid"] else None)
-        hi_text = hi or (_bounds(source, sid, span["last_rowid"], True) if span["last_rowid"] else None)
+        around = neighbours(source, sid) if lo is None or hi is None else (None, None)
+        lo_text, hi_text = lo or around[0], hi or around[1]
         lo_ts, hi_ts = clock.epoch(lo_text), clock.epoch(hi_text)
         ev_w = Window(since_ts=(lo_ts - CALL_LEAD) if lo_ts is not None else w.since_ts,
                       until_ts=(hi_ts + (0.0 if hi else 2.0)) if hi_ts is not None else w.until_ts,

@@ -9,7 +9,7 @@ card, then of its fallback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -113,14 +113,21 @@ def _filtered(sc: Scope) -> bool:
 
 # --- pages ------------------------------------------------------------------------------------
 
-def page(sc: Scope, kind: Kind, w: Window | None = None, limit: int | None = None) -> list[tuple[Source, Row]]:
+Windows = Window | Callable[[Source], Window] | None
+
+
+def _window(sc: Scope, w: Windows, source: Source) -> Window:
+    return w(source) if callable(w) else (w or sc.window)
+
+
+def page(sc: Scope, kind: Kind, w: Windows = None, limit: int | None = None) -> list[tuple[Source, Row]]:
     """Each database's newest ``limit`` rows of ``kind``, together, oldest first, the newest
-    ``limit`` kept (``kind``'s time orders rows of different databases)."""
-    w = w or sc.window
+    ``limit`` kept (``kind``'s time orders rows of different databases). ``w``: the window,
+    or a function giving each database's."""
     limit = limit if limit is not None else (sc.limit or 0)
     out: list[tuple[int, Source, Row]] = []
     for i, source in enumerate(sc.card.sources):
-        out += [(i, source, r) for r in reversed(source.finder.newest(kind, w, limit))]
+        out += [(i, source, r) for r in reversed(source.finder.newest(kind, _window(sc, w, source), limit))]
     if len(sc.card.sources) > 1:
         out.sort(key=lambda t: (_time_key(t[2].get(kind.time)), t[0]))
     return [(s, r) for _, s, r in out[-limit:]] if limit > 0 else []
@@ -132,35 +139,67 @@ def _time_key(value: Any) -> str:
     return str(value or "")
 
 
-def rows(sc: Scope, kind: Kind, w: Window | None = None) -> Iterator[tuple[Source, Row]]:
+def rows(sc: Scope, kind: Kind, w: Windows = None) -> Iterator[tuple[Source, Row]]:
     """The page (with a limit) or every row, streamed (without)."""
     if sc.limit is not None:
         yield from page(sc, kind, w)
         return
     for source in sc.card.sources:
-        for row in source.finder.scan(kind, w or sc.window):
+        for row in source.finder.scan(kind, _window(sc, w, source)):
             yield source, row
 
 
-def earlier(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], w: Window | None = None) -> int:
+def earlier(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], w: Windows = None) -> int:
     """How many rows of ``w`` are older than the page ``shown``."""
     if sc.limit is None or not shown:
         return 0
     total = 0
     for source in sc.card.sources:
         first = [r for s, r in shown if s is source]
-        if first:
-            total += source.finder.count(kind, w or sc.window, before=first[0]["rowid"])
-        else:
-            total += source.finder.count(kind, w or sc.window)
+        total += source.finder.count(kind, _window(sc, w, source), before=first[0]["rowid"] if first else None)
     return total
 
 
-def _more(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], what: str) -> list[str]:
+def neighbours(source: Source, session_id: str | None) -> tuple[str | None, str | None]:
+    """The times of the messages just before and just after the session's (whatever their
+    session): what the session's events lie between, when only messages have a session index."""
+    span = source.finder.session_span(session_id)
+    if span["first_rowid"] is None or "datetime" not in source.finder.columns(MESSAGES):
+        return None, None
+    before = source.conn.execute("SELECT datetime FROM messages WHERE rowid < ? ORDER BY rowid DESC LIMIT 1",
+                                 (span["first_rowid"],)).fetchone()
+    after = source.conn.execute("SELECT datetime FROM messages WHERE rowid > ? ORDER BY rowid LIMIT 1",
+                                (span["last_rowid"],)).fetchone()
+    return (str(before[0]) if before and before[0] else None), (str(after[0]) if after and after[0] else None)
+
+
+def event_window(sc: Scope, source: Source, w: Window | None = None) -> Window:
+    """``w`` for the event log: a session with no time range narrowed to the time between its
+    neighbours' messages (the event log has no session index; a time range is a rowid range)."""
+    w = w or sc.window
+    if not w.by_session or w.since_ts is not None or w.until_ts is not None:
+        return w
+    lo, hi = neighbours(source, w.session)
+    clock = sc.card.clock
+    lo_ts, hi_ts = clock.epoch(lo), clock.epoch(hi)
+    return replace(w, since_ts=lo_ts - 1.0 if lo_ts is not None else None,
+                   until_ts=hi_ts + 2.0 if hi_ts is not None else None)
+
+
+def _more(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], what: str, w: Windows = None) -> list[str]:
+    """The footer of a full page: how many older rows there are (counted through the session
+    index), or only that there are some (a count of a whole table would cost a scan)."""
     if sc.limit is None or len(shown) < sc.limit:
         return []
-    n = earlier(sc, kind, shown)
-    return [f"{n} earlier {what} not shown (--limit, --since or --session to see them)"] if n else []
+    hint = "(--limit, --since or --session to see them)"
+    if sc.window.by_session and kind is not MEMORIES:
+        n = earlier(sc, kind, shown, w)
+        return [f"{n} earlier {what} not shown {hint}"] if n else []
+    for source in sc.card.sources:
+        first = [r for s, r in shown if s is source]
+        if source.finder.newest(kind, _window(sc, w, source), 1, before=first[0]["rowid"] if first else None):
+            return [f"earlier {what} not shown {hint}"]
+    return []
 
 
 def _tagged_col(sc: Scope) -> tuple[Col, ...]:
@@ -222,7 +261,11 @@ def calls(sc: Scope) -> Table:
 
 def events(sc: Scope) -> Table:
     clock = sc.card.clock
-    shown = rows(sc, EVENTS)
+
+    def windows(source: Source) -> Window:
+        return event_window(sc, source)
+
+    shown = rows(sc, EVENTS, windows)
     listed = list(shown) if sc.limit is not None else None
 
     def out() -> Iterator[Row]:
@@ -237,7 +280,7 @@ def events(sc: Scope) -> Table:
                 ".failed") else None),
             Col("item_id", "item", max=24), Col("response_id", "response", max=24))
     return Table("event", (*TAGS, *EVENT_COLUMNS, "time"), out(), show,
-                 footer=_more(sc, EVENTS, listed or [], "events"),
+                 footer=_more(sc, EVENTS, listed or [], "events", windows),
                  empty="no events (the event log is off, pruned, or this is a ticos-client database)")
 
 
@@ -332,7 +375,7 @@ def everything(sc: Scope) -> Table:
             del row["what"], row["level"]
             yield {"kind": "call", **row}
         if sc.opts.events:
-            for source, r in rows(sc, EVENTS):
+            for source, r in rows(sc, EVENTS, lambda source: event_window(sc, source)):
                 ts = r.get("ts")
                 yield {"kind": "event", **sc.tag(source, r),
                        "time": clock.local(ts, ms=True) if isinstance(ts, (int, float)) else None}
