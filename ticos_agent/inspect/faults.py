@@ -53,6 +53,7 @@ class Group:
     last: str | None = None
     last_rowid: tuple[Source, int] | None = None
     names: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None  # an outage's latest reason
 
     def add(self, n: int, first: Any, last: Any, where: tuple[Source, int] | None, name: str | None = None) -> None:
         self.count += n
@@ -89,15 +90,19 @@ def _calls(sc: Scope, source: Source, groups: dict[tuple[str, str], Group]) -> N
             what = "no outcome was stored (the agent stopped, or it is still running)"
         else:
             what = reason_key(reason)
-        group = groups.setdefault((category, what), Group(category, what))
-        group.add(n, first, last, (source, rowid), name)
         down = actuator_fault(reason) if status == "failed" else None
-        if down is not None:
+        if down is not None:  # counted once, under the outage it tells of
             key = f"actuator '{down[0]}' ({down[1]})"
-            outages.setdefault(key, Group("actuator outage", key)).add(n, first, last, (source, rowid), name)
+            group = outages.setdefault(key, Group("actuator outage", key))
+            if last is not None and (group.last is None or str(last) >= group.last):
+                group.reason = what
+        else:
+            group = groups.setdefault((category, what), Group(category, what))
+        group.add(n, first, last, (source, rowid), name)
     for key, group in outages.items():
         merged = groups.setdefault(("actuator outage", key), Group("actuator outage", key))
         merged.add(group.count, group.first, group.last, group.last_rowid)
+        merged.reason = group.reason if merged.reason is None else merged.reason
         for name, n in group.names.items():
             merged.names[name] = merged.names.get(name, 0) + n
 
@@ -198,11 +203,14 @@ def _row(sc: Scope, g: Group) -> Row:
             session = found[0]
             when = sc.card.clock.local(found[1]) if isinstance(found[1], (int, float)) else found[1]
     detail = ", ".join(f"{k} {v}" for k, v in sorted(g.names.items(), key=lambda t: -t[1]))
+    if g.category == "actuator outage" and g.reason:
+        detail = g.reason
     shown = g.what
     if g.category == "actuator outage":
         span = duration(_seconds(sc, g.first, g.last))
         shown = (f"{g.what} down or lost: {g.count} call(s) failed between {g.first} and {g.last}"
-                 + (f" ({span})" if span else "") + " (inferred from the calls: outages are not recorded)")
+                 + (f" ({span})" if span else "") + " (inferred from the calls: outages are not recorded)"
+                 + (f"; the last said: {g.reason}" if g.reason else ""))
     elif detail and g.category.startswith("call"):
         shown += f" ({detail})"
     look = f"{short_session(session, 14)} {str(when or '')[11:19]}" if session or when else ""

@@ -108,6 +108,15 @@ def add_arguments(p: argparse.ArgumentParser, *, export: bool) -> None:
         sys.exit(2)
 
     p.error = error  # type: ignore[method-assign]  # one line, not argparse's usage block
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = parse_known(args, namespace)
+        if extras:  # said here: the top-level parser would print its usage block instead
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def _get(ns: Any, name: str, default: Any = None) -> Any:

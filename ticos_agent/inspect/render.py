@@ -220,7 +220,7 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
 
 
-_MD = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+_MD = str.maketrans({c: "\\" + c for c in "\\`*_[]<|#"})
 
 
 def md(value: Any) -> str:

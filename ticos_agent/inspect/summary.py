@@ -37,8 +37,11 @@ class Tally:
     turns: int = 0
     robot_chars: int = 0
     user_s: float | None = None
-    cut: set[str] = field(default_factory=set)
+    cut: set[str] = field(default_factory=set)         # responses cut off by the user speaking
+    cancelled: set[str] = field(default_factory=set)   # answers stored as cancelled
     cut_unknown: int = 0
+    heard: bool = False                                # the event log covers it
+    total: bool = False                                # a day's sum of sessions
     calls: Counter[str] = field(default_factory=Counter)
     commands: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     failed_transcriptions: int = 0
@@ -58,8 +61,9 @@ class Tally:
         self.robot_chars += other.robot_chars
         if other.user_s is not None:
             self.user_s = (self.user_s or 0.0) + other.user_s
-        self.cut |= other.cut
-        self.cut_unknown += other.cut_unknown
+        self.cut |= other.cut_offs
+        self.cut_unknown += 0 if other.heard else other.cut_unknown
+        self.total = True
         self.calls.update(other.calls)
         for tag, counts in other.commands.items():
             self.commands[tag].update(counts)
@@ -68,8 +72,14 @@ class Tally:
         self.sessions |= other.sessions
 
     @property
+    def cut_offs(self) -> set[str]:
+        """Responses cut off by a barge-in: seen in the event log, or told by a call dropped for
+        one; without an event log, every answer stored as cancelled."""
+        return self.cut if self.heard or self.total else self.cut | self.cancelled
+
+    @property
     def barge_ins(self) -> int:
-        return len(self.cut) + self.cut_unknown
+        return len(self.cut_offs) + (self.cut_unknown if self.total or not self.heard else 0)
 
 
 def _days(sc: Scope, limit: int) -> list[str]:
@@ -124,7 +134,7 @@ def _tally_day(sc: Scope, day: str) -> dict[Any, Tally]:
                 t.short_answers += st in ("incomplete", "failed")
                 if st == "cancelled":
                     if response:
-                        t.cut.add(str(response))
+                        t.cancelled.add(str(response))
                     else:
                         t.cut_unknown += 1
         if w.role not in (None, "assistant"):
@@ -157,6 +167,7 @@ def _speech(sc: Scope, source: Any, w: Window, per: dict[Any, Tally]) -> None:
         if session not in per or not isinstance(ts, (int, float)):
             continue
         t = per[session]
+        t.heard = True
         if etype == "input_audio_buffer.speech_started":
             started[session] = ts
             if live[session]:

@@ -70,8 +70,8 @@ def _with_header(sc: Scope, entries: list[Row], before: int) -> list[Row]:
     text = f"{name} · {span} · {len(said)} message(s), {calls} call(s)"
     if before:
         text += f" (the last {len(said)}; {before} before)"
-    head = {"card": sc.card.label, "source": None, "session_id": sid, "time": first, "kind": "session", "who": "",
-            "text": text, "status": None, "level": None}
+    head = {**dict.fromkeys(COLUMNS), "card": sc.card.label, "session_id": sid, "time": first, "kind": "session",
+            "who": "", "text": text}
     return [head, *entries]
 
 

@@ -289,32 +289,64 @@ SESSION_COLUMNS = ("card", "source", "session_id", "first", "last", "seconds", "
 _PROBLEM_CALLS = ("failed", "busy", "not_dispatched", "received")
 
 
-def session_stats(source: Source, span: Row, clock: Any) -> Row:
-    """A session's numbers from the session indexes: turns (user messages), barge-ins
-    (assistant messages cut off), calls, problems (failed, busy or lost calls, transcriptions
-    that failed, responses that failed or did not finish)."""
-    conn, finder = source.conn, source.finder
+def session_stats(sc: Scope, source: Source, span: Row) -> Row:
+    """A session's numbers from the session indexes: turns (user messages), barge-ins,
+    calls, problems (failed, busy or lost calls, transcriptions that failed, responses that
+    failed or did not finish)."""
+    conn, finder, clock = source.conn, source.finder, sc.card.clock
     sid = span["session_id"]
     has_session = "session_id" in finder.columns(MESSAGES)
     test = ("session_id IS NULL" if sid is None else "session_id = ?") if has_session else "1"
     params = [sid] if has_session and sid is not None else []
-    turns = cut = problems = 0
+    turns = problems = 0
+    cancelled: set[Any] = set()
     if {"role", "status"} <= finder.columns(MESSAGES):
-        for role, status, n in conn.execute(
-                f"SELECT role, status, COUNT(*) FROM messages WHERE {test} GROUP BY role, status", params):
+        rid = "response_id" if "response_id" in finder.columns(MESSAGES) else "rowid"
+        for role, status, response, n in conn.execute(
+                f"SELECT role, status, CASE WHEN status = 'cancelled' THEN {rid} END, COUNT(*) FROM messages "
+                f"WHERE {test} GROUP BY 1, 2, 3", params):
             turns += n if role == "user" else 0
-            cut += n if role == "assistant" and status == "cancelled" else 0
+            if role == "assistant" and status == "cancelled":
+                cancelled.add(response)
             problems += n if status in ("transcription_failed", "failed", "incomplete") else 0
     calls = 0
+    cut: set[Any] = set()
     if "session_id" in finder.columns(CALLS) and has_session:
-        for status, n in conn.execute(
-                f"SELECT status, COUNT(*) FROM function_calls WHERE {test} GROUP BY status", params):
-            calls += n
-            problems += n if status in _PROBLEM_CALLS else 0
+        for status, response, result in conn.execute(
+                f"SELECT status, response_id, CASE WHEN status = 'dropped' THEN result END FROM function_calls "
+                f"WHERE {test}", params):
+            calls += 1
+            problems += status in _PROBLEM_CALLS
+            if status == "dropped" and response and "barge-in" in str(result or ""):
+                cut.add(response)
+    heard, spoken = barge_ins(sc, source, sid)
+    cut |= spoken if heard else cancelled
     first, last = clock.epoch(span["first"]), clock.epoch(span["last"])
     seconds = round(last - first) if first is not None and last is not None else None
     return {"session_id": sid, "first": span["first"], "last": span["last"], "seconds": seconds,
-            "messages": span["messages"], "turns": turns, "barge_ins": cut, "calls": calls, "problems": problems}
+            "messages": span["messages"], "turns": turns, "barge_ins": len(cut), "calls": calls,
+            "problems": problems}
+
+
+def barge_ins(sc: Scope, source: Source, session_id: str | None) -> tuple[bool, set[str]]:
+    """(whether the event log covers the session, the responses in it that the user's speech
+    cut off: ``speech_started`` while a response was being given)."""
+    if session_id is None or not source.finder.columns(EVENTS):
+        return False, set()
+    w = event_window(sc, source, Window(by_session=True, session=session_id, types=(
+        "input_audio_buffer.speech_started", "response.created", "response.done")))
+    live: dict[str, float] = {}
+    cut: set[str] = set()
+    seen = False
+    for etype, response, ts in source.finder.select(EVENTS, w, "type, response_id, ts", "ORDER BY rowid"):
+        seen = True
+        if etype == "response.created" and response:
+            live[str(response)] = ts
+        elif etype == "response.done" and response:
+            live.pop(str(response), None)
+        elif etype == "input_audio_buffer.speech_started" and live:
+            cut.add(max(live.items(), key=lambda kv: kv[1])[0])
+    return seen, cut
 
 
 def duration(seconds: Any) -> str:
@@ -339,7 +371,7 @@ def sessions(sc: Scope) -> Table:
         else:
             spans = source.finder.sessions(w, limit)
         for span in spans:
-            row = {"card": sc.card.label, "source": source.name, **session_stats(source, span, sc.card.clock)}
+            row = {"card": sc.card.label, "source": source.name, **session_stats(sc, source, span)}
             row["length"] = duration(row["seconds"])
             row["shown"] = short_session(row["session_id"], 40)
             found.append((str(span["last"] or ""), row))
@@ -356,7 +388,7 @@ def sessions(sc: Scope) -> Table:
     return Table("session", SESSION_COLUMNS, listed, show, footer=footer, empty="no sessions")
 
 
-ALL_COLUMNS = tuple(dict.fromkeys((*TAGS, *MESSAGE_COLUMNS, *MEMORY_COLUMNS, *CALL_COLUMNS, "outcome",
+ALL_COLUMNS = tuple(dict.fromkeys(("kind", *TAGS, *MESSAGE_COLUMNS, *MEMORY_COLUMNS, *CALL_COLUMNS, "outcome",
                                    *EVENT_COLUMNS, "time")))
 
 
