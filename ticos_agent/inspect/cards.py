@@ -177,12 +177,15 @@ def volume_label(path: Path) -> str | None:
                 return _unescape(link.name)
     except OSError:
         pass
-    try:  # no udev (a container, a loop device): ask blkid, which only reads the superblock
-        done = subprocess.run(["blkid", "-s", "LABEL", "-o", "value", device], capture_output=True,
-                              text=True, timeout=3)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
+    for probe in ([], ["-p"]):  # no udev (a container, a loop device): blkid reads the superblock
+        try:
+            done = subprocess.run(["blkid", *probe, "-s", "LABEL", "-o", "value", device], capture_output=True,
+                                  text=True, timeout=3)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.stdout.strip():
+            return done.stdout.strip()
+    return None
 
 
 def _folder_label(t: _Target) -> str:

@@ -39,6 +39,9 @@ CHUNK = 1000       # messages per step of an export
 
 def transcript(sc: Scope) -> Table:
     sc = choose_session(sc, default_last=True)
+    empty = "nothing was said" + (" that matches the filters" if _narrowed(sc) else "")
+    if sc.nothing:
+        return Table("entry", COLUMNS, [], style="transcript", empty=empty)
     if sc.limit is None:
         return Table("entry", COLUMNS, _all(sc), style="transcript", empty="nothing was said", tagged=sc.tagged)
     shown = page(sc, MESSAGES)
@@ -48,8 +51,7 @@ def transcript(sc: Scope) -> Table:
     footer = [f"{before} earlier message(s) of this session not shown (--limit or --since to see them)"] \
         if before else []
     return Table("entry", COLUMNS, _with_header(sc, entries, before), style="transcript", footer=footer,
-                 tagged=sc.tagged,
-                 empty="nothing was said" + (" that matches the filters" if _narrowed(sc) else ""))
+                 tagged=sc.tagged, empty=empty)
 
 
 def _narrowed(sc: Scope) -> bool:

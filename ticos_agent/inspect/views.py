@@ -33,6 +33,7 @@ class Scope:
     opts: Options
     window: Window
     limit: int | None
+    nothing: bool = False  # no session matches the filters: the view is empty
 
     @property
     def tagged(self) -> bool:
@@ -86,9 +87,7 @@ def choose_session(sc: Scope, *, default_last: bool = False) -> Scope:
             if rows and (newest is None or str(rows[0]["datetime"] or "") >= str(newest[0] or "")):
                 newest = (rows[0]["datetime"], rows[0]["session_id"])
         if newest is None:
-            if wanted is None and not _filtered(sc):
-                return replace(sc, window=replace(sc.window, by_session=True, session=None))
-            raise Problem("no messages" + (" match the filters" if _filtered(sc) else ""))
+            return replace(sc, window=replace(sc.window, by_session=True, session=None), nothing=True)
         return replace(sc, window=replace(sc.window, by_session=True, session=newest[1]))
     found: list[str] = []
     for source in sc.card.sources:
