@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from .cards import Card, Problem, open_cards
 from .options import Options, UsageError, options
 from .render import Table, writer
-from .views import Scope, scope
+from .views import Scope, choose_session, scope
 
 __all__ = ["main"]
 
@@ -113,7 +113,7 @@ def _show(opts: Options, cards: list[Card], errors: list[str]) -> bool:
                     print(f"note: {card.label}: {note}" if many else f"note: {note}", file=sys.stderr)
             w.card(card.label, str(card.path) if card.path else None, card.info, many)
             try:
-                w.table(view(scope(card, opts)))
+                w.table(view(choose_session(scope(card, opts))))
             except Problem as exc:
                 problems += 1
                 if many:

@@ -89,7 +89,8 @@ def transcript_lines(table: Table, term: Term) -> Iterator[str]:
     for row in rows:
         if row.get("kind") == "session":
             day = str(row.get("time") or "")[:10]
-            yield term.paint(safe(row.get("text")), "bold")
+            for piece in wrap(safe(row.get("text")), term.width):
+                yield term.paint(piece, "bold")
             continue
         when = str(row.get("time") or "")
         if when[:10] and when[:10] != day and not row.get("attached"):

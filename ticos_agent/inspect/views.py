@@ -78,7 +78,7 @@ def choose_session(sc: Scope, *, default_last: bool = False) -> Scope:
     and no ``--session``, the session of the newest row the filters select. Raises
     :class:`Problem` when nothing matches or a prefix is ambiguous."""
     wanted = sc.opts.session
-    if wanted is None and not default_last:
+    if sc.window.by_session or (wanted is None and not default_last):
         return sc
     if wanted is None or wanted.lower() == "last":
         newest: tuple[Any, str | None] | None = None
