@@ -31,7 +31,7 @@ from typing import Any
 from ..storage.queries import CALLS, EVENTS, MESSAGES
 from .cards import Source
 from .outcome import actuator_fault, dropped_reason, loads, reason_key
-from .render import Col, Table
+from .table import Col, Table
 from .views import Row, Scope, choose_session, duration, short_session
 
 COLUMNS = ("card", "category", "what", "count", "first", "last", "session_id", "time", "detail")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .render import Col, Table, Term, md, safe, wrap
+from .table import Col, Table, Term, md, safe, wrap
 
 _GAP = "  "
 _MIN_WRAP = 24

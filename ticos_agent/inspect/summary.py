@@ -18,7 +18,7 @@ from typing import Any
 
 from ..storage.queries import CALLS, EVENTS, MESSAGES, Window
 from .outcome import EMOTIONS, MOTIONS, dropped_reason, loads
-from .render import Col, Table
+from .table import Col, Table
 from .views import Row, Scope, choose_session, duration, short_session
 
 COLUMNS = ("card", "level", "day", "session_id", "start", "end", "sessions", "turns", "robot_speech_s",

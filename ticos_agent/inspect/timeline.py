@@ -25,7 +25,7 @@ from typing import Any
 from ..storage.queries import CALLS, EVENTS, MESSAGES, Window
 from .cards import Source
 from .outcome import describe
-from .render import Table
+from .table import Table
 from .views import Row, Scope, choose_session, earlier, neighbours, page
 
 COLUMNS = ("card", "source", "session_id", "time", "kind", "who", "text", "status", "level", "item_id",

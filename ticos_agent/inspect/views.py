@@ -18,7 +18,7 @@ from ..storage.schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAG
 from .cards import Card, Problem, Source
 from .options import Options
 from .outcome import describe
-from .render import Col, Table
+from .table import Col, Table
 
 Row = dict[str, Any]
 TAGS = ("card", "source")
