@@ -54,6 +54,8 @@ async def test_inspect_reads_card_and_fallback_and_marks_each_row(fell_back):
     shown = [line for line in lines if "on the card" in line or "in the fallback" in line]
     assert len(shown) == 5
     assert all(" card " in line for line in shown[:3]) and all(" fallback " in line for line in shown[3:])
+    mark = lines.index(shown[3]) - 1  # where the card stopped taking rows, the transcript says so
+    assert lines[mark].split(None, 2)[2].startswith("⚠ from here on the rows went to the fallback database")
     memories = cli(home, "inspect", "--tf-root", str(card), "memories")
     assert any(line.split()[2:] == ["fallback", "long_term", "nobody", "remembered", "in", "the", "fallback"]
                for line in memories.stdout.splitlines())

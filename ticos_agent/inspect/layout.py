@@ -130,7 +130,8 @@ def markdown_transcript(table: Table) -> Iterator[str]:
             glyph = {"call": "↳ ", "cut": "✂ "}.get(str(row.get("mark")), "")
             yield f"  - {glyph}{text}"
         else:
-            yield f"- `{safe(str(row.get('time') or '')[11:19])}`{src} **{md(row.get('who'))}:** {text}"
+            who = f" **{md(row.get('who'))}:**" if row.get("who") else ""
+            yield f"- `{safe(str(row.get('time') or '')[11:19])}`{src}{who} {text}"
 
 
 # --- the summary --------------------------------------------------------------------------------

@@ -47,11 +47,27 @@ def transcript(sc: Scope) -> Table:
     shown = page(sc, MESSAGES)
     before = earlier(sc, MESSAGES, shown)
     lo = None if before == 0 or not shown else str(shown[0][1]["datetime"] or "")
-    entries = _entries(sc, shown, lo=lo, hi=None)
+    entries = _fallback_marks(sc, _entries(sc, shown, lo=lo, hi=None))
     footer = [f"{before} earlier message(s) of this session not shown (--limit or --since to see them)"] \
         if before else []
     return Table("entry", COLUMNS, _with_header(sc, entries, before), style="transcript", footer=footer,
                  tagged=sc.tagged, empty=empty)
+
+
+def _fallback_marks(sc: Scope, entries: list[Row]) -> list[Row]:
+    """Where the conversation goes on in the fallback database, a line says so: from there
+    the TF card could not take what was stored (missing, full or read-only)."""
+    out: list[Row] = []
+    before = None
+    for e in entries:
+        if e.get("source") == "fallback" and before not in (None, "fallback") and not e.get("attached"):
+            out.append({**dict.fromkeys(COLUMNS), "card": sc.card.label, "source": "fallback",
+                        "session_id": e.get("session_id"), "time": e.get("time"), "kind": "storage",
+                        "who": "", "text": "from here on the rows went to the fallback database: the TF card "
+                        "could not take them (missing, full or read-only)", "level": "fault", "mark": "fault"})
+        before = e.get("source") if not e.get("attached") else before
+        out.append(e)
+    return out
 
 
 def _narrowed(sc: Scope) -> bool:
