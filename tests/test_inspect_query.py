@@ -182,3 +182,41 @@ async def test_keyset_pages_never_offset(minutes):
     assert len(pages) >= 5 and not any("OFFSET" in s for s in statements)
     assert list(f.scan(CALLS, Window(role="user"))) == []  # calls are the assistant's
     conn.close()
+
+
+async def test_outages_are_runs_of_failed_calls(tmp_path, capsys):
+    """A serial device down twice: calls failing a minute apart are one outage, two hours
+    later another; a call failing for another reason is counted on its own."""
+    import time
+
+    import ticos_agent.storage.schema as schema
+    from ticos_agent.cli import main
+
+    base = 1_780_000_000
+    minutes = iter([0, 1, 2, 120, 125, 126, 200])
+    reasons = ["actuator 'head' (feetech-sts) is down: [Errno 5] Input/output error: '/dev/ttyUSB0'"] * 6 + [
+        "unknown motion tag 'moonwalk'; known: nod"]
+    real = schema.now_local
+    store = await open_store("internal", internal_dir=tmp_path)
+    try:
+        for i, reason in enumerate(reasons):
+            at = base + 60 * next(minutes)
+            schema.now_local = lambda at=at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+            store.add_message(role="assistant", content=f"answer {i}", item_id=f"a{i}", session_id="s",
+                              response_id=f"r{i}")
+            store.record_call(call_id=f"c{i}", name="motion", arguments='{"motion_tag": "nod"}', session_id="s",
+                              response_id=f"r{i}")
+            store.set_call_outcome(f"c{i}", "failed", {"status": "failed", "reason": reason})
+        await store.flush()
+    finally:
+        schema.now_local = real
+        await store.close()
+    assert main(["inspect", "faults", "--db", str(tmp_path / "ticos.db")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    outage = next(line for line in lines if line.startswith("actuator outage"))
+    assert outage.split()[2] == "6"
+    stamp = time.strftime("%H:%M:%S", time.localtime(base + 60 * 126))
+    assert "6 call(s) failed in 2 outages (failures over 15 min apart count apart); the latest: 3 call(s) " \
+           "from " in outage
+    assert f" to {stamp} (6m00s)" in outage and "the last said: actuator 'head' (feetech-sts) is down" in outage
+    assert next(line for line in lines if line.startswith("call failed")).split()[2] == "1"

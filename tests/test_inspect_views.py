@@ -142,7 +142,7 @@ def test_faults_are_grouped_and_counted_with_where_to_look(card_db, capsys):
         if m:
             found[(m.group(1), m.group(6))] = (int(m.group(2)), m.group(5))
     outage = next(k for k in found if k[0] == "actuator outage")
-    assert outage[1].startswith("actuator 'head' (feetech-sts) down or lost: 1 call(s) failed between")
+    assert outage[1].startswith("actuator 'head' (feetech-sts) down or lost: 1 call(s) failed at 20")
     assert "no-such-tty" in outage[1] and not any(k[0] == "call failed" and "head" in k[1] for k in found)
     assert found[("call failed", "unknown motion tag 'moonwalk' (motion 1)")][0] == 1
     busy = "actuator 'arm' has N commands waiting or running (robot.max_queued) (motion 1)"

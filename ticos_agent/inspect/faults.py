@@ -54,6 +54,7 @@ class Group:
     last_rowid: tuple[Source, int] | None = None
     names: dict[str, int] = field(default_factory=dict)
     reason: str | None = None  # an outage's latest reason
+    episodes: list[tuple[str, str, int]] = field(default_factory=list)  # an outage's (first, last, calls)
 
     def add(self, n: int, first: Any, last: Any, where: tuple[Source, int] | None, name: str | None = None) -> None:
         self.count += n
@@ -99,12 +100,50 @@ def _calls(sc: Scope, source: Source, groups: dict[tuple[str, str], Group]) -> N
         else:
             group = groups.setdefault((category, what), Group(category, what))
         group.add(n, first, last, (source, rowid), name)
+    if outages:
+        _episodes(sc, source, outages)
     for key, group in outages.items():
         merged = groups.setdefault(("actuator outage", key), Group("actuator outage", key))
         merged.add(group.count, group.first, group.last, group.last_rowid)
         merged.reason = group.reason if merged.reason is None else merged.reason
+        merged.episodes = sorted(merged.episodes + group.episodes)
         for name, n in group.names.items():
             merged.names[name] = merged.names.get(name, 0) + n
+
+
+OUTAGE_GAP = 15 * 60.0  # seconds between failed calls that make them two outages, not one
+
+
+def _episodes(sc: Scope, source: Source, outages: dict[str, Group]) -> None:
+    """Each actuator's failed calls in runs: an outage is the calls that failed no more than
+    :data:`OUTAGE_GAP` apart (the outage itself is not recorded; its calls are)."""
+    w = replace(sc.window, statuses=("failed",))
+    try:
+        found = source.finder.select(CALLS, w, "created, json_extract(result, '$.reason')",
+                                     "AND json_extract(result, '$.reason') LIKE 'actuator %' ORDER BY rowid")
+    except sqlite3.OperationalError:
+        found = []
+        for created, result in source.finder.select(CALLS, w, "created, result", "ORDER BY rowid"):
+            outcome = loads(result)
+            found.append((created, outcome.get("reason") if isinstance(outcome, dict) else None))
+    times: dict[str, list[str]] = {}
+    for created, reason in found:
+        down = actuator_fault(reason)
+        if down is not None and created:
+            times.setdefault(f"actuator '{down[0]}' ({down[1]})", []).append(str(created))
+    clock = sc.card.clock
+    for key, moments in times.items():
+        group = outages.get(key)
+        if group is None:
+            continue
+        runs: list[tuple[str, str, int]] = []
+        for when in sorted(moments):
+            ts, last = clock.epoch(when), clock.epoch(runs[-1][1]) if runs else None
+            if runs and ts is not None and last is not None and ts - last <= OUTAGE_GAP:
+                runs[-1] = (runs[-1][0], when, runs[-1][2] + 1)
+            else:
+                runs.append((when, when, 1))
+        group.episodes = runs
 
 
 def _messages(sc: Scope, source: Source, groups: dict[tuple[str, str], Group]) -> None:
@@ -207,16 +246,27 @@ def _row(sc: Scope, g: Group) -> Row:
         detail = g.reason
     shown = g.what
     if g.category == "actuator outage":
-        span = duration(_seconds(sc, g.first, g.last))
-        shown = (f"{g.what} down or lost: {g.count} call(s) failed between {g.first} and {g.last}"
-                 + (f" ({span})" if span else "") + " (inferred from the calls: outages are not recorded)"
-                 + (f"; the last said: {g.reason}" if g.reason else ""))
+        shown = f"{g.what} down or lost: {g.count} call(s) failed" + _outages(sc, g) + \
+            " (seen in the calls: outages themselves are not recorded)" + \
+            (f"; the last said: {g.reason}" if g.reason else "")
     elif detail and g.category.startswith("call"):
         shown += f" ({detail})"
     look = f"{short_session(session, 14)} {str(when or '')[11:19]}" if session or when else ""
     return {"card": sc.card.label, "category": g.category, "what": g.what, "count": g.count, "first": g.first,
             "last": g.last, "session_id": session, "time": when, "detail": detail, "shown": shown,
             "look_at": look}
+
+
+def _outages(sc: Scope, g: Group) -> str:
+    runs = g.episodes or [(g.first or "", g.last or "", g.count)]
+    first, last, n = runs[-1]
+    span = duration(_seconds(sc, first, last))
+    when = f"at {first}" if first == last else f"from {first} to {last[11:] if first[:10] == last[:10] else last}" + (
+        f" ({span})" if span else "")
+    if len(runs) == 1:
+        return f" {when}"
+    return (f" in {len(runs)} outages (failures over {OUTAGE_GAP / 60:.0f} min apart count apart); "
+            f"the latest: {n} call(s) {when}")
 
 
 def _seconds(sc: Scope, first: str | None, last: str | None) -> float | None:
