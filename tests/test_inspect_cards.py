@@ -183,3 +183,32 @@ def test_a_read_only_card_with_a_power_cut_wal_never_changes(card_db, tmp_path, 
             assert label == "ROBOT7"
             _, out, _ = run(capsys, "inspect", "sessions", "--tf-root", str(card.root), "--db", str(card_db))
             assert "== ROBOT7 ==" in out
+
+
+def test_a_robot_system_card_and_cards_found_without_being_named(card_db, tmp_path, capsys, monkeypatch):
+    """A robot's root filesystem keeps the service's database in var/lib/ticos and
+    ticos-client's in a home; with nothing named and no database on this computer, the cards
+    mounted under /media are read."""
+    from ticos_agent.inspect import cards
+
+    media = tmp_path / "media"
+    system = media / "rootfs"
+    (system / "var" / "lib" / "ticos").mkdir(parents=True)
+    copy_card(card_db, system / "x")
+    (system / "x" / ".config" / "ticos" / "ticos.db").rename(system / "var" / "lib" / "ticos" / "ticos.db")
+    make_sdk_v1(copy_card_dir(system / "home" / "pi"))
+    copy_card(card_db, media / "DATA")
+    before = snapshot(system / "var" / "lib" / "ticos")
+    _, out, _ = run(capsys, "inspect", "sessions", "--tf-root", str(system))
+    assert [line for line in out.splitlines() if line.startswith("== ")] == [
+        f"== rootfs (var/lib/ticos) ==  {system}/var/lib/ticos/ticos.db",
+        f"== rootfs (home/pi) ==  {system}/home/pi/.config/ticos/ticos.db"]
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sdb1 {media / 'DATA'} vfat rw 0 0\n/dev/sdc2 {system} ext4 ro 0 0\n"
+                      "/dev/sda1 / ext4 rw 0 0\n")
+    monkeypatch.setattr(cards, "MOUNTS", str(mounts))
+    monkeypatch.setattr(cards, "CARD_PARENTS", (f"{media}/",))
+    code, out, _ = run(capsys, "inspect", "sessions")  # HOME has no database: the cards are read
+    assert code == 0
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("== ")] == ["DATA", "rootfs", "rootfs"]
+    assert snapshot(system / "var" / "lib" / "ticos") == before

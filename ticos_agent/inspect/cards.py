@@ -1,7 +1,10 @@
 """Which databases to read, under which labels, opened read-only.
 
 A *card* is what one set of results comes under: one database (a TF card's, a file given with
-``--db``, or the internal one) and, while rows wait there, the fallback database that holds
+``--db``, or the internal one; on a robot's system card, the service's ``var/lib/ticos`` one
+and users' ``home/*/.config/ticos`` ones, each a card of its own; with nothing named and no
+internal database, every card mounted under ``/media`` or ``/mnt`` holding one) and, while
+rows wait there, the fallback database that holds
 what the card could not take (read together with it, each row marked ``card`` or
 ``fallback``). ``--tf-root`` and ``--db`` may be given several times, and either may name a
 folder holding several cards' mount points (``/media/pi`` with ``CARD1/`` and ``CARD2/``):
@@ -91,18 +94,55 @@ def _db_name(opts: Options) -> str:
     return str(_config_storage(opts).db_filename) if opts.config else "ticos.db"
 
 
+def _on_card(root: Path, name: str) -> list[Path]:
+    """The databases on a card: the TF card's ``.config/ticos/<name>``; on a robot's system
+    card (its root filesystem), the service's ``var/lib/ticos/<name>`` and users'
+    ``home/*/.config/ticos/<name>`` (internal storage, as ticos-client kept it)."""
+    direct = root / ".config" / "ticos" / name
+    if direct.is_file():
+        return [direct]
+    folders = [root / "var" / "lib" / "ticos"]
+    try:
+        folders += sorted((root / "home").glob("*/.config/ticos"))
+    except OSError:
+        pass
+    folders.append(root / "root" / ".config" / "ticos")
+    stem, dot, ext = name.rpartition(".")
+    spare = f"{stem}-fallback{dot}{ext}" if dot else f"{name}-fallback"
+    return [f / n for f in folders for n in (name, spare) if (f / n).is_file()]
+
+
 def _card_targets(root: Path, name: str) -> list[_Target]:
     """``root`` is a card (its database is there), or a folder holding cards' mount points."""
     db = root / ".config" / "ticos" / name
-    if db.is_file() or not root.is_dir():
-        return [_Target(db, "card", root, missing_ok=True)]
+    here = _on_card(root, name) if root.is_dir() else []
+    if here or not root.is_dir():
+        return [_Target(p, "card", root, missing_ok=p == db) for p in here] or [_Target(db, "card", root, True)]
     try:
         children = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
         children = []
-    found = [_Target(c / ".config" / "ticos" / name, "card", c) for c in children
-             if (c / ".config" / "ticos" / name).is_file()]
+    found = [_Target(p, "card", c) for c in children for p in _on_card(c, name)]
     return found or [_Target(db, "card", root, missing_ok=True)]
+
+
+MOUNTS = "/proc/self/mounts"
+CARD_PARENTS = ("/media/", "/mnt/")
+
+
+def _mounted_cards(name: str) -> list[_Target]:
+    """Cards mounted under ``/media``, ``/mnt`` (or macOS's ``/Volumes``) holding a database."""
+    points: list[Path] = []
+    try:
+        for line in Path(MOUNTS).read_text().splitlines():
+            fields = line.split()
+            point = _unescape(fields[1]) if len(fields) > 1 else ""
+            if point.startswith(CARD_PARENTS):
+                points.append(Path(point))
+    except OSError:
+        volumes = Path("/Volumes")
+        points = sorted(p for p in volumes.iterdir() if p.is_dir()) if volumes.is_dir() else []
+    return [_Target(p, "card", root) for root in points for p in _on_card(root, name)]
 
 
 def _targets(opts: Options) -> list[_Target]:
@@ -124,7 +164,12 @@ def _targets(opts: Options) -> list[_Target]:
         if root is None:
             return [_Target(None, "card")]
         return _card_targets(Path(root), name)
-    return [_Target(internal_dir(opts) / name, "internal")]
+    internal = internal_dir(opts) / name
+    if not internal.is_file() and not opts.config:  # a laptop with a card in it: read the card
+        found = _mounted_cards(name)
+        if found:
+            return found
+    return [_Target(internal, "internal")]
 
 
 def _found_card(opts: Options) -> str | None:
@@ -190,7 +235,13 @@ def volume_label(path: Path) -> str | None:
 
 def _folder_label(t: _Target) -> str:
     if t.root is not None:
-        return t.root.resolve().name or str(t.root)
+        label = t.root.resolve().name or str(t.root)
+        if t.path is not None and t.path.parent.is_relative_to(t.root):  # a system card: whose database
+            parts = t.path.parent.relative_to(t.root).parts
+            parts = parts[:-2] if parts[-2:] == (".config", "ticos") else parts
+            where = "/".join(parts) + (" fallback" if t.path.stem.endswith("-fallback") else "")
+            label += f" ({where.strip()})" if where.strip() else ""
+        return label
     assert t.path is not None
     parts = t.path.resolve().parts
     if len(parts) >= 4 and parts[-3:-1] == (".config", "ticos"):
@@ -274,9 +325,12 @@ def open_cards(opts: Options, errors: list[str]) -> list[Card]:
     waiting = sum(counts.values())
     for target, label in zip(targets, labels):
         card = Card(label, target.path)
+        kind = "fallback" if target.path is not None and target.path.stem.endswith("-fallback") else target.kind
         if target.path is not None and (target.path.is_file() or not (together and target.missing_ok)):
             try:
-                card.sources.append(open_source(target.kind, target.path))
+                card.sources.append(open_source(kind, target.path))
+                if kind == "fallback":
+                    card.info.append(_waiting(target.path, _rows_waiting(card.sources[0])))
             except Problem as exc:
                 if not (together and fallback is not None and target.missing_ok and not target.path.exists()):
                     errors.append(str(exc))
