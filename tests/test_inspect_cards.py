@@ -55,7 +55,7 @@ def test_a_card_left_by_a_power_cut_reads_the_same_and_stays_as_it_was(card_db, 
     assert code == 0 and out.splitlines()[2].endswith("said just before the power cut")  # the row in the -wal
     assert err == ""  # how it was read is an internal: said with --verbose only
     _, _, err = run(capsys, "inspect", "messages", "--db", str(db), "--verbose")
-    assert "read from a recovered temporary copy" in err
+    assert "read from a recovered copy kept in " in err
     _, out, _ = run(capsys, "inspect", "--db", str(db), "--session", MAIN)
     assert "Good night, sleep well!" in out
     results = every_reading(capsys, ["--db", str(db)])

@@ -272,11 +272,18 @@ def _labels(targets: list[_Target]) -> list[str]:
 
 # --- opening ------------------------------------------------------------------------------
 
+def recovered_cache() -> Path:
+    """Where recovered copies of cards left with -wal/-shm files are kept (this computer's
+    cache, never the card): the next look at an unchanged card needs no new copy."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ticos-agent" / "recovered"
+
+
 def open_source(name: str, path: Path) -> Source:
     from ..storage import open_readonly
 
     try:
-        conn = open_readonly(path)
+        conn = open_readonly(path, cache=recovered_cache())
     except StorageError as exc:
         raise Problem(str(exc)) from None
     try:
