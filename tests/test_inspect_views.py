@@ -189,3 +189,15 @@ def test_time_filters_in_local_time_and_ages(card_db, capsys):
     assert "Stop! Do the moonwalk" not in out and "Wave at me!" in out
     _, out, _ = run(capsys, "inspect", "messages", "--db", str(card_db), "--until", "2000-01-01")
     assert out == "(no messages)\n"
+
+
+@pytest.mark.parametrize("chunk", [1000, 3, 1])
+def test_an_exported_transcript_is_the_whole_session_in_chunks(card_db, capsys, monkeypatch, chunk):
+    from ticos_agent.inspect import timeline
+
+    monkeypatch.setattr(timeline, "CHUNK", chunk)
+    _, page, _ = run(capsys, "inspect", "--db", str(card_db), "--format", "jsonl", "--limit", "1000")
+    _, export, _ = run(capsys, "export", "transcript", "--db", str(card_db))
+    whole, streamed = jsonl(page), jsonl(export)
+    assert [e["kind"] for e in streamed] == [e["kind"] for e in whole]
+    assert [e["text"] for e in streamed[1:]] == [e["text"] for e in whole[1:]]

@@ -91,9 +91,9 @@ def add_arguments(p: argparse.ArgumentParser, *, export: bool) -> None:
     p.add_argument("--role", metavar="ROLE", help="user, assistant (or robot) or system")
     p.add_argument("--grep", metavar="TEXT", help="rows containing TEXT (any case for ASCII letters)")
     p.add_argument("--limit", metavar="N",
-                   help="at most N per card: " + ", ".join(f"{v} {k}" for k, v in DEFAULT_LIMITS.items()
-                                                          if k in views and k != "all")
-                   + (" (default: no limit)" if export else " by default"))
+                   help="at most N per card" + (" (default: no limit)" if export else
+                                                " (default: a transcript's last 200 messages, 50 fault groups, "
+                                                "7 days of summary, 50 rows, 100 events, 20 sessions)"))
     p.add_argument("--format", "-f", metavar="FORMAT",
                    help="text, jsonl, csv or markdown (default: " + ("jsonl)" if export else "text)"))
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")

@@ -96,6 +96,17 @@ def _with_header(sc: Scope, entries: list[Row], before: int) -> list[Row]:
 def _all(sc: Scope) -> Iterator[Row]:
     """Every line of the session, a chunk of messages at a time (each chunk's calls and events
     are those of its time: from its first message to the next chunk's)."""
+    sid = sc.window.session
+    said = sum(s.finder.count(MESSAGES, sc.window) for s in sc.card.sources)
+    if not said:
+        return
+    calls = sum(s.finder.count(CALLS, sc.window) for s in sc.card.sources)
+    spans = [s.finder.session_span(sid) for s in sc.card.sources]
+    first = min(str(s["first"]) for s in spans if s["first"])
+    last = max(str(s["last"]) for s in spans if s["last"])
+    name = f"Session {sid}" if sid is not None else "Messages without a session"
+    yield {**dict.fromkeys(COLUMNS), "card": sc.card.label, "session_id": sid, "time": first, "kind": "session",
+           "who": "", "text": f"{name} · {first} – {last} · {said} message(s), {calls} call(s)"}
     for source in sc.card.sources:
         lo: str | None = None
         chunk: list[tuple[Source, Row]] = []
