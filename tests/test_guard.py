@@ -187,3 +187,41 @@ async def test_a_websocket_that_answers_nothing_is_closed_and_a_live_one_is_kept
         reader.cancel()
         await live.close()
         await dead.close()
+
+
+async def test_a_peer_that_never_reads_cannot_hold_up_replies_or_the_stop(tmp_path):
+    """A client that stops reading: its replies time out, it is dropped, and stop() returns."""
+    from ticos_agent import connection
+
+    agent = Agent(agent_config(tmp_path, replies={"function_call_output": True},
+                               robot={"max_queued": 1000, "max_per_response": 1000}))
+    agent.on_function("set_light", lambda call: {"report": "x" * 20_000}, inline=True)
+    connection.SEND_TIMEOUT, old = 1.0, connection.SEND_TIMEOUT
+    await agent.start()
+    raw = socket.create_connection(("127.0.0.1", agent.port))
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.sendall(b"GET /realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await asyncio.sleep(0.2)
+        import json
+        import os
+
+        from traces import function_call_done
+
+        def frame(text: str) -> bytes:  # a masked client text frame
+            data, mask = text.encode(), os.urandom(4)
+            head = bytes([0x81]) + (bytes([0x80 | len(data)]) if len(data) < 126
+                                    else bytes([0xFE]) + len(data).to_bytes(2, "big"))
+            return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+        for i in range(1000):  # each answered with a function_call_output this client never reads
+            raw.sendall(frame(json.dumps(function_call_done("r1", f"c{i}", "set_light", {"on": True}))))
+        await wait_for(lambda: agent.health()["connections"] == 0, timeout=15)  # dropped, not stuck
+        started = time.monotonic()
+        await agent.stop()
+        assert time.monotonic() - started < 5
+    finally:
+        connection.SEND_TIMEOUT = old
+        raw.close()
+        await agent.stop()

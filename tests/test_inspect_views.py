@@ -165,7 +165,7 @@ def test_summary_per_day_and_session(card_db, capsys):
     commands = lines[1].strip().removeprefix("commands: ").split(" · ")
     assert commands[0].startswith("wave 4 (") and set(commands[0][8:-1].split(", ")) == {
         "1 done", "1 busy", "1 dropped", "1 not run"}
-    assert set(commands[1:]) == {"bow 1 (1 dropped)", "get_weather 1", "happy 1", "moonwalk 1 (1 failed)",
+    assert set(commands[1:]) == {"bow 1 (1 dropped)", "get_weather 1", "happy 1 (1 not shown)", "moonwalk 1 (1 failed)",
                                  "nod 1 (1 failed)"}
     assert lines[2].strip() == ("failures: calls failed 3 of 9 (33.3 %) · busy 1 · "
                                 "transcriptions failed 1 of 6 (16.7 %)")

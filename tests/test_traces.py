@@ -26,7 +26,7 @@ _ids = itertools.count(1)
 # Event types a real session emits that the agent does not act on (counted as "ignored").
 UNKNOWN_TYPES = {
     "rate_limits.updated", "response.content_part.added", "response.content_part.done",
-    "input_audio_buffer.committed", "input_audio_buffer.cleared", "output_audio_buffer.started",
+    "input_audio_buffer.cleared", "output_audio_buffer.started",
     "output_audio_buffer.stopped", "output_audio_buffer.cleared", "conversation.item.retrieved",
 }
 

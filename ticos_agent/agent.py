@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from . import __version__, events
+from .announce import ToolAnnouncer
 from .background import Background
 from .calls import CallIntake
 from .config import Config, default_internal_dir, from_dict, load
@@ -65,7 +66,9 @@ from .dispatch import Dispatcher
 from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
+from .life.states import RobotLife
 from .server import bind, make_app
+from .tools import Toolbox
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -87,6 +90,7 @@ class Agent:
         else:
             self.config = load(config)
         self.dispatcher = Dispatcher()
+        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has)  # what the voice agent may call
         self.counters: Counter[str] = Counter(events=0, errors=0, ignored=0, dispatches=0)
         self.peers = Peers(self.counters)
         self.store: Store | None = None
@@ -95,6 +99,7 @@ class Agent:
         self.intake: Intake | None = None
         self.turns: Turns | None = None
         self.conversations: Conversations | None = None
+        self.life: RobotLife | None = None
         self.port: int | None = None
         self._background = Background()
         self._stack: AsyncExitStack | None = None
@@ -123,8 +128,16 @@ class Agent:
         """Handler ``fn(event: dict)`` for one event type (either spelling) or ``"*"`` for all."""
         return self._register(f"event:{events.GA_ALIASES.get(event_type, event_type)}", fn, inline)
 
-    def on_function(self, name: str = "*", fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
-        """Handler ``fn(call: FunctionCall) -> result`` for a function name, or ``"*"``."""
+    def on_function(self, name: str = "*", fn: Callable[..., Any] | None = None, *, inline: bool = False,
+                    description: str | None = None, schema: dict[str, Any] | None = None) -> Any:
+        """Handler ``fn(call: FunctionCall) -> result`` for a function name, or ``"*"``.
+
+        With a ``schema`` (the JSON Schema of its arguments, ``{"type": "object", ...}``) or a
+        ``description``, the function is also offered to the voice agent as a tool while a
+        handler for it is registered (``GET /v1/tools``, ``[tools] announce``; see
+        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``."""
+        if schema is not None or description is not None:
+            self.toolbox.add(name, schema, description)
         return self._register(f"function:{name}", fn, inline)
 
     def on_motion(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
@@ -138,6 +151,11 @@ class Agent:
     def on_conversation(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
         """Handler ``fn(item_id, role, content)`` as ticos-client called it."""
         return self._register("conversation", fn, inline)
+
+    def on_state(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(state, previous)`` for every change of the robot's state (idle, listening,
+        thinking, speaking, sleeping)."""
+        return self._register("state", fn, inline)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -256,6 +274,19 @@ class Agent:
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
         intake.add(self.conversations)
         intake.add(self.turns)
+        record = None
+        if store is not None and self.config.storage.event_log:
+            record = store.log_event
+        storage = self.config.storage
+        mood = Path(storage.dir or default_internal_dir()) / "mood.json" if storage.enabled else None
+        self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
+                                     emit=lambda *args: self.dispatcher.emit("state", *args), record=record,
+                                     spawn=spawn, mood_path=mood)
+        intake.add(life)
+        if actuators is not None:
+            actuators.on_emotion = life.felt
+        life.start()
+        stack.callback(life.stop)
         if audio is not None:
             intake.add(AudioFeed(audio))
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
@@ -265,6 +296,8 @@ class Agent:
         if store is not None and self.config.storage.event_log:
             intake.add(EventLog(store))
         intake.add(IntegratorEvents(self.dispatcher))
+        if self.config.tools.announce:
+            intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)
 
@@ -277,7 +310,7 @@ class Agent:
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
-                       settings=self.config.server, counters=self.counters)
+                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools)
         settings = self.config.server
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=settings.request_timeout)
@@ -323,6 +356,7 @@ class Agent:
             audio_off_reason="audio.enabled is false" if audio_cfg is not None else "not configured",
             uptime_s=time.monotonic() - started if started is not None else 0.0, port=self.port,
             connections=len(self.peers), counters=self.counters, handlers=self.dispatcher.stats(),
+            life=self.life,
         )
 
 

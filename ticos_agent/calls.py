@@ -6,12 +6,16 @@ of the validated arguments, as ticos-client passed them), to ``expression`` hand
 name goes to the ``function:<name>`` and ``function:*`` handlers, whose first non-``None``
 return value is the call's result. The outcome is a plain dict::
 
-    {"status": "done" | "failed" | "busy" | "dropped", "reason": str | None, ...}
+    {"status": "done" | "failed" | "busy" | "not_shown" | "dropped", "reason": str | None, ...}
 
 It is stored with the call, logged, and sent back as a ``function_call_output`` item when
 ``replies.function_call_output`` is set. ``busy`` (the robot's queues are full, or more than
 ``MAX_IN_FLIGHT`` calls are being carried out) is always sent back, so the model learns to
-wait instead of repeating itself.
+wait instead of repeating itself. So is a tag the library does not know, with the tags it
+does, by argument, so the model can correct itself::
+
+    {"status": "failed", "reason": "unknown motion tag 'backflip'; known: bow, ...",
+     "allowed": {"motion_tag": ["bow", "dance", "nod", "shake", "wave"]}, ...}
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ MAX_TRACKED_CALLS = 4096
 MAX_STREAMED = 256
 MAX_STREAMED_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
-_RANK = {"done": 0, "dropped": 1, "busy": 2, "failed": 3}
+_RANK = {"done": 0, "not_shown": 1, "dropped": 2, "busy": 3, "failed": 4}
 
 
 class CallLog(Protocol):
@@ -212,7 +216,7 @@ class CallIntake:
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        if self._reply_outcomes or result.get("status") == "busy":
+        if self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
             await self._send(function_call_output(call.call_id, result), peer)
 
 
@@ -285,11 +289,26 @@ async def _run_expression(dispatcher: Dispatcher, actuators: Expressive | None, 
             result[kind] = outcome.as_dict()
     elif not handled:
         result = {"status": "failed", "reason": f"no actuators and no {call.name} handler"}
+    allowed = _allowed_tags(result)
+    if allowed:
+        result["allowed"] = allowed
     if handled:
         result["handlers"] = handled
     if notes:
         result["notes"] = notes
     return result
+
+
+def _allowed_tags(result: dict[str, Any]) -> dict[str, list[str]]:
+    """``{"motion_tag": [...]}`` (and/or ``emotion_tag``) for each tag the actuators did not know
+    (their outcome ``failed`` with the tags they know, as ``UnknownTag`` names them)."""
+    allowed = {}
+    for kind in ("motion", "emotion"):
+        outcome = result.get(kind)
+        detail = outcome.get("detail") if isinstance(outcome, dict) and outcome.get("status") == "failed" else None
+        if isinstance(detail, dict) and isinstance(detail.get("known"), list):
+            allowed[f"{kind}_tag"] = list(detail["known"])
+    return allowed
 
 
 async def _run_function(dispatcher: Dispatcher, call: FunctionCall) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Command line: ``ticos-agent run|config|inspect|export|doctor|replay``.
+"""Command line: ``ticos-agent run|config|tools|inspect|export|doctor|replay``.
 
 ``run`` serves until SIGTERM/SIGINT, then stops gracefully (storage flushed, actuators in
 their safe state). ``config`` prints the effective configuration as TOML that can be copied
 into a file (secrets masked unless ``--show-secrets``); ``config --example`` prints a
-commented file with every key, its default and one line of documentation.
+commented file with every key, its default and one line of documentation. ``tools`` prints
+the robot's tools as OpenAI Realtime function definitions (``{"tools": [...]}``, as
+``GET /v1/tools`` serves them, which adds the integrator's); what it leaves out goes to stderr.
 ``inspect`` and ``export`` read a database offline (from a TF card on another computer),
 read-only, never changing the card. ``doctor`` checks the environment. ``replay`` sends a
 JSON-lines trace to a running agent.
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="print a commented config file: every key, its default and what it does")
     p.add_argument("--json", action="store_true", help="print the effective config as JSON instead of TOML")
 
+    p = sub.add_parser("tools", help="print the tools the voice agent can use (OpenAI Realtime function "
+                                     "definitions) as JSON")
+    p.add_argument("--config", "-c")
+
     for name, text in (("inspect", "show what the robot heard, said and did (read-only; views: transcript, "
                                    "faults, summary, messages, memories, calls, events, sessions)"),
                        ("export", "export messages, memories, calls (or any view) as JSON lines, CSV or Markdown")):
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "config":
         return _config(args)
+    if args.command == "tools":
+        return _tools(args)
     if args.command in ("inspect", "export"):
         from .inspect import main as inspect_main
 
@@ -108,6 +116,19 @@ def _config(args: argparse.Namespace) -> int:
     from .config import to_toml
 
     sys.stdout.write(to_toml(config, show_secrets=args.show_secrets))
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from .tools import robot_tools
+
+    tools, notes = robot_tools(config.actuators)
+    for note in notes:
+        print(f"ticos-agent: {note}", file=sys.stderr)
+    print(json.dumps({"tools": tools}, indent=2))
     return 0
 
 

@@ -7,10 +7,14 @@ kept by each consumer, keyed by the peer, and dropped when the intake says the p
 
 :class:`Peers` is the set of open sockets and the one way to send to the voice agent: a
 reply to one peer, or a broadcast to all. Sending never raises; a closed peer is skipped.
+A peer that stops reading cannot hold the agent up: a send that has not gone out after
+``SEND_TIMEOUT`` seconds drops that connection (its socket is aborted), and closing all
+sockets at stop waits at most ``CLOSE_TIMEOUT``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -24,6 +28,9 @@ from .logs import peer_text
 log = logging.getLogger(__name__)
 
 _local_sessions = itertools.count(1)
+
+SEND_TIMEOUT = 5.0  # a peer whose socket takes no more data for this long is dropped
+CLOSE_TIMEOUT = 2.0  # closing a socket at stop waits this long for the peer, then aborts it
 
 
 class Socket(Protocol):
@@ -42,8 +49,9 @@ class Peer:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: Socket | None, remote: str):
+    def __init__(self, ws: Socket | None, remote: str, abort: Callable[[], None] | None = None):
         self.id = next(self._ids)
+        self._abort = abort  # drops the TCP connection at once (the transport's abort)
         self.name = f"{'ws' if ws is not None else 'http'}#{self.id}({remote})"
         self.ws = ws
         self.session_id: str | None = None
@@ -63,11 +71,30 @@ class Peer:
         if ws is None or ws.closed:
             return False
         try:
-            await ws.send_str(json.dumps(event))
+            await asyncio.wait_for(ws.send_str(json.dumps(event)), SEND_TIMEOUT)
             return True
+        except TimeoutError:
+            log.warning("%s takes no data for %g s (it does not read); dropping the connection", self.name,
+                        SEND_TIMEOUT)
+            self.abort()
+            return False
         except (ConnectionError, RuntimeError) as exc:
             log.warning("could not send %s to %s: %s", peer_text(event.get("type")), self.name, exc)
             return False
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+        if self._abort is not None:
+            self._abort()
+
+    async def close(self, message: bytes) -> None:
+        """Close with 1001 (going away); a peer that does not take the close frame is aborted."""
+        if self.ws is None:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code=1001, message=message), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"
@@ -92,8 +119,8 @@ class Peers:
     def __iter__(self) -> Iterator[Peer]:
         return iter(list(self._open))
 
-    def add(self, ws: Socket, remote: str) -> Peer:
-        peer = Peer(ws, remote)
+    def add(self, ws: Socket, remote: str, abort: Callable[[], None] | None = None) -> Peer:
+        peer = Peer(ws, remote, abort)
         self._open.add(peer)
         self._counters["connections_total"] += 1
         log.info("connection %s opened", peer.name)
@@ -117,6 +144,4 @@ class Peers:
         return sent
 
     async def close_all(self, message: bytes = b"agent shutting down") -> None:
-        for peer in list(self._open):
-            if peer.ws is not None:
-                await peer.ws.close(code=1001, message=message)
+        await asyncio.gather(*(peer.close(message) for peer in list(self._open)))

@@ -84,6 +84,7 @@ SHAPES: dict[str, dict[str, Types]] = {
     "response.function_call_arguments.done": {"call_id": _STR, "arguments": _STR},
     "input_audio_buffer.speech_started": {},
     "input_audio_buffer.speech_stopped": {},
+    "input_audio_buffer.committed": {},
     "error": {},  # the voice agent's own error: logged, never answered with another error
 }
 

@@ -139,10 +139,16 @@ class _Refused(asyncio.Protocol):
 
 
 class CappedSite(web.SockSite):
-    """A ``SockSite`` that refuses connections beyond ``limit`` open ones."""
+    """A ``SockSite`` that refuses connections beyond ``limit`` open ones.
+
+    Connections accepted in one burst register with the server a moment later, so one burst
+    (``BACKLOG`` connections, the listen backlog) may pass the limit before it bites.
+    """
+
+    BACKLOG = 16
 
     def __init__(self, runner: web.BaseRunner, sock: object, *, limit: int, counters: Counter[str]):
-        super().__init__(runner, sock)  # type: ignore[arg-type]
+        super().__init__(runner, sock, backlog=self.BACKLOG)  # type: ignore[arg-type]
         self._limit = limit
         self._counters = counters
         self._last_log = 0.0

@@ -14,8 +14,10 @@ Every frame from the voice agent, on a socket or ``POST /v1/events``, goes throu
    answered as ``internal_error``; the intake goes on.
 
 A consumer is any object with a ``routes()`` method returning ``{event type: handler}``
-(beta spelling, or ``"*"``), and optionally ``peer_closed(peer)`` to drop per-connection
-state. The agent wires them (see :mod:`ticos_agent.agent`); none of them sees the agent.
+(beta spelling, or ``"*"``), and optionally ``peer_opened(peer)`` (a voice agent's socket
+opened; the server calls it before the first frame) and ``peer_closed(peer)`` to drop
+per-connection state. The agent wires them (see :mod:`ticos_agent.agent`); none of them sees
+the agent.
 
 Timing budget: ``ingest`` runs on the loop for every frame (tens of thousands a second at
 full speed), so handlers only queue work (storage batches, actuator commands, the handler
@@ -50,6 +52,11 @@ class PeerAware(Protocol):
     def peer_closed(self, peer: Peer) -> None: ...
 
 
+@runtime_checkable
+class PeerGreeter(Protocol):
+    def peer_opened(self, peer: Peer) -> None: ...
+
+
 class Intake:
     """The routing table and the per-frame path. ``counters`` gets ``events``, ``errors``
     (frames answered with an error) and ``ignored`` (types the agent does not act on)."""
@@ -58,6 +65,7 @@ class Intake:
         self.counters = counters
         self._consumers: list[tuple[str, Mapping[str, Handler]]] = []
         self._peer_aware: list[PeerAware] = []
+        self._greeters: list[PeerGreeter] = []
         self._table: dict[str, tuple[tuple[str, Handler], ...]] = {}
         self._every: tuple[tuple[str, Handler], ...] = ()
 
@@ -74,6 +82,8 @@ class Intake:
         self._consumers.append(entry)
         if isinstance(consumer, PeerAware):
             self._peer_aware.append(consumer)
+        if isinstance(consumer, PeerGreeter):
+            self._greeters.append(consumer)
         self._rebuild()
 
         def remove() -> None:
@@ -81,6 +91,8 @@ class Intake:
                 self._consumers.remove(entry)
                 if isinstance(consumer, PeerAware) and consumer in self._peer_aware:
                     self._peer_aware.remove(consumer)
+                if isinstance(consumer, PeerGreeter) and consumer in self._greeters:
+                    self._greeters.remove(consumer)
                 self._rebuild()
 
         return remove
@@ -135,6 +147,14 @@ class Intake:
         self.counters["errors"] += 1
         log.warning("%s: rejected frame: %s (%s)", peer.name, peer_text(str(exc), 300), exc.code)
         return error_event(exc.code, str(exc), exc.event_id)
+
+    def peer_opened(self, peer: Peer) -> None:
+        """A voice agent's socket is open: the consumers that greet a peer do (nothing blocks)."""
+        for consumer in self._greeters:
+            try:
+                consumer.peer_opened(peer)
+            except Exception:
+                log.exception("%s failed greeting %s", type(consumer).__name__, peer.name)
 
     def peer_closed(self, peer: Peer) -> None:
         """The peer is gone: each consumer stores what it still held for it and forgets it."""

@@ -8,6 +8,7 @@ route                    what
 ``GET /v1/messages``     stored messages, newest first (``limit``, ``offset``, ``session``)
 ``GET /v1/memories``     stored memories, newest first (``limit``, ``offset``)
 ``GET /v1/calls``        stored function calls and their outcomes
+``GET /v1/tools``        ``{"tools": [...]}``: the tools the voice agent can use (:mod:`~ticos_agent.tools`)
 ``POST /v1/events``      one event, handled exactly as if it came over the socket
 =======================  ==================================================================
 
@@ -66,11 +67,14 @@ HEALTH: web.AppKey[HealthFn] = web.AppKey("health")
 READER = web.AppKey("reader", object)  # a Reader, or None when storage is disabled
 SETTINGS = web.AppKey("settings", ServerSettings)
 COUNTERS = web.AppKey("counters", Counter)
+ToolsFn = Callable[[], list[dict[str, Any]]]
+TOOLS: web.AppKey[ToolsFn] = web.AppKey("tools")
 
 
 def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any]], reader: Reader | None,
-             settings: ServerSettings, counters: Counter[str]) -> web.Application:
-    """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503)."""
+             settings: ServerSettings, counters: Counter[str], tools: ToolsFn | None = None) -> web.Application:
+    """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503);
+    ``tools`` gives what ``GET /v1/tools`` lists (none: an empty list)."""
     app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[Guard(settings, counters).middleware])
     app[INTAKE] = intake
     app[PEERS] = peers
@@ -78,11 +82,13 @@ def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any
     app[READER] = reader
     app[SETTINGS] = settings
     app[COUNTERS] = counters
+    app[TOOLS] = tools or list
     app.router.add_get("/realtime", realtime)
     app.router.add_get("/health", health_route)
     app.router.add_get("/v1/messages", messages)
     app.router.add_get("/v1/memories", memories)
     app.router.add_get("/v1/calls", calls)
+    app.router.add_get("/v1/tools", tools_route)
     app.router.add_post("/v1/events", post_event)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -95,9 +101,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=settings.heartbeat or None,
                                compress=False)
     await ws.prepare(request)
-    peer = peers.add(ws, request.remote or "local")
+    transport = request.transport
+    peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
     ingest = intake.ingest
     try:
+        intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
         async for msg in ws:
             kind = msg.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
@@ -162,6 +170,10 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response({"calls": rows, "limit": limit, "offset": offset})
 
 
+async def tools_route(request: web.Request) -> web.Response:
+    return web.json_response({"tools": request.app[TOOLS]()})
+
+
 async def post_event(request: web.Request) -> web.Response:
     body = await request.read()
     reply = request.app[INTAKE].ingest(body, request.app[PEERS].http)
@@ -170,7 +182,7 @@ async def post_event(request: web.Request) -> web.Response:
     return web.json_response({"ok": True}, status=202)
 
 
-def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+def bind(host: str, port: int, backlog: int = 16) -> list[socket.socket]:
     """Listen on every address of ``host:port`` now, before any other part starts, so a
     second instance fails here having touched nothing. ``port`` 0 picks one free port for all.
     Raises ``OSError`` naming the address (``EADDRINUSE``: another agent runs)."""

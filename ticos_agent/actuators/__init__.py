@@ -18,8 +18,9 @@ from ..options import Option
 from . import drivers as _drivers  # noqa: F401 - registers the built-in drivers
 from .config import ActuatorsConfig, parse_actuators_config
 from .driver import DRIVERS, ActuatorConfig, Driver, register_driver
+from .lanes import Outcome
 from .registry import driver_class
-from .system import ActuatorSystem, Outcome
+from .system import ActuatorSystem
 
 __all__ = [
     "DRIVERS",

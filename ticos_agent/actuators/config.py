@@ -25,6 +25,7 @@ allowed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..options import (
     parse_table,
     setting,
 )
-from .driver import STEP, ActuatorConfig, DriverOptions
+from .driver import NOISY, STEP, ActuatorConfig, DriverOptions
 from .library import Degrees, Expression, Motion, parse_library
 from .registry import FAILED, available, driver_class
 
@@ -73,6 +74,7 @@ COMMON: dict[str, Option] = {
     "home": Degrees(DERIVED, "the safe state, degrees, from min to max (default: the driver's)"),
     "interpolate": Boolean(DERIVED, "send keyframes in steps (default: true when the hardware takes no move time)"),
     "step": STEP,
+    "noisy": NOISY,
 }
 #: Common keys that only servos (not lights) have.
 SERVO_KEYS = ("min", "max", "home", "interpolate", "step")
@@ -114,6 +116,8 @@ class ActuatorsConfig:
     max_queued: int = setting(MAX_QUEUED)
     max_per_response: int = setting(MAX_PER_RESPONSE)
     max_queued_seconds: float = setting(MAX_QUEUED_SECONDS)
+    #: library motions no actuator of this robot can play (left out of ``motions``)
+    unplayable: tuple[str, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -125,7 +129,7 @@ class ActuatorsConfig:
         return {
             "robot": dump_table(self, ROBOT),
             "actuators": {n: a.as_dict(mask_secrets=mask_secrets) for n, a in self.actuators.items()},
-            "motions": {t: m.as_dict() for t, m in sorted(self.motions.items()) if m.tracks},
+            "motions": {t: m.as_dict() for t, m in sorted(self.motions.items()) if m.tracks or m.description},
             "emotions": {t: e.as_dict() for t, e in sorted(self.emotions.items())},
         }
 
@@ -179,12 +183,18 @@ def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
             resolved_m[tag] = r
     for name, a in actuators.items():  # tags a device plays itself
         for tag, seconds in driver_class(a.driver).played_motions(a.options).items():  # type: ignore[union-attr]
-            m = resolved_m.get(tag, Motion(tag))
-            resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds})
+            m = resolved_m.get(tag) or Motion(tag, description=motions[tag].description if tag in motions else None)
+            resolved_m[tag] = Motion(tag, m.tracks, {**m.played, name: seconds}, m.description)
+    for tag in sorted(user_m):  # a description alone describes a tag a device plays itself
+        given = motions.get(tag)
+        if given is not None and not given.tracks and tag not in resolved_m:
+            errors.add(f"motions.{tag}", given.as_dict(), "keyframes per actuator (or role): [motions.TAG] replaces "
+                       "the shipped entry, and a description alone is for a tag an actuator plays itself")
     resolved_e = {t: _resolve_expression(e, actuators, t in user_e, errors, unresolved) for t, e in emotions.items()}
+    unplayable = tuple(sorted(t for t in motions if t not in resolved_m))
     return ActuatorsConfig(actuators, resolved_m, resolved_e, mouth, default_robot, robot["default_library"],
                            robot["name"], robot["max_queued"], robot["max_per_response"],
-                           robot["max_queued_seconds"])
+                           robot["max_queued_seconds"], unplayable)
 
 
 def parse_actuator(name: str, table: Any, errors: Errors,
@@ -221,6 +231,7 @@ def parse_actuator(name: str, table: Any, errors: Errors,
         "name": name, "driver": drv_name, "role": values["role"] if "role" in table else name, "kind": kind,
         "channels": channels, "options": options, "simulated": cls.simulated_for(options),
         "follows_keyframes": cls.follows_keyframes(options), "shows_expressions": cls.shows_expressions(options),
+        "noisy": values["noisy"],
     }
     if kind == "light":
         for k in SERVO_KEYS:
@@ -307,7 +318,7 @@ def _resolve_motion(m: Motion, actuators: dict[str, ActuatorConfig], strict: boo
                 why = (f"keyframes of {a.channels} value(s)" if a.follows_keyframes
                        else f"no keyframes: {n} ({a.driver}) cannot move to positions")
                 errors.add(k, [list(f.target) for f in frames], why)
-    return Motion(m.tag, tracks)
+    return Motion(m.tag, tracks, description=m.description)
 
 
 def _resolve_expression(e: Expression, actuators: dict[str, ActuatorConfig], strict: bool, errors: Errors,
@@ -326,4 +337,4 @@ def _resolve_expression(e: Expression, actuators: dict[str, ActuatorConfig], str
                 why = (f"{a.channels} value(s) for a servo actuator" if a.follows_keyframes
                        else f"no pose: {n} ({a.driver}) cannot move to positions")
                 errors.add(k, list(target), why)
-    return Expression(e.tag, e.color, e.pattern, e.period, e.brightness, e.face, pose)
+    return dataclasses.replace(e, pose=pose)

@@ -93,7 +93,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from ..errors import ActuatorError, DriverUnavailable
-from ..options import Duration, Option, dump_table, setting
+from ..options import Boolean, Duration, Option, dump_table, setting
 
 if TYPE_CHECKING:
     from .serial_link import SerialLink
@@ -107,6 +107,8 @@ DriverOptions: TypeAlias = Mapping[str, object]
 
 #: ``step``: how finely keyframes are interpolated for hardware without a move time.
 STEP = Duration(0.02, "interpolation step", minimum=0.005, maximum=0.5)
+#: ``noisy``: the actuator is held still while the user speaks (a servo near the microphone).
+NOISY = Boolean(False, "held still while the user speaks (a servo near the microphone)")
 
 #: name -> driver class: the built-in drivers (registered when ``drivers`` is imported) and the
 #: plug-ins loaded so far (see :mod:`.registry`).
@@ -148,6 +150,8 @@ class ActuatorConfig:
     #: capabilities of its driver for these options (see :mod:`.driver`)
     follows_keyframes: bool = False
     shows_expressions: bool = False
+    #: held still while the user speaks (servos near the microphone)
+    noisy: bool = setting(NOISY)
 
     def clamp(self, target: tuple[float, ...] | list[float]) -> list[float]:
         if not self.minimum:
@@ -158,6 +162,8 @@ class ActuatorConfig:
         cls = DRIVERS.get(self.driver)  # registered when the config was checked
         options = dump_table(self.options, cls.options, mask_secrets=mask_secrets) if cls else dict(self.options)
         out: dict[str, Any] = {"driver": self.driver, "role": self.role, **options}
+        if self.noisy:
+            out["noisy"] = True
         if self.minimum:
             out.update(min=list(self.minimum), max=list(self.maximum), home=list(self.home),
                        interpolate=self.interpolate, step=self.step)

@@ -21,6 +21,14 @@ An emotion maps a tag to an expression::
     brightness = 1.0          # times the call's intensity
     face = "smile"            # {face} of serial-line `emotion` templates (a face frame)
     pose = { head = [0, 8] }  # degrees; amplitude from home scaled by intensity
+    description = "pleased, amused, glad to help"
+
+Both may carry a one-line ``description``: what the tag means, told to the voice agent with
+the ``motion``/``emotion`` tools (``ticos-agent tools``). A motion table with only a
+description describes a tag a device plays itself (``played_motions``)::
+
+    [motions.spin]
+    description = "turn around once, on the spot"
 
 A config's ``[motions.X]`` / ``[emotions.X]`` replaces the default entry ``X`` or adds one;
 ``[robot] default_library = false`` starts from an empty library.
@@ -53,6 +61,25 @@ from ..options import (
 
 PATTERNS = ("solid", "pulse", "blink")
 MAX_KEYFRAME_T = 60.0  # seconds: the latest a keyframe may be (a typo like 1500 for 1.5 is caught)
+MAX_DESCRIPTION = 200  # characters of a motion's or an emotion's description
+
+
+class Line(String):
+    """One line of text (no line breaks), at most ``MAX_DESCRIPTION`` characters; ``""``: none."""
+
+    def describe(self) -> str:
+        return f"one line of text, at most {MAX_DESCRIPTION} characters (empty for none)"
+
+    def convert(self, value: Any) -> str | None:
+        text = super().convert(value)
+        if text is not None and (len(text) > MAX_DESCRIPTION or "\n" in text or "\r" in text):
+            raise Invalid
+        return text.strip() or None if text is not None else None
+
+
+#: ``description`` of a motion or an emotion
+DESCRIPTION = Line(None, "what the tag means, in one line: the voice agent reads it in the motion/emotion tools",
+                   optional=True, example="glad, amused, pleased to help")
 
 
 class Degrees(Option):
@@ -135,11 +162,13 @@ class Motion:
     tracks: dict[str, tuple[Keyframe, ...]] = field(default_factory=dict)
     #: actuator -> seconds at speed 1, for tags its device plays itself (``played_motions``)
     played: dict[str, float] = field(default_factory=dict)
+    #: what the tag means, for the voice agent (``[motions.TAG] description``)
+    description: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The keyframes as TOML data (tags a device plays itself come from its own options)."""
+        """The description and keyframes as TOML data (tags a device plays itself come from its own options)."""
         tracks: dict[str, Any] = TRACKS.dump(self.tracks)
-        return tracks
+        return {"description": self.description, **tracks} if self.description else tracks
 
 
 @dataclass(frozen=True)
@@ -155,6 +184,7 @@ class Expression:
     pose: dict[str, tuple[float, ...]] = setting(Map(Degrees(), {}, "actuator (or role) = degrees; amplitude from "
                                                      "home scaled by intensity", what="actuator (or role)",
                                                      example={"head": [0, 8]}))
+    description: str | None = setting(DESCRIPTION)
 
     def as_dict(self) -> dict[str, Any]:
         out = dump_table(self, EXPRESSION)
@@ -171,33 +201,44 @@ def _kf(*pairs: tuple[float, Any]) -> list[list[Any]]:
 
 #: The shipped motions, written against the roles head (pan, tilt degrees) and arm (degrees).
 DEFAULT_MOTIONS: dict[str, dict[str, Any]] = {
-    "nod": {"head": _kf((0.25, [0, 15]), (0.5, [0, -10]), (0.75, [0, 10]), (1.0, [0, 0]))},
-    "shake": {"head": _kf((0.25, [25, 0]), (0.5, [-25, 0]), (0.75, [20, 0]), (1.0, [0, 0]))},
+    "nod": {"description": "yes, agreeing, understood",
+            "head": _kf((0.25, [0, 15]), (0.5, [0, -10]), (0.75, [0, 10]), (1.0, [0, 0]))},
+    "shake": {"description": "no, disagreeing, not sure about that",
+              "head": _kf((0.25, [25, 0]), (0.5, [-25, 0]), (0.75, [20, 0]), (1.0, [0, 0]))},
     "wave": {
+        "description": "hello or goodbye",
         "arm": _kf((0.3, 70), (0.6, 40), (0.9, 70), (1.2, 40), (1.5, 70), (1.8, 0)),
         "head": _kf((0.4, [10, 5]), (1.8, [0, 0])),
     },
     "bow": {
+        "description": "thanks, respect, an apology",
         "head": _kf((0.6, [0, -30]), (1.4, [0, -30]), (2.0, [0, 0])),
         "arm": _kf((0.6, 20), (1.4, 20), (2.0, 0)),
     },
     "dance": {
+        "description": "celebrating, music, fun",
         "head": _kf((0.3, [20, 10]), (0.6, [-20, -5]), (0.9, [20, 10]), (1.2, [-20, -5]), (1.6, [0, 0])),
         "arm": _kf((0.3, 60), (0.6, 10), (0.9, 60), (1.2, 10), (1.6, 0)),
     },
 }
 
 DEFAULT_EMOTIONS: dict[str, dict[str, Any]] = {
-    "happy": {"color": "#FFC800", "pattern": "solid", "brightness": 1.0, "face": "smile", "pose": {"head": [0, 8]}},
-    "sad": {"color": "#1E3CFF", "pattern": "pulse", "period": 3.0, "brightness": 0.4, "face": "sad",
+    "happy": {"description": "pleased, amused, glad to help",
+              "color": "#FFC800", "pattern": "solid", "brightness": 1.0, "face": "smile", "pose": {"head": [0, 8]}},
+    "sad": {"description": "sad, sorry, disappointed",
+            "color": "#1E3CFF", "pattern": "pulse", "period": 3.0, "brightness": 0.4, "face": "sad",
             "pose": {"head": [0, -20]}},
-    "angry": {"color": "#FF0000", "pattern": "blink", "period": 0.4, "brightness": 1.0, "face": "angry",
+    "angry": {"description": "angry, annoyed, frustrated",
+              "color": "#FF0000", "pattern": "blink", "period": 0.4, "brightness": 1.0, "face": "angry",
               "pose": {"head": [0, -5]}},
-    "surprised": {"color": "#FFFFFF", "pattern": "solid", "brightness": 1.0, "face": "surprised",
+    "surprised": {"description": "surprised, amazed, caught off guard",
+                  "color": "#FFFFFF", "pattern": "solid", "brightness": 1.0, "face": "surprised",
                   "pose": {"head": [0, 12]}},
-    "thinking": {"color": "#8000FF", "pattern": "pulse", "period": 2.0, "brightness": 0.6, "face": "thinking",
+    "thinking": {"description": "thinking it over, unsure, looking something up",
+                 "color": "#8000FF", "pattern": "pulse", "period": 2.0, "brightness": 0.6, "face": "thinking",
                  "pose": {"head": [15, 10]}},
-    "neutral": {"color": "#FFFFFF", "pattern": "solid", "brightness": 0.2, "face": "neutral",
+    "neutral": {"description": "calm and attentive: the resting expression",
+                "color": "#FFFFFF", "pattern": "solid", "brightness": 0.2, "face": "neutral",
                 "pose": {"head": [0, 0]}},
 }
 
@@ -206,11 +247,18 @@ DEFAULT_EMOTIONS: dict[str, dict[str, Any]] = {
 
 
 def parse_motion(tag: str, doc: Any, key: str, errors: Errors) -> Motion | None:
+    """``[motions.TAG]``: its ``description`` (optional) and a track per actuator (or role); a
+    table with only a description describes a tag a device plays itself."""
     if not isinstance(doc, dict) or not doc:
         errors.add(key, doc, "a table of actuator (or role) = [[seconds, target], ...]")
         return None
-    tracks = TRACKS.parse(key, doc, errors)
-    return None if tracks is INVALID else Motion(tag, tracks)
+    tracks_doc = {k: v for k, v in doc.items() if k != "description"}
+    description = DESCRIPTION.parse(f"{key}.description", doc["description"], errors) if "description" in doc \
+        else None
+    tracks = TRACKS.parse(key, tracks_doc, errors)
+    if tracks is INVALID or description is INVALID:
+        return None
+    return Motion(tag, tracks, description=description)
 
 
 def parse_expression(tag: str, doc: Any, key: str, errors: Errors) -> Expression | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +70,21 @@ def plan_motion(cfg: ActuatorsConfig, motion: Motion, args: MotionArgs) -> Plan:
     return Plan(sorted(steps), total, list(dict.fromkeys([*motion.tracks, *motion.played])))
 
 
+def restrict(plan: Plan, names: Collection[str]) -> Plan:
+    """``plan`` on the actuators in ``names`` only (all of them when ``names`` is empty)."""
+    if not names:
+        return plan
+    keep = set(names)
+    return Plan([s for s in plan.steps if s.actuator in keep], plan.total, [a for a in plan.actuators if a in keep],
+                {a: r for a, r in plan.returns.items() if a in keep})
+
+
 def expression_actuators(cfg: ActuatorsConfig) -> list[str]:
-    """Actuators whose driver shows expressions (lights, MCUs with an ``emotion`` line), except the mouth."""
-    return [n for n, a in cfg.actuators.items() if a.shows_expressions and n != cfg.mouth]
+    """Actuators whose driver shows expressions (lights, MCUs with an ``emotion`` line). A light
+    that is the mouth is left out (its brightness is the voice's loudness); an MCU that also
+    moves the mouth still shows every emotion on its own line."""
+    return [n for n, a in cfg.actuators.items()
+            if a.shows_expressions and not (n == cfg.mouth and a.kind == "light")]
 
 
 def _line_values(e: Expression, intensity: float, args: EmotionArgs | None) -> dict[str, Any]:

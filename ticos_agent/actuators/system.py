@@ -17,6 +17,11 @@ serial port that opens after start, or comes back after an unplug): the driver c
 ``on_up`` and the system homes / stops every actuator on it and forgets their positions.
 Barge-in rests lights on the ``neutral`` expression when there is one (else off).
 
+The robot's own work (``ambient``: state expressions, idle motions) is low priority: it starts
+only on actuators no call is using, and any later command on them replaces it at once.
+``hold(names)`` keeps actuators still (a running command pauses before its next step and its
+clock stops) until ``release()``: the noisy ones while the user speaks.
+
 Caps (``[robot]``): a command that would put more than ``max_queued`` commands or
 ``max_queued_seconds`` of planned motion on an actuator, or more than ``max_per_response``
 commands of one response in the lanes, is not queued: its outcome is ``busy`` at once. A
@@ -32,55 +37,20 @@ import asyncio
 import collections
 import functools
 import heapq
-import itertools
 import logging
 import math
 from collections.abc import Callable, Collection, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
 from .driver import ActuatorConfig, Driver, DriverContext
+from .lanes import Command, Outcome, is_kind, over_caps
 from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
 from .registry import driver_class
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """How a motion/emotion call ended: ``done``, ``failed`` (with ``reason``), ``busy`` (not
-    queued: a cap of ``[robot]``) or ``dropped``."""
-
-    status: str
-    reason: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "detail": dict(self.detail)}
-
-
-class _Command:
-    __slots__ = ("call_id", "detail", "future", "id", "kind", "plan", "response_id", "state", "tag", "task")
-
-    def __init__(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
-                 future: asyncio.Future[Outcome], detail: dict[str, Any]):
-        self.id = next(_ids)
-        self.kind, self.tag, self.plan = kind, tag, plan
-        self.response_id, self.call_id = response_id, call_id
-        self.future = future
-        self.task: asyncio.Task[None] | None = None
-        self.state = "queued"  # queued | running | finished
-        self.detail = detail
-
-
-_ids = itertools.count(1)
-
-
-def _is_kind(kind: str, cmd: _Command) -> bool:
-    return cmd.kind == kind
 
 
 class ActuatorSystem:
@@ -88,14 +58,20 @@ class ActuatorSystem:
         self.config = config
         self.ctx = DriverContext()
         self.drivers: dict[str, Driver] = {n: self._driver(a) for n, a in config.actuators.items()}
-        self.lanes: dict[str, collections.deque[_Command]] = {n: collections.deque() for n in self.drivers}
+        self.lanes: dict[str, collections.deque[Command]] = {n: collections.deque() for n in self.drivers}
         self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
-        self._returns: dict[str, tuple[asyncio.TimerHandle, Plan, _Command]] = {}  # pending returns to neutral
+        self._returns: dict[str, tuple[asyncio.TimerHandle, Plan, Command]] = {}  # pending returns to neutral
         self._shows_expressions = set(expression_actuators(config))
         self.busy = 0  # calls answered busy (the robot's caps)
+        self.not_shown = 0  # emotion calls no actuator could show
+        self._held: set[str] = set()
+        self._unheld = asyncio.Event()
+        self._unheld.set()
+        #: called with ``(tag, intensity)`` when an emotion call is shown (the robot's mood follows it)
+        self.on_emotion: Callable[[str, float], None] | None = None
         for n, d in self.drivers.items():
             d.on_up = functools.partial(self._device_up, n)
 
@@ -129,6 +105,19 @@ class ActuatorSystem:
         if self.simulated:
             log.warning("SIMULATED actuators (no hardware): %s",
                         ", ".join(n for n, d in self.drivers.items() if d.simulated))
+        if self.config.unplayable:
+            log.warning("motions no actuator can play (calls naming them are answered unknown): %s",
+                        ", ".join(self.config.unplayable))
+        unseen = self.unshown_emotions()
+        if unseen:
+            log.warning("emotions no actuator can show (calls naming them are answered not_shown): %s",
+                        ", ".join(unseen))
+
+    def unshown_emotions(self) -> list[str]:
+        """Emotion tags of the library that reach no actuator (no light or emotion line, no pose)."""
+        if self._shows_expressions:
+            return []
+        return sorted(t for t, e in self.config.emotions.items() if not e.pose)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -168,10 +157,16 @@ class ActuatorSystem:
                            ("pose", plan_pose(self.config, expr, args, neutral))):
             if plan.actuators:
                 cmd = self._command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
-                jobs.append(self._submit(cmd, functools.partial(_is_kind, kind)))
+                jobs.append(self._submit(cmd, functools.partial(is_kind, kind)))
         if not jobs:
-            return Outcome("done", None, {**detail, "actuators": [], "note": "no actuator shows emotions"})
+            reason = (f"emotion {args.emotion_tag!r} reaches no actuator: no light, no MCU with an emotion line "
+                      "and no pose for a servo")
+            log.warning("%s", reason)
+            self.not_shown += 1
+            return Outcome("not_shown", reason, {**detail, "actuators": []})
         outcomes = await asyncio.gather(*jobs)
+        if self.on_emotion is not None and any(o.status == "done" for o in outcomes):
+            self.on_emotion(args.emotion_tag, args.intensity)
         for status in ("failed", "busy", "dropped"):
             bad = [o for o in outcomes if o.status == status]
             if bad:
@@ -191,12 +186,12 @@ class ActuatorSystem:
         return Outcome("failed", reason, {**detail, "known": known})
 
     def _command(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
-                 detail: dict[str, Any]) -> _Command:
+                 detail: dict[str, Any]) -> Command:
         detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id,
                       call_id=call_id)
-        return _Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
+        return Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
 
-    async def _submit(self, cmd: _Command, preempt: Callable[[_Command], bool] | None) -> Outcome:
+    async def _submit(self, cmd: Command, preempt: Callable[[Command], bool] | None) -> Outcome:
         down = [self.drivers[n] for n in cmd.plan.actuators if self.drivers[n].state != "ok"]
         if down:
             reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
@@ -205,13 +200,13 @@ class ActuatorSystem:
         lanes = set(cmd.plan.actuators)
         for n in lanes:  # a later command replaces a pending or running return to neutral
             self._cancel_return(n)
-        self._drop_where(lambda c: c.kind == "return" and lanes.intersection(c.plan.actuators),
+        self._drop_where(lambda c: c.low and lanes.intersection(c.plan.actuators),
                          f"replaced by {cmd.kind} {cmd.tag!r}", rest=False, quiet=True)
         if preempt is not None:
             # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
             self._drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
                              f"preempted by {cmd.kind} {cmd.tag!r}", rest=True, keep=lanes)
-        full = self._full(cmd)
+        full = over_caps(self.config, self.lanes, cmd)
         if full is not None:
             self.busy += 1
             log.warning("%s %r answered busy: %s", cmd.kind, cmd.tag, full)
@@ -226,24 +221,6 @@ class ActuatorSystem:
             self._pump()
             raise
 
-    def _full(self, cmd: _Command) -> str | None:
-        """Why ``cmd`` cannot be queued now (the robot's caps), or None."""
-        cfg = self.config
-        for n in cmd.plan.actuators:
-            lane = [c for c in self.lanes[n] if c.kind != "return"]
-            if len(lane) >= cfg.max_queued:
-                return f"actuator {n!r} has {len(lane)} commands waiting or running (robot.max_queued)"
-            planned = sum(c.plan.total for c in lane) + cmd.plan.total
-            if planned > cfg.max_queued_seconds:
-                return (f"actuator {n!r} would have {planned:.0f} s of motion queued "
-                        f"(robot.max_queued_seconds = {cfg.max_queued_seconds:g})")
-        if cmd.response_id is not None:
-            same = {id(c) for lane in self.lanes.values() for c in lane if c.response_id == cmd.response_id}
-            if len(same) >= cfg.max_per_response:
-                return (f"response {cmd.response_id} has {len(same)} commands waiting or running "
-                        "(robot.max_per_response)")
-        return None
-
     # --- scheduling -------------------------------------------------------------------
 
     def _pump(self) -> None:
@@ -254,7 +231,7 @@ class ActuatorSystem:
                     cmd.state = "running"
                     cmd.task = asyncio.get_running_loop().create_task(self._run(cmd))
 
-    async def _run(self, cmd: _Command) -> None:
+    async def _run(self, cmd: Command) -> None:
         loop = asyncio.get_running_loop()
         faults = {n: self.drivers[n].faults for n in cmd.plan.actuators}
         t0 = loop.time()
@@ -264,8 +241,15 @@ class ActuatorSystem:
         try:
             while heap:
                 s = heapq.heappop(heap)
-                delay = t0 + s.t - loop.time()
-                if delay > 0:
+                while True:  # wait for the step's time; held still meanwhile, its timeline stops
+                    if self._held and self._held.intersection(cmd.plan.actuators):
+                        paused = loop.time()
+                        while self._held.intersection(cmd.plan.actuators):
+                            await self._unheld.wait()
+                        t0 += loop.time() - paused
+                    delay = t0 + s.t - loop.time()
+                    if delay <= 0:
+                        break
                     await asyncio.sleep(delay)
                 late = max(late, loop.time() - (t0 + s.t))
                 self._exec(s, heap)
@@ -315,7 +299,7 @@ class ActuatorSystem:
         else:
             getattr(drv, s.op)(*s.args)
 
-    def _finish(self, cmd: _Command, outcome: Outcome) -> None:
+    def _finish(self, cmd: Command, outcome: Outcome) -> None:
         if cmd.state == "finished":
             return
         cmd.state = "finished"
@@ -327,7 +311,7 @@ class ActuatorSystem:
         if not cmd.future.done():
             cmd.future.set_result(outcome)
 
-    def _drop(self, cmd: _Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
+    def _drop(self, cmd: Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
               quiet: bool = False) -> bool:
         """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
         if cmd.state == "finished":
@@ -343,7 +327,7 @@ class ActuatorSystem:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
         return True
 
-    def _drop_where(self, pred: Callable[[_Command], object], reason: str, rest: bool, keep: Collection[str] = (),
+    def _drop_where(self, pred: Callable[[Command], object], reason: str, rest: bool, keep: Collection[str] = (),
                     quiet: bool = False) -> int:
         victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
         count = sum(self._drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
@@ -351,7 +335,7 @@ class ActuatorSystem:
 
     # --- returns to neutral -------------------------------------------------------------
 
-    def _schedule_returns(self, cmd: _Command, t0: float) -> None:
+    def _schedule_returns(self, cmd: Command, t0: float) -> None:
         loop = asyncio.get_running_loop()
         for n, (at, plan) in cmd.plan.returns.items():
             if any(c is not cmd for c in self.lanes[n]):
@@ -374,7 +358,7 @@ class ActuatorSystem:
         if self.lanes[name] or self.drivers[name].state != "ok":
             return
         detail = {"kind": "return", "tag": origin.tag, "actuators": [name]}
-        cmd = _Command("return", origin.tag, plan, origin.response_id, origin.call_id,
+        cmd = Command("return", origin.tag, plan, origin.response_id, origin.call_id,
                        asyncio.get_running_loop().create_future(), detail)
         self.lanes[name].append(cmd)
         self._pump()
@@ -432,6 +416,42 @@ class ActuatorSystem:
             self._loop.call_soon(self._pump)
         return count
 
+    async def ambient(self, tag: str, plan: Plan) -> Outcome:
+        """Play the robot's own ``plan`` (a state expression, an idle motion) if no call uses its
+        actuators; ``skipped`` otherwise. Any later command on them replaces it at once."""
+        detail: dict[str, Any] = {"kind": "ambient", "tag": tag}
+        if not plan.actuators:
+            return Outcome("not_shown", f"{tag!r} reaches no actuator", detail)
+        names = set(plan.actuators)
+        # an actuator a call uses, or one holding an emotion for its duration, is left alone
+        used = sorted(n for n in names if self.drivers[n].state != "ok" or n in self._returns
+                      or any(not c.low for c in self.lanes[n]))
+        if used or self._stopping:
+            return Outcome("skipped", f"in use: {', '.join(used)}" if used else "stopping", detail)
+        for n in names:
+            self._cancel_return(n)
+        self._drop_where(lambda c: c.low and bool(names.intersection(c.plan.actuators)),
+                         f"replaced by {tag!r}", rest=False, quiet=True)
+        cmd = self._command("ambient", tag, Plan(plan.steps, plan.total, plan.actuators), None, None, detail)
+        for n in plan.actuators:
+            self.lanes[n].append(cmd)
+        self._pump()
+        return await asyncio.shield(cmd.future)
+
+    def cut_ambient(self) -> int:
+        """Stop the robot's own work now (the user speaks); actuators stay where they are."""
+        return self._drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False, quiet=True)
+
+    def hold(self, names: Collection[str]) -> None:
+        """Keep ``names`` still until :meth:`release`."""
+        self._held = set(names) & set(self.drivers)
+        if self._held:
+            self._unheld.clear()
+
+    def release(self) -> None:
+        self._held = set()
+        self._unheld.set()
+
     def mouth_level(self, level: float) -> None:
         name = self.config.mouth
         if name is None:
@@ -453,6 +473,9 @@ class ActuatorSystem:
         return {
             "simulated": self.simulated,
             "busy": self.busy,
+            "not_shown": self.not_shown,
+            "unplayable_motions": list(self.config.unplayable),
+            "unshown_emotions": self.unshown_emotions(),
             "actuators": {
                 n: {"driver": d.name, "state": d.state, "simulated": d.simulated, "error": d.error,
                     "queued": len(self.lanes[n])}

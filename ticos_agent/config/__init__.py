@@ -8,8 +8,9 @@ unless ``--show-secrets``) that can be copied into a file as it is.
 
 The sections and who declares them (all with the one vocabulary of :mod:`ticos_agent.options`):
 
-* ``[server]``, ``[storage]``, ``[replies]``, ``[log]``: :class:`ServerConfig`,
-  :class:`StorageConfig`, :class:`RepliesConfig`, :class:`LogConfig` here;
+* ``[server]``, ``[storage]``, ``[replies]``, ``[conversation]``, ``[tools]``, ``[log]``:
+  :class:`ServerConfig`, :class:`StorageConfig`, :class:`RepliesConfig`,
+  :class:`ConversationConfig`, :class:`ToolsConfig`, :class:`LogConfig` here;
 * ``[audio]``: :class:`ticos_agent.audio.config.AudioConfig`;
 * ``[robot]``, ``[actuators.NAME]``, ``[motions.TAG]``, ``[emotions.TAG]``:
   :mod:`ticos_agent.actuators.config`, with each driver declaring its own options.
@@ -33,6 +34,7 @@ from pathlib import Path as _FsPath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ConfigErrors
+from ..life.config import LifeConfig, States, parse_states
 from ..options import (
     Boolean,
     Choice,
@@ -64,6 +66,7 @@ __all__ = [
     "RepliesConfig",
     "ServerConfig",
     "StorageConfig",
+    "ToolsConfig",
     "default_internal_dir",
     "from_dict",
     "is_loopback",
@@ -73,7 +76,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
-SECTIONS = ("server", "storage", "replies", "conversation", "log", "audio", "robot", "actuators", "motions", "emotions")
+SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "life", "audio", "robot", "actuators",
+            "motions", "emotions", "states")
 KNOWN_SECTIONS = SECTIONS  # the old name
 
 
@@ -148,6 +152,19 @@ class ConversationConfig:
 
 
 @dataclass(frozen=True)
+class ToolsConfig:
+    """``[tools]``: giving the voice agent its tools, as `ticos-agent tools` prints them."""
+
+    announce: bool = setting(Boolean(
+        False, "send every tool (the robot's and the integrator's) to each voice agent that connects, as a "
+               "session.update; it replaces the session's tools, so keep false if the voice agent sets its own"))
+    api: str = setting(Choice(
+        ("auto", "beta", "ga"), "auto", "shape of that session.update: beta (a session without a type), ga "
+        "(session.type \"realtime\", which the GA API requires), auto (what the voice agent's session.created "
+        "shows; beta until one has)"))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """``[log]``: the service's log."""
 
@@ -160,7 +177,10 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     replies: RepliesConfig = field(default_factory=RepliesConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    life: LifeConfig = field(default_factory=LifeConfig)
+    states: States = field(default_factory=States)
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
     source: str = "(defaults)"
@@ -179,11 +199,14 @@ class Config:
             out["audio"] = self.audio.as_dict()
         if self.actuators is not None:
             out.update(self.actuators.as_dict(mask_secrets=mask_secrets))
+        if self.states.looks:
+            out["states"] = self.states.as_dict()
         return out
 
 
 PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
-                                    "conversation": ConversationConfig, "log": LogConfig}
+                                    "conversation": ConversationConfig, "tools": ToolsConfig, "log": LogConfig,
+                                    "life": LifeConfig}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -227,15 +250,18 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)", hardware: bool = T
         errors.add("server.token", "", f"a token when server.host ({server['host']}) is not loopback")
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
+    states = States()
     if hardware:
         from ..actuators.config import parse_actuators
         from ..audio.config import parse_audio
 
         actuators = parse_actuators(doc, errors)
         audio = parse_audio(doc.get("audio", {}), errors)
+        if not errors.touched("actuators", "motions", "emotions", "robot", "life"):
+            states = parse_states(doc, actuators, LifeConfig(**values["life"]), errors)
     errors.raise_if_any(source)
     return Config(**{name: cls(**values[name]) for name, cls in PLAIN_SECTIONS.items()},
-                  actuators=actuators, audio=audio, source=source)
+                  states=states, actuators=actuators, audio=audio, source=source)
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def _per_channel(v: float, channels: int) -> Any:
 def example() -> str:
     """The commented example file."""
     from ..actuators.config import COMMON, ROBOT, SERVO_KEYS
-    from ..actuators.library import EXPRESSION, TRACKS
+    from ..actuators.library import DESCRIPTION, EXPRESSION, TRACKS
     from ..actuators.registry import available
     from ..audio.config import AudioConfig
     from . import PLAIN_SECTIONS
@@ -112,10 +112,16 @@ def example() -> str:
     lines += ["", "# [motions.TAG]: keyframes per actuator (or role), [[seconds, target], ...]; a target is degrees,",
               "# one number or one per channel. A tag of the shipped library is replaced, a new one added."]
     lines.append("#[motions.example]")
+    _setting(lines, "description", DESCRIPTION, "a small tilt of the head: listening, curious")
     lines.append(_doc(TRACKS.value))
     lines.append(f"#{key(target)} = {value([[0.5, _per_channel(10.0, channels)], [1.0, _per_channel(0.0, channels)]])}")
     pose = {target: _per_channel(5.0, channels)}
     _section(lines, "emotions.example", EXPRESSION, {"pose": pose},
              intro="[emotions.TAG]: how an emotion is shown. A tag of the shipped library is replaced, "
                    "a new one added.")
+    from ..life.config import LOOK, STATES
+
+    _section(lines, "states.listening", LOOK, {"emotion": "happy", "motion": "", "pose": {}, "actuators": []},
+             intro=f"[states.NAME]: what the robot shows in a state ({', '.join(STATES)}): one of emotion, "
+                   "motion or pose.")
     return "\n".join(lines) + "\n"

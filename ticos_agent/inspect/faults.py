@@ -37,9 +37,9 @@ from .views import Row, Scope, choose_session, duration, short_session
 COLUMNS = ("card", "category", "what", "count", "first", "last", "session_id", "time", "detail")
 ORDER = ("actuator outage", "call failed", "call busy", "call not run", "call without outcome",
          "transcription failed", "user turn lost", "answer failed", "answer incomplete", "voice agent error",
-         "storage fallback", "call dropped")
+         "storage fallback", "call not shown", "call dropped")
 _CALL_CATEGORY = {"failed": "call failed", "busy": "call busy", "not_dispatched": "call not run",
-                  "received": "call without outcome", "dropped": "call dropped"}
+                  "received": "call without outcome", "dropped": "call dropped", "not_shown": "call not shown"}
 _MESSAGE_CATEGORY = {("user", "transcription_failed"): "transcription failed", ("user", "incomplete"): "user turn lost",
                      ("assistant", "failed"): "answer failed", ("assistant", "incomplete"): "answer incomplete"}
 
@@ -89,6 +89,8 @@ def _calls(sc: Scope, source: Source, groups: dict[tuple[str, str], Group]) -> N
             what = "cut off before its arguments were complete"
         elif status == "received":
             what = "no outcome was stored (the agent stopped, or it is still running)"
+        elif status == "not_shown":
+            what = reason_key(reason).split(":")[0] + " (the config gives it no light, emotion line or pose)"
         else:
             what = reason_key(reason)
         down = actuator_fault(reason) if status == "failed" else None
@@ -219,7 +221,8 @@ def faults(sc: Scope) -> Table:
     if listed:
         footer.append(f"{total} fault(s) in {len(ordered)} group(s); 'look at' is the latest case: "
                       "inspect transcript --session ID --since TIME")
-    show = (Col("category", "category", style=lambda r: "note" if r["category"] == "call dropped" else "fault"),
+    show = (Col("category", "category",
+                style=lambda r: "note" if r["category"] in ("call dropped", "call not shown") else "fault"),
             Col("count", "count", right=True), Col("first", "first"), Col("last", "last"),
             Col("look_at", "look at"), Col("shown", "what", wrap=True))
     return Table("fault", COLUMNS, listed, show, footer=footer, empty="no faults recorded")

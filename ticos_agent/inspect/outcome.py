@@ -10,7 +10,8 @@ The agent stores each call's arguments as sent (a JSON string) and its outcome a
      "result": <a handler's return value>, "errors": [...], "notes": [...clamps...]}
 
 with the row's own ``status`` also ``not_dispatched`` (cut off before its arguments were
-complete) or ``received`` (no outcome was stored: the agent stopped first). :func:`describe`
+complete) or ``received`` (no outcome was stored: the agent stopped first); ``not_shown`` is an emotion no
+actuator could show (older cards store it as ``done`` with no actuators). :func:`describe`
 turns that into ``("wave x2", "done 2.4 s", "ok")``; :func:`reason_key` folds reasons that
 differ only in numbers and ids into one group for the faults view.
 """
@@ -123,8 +124,11 @@ def describe(name: str | None, arguments: Any, status: str | None, result: Any,
         return Outcome(asked, "not run: cut off before its arguments were complete", "fault", "not_dispatched", None)
     if status == "received" and not outcome:
         return Outcome(asked, "no outcome recorded (the agent stopped first?)", "fault", "received", None)
-    if state == "done":
-        return Outcome(asked, _done(name, outcome), _done_level(outcome), "done", None)
+    if state == "done" or (state == "not_shown" and "motion" in outcome
+                           and _part(outcome, "motion").get("status") == "done"):
+        return Outcome(asked, _done(name, outcome), _done_level(outcome), state, reason)
+    if state == "not_shown":  # an emotion no actuator can show (a light, an MCU's emotion line, a pose)
+        return Outcome(asked, "not shown: no actuator", "note", "not_shown", reason)
     if state == "dropped":
         why = dropped_reason(reason)
         if why == "interrupted (barge-in or cancelled response)" and not barge_in:
@@ -137,15 +141,21 @@ def describe(name: str | None, arguments: Any, status: str | None, result: Any,
     return Outcome(asked, state + (f": {reason}" if reason else ""), "note", state, reason)
 
 
-def _detail(outcome: dict[str, Any], kind: str) -> dict[str, Any]:
+def _part(outcome: dict[str, Any], kind: str) -> dict[str, Any]:
     part = outcome.get(kind)
-    detail = part.get("detail") if isinstance(part, dict) else None
+    return part if isinstance(part, dict) else {}
+
+
+def _detail(outcome: dict[str, Any], kind: str) -> dict[str, Any]:
+    detail = _part(outcome, kind).get("detail")
     return detail if isinstance(detail, dict) else {}
 
 
 def _unshown(outcome: dict[str, Any]) -> bool:
+    """The emotion reached no actuator: ``not_shown`` now, ``done`` with no actuator before."""
     emotion = _detail(outcome, "emotion")
-    return "emotion" in outcome and (emotion.get("actuators") == [] or "note" in emotion)
+    return "emotion" in outcome and (_part(outcome, "emotion").get("status") == "not_shown"
+                                     or emotion.get("actuators") == [] or "note" in emotion)
 
 
 def _done_level(outcome: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ COLUMNS = ("card", "level", "day", "session_id", "start", "end", "sessions", "tu
            "user_speech_s", "barge_ins", "calls", "calls_done", "calls_failed", "calls_dropped", "calls_busy",
            "transcriptions_failed", "answers_cut_short", "commands")
 CHARS_PER_SECOND = 15.0
-_WORDS = {"not_dispatched": "not run", "received": "no outcome"}
+_WORDS = {"not_dispatched": "not run", "received": "no outcome", "not_shown": "not shown"}
 _SPEECH = ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "response.created",
            "response.done")
 

@@ -130,7 +130,8 @@ def _entries(sc: Scope, msgs: list[tuple[Source, Row]], *, lo: str | None, hi: s
     calls: list[tuple[Source, Row]] = []
     events: list[tuple[Source, Row]] = []
     for source in sc.card.sources if only is None else [only]:
-        call_w = replace(w, since=_minus(clock, lo, CALL_LEAD) or w.since, until=_earliest(hi, w.until))
+        call_w = replace(w, since=_minus(clock, lo, CALL_LEAD) or w.since,
+                         until=_earliest(_minus(clock, hi, -CALL_LEAD), w.until))
         calls += [(source, r) for r in source.finder.scan(CALLS, call_w)]
         if sid is None or not source.finder.columns(EVENTS):
             continue
@@ -151,11 +152,14 @@ def _entries(sc: Scope, msgs: list[tuple[Source, Row]], *, lo: str | None, hi: s
     floating: list[tuple[float, Row]] = []
     start = lo or ""
     end = hi or "\uffff"
+    loose = [(s, c) for s, c in calls if c.get("response_id") not in answered
+             and start <= str(c.get("created") or "") < end]
+    elsewhere = _answered_elsewhere(sc, loose) if lo is not None or hi is not None else set()
     for source, c in calls:
         rid = c.get("response_id")
         if rid in answered:
             by_response[rid].append((source, c))
-        elif start <= str(c.get("created") or "") < end:
+        elif start <= str(c.get("created") or "") < end and rid not in elsewhere:
             floating.append((_at(clock, c.get("created")), _call(sc, source, c, rid in barge)))
     if w.grep is None and w.role in (None, "system", "assistant"):
         for source, e in events:
@@ -184,6 +188,22 @@ def _entries(sc: Scope, msgs: list[tuple[Source, Row]], *, lo: str | None, hi: s
         entries += _message(sc, source, m, barge, created, by_response.get(m.get("response_id"), []))
     entries += [f for _, f in floating[i:]]
     return entries
+
+
+def _answered_elsewhere(sc: Scope, loose: list[tuple[Source, Row]]) -> set[Any]:
+    """Responses of ``loose`` calls whose answer is stored just after them but outside this
+    page or chunk: their calls are shown under that answer, not here."""
+    found: set[Any] = set()
+    for source in sc.card.sources:
+        mine = [c for s, c in loose if s is source and c.get("response_id") and c.get("created")]
+        if not mine:
+            continue
+        first = min(str(c["created"]) for c in mine)
+        last = _minus(sc.card.clock, max(str(c["created"]) for c in mine), -CALL_LEAD)
+        w = Window(since=first, until=last, by_session=True, session=sc.window.session, role="assistant")
+        wanted = {c["response_id"] for c in mine}
+        found |= {rid for (rid,) in source.finder.select(MESSAGES, w, "DISTINCT response_id") if rid in wanted}
+    return found
 
 
 def _at(clock: Any, text: Any) -> float:

@@ -1,0 +1,280 @@
+"""The robot's turn states, its idle life and its mood: the intake's ``RobotLife`` consumer.
+
+States, per connection and for the robot as a whole:
+
+===========  ========================================================================
+state        when
+===========  ========================================================================
+idle         nothing going on
+listening    the user speaks (``input_audio_buffer.speech_started``)
+thinking     the user stopped (``speech_stopped`` / ``committed``) or a response was created,
+             and no response audio yet
+speaking     response audio arrives and, with audio on, until the speaker has played it (the
+             output clock); with audio off, from the first transcript delta to ``response.done``
+sleeping     idle for ``life.sleep_after`` seconds
+===========  ========================================================================
+
+The robot's state is the busiest of its connections' (listening > speaking > thinking > idle).
+Each change reaches the ``state`` handlers (``agent.on_state``: ``fn(state, previous)``), the
+log (one line), the event log (``robot.state.<state>``) and ``/health``, and shows the
+state's look (``[states.NAME]``) as *ambient* work on the actuators: low priority, replaced
+by any call, never held up by one, and kept at least ``hold`` seconds so a flickering state
+does not strobe the LEDs. While the user speaks, the robot's own work stops at once and the
+``noisy`` actuators are held still.
+
+Idle life: while idle (slower, or not at all, while sleeping) an idle motion plays now and
+then, at a random interval, faster in a strong mood; each time the idle look is shown again,
+coloured by the mood (the last emotion, fading with ``life.mood_half_life``).
+
+Runs on the loop thread; the work it starts goes through ``spawn`` and every timer is
+cancelled at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..actuators.config import ActuatorsConfig
+from ..actuators.library import Expression
+from ..actuators.plan import Plan, plan_expression, plan_motion, plan_pose, restrict
+from ..connection import Peer
+from ..events import EmotionArgs, Event, MotionArgs
+from ..intake import Handler
+from .config import MOOD_SHOWN, LifeConfig, StateLook, States
+from .mood import Mood
+
+log = logging.getLogger(__name__)
+
+PRIORITY = {"listening": 3, "speaking": 2, "thinking": 1, "idle": 0}
+DRAIN_POLL = 0.05  # seconds between looks at the speaker after response.done
+
+
+class LifeActuators(Protocol):
+    config: ActuatorsConfig
+
+    def ambient(self, tag: str, plan: Plan) -> Coroutine[Any, Any, object]: ...
+
+    def cut_ambient(self) -> int: ...
+
+    def hold(self, names: list[str]) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Speaker(Protocol):
+    @property
+    def playing(self) -> bool: ...
+
+
+class RobotLife:
+    def __init__(self, config: LifeConfig, states: States, *, actuators: LifeActuators | None, audio: Speaker | None,
+                 emit: Callable[[str, str], object], record: Callable[[str], None] | None,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], object], mood_path: Path | None = None,
+                 rng: random.Random | None = None):
+        self.config, self.states = config, states
+        self._actuators, self._audio = actuators, audio
+        self._emit, self._record, self._spawn = emit, record, spawn
+        self._rng = rng or random.Random()
+        self.mood = Mood(config.mood_half_life, mood_path)
+        self.state = "idle"
+        self._peers: dict[Peer, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._since = 0.0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._shown_until = 0.0  # the current look stays until then (its hold)
+        self._noisy = [n for n, a in actuators.config.actuators.items() if a.noisy] if actuators else []
+        self.changes = 0
+
+    def routes(self) -> Mapping[str, Handler]:
+        routes: dict[str, Handler] = {
+            "input_audio_buffer.speech_started": self._listening,
+            "input_audio_buffer.speech_stopped": self._thinking,
+            "input_audio_buffer.committed": self._thinking,
+            "response.created": self._response_created,
+            "response.audio.delta": self._speaking,
+            "response.done": self._response_done,
+        }
+        if self._audio is None:  # no speaker to follow: the response's words stand for its voice
+            routes["response.audio_transcript.delta"] = self._speaking
+            routes["response.text.delta"] = self._speaking
+        return routes
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._since = self._loop.time()
+        self.mood.load()
+        self._show("idle")
+        self._idle_timers()
+
+    def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self.mood.save()
+
+    def felt(self, tag: str, intensity: float) -> None:
+        """An emotion was shown (a call): it sets the mood."""
+        self.mood.feel(tag, intensity)
+
+    def health(self) -> dict[str, Any]:
+        since = self._loop.time() - self._since if self._loop else 0.0
+        return {"state": self.state, "for_s": round(since, 1), "changes": self.changes,
+                "connections": {p.name: s for p, s in self._peers.items()}, "mood": self.mood.as_dict(),
+                "held": list(self._noisy) if self.state == "listening" else []}
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _listening(self, event: Event, peer: Peer) -> None:
+        self._set(peer, "listening")
+
+    def _thinking(self, event: Event, peer: Peer) -> None:
+        self._set(peer, "thinking")
+
+    def _response_created(self, event: Event, peer: Peer) -> None:
+        if self._peers.get(peer, "idle") in ("idle", "thinking"):
+            self._set(peer, "thinking")
+
+    def _speaking(self, event: Event, peer: Peer) -> None:
+        if self._peers.get(peer) != "listening":  # audio of a response the user talks over is flushed
+            self._set(peer, "speaking")
+
+    def _response_done(self, event: Event, peer: Peer) -> None:
+        if self._peers.get(peer) == "listening":
+            return
+        if self._audio is not None and self._audio.playing:
+            self._after(DRAIN_POLL, f"drain:{peer.id}", lambda: self._response_done(event, peer))
+            return
+        self._set(peer, "idle")
+
+    def peer_closed(self, peer: Peer) -> None:
+        if self._peers.pop(peer, None) is not None:
+            self._update()
+
+    # --- states ---------------------------------------------------------------------------
+
+    def _set(self, peer: Peer, state: str) -> None:
+        self._peers[peer] = state
+        self._update()
+
+    def _update(self, sleeping: bool = False) -> None:
+        state = max(self._peers.values(), key=PRIORITY.__getitem__, default="idle")
+        if state == "idle" and (sleeping or self.state == "sleeping"):
+            state = "sleeping"
+        if state == self.state or self._loop is None:
+            return
+        previous, self.state = self.state, state
+        self._since = self._loop.time()
+        self.changes += 1
+        log.info("robot: %s -> %s", previous, state)
+        if self._record is not None:
+            self._record(f"robot.state.{state}")
+        self._emit(state, previous)
+        if self._actuators is not None:
+            if state == "listening":
+                self._actuators.cut_ambient()  # the user speaks: the robot's own work stops now
+                if self._noisy:
+                    self._actuators.hold(self._noisy)
+            elif previous == "listening":
+                self._actuators.release()
+            elif previous in ("idle", "sleeping"):
+                self._actuators.cut_ambient()
+        self._show(state)
+        self._idle_timers()
+
+    def _idle_timers(self) -> None:
+        """After a change of state: the way to sleep starts again, and so does idle life."""
+        handle = self._timers.pop("sleep", None)
+        if handle is not None:
+            handle.cancel()
+        if self.state == "idle" and self.config.sleep_after > 0:
+            self._after(self.config.sleep_after, "sleep", lambda: self._update(sleeping=True))
+        self._idle_timer()
+
+    def _idle_timer(self) -> None:
+        handle = self._timers.pop("idle", None)
+        if handle is not None:
+            handle.cancel()
+        if self.state in ("idle", "sleeping") and self.config.idle_motions:
+            if self.state == "sleeping" and self.config.sleeping == "stop":
+                return
+            least, most = self.config.idle_every
+            wait = self._rng.uniform(least, most) * (3 if self.state == "sleeping" else 1)
+            self._after(wait, "idle", self._idle_motion)
+
+    def _after(self, seconds: float, name: str, fn: Callable[[], None]) -> None:
+        if self._loop is None:
+            return
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            self._timers.pop(name, None)
+            fn()
+
+        self._timers[name] = self._loop.call_later(seconds, fire)
+
+    # --- what the robot shows ---------------------------------------------------------------
+
+    def _show(self, state: str) -> None:
+        """Show ``state``'s look now, or once the current look's hold is over."""
+        if self._actuators is None or self._loop is None:
+            return
+        wait = self._shown_until - self._loop.time()
+        if wait > 0:
+            self._after(wait, "show", lambda: self._show(self.state))
+            return
+        work = self._look(state)
+        if work is None:
+            return
+        tag, plan, hold = work
+        self._shown_until = self._loop.time() + hold
+        self._spawn(self._actuators.ambient(tag, plan))
+
+    def _look(self, state: str) -> tuple[str, Plan, float] | None:
+        assert self._actuators is not None
+        cfg = self._actuators.config
+        look = self.states.look(state)
+        mood = self.mood.level()
+        coloured = look is None or bool(look.emotion)  # a motion or a pose is shown as configured
+        if state in ("idle", "sleeping") and self.mood.tag in cfg.emotions and mood >= MOOD_SHOWN and coloured:
+            names = look.actuators if look is not None else []
+            plan = self._emotion_plan(cfg, self.mood.tag or "", mood * (0.5 if state == "sleeping" else 1.0))
+            return f"mood {self.mood.tag}", restrict(plan, names), look.hold if look else 0.5
+        if look is None:
+            return None
+        return f"state {state}", restrict(self._plan(cfg, state, look), look.actuators), look.hold
+
+    def _plan(self, cfg: ActuatorsConfig, state: str, look: StateLook) -> Plan:
+        if look.emotion:
+            return self._emotion_plan(cfg, look.emotion, look.intensity)
+        if look.motion:
+            return plan_motion(cfg, cfg.motions[look.motion], MotionArgs(look.motion))
+        pose = Expression(f"state:{state}", pose={n: tuple(v) for n, v in look.pose.items()})
+        return plan_pose(cfg, pose, EmotionArgs(f"state:{state}", look.intensity), None)
+
+    @staticmethod
+    def _emotion_plan(cfg: ActuatorsConfig, tag: str, intensity: float) -> Plan:
+        expr, args = cfg.emotions[tag], EmotionArgs(tag, intensity)
+        lights = plan_expression(cfg, expr, args, None)
+        pose = plan_pose(cfg, expr, args, None)
+        return Plan(sorted(lights.steps + pose.steps), max(lights.total, pose.total),
+                    list(dict.fromkeys(lights.actuators + pose.actuators)))
+
+    def _idle_motion(self) -> None:
+        if self._actuators is None or self.state not in ("idle", "sleeping"):
+            return
+        cfg = self._actuators.config
+        tag = self._rng.choice(self.config.idle_motions)
+        speed = (1.0 + self.config.mood_speed * self.mood.level()) * (0.5 if self.state == "sleeping" else 1.0)
+        plan = plan_motion(cfg, cfg.motions[tag], MotionArgs(tag, speed=max(0.1, speed)))
+        self._spawn(self._actuators.ambient(f"idle {tag}", plan))
+        self._show(self.state)  # the idle look again, as the mood has faded since
+        self._idle_timer()
