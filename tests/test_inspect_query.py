@@ -220,3 +220,31 @@ async def test_outages_are_runs_of_failed_calls(tmp_path, capsys):
            "from " in outage
     assert f" to {stamp} (6m00s)" in outage and "the last said: actuator 'head' (feetech-sts) is down" in outage
     assert next(line for line in lines if line.startswith("call failed")).split()[2] == "1"
+
+
+async def test_the_robots_speaking_time_from_its_states(tmp_path, capsys):
+    """The summary measures the robot's speaking from the event log's robot.state lines, and
+    estimates it from its words where there are none."""
+    import time
+
+    import ticos_agent.storage.schema as schema
+    from ticos_agent.cli import main
+
+    base = time.time() - 3600
+    real = schema.now_local
+    schema.now_local = lambda: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(base))
+    store = await open_store("internal", internal_dir=tmp_path)
+    try:
+        store.add_message(role="user", content="tell me everything", item_id="u", session_id="s")
+        store.add_message(role="assistant", content="x" * 150, item_id="a", session_id="s", response_id="r")
+        for offset, state in ((0, "speaking"), (90, "idle"), (200, "speaking"), (230, "listening")):
+            store.log_event(f"robot.state.{state}", ts=base + offset)
+        await store.flush()
+    finally:
+        schema.now_local = real
+        await store.close()
+    day = time.strftime("%Y-%m-%d", time.localtime(base))
+    assert main(["inspect", "summary", "--db", str(tmp_path / "ticos.db"), "--since", day]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert " · robot spoke 2m00s · " in lines[0]  # 90 s + 30 s in the speaking state
+    assert lines[-1].split()[4] == "≈10s"  # the session: 150 characters at 15 a second

@@ -5,8 +5,9 @@ commands by tag and outcome, failure rates.
 through its rowid range (found by binary search), so a day costs what it holds, however big
 the card. Speaking time: the user's is measured from the event log (from
 ``speech_started`` to ``speech_stopped``; ``-`` where the log has no such events); the
-robot's is estimated from the length of what it said (15 characters a second, the pace of
-speech), marked ``≈``, as the audio's length is not stored.
+robot's, per day, is the time it spent in its ``speaking`` state (the event log's
+``robot.state.*`` lines), else, and per session, estimated from the length of what it said
+(15 characters a second, the pace of speech), marked ``≈``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .table import Col, Table
 from .views import Row, Scope, choose_session, duration, short_session
 
 COLUMNS = ("card", "level", "day", "session_id", "start", "end", "sessions", "turns", "robot_speech_s",
+           "robot_speech_from",
            "user_speech_s", "barge_ins", "calls", "calls_done", "calls_failed", "calls_dropped", "calls_busy",
            "transcriptions_failed", "answers_cut_short", "commands")
 CHARS_PER_SECOND = 15.0
@@ -180,6 +182,22 @@ def _speech(sc: Scope, source: Any, w: Window, per: dict[Any, Tally]) -> None:
             live[session].pop(str(response), None)
 
 
+def _speaking(sc: Scope, day: str) -> float | None:
+    """How long the robot was in its ``speaking`` state that day, from the event log's
+    ``robot.state.*`` lines (``None`` where the log has none: an estimate is used then)."""
+    w = replace(_day_window(sc, day), types=None, role=None, grep=None, by_session=False)
+    total, since, seen = 0.0, None, False
+    for source in sc.card.sources:
+        for etype, ts in source.finder.select(EVENTS, w, "type, ts", "AND type LIKE 'robot.state.%' ORDER BY rowid"):
+            if not isinstance(ts, (int, float)):
+                continue
+            if since is not None:
+                total += max(0.0, ts - since)
+            since = ts if etype == "robot.state.speaking" else None
+            seen = seen or since is not None
+    return total if seen else None  # no speaking state at all (no audio): the estimate then
+
+
 def _commands(t: Tally) -> str:
     parts = []
     for tag, counts in sorted(t.commands.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
@@ -200,7 +218,7 @@ def _numbers(t: Tally) -> Row:
     calls = sum(t.calls.values())
     failed = t.calls["failed"] + t.calls["not_dispatched"] + t.calls["received"]
     return {"start": t.start, "end": t.end, "turns": t.turns,
-            "robot_speech_s": round(t.robot_chars / CHARS_PER_SECOND),
+            "robot_speech_s": round(t.robot_chars / CHARS_PER_SECOND), "robot_speech_from": "text",
             "user_speech_s": round(t.user_s) if t.user_s is not None else None,
             "barge_ins": t.barge_ins, "calls": calls, "calls_done": t.calls["done"], "calls_failed": failed,
             "calls_dropped": t.calls["dropped"], "calls_busy": t.calls["busy"],
@@ -218,10 +236,14 @@ def summary(sc: Scope) -> Table:
         for t in per.values():
             total.merge(t)
         d = _numbers(total)
+        measured = None if sc.window.by_session else _speaking(sc, day)
+        if measured is not None:
+            d.update(robot_speech_s=round(measured), robot_speech_from="states")
         weekday = dt.date.fromisoformat(day).strftime("%a")
         user = f"user spoke {duration(d['user_speech_s'])}" if d["user_speech_s"] is not None else "user speech -"
+        robot = duration(d["robot_speech_s"]) or "0s"
         headline = (f"{weekday} {day} · {len(per)} session(s) · {d['turns']} turn(s) · robot spoke "
-                    f"≈{duration(d['robot_speech_s']) or '0s'} · {user} · {d['barge_ins']} barge-in(s)")
+                    f"{robot if measured is not None else '≈' + robot} · {user} · {d['barge_ins']} barge-in(s)")
         lines = []
         if d["commands"]:
             lines.append(f"commands: {d['commands']}")
