@@ -43,12 +43,8 @@ run: system-deps venv
 	$(VENV)/bin/ticos-agent run $(if $(CONFIG),--config $(CONFIG))
 
 # Lint and types are gates: `make test` fails on any ruff finding or mypy error before pytest runs.
-# Excluded until their pending changes land (then remove these exclusions, and the mypy
-# override for inspect and storage in pyproject.toml): the files being edited elsewhere.
-LINT_EXCLUDE := ticos_agent/storage/queries.py,ticos_agent/storage/reader.py,ticos_agent/inspect.py,bench/load.py,bench/load_servers.py,bench/soak.py,bench/actuator_latency.py,bench/audio_latency.py
-
 lint: venv
-	$(VENV)/bin/ruff check --force-exclude --extend-exclude '$(LINT_EXCLUDE)' ticos_agent tests examples bench
+	$(VENV)/bin/ruff check ticos_agent tests examples bench
 	$(VENV)/bin/mypy
 
 test: test-deps venv lint

@@ -39,7 +39,6 @@ import base64
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -55,7 +54,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def setup_file_sink(path: Path) -> None:

@@ -184,13 +184,13 @@ class Child:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.notes.append("did not stop within 20 s of SIGTERM; killed")
                 self.proc.kill()
                 await self.proc.wait()
         try:  # the last lines (notes) up to EOF
             await asyncio.wait_for(self._reader, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._reader.cancel()
 
 
@@ -221,7 +221,7 @@ async def measure(server: Server, args, workdir: Path) -> dict:
     netlog = workdir / "netguard.log"
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(BENCH / "netguard"),
            "BENCH_NETGUARD_LOG": str(netlog), "PYTHONDONTWRITEBYTECODE": "1", **server.env}
-    stderr = open(workdir / "stderr.log", "wb")
+    stderr = open(workdir / "stderr.log", "wb")  # noqa: SIM115 (closed once the server has stopped)
     out: dict = {}
     spawn = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
@@ -407,14 +407,15 @@ def table(servers: list[Server], args) -> None:
             print(s.label.ljust(widths[0]) + f" skipped: {s.skipped or 'failed'}")
             continue
         cells, spread = [], []
-        for (key, _, fmt, f), w in zip(FIGURES, widths[1:]):
+        for (key, _, fmt, _f), w in zip(FIGURES, widths[1:]):
             if key == "x_bare":
                 cells.append((fmt.format(statistics.median(values[s.label]["rate"]) / bare) if bare else "-").rjust(w))
                 spread.append("".rjust(w))
                 continue
             vals = values[s.label][key]
             cells.append((fmt.format(statistics.median(vals)) if vals else "-").rjust(w))
-            spread.append((f"{min(vals) and max(vals) / min(vals):.2f}x" if len(vals) > 1 and min(vals) else "-").rjust(w))
+            ratio = f"{max(vals) / min(vals):.2f}x" if len(vals) > 1 and min(vals) else "-"
+            spread.append(ratio.rjust(w))
         print(s.label.ljust(widths[0]) + " " + " ".join(cells))
         spread_rows.append(s.label.ljust(widths[0]) + " " + " ".join(spread))
     if n > 1:
@@ -423,7 +424,7 @@ def table(servers: list[Server], args) -> None:
 
 
 async def run(args) -> None:
-    servers = [s for s in prepare(args)]
+    servers = list(prepare(args))
     active = [s for s in servers if not s.skipped]
     for rnd in range(args.repetitions):
         order = active[rnd % len(active):] + active[:rnd % len(active)] if active else []

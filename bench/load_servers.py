@@ -248,7 +248,7 @@ if __name__ == "__main__":
     os.makedirs(workdir, exist_ok=True)
     if mode in ("agent", "client-api", "client-inline"):
         prelude()
-        if AGENT_ROOT != str(ROOT):
+        if str(ROOT) != AGENT_ROOT:
             sys.path.insert(0, AGENT_ROOT)
             import ticos_agent
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import processed, rss_mb, voice_turn  # noqa: E402
+from load import processed, rss_mb, voice_turn
 
 
 def barge_in(n: int) -> list[str]:

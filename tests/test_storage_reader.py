@@ -209,3 +209,44 @@ def test_not_a_database_is_a_storage_error(tmp_path):
     (tmp_path / "x.db").write_bytes(b"garbage" * 200)
     with pytest.raises(StorageError, match=r"x\.db"):
         read_messages(open_readonly(tmp_path / "x.db"))
+
+
+LATER = """
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('PRAGMA wal_autocheckpoint=0')
+c.execute("INSERT INTO messages VALUES ('x', 'user', 'written later', '2025-01-02 00:00:00')")
+os._exit(0)
+"""
+
+
+def test_a_recovered_copy_is_kept_in_a_cache_while_the_card_is_unchanged(tmp_path):
+    from ticos_agent.storage.reader import CACHE_KEEP
+
+    cache = tmp_path / "cache"
+    cards = []
+    for n in range(CACHE_KEEP + 1):
+        card = tmp_path / f"card{n}"
+        card.mkdir()
+        cards.append(wal_and_shm(card))
+    before = snapshot(cards[0].parent)
+    first = open_readonly(cards[0], cache=cache)
+    made = first.copy_path
+    assert made is not None and made.parent.parent == cache and "copy kept in" in first.note
+    assert [m["content"] for m in reversed(read_messages(first, limit=500))] == EXPECTED[wal_and_shm]
+    first.close()
+    assert made.is_file()  # kept for the next look
+    stamp = made.stat().st_mtime_ns
+    again = open_readonly(cards[0], cache=cache)
+    assert again.copy_path == made and made.stat().st_mtime_ns == stamp  # not copied again
+    again.close()
+    crash(LATER, cards[0])  # the card was back in the robot, and pulled again: a new copy
+    before = snapshot(cards[0].parent)
+    later = open_readonly(cards[0], cache=cache)
+    assert read_messages(later, limit=1)[0]["content"] == "written later" and later.copy_path == made
+    assert made.stat().st_mtime_ns != stamp
+    later.close()
+    for card in cards[1:]:
+        open_readonly(card, cache=cache).close()
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == CACHE_KEEP  # the oldest went
+    assert snapshot(cards[0].parent) == before

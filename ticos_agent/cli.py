@@ -51,19 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "definitions) as JSON")
     p.add_argument("--config", "-c")
 
-    for name, text in (("inspect", "show what the robot heard, said and did"),
-                       ("export", "export messages, memories, calls as JSON lines")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--db", help="database file (default: from --tf-root or the internal location)")
-        p.add_argument("--tf-root", help="TF card root; reads <root>/.config/ticos/ticos.db")
-        p.add_argument("--config", "-c", help="find the database the way the agent with this config does")
-        p.add_argument("--session")
-        if name == "export":
-            p.add_argument("--events", action="store_true", help="also export the event log")
-        if name == "inspect":
-            p.add_argument("--limit", type=int, default=50)
-            p.add_argument("what", nargs="?", default="messages",
-                           choices=["messages", "memories", "calls", "events", "sessions"])
+    for name, text in (("inspect", "show what the robot heard, said and did (read-only; views: transcript, "
+                                   "faults, summary, messages, memories, calls, events, sessions)"),
+                       ("export", "export messages, memories, calls (or any view) as JSON lines, CSV or Markdown")):
+        from .inspect.options import add_arguments
+
+        p = sub.add_parser(name, help=text, description=text)
+        add_arguments(p, export=name == "export")
 
     p = sub.add_parser("doctor", help="check this machine and config: port, storage, serial, GPIO, audio")
     p.add_argument("--config", "-c")

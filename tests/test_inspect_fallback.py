@@ -54,8 +54,11 @@ async def test_inspect_reads_card_and_fallback_and_marks_each_row(fell_back):
     shown = [line for line in lines if "on the card" in line or "in the fallback" in line]
     assert len(shown) == 5
     assert all(" card " in line for line in shown[:3]) and all(" fallback " in line for line in shown[3:])
+    mark = lines.index(shown[3]) - 1  # where the card stopped taking rows, the transcript says so
+    assert lines[mark].split(None, 2)[2].startswith("⚠ from here on the rows went to the fallback database")
     memories = cli(home, "inspect", "--tf-root", str(card), "memories")
-    assert "fallback  long_term: remembered in the fallback" in memories.stdout
+    assert any(line.split()[2:] == ["fallback", "long_term", "nobody", "remembered", "in", "the", "fallback"]
+               for line in memories.stdout.splitlines())
     export = cli(home, "export", "--tf-root", str(card))
     assert export.returncode == 0 and "3 row(s) not yet merged" in export.stderr
     rows = [json.loads(line) for line in export.stdout.splitlines()]
@@ -109,3 +112,32 @@ async def test_config_in_external_mode_without_a_card_reads_the_fallback(fell_ba
     assert inspect_module.main(args) == 0
     (internal / "ticos-fallback.db").unlink()
     assert inspect_module.main(args) == 1
+
+
+async def test_the_fallback_on_the_command_line_and_in_the_faults(fell_back, tmp_path):
+    home, card, internal = fell_back
+    db = card / ".config" / "ticos" / "ticos.db"
+    out = cli(tmp_path, "inspect", "messages", "--db", str(db), "--fallback", str(internal / "ticos-fallback.db"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("fallback ") and "3 row(s) not yet merged" in out.stdout
+    assert [line.split()[2] for line in out.stdout.splitlines()[2:]] == ["file"] * 3 + ["fallback"] * 2
+    faults = cli(home, "inspect", "faults", "--tf-root", str(card))
+    line = next(x for x in faults.stdout.splitlines() if x.startswith("storage fallback"))
+    assert line.split()[2] == "2" and "not merged yet" in line  # the two messages waiting
+    missing = cli(tmp_path, "inspect", "--db", str(db), "--fallback", str(tmp_path / "nope.db"))
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
+
+
+async def test_with_several_cards_the_fallback_is_a_card_of_its_own(fell_back, tmp_path):
+    import shutil
+
+    home, card, _ = fell_back
+    media = tmp_path / "media"
+    for name in ("A", "B"):
+        shutil.copytree(card, media / name)
+    out = cli(home, "inspect", "messages", "--tf-root", str(media))
+    assert out.returncode == 0, out.stderr
+    heads = [line for line in out.stdout.splitlines() if line.startswith("== ")]
+    assert [h.split()[1] for h in heads] == ["A", "B", "fallback"]
+    tail = out.stdout.split(heads[2], 1)[1]
+    assert "3 row(s) not yet merged" in tail and "in the fallback 1" in tail and "on the card" not in tail
