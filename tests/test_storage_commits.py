@@ -45,6 +45,13 @@ def visible(db: Path, sql: str) -> list[tuple]:
         conn.close()
 
 
+async def commits_now(store) -> int:
+    """The store's commit count once the commit another process already sees is counted (the
+    count moves when the writer thread hands the commit back to the loop, just after it)."""
+    await asyncio.sleep(0.1)
+    return store.health()["commits"]
+
+
 # --- the store ------------------------------------------------------------------------------
 
 async def test_a_record_waits_at_most_the_commit_delay(tmp_path):
@@ -60,7 +67,7 @@ async def test_a_record_waits_at_most_the_commit_delay(tmp_path):
             break
         await asyncio.sleep(0.01)
     assert seen is not None and COMMIT_DELAY - 0.1 <= seen < 1.0, seen
-    assert store.health()["commits"] == 1
+    assert await commits_now(store) == 1
     await store.close()
 
 
@@ -123,7 +130,7 @@ async def test_a_turn_commits_together_soon_after_it_ends(tmp_path):
     assert messages == [("u1", "wave at me"), ("a1", "waving")]
     assert calls == [("c1", "completed")]
     assert at < COMMIT_DELAY - 0.2, f"the turn's end did not bring its commit forward ({at:.2f} s)"
-    assert store.health()["commits"] == before + 1
+    assert await commits_now(store) == before + 1
     await store.close()
 
 
@@ -318,7 +325,8 @@ def stored(db: Path) -> dict[str, dict]:
             "messages": {r[0]: r for r in conn.execute("SELECT item_id, role, content, status FROM messages")},
             "calls": {r[0]: r for r in conn.execute("SELECT call_id, status FROM function_calls")},
             "counts": {"messages": conn.execute("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM messages").fetchone(),
-                       "events": conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events").fetchone()},
+                       "events": conn.execute(  # the robot's own state events have no event_id
+                           "SELECT COUNT(event_id), COUNT(DISTINCT event_id) FROM events").fetchone()},
         }
     finally:
         conn.close()
@@ -426,6 +434,46 @@ async def test_a_clean_stop_flushes_everything(tmp_path):
     assert agent.proc.returncode == 0
     got = check(agent.db, sent, stopped + 1)  # everything sent
     assert len(got["messages"]) == 4 and len(got["calls"]) == 1
+
+
+async def test_a_turn_sent_through_the_agent_lands_in_one_transaction(tmp_path):
+    """End to end: a whole turn (user speech and transcript, the reply, a call) over the
+    socket; another process reading the database sees none of it or all of it."""
+    from ticos_agent import Agent
+
+    agent = Agent({"server": {"host": "127.0.0.1", "port": 0}, "storage": {"dir": str(tmp_path / "in")},
+                   "audio": {"enabled": False}})
+    await agent.start()
+    db = tmp_path / "in" / "ticos.db"
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"http://127.0.0.1:{agent.port}/realtime")
+            await ws.send_str(json.dumps(session_created("sess_t")))
+            await asyncio.sleep(1.0)  # its own commit, out of the way
+            before = agent.health()["storage"]["commits"]
+            frames = [f for _, f in turn_frames(7, call=True)]
+            for frame in frames:
+                await ws.send_str(json.dumps(frame))
+            sent = time.monotonic()
+            want = {f["event_id"] for f in frames if not f["type"].endswith(".delta")}
+            seen: set[str] = set()
+            while time.monotonic() - sent < 3 and not seen:
+                seen = {r[0] for r in visible(db, "SELECT event_id FROM events")} & want
+                if not seen:
+                    await asyncio.sleep(0.005)
+            at = time.monotonic() - sent
+            messages = visible(db, "SELECT item_id, role, content FROM messages ORDER BY rowid")
+            calls = visible(db, "SELECT call_id FROM function_calls")
+            await asyncio.sleep(0.1)  # the count moves just after the commit is visible
+            commits = agent.health()["storage"]["commits"] - before
+            await ws.close()
+    finally:
+        await agent.stop()
+    assert seen == want, sorted(want - seen)  # the first time any of it shows, all of it does
+    assert messages == [("item_U7", "user", "user turn 7"),
+                        ("item_A7", "assistant", "".join(f"word{i} " for i in range(8)))]
+    assert calls == [("call_7",)]
+    assert commits == 1 and at < COMMIT_DELAY, (commits, at)
 
 
 async def test_a_paced_conversation_costs_about_one_commit_per_message(tmp_path):
