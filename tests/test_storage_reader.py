@@ -250,3 +250,41 @@ def test_a_recovered_copy_is_kept_in_a_cache_while_the_card_is_unchanged(tmp_pat
         open_readonly(card, cache=cache).close()
     assert len([p for p in cache.iterdir() if p.is_dir()]) == CACHE_KEEP  # the oldest went
     assert snapshot(cards[0].parent) == before
+
+
+def test_a_live_writer_checkpointing_meanwhile_never_fails_a_read(tmp_path):
+    """inspect on a running robot: the writer's last connection closing removes -wal/-shm
+    at any moment, also between the reader listing them and copying them."""
+    import threading
+
+    db = tmp_path / "ticos.db"
+    setup = sqlite3.connect(db)
+    setup.execute("PRAGMA journal_mode = WAL")
+    setup.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, role TEXT, content TEXT, datetime TEXT)")
+    setup.close()
+    stop = threading.Event()
+    cycles = [0]
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            conn = sqlite3.connect(db)
+            for _ in range(5):
+                n += 1
+                conn.execute("INSERT INTO messages VALUES (?, 'user', 'hi', '2026-01-01 00:00:00')", (str(n),))
+                conn.commit()
+            conn.close()  # the last connection: checkpoints and removes -wal/-shm
+            cycles[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = []
+        for i in range(300):
+            conn = open_readonly(db, cache=tmp_path / "cache") if i % 2 else open_readonly(db)
+            seen.append(count_messages(conn))
+            conn.close()
+    finally:
+        stop.set()
+        thread.join()
+    assert cycles[0] > 20 and seen == sorted(seen) and seen[-1] > 0

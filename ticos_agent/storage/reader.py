@@ -207,6 +207,18 @@ def _prune(cache: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _open_as_found(path: Path, present: list[Path], cache: str | os.PathLike[str] | None
+                   ) -> tuple[ReadonlyConnection, str | None]:
+    if present:
+        conn = _open_cached(path, present, Path(cache)) if cache is not None else _open_copy(path, present)
+        names = ", ".join(p.name for p in present)
+        kept = f"copy kept in {conn.copy_path.parent}" if cache is not None and conn.copy_path else "temporary copy"
+        return conn, f"{names} present next to the database: read from a recovered {kept} so the card stays unchanged"
+    immutable = _is_wal_header(path)
+    note = "WAL database without -wal/-shm files: opened immutable so no files are created" if immutable else None
+    return _connect(path, immutable=immutable), note
+
+
 def open_readonly(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None
                   ) -> ReadonlyConnection:
     """Open the database at ``path`` for reading only; never creates or changes a file there.
@@ -220,21 +232,18 @@ def open_readonly(path: str | os.PathLike[str], *, cache: str | os.PathLike[str]
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise StorageError(f"cannot open database {path} read-only: no such file")
-    present = [p for p in (path.with_name(path.name + s) for s in SIDECARS) if p.exists()]
-    note: str | None
-    try:
-        if present:
-            conn = _open_cached(path, present, Path(cache)) if cache is not None else _open_copy(path, present)
-            names = ", ".join(p.name for p in present)
-            kept = f"copy kept in {conn.copy_path.parent}" if cache is not None and conn.copy_path else "temporary copy"
-            note = f"{names} present next to the database: read from a recovered {kept} so the card stays unchanged"
-        else:
-            immutable = _is_wal_header(path)
-            conn = _connect(path, immutable=immutable)
-            note = ("WAL database without -wal/-shm files: opened immutable so no files are created"
-                    if immutable else None)
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
+    for attempt in range(_COPY_ATTEMPTS):
+        present = [p for p in (path.with_name(path.name + s) for s in SIDECARS) if p.exists()]
+        try:
+            conn, note = _open_as_found(path, present, cache)
+            break
+        except FileNotFoundError as exc:
+            # a live writer's checkpoint removed a sidecar between the listing and the copy:
+            # look again (the database file itself missing is an error at once)
+            if exc.filename == str(path) or attempt == _COPY_ATTEMPTS - 1:
+                raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
     conn.path, conn.note = path, note
     if not present:
         conn.immutable = note is not None
