@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -213,3 +214,44 @@ async def test_inline_handlers_run_on_the_agents_own_thread_as_in_ticos_client(t
     finally:
         client.stop()
     assert set(threads) == {f"ticos-agent-{port}"}
+
+
+def test_a_card_that_is_not_there_at_start_is_a_database_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("TICOS_ALLOW_UNMOUNTED_CARD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    statuses: list[dict] = []
+    client = TicosClient(port=free_port(), save_mode=SaveMode.EXTERNAL, tf_root_dir=str(tmp_path / "media" / "CARD"))
+    client.set_message_handler(statuses.append)
+    client.enable_local_storage()
+    assert client.start() is True  # it serves, storing in the fallback database
+    try:
+        _wait(lambda: any(s.get("type") == "health.status" for s in statuses))
+        status = next(s for s in statuses if s.get("type") == "health.status")
+        assert status["code"] == "DATABASE_ERROR" and "not mounted" in status["message"]
+        assert "ticos-fallback.db" in status["message"]
+    finally:
+        client.stop()
+
+
+async def test_a_card_pulled_while_serving_is_a_database_error(tmp_path, monkeypatch):
+    from conftest_storage import loop_card
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    statuses: list[dict] = []
+    with loop_card(tmp_path) as card:
+        port = free_port()
+        client = TicosClient(port=port, save_mode=SaveMode.EXTERNAL, tf_root_dir=str(card.root))
+        client.set_message_handler(statuses.append)
+        client.enable_local_storage()
+        assert client.start() is True
+        try:
+            await _send(port, user_item("item_U1"), transcription("item_U1", "on the card"))
+            await asyncio.sleep(1.2)  # committed to the card
+            assert not [s for s in statuses if s.get("type") == "health.status"]
+            card.pull()
+            await _send(port, user_item("item_U2"), transcription("item_U2", "in the fallback"))
+            await asyncio.to_thread(_wait, lambda: any(s.get("type") == "health.status" for s in statuses), 5.0)
+        finally:
+            client.stop()
+    status = next(s for s in statuses if s.get("type") == "health.status")
+    assert status["code"] == "DATABASE_ERROR" and "no longer mounted" in status["message"]

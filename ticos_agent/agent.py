@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,7 +112,7 @@ class Agent:
     def subscribe(self, topic: str, fn: Callable[..., Any], *, inline: bool = False) -> Callable[[], None]:
         """Low-level registration; topics: ``event:<type>``, ``event:*``, ``function:<name>``,
         ``function:*``, ``motion``, ``emotion``, ``expression`` (``(name, args)`` of every
-        motion/emotion/motion_and_emotion call), ``conversation``."""
+        motion/emotion/motion_and_emotion call), ``conversation``, ``state``, ``storage``."""
         return self.dispatcher.subscribe(topic, fn, inline=inline)
 
     def _register(self, topic: str, fn: Callable[..., Any] | None, inline: bool) -> Any:
@@ -151,6 +152,12 @@ class Agent:
     def on_conversation(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
         """Handler ``fn(item_id, role, content)`` as ticos-client called it."""
         return self._register("conversation", fn, inline)
+
+    def on_storage(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(state, reason)`` when storage turns ``"degraded"`` (the card missing,
+        pulled, read-only or full and rows going to the fallback database, writes failing)
+        and ``"ok"`` again (``reason`` is then ``None``); told at start when it opened degraded."""
+        return self._register("storage", fn, inline)
 
     def on_state(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
         """Handler ``fn(state, previous)`` for every change of the robot's state (idle, listening,
@@ -236,6 +243,7 @@ class Agent:
         self.store = store
         stack.callback(setattr, self, "store", None)
         stack.push_async_callback(self._step, "storage: flushed and closed", store.close)
+        store.on_state = partial(self.dispatcher.emit, "storage")  # told now when it opened degraded
         h = store.health()
         log.info("storage: %s (%s%s)", h["path"], h["mode"], f", degraded: {h['reason']}" if h.get("reason") else "")
 

@@ -25,7 +25,8 @@ stay off unless a ``config`` (path or dict, see :mod:`ticos_agent.config`) asks 
 
 As in ticos-client, failures reach the message handler as ``health.status`` messages
 (``{"type": "health.status", "code": "DATABASE_ERROR" | "EXECUTER_ERROR", "message": ...}``):
-a database that cannot be opened or falls back from the card, a server that cannot start.
+a database that cannot be opened, or that falls back from the card (at start, or later: the
+card pulled, read-only or full), a server that cannot start.
 
 ``SaveMode.EXTERNAL`` stores on the TF card: ``tf_root_dir``, or the card found in the mount
 table. A ``tf_root_dir`` that is a plain folder of the system disk (not a mount point) is
@@ -200,6 +201,14 @@ class TicosClient:
             return from_dict(merge(src, overrides), source="TicosClient(config=dict)")
         return load(src, overrides=overrides)
 
+    def _on_storage(self, state: str, reason: str | None) -> None:
+        if state == "degraded":
+            store = self.agent.store if self.agent is not None else None
+            where = f"; storing in {store.health()['path']}" if store is not None else ""
+            self._status("DATABASE_ERROR", f"TicosClient: storage degraded: {reason}{where}")
+        else:
+            log.info("TicosClient: storage is ok again")
+
     def _status(self, code: str, message: str) -> None:
         """ticos-client's ``health.status`` message, to the message handler (if set)."""
         if (fn := self._handlers["message"]) is not None:
@@ -227,6 +236,7 @@ class TicosClient:
         agent.subscribe("expression", self._on_expression, inline=inline)
         agent.on_function("*", self._on_function, inline=inline)
         agent.on_conversation(self._on_conversation, inline=inline)
+        agent.on_storage(self._on_storage, inline=True)
         ready = threading.Event()
         gave_up = threading.Event()
         failure: list[BaseException] = []
