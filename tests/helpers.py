@@ -8,8 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 
 import aiohttp
+
+
+def db_rows(path, sql: str = "SELECT id, content FROM messages ORDER BY rowid", *, readonly: bool = False) -> list:
+    """What another process reads from the database at ``path`` now (committed rows only);
+    ``[]`` when the table is not there yet. ``readonly`` opens it with ``mode=ro``."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) if readonly else sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 
 import pytest
 from conftest_storage import loop_card
+from helpers import db_rows
 
 from ticos_agent.storage import SaveMode, open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV
@@ -18,14 +18,7 @@ def _real_mounts_only(monkeypatch):
     monkeypatch.delenv(ALLOW_UNMOUNTED_ENV, raising=False)
 
 
-def rows(path, sql="SELECT id, content FROM messages ORDER BY rowid"):
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+rows = db_rows
 
 
 async def until(predicate, timeout=10.0, what="condition"):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from helpers import free_port
+from helpers import db_rows, free_port
 from traces import (
     assistant_turn,
     ev,
@@ -36,13 +36,7 @@ from ticos_agent.storage.store import COMMIT_DELAY, TURN_SETTLE
 
 def visible(db: Path, sql: str) -> list[tuple]:
     """What another process would read now (committed rows only)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+    return db_rows(db, sql, readonly=True)
 
 
 async def commits_now(store) -> int:

@@ -73,8 +73,9 @@ class TextWriter(Writer):
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder: json.dumps(...) makes one per call
 
 
-class JsonLinesWriter(Writer):
-    """One JSON object per row: ``kind`` first, then the row's fields."""
+class DataWriter(Writer):
+    """A machine-readable format: its output holds rows only; notes and problems go to
+    standard error."""
 
     def card(self, label: str, path: str | None, info: list[str], many: bool) -> None:
         for line in info:
@@ -82,6 +83,10 @@ class JsonLinesWriter(Writer):
 
     def problem(self, label: str, text: str) -> None:
         print(f"ticos-agent: {label}: {text}", file=sys.stderr)
+
+
+class JsonLinesWriter(DataWriter):
+    """One JSON object per row: ``kind`` first, then the row's fields."""
 
     def table(self, table: Table) -> None:
         write, encode = self.out.write, _JSON.encode
@@ -94,7 +99,7 @@ class JsonLinesWriter(Writer):
             write(encode(obj) + "\n")
 
 
-class CsvWriter(Writer):
+class CsvWriter(DataWriter):
     """One header (the export columns), then one line per row; a table with other columns
     starts a new header after a blank line."""
 
@@ -102,13 +107,6 @@ class CsvWriter(Writer):
         super().__init__(out)
         self._csv = csv.writer(out, lineterminator="\n")
         self._columns: tuple[str, ...] | None = None
-
-    def card(self, label: str, path: str | None, info: list[str], many: bool) -> None:
-        for line in info:
-            print(f"note: {line}", file=sys.stderr)
-
-    def problem(self, label: str, text: str) -> None:
-        print(f"ticos-agent: {label}: {text}", file=sys.stderr)
 
     def table(self, table: Table) -> None:
         columns = table.columns
