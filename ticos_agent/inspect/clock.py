@@ -19,6 +19,7 @@ from collections import Counter
 
 _FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 _QUARTER_HOUR = 900
+_RECENT_MESSAGES = 5000  # where the messages of the newest events are looked for
 
 
 def parse_local(text: str | None) -> dt.datetime | None:
@@ -94,11 +95,18 @@ def learn(conn: sqlite3.Connection, *, samples: int = 20) -> tuple[Clock, str | 
         rows = conn.execute(
             "SELECT ts, item_id FROM events WHERE id > ? AND type = 'conversation.item.created' "
             "AND item_id IS NOT NULL ORDER BY id DESC LIMIT ?", (int(top[0]) - 20000, samples)).fetchall()
+        # messages have no index on item_id (the writer keeps none): the newest ones, by rowid
+        wanted = {item_id for _, item_id in rows}
+        written: dict[str, str] = {}
+        for item_id, datetime in conn.execute(
+                "SELECT item_id, datetime FROM messages ORDER BY rowid DESC LIMIT ?", (_RECENT_MESSAGES,)):
+            if item_id in wanted:
+                written.setdefault(item_id, datetime)
         votes: Counter[int] = Counter()
         mine: dict[int, int] = {}
         for ts, item_id in rows:
-            found = conn.execute("SELECT datetime FROM messages WHERE item_id = ? LIMIT 1", (item_id,)).fetchone()
-            when = parse_local(found[0]) if found else None
+            found = written.get(item_id)
+            when = parse_local(found) if found else None
             if when is None or not isinstance(ts, (int, float)):
                 continue
             offset = round((calendar.timegm(when.timetuple()) - ts) / _QUARTER_HOUR) * _QUARTER_HOUR
