@@ -47,7 +47,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -67,6 +67,9 @@ from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
 from .life.states import RobotLife
+from .memory.api import Memories
+from .memory.tools import NAMES as MEMORY_TOOLS
+from .memory.tools import MemoryCalls
 from .server import bind, make_app
 from .tools import Toolbox
 from .turns import Turns
@@ -74,6 +77,7 @@ from .turns import Turns
 if TYPE_CHECKING:
     from .actuators import ActuatorSystem
     from .audio import AudioPlayer
+    from .memory.model import Hit, Memory
     from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -90,10 +94,12 @@ class Agent:
         else:
             self.config = load(config)
         self.dispatcher = Dispatcher()
-        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has)  # what the voice agent may call
+        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has,  # what the voice agent may call
+                               memory=self.config.storage.enabled)
         self.counters: Counter[str] = Counter(events=0, errors=0, ignored=0, dispatches=0)
         self.peers = Peers(self.counters)
         self.store: Store | None = None
+        self.memories: Memories | None = None  # remember/recall/forget on the store, while it is open
         self.actuators: ActuatorSystem | None = None
         self.audio: AudioPlayer | None = None
         self.intake: Intake | None = None
@@ -111,7 +117,7 @@ class Agent:
     def subscribe(self, topic: str, fn: Callable[..., Any], *, inline: bool = False) -> Callable[[], None]:
         """Low-level registration; topics: ``event:<type>``, ``event:*``, ``function:<name>``,
         ``function:*``, ``motion``, ``emotion``, ``expression`` (``(name, args)`` of every
-        motion/emotion/motion_and_emotion call), ``conversation``."""
+        motion/emotion/motion_and_emotion call), ``conversation``, ``state``, ``memory``."""
         return self.dispatcher.subscribe(topic, fn, inline=inline)
 
     def _register(self, topic: str, fn: Callable[..., Any] | None, inline: bool) -> Any:
@@ -135,7 +141,11 @@ class Agent:
         With a ``schema`` (the JSON Schema of its arguments, ``{"type": "object", ...}``) or a
         ``description``, the function is also offered to the voice agent as a tool while a
         handler for it is registered (``GET /v1/tools``, ``[tools] announce``; see
-        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``."""
+        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``.
+        A handler for ``remember``, ``recall`` or ``forget`` takes those calls from the built-in
+        memory tools (a warning says so)."""
+        if name in MEMORY_TOOLS and self.config.storage.enabled:
+            log.warning("on_function(%r): this handler takes the calls of the built-in memory tool %r", name, name)
         if schema is not None or description is not None:
             self.toolbox.add(name, schema, description)
         return self._register(f"function:{name}", fn, inline)
@@ -156,6 +166,41 @@ class Agent:
         """Handler ``fn(state, previous)`` for every change of the robot's state (idle, listening,
         thinking, speaking, sleeping)."""
         return self._register("state", fn, inline)
+
+    def on_memory(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(action, payload)`` for every memory stored (``"stored"``, ``{"memory": {...},
+        "via": ...}``) or forgotten (``"forgotten"``, ``{"count", "query", "ids", "everything",
+        "via"}``), whichever path did it: tools, this API, HTTP, generation."""
+        return self._register("memory", fn, inline)
+
+    def emit_memory(self, action: str, payload: dict[str, Any]) -> None:
+        """Tell the ``memory`` handlers of a change made elsewhere (memory generation); see
+        :mod:`ticos_agent.memory.api`."""
+        self.dispatcher.emit("memory", action, payload)
+
+    # --- memories -----------------------------------------------------------------------
+
+    def _memories(self) -> Memories:
+        if self.memories is None:
+            from .errors import StorageError
+
+            raise StorageError("no memories: storage is disabled" if not self.config.storage.enabled
+                               else "no memories: the agent is not running")
+        return self.memories
+
+    async def remember(self, content: str, kind: str = "fact", **fields: Any) -> Memory:
+        """Store a memory (``subject``, ``key``, ``value``, ``confidence``, ``importance``,
+        ``title``, ``source``, ``user_id``); returns it as stored. Bad fields raise
+        :class:`~ticos_agent.errors.BadArguments`, a store that cannot, ``StorageError``."""
+        return await self._memories().remember(content, kind, via="api", **fields)
+
+    async def recall(self, query: str, limit: int = 5, *, messages: bool = True) -> list[Hit]:
+        """What matches ``query``, at most ``limit`` (1..100): memories first, then messages."""
+        return await self._memories().recall(query, limit, messages=messages)
+
+    async def forget(self, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:
+        """Delete the memories matching ``query``, with these ``ids``, or all; returns how many."""
+        return await self._memories().forget(query, ids, everything, via="api")
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -289,9 +334,15 @@ class Agent:
         stack.callback(life.stop)
         if audio is not None:
             intake.add(AudioFeed(audio))
+        memory = None
+        if store is not None:
+            self.memories = Memories(store, self.emit_memory, store)
+            stack.callback(setattr, self, "memories", None)
+            memory = MemoryCalls(self.memories, taken=lambda name: self.dispatcher.has(f"function:{name}"),
+                                 respond_after_recall=self.config.replies.respond_after_recall)
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
                               interrupted=self.turns.interrupted, send=send, spawn=spawn, counters=counters,
-                              reply_outcomes=self.config.replies.function_call_output))
+                              reply_outcomes=self.config.replies.function_call_output, memory=memory))
         intake.add(PeerErrors())
         if store is not None and self.config.storage.event_log:
             intake.add(EventLog(store))
@@ -310,7 +361,8 @@ class Agent:
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
-                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools)
+                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools,
+                       memories=self.memories)
         settings = self.config.server
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=settings.request_timeout)

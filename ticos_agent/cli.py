@@ -4,8 +4,9 @@
 their safe state). ``config`` prints the effective configuration as TOML that can be copied
 into a file (secrets masked unless ``--show-secrets``); ``config --example`` prints a
 commented file with every key, its default and one line of documentation. ``tools`` prints
-the robot's tools as OpenAI Realtime function definitions (``{"tools": [...]}``, as
-``GET /v1/tools`` serves them, which adds the integrator's); what it leaves out goes to stderr.
+the robot's tools and, with storage on, the memory tools as OpenAI Realtime function definitions
+(``{"tools": [...]}``, as ``GET /v1/tools`` serves them, which adds the integrator's); what it
+leaves out goes to stderr.
 ``inspect`` and ``export`` read a database offline (from a TF card on another computer),
 read-only, never changing the card. ``doctor`` checks the environment. ``replay`` sends a
 JSON-lines trace to a running agent.
@@ -123,12 +124,12 @@ def _tools(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from .tools import robot_tools
+    from .tools import Toolbox
 
-    tools, notes = robot_tools(config.actuators)
-    for note in notes:
+    box = Toolbox(config.actuators, lambda topic: False, memory=config.storage.enabled)
+    for note in box.notes:
         print(f"ticos-agent: {note}", file=sys.stderr)
-    print(json.dumps({"tools": tools}, indent=2))
+    print(json.dumps({"tools": box.tools()}, indent=2))
     return 0
 
 
