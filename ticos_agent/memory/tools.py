@@ -59,7 +59,7 @@ REMEMBER = ("Remember something worth keeping about the people you talk to or wh
             "(\"The user's name is Lin.\", \"Lin likes dinosaurs.\") or an episode (a moment worth "
             "remembering). Write it as one clear sentence that makes sense on its own later.")
 RECALL = ("Search what you remember (and what was said before) before you answer a question about the "
-          "past, the user or their preferences. Returns the best matches, newest facts included.")
+          "past, the user or their preferences. Returns the best matches, memories first.")
 FORGET = ("Forget the memories that match a query, when the user asks you to forget something "
           "(\"forget what I told you about my sister\"). Returns how many were forgotten.")
 
