@@ -18,6 +18,9 @@ Native asyncio API::
         async with agent:               # start in order, stop in reverse
             await agent.wait_closed()
 
+What the robot remembers: ``await agent.remember(...)``, ``agent.recall(...)``,
+``agent.forget(...)`` (:mod:`ticos_agent.memory.methods`), and ``agent.on_memory(fn)``.
+
 Every registration returns its unsubscribe function (the decorator form returns the
 function itself; use ``agent.subscribe(...)`` for the unsubscribe function). Sync handlers
 run on one worker thread in arrival order, async ones as tasks; a handler that raises is
@@ -47,7 +50,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,6 +71,7 @@ from .health import build_health
 from .intake import Intake
 from .life.states import RobotLife
 from .memory.api import Memories
+from .memory.methods import MemoryMethods
 from .memory.tools import NAMES as MEMORY_TOOLS
 from .memory.tools import MemoryCalls
 from .server import bind, make_app
@@ -77,7 +81,6 @@ from .turns import Turns
 if TYPE_CHECKING:
     from .actuators import ActuatorSystem
     from .audio import AudioPlayer
-    from .memory.model import Hit, Memory
     from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Agent:
+class Agent(MemoryMethods):
     def __init__(self, config: Config | dict[str, Any] | str | Path | None = None):
         if isinstance(config, Config):
             self.config = config
@@ -178,29 +181,8 @@ class Agent:
         :mod:`ticos_agent.memory.api`."""
         self.dispatcher.emit("memory", action, payload)
 
-    # --- memories -----------------------------------------------------------------------
-
-    def _memories(self) -> Memories:
-        if self.memories is None:
-            from .errors import StorageError
-
-            raise StorageError("no memories: storage is disabled" if not self.config.storage.enabled
-                               else "no memories: the agent is not running")
-        return self.memories
-
-    async def remember(self, content: str, kind: str = "fact", **fields: Any) -> Memory:
-        """Store a memory (``subject``, ``key``, ``value``, ``confidence``, ``importance``,
-        ``title``, ``source``, ``user_id``); returns it as stored. Bad fields raise
-        :class:`~ticos_agent.errors.BadArguments`, a store that cannot, ``StorageError``."""
-        return await self._memories().remember(content, kind, via="api", **fields)
-
-    async def recall(self, query: str, limit: int = 5, *, messages: bool = True) -> list[Hit]:
-        """What matches ``query``, at most ``limit`` (1..100): memories first, then messages."""
-        return await self._memories().recall(query, limit, messages=messages)
-
-    async def forget(self, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:
-        """Delete the memories matching ``query``, with these ``ids``, or all; returns how many."""
-        return await self._memories().forget(query, ids, everything, via="api")
+    def _memory_off(self) -> str:
+        return "storage is disabled" if not self.config.storage.enabled else "the agent is not running"
 
     # --- lifecycle ----------------------------------------------------------------------
 
