@@ -44,7 +44,7 @@ EmitMemory = Callable[[str, dict[str, Any]], None]
 
 MAX_FIELD = 200  # characters of subject, key, value, title, source, user_id
 MAX_QUERY = 500  # characters of a search or forget query
-MAX_LIMIT = 100  # hits of one search
+MAX_LIMIT = 50  # hits of one search
 TEXT_FIELDS = ("subject", "key", "value", "title", "source", "user_id")
 UNIT_FIELDS = ("confidence", "importance")
 FIELDS = frozenset(("content", "kind", *TEXT_FIELDS, *UNIT_FIELDS))
@@ -191,8 +191,8 @@ class Memories:
 
     async def forget(self, query: Any = None, ids: Sequence[Any] = (), everything: bool = False, *,
                      via: str = "api") -> int:
-        """Delete the memories matching ``query``, with these ``ids``, or all; returns how many.
-        Asking for nothing (no query, no ids, not everything) is refused."""
+        """Delete the memories matching ``query``, with these ``ids``, or all (exactly one of
+        them); returns how many."""
         text = text_field(query, "query", most=MAX_QUERY)
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
             raise BadArguments(f"ids must be a list of whole numbers, got {_kind_of(ids)}", field="ids")
@@ -203,11 +203,12 @@ class Memories:
             numbers.append(i)
         if not isinstance(everything, bool):
             raise BadArguments(f"everything must be true or false, got {_kind_of(everything)}", field="everything")
-        if everything and (text is not None or numbers):
-            raise BadArguments("everything forgets every memory: give it alone, without a query or ids",
-                               field="everything")
-        if not everything and text is None and not numbers:
-            raise BadArguments("say what to forget: a query, ids, or everything=True", field="query")
+        given = [what for what, on in (("query", text is not None), ("ids", bool(numbers)),
+                                       ("everything", everything)) if on]
+        if len(given) != 1:
+            got = f" (got {' and '.join(given)})" if given else ""
+            raise BadArguments(f"say what to forget with exactly one of: a query, ids, everything=True{got}",
+                               field=given[-1] if given else "query")
         count = await self._store.forget(query=text, ids=numbers, everything=everything)
         log.info("memory: forgot %d memor%s via %s%s", count, "y" if count == 1 else "ies", via,
                  " (everything)" if everything else "")

@@ -37,7 +37,7 @@ class MemoryMethods:
         return await self._memories().remember(content, kind, via="api", **fields)
 
     async def recall(self, query: str, limit: int = 5, *, messages: bool = True) -> list[Hit]:
-        """What matches ``query``, at most ``limit`` (1..100): memories first, best first, then
+        """What matches ``query``, at most ``limit`` (1..50): memories first, best first, then
         (``messages``) what was said."""
         return await self._memories().recall(query, limit, messages=messages)
 

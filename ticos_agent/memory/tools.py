@@ -19,7 +19,7 @@ schema does not name are ignored (and noted). Outcomes::
     remember  {"status": "done", "reason": null, "id": 7, "kind": "fact", "content": "..."}
     recall    {"status": "done", "reason": null, "query": "name", "count": 1,
                "found": ["memory (fact, 2025-05-01 10:00:00): The user's name is Lin."]}
-    forget    {"status": "done", "reason": null, "query": "dinosaurs", "forgotten": 2}
+    forget    {"status": "done", "reason": null, "forgotten": 2}
     any       {"status": "failed", "reason": "storage: ...", ...}
 
 ``recall``'s outcome always goes back as the call's ``function_call_output`` (the model asked
@@ -195,4 +195,4 @@ class MemoryCalls:
                 out["note"] = "nothing remembered matches that"
             return out
         count = await memories.forget(args.query, via="tool")
-        return {"status": "done", "reason": None, "query": args.query, "forgotten": count}
+        return {"status": "done", "reason": None, "forgotten": count}  # the query is not kept: it was forgotten
