@@ -11,7 +11,7 @@ import pytest
 from helpers import agent_config, free_port, wait_for
 
 from ticos_agent import Agent, TicosClient
-from ticos_agent.errors import BadArguments, StorageError, TicosError
+from ticos_agent.errors import BadMemory, StorageError, TicosError
 from ticos_agent.memory.api import stored_payload
 from ticos_agent.memory.model import Hit, Memory
 
@@ -25,7 +25,7 @@ async def test_remember_recall_forget_and_the_memory_topic(agent):
     trip = await agent.remember("  We went to the zoo and saw a giraffe.  ", "episode", title="Zoo",
                                 importance=0.7)
     assert trip.content == "We went to the zoo and saw a giraffe." and trip.title == "Zoo"
-    summary = await agent.remember("Lin is seven and likes giraffes.", "long_term")
+    summary = await agent.remember("Lin is seven; her favourite animal is the giraffe.", "long_term")
     assert summary.kind == "long_term"
 
     hits = await agent.recall("giraffe", limit=5)
@@ -50,7 +50,7 @@ async def test_remember_recall_forget_and_the_memory_topic(agent):
     unsubscribe()
     await agent.remember("after unsubscribe")
     await asyncio.sleep(0.1)
-    assert len(changes) == 6 and changes[5][1]["everything"] is True
+    assert [a for a, _ in changes[5:]] == ["stored", "forgotten"] and changes[6][1]["everything"] is True
 
 
 async def test_recall_puts_memories_before_messages(agent, connect):
@@ -84,7 +84,7 @@ async def test_recall_puts_memories_before_messages(agent, connect):
     (lambda a: a.forget(ids=3), "ids", "a list"),
 ])
 async def test_bad_fields_raise_bad_arguments_naming_the_field(agent, call, field, words):
-    with pytest.raises(BadArguments) as info:
+    with pytest.raises(BadMemory) as info:
         await call(agent)
     assert info.value.field == field and words in str(info.value)
     assert isinstance(info.value, TicosError) and isinstance(info.value, ValueError)
@@ -158,7 +158,7 @@ def test_ticos_client_remembers_recalls_forgets_from_its_own_thread(tmp_path):
         assert isinstance(memory, Memory) and memory.subject == "user"
         hits = client.recall("Lin", limit=3)
         assert hits[0].text == "The user's name is Lin." and hits[0].source == "memory"
-        with pytest.raises(BadArguments):
+        with pytest.raises(BadMemory):
             client.remember("")
         assert client.forget(query="Lin") == 1
         assert client.forget(ids=[memory.id]) == 0

@@ -133,6 +133,14 @@ async def test_bad_arguments_are_a_failed_outcome_sent_back_naming_the_field(age
         assert out["status"] == "failed" and out["field"] == field and words in out["reason"], (name, args, out)
         row = await stored_call(agent, f"call_{n}")
         assert row["status"] == "failed" and words in json.dumps(row["result"])
+    # the store's own check: a query without a word to look for; recall's answer is followed by response.create
+    await peer.send(function_call_done("resp_w", "call_w", "recall", {"query": "?!"}))
+    out = await output_of(peer, "call_w")
+    assert out["status"] == "failed" and out["field"] == "query" and "no word" in out["reason"]
+    assert (await peer.receive_json())["type"] == "response.create"
+    await peer.send(function_call_done("resp_w2", "call_w2", "forget", {"query": "..."}))
+    out = await output_of(peer, "call_w2")  # sent although [replies] is off: the model can correct it
+    assert out["status"] == "failed" and out["field"] == "query"
     # arguments that are not JSON at all
     await peer.send(function_call_done("resp_x", "call_x", "remember", "{not json"))
     out = await output_of(peer, "call_x")
@@ -212,7 +220,7 @@ async def test_an_integrators_own_handler_takes_the_name(tmp_path, connect, capl
     got = []
     agent.on_function("recall", lambda call: got.append(call.arguments) or {"answer": "from my own store"},
                       schema={"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
-    agent.on_function("*", lambda call: got.append(("*", call.name)))  # "*" never takes a memory tool
+    agent.on_function("*", lambda call: got.append(("*", call.name)))
     assert "takes the calls of the built-in memory tool 'recall'" in caplog.text
     async with agent:
         tools = {t["name"]: t for t in agent.toolbox.tools()}
@@ -221,11 +229,12 @@ async def test_an_integrators_own_handler_takes_the_name(tmp_path, connect, capl
         peer = await connect(agent)
         await peer.send(function_call_done("resp_1", "call_1", "recall", {"q": "anything"}))
         out = await output_of(peer, "call_1")
-        assert out["result"] == {"answer": "from my own store"} and got == [{"q": "anything"}]
+        # now an integrator's function like any other: function:* handlers see it too
+        assert out["result"] == {"answer": "from my own store"} and got == [{"q": "anything"}, ("*", "recall")]
         await peer.no_reply(0.2)  # the integrator's function: no response.create from the memory tools
         await peer.send(function_call_done("resp_2", "call_2", "remember", {"content": "Lin waves."}))
         assert (await output_of(peer, "call_2"))["id"] >= 1  # the built-in remember still
-        assert got == [{"q": "anything"}]
+        assert got == [{"q": "anything"}, ("*", "recall")]  # "*" never takes a built-in memory tool
 
 
 async def test_no_storage_no_memory_tools(tmp_path, connect):

@@ -82,15 +82,15 @@ class MemoryArguments(Protocol):
 class MemoryRouter(Protocol):
     """What the calls need of the memory tools (:class:`ticos_agent.memory.tools.MemoryCalls`)."""
 
-    respond_after_recall: bool
-
     def handles(self, name: str) -> bool: ...
 
     def arguments(self, call: FunctionCall) -> MemoryArguments: ...
 
     def survives_interruption(self, name: str) -> bool: ...
 
-    def always_answered(self, name: str) -> bool: ...
+    def always_answered(self, name: str, outcome: dict[str, Any]) -> bool: ...
+
+    def respond_after(self, name: str) -> bool: ...
 
     def run(self, args: Any) -> Awaitable[dict[str, Any]]: ...
 
@@ -258,10 +258,11 @@ class CallIntake:
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        answered = memory is not None and memory.always_answered(call.name) and result.get("status") != "dropped"
+        answered = memory is not None and result.get("status") != "dropped" and \
+            memory.always_answered(call.name, result)
         if answered or self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
             await self._send(function_call_output(call.call_id, result), peer)
-            if answered and memory is not None and memory.respond_after_recall:
+            if memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name):
                 await self._send(response_create(), peer)
 
 

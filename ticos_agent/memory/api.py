@@ -17,7 +17,7 @@ Fields (:func:`memory_fields`): ``content`` a non-empty string of at most
 :data:`~.model.KINDS` (default ``fact``); ``subject``, ``key``, ``value``, ``title``,
 ``source``, ``user_id`` strings of at most :data:`MAX_FIELD` characters; ``confidence`` and
 ``importance`` numbers from 0 to 1. A value that breaks a rule raises
-:class:`~ticos_agent.errors.BadArguments` naming the field; an unknown field too.
+:class:`~ticos_agent.errors.BadMemory` naming the field; an unknown field too.
 
 :meth:`Memories.recall` puts what the robot remembers first: the memories that match, best
 first, then (``messages=True``) the messages that match, up to ``limit`` in all.
@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..errors import BadArguments, StorageError
+from ..errors import BadMemory, StorageError
 from .model import KINDS, MAX_CONTENT, Hit, Memory, MemoryStore
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,17 @@ def text_field(value: Any, name: str, *, most: int, required: bool = False) -> s
     """A string field, stripped; ``None`` when absent (refused when ``required``)."""
     if value is None:
         if required:
-            raise BadArguments(f"{name} is required", field=name)
+            raise BadMemory(f"{name} is required", field=name)
         return None
     if not isinstance(value, str):
-        raise BadArguments(f"{name} must be a string, got {_kind_of(value)}", field=name)
+        raise BadMemory(f"{name} must be a string, got {_kind_of(value)}", field=name)
     text: str = value.strip()
     if not text:
         if required:
-            raise BadArguments(f"{name} must not be empty", field=name)
+            raise BadMemory(f"{name} must not be empty", field=name)
         return None
     if len(text) > most:
-        raise BadArguments(f"{name} is longer than {most} characters ({len(text)})", field=name)
+        raise BadMemory(f"{name} is longer than {most} characters ({len(text)})", field=name)
     return text
 
 
@@ -100,10 +100,10 @@ def unit_field(value: Any, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadArguments(f"{name} must be a number from 0 to 1, got {_kind_of(value)}", field=name)
+        raise BadMemory(f"{name} must be a number from 0 to 1, got {_kind_of(value)}", field=name)
     number = float(value)
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise BadArguments(f"{name} must be a number from 0 to 1, got {value!r}", field=name)
+        raise BadMemory(f"{name} must be a number from 0 to 1, got {value!r}", field=name)
     return number
 
 
@@ -111,7 +111,7 @@ def kind_field(value: Any, kinds: Sequence[str] = KINDS, default: str = "fact") 
     if value is None:
         return default
     if not isinstance(value, str) or value not in kinds:
-        raise BadArguments(f"kind must be one of {', '.join(kinds)}, got {value!r}", field="kind")
+        raise BadMemory(f"kind must be one of {', '.join(kinds)}, got {value!r}", field="kind")
     return value
 
 
@@ -122,19 +122,19 @@ def limit_field(value: Any, *, default: int, most: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadArguments(f"limit must be a whole number from 1 to {most}, got {_kind_of(value)} {value!r}",
+        raise BadMemory(f"limit must be a whole number from 1 to {most}, got {_kind_of(value)} {value!r}",
                            field="limit")
     if not 1 <= value <= most:
-        raise BadArguments(f"limit must be from 1 to {most}, got {value}", field="limit")
+        raise BadMemory(f"limit must be from 1 to {most}, got {value}", field="limit")
     return value
 
 
 def memory_fields(data: Mapping[str, Any], *, kinds: Sequence[str] = KINDS,
                   allowed: frozenset[str] = FIELDS) -> tuple[str, str, dict[str, Any]]:
-    """``(kind, content, other fields)`` from a JSON object; raises :class:`BadArguments`."""
+    """``(kind, content, other fields)`` from a JSON object; raises :class:`BadMemory`."""
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
-        raise BadArguments(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
+        raise BadMemory(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
                            f"{', '.join(sorted(allowed))}", field=unknown[0])
     content = text_field(data.get("content"), "content", most=MAX_CONTENT, required=True)
     assert content is not None
@@ -195,19 +195,19 @@ class Memories:
         them); returns how many."""
         text = text_field(query, "query", most=MAX_QUERY)
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise BadArguments(f"ids must be a list of whole numbers, got {_kind_of(ids)}", field="ids")
+            raise BadMemory(f"ids must be a list of whole numbers, got {_kind_of(ids)}", field="ids")
         numbers = []
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, int):
-                raise BadArguments(f"ids must be whole numbers, got {_kind_of(i)} {i!r}", field="ids")
+                raise BadMemory(f"ids must be whole numbers, got {_kind_of(i)} {i!r}", field="ids")
             numbers.append(i)
         if not isinstance(everything, bool):
-            raise BadArguments(f"everything must be true or false, got {_kind_of(everything)}", field="everything")
+            raise BadMemory(f"everything must be true or false, got {_kind_of(everything)}", field="everything")
         given = [what for what, on in (("query", text is not None), ("ids", bool(numbers)),
                                        ("everything", everything)) if on]
         if len(given) != 1:
             got = f" (got {' and '.join(given)})" if given else ""
-            raise BadArguments(f"say what to forget with exactly one of: a query, ids, everything=True{got}",
+            raise BadMemory(f"say what to forget with exactly one of: a query, ids, everything=True{got}",
                                field=given[-1] if given else "query")
         count = await self._store.forget(query=text, ids=numbers, everything=everything)
         log.info("memory: forgot %d memor%s via %s%s", count, "y" if count == 1 else "ies", via,

@@ -2,7 +2,7 @@
 
 A mixin of :class:`ticos_agent.agent.Agent` (kept here so the agent module stays about wiring);
 each method goes through the agent's :class:`~.api.Memories`, which exists while the agent
-runs with storage on. Bad fields raise :class:`~ticos_agent.errors.BadArguments` naming the
+runs with storage on. Bad fields raise :class:`~ticos_agent.errors.BadMemory` naming the
 field; no storage, or a store that cannot, :class:`~ticos_agent.errors.StorageError`.
 
 Thread and timing: coroutines of the agent's loop; each awaits the store.

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from ..errors import BadArguments, StorageError
+from ..errors import BadMemory, StorageError
 from .api import MAX_LIMIT, Memories
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _whole(request: web.Request, name: str, default: int, lo: int, hi: int) -> i
 async def _storage(coro: Any) -> Any:
     try:
         return await coro
-    except BadArguments as exc:
+    except BadMemory as exc:
         _error(web.HTTPBadRequest, "bad_field", str(exc), exc.field)
     except StorageError as exc:
         log.warning("memory route: storage failed: %s", exc)
@@ -98,16 +98,22 @@ async def get_memories(request: web.Request) -> web.Response:
     return web.json_response({"query": query, "limit": limit, "hits": [h.as_dict() for h in hits]})
 
 
+def _too_large(size: int) -> NoReturn:
+    text = json.dumps({"error": {"code": "too_large", "message": f"body is larger than {MAX_BODY} bytes"}})
+    raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=size, text=text,
+                                        content_type="application/json")
+
+
 async def _body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
-        _error(web.HTTPRequestEntityTooLarge, "too_large", f"body is larger than {MAX_BODY} bytes")
+        _too_large(request.content_length)
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(MAX_BODY + 1 - size):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_BODY:
-            _error(web.HTTPRequestEntityTooLarge, "too_large", f"body is larger than {MAX_BODY} bytes")
+            _too_large(size)
     return b"".join(chunks)
 
 

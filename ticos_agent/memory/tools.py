@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadArguments, StorageError
+from ..errors import BadArguments, BadMemory, StorageError
 from ..events import FunctionCall
 from .api import MAX_FIELD, MAX_QUERY, Memories, kind_field, limit_field, text_field, unit_field
 from .model import MAX_CONTENT, Hit
@@ -112,6 +112,13 @@ _KNOWN = {"remember": {"content", "kind", "subject", "importance"}, "recall": {"
 
 def memory_args(name: str, args: dict[str, Any]) -> MemoryArgs:
     """Check a memory call's arguments; raises :class:`BadArguments` naming the field."""
+    try:
+        return _memory_args(name, args)
+    except BadMemory as exc:
+        raise BadArguments(f"{name}: {exc}", field=exc.field) from None
+
+
+def _memory_args(name: str, args: dict[str, Any]) -> MemoryArgs:
     extra = sorted(str(k) for k in args if k not in _KNOWN[name])
     notes = (f"ignored argument(s) {', '.join(extra)}",) if extra else ()
     if name == "remember":
@@ -163,15 +170,20 @@ class MemoryCalls:
         return name != "recall"
 
     @staticmethod
-    def always_answered(name: str) -> bool:
-        return name == "recall"
+    def always_answered(name: str, outcome: dict[str, Any]) -> bool:
+        """recall's outcome, and any that names a field to correct."""
+        return name == "recall" or "field" in outcome
+
+    def respond_after(self, name: str) -> bool:
+        """Whether a ``response.create`` follows this tool's output."""
+        return name == "recall" and self.respond_after_recall
 
     async def run(self, args: MemoryArgs) -> dict[str, Any]:
         """Carry out one call and return its outcome; never raises."""
         try:
             out = await self._run(args)
-        except BadArguments as exc:  # the store's own check (a query it cannot search, say)
-            out = {"status": "failed", "reason": str(exc), "field": exc.field}
+        except BadMemory as exc:  # the store's own check (a query without a word to search for, say)
+            out = {"status": "failed", "reason": f"{args.name}: {exc}", "field": exc.field}
         except StorageError as exc:
             log.warning("memory: %s failed: %s", args.name, exc)
             out = {"status": "failed", "reason": f"storage: {exc}"}
