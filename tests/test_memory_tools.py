@@ -249,6 +249,20 @@ async def test_no_storage_no_memory_tools(tmp_path, connect):
             await agent.recall("x")
 
 
+def test_cli_tools_offers_the_memory_tools_only_with_storage(tmp_path):
+    from test_tools import cli
+
+    out = cli("tools")
+    assert out.returncode == 0 and out.stderr == ""
+    assert json.loads(out.stdout)["tools"][3:] == memory_tools()
+    cfg = tmp_path / "off.toml"
+    cfg.write_text("[storage]\nenabled = false\n")
+    out = cli("tools", "--config", str(cfg))
+    assert out.returncode == 0
+    assert [t["name"] for t in json.loads(out.stdout)["tools"]] == ["motion", "emotion", "motion_and_emotion"]
+    assert "storage is off: the memory tools (remember, recall, forget) are not offered" in out.stderr
+
+
 def test_the_schemas_take_what_the_checks_take():
     """A value the schema allows is taken; one it refuses is refused (tools test's checker)."""
     schemas = {t["name"]: t["parameters"] for t in memory_tools()}
