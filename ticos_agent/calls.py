@@ -195,13 +195,15 @@ class CallIntake:
                 remembering = memory.arguments(call)
         except BadArguments as exc:
             counters["rejected_calls"] += 1
-            failed = {"status": "failed", "reason": str(exc)}
+            failed: dict[str, Any] = {"status": "failed", "reason": str(exc)}
+            if memory is not None:
+                failed["field"] = exc.field
             self._record(item, response_id, peer, "failed", failed)
             log.warning("function call %s (%s) rejected: %s", peer_text(name), peer_text(call_id), exc)
             if memory is None or not isinstance(call_id, str):
                 raise
             # the model called one of the robot's memory tools: tell it what to correct
-            self._spawn(self._send(function_call_output(call_id, {**failed, "field": exc.field}), peer))
+            self._spawn(self._send(function_call_output(call_id, failed), peer))
             return
         why = self._interrupted(response_id)
         if why is not None and memory is not None and memory.survives_interruption(call.name):
