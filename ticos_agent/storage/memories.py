@@ -49,8 +49,9 @@ from .writes import Params
 
 #: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
 _FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
-_SELECT = "id, type, content, datetime, " + ", ".join(_FIELDS)
-SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_FIELDS) + ") "
+_COLUMNS = tuple("source_id" if f == "source" else f for f in _FIELDS)
+_SELECT = "id, type, content, datetime, " + ", ".join(_COLUMNS)
+SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_COLUMNS) + ") "
                 "VALUES (" + ", ".join("?" * (3 + len(_FIELDS))) + ")")
 #: Messages that are over (what summaries, session_config and priming take).
 FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "

@@ -14,8 +14,10 @@ appended, so a table's rowid order is its time order, and a time range becomes a
 found by binary search (about 25 point reads). Rows whose time is out of that order (a clock
 set back) are still filtered exactly by their time but may be missed by the range. Sessions use
 the writer's session indexes; ``grep`` uses an FTS5 index over ``messages`` when the database
-has one (``content='messages'``), a scan otherwise. The agent's index covers the messages up
-to its mark (see :mod:`.fts`): the rows above it are scanned.
+has one made by someone else (``content='messages'``), a scan otherwise. ``grep`` finds its
+text anywhere, inside words too, which a word index cannot promise: the agent's own index
+(:mod:`.fts`, recognised by its mark, the messages it covers) serves searches by words
+(``Store.recall``) and is not used here.
 """
 
 from __future__ import annotations
@@ -299,8 +301,8 @@ class Finder:
         return self._fts[0]
 
     def fts_mark(self) -> int | None:
-        """The highest message rowid the agent's index holds (``ticos_state``), or ``None``
-        when the index is taken to hold every message (one made by someone else)."""
+        """The highest message rowid the agent's own index holds (``ticos_state``), or ``None``
+        when there is no index or it was made by someone else."""
         if self._fts_mark is None:
             mark = None
             if self.fts_index() is not None:
@@ -416,15 +418,10 @@ class Finder:
             texts = [c for c in kind.text if c in cols]
             if not texts:
                 return None
-            fts = self.fts_index() if kind is MESSAGES and re.search(r"\w", w.grep) else None
+            fts = self.fts_index() if kind is MESSAGES and re.search(r"\w", w.grep) and self.fts_mark() is None \
+                else None
             if fts is not None:
-                found = f"rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)"
-                mark = self.fts_mark()
-                if mark is not None:
-                    clauses.append(f"(rowid > ? OR {found})")
-                    params.append(mark)
-                else:
-                    clauses.append(found)
+                clauses.append(f"rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)")
                 params.append('"' + w.grep.replace('"', '""') + '"*')
             clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in texts) + ")")
             params += [_like(w.grep)] * len(texts)
