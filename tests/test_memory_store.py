@@ -345,7 +345,8 @@ async def test_memories_and_the_mark_survive_the_fallback_and_the_merge(tmp_path
         await until(lambda: store.health()["mode"] == "external" and store.health()["state"] == "ok",
                     what="merged back onto the card")
         assert fact.id
-        assert rows(card_db, "SELECT content, subject, key, value, confidence, source_id FROM memories ORDER BY id") == [
+        got = rows(card_db, "SELECT content, subject, key, value, confidence, source_id FROM memories ORDER BY id")
+        assert got == [
             ("Card fact before the loss.", None, None, None, None, None),
             ("Lin's kite is red.", "user", "kite", "red", 0.8, before[0])]
         assert rows(card_db, "SELECT value FROM ticos_state WHERE name = 'summarised'") == [(int(spoken[0]),)]
