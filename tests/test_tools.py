@@ -109,7 +109,8 @@ def test_cli_prints_the_simulated_robots_tools_with_the_configured_tags():
     out = cli("tools")
     assert out.returncode == 0, out.stderr
     tools = _tools(out.stdout)
-    assert list(tools) == ["motion", "emotion", "motion_and_emotion"]
+    # storage is on by default: the memory tools follow the robot's (tests/test_memory_tools.py)
+    assert list(tools) == ["motion", "emotion", "motion_and_emotion", "remember", "recall", "forget"]
     robot = load().actuators
     motion, emotion, both = (tools[n]["parameters"] for n in ("motion", "emotion", "motion_and_emotion"))
     assert motion["properties"]["motion_tag"]["enum"] == sorted(robot.motions)
@@ -287,14 +288,15 @@ async def test_get_v1_tools_serves_the_robots_and_the_integrators_tools(tmp_path
             assert resp.status == 200
             body = await resp.json()
         names = [t["name"] for t in body["tools"]]
-        assert names == ["motion", "emotion", "motion_and_emotion", "get_weather", "get_battery"]
-        assert body["tools"][3]["parameters"] == WEATHER
-        assert body["tools"][4]["parameters"] == {"type": "object", "properties": {}}
+        assert names == ["motion", "emotion", "motion_and_emotion", "remember", "recall", "forget", "get_weather",
+                         "get_battery"]
+        assert body["tools"][6]["parameters"] == WEATHER
+        assert body["tools"][7]["parameters"] == {"type": "object", "properties": {}}
         assert body["tools"][:3] == robot_tools(agent.config.actuators)[0]
         assert body == {"tools": agent.toolbox.tools()}
         unsubscribe()  # no handler for get_battery any more: it is not offered
         async with http.get(url) as resp:
-            assert [t["name"] for t in (await resp.json())["tools"]][3:] == ["get_weather"]
+            assert [t["name"] for t in (await resp.json())["tools"]][6:] == ["get_weather"]
         # behind the same guard as every route
         async with http.get(url, headers={"Origin": "http://evil.example"}) as resp:
             assert resp.status == 403
@@ -328,7 +330,7 @@ async def test_announce_sends_every_tool_on_connect_and_after_session_created(tm
         assert first["type"] == "session.update" and first["event_id"].startswith("event_ticos_")
         assert first["session"] == {"tools": agent.toolbox.tools()}  # beta shape: only the tools
         assert [t["name"] for t in first["session"]["tools"]] == ["motion", "emotion", "motion_and_emotion",
-                                                                  "get_weather"]
+                                                                  "remember", "recall", "forget", "get_weather"]
         # a GA session: the same tools, with the session type the GA API requires
         await peer.send(_ga_session_created("sess_ga"))
         again = await peer.receive_json()
@@ -350,7 +352,7 @@ async def test_announce_ga_shape_from_the_first_frame(tmp_path, connect):
     async with Agent(agent_config(tmp_path, tools={"announce": True, "api": "ga"})) as agent:
         peer = await connect(agent)
         update = await peer.receive_json()
-        assert update["session"]["type"] == "realtime" and len(update["session"]["tools"]) == 3
+        assert update["session"]["type"] == "realtime" and len(update["session"]["tools"]) == 6
         await peer.send(session_created("sess_beta"))  # a fixed api is kept
         assert (await peer.receive_json())["session"]["type"] == "realtime"
 

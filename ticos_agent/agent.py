@@ -18,6 +18,9 @@ Native asyncio API::
         async with agent:               # start in order, stop in reverse
             await agent.wait_closed()
 
+What the robot remembers: ``await agent.remember(...)``, ``agent.recall(...)``,
+``agent.forget(...)`` (:mod:`ticos_agent.memory.methods`), and ``agent.on_memory(fn)``.
+
 Every registration returns its unsubscribe function (the decorator form returns the
 function itself; use ``agent.subscribe(...)`` for the unsubscribe function). Sync handlers
 run on one worker thread in arrival order, async ones as tasks; a handler that raises is
@@ -68,6 +71,10 @@ from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
 from .life.states import RobotLife
+from .memory.api import Memories
+from .memory.methods import MemoryMethods
+from .memory.tools import NAMES as MEMORY_TOOLS
+from .memory.tools import MemoryCalls
 from .server import bind, make_app
 from .tools import Toolbox
 from .turns import Turns
@@ -82,7 +89,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Agent:
+class Agent(MemoryMethods):
     def __init__(self, config: Config | dict[str, Any] | str | Path | None = None):
         if isinstance(config, Config):
             self.config = config
@@ -91,10 +98,12 @@ class Agent:
         else:
             self.config = load(config)
         self.dispatcher = Dispatcher()
-        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has)  # what the voice agent may call
+        self.toolbox = Toolbox(self.config.actuators, self.dispatcher.has,  # what the voice agent may call
+                               memory=self.config.storage.enabled)
         self.counters: Counter[str] = Counter(events=0, errors=0, ignored=0, dispatches=0)
         self.peers = Peers(self.counters)
         self.store: Store | None = None
+        self.memories: Memories | None = None  # remember/recall/forget on the store, while it is open
         self.actuators: ActuatorSystem | None = None
         self.audio: AudioPlayer | None = None
         self.intake: Intake | None = None
@@ -112,7 +121,7 @@ class Agent:
     def subscribe(self, topic: str, fn: Callable[..., Any], *, inline: bool = False) -> Callable[[], None]:
         """Low-level registration; topics: ``event:<type>``, ``event:*``, ``function:<name>``,
         ``function:*``, ``motion``, ``emotion``, ``expression`` (``(name, args)`` of every
-        motion/emotion/motion_and_emotion call), ``conversation``, ``state``, ``storage``."""
+        motion/emotion/motion_and_emotion call), ``conversation``, ``state``, ``storage``, ``memory``."""
         return self.dispatcher.subscribe(topic, fn, inline=inline)
 
     def _register(self, topic: str, fn: Callable[..., Any] | None, inline: bool) -> Any:
@@ -136,7 +145,11 @@ class Agent:
         With a ``schema`` (the JSON Schema of its arguments, ``{"type": "object", ...}``) or a
         ``description``, the function is also offered to the voice agent as a tool while a
         handler for it is registered (``GET /v1/tools``, ``[tools] announce``; see
-        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``."""
+        :mod:`ticos_agent.tools`). A schema that is not an object's raises ``ValueError``.
+        A handler for ``remember``, ``recall`` or ``forget`` takes those calls from the built-in
+        memory tools (a warning says so)."""
+        if name in MEMORY_TOOLS and self.config.storage.enabled:
+            log.warning("on_function(%r): this handler takes the calls of the built-in memory tool %r", name, name)
         if schema is not None or description is not None:
             self.toolbox.add(name, schema, description)
         return self._register(f"function:{name}", fn, inline)
@@ -163,6 +176,20 @@ class Agent:
         """Handler ``fn(state, previous)`` for every change of the robot's state (idle, listening,
         thinking, speaking, sleeping)."""
         return self._register("state", fn, inline)
+
+    def on_memory(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(action, payload)`` for every memory stored (``"stored"``, ``{"memory": {...},
+        "via": ...}``) or forgotten (``"forgotten"``, ``{"count", "query", "ids", "everything",
+        "via"}``), whichever path did it: tools, this API, HTTP, generation."""
+        return self._register("memory", fn, inline)
+
+    def emit_memory(self, action: str, payload: dict[str, Any]) -> None:
+        """Tell the ``memory`` handlers of a change made elsewhere (memory generation); see
+        :mod:`ticos_agent.memory.api`."""
+        self.dispatcher.emit("memory", action, payload)
+
+    def _memory_off(self) -> str:
+        return "storage is disabled" if not self.config.storage.enabled else "the agent is not running"
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -297,9 +324,15 @@ class Agent:
         stack.callback(life.stop)
         if audio is not None:
             intake.add(AudioFeed(audio))
+        memory = None
+        if store is not None:
+            self.memories = Memories(store, self.emit_memory, store)
+            stack.callback(setattr, self, "memories", None)
+            memory = MemoryCalls(self.memories, taken=lambda name: self.dispatcher.has(f"function:{name}"),
+                                 respond_after_recall=self.config.replies.respond_after_recall)
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
                               interrupted=self.turns.interrupted, send=send, spawn=spawn, counters=counters,
-                              reply_outcomes=self.config.replies.function_call_output))
+                              reply_outcomes=self.config.replies.function_call_output, memory=memory))
         intake.add(PeerErrors())
         if store is not None and self.config.storage.event_log:
             intake.add(EventLog(store))
@@ -318,7 +351,8 @@ class Agent:
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
-                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools)
+                       settings=self.config.server, counters=self.counters, tools=self.toolbox.tools,
+                       memories=self.memories)
         settings = self.config.server
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=settings.request_timeout)

@@ -9,7 +9,9 @@ return value is the call's result. The outcome is a plain dict::
     {"status": "done" | "failed" | "busy" | "not_shown" | "dropped", "reason": str | None, ...}
 
 It is stored with the call, logged, and sent back as a ``function_call_output`` item when
-``replies.function_call_output`` is set. ``busy`` (the robot's queues are full, or more than
+``replies.function_call_output`` is set. ``remember``/``recall``/``forget`` go to the memory
+calls (:mod:`ticos_agent.memory.tools`: their checks, outcomes and answers) unless an
+integrator registered a handler for that very name. ``busy`` (the robot's queues are full, or more than
 ``MAX_IN_FLIGHT`` calls are being carried out) is always sent back, so the model learns to
 wait instead of repeating itself. So is a tag the library does not know, with the tags it
 does, by argument, so the model can correct itself::
@@ -34,7 +36,7 @@ from .errors import BadArguments, BadEvent
 from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, Event, FunctionCall, MotionArgs, response_id_of
 from .intake import Handler
 from .logs import peer_text
-from .replies import function_call_output
+from .replies import function_call_output, response_create
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,27 @@ class Expressive(Protocol):
                 call_id: str | None = None) -> Awaitable[ActuatorOutcome]: ...
 
 
+class MemoryArguments(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class MemoryRouter(Protocol):
+    """What the calls need of the memory tools (:class:`ticos_agent.memory.tools.MemoryCalls`)."""
+
+    def handles(self, name: str) -> bool: ...
+
+    def arguments(self, call: FunctionCall) -> MemoryArguments: ...
+
+    def survives_interruption(self, name: str) -> bool: ...
+
+    def always_answered(self, name: str, outcome: dict[str, Any]) -> bool: ...
+
+    def respond_after(self, name: str) -> bool: ...
+
+    def run(self, args: Any) -> Awaitable[dict[str, Any]]: ...
+
+
 class CallIntake:
     """Turns ``function_call`` items into one run each, whatever repeats them.
 
@@ -84,8 +107,10 @@ class CallIntake:
 
     def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
                  interrupted: Callable[[str | None], str | None], send: Send,
-                 spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False):
+                 spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False,
+                 memory: MemoryRouter | None = None):
         self._store = store
+        self._memory = memory
         self._dispatcher = dispatcher
         self._actuators = actuators
         self._interrupted = interrupted
@@ -159,16 +184,30 @@ class CallIntake:
         streamed = self._streamed.pop(call_id, None) if isinstance(call_id, str) else None
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
+        memory = self._memory if self._memory is not None and isinstance(name, str) and \
+            self._memory.handles(name) else None
+        remembering: MemoryArguments | None = None
         try:
             call = events.function_call(item, response_id)
             motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
             emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
+            if memory is not None:
+                remembering = memory.arguments(call)
         except BadArguments as exc:
             counters["rejected_calls"] += 1
-            self._record(item, response_id, peer, "failed", {"status": "failed", "reason": str(exc)})
+            failed: dict[str, Any] = {"status": "failed", "reason": str(exc)}
+            if memory is not None:
+                failed["field"] = exc.field
+            self._record(item, response_id, peer, "failed", failed)
             log.warning("function call %s (%s) rejected: %s", peer_text(name), peer_text(call_id), exc)
-            raise
+            if memory is None or not isinstance(call_id, str):
+                raise
+            # the model called one of the robot's memory tools: tell it what to correct
+            self._spawn(self._send(function_call_output(call_id, failed), peer))
+            return
         why = self._interrupted(response_id)
+        if why is not None and memory is not None and memory.survives_interruption(call.name):
+            why = None
         if why is not None:
             log.info("function call %s (%s) of response %s not run: %s", peer_text(name), peer_text(call_id),
                      peer_text(response_id), why)
@@ -185,7 +224,7 @@ class CallIntake:
         counters["dispatches"] += 1
         self._in_flight += 1
         self._record(item, response_id, peer, "received", raw=call.raw_arguments)
-        self._spawn(self._run(call, motion, emotion, peer))
+        self._spawn(self._run(call, motion, emotion, peer, remembering))
 
     def _record(self, item: dict[str, Any], response_id: str | None, peer: Peer, status: str,
                 outcome: dict[str, Any] | None = None, raw: str | None = None) -> None:
@@ -203,12 +242,17 @@ class CallIntake:
             store.set_call_outcome(call_id, status, outcome)
 
     async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
-                   peer: Peer) -> None:
+                   peer: Peer, remembering: MemoryArguments | None = None) -> None:
+        memory = self._memory if remembering is not None else None
         try:
             why = self._interrupted(call.response_id)
             started = time.monotonic()
+            if why is not None and memory is not None and memory.survives_interruption(call.name):
+                why = None
             if why is not None:  # interrupted between intake and this task's first step
                 result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
+            elif memory is not None:
+                result = await memory.run(remembering)
             else:
                 result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
         finally:
@@ -216,8 +260,12 @@ class CallIntake:
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
-        if self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
+        answered = memory is not None and result.get("status") != "dropped" and \
+            memory.always_answered(call.name, result)
+        if answered or self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
             await self._send(function_call_output(call.call_id, result), peer)
+            if memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name):
+                await self._send(response_create(), peer)
 
 
 def _tell(call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None, result: dict[str, Any],

@@ -19,7 +19,8 @@ own thread, as ticos-client did: sooner, but a slow handler then holds up the so
 the same arguments as ticos-client:
 ``message_handler(event_dict)`` for every event, ``motion_handler(args)``,
 ``emotion_handler(args)``, ``function_call_handler(name, args)`` for every other function,
-``conversation_handler(item_id, role, content)``. As in ticos-client, nothing is stored
+``conversation_handler(item_id, role, content)``, and (new) ``memory_handler(action, payload)``
+for every memory stored or forgotten (see :meth:`Agent.on_memory`). As in ticos-client, nothing is stored
 until :meth:`enable_local_storage` is called, and the built-in actuators and audio player
 stay off unless a ``config`` (path or dict, see :mod:`ticos_agent.config`) asks for them.
 
@@ -33,6 +34,13 @@ table. A ``tf_root_dir`` that is a plain folder of the system disk (not a mount 
 refused as a card, so the robot never writes "to the card" while the card is missing; the
 database then falls back to internal storage and the log says so. For a test rig without a
 card, ``TICOS_ALLOW_UNMOUNTED_CARD=1`` accepts a plain folder.
+
+What the robot remembers is reachable from the integrator's thread too (blocking calls, run on
+the agent's loop; they raise ``StorageError`` while storage is off or the client stopped)::
+
+    client.remember("The user's name is Lin.", subject="user")   # -> Memory
+    client.recall("name")                                          # -> [Hit, ...]
+    client.forget(query="sister")                                  # -> how many
 """
 
 from __future__ import annotations
@@ -50,12 +58,16 @@ from .config import Config, from_dict, load
 from .storage import SaveMode
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine, Sequence
+
     from .agent import Agent
     from .events import FunctionCall
+    from .memory.model import Hit, Memory
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
+MEMORY_TIMEOUT = 10.0  # seconds a blocking memory call waits for the store
 
 
 class MessageRole(str, Enum):
@@ -94,7 +106,7 @@ class TicosClient:
         self._db_filename: str | None = None
         self._db_path_given = False
         self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
-            ("message", "motion", "emotion", "function_call", "conversation"))
+            ("message", "motion", "emotion", "function_call", "conversation", "memory"))
         self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +154,14 @@ class TicosClient:
 
     def set_conversation_handler(self, handler: Callable[[str, str, str], Any]) -> None:
         self._set("conversation", handler)
+
+    def set_memory_handler(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
+        """``handler(action, payload)`` for every memory stored or forgotten (not in ticos-client)."""
+        self._set("memory", handler)
+
+    def _on_memory(self, action: str, payload: dict[str, Any]) -> None:
+        if (fn := self._handlers["memory"]) is not None:
+            fn(action, payload)
 
     # Handlers are looked up at call time, so setting one after start() works as in ticos-client.
     def _on_message(self, event: dict[str, Any]) -> None:
@@ -237,6 +257,7 @@ class TicosClient:
         agent.on_function("*", self._on_function, inline=inline)
         agent.on_conversation(self._on_conversation, inline=inline)
         agent.on_storage(self._on_storage, inline=True)
+        agent.on_memory(self._on_memory, inline=inline)
         ready = threading.Event()
         gave_up = threading.Event()
         failure: list[BaseException] = []
@@ -324,3 +345,25 @@ class TicosClient:
             log.warning("send_message failed: %s", exc)
             return False
         return True
+
+    # --- memories -----------------------------------------------------------------------
+
+    def _on_loop(self, make: Callable[[Agent], Coroutine[Any, Any, Any]]) -> Any:
+        loop, agent = self._loop, self.agent
+        if not self.is_running() or loop is None or agent is None:
+            from .errors import StorageError
+
+            raise StorageError("TicosClient is not running: start() it (with enable_local_storage()) first")
+        return asyncio.run_coroutine_threadsafe(make(agent), loop).result(timeout=MEMORY_TIMEOUT)
+
+    def remember(self, content: str, kind: str = "fact", **fields: Any) -> Memory:
+        """Store a memory and return it (see :meth:`Agent.remember`); blocks until stored."""
+        return self._on_loop(lambda agent: agent.remember(content, kind, **fields))  # type: ignore[no-any-return]
+
+    def recall(self, query: str, limit: int = 5, *, messages: bool = True) -> list[Hit]:
+        """What matches ``query``: memories first, then messages (see :meth:`Agent.recall`)."""
+        return self._on_loop(lambda agent: agent.recall(query, limit, messages=messages))  # type: ignore[no-any-return]
+
+    def forget(self, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:
+        """Delete the memories matching ``query``, with these ``ids``, or all; returns how many."""
+        return self._on_loop(lambda agent: agent.forget(query, ids, everything))  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""Events the agent sends to the voice agent: error replies, call outputs, truncation.
+"""Events the agent sends to the voice agent: error replies, call outputs, truncation, response.create.
 
 Pure builders of JSON objects (no I/O); each carries a fresh ``event_id`` of the agent's own
 (``event_ticos_<n>``), so a voice agent's log can tell them apart from its own events.
@@ -33,3 +33,8 @@ def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
     """Tell the voice agent how much of an assistant item was heard before a barge-in."""
     return {"type": "conversation.item.truncate", "event_id": reply_id(),
             "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
+
+
+def response_create() -> dict[str, Any]:
+    """Ask the voice agent's model to respond now (after an output it must speak about)."""
+    return {"type": "response.create", "event_id": reply_id()}

@@ -6,7 +6,9 @@ route                    what
 ``GET /realtime``        WebSocket; JSON events in text or binary frames, replies out
 ``GET /health``          JSON status: ok/degraded, storage, actuators, audio, counters
 ``GET /v1/messages``     stored messages, newest first (``limit``, ``offset``, ``session``)
-``GET /v1/memories``     stored memories, newest first (``limit``, ``offset``)
+``GET /v1/memories``     stored memories, newest first (``limit``, ``offset``); ``q``: a search
+``POST /v1/memories``    store one memory; ``DELETE /v1/memories/{id}`` forgets one
+                         (:mod:`ticos_agent.memory.routes`)
 ``GET /v1/calls``        stored function calls and their outcomes
 ``GET /v1/tools``        ``{"tools": [...]}``: the tools the voice agent can use (:mod:`~ticos_agent.tools`)
 ``POST /v1/events``      one event, handled exactly as if it came over the socket
@@ -33,6 +35,8 @@ from aiohttp import WSMsgType, web
 from .connection import Peers
 from .guard import Guard, GuardSettings
 from .intake import Intake
+from .memory.api import Memories
+from .memory.routes import add_routes as add_memory_routes
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ class Reader(Protocol):
 
     def messages(self, *, limit: int, offset: int,
                  session_id: str | None = None) -> Awaitable[list[dict[str, Any]]]: ...
-
-    def memories(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
 
     def calls(self, *, limit: int, offset: int) -> Awaitable[list[dict[str, Any]]]: ...
 
@@ -72,9 +74,11 @@ TOOLS: web.AppKey[ToolsFn] = web.AppKey("tools")
 
 
 def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any]], reader: Reader | None,
-             settings: ServerSettings, counters: Counter[str], tools: ToolsFn | None = None) -> web.Application:
+             settings: ServerSettings, counters: Counter[str], tools: ToolsFn | None = None,
+             memories: Memories | None = None) -> web.Application:
     """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503);
-    ``tools`` gives what ``GET /v1/tools`` lists (none: an empty list)."""
+    ``tools`` gives what ``GET /v1/tools`` lists (none: an empty list); ``memories`` serves the
+    memory routes (``None``: storage is disabled, they say 503)."""
     app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[Guard(settings, counters).middleware])
     app[INTAKE] = intake
     app[PEERS] = peers
@@ -86,10 +90,10 @@ def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any
     app.router.add_get("/realtime", realtime)
     app.router.add_get("/health", health_route)
     app.router.add_get("/v1/messages", messages)
-    app.router.add_get("/v1/memories", memories)
     app.router.add_get("/v1/calls", calls)
     app.router.add_get("/v1/tools", tools_route)
     app.router.add_post("/v1/events", post_event)
+    add_memory_routes(app, memories)
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -156,12 +160,6 @@ async def messages(request: web.Request) -> web.Response:
     session = request.query.get("session") or None
     rows = await store.messages(limit=limit, offset=offset, session_id=session)
     return web.json_response({"messages": rows, "limit": limit, "offset": offset, "session": session})
-
-
-async def memories(request: web.Request) -> web.Response:
-    limit, offset = _page(request)
-    rows = await _reader_or_503(request).memories(limit=limit, offset=offset)
-    return web.json_response({"memories": rows, "limit": limit, "offset": offset})
 
 
 async def calls(request: web.Request) -> web.Response:

@@ -34,6 +34,10 @@ A tag that reaches no actuator is not offered (a motion with no tracks that no d
 an emotion on a robot with no light, no emotion line and no pose for it), nor is a tool
 left with no tag; each one left out is named in the notes :func:`robot_tools` returns.
 
+With storage on, the memory tools follow them (``remember``, ``recall``, ``forget``:
+:func:`ticos_agent.memory.tools.memory_tools`); an integrator who registers its own handler
+and schema for one of those names offers its own instead.
+
 The integrator's own functions join them when registered with a schema or a description
 (``agent.on_function("get_weather", fn, description=..., schema={...})``, checked by
 :func:`function_tool`), and are offered while a handler for that name is registered
@@ -49,6 +53,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .events import MAX_DURATION, MAX_REPEAT, SPEED_RANGE
+from .memory.tools import memory_tools
 
 if TYPE_CHECKING:  # the actuator modules load only for a robot (TicosClient without hardware never does)
     from .actuators.config import ActuatorsConfig
@@ -227,12 +232,18 @@ def session_update(tools: list[Tool], api: str = "beta", event_id: str | None = 
 
 
 class Toolbox:
-    """Every tool the agent offers: the robot's (from the config, once) and the integrator's
-    functions registered with a schema, each while a handler for its name is registered
-    (``has_handler("function:<name>")``). A later registration of a name replaces its tool."""
+    """Every tool the agent offers: the robot's (from the config, once), the memory tools
+    (``memory``: storage is on), and the integrator's functions registered with a schema, each
+    while a handler for its name is registered (``has_handler("function:<name>")``). A later
+    registration of a name replaces its tool; an integrator's tool of a memory tool's name
+    replaces the built-in one while its handler is registered."""
 
-    def __init__(self, actuators: ActuatorsConfig | None, has_handler: Callable[[str], bool]):
+    def __init__(self, actuators: ActuatorsConfig | None, has_handler: Callable[[str], bool], *,
+                 memory: bool = False):
         self.robot, self.notes = robot_tools(actuators)
+        self.memory = memory_tools() if memory else []
+        if not memory:
+            self.notes.append("storage is off: the memory tools (remember, recall, forget) are not offered")
         self._has_handler = has_handler
         self._functions: dict[str, Tool] = {}
 
@@ -242,5 +253,6 @@ class Toolbox:
 
     def tools(self) -> list[Tool]:
         """The tools, robot's first; fresh copies (the caller may change them)."""
-        functions = [t for name, t in self._functions.items() if self._has_handler(f"function:{name}")]
-        return copy.deepcopy([*self.robot, *functions])
+        functions = {name: t for name, t in self._functions.items() if self._has_handler(f"function:{name}")}
+        memory = [functions.pop(t["name"], t) for t in self.memory]
+        return copy.deepcopy([*self.robot, *memory, *functions.values()])

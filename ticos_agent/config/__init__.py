@@ -140,6 +140,9 @@ class RepliesConfig:
     """``[replies]``: what the agent sends back to the voice agent on its own."""
 
     function_call_output: bool = setting(Boolean(False, "send each call's outcome back as a function_call_output item"))
+    respond_after_recall: bool = setting(Boolean(
+        True, "after the recall tool's answer (always sent back), send a response.create so the model says what "
+              "it found; false if the voice agent asks for the response itself"))
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,12 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StorageError
+from ..memory.model import MemoryStore
 from . import queries, schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
+from .memories import Memories
 from .merge import MERGE_CHUNK
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
@@ -115,12 +117,13 @@ TURN_SETTLE = 0.1
 TURN_END_EVENTS = frozenset({"response.done"})
 
 
-class Store(Writer, CardKeeper):
+class Store(Writer, CardKeeper, Memories):
     """Conversation messages, memories, function calls and the event log of one database.
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
     changes when the card is lost and when it comes back). The writer task's methods come
-    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`.
+    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`, the memory
+    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memories.Memories`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
@@ -195,6 +198,7 @@ class Store(Writer, CardKeeper):
         self._on_state = None
         self._reported = ("ok", None)
         self._loop = asyncio.get_running_loop()
+        self._init_indexer()
         self._task = self._loop.create_task(self._run(), name="ticos-storage-writer")
         if self._on_fallback and target is None:
             self._start_probe()
@@ -445,6 +449,11 @@ class Store(Writer, CardKeeper):
     async def count_messages(self, session_id: str | None = None) -> int:
         """How many committed messages (of one session)."""
         return int(await self._read(queries.count_messages_query(session_id=session_id)))
+
+
+def memory_store(store: Store) -> MemoryStore:
+    """``store`` as the narrow view memory code is given (the type checker proves it is one)."""
+    return store
 
 
 def _dicts(rows: Any) -> list[dict[str, Any]]:
