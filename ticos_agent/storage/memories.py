@@ -294,8 +294,10 @@ class Memories(Indexer):
             found: list[Hit] = []
             if mark is not None:
                 ranked = []
+                docs = await self._docs(terms)
                 for any_word in (False, True):
-                    sql, params = search.messages_by_index(terms, limit, any_word)
+                    use, above = search.plan(terms, docs, mark, any_word)
+                    sql, params = search.messages_by_index(use, limit, any_word, above)
                     ranked += await self._rows(sql, params)
                     if len(ranked) >= limit or len(terms) == 1:
                         break
@@ -305,15 +307,27 @@ class Memories(Indexer):
             hits += found
         return search.best(hits, limit)
 
+    async def _docs(self, terms: list[str]) -> list[int]:
+        """In how many indexed messages each word is (FTS5's vocabulary table)."""
+        try:
+            await self._db.execute(search.SQL_VOCAB)
+        except aiosqlite.Error:
+            return [0] * len(terms)
+        out = []
+        for term in terms:
+            rows = await self._rows(search.SQL_DOCS, (term,))
+            out.append(int(rows[0][0]) if rows and rows[0][0] is not None else 0)
+        return out
+
     async def _catch_up(self) -> None:
         """Commit what is queued and index what is new (not during a background build, when
         the part above the mark is scanned)."""
         if self._closing:
             return
         if self._on_fallback or self._fts_behind or (self._fts_known and self._fts_upto is None):
-            if self._ops:
+            if self._ops_in > self._ops_out:
                 await self.flush()
-        elif self._fts_pending or self._ops or not self._fts_known:
+        elif self._fts_pending or self._ops_in > self._ops_out or not self._fts_known:
             await self._job(self._index_step)
 
     async def latest_memory(self, kind: str = "long_term") -> Memory | None:

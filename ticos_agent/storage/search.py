@@ -93,11 +93,36 @@ def memory_ids(terms: Sequence[str], indexed: bool, columns: Sequence[str]) -> t
 MESSAGE_HIT = "id, role, content, datetime, session_id"
 
 
-def messages_by_index(terms: Sequence[str], limit: int, any_word: bool) -> tuple[str, list[Any]]:
+VOCAB = "temp.ticos_messages_vocab"
+SQL_VOCAB = f"CREATE VIRTUAL TABLE IF NOT EXISTS {VOCAB} USING fts5vocab(main, {MESSAGES_FTS}, row)"
+SQL_DOCS = f"SELECT doc FROM {VOCAB} WHERE term = ?"
+#: A search ranks at most about this many indexed messages: a query whose words are in more
+#: (common words, on a big database) is searched among the newest messages only.
+MAX_RANKED = 4_000
+#: On a database of more than MAX_RANKED messages, words in more than this share of them
+#: (and words in none) are left out when other words remain.
+COMMON_SHARE = 0.3
+
+
+def plan(terms: Sequence[str], docs: Sequence[int], total: int, any_word: bool) -> tuple[list[str], int]:
+    """Which words to search the message index for (``docs``: in how many messages each is;
+    ``total``: about how many are indexed) and the rowid to search above (0: all)."""
+    present = [(t, d) for t, d in zip(terms, docs) if d > 0]
+    if total <= MAX_RANKED or not present:
+        return list(terms), 0
+    kept = [(t, d) for t, d in present if d <= total * COMMON_SHARE] or [min(present, key=lambda p: p[1])]
+    estimate = sum(d for _, d in kept) if any_word else min(d for _, d in kept)
+    above = 0
+    if estimate > MAX_RANKED and total > 0:
+        above = max(0, total - total * MAX_RANKED // estimate)
+    return [t for t, _ in kept], above
+
+
+def messages_by_index(terms: Sequence[str], limit: int, any_word: bool, above: int = 0) -> tuple[str, list[Any]]:
     sql = (f"SELECT m.id, m.role, m.content, m.datetime, m.session_id, f.r FROM "
-           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? ORDER BY rank LIMIT ?) f "
-           f"JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
-    return sql, [match(terms, any_word), limit * OVERFETCH]
+           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? AND rowid > ? "
+           f"ORDER BY rank LIMIT ?) f JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
+    return sql, [match(terms, any_word), above, limit * OVERFETCH]
 
 
 def messages_by_scan(terms: Sequence[str], limit: int, above: int, select: str = MESSAGE_HIT
