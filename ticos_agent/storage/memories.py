@@ -294,30 +294,19 @@ class Memories(Indexer):
             found: list[Hit] = []
             if mark is not None:
                 ranked = []
-                docs = await self._docs(terms)
                 for any_word in (False, True):
-                    use, above = search.plan(terms, docs, mark, any_word)
-                    sql, params = search.messages_by_index(use, limit, any_word, above)
-                    ranked += await self._rows(sql, params)
-                    if len(ranked) >= limit or len(terms) == 1:
+                    for above in search.windows(mark):
+                        sql, params = search.messages_by_index(terms, limit, any_word, above)
+                        ranked += await self._rows(sql, params)
+                        if len({r[0] for r in ranked}) >= limit:
+                            break
+                    if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
                         break
                 found += [search.message_hit(r, rank) for r, rank in search.scaled(ranked, 5)]
             sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
             found += [search.message_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
             hits += found
         return search.best(hits, limit)
-
-    async def _docs(self, terms: list[str]) -> list[int]:
-        """In how many indexed messages each word is (FTS5's vocabulary table)."""
-        try:
-            await self._db.execute(search.SQL_VOCAB)
-        except aiosqlite.Error:
-            return [0] * len(terms)
-        out = []
-        for term in terms:
-            rows = await self._rows(search.SQL_DOCS, (term,))
-            out.append(int(rows[0][0]) if rows and rows[0][0] is not None else 0)
-        return out
 
     async def _catch_up(self) -> None:
         """Commit what is queued and index what is new (not during a background build, when

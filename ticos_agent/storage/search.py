@@ -93,29 +93,19 @@ def memory_ids(terms: Sequence[str], indexed: bool, columns: Sequence[str]) -> t
 MESSAGE_HIT = "id, role, content, datetime, session_id"
 
 
-VOCAB = "temp.ticos_messages_vocab"
-SQL_VOCAB = f"CREATE VIRTUAL TABLE IF NOT EXISTS {VOCAB} USING fts5vocab(main, {MESSAGES_FTS}, row)"
-SQL_DOCS = f"SELECT doc FROM {VOCAB} WHERE term = ?"
-#: A search ranks at most about this many indexed messages: a query whose words are in more
-#: (common words, on a big database) is searched among the newest messages only.
-MAX_RANKED = 4_000
-#: On a database of more than MAX_RANKED messages, words in more than this share of them
-#: (and words in none) are left out when other words remain.
-COMMON_SHARE = 0.3
+#: The newest messages searched first, then ten times more, ...: a query whose words are in
+#: many messages (common words, on a big database) ranks the newest ones only and stays fast;
+#: rare words are looked up in the whole index (a few cheap queries).
+FIRST_WINDOW = 4_000
 
 
-def plan(terms: Sequence[str], docs: Sequence[int], total: int, any_word: bool) -> tuple[list[str], int]:
-    """Which words to search the message index for (``docs``: in how many messages each is;
-    ``total``: about how many are indexed) and the rowid to search above (0: all)."""
-    present = [(t, d) for t, d in zip(terms, docs) if d > 0]
-    if total <= MAX_RANKED or not present:
-        return list(terms), 0
-    kept = [(t, d) for t, d in present if d <= total * COMMON_SHARE] or [min(present, key=lambda p: p[1])]
-    estimate = sum(d for _, d in kept) if any_word else min(d for _, d in kept)
-    above = 0
-    if estimate > MAX_RANKED and total > 0:
-        above = max(0, total - total * MAX_RANKED // estimate)
-    return [t for t, _ in kept], above
+def windows(total: int) -> list[int]:
+    """The rowids to search above, newest window first, for an index of about ``total`` rows."""
+    out, size = [], FIRST_WINDOW
+    while size < total:
+        out.append(total - size)
+        size *= 10
+    return out + [0]
 
 
 def messages_by_index(terms: Sequence[str], limit: int, any_word: bool, above: int = 0) -> tuple[str, list[Any]]:
