@@ -295,9 +295,12 @@ class Memories(Indexer):
             if mark is not None:
                 ranked = []
                 for any_word in (False, True):
-                    sql, params = search.messages_by_index(terms, limit, any_word)
-                    ranked += await self._rows(sql, params)
-                    if len(ranked) >= limit or len(terms) == 1:
+                    for above in search.windows(mark):
+                        sql, params = search.messages_by_index(terms, limit, any_word, above)
+                        ranked += await self._rows(sql, params)
+                        if len({r[0] for r in ranked}) >= limit:
+                            break
+                    if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
                         break
                 found += [search.message_hit(r, rank) for r, rank in search.scaled(ranked, 5)]
             sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
@@ -311,9 +314,9 @@ class Memories(Indexer):
         if self._closing:
             return
         if self._on_fallback or self._fts_behind or (self._fts_known and self._fts_upto is None):
-            if self._ops:
+            if self._ops_in > self._ops_out:
                 await self.flush()
-        elif self._fts_pending or self._ops or not self._fts_known:
+        elif self._fts_pending or self._ops_in > self._ops_out or not self._fts_known:
             await self._job(self._index_step)
 
     async def latest_memory(self, kind: str = "long_term") -> Memory | None:

@@ -93,11 +93,26 @@ def memory_ids(terms: Sequence[str], indexed: bool, columns: Sequence[str]) -> t
 MESSAGE_HIT = "id, role, content, datetime, session_id"
 
 
-def messages_by_index(terms: Sequence[str], limit: int, any_word: bool) -> tuple[str, list[Any]]:
+#: The newest messages searched first, then ten times more, ...: a query whose words are in
+#: many messages (common words, on a big database) ranks the newest ones only and stays fast;
+#: rare words are looked up in the whole index (a few cheap queries).
+FIRST_WINDOW = 4_000
+
+
+def windows(total: int) -> list[int]:
+    """The rowids to search above, newest window first, for an index of about ``total`` rows."""
+    out, size = [], FIRST_WINDOW
+    while size < total:
+        out.append(total - size)
+        size *= 10
+    return out + [0]
+
+
+def messages_by_index(terms: Sequence[str], limit: int, any_word: bool, above: int = 0) -> tuple[str, list[Any]]:
     sql = (f"SELECT m.id, m.role, m.content, m.datetime, m.session_id, f.r FROM "
-           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? ORDER BY rank LIMIT ?) f "
-           f"JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
-    return sql, [match(terms, any_word), limit * OVERFETCH]
+           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? AND rowid > ? "
+           f"ORDER BY rank LIMIT ?) f JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
+    return sql, [match(terms, any_word), above, limit * OVERFETCH]
 
 
 def messages_by_scan(terms: Sequence[str], limit: int, above: int, select: str = MESSAGE_HIT
