@@ -74,6 +74,9 @@ from .turns import Turns
 if TYPE_CHECKING:
     from .actuators import ActuatorSystem
     from .audio import AudioPlayer
+    from .memory.generation import MemoryGeneration
+    from .memory.model import Memory
+    from .memory.summariser import Summariser
     from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,8 @@ class Agent:
         self.turns: Turns | None = None
         self.conversations: Conversations | None = None
         self.life: RobotLife | None = None
+        self.memory: MemoryGeneration | None = None
+        self._summariser: Summariser | None = None
         self.port: int | None = None
         self._background = Background()
         self._stack: AsyncExitStack | None = None
@@ -180,6 +185,7 @@ class Agent:
             await self._start_actuators(stack)
             await self._start_audio(stack)
             self._wire(stack)
+            await self._start_memory(stack)
             await self._serve(sockets, stack)
         except BaseException:
             log.error("start failed; undoing what was started")
@@ -300,6 +306,34 @@ class Agent:
             intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)
+
+    async def _start_memory(self, stack: AsyncExitStack) -> None:
+        """Memory rounds (summaries, session_config) and priming: see :mod:`ticos_agent.memory`."""
+        if self.intake is None:
+            return
+        from .memory.wiring import start_memory
+
+        self.memory = await start_memory(
+            self.store, self.config.memory, self.intake, stack, send=self.peers.send, spawn=self._background.spawn,
+            emit=lambda action, payload: self.dispatcher.emit("memory", action, payload), summariser=self._summariser)
+        stack.callback(setattr, self, "memory", None)
+
+    def set_summariser(self, fn: Summariser | None) -> None:
+        """Summarise memory rounds with ``fn(messages, latest_memory) -> str`` (a function, run on
+        a worker thread, or a coroutine function) instead of ``[memory] base_url``; it turns
+        generation on. ``None`` goes back to the config's. See :mod:`ticos_agent.memory.generation`."""
+        if fn is not None and not callable(fn):
+            raise TypeError("the summariser must be callable: fn(messages, latest_memory) -> str")
+        self._summariser = fn
+        if self.memory is not None:
+            self.memory.set_summariser(fn)
+
+    async def generate_memory(self) -> Memory | None:
+        """Run a memory round now (ticos-client's ``generate_memory``): the new long-term memory,
+        or ``None`` when nothing was summarised (generation off, nothing new, or it failed)."""
+        if self.memory is None:
+            return None
+        return await self.memory.generate()
 
     async def _stop_calls(self) -> None:
         """The robot stops what it does; running calls end (outcome ``dropped``) and are stored."""
