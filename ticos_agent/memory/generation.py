@@ -247,10 +247,6 @@ class MemoryGeneration:
         if self._chat is not None:
             await self._chat.close()
         if self._session is not None:
-            try:
-                await self._store.flush()
-            except StorageError as exc:
-                log.warning("memory: flushing before the last session_config failed: %s", exc)
             await self._session.refresh()
 
 

@@ -44,6 +44,8 @@ BAD_SUFFIX = ".bad"
 
 
 class RecentMessages(Protocol):
+    async def flush(self) -> None: ...
+
     async def recent_messages(self, count: int) -> list[dict[str, Any]]: ...
 
 
@@ -155,7 +157,7 @@ def update_file(path: Path, messages: list[dict[str, str]], *, prefer: Path | No
 
 
 class SessionConfig:
-    """Keeps ``path`` current from ``store``'s last ``count`` messages. ``card`` is the card's
+    """Keeps ``path`` current from ``store``'s last ``count`` messages (flushed first). ``card`` is the card's
     file, preferred the first time (at start) when storage is on the card."""
 
     def __init__(self, store: RecentMessages, path: Path, *, count: int, card: Path | None = None):
@@ -170,6 +172,7 @@ class SessionConfig:
         """Write the file now; False (and logged) when that failed. Never raises."""
         async with self._lock:
             try:
+                await self._store.flush()  # what was said up to now is committed, so it is read
                 recent = await self._store.recent_messages(self.count)
                 messages = session_messages(recent)
                 card, self._card = self._card, None
