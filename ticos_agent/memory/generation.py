@@ -230,8 +230,10 @@ class MemoryGeneration:
             result = await asyncio.wait_for(asyncio.to_thread(summariser, batch, latest), timeout)
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(_awaited(result), timeout)
-        if not isinstance(result, str) or not result.strip():
-            raise SummaryFailed(f"the summariser returned {type(result).__name__} {str(result)[:80]!r}, not text")
+        if not isinstance(result, str):
+            raise SummaryFailed(f"the summariser returned {type(result).__name__}, not text")
+        if not result.strip():
+            raise SummaryFailed("the summariser's answer is empty")
         return result.strip()
 
     # --- lifecycle ----------------------------------------------------------------------
