@@ -52,6 +52,8 @@ def is_agent_item(item_id: object) -> bool:
 
 
 class Remembered(Protocol):
+    async def flush(self) -> None: ...
+
     async def latest_memory(self, kind: str = "long_term") -> Memory | None: ...
 
     async def facts(self, limit: int = 50) -> list[Memory]: ...
@@ -63,7 +65,10 @@ async def memory_text(store: Remembered, *, rounds: int = 0) -> str:
     """What the robot remembers, as the voice agent is told (``""`` when nothing)."""
     latest = await store.latest_memory("long_term")
     facts = await store.facts(MAX_FACTS)
-    recent = await store.recent_messages(rounds * 2) if rounds > 0 else []
+    recent: list[dict[str, Any]] = []
+    if rounds > 0:
+        await store.flush()  # the last words are committed, so they are read
+        recent = await store.recent_messages(rounds * 2)
     parts = []
     if latest is not None and latest.content.strip():
         parts.append("What you remember from earlier conversations with the user:\n" + latest.content.strip())
