@@ -6,6 +6,7 @@ TicosClient.generate_memory and ticos-client's own config keys."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 
@@ -156,7 +157,7 @@ async def test_retries_back_off_exponentially(tmp_path, connect, chat):
                 stamps.append(loop.time())
             await asyncio.sleep(0.005)
         await until_memories(agent, 1)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39, gaps
 
 
@@ -171,9 +172,8 @@ async def test_a_running_round_never_holds_up_the_conversation(tmp_path, connect
         started = asyncio.get_running_loop().time()
         await talk(peer, 2, 3)  # while the summary is being written
         await wait_for(lambda: agent.conversations.stored == 6)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{agent.port}/health") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{agent.port}/health") as resp:
+            assert resp.status == 200
         assert asyncio.get_running_loop().time() - started < 1.0
         assert await memories(agent) == []  # the slow round has not finished
         found = await until_memories(agent, 2, timeout=8)
@@ -312,3 +312,58 @@ async def _ticos_client(tmp_path, home):
             assert "Latest conversation" not in body["messages"][1]["content"]
         finally:
             await asyncio.to_thread(client.stop)
+
+
+def test_the_readmes_memory_example_is_a_config_that_loads():
+    import tomllib
+    from pathlib import Path
+
+    from ticos_agent.config import from_dict
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Memory: summaries, session_config, priming"):]
+    start = section.index("```toml") + len("```toml")
+    config = from_dict(tomllib.loads(section[start:section.index("```", start)]), hardware=False)
+    assert config.memory.generation == "client" and config.memory.base_url == "http://127.0.0.1:11434/v1"
+    assert config.memory.every_rounds == 6 and config.memory.prime == "off"
+
+
+def test_memory_config_checks_and_defaults(monkeypatch):
+    from ticos_agent.config import ConfigErrors, from_dict, to_toml
+
+    cfg = from_dict({"memory": {"history_rounds": 9}}, hardware=False).memory
+    assert cfg.every_rounds == 4 and cfg.generation == "off" and cfg.prime == "off" and cfg.base_url is None
+    assert from_dict({"memory": {"history_rounds": 1}}, hardware=False).memory.every_rounds == 1
+    with pytest.raises(ConfigErrors) as caught:
+        from_dict({"memory": {"generation": "server", "base_url": "ftp://x", "every_rounds": 0, "prime": "sytem",
+                              "api_key": 5, "timout": 3}}, hardware=False)
+    keys = {e.key: e for e in caught.value.errors}
+    assert set(keys) == {"memory.generation", "memory.base_url", "memory.every_rounds", "memory.prime",
+                         "memory.api_key", "memory.timout"}
+    assert "did you mean 'system'" in keys["memory.prime"].expected
+    assert "did you mean 'timeout'" in keys["memory.timout"].expected
+    assert keys["memory.api_key"].value == "********"
+    config = from_dict({"memory": {"api_key": "sk-secret", "base_url": "http://h:1/v1/"}}, hardware=False)
+    assert config.memory.base_url == "http://h:1/v1"
+    assert "sk-secret" not in to_toml(config) and "sk-secret" in to_toml(config, show_secrets=True)
+    assert config.memory.key == "sk-secret"
+    monkeypatch.setenv("TICOS_MEMORY_API_KEY", "sk-env")
+    assert from_dict({}, hardware=False).memory.key == "sk-env"
+    assert config.memory.key == "sk-secret"  # the config's own wins
+
+
+@pytest.mark.parametrize("env", ["sk-from-env", None])
+async def test_the_api_key_from_the_environment_or_none(tmp_path, connect, chat, monkeypatch, env):
+    if env:
+        monkeypatch.setenv("TICOS_MEMORY_API_KEY", env)
+    else:
+        monkeypatch.delenv("TICOS_MEMORY_API_KEY", raising=False)
+    agent = Agent(agent_config(tmp_path, memory={"generation": "client", "base_url": chat.base_url, "every_rounds": 1,
+                                                 **FAST}))
+    async with agent:
+        peer = await connect(agent)
+        await talk(peer, 1)
+        await until_memories(agent, 1)
+    headers = chat.requests[0]["headers"]
+    assert headers.get("Authorization") == (f"Bearer {env}" if env else None)
+    assert "model" not in chat.requests[0]["json"]  # none configured: none sent
