@@ -37,7 +37,7 @@ async def test_sdk_database_opened_in_place_keeps_every_row(tmp_path, make):
     else:  # columns added by the migration: defaults for old rows
         assert {r[0] for r in conn.execute("SELECT user_id FROM messages")} == {"nobody"}
     versions = [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")]
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     assert {"session_id", "status", "response_id"} <= table_columns(conn, "messages")
     assert table_columns(conn, "function_calls") and table_columns(conn, "events")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -88,8 +88,9 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     await store.close()
     conn = plain(tmp_path / "ticos.db")
     assert table_columns(conn, "messages") >= {"id", "role", "content", "item_id", "user_id", "datetime"}
-    assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime"}
-    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3]
+    assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime", "subject", "key",
+                                               "value", "confidence", "importance", "title", "source"}
+    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3, 4]
     assert current_version(conn) == SCHEMA_VERSION
 
 

@@ -66,6 +66,15 @@ class ConfigErrors(ConfigError):
         Exception.__init__(self, f"{source} has {len(self.errors)} error(s):\n{lines}")
 
 
+class BadMemory(TicosError, ValueError):
+    """A memory or a memory search that cannot be used: an unknown kind, empty or too long
+    content, a value out of range, a query with no words. ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 class StorageError(TicosError, OSError):
     """The database could not be opened, read or written."""
 

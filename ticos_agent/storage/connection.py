@@ -17,12 +17,13 @@ import asyncio
 import errno
 import logging
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
 import aiosqlite
 
-from . import schema
+from . import fts, schema
 from .location import card_problem
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,17 @@ def _tighten(path: Path) -> None:
     log.warning("storage: %s was readable by other users (%04o); made it private (0600)", path, mode)
 
 
+def _index(path: Path) -> None:
+    """Make the search index when missing (see :mod:`.fts`); never fails an open."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=schema.BUSY_TIMEOUT_MS / 1000)
+    try:
+        fts.ensure_index(conn)
+    except sqlite3.Error as exc:
+        log.warning("storage: cannot make the search index in %s: %s (searches scan instead)", path, describe(exc))
+    finally:
+        conn.close()
+
+
 async def connect(path: Path, *, card: bool = False, card_root: Path | None = None,
                   fallback: bool = False) -> tuple[aiosqlite.Connection, int]:
     """Create the directory, migrate, open; returns the connection and the message-id seed.
@@ -147,6 +159,7 @@ async def connect(path: Path, *, card: bool = False, card_root: Path | None = No
             check_card_dir(path.parent)
         create_private_file(path, tighten=not card)
         seed = schema.prepare(str(path), synchronous=synchronous)
+        _index(path)
         if fallback:
             from .merge import prepare_fallback
 

@@ -28,7 +28,9 @@ switches). Per table:
   clock) is inserted under a new id from ``rename`` (the writer makes its queued updates
   follow it).
 * ``memories`` and ``events`` get new ids on the card (their ids are per-database
-  counters); every other field is kept.
+  counters); every other field is kept (a memory's schema-4 fields too).
+* the summarisation mark (``ticos_state``, a message id: the same on both) becomes the
+  larger of the two, with each chunk and when the merge ends.
 * ``function_calls`` are merged by ``call_id``: the fields the card lacks are filled, and an
   outcome (``finished`` set) in the fallback wins.
 """
@@ -44,7 +46,7 @@ from typing import Any
 
 import aiosqlite
 
-from .schema import BUSY_TIMEOUT_MS
+from .schema import BUSY_TIMEOUT_MS, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
 from .writes import SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,12 @@ Row = tuple[Any, ...]
 _MESSAGE_FIELDS = "id, role, content, item_id, user_id, datetime, session_id, status, response_id"
 _SELECT = {
     "messages": _MESSAGE_FIELDS,
-    "memories": "type, content, user_id, datetime",
+    "memories": ", ".join(MEMORY_COLUMNS[1:]),
     "function_calls": "call_id, name, arguments, session_id, response_id, item_id, status, result, created, finished",
     "events": "ts, type, session_id, event_id, item_id, response_id",
 }
-_ADD_MEMORY = "INSERT INTO memories (type, content, user_id, datetime) VALUES (?, ?, ?, ?)"
+_ADD_MEMORY = (f"INSERT INTO memories ({', '.join(MEMORY_COLUMNS[1:])}) "
+               f"VALUES ({', '.join('?' * len(MEMORY_COLUMNS[1:]))})")
 _ADD_EVENT = "INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) VALUES (?, ?, ?, ?, ?, ?)"
 _UPDATE_COPY = "UPDATE messages SET content = ?, status = COALESCE(?, status) WHERE id = ?"
 _MERGE_CALL = (
@@ -210,6 +213,7 @@ class Merger:
         try:
             await db.execute(_CREATE_MARKS)
             await db.execute(f"DELETE FROM {MARKS} WHERE source IN ({','.join('?' * len(seen))})", seen)
+            await self._carry_summarised()
             await db.execute("COMMIT")
         except BaseException:
             await _rollback(db)
@@ -236,11 +240,23 @@ class Merger:
                     await db.executemany(_ADD_EVENT, values)
                 marks[table] = int(rows[-1][0])
                 await db.execute(_SET_MARK, (self.epochs[table], table, marks[table], now))
+            await self._carry_summarised()
             await db.execute("COMMIT")
         except BaseException:
             await _rollback(db)
             raise
         return marks
+
+    async def _carry_summarised(self) -> None:
+        """The card's summarisation mark becomes at least the fallback's (in the card's
+        transaction; a database without the state table has no mark)."""
+        try:
+            async with self.fallback.execute(SQL_GET_SUMMARISED) as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.OperationalError:
+            return
+        if row is not None and row[0] is not None:
+            await self.card.execute(SQL_MARK_SUMMARISED, (int(row[0]),))
 
     async def _messages(self, rows: list[Row]) -> None:
         db = self.card

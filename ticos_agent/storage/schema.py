@@ -13,6 +13,13 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   message rewrote a page of it (see :mod:`.store`). What the hot path maintains now: the
   tables, their primary keys, ``idx_messages_session`` and ``idx_calls_session`` (the
   readers' session filters).
+* 4 - memories of three kinds (see :mod:`ticos_agent.memory.model`): ``subject``, ``key``,
+  ``value``, ``confidence``, ``importance``, ``title``, ``source`` added to ``memories``
+  (ticos-client's five columns unchanged); the ``ticos_state`` table (``name``, ``value``:
+  the summarisation mark, how far the message index reaches). The mark starts at the
+  newest message found, so a ticos-client card's history is not summarised again. The
+  search index (:mod:`.fts`) is not part of a version: it is made at open whenever this
+  SQLite has FTS5, so a database migrated without it gets it later.
 
 Migrations add tables, columns and indexes (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ...
 ADD COLUMN``) or drop an index of their own, so the SDK can still read a migrated database by
@@ -29,7 +36,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
 #: The page size of a database created here: SQLite's smallest. A commit rewrites every page
 #: it touches in full (the tail page of each table and index it adds to, the header when the
@@ -41,7 +48,16 @@ NEW_PAGE_SIZE = 512
 MESSAGE_COLUMNS = (
     "id", "role", "content", "item_id", "user_id", "datetime", "session_id", "status", "response_id",
 )
-MEMORY_COLUMNS = ("id", "type", "content", "user_id", "datetime")
+#: ticos-client's columns, then schema 4's (see :class:`ticos_agent.memory.model.Memory`).
+SDK_MEMORY_COLUMNS = ("id", "type", "content", "user_id", "datetime")
+MEMORY_EXTRA_COLUMNS = ("subject", "key", "value", "confidence", "importance", "title", "source")
+MEMORY_COLUMNS = SDK_MEMORY_COLUMNS + MEMORY_EXTRA_COLUMNS
+#: The small key/value table of schema 4 and the names kept in it.
+STATE_TABLE = "ticos_state"
+SUMMARISED_MARK = "summarised"
+SQL_MARK_SUMMARISED = (f"INSERT INTO {STATE_TABLE} (name, value) VALUES ('{SUMMARISED_MARK}', ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = MAX(COALESCE(value, 0), excluded.value)")
+SQL_GET_SUMMARISED = f"SELECT value FROM {STATE_TABLE} WHERE name = '{SUMMARISED_MARK}'"
 CALL_COLUMNS = (
     "call_id", "name", "arguments", "session_id", "response_id", "item_id",
     "status", "result", "created", "finished",
@@ -114,7 +130,18 @@ def _to_v3(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS idx_messages_item")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3}
+def _to_v4(conn: sqlite3.Connection) -> None:
+    """Memory kinds on ticos-client's table; the state table with the summarisation mark."""
+    _add_missing(conn, "memories", [("subject", "TEXT"), ("key", "TEXT"), ("value", "TEXT"),
+                                    ("confidence", "REAL"), ("importance", "REAL"), ("title", "TEXT"),
+                                    ("source", "TEXT")])
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (name TEXT PRIMARY KEY, value)")
+    seed = max_message_id(conn)
+    if seed:
+        conn.execute(f"INSERT OR IGNORE INTO {STATE_TABLE} (name, value) VALUES (?, ?)", (SUMMARISED_MARK, seed))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 
 def apply_pragmas(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> str:

@@ -87,6 +87,7 @@ from . import queries, schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
+from .memories import Memories
 from .merge import MERGE_CHUNK
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
@@ -115,12 +116,13 @@ TURN_SETTLE = 0.1
 TURN_END_EVENTS = frozenset({"response.done"})
 
 
-class Store(Writer, CardKeeper):
+class Store(Writer, CardKeeper, Memories):
     """Conversation messages, memories, function calls and the event log of one database.
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
     changes when the card is lost and when it comes back). The writer task's methods come
-    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`.
+    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`, the memory
+    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memories.Memories`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
@@ -195,6 +197,7 @@ class Store(Writer, CardKeeper):
         self._on_state = None
         self._reported = ("ok", None)
         self._loop = asyncio.get_running_loop()
+        self._init_indexer()
         self._task = self._loop.create_task(self._run(), name="ticos-storage-writer")
         if self._on_fallback and target is None:
             self._start_probe()

@@ -17,11 +17,13 @@ ids would collide there are renumbered) and the batch is written there. Any othe
 keeps the batch queued, fails the ``flush()`` calls waiting for it, reopens the connection
 and retries with a backoff of up to ``MAX_BACKOFF`` seconds.
 
-Between batches: while a card that came back is being merged, one merge chunk
+Between batches: the jobs whose records are committed (:mod:`.indexer`); while a card that
+came back is being merged, one merge chunk
 (:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
 otherwise event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids per
 commit, at open and every ``PRUNE_EVERY`` seconds (on the fallback a table's newest row is
-always kept, so its rowids are never reused).
+always kept, so its rowids are never reused); and when due, a step of the message index
+(:mod:`.indexer`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import aiosqlite
 from ..errors import StorageError
 from .connection import connect, describe
 from .location import SaveMode
-from .state import StoreState
+from .indexer import Indexer
 from .writes import (
     DATA_ERRORS,
     SQL_ADD_MEMORY,
@@ -65,14 +67,14 @@ CHUNK_RECORDS = 5000
 PRUNE_EVERY = 300.0
 PRUNE_CHUNK = 5000
 
-class Writer(StoreState):
+class Writer(Indexer):
     """The writer task's half of :class:`~.store.Store`; not used on its own.
 
     It works on the state ``Store.__init__`` sets up (the connection ``_db``, ``location``,
     the queues ``_events``/``_ops`` and their counters, the ``flush()`` waiters, the wake-up
     events, the remembered messages, the retention, the card's state) and calls
     ``Store._backlog_shrank()`` after each commit and the :class:`~.card.CardKeeper` methods
-    for the card.
+    for the card; its jobs and the message index are :class:`~.indexer.Indexer`'s.
     """
 
     def _prune_timeout(self) -> float | None:
@@ -87,6 +89,9 @@ class Writer(StoreState):
         if self._card_ident is not None and not self._closing:
             check = max(0.0, self._next_card_check - time.monotonic())
             timeout = check if timeout is None else min(timeout, check)
+        index = self._index_wait()
+        if index is not None:
+            timeout = index if timeout is None else min(timeout, index)
         return timeout
 
     async def _run(self) -> None:
@@ -121,17 +126,23 @@ class Writer(StoreState):
                 if self._closing:
                     if self._target is not None:
                         await self._abandon("the store is closing", closing=True)
+                    await self._run_jobs()
                     if not self._events and not self._ops:
                         return
+                elif self._jobs_ready():
+                    await self._run_jobs()
                 elif self._target is not None:
                     await self._merge_step()
                 elif self._card_check_due():
                     await self._idle_card_check()
                 elif self._failure is None and self._prune_timeout() == 0.0:
                     await self._prune_chunk()
+                elif self._index_due():
+                    await self._index_step()
                 self._check_state()
         finally:
             self._settle_waiters()
+            self._settle_jobs()
             self._check_state()
 
     async def _gather(self) -> None:
@@ -213,13 +224,14 @@ class Writer(StoreState):
             return False
         self._ops_out += len(ops)
         self._events_out += len(events)
+        self._note_commit(ops)
         self._backlog_shrank()
         if self._on_fallback:  # exact when someone waits for it (a flush, the close)
             await self._refresh_counts(force=bool(self._waiters) or self._closing)
         self._resolve_waiters()
         if self._events or self._ops:
             self._wake.set()
-            if self._waiters or self._closing or len(self._events) + len(self._ops) >= CHUNK_RECORDS:
+            if self._waiters or self._jobs or self._closing or len(self._events) + len(self._ops) >= CHUNK_RECORDS:
                 self._kick.set()  # more to do now: no batch interval in between
         return True
 
@@ -356,6 +368,7 @@ class Writer(StoreState):
 
     async def _swap_connection(self, db: aiosqlite.Connection) -> None:
         old, self._db = self._db, db
+        self._connection_changed()
         try:
             await asyncio.wait_for(old.close(), 2.0)
         except Exception:

@@ -1,0 +1,318 @@
+"""The store's memory methods: :class:`~ticos_agent.memory.model.MemoryStore` on SQLite.
+
+Part of :class:`~.store.Store` (as :class:`~.writer.Writer` and :class:`~.card.CardKeeper`
+are). All run on the event loop; reads go through the store's connection, writes through
+its writer, so they go wherever messages go (the TF card, or the fallback database while it
+is away: the merge carries memories and the summarisation mark to the card, see
+:mod:`.merge`).
+
+* ``remember`` validates (:func:`check_memory`: a kind of ``KINDS``, content 1 to
+  ``MAX_CONTENT`` characters, ``confidence``/``importance`` in 0..1; else
+  :class:`~ticos_agent.errors.BadMemory`, a ``ValueError``), returns the same memory when an
+  identical one (kind, content, user) exists, else queues the row, waits for its commit and
+  returns it with its id. The search index follows by trigger (:mod:`.fts`).
+* ``recall`` searches (:mod:`.search`): memories, then messages; first asks the writer to
+  index the messages committed since its last step (one short step; not while a database
+  is still being indexed in the background, when the part above the mark is scanned).
+* ``forget`` runs as a writer job: it finds the rows, deletes them with ``secure_delete``
+  on (the text is zeroed in the pages, the index's entries go with the rows), optimises the
+  memories index (its old segments held the words), clears the text of the memory tools'
+  calls (``remember``/``recall``/``forget`` arguments and results) that held those words,
+  and checkpoints the WAL with ``TRUNCATE`` so no older page image stays in the ``-wal``
+  file. It refuses while the TF card is away (the rows on the card cannot be reached; a
+  forget that only half happened would come back with the card).
+* ``unsummarised``/``mark_summarised``: the mark is a message id (``ticos_state`` row
+  ``summarised``): ids grow with time and keep their value on the card, the fallback and
+  through the merge, so the mark means the same wherever it is read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from ..errors import BadMemory, StorageError
+from ..memory.model import KINDS, MAX_CONTENT, Hit, Memory
+from . import schema, search
+from .connection import describe
+from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
+from .indexer import Indexer
+from .writes import Params
+
+#: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
+_FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
+_SELECT = "id, type, content, datetime, " + ", ".join(_FIELDS)
+SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_FIELDS) + ") "
+                "VALUES (" + ", ".join("?" * (3 + len(_FIELDS))) + ")")
+#: Messages that are over (what summaries, session_config and priming take).
+FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "
+            "(status IS NULL OR status IN ('completed', 'incomplete', 'cancelled'))")
+#: The tools whose calls hold memory text in their arguments and results.
+MEMORY_TOOLS = ("remember", "recall", "forget")
+MAX_RECALL = 50
+_CHUNK = 500
+
+
+def check_memory(kind: object, content: object, *, confidence: object = None, importance: object = None,
+                 **text: object) -> None:
+    """Raise :class:`BadMemory` naming the field when a memory cannot be stored."""
+    if kind not in KINDS:
+        raise BadMemory(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
+    if not isinstance(content, str) or not content.strip():
+        raise BadMemory("content must be non-empty text", field="content")
+    if len(content) > MAX_CONTENT:
+        raise BadMemory(f"content is {len(content)} characters long; at most {MAX_CONTENT}", field="content")
+    for name, number in (("confidence", confidence), ("importance", importance)):
+        if number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
+                or not 0 <= number <= 1:
+            raise BadMemory(f"{name} must be a number from 0 to 1, not {number!r}", field=name)
+    for name, value in text.items():
+        if value is not None and not isinstance(value, str):
+            raise BadMemory(f"{name} must be text, not {type(value).__name__}", field=name)
+        if isinstance(value, str) and len(value) > MAX_CONTENT:
+            raise BadMemory(f"{name} is {len(value)} characters long; at most {MAX_CONTENT}", field=name)
+
+
+def memory_of(row: Sequence[Any]) -> Memory:
+    """A row selected as ``_SELECT`` -> :class:`Memory`."""
+    rest = dict(zip(_FIELDS, row[4:]))
+    rest["user_id"] = rest["user_id"] or "nobody"
+    for name in ("confidence", "importance"):
+        rest[name] = None if rest[name] is None else float(rest[name])
+    return Memory(id=int(row[0]), kind=str(row[1]), content=str(row[2]), datetime=str(row[3]), **rest)
+
+
+def message_of(row: Sequence[Any]) -> dict[str, Any]:
+    return {"id": row[0], "role": row[1], "content": row[2], "datetime": row[3]}
+
+
+def numeric_id(message_id: object) -> int:
+    """A message id's number (its leading digits; 0 when none)."""
+    text = str(message_id)
+    digits = len(text) - len(text.lstrip("0123456789"))
+    return int(text[:digits]) if digits else 0
+
+
+class Memories(Indexer):
+    """``MemoryStore`` on the store's connection and writer; part of ``Store``."""
+
+    if TYPE_CHECKING:  # Store's methods
+        def _op(self, sql: str, params: Params) -> None: ...
+        async def flush(self) -> None: ...
+        def _closed_error(self) -> StorageError: ...
+
+    async def _rows(self, sql: str, params: Sequence[Any] = (), db: aiosqlite.Connection | None = None
+                    ) -> list[tuple[Any, ...]]:
+        try:
+            async with (db or self._db).execute(sql, tuple(params)) as cursor:
+                return [tuple(row) for row in await cursor.fetchall()]
+        except (aiosqlite.Error, ValueError) as exc:
+            raise StorageError(f"reading {self.location.path} failed: {describe(exc)}") from exc
+
+    async def _has(self, name: str, db: aiosqlite.Connection | None = None) -> bool:
+        return bool(await self._rows("SELECT 1 FROM sqlite_master WHERE name = ?", (name,), db))
+
+    async def _mark(self, db: aiosqlite.Connection | None = None) -> int | None:
+        if not await self._has(MESSAGES_FTS, db):
+            return None
+        rows = await self._rows(SQL_GET_MARK, (), db)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    # ------------------------------------------------------------------ writing
+
+    async def remember(self, kind: str, content: str, *, subject: str | None = None, key: str | None = None,
+                       value: str | None = None, confidence: float | None = None,
+                       importance: float | None = None, title: str | None = None, source: str | None = None,
+                       user_id: str = "nobody") -> Memory:
+        """Store a memory (or find the identical one); returns it once committed."""
+        check_memory(kind, content, confidence=confidence, importance=importance, subject=subject, key=key,
+                     value=value, title=title, source=source, user_id=user_id)
+        if self._closing:
+            raise self._closed_error()
+        content = content.strip()
+        same = f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? ORDER BY id DESC LIMIT 1"
+        found = await self._rows(same, (kind, content, user_id))
+        if found:
+            return memory_of(found[0])
+        when = schema.now_local()
+        numbers = [None if n is None else float(n) for n in (confidence, importance)]
+        self._op(SQL_REMEMBER, (kind, content, when, user_id, subject, key, value, *numbers, title, source))
+        await self.flush()
+        found = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? "
+                                 "AND datetime = ? ORDER BY id DESC LIMIT 1", (kind, content, user_id, when))
+        if not found:
+            raise StorageError(f"the memory written to {self.location.path} cannot be read back")
+        return memory_of(found[0])
+
+    async def mark_summarised(self, upto: int) -> None:
+        """Messages up to id ``upto`` are in a ``long_term`` memory (returns once committed)."""
+        if isinstance(upto, bool) or not isinstance(upto, int) or upto < 0:
+            raise BadMemory(f"the mark must be a message id from unsummarised(), not {upto!r}", field="upto")
+        if self._closing:
+            raise self._closed_error()
+        self._op(schema.SQL_MARK_SUMMARISED, (upto,))
+        await self.flush()
+
+    async def forget(self, *, query: str | None = None, ids: Sequence[int] = (), everything: bool = False,
+                     messages: bool = False) -> int:
+        """Delete the memories matching every word of ``query``, with these ``ids``, or all
+        (``everything``); with ``messages``, also the messages matching ``query`` (or all
+        messages with ``everything``). Returns how many memories (and messages) went."""
+        if (query is not None) + bool(ids) + bool(everything) != 1:
+            raise BadMemory("forget needs exactly one of query, ids or everything", field="query")
+        terms = search.words(query) if query is not None else None
+        wanted = []
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise BadMemory(f"memory ids are whole numbers, not {i!r}", field="ids")
+            wanted.append(i)
+
+        async def job(db: aiosqlite.Connection) -> int:
+            if self._on_fallback:
+                raise StorageError("the TF card is away (the store writes to its fallback database): memories "
+                                   "on the card cannot be forgotten now; try again once it is back")
+            return await self._forget(db, terms, wanted, messages)
+
+        return int(await self._job(job))
+
+    async def _forget(self, db: aiosqlite.Connection, terms: list[str] | None, ids: list[int], messages: bool) -> int:
+        indexed = await self._has(MEMORIES_FTS, db)
+        everything = terms is None and not ids
+        if terms is not None:
+            sql, params = search.memory_ids(terms, indexed, ("content", "title"))
+            mem = sorted({int(r[0]) for r in await self._rows(sql, params, db)})
+        elif ids:
+            mem = sorted({int(r[0]) for i in range(0, len(ids), _CHUNK) for r in await self._rows(
+                f"SELECT id FROM memories WHERE id IN ({','.join('?' * len(ids[i:i + _CHUNK]))})",
+                ids[i:i + _CHUNK], db)})
+        else:
+            mem = [int(r[0]) for r in await self._rows("SELECT id FROM memories", (), db)]
+        found: set[int] = set()
+        if messages and terms is not None:
+            for sql, params in search.message_rowids(terms, await self._mark(db)):
+                found.update(int(r[0]) for r in await self._rows(sql, params, db))
+        elif messages and everything:
+            found.update(int(r[0]) for r in await self._rows("SELECT rowid FROM messages", (), db))
+        rowids = sorted(found)
+        was = (await self._rows("PRAGMA secure_delete", (), db))[0][0]
+        await db.execute("PRAGMA secure_delete = ON")
+        try:
+            await db.execute("BEGIN")
+            try:
+                for i in range(0, len(mem), _CHUNK):
+                    part = mem[i:i + _CHUNK]
+                    await db.execute(f"DELETE FROM memories WHERE id IN ({','.join('?' * len(part))})", part)
+                for i in range(0, len(rowids), _CHUNK):
+                    part = rowids[i:i + _CHUNK]
+                    marks = ",".join("?" * len(part))
+                    for (mid,) in await self._rows(f"SELECT id FROM messages WHERE rowid IN ({marks})", part, db):
+                        self._forget_recent(str(mid))
+                    await db.execute(f"DELETE FROM messages WHERE rowid IN ({marks})", part)
+                await self._scrub_calls(db, terms, everything)
+                if mem and indexed:
+                    await db.execute(f"INSERT INTO {MEMORIES_FTS} ({MEMORIES_FTS}) VALUES ('optimize')")
+                await db.execute("COMMIT")
+            except BaseException:
+                try:
+                    await db.execute("ROLLBACK")
+                except Exception:
+                    pass
+                raise
+        finally:
+            await db.execute(f"PRAGMA secure_delete = {int(was)}")
+        try:
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except aiosqlite.Error:
+            pass  # a reader holds it; the next checkpoint overwrites those frames
+        return len(mem) + len(rowids)
+
+    async def _scrub_calls(self, db: aiosqlite.Connection, terms: list[str] | None, everything: bool) -> None:
+        if terms is None and not everything:
+            return
+        names = ",".join(f"'{n}'" for n in MEMORY_TOOLS)
+        sql = f"UPDATE function_calls SET arguments = '{{}}', result = NULL WHERE name IN ({names})"
+        params: list[Any] = []
+        if terms is not None:
+            both = []
+            for column in ("arguments", "result"):
+                both.append("(" + " AND ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in terms) + ")")
+                params += [search.like(t) for t in terms]
+            sql += " AND (" + " OR ".join(both) + ")"
+        await db.execute(sql, params)
+
+    def _forget_recent(self, message_id: str) -> None:
+        row = self._recent.pop(message_id, None)
+        if row is not None:
+            self._recent_chars -= len(row[2]) if isinstance(row[2], str) else 0
+
+    # ------------------------------------------------------------------ reading
+
+    async def recall(self, query: str, *, limit: int = 5, messages: bool = True) -> list[Hit]:
+        """Memories (and messages, unless ``messages`` is false) matching ``query``, best first."""
+        terms = search.words(query)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECALL:
+            raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
+        hits: list[Hit] = []
+        if await self._has(MEMORIES_FTS):
+            for any_word in (False, True):
+                sql, params = search.memories_by_index(terms, limit, any_word)
+                hits += [search.memory_hit(r, r[4]) for r in await self._rows(sql, params)]
+                if len(hits) >= limit or len(terms) == 1:
+                    break
+        else:
+            sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
+            hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
+        if messages:
+            await self._catch_up()
+            mark = await self._mark()
+            found: list[Hit] = []
+            if mark is not None:
+                for any_word in (False, True):
+                    sql, params = search.messages_by_index(terms, limit, any_word)
+                    found += [search.message_hit(r, r[5]) for r in await self._rows(sql, params)]
+                    if len(found) >= limit or len(terms) == 1:
+                        break
+            sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
+            found += [search.message_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
+            hits += found
+        return search.best(hits, limit)
+
+    async def _catch_up(self) -> None:
+        """Index what was committed since the last step (not during a background build)."""
+        if self._fts_upto is None or self._fts_behind or self._on_fallback or self._closing:
+            return
+        if self._fts_pending or self._ops or self._events:
+            await self._job(self._index_step)
+
+    async def latest_memory(self, kind: str = "long_term") -> Memory | None:
+        rows = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? ORDER BY id DESC LIMIT 1", (kind,))
+        return memory_of(rows[0]) if rows else None
+
+    async def facts(self, limit: int = 50) -> list[Memory]:
+        """The newest facts, newest first."""
+        rows = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = 'fact' ORDER BY id DESC LIMIT ?",
+                                (max(0, int(limit)),))
+        return [memory_of(r) for r in rows]
+
+    async def recent_messages(self, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` finished user/assistant messages, oldest first."""
+        rows = await self._rows(f"SELECT id, role, content, datetime FROM messages WHERE {FINISHED} "
+                                "ORDER BY rowid DESC LIMIT ?", (max(0, int(count)),))
+        return [message_of(r) for r in reversed(rows)]
+
+    async def unsummarised(self, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to ``limit`` finished messages after the mark, oldest first, and the new mark."""
+        got = await self._rows(schema.SQL_GET_SUMMARISED)
+        mark = int(got[0][0]) if got and got[0][0] is not None else 0
+        start = await self._rows("SELECT rowid FROM messages WHERE id = ?", (str(mark),)) if mark else []
+        rows = await self._rows(f"SELECT id, role, content, datetime FROM messages WHERE rowid > ? AND {FINISHED} "
+                                "AND CAST(id AS INTEGER) > ? ORDER BY rowid LIMIT ?",
+                                (start[0][0] if start else 0, mark, max(0, int(limit))))
+        if not rows:
+            return [], None
+        return [message_of(r) for r in rows], max(numeric_id(r[0]) for r in rows)
