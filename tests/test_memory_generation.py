@@ -11,7 +11,6 @@ import json
 import logging
 
 import aiohttp
-import memory_shim
 import pytest
 from chat_server import ChatServer
 from helpers import agent_config, wait_for
@@ -21,11 +20,6 @@ from ticos_agent import Agent, TicosClient
 from ticos_agent.memory.config import DEFAULT_INSTRUCTIONS
 
 FAST = {"retry_delay": 0.01, "timeout": 2.0}
-
-
-@pytest.fixture(autouse=True)
-def _shim(monkeypatch):
-    memory_shim.install(monkeypatch)
 
 
 @pytest.fixture

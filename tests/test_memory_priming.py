@@ -7,17 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import memory_shim
 import pytest
 from helpers import agent_config, wait_for
 from traces import assistant_turn, ev, session_created, transcription, user_item
 
 from ticos_agent import Agent
-
-
-@pytest.fixture(autouse=True)
-def _shim(monkeypatch):
-    memory_shim.install(monkeypatch)
 
 
 async def remembered(agent) -> None:

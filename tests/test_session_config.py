@@ -13,7 +13,6 @@ import stat
 import threading
 from pathlib import Path
 
-import memory_shim
 import pytest
 from helpers import agent_config
 from ticos_client_session import TicosClientWriter
@@ -41,11 +40,6 @@ EXISTING = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _shim(monkeypatch):
-    memory_shim.install(monkeypatch)
-
-
 def ticos_client_writes(home: Path, rows: list[dict], count: int, start: dict | str | None) -> bytes:
     """What ticos-client's own code leaves in <home>/.config/ticos/session_config."""
     path = home / ".config" / "ticos" / "session_config"
@@ -71,8 +65,11 @@ def ours(path: Path, rows: list[dict], count: int, start: dict | str | None) -> 
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("start", [EXISTING, None, {"model": {"messages": [{"role": "user", "content": "a list"}]}},
-                                   {"model": {}}, {"other": 1}], ids=["full", "missing", "list", "no-messages", "no-model"])
+STARTS = {"full": EXISTING, "missing": None, "list": {"model": {"messages": [{"role": "user", "content": "a list"}]}},
+          "no-messages": {"model": {}}, "no-model": {"other": 1}}
+
+
+@pytest.mark.parametrize("start", STARTS.values(), ids=STARTS.keys())
 @pytest.mark.parametrize("count", [12, 3, 2, 1])
 def test_the_file_is_byte_for_byte_what_ticos_client_writes(tmp_path, start, count):
     theirs = ticos_client_writes(tmp_path / "theirs", ROWS, count, start)
