@@ -361,3 +361,45 @@ async def test_the_api_key_from_the_environment_or_none(tmp_path, connect, chat,
     headers = chat.requests[0]["headers"]
     assert headers.get("Authorization") == (f"Bearer {env}" if env else None)
     assert "model" not in chat.requests[0]["json"]  # none configured: none sent
+
+
+async def test_a_backlog_is_caught_up_in_requests_a_small_model_can_take(tmp_path, connect):
+    from ticos_agent.memory.generation import MAX_BATCH_CHARS, MAX_MESSAGE_CHARS
+
+    batches: list[list[tuple[str, int]]] = []
+    working = False
+
+    def summarise(messages, latest):
+        if not working:
+            raise RuntimeError("the model is not loaded yet")
+        batches.append([(m["content"][:12], len(m["content"])) for m in messages])
+        return f"memory {len(batches)}"
+
+    agent = Agent(agent_config(tmp_path, memory={"every_rounds": 1, "retries": 0, "retry_delay": 0.01}))
+    agent.set_summariser(summarise)
+    async with agent:
+        peer = await connect(agent)
+        long = "x" * 5000
+        for n in range(1, 9):  # 16 messages wait: 8 per request at most (every_rounds 1)
+            await peer.send(user_item(f"item_U{n}"), transcription(f"item_U{n}", f"question {n}"),
+                            *assistant_turn(f"resp_{n}", f"item_A{n}", [f"answer {n}"], audio=False))
+            await wait_for(lambda n=n: agent.conversations.stored == 2 * n)
+            await idle(agent)
+        for n in (9, 10, 11, 12, 13):  # 10 long messages: fewer per request
+            await peer.send(user_item(f"item_U{n}"), transcription(f"item_U{n}", f"question {n} {long}"),
+                            *assistant_turn(f"resp_{n}", f"item_A{n}", [f"answer {n} {long}"], audio=False))
+            await wait_for(lambda n=n: agent.conversations.stored == 2 * n)
+            await idle(agent)
+        assert batches == [] and await memories(agent) == []
+        working = True
+        await talk(peer, 14)
+        await until_memories(agent, 1)
+        await idle(agent)
+        stored = await memories(agent)
+    taken = [text for batch in batches for text, _ in batch]
+    assert taken == [f"{w} {n} xxxxx"[:12] if 9 <= n <= 13 else f"{w} {n}"
+                     for n in range(1, 15) for w in ("question", "answer")]  # each once, in order
+    assert all(len(b) <= 8 for b in batches) and len(batches[0]) == 8 and len(batches[1]) == 8
+    assert all(size <= MAX_MESSAGE_CHARS for b in batches for _, size in b)
+    assert all(sum(size for _, size in b) <= MAX_BATCH_CHARS for b in batches)
+    assert stored == [f"memory {i}" for i in range(1, len(batches) + 1)]

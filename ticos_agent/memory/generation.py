@@ -4,8 +4,11 @@ A round is a user message (a transcript, or a typed ``input_text`` item) followe
 ``response.done``. :class:`MemoryGeneration` is the intake's consumer that counts them; when
 ``every_rounds`` have passed it starts a memory round in the background:
 
-1. the store is flushed, and the messages not yet summarised (``store.unsummarised``, at most
-   ``BATCH``, oldest first) and the latest ``long_term`` memory are read;
+1. the store is flushed, and the messages not yet summarised (``store.unsummarised``, oldest
+   first) and the latest ``long_term`` memory are read. One request takes at most
+   ``4 * every_rounds`` messages (8 at least, ``MAX_BATCH`` at most) and ``MAX_BATCH_CHARS``
+   characters (each message cut at ``MAX_MESSAGE_CHARS``), so a backlog never makes a request
+   too big for a small local model's context;
 2. the summariser (``[memory] base_url``'s :class:`~.summariser.ChatSummariser`, or the
    integrator's own, see :meth:`MemoryGeneration.set_summariser`) writes the new memory; a
    failure is retried ``retries`` times, ``retry_delay`` seconds first, doubled each time;
@@ -46,7 +49,9 @@ from .summariser import ChatSummariser, Summariser, SummaryFailed
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # messages summarised in one request at most
+MAX_BATCH = 200  # messages summarised in one request at most
+MAX_BATCH_CHARS = 12000  # characters of messages in one request at most (one message always goes)
+MAX_MESSAGE_CHARS = 2000  # a longer message is cut in the request (never in the store)
 #: ``emit(action, payload)``: the ``memory`` handler topic (``"stored"``, ``{"memory", "via"}``).
 EmitMemory = Callable[[str, dict[str, Any]], object]
 
@@ -147,7 +152,11 @@ class MemoryGeneration:
     async def _rounds(self) -> None:
         while True:
             self._again = False
-            memory, full = await self.round()
+            try:
+                memory, full = await self.round()
+            except Exception:  # a bug here must not end the rounds for good
+                log.exception("memory: the round failed")
+                memory, full = None, False
             if self._session is not None:
                 await self._session.refresh()
             if not (self._again or (full and memory is not None)):
@@ -171,7 +180,13 @@ class MemoryGeneration:
         async with self._lock:
             try:
                 await self._store.flush()
-                messages, mark = await self._store.unsummarised(BATCH)
+                limit = min(MAX_BATCH, max(8, 4 * self.config.every_rounds))
+                messages, mark = await self._store.unsummarised(limit)
+                full = len(messages) >= limit
+                fit = _fitting(messages)
+                if fit < len(messages):  # the oldest that fit, and the mark that goes with them
+                    messages, mark = await self._store.unsummarised(fit)
+                    full = True
                 if not messages or mark is None:
                     return None, False
                 latest = await self._store.latest_memory("long_term")
@@ -183,7 +198,7 @@ class MemoryGeneration:
                 return None, False
             try:  # stored and marked together, even if the round is cancelled meanwhile
                 memory = await asyncio.shield(self._keep(text, mark))
-            except StorageError as exc:
+            except (StorageError, ValueError) as exc:  # ValueError: a memory the store refuses
                 self.failures += 1
                 log.warning("memory: the new memory could not be stored (%s); %d messages wait for the next "
                             "round", exc, len(messages))
@@ -196,7 +211,7 @@ class MemoryGeneration:
                 self._emit("stored", {"memory": memory.as_dict(), "via": "generation"})
             except Exception:
                 log.exception("memory: telling the memory handlers failed")
-        return memory, len(messages) >= BATCH
+        return memory, full
 
     async def _keep(self, text: str, mark: int) -> Memory:
         memory = await self._store.remember("long_term", text[:MAX_CONTENT])
@@ -223,7 +238,7 @@ class MemoryGeneration:
 
     async def _call(self, summariser: Summariser, messages: list[dict[str, Any]], latest: str) -> str:
         timeout = self.config.timeout
-        batch = [dict(m) for m in messages]
+        batch = [{**m, "content": str(m.get("content", ""))[:MAX_MESSAGE_CHARS]} for m in messages]
         if _is_async(summariser):
             result: Any = await asyncio.wait_for(summariser(batch, latest), timeout + 1.0)  # type: ignore[arg-type]
         else:
@@ -250,6 +265,16 @@ class MemoryGeneration:
             await self._chat.close()
         if self._session is not None:
             await self._session.refresh()
+
+
+def _fitting(messages: list[dict[str, Any]]) -> int:
+    """How many of the oldest ``messages`` fit in one request (one at least)."""
+    total = 0
+    for i, message in enumerate(messages):
+        total += min(len(str(message.get("content", ""))), MAX_MESSAGE_CHARS)
+        if total > MAX_BATCH_CHARS:
+            return max(1, i)
+    return len(messages)
 
 
 def _is_async(fn: Any) -> bool:
