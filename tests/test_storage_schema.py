@@ -89,7 +89,7 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     conn = plain(tmp_path / "ticos.db")
     assert table_columns(conn, "messages") >= {"id", "role", "content", "item_id", "user_id", "datetime"}
     assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime", "subject", "key",
-                                               "value", "confidence", "importance", "title", "source"}
+                                               "value", "confidence", "importance", "title", "source_id"}
     assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3, 4]
     assert current_version(conn) == SCHEMA_VERSION
 

@@ -1,4 +1,4 @@
-"""Command line: ``ticos-agent run|config|tools|inspect|export|doctor|replay``.
+"""Command line: ``ticos-agent run|config|tools|inspect|export|memory|doctor|replay``.
 
 ``run`` serves until SIGTERM/SIGINT, then stops gracefully (storage flushed, actuators in
 their safe state). ``config`` prints the effective configuration as TOML that can be copied
@@ -7,8 +7,9 @@ commented file with every key, its default and one line of documentation. ``tool
 the robot's tools as OpenAI Realtime function definitions (``{"tools": [...]}``, as
 ``GET /v1/tools`` serves them, which adds the integrator's); what it leaves out goes to stderr.
 ``inspect`` and ``export`` read a database offline (from a TF card on another computer),
-read-only, never changing the card. ``doctor`` checks the environment. ``replay`` sends a
-JSON-lines trace to a running agent.
+read-only, never changing the card. ``memory export|import|forget`` moves a robot's memories
+(and conversations) to another card or robot, or forgets them (:mod:`.memory_cli`).
+``doctor`` checks the environment. ``replay`` sends a JSON-lines trace to a running agent.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text, description=text)
         add_arguments(p, export=name == "export")
 
+    p = sub.add_parser("memory", help="export, import or forget the robot's memories (export [--conversations], "
+                                      "import FILE, forget --all --yes)")
+    from .memory_cli import add_arguments as memory_arguments
+
+    memory_arguments(p)
+
     p = sub.add_parser("doctor", help="check this machine and config: port, storage, serial, GPIO, audio")
     p.add_argument("--config", "-c")
 
@@ -80,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from .inspect import main as inspect_main
 
         return inspect_main(args)
+    if args.command == "memory":
+        from .memory_cli import main as memory_main
+
+        return memory_main(args)
     if args.command == "doctor":
         from .doctor import main as doctor_main
 

@@ -19,7 +19,10 @@ is away: the merge carries memories and the summarisation mark to the card, see
   memories index (its old segments held the words), clears the text of the memory tools'
   calls (``remember``/``recall``/``forget`` arguments and results) that held those words,
   and checkpoints the WAL with ``TRUNCATE`` so no older page image stays in the ``-wal``
-  file. It refuses while the TF card is away (the rows on the card cannot be reached; a
+  file. Forgotten messages leave the message index at once on SQLite 3.42+ (FTS5
+  ``secure-delete``); before, the index is optimised when it holds at most
+  ``OPTIMIZE_MESSAGES`` messages, else their words (not the text) stay in its old segments
+  until these merge. It refuses while the TF card is away (the rows on the card cannot be reached; a
   forget that only half happened would come back with the card).
 * ``unsummarised``/``mark_summarised``: the mark is a message id (``ticos_state`` row
   ``summarised``): ids grow with time and keep their value on the card, the fallback and
@@ -28,7 +31,9 @@ is away: the merge carries memories and the summarisation mark to the card, see
 
 from __future__ import annotations
 
+import logging
 import math
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +41,7 @@ import aiosqlite
 
 from ..errors import BadMemory, StorageError
 from ..memory.model import KINDS, MAX_CONTENT, Hit, Memory
-from . import schema, search
+from . import fts, schema, search
 from .connection import describe
 from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
 from .indexer import Indexer
@@ -44,8 +49,9 @@ from .writes import Params
 
 #: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
 _FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
-_SELECT = "id, type, content, datetime, " + ", ".join(_FIELDS)
-SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_FIELDS) + ") "
+_COLUMNS = tuple("source_id" if f == "source" else f for f in _FIELDS)
+_SELECT = "id, type, content, datetime, " + ", ".join(_COLUMNS)
+SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_COLUMNS) + ") "
                 "VALUES (" + ", ".join("?" * (3 + len(_FIELDS))) + ")")
 #: Messages that are over (what summaries, session_config and priming take).
 FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "
@@ -53,6 +59,11 @@ FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "
 #: The tools whose calls hold memory text in their arguments and results.
 MEMORY_TOOLS = ("remember", "recall", "forget")
 MAX_RECALL = 50
+#: Before SQLite 3.42 (no FTS5 secure-delete) the message index is rewritten after a forget
+#: (``optimize``) so the words leave it, up to this many messages (a bigger one would block
+#: the writer for seconds; its words then go when its segments merge).
+OPTIMIZE_MESSAGES = 50_000
+log = logging.getLogger(__name__)
 _CHUNK = 500
 
 
@@ -216,6 +227,14 @@ class Memories(Indexer):
                 await self._scrub_calls(db, terms, everything)
                 if mem and indexed:
                     await db.execute(f"INSERT INTO {MEMORIES_FTS} ({MEMORIES_FTS}) VALUES ('optimize')")
+                if rowids and not fts.secure_delete_supported():
+                    mark = await self._mark(db)
+                    if mark is not None and mark <= OPTIMIZE_MESSAGES:
+                        await db.execute(f"INSERT INTO {MESSAGES_FTS} ({MESSAGES_FTS}) VALUES ('optimize')")
+                    elif mark:
+                        log.info("storage: the forgotten messages' words stay in old segments of the message "
+                                 "index of %s until they merge (SQLite %s has no FTS5 secure-delete)",
+                                 self.location.path, sqlite3.sqlite_version)
                 await db.execute("COMMIT")
             except BaseException:
                 try:
@@ -259,11 +278,13 @@ class Memories(Indexer):
             raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
         hits: list[Hit] = []
         if await self._has(MEMORIES_FTS):
+            ranked: list[tuple[Any, ...]] = []
             for any_word in (False, True):
                 sql, params = search.memories_by_index(terms, limit, any_word)
-                hits += [search.memory_hit(r, r[4]) for r in await self._rows(sql, params)]
-                if len(hits) >= limit or len(terms) == 1:
+                ranked += await self._rows(sql, params)
+                if len(ranked) >= limit or len(terms) == 1:
                     break
+            hits += [search.memory_hit(r, rank) for r, rank in search.scaled(ranked, 4)]
         else:
             sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
             hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
@@ -272,21 +293,30 @@ class Memories(Indexer):
             mark = await self._mark()
             found: list[Hit] = []
             if mark is not None:
+                ranked = []
                 for any_word in (False, True):
-                    sql, params = search.messages_by_index(terms, limit, any_word)
-                    found += [search.message_hit(r, r[5]) for r in await self._rows(sql, params)]
-                    if len(found) >= limit or len(terms) == 1:
+                    for above in search.windows(mark):
+                        sql, params = search.messages_by_index(terms, limit, any_word, above)
+                        ranked += await self._rows(sql, params)
+                        if len({r[0] for r in ranked}) >= limit:
+                            break
+                    if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
                         break
+                found += [search.message_hit(r, rank) for r, rank in search.scaled(ranked, 5)]
             sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
             found += [search.message_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
             hits += found
         return search.best(hits, limit)
 
     async def _catch_up(self) -> None:
-        """Index what was committed since the last step (not during a background build)."""
-        if self._fts_upto is None or self._fts_behind or self._on_fallback or self._closing:
+        """Commit what is queued and index what is new (not during a background build, when
+        the part above the mark is scanned)."""
+        if self._closing:
             return
-        if self._fts_pending or self._ops or self._events:
+        if self._on_fallback or self._fts_behind or (self._fts_known and self._fts_upto is None):
+            if self._ops_in > self._ops_out:
+                await self.flush()
+        elif self._fts_pending or self._ops_in > self._ops_out or not self._fts_known:
             await self._job(self._index_step)
 
     async def latest_memory(self, kind: str = "long_term") -> Memory | None:

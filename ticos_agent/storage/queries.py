@@ -14,7 +14,10 @@ appended, so a table's rowid order is its time order, and a time range becomes a
 found by binary search (about 25 point reads). Rows whose time is out of that order (a clock
 set back) are still filtered exactly by their time but may be missed by the range. Sessions use
 the writer's session indexes; ``grep`` uses an FTS5 index over ``messages`` when the database
-has one (``content='messages'``), a scan otherwise.
+has one made by someone else (``content='messages'``), a scan otherwise. ``grep`` finds its
+text anywhere, inside words too, which a word index cannot promise: the agent's own index
+(:mod:`.fts`, recognised by its mark, the messages it covers) serves searches by words
+(``Store.recall``) and is not used here.
 """
 
 from __future__ import annotations
@@ -225,7 +228,8 @@ _EVENT_ROLE = ("(CASE WHEN type LIKE 'input_audio_buffer.%' OR type LIKE 'conver
                "THEN 'user' WHEN type LIKE 'response.%' THEN 'assistant' ELSE 'system' END)")
 
 MESSAGES = Kind("messages", "messages", MESSAGE_COLUMNS, "datetime", False, ("content",), "role")
-MEMORIES = Kind("memories", "memories", MEMORY_COLUMNS, "datetime", False, ("type", "content"), None)
+MEMORIES = Kind("memories", "memories", MEMORY_COLUMNS, "datetime", False,
+                ("type", "content", "title", "subject", "key", "value"), None)
 CALLS = Kind("calls", "function_calls", CALL_COLUMNS, "created", False, ("name", "arguments", "result"),
              "'assistant'")
 EVENTS = Kind("events", "events", EVENT_COLUMNS, "ts", True, ("type", "event_id", "item_id", "response_id"),
@@ -276,6 +280,7 @@ class Finder:
         self.conn = conn
         self._columns: dict[str, frozenset[str]] = {}
         self._fts: tuple[str | None] | None = None
+        self._fts_mark: tuple[int | None] | None = None
         self._bounds: dict[tuple[str, Any], int | None] = {}
         self._ends: dict[str, tuple[int, int] | None] = {}
 
@@ -294,6 +299,20 @@ class Finder:
         if self._fts is None:
             self._fts = (self._find_fts(),)
         return self._fts[0]
+
+    def fts_mark(self) -> int | None:
+        """The highest message rowid the agent's own index holds (``ticos_state``), or ``None``
+        when there is no index or it was made by someone else."""
+        if self._fts_mark is None:
+            mark = None
+            if self.fts_index() is not None:
+                try:
+                    row = self.conn.execute("SELECT value FROM ticos_state WHERE name = 'fts_messages'").fetchone()
+                    mark = int(row[0]) if row is not None and row[0] is not None else None
+                except (sqlite3.Error, ValueError, TypeError):
+                    mark = None
+            self._fts_mark = (mark,)
+        return self._fts_mark[0]
 
     def _find_fts(self) -> str | None:
         try:
@@ -399,7 +418,8 @@ class Finder:
             texts = [c for c in kind.text if c in cols]
             if not texts:
                 return None
-            fts = self.fts_index() if kind is MESSAGES and re.search(r"\w", w.grep) else None
+            fts = self.fts_index() if kind is MESSAGES and re.search(r"\w", w.grep) and self.fts_mark() is None \
+                else None
             if fts is not None:
                 clauses.append(f"rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)")
                 params.append('"' + w.grep.replace('"', '""') + '"*')

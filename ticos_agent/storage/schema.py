@@ -14,7 +14,9 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   tables, their primary keys, ``idx_messages_session`` and ``idx_calls_session`` (the
   readers' session filters).
 * 4 - memories of three kinds (see :mod:`ticos_agent.memory.model`): ``subject``, ``key``,
-  ``value``, ``confidence``, ``importance``, ``title``, ``source`` added to ``memories``
+  ``value``, ``confidence``, ``importance``, ``title``, ``source_id`` (``Memory.source``: the
+  message it came from; not ``source``, which the inspector's rows use for their database)
+  added to ``memories``
   (ticos-client's five columns unchanged); the ``ticos_state`` table (``name``, ``value``:
   the summarisation mark, how far the message index reaches). The mark starts at the
   newest message found, so a ticos-client card's history is not summarised again. The
@@ -50,7 +52,7 @@ MESSAGE_COLUMNS = (
 )
 #: ticos-client's columns, then schema 4's (see :class:`ticos_agent.memory.model.Memory`).
 SDK_MEMORY_COLUMNS = ("id", "type", "content", "user_id", "datetime")
-MEMORY_EXTRA_COLUMNS = ("subject", "key", "value", "confidence", "importance", "title", "source")
+MEMORY_EXTRA_COLUMNS = ("subject", "key", "value", "confidence", "importance", "title", "source_id")
 MEMORY_COLUMNS = SDK_MEMORY_COLUMNS + MEMORY_EXTRA_COLUMNS
 #: The small key/value table of schema 4 and the names kept in it.
 STATE_TABLE = "ticos_state"
@@ -134,7 +136,7 @@ def _to_v4(conn: sqlite3.Connection) -> None:
     """Memory kinds on ticos-client's table; the state table with the summarisation mark."""
     _add_missing(conn, "memories", [("subject", "TEXT"), ("key", "TEXT"), ("value", "TEXT"),
                                     ("confidence", "REAL"), ("importance", "REAL"), ("title", "TEXT"),
-                                    ("source", "TEXT")])
+                                    ("source_id", "TEXT")])
     conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (name TEXT PRIMARY KEY, value)")
     seed = max_message_id(conn)
     if seed:

@@ -4,11 +4,14 @@ A query is reduced to its words (``\\w+``, any script, lower-cased, at most ``MA
 and each word is quoted for FTS5, so no user text (``"name" OR (x``, ``*``, ``NEAR``,
 ``col:``) is ever read as FTS5 syntax; a query without a word is a :class:`BadMemory`.
 
-Ranking (lower is better, as FTS5's ``bm25``): index hits carry their ``bm25`` (every word
-first; when that finds fewer than asked, any word), rows found by scanning (``LIKE``: no
-index, or messages above the index's mark, see :mod:`.fts`) rank by the share of words they
-contain, ``-1.0 .. 0``, after the index's hits, newest first among equals. Memories come
-before messages on equal ranks. Only ``user`` and ``assistant`` messages are searched.
+Ranking (lower is better, as FTS5's ``bm25``), from ``-1.0`` (best) to ``0``: index hits
+(every word first; when that finds fewer than asked, any word) carry their ``bm25`` divided
+by the best of their index (two indexes' ``bm25`` are not comparable: a million messages
+weigh words differently from a hundred memories), so the best memory and the best message
+both rank ``-1.0``; rows found by scanning (``LIKE``: no index, or messages above the
+index's mark, see :mod:`.fts`) rank by minus the share of the words they contain. Memories
+come before messages on equal ranks, then the newest first. Only ``user`` and ``assistant``
+messages are searched.
 
 Pure functions: SQL text and parameters, rows -> :class:`Hit`; the store runs them
 (:mod:`.memories`), as ``ticos-agent memory`` does on a plain connection.
@@ -90,11 +93,26 @@ def memory_ids(terms: Sequence[str], indexed: bool, columns: Sequence[str]) -> t
 MESSAGE_HIT = "id, role, content, datetime, session_id"
 
 
-def messages_by_index(terms: Sequence[str], limit: int, any_word: bool) -> tuple[str, list[Any]]:
+#: The newest messages searched first, then ten times more, ...: a query whose words are in
+#: many messages (common words, on a big database) ranks the newest ones only and stays fast;
+#: rare words are looked up in the whole index (a few cheap queries).
+FIRST_WINDOW = 4_000
+
+
+def windows(total: int) -> list[int]:
+    """The rowids to search above, newest window first, for an index of about ``total`` rows."""
+    out, size = [], FIRST_WINDOW
+    while size < total:
+        out.append(total - size)
+        size *= 10
+    return out + [0]
+
+
+def messages_by_index(terms: Sequence[str], limit: int, any_word: bool, above: int = 0) -> tuple[str, list[Any]]:
     sql = (f"SELECT m.id, m.role, m.content, m.datetime, m.session_id, f.r FROM "
-           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? ORDER BY rank LIMIT ?) f "
-           f"JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
-    return sql, [match(terms, any_word), limit * OVERFETCH]
+           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? AND rowid > ? "
+           f"ORDER BY rank LIMIT ?) f JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
+    return sql, [match(terms, any_word), above, limit * OVERFETCH]
 
 
 def messages_by_scan(terms: Sequence[str], limit: int, above: int, select: str = MESSAGE_HIT
@@ -116,6 +134,15 @@ def message_rowids(terms: Sequence[str], mark: int | None) -> list[tuple[str, li
 
 
 # ----------------------------------------------------------------- hits
+
+def scaled(rows: Sequence[Sequence[Any]], column: int) -> list[tuple[Sequence[Any], float]]:
+    """Index hits with their ``bm25`` (in ``column``) scaled so the best is ``-1.0``; each row once."""
+    seen: set[Any] = set()
+    unique = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]  # type: ignore[func-returns-value]
+    best = min((float(r[column]) for r in unique), default=-1.0)
+    scale = -best if best < 0 else 1.0
+    return [(r, min(0.0, float(r[column]) / scale)) for r in unique]
+
 
 def share(terms: Sequence[str], text: str | None) -> float:
     """A scanned row's rank: minus the share of the words it contains."""

@@ -83,6 +83,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StorageError
+from ..memory.model import MemoryStore
 from . import queries, schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
@@ -448,6 +449,11 @@ class Store(Writer, CardKeeper, Memories):
     async def count_messages(self, session_id: str | None = None) -> int:
         """How many committed messages (of one session)."""
         return int(await self._read(queries.count_messages_query(session_id=session_id)))
+
+
+def memory_store(store: Store) -> MemoryStore:
+    """``store`` as the narrow view memory code is given (the type checker proves it is one)."""
+    return store
 
 
 def _dicts(rows: Any) -> list[dict[str, Any]]:

@@ -39,8 +39,8 @@ import aiosqlite
 
 from ..errors import StorageError
 from .connection import connect, describe
-from .location import SaveMode
 from .indexer import Indexer
+from .location import SaveMode
 from .writes import (
     DATA_ERRORS,
     SQL_ADD_MEMORY,
