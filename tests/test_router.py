@@ -14,8 +14,8 @@ from ticos_agent.errors import BadEvent
 
 async def test_the_table_names_each_event_types_consumers_in_order(agent):
     table = agent.intake.consumers_of
-    assert table("response.done") == ["Conversations", "Turns", "RobotLife", "CallIntake", "EventLog",
-                                      "IntegratorEvents"]
+    assert table("response.done") == ["Conversations", "Turns", "RobotLife", "CallIntake", "MemoryRounds",
+                                      "EventLog", "IntegratorEvents"]
     assert table("input_audio_buffer.speech_started") == ["Turns", "RobotLife", "EventLog", "IntegratorEvents"]
     assert table("error") == ["PeerErrors", "EventLog", "IntegratorEvents"]
     # a type the agent does not act on still reaches the event log and the integrators

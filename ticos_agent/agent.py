@@ -82,6 +82,8 @@ from .turns import Turns
 if TYPE_CHECKING:
     from .actuators import ActuatorSystem
     from .audio import AudioPlayer
+    from .memory.generation import MemoryGeneration
+    from .memory.summariser import Summariser
     from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,8 @@ class Agent(MemoryMethods):
         self.turns: Turns | None = None
         self.conversations: Conversations | None = None
         self.life: RobotLife | None = None
+        self.memory: MemoryGeneration | None = None
+        self._summariser: Summariser | None = None
         self.port: int | None = None
         self._background = Background()
         self._stack: AsyncExitStack | None = None
@@ -177,17 +181,6 @@ class Agent(MemoryMethods):
         thinking, speaking, sleeping)."""
         return self._register("state", fn, inline)
 
-    def on_memory(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
-        """Handler ``fn(action, payload)`` for every memory stored (``"stored"``, ``{"memory": {...},
-        "via": ...}``) or forgotten (``"forgotten"``, ``{"count", "query", "ids", "everything",
-        "via"}``), whichever path did it: tools, this API, HTTP, generation."""
-        return self._register("memory", fn, inline)
-
-    def emit_memory(self, action: str, payload: dict[str, Any]) -> None:
-        """Tell the ``memory`` handlers of a change made elsewhere (memory generation); see
-        :mod:`ticos_agent.memory.api`."""
-        self.dispatcher.emit("memory", action, payload)
-
     def _memory_off(self) -> str:
         return "storage is disabled" if not self.config.storage.enabled else "the agent is not running"
 
@@ -214,6 +207,7 @@ class Agent(MemoryMethods):
             await self._start_actuators(stack)
             await self._start_audio(stack)
             self._wire(stack)
+            await self._start_memory(stack)
             await self._serve(sockets, stack)
         except BaseException:
             log.error("start failed; undoing what was started")
@@ -341,6 +335,17 @@ class Agent(MemoryMethods):
             intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)
+
+    async def _start_memory(self, stack: AsyncExitStack) -> None:
+        """Memory rounds (summaries, session_config) and priming: see :mod:`ticos_agent.memory`."""
+        if self.intake is None:
+            return
+        from .memory.wiring import start_memory
+
+        self.memory = await start_memory(
+            self.store, self.config.memory, self.intake, stack, send=self.peers.send, spawn=self._background.spawn,
+            emit=self.emit_memory, summariser=self._summariser)
+        stack.callback(setattr, self, "memory", None)
 
     async def _stop_calls(self) -> None:
         """The robot stops what it does; running calls end (outcome ``dropped``) and are stored."""

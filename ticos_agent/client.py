@@ -29,6 +29,14 @@ As in ticos-client, failures reach the message handler as ``health.status`` mess
 a database that cannot be opened, or that falls back from the card (at start, or later: the
 card pulled, read-only or full), a server that cannot start.
 
+Memory (see :mod:`ticos_agent.memory`): the ``[memory]`` section of ``config``, and
+ticos-client's own keys ``model.enable_memory_generation``, ``model.history_conversation_length``
+and ``model.memory_instructions`` from ``~/.config/ticos/config.toml`` (``[model]``) and
+``~/.config/ticos/session_config`` (``model``, where ticos-client read them; it wins over
+config.toml), for every ``[memory]`` key the given ``config`` does not set itself (the agent's
+config wins). :meth:`generate_memory` runs a memory round now, :meth:`set_summariser` plugs in
+an integrator's summariser.
+
 ``SaveMode.EXTERNAL`` stores on the TF card: ``tf_root_dir``, or the card found in the mount
 table. A ``tf_root_dir`` that is a plain folder of the system disk (not a mount point) is
 refused as a card, so the robot never writes "to the card" while the card is missing; the
@@ -55,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, from_dict, load
+from .memory.config import ticos_client_memory
 from .storage import SaveMode
 
 if TYPE_CHECKING:
@@ -63,6 +72,7 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .events import FunctionCall
     from .memory.model import Hit, Memory
+    from .memory.summariser import Summariser
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +117,7 @@ class TicosClient:
         self._db_path_given = False
         self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
             ("message", "motion", "emotion", "function_call", "conversation", "memory"))
+        self._summariser: Summariser | None = None
         self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,7 +223,10 @@ class TicosClient:
             storage["dir"] = self._storage_dir
         if self._db_filename:
             storage["db_filename"] = self._db_filename
-        overrides = {"server": server, "storage": storage}
+        overrides: dict[str, Any] = {"server": server, "storage": storage}
+        memory = self._ticos_memory(src)
+        if memory:
+            overrides["memory"] = memory
         if src is None:
             return from_dict(overrides, source="TicosClient", hardware=False)
         if isinstance(src, dict):
@@ -228,6 +242,28 @@ class TicosClient:
             self._status("DATABASE_ERROR", f"TicosClient: storage degraded: {reason}{where}")
         else:
             log.info("TicosClient: storage is ok again")
+
+    @staticmethod
+    def _ticos_memory(src: str | Path | dict[str, Any] | None) -> dict[str, Any]:
+        """``[memory]`` values from ticos-client's files, for the keys ``src`` does not set."""
+        found = ticos_client_memory()
+        if not found:
+            return {}
+        given: Any = {}
+        if isinstance(src, dict):
+            given = src.get("memory", {})
+        elif src is not None:
+            import tomllib
+
+            try:
+                with open(src, "rb") as fh:
+                    given = tomllib.load(fh).get("memory", {})
+            except (OSError, tomllib.TOMLDecodeError):
+                given = {}  # load() reports it
+        taken = {k: v for k, v in found.items() if not (isinstance(given, dict) and k in given)}
+        if taken:
+            log.info("TicosClient: memory.%s from ticos-client's files in ~/.config/ticos", ", memory.".join(taken))
+        return taken
 
     def _status(self, code: str, message: str) -> None:
         """ticos-client's ``health.status`` message, to the message handler (if set)."""
@@ -251,6 +287,7 @@ class TicosClient:
         from .agent import Agent
 
         self.agent = agent = Agent(config)
+        agent.set_summariser(self._summariser)
         inline = self._inline
         agent.on("*", self._on_message, inline=inline)
         agent.subscribe("expression", self._on_expression, inline=inline)
@@ -367,3 +404,31 @@ class TicosClient:
     def forget(self, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:
         """Delete the memories matching ``query``, with these ``ids``, or all; returns how many."""
         return self._on_loop(lambda agent: agent.forget(query, ids, everything))  # type: ignore[no-any-return]
+
+    # --- memory ---------------------------------------------------------------------------
+
+    def set_summariser(self, fn: Summariser | None) -> None:
+        """Summarise memory rounds with ``fn(messages, latest_memory) -> str`` instead of
+        ``[memory] base_url`` (see :meth:`Agent.set_summariser`); works before and after start."""
+        if fn is not None and not callable(fn):
+            raise ValueError("Summariser must be callable")
+        self._summariser = fn
+        loop, agent = self._loop, self.agent
+        if loop is not None and agent is not None and self.is_running():
+            loop.call_soon_threadsafe(agent.set_summariser, fn)
+
+    def generate_memory(self) -> bool:
+        """Run a memory round now, as ticos-client's ``generate_memory()``: True when a new
+        long-term memory was stored. Blocks until the round ends (its retries included)."""
+        loop, agent = self._loop, self.agent
+        if not self.is_running() or loop is None or agent is None:
+            return False
+        cfg = agent.config.memory
+        wait = (cfg.retries + 1) * (cfg.timeout + 2) + cfg.retry_delay * 2 ** cfg.retries + 10
+        future = asyncio.run_coroutine_threadsafe(agent.generate_memory(), loop)
+        try:
+            return future.result(timeout=wait) is not None
+        except Exception as exc:
+            future.cancel()
+            log.error("generate_memory failed: %s", str(exc) or type(exc).__name__)
+            return False

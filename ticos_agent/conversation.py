@@ -16,6 +16,7 @@ drops its socket mid-response and continues on a new one continues the same rows
   to come back and continue it; then (or when the agent stops) assistant text so far is
   stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
   still, the same rows are updated in place (one row per item, never two);
+* the agent's own items (priming, :mod:`ticos_agent.memory.priming`) are not stored;
 * ``session.created`` / ``conversation.created`` name the connection's session
   (``Peer.session``), which groups its messages.
 
@@ -38,6 +39,7 @@ from .connection import Peer
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
+from .memory.priming import is_agent_item
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +184,8 @@ class Conversations:
         if item.get("type", "message") != "message" or item.get("role") != "user":
             return
         item_id = item.get("id")
-        if not isinstance(item_id, str) or not item_id:
-            return
+        if not isinstance(item_id, str) or not item_id or is_agent_item(item_id):
+            return  # (the agent's own priming item is not something the user said)
         text, has_audio = _user_content(item.get("content"))
         row = self._users.get(item_id)
         if row is not None:  # transcription came first, or a repeated/done item event

@@ -11,6 +11,8 @@ The sections and who declares them (all with the one vocabulary of :mod:`ticos_a
 * ``[server]``, ``[storage]``, ``[replies]``, ``[conversation]``, ``[tools]``, ``[log]``:
   :class:`ServerConfig`, :class:`StorageConfig`, :class:`RepliesConfig`,
   :class:`ConversationConfig`, :class:`ToolsConfig`, :class:`LogConfig` here;
+* ``[life]``: :class:`ticos_agent.life.config.LifeConfig`; ``[memory]``:
+  :class:`ticos_agent.memory.config.MemoryConfig`;
 * ``[audio]``: :class:`ticos_agent.audio.config.AudioConfig`;
 * ``[robot]``, ``[actuators.NAME]``, ``[motions.TAG]``, ``[emotions.TAG]``:
   :mod:`ticos_agent.actuators.config`, with each driver declaring its own options.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ConfigErrors
 from ..life.config import LifeConfig, States, parse_states
+from ..memory.config import MemoryConfig
 from ..options import (
     Boolean,
     Choice,
@@ -76,8 +79,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Every top-level table a config may have, in the order ``ticos-agent config`` prints them.
-SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "life", "audio", "robot", "actuators",
-            "motions", "emotions", "states")
+SECTIONS = ("server", "storage", "replies", "conversation", "tools", "log", "life", "memory", "audio", "robot",
+            "actuators", "motions", "emotions", "states")
 KNOWN_SECTIONS = SECTIONS  # the old name
 
 
@@ -183,6 +186,7 @@ class Config:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     life: LifeConfig = field(default_factory=LifeConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     states: States = field(default_factory=States)
     actuators: ActuatorsConfig | None = None
     audio: AudioConfig | None = None
@@ -209,7 +213,7 @@ class Config:
 
 PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageConfig, "replies": RepliesConfig,
                                     "conversation": ConversationConfig, "tools": ToolsConfig, "log": LogConfig,
-                                    "life": LifeConfig}
+                                    "life": LifeConfig, "memory": MemoryConfig}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:

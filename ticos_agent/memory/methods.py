@@ -1,25 +1,48 @@
-"""The agent's memory methods: ``agent.remember``, ``agent.recall``, ``agent.forget``.
+"""The agent's memory methods: remember, recall, forget, the memory topic, memory rounds.
 
 A mixin of :class:`ticos_agent.agent.Agent` (kept here so the agent module stays about wiring);
 each method goes through the agent's :class:`~.api.Memories`, which exists while the agent
 runs with storage on. Bad fields raise :class:`~ticos_agent.errors.BadMemory` naming the
 field; no storage, or a store that cannot, :class:`~ticos_agent.errors.StorageError`.
 
-Thread and timing: coroutines of the agent's loop; each awaits the store.
+Thread and timing: on the agent's loop; the coroutines await the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from .api import Memories
 from .model import Hit, Memory
 
+if TYPE_CHECKING:
+    from ..dispatch import Dispatcher
+    from .generation import MemoryGeneration
+    from .summariser import Summariser
+
 
 class MemoryMethods:
     memories: Memories | None  # set by the agent while it runs with storage on
+    memory: MemoryGeneration | None  # memory rounds, while it runs with storage on
+    dispatcher: Dispatcher
+    _summariser: Summariser | None
+
+    if TYPE_CHECKING:
+        def _register(self, topic: str, fn: Callable[..., Any] | None, inline: bool) -> Any: ...
+
+    def on_memory(self, fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+        """Handler ``fn(action, payload)`` for every memory stored (``"stored"``, ``{"memory": {...},
+        "via": ...}``) or forgotten (``"forgotten"``, ``{"count", "query", "ids", "everything",
+        "via"}``), whichever path did it: tools, this API, HTTP, generation."""
+        return self._register("memory", fn, inline)
+
+    def emit_memory(self, action: str, payload: dict[str, Any]) -> None:
+        """Tell the ``memory`` handlers of a change made elsewhere (memory generation); see
+        :mod:`ticos_agent.memory.api`."""
+        self.dispatcher.emit("memory", action, payload)
+
 
     def _memory_off(self) -> str:
         """Why there are no memories now."""
@@ -44,3 +67,20 @@ class MemoryMethods:
     async def forget(self, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:
         """Delete the memories matching ``query``, with these ``ids``, or all; returns how many."""
         return await self._memories().forget(query, ids, everything, via="api")
+
+    def set_summariser(self, fn: Summariser | None) -> None:
+        """Summarise memory rounds with ``fn(messages, latest_memory) -> str`` (a function, run on
+        a worker thread, or a coroutine function) instead of ``[memory] base_url``; it turns
+        generation on. ``None`` goes back to the config's. See :mod:`ticos_agent.memory.generation`."""
+        if fn is not None and not callable(fn):
+            raise TypeError("the summariser must be callable: fn(messages, latest_memory) -> str")
+        self._summariser = fn
+        if self.memory is not None:
+            self.memory.set_summariser(fn)
+
+    async def generate_memory(self) -> Memory | None:
+        """Run a memory round now (ticos-client's ``generate_memory``): the new long-term memory,
+        or ``None`` when nothing was summarised (generation off, nothing new, or it failed)."""
+        if self.memory is None:
+            return None
+        return await self.memory.generate()

@@ -1,0 +1,257 @@
+"""session_config: ticos-client's shape byte for byte, the trim rule, other keys untouched,
+atomic replacement, 0600, a corrupt file kept, the card's copy preferred, written at start,
+after each memory round and at stop by a real agent."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import agent_config
+from ticos_client_session import TicosClientWriter
+from traces import assistant_turn, transcription, user_item
+
+from ticos_agent import Agent
+from ticos_agent.memory.session_config import session_messages, update_file
+
+ROWS = [
+    {"role": "user", "content": "Hi, I am Lin."},
+    {"role": "assistant", "content": "Hello Lin! 你好"},
+    {"role": "user", "content": ""},  # a turn that was never transcribed
+    {"role": "user", "content": "I like dinosaurs \"a lot\"\nand trains."},
+    {"role": "assistant", "content": "Dinosaurs are great 🦖"},
+    {"role": "user", "content": "Bye"},  # no answer yet: trimmed
+]
+
+EXISTING = {
+    "agent_id": "robot-7",
+    "model": {"voice": "alloy", "history_conversation_length": 12, "instructions": "Sei gentile — é",
+              "messages": {"nobody": [{"role": "user", "content": "old"}], "lin": [{"role": "user", "content": "x"}]},
+              "unknown_nested": {"a": [1, 2.5, None, True]}},
+    "speech": {"speed": 1.1},
+    "future_key": ["kept", {"as": "is"}],
+}
+
+
+def ticos_client_writes(home: Path, rows: list[dict], count: int, start: dict | str | None) -> bytes:
+    """What ticos-client's own code leaves in <home>/.config/ticos/session_config."""
+    path = home / ".config" / "ticos" / "session_config"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if start is None:  # ticos-client's ConfigService creates a missing file like this
+        path.write_text(json.dumps({}, indent=2))
+    else:
+        path.write_text(start if isinstance(start, str) else json.dumps(start, indent=2))
+    old = os.environ["HOME"]
+    os.environ["HOME"] = str(home)
+    try:
+        TicosClientWriter(rows, count).update_session_config_messages()
+    finally:
+        os.environ["HOME"] = old
+    return path.read_bytes()
+
+
+def ours(path: Path, rows: list[dict], count: int, start: dict | str | None) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if start is not None:
+        path.write_text(start if isinstance(start, str) else json.dumps(start, indent=2))
+    update_file(path, session_messages(rows[-count:]))
+    return path.read_bytes()
+
+
+STARTS = {"full": EXISTING, "missing": None, "list": {"model": {"messages": [{"role": "user", "content": "a list"}]}},
+          "no-messages": {"model": {}}, "no-model": {"other": 1}}
+
+
+@pytest.mark.parametrize("start", STARTS.values(), ids=STARTS.keys())
+@pytest.mark.parametrize("count", [12, 3, 2, 1])
+def test_the_file_is_byte_for_byte_what_ticos_client_writes(tmp_path, start, count):
+    theirs = ticos_client_writes(tmp_path / "theirs", ROWS, count, start)
+    mine = ours(tmp_path / "mine" / "session_config", ROWS, count, start)
+    assert mine == theirs
+    doc = json.loads(mine)
+    if start is EXISTING:  # every other key as it was, unknown ones and other users too
+        assert {k: v for k, v in doc.items() if k != "model"} == {k: v for k, v in EXISTING.items() if k != "model"}
+        assert doc["model"]["messages"]["lin"] == EXISTING["model"]["messages"]["lin"]
+        assert {k: v for k, v in doc["model"].items() if k != "messages"} == \
+            {k: v for k, v in EXISTING["model"].items() if k != "messages"}
+        assert "Sei gentile — é" in mine.decode()  # ensure_ascii=False, as ticos-client
+
+
+def test_trim_rule_oldest_first_ending_with_the_assistant():
+    assert session_messages(ROWS) == [
+        {"role": "user", "content": "Hi, I am Lin."}, {"role": "assistant", "content": "Hello Lin! 你好"},
+        {"role": "user", "content": "I like dinosaurs \"a lot\"\nand trains."},
+        {"role": "assistant", "content": "Dinosaurs are great 🦖"}]
+    assert session_messages(ROWS[:1]) == []
+    assert session_messages([{"role": "assistant", "content": "only"}, {"role": "user", "content": "q"}]) == \
+        [{"role": "assistant", "content": "only"}]
+
+
+def _vendored(name: str, source: str) -> str:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.dump(node)
+    raise AssertionError(f"{name} not found")
+
+
+def _real_source() -> str | None:
+    unpacked = Path("/tmp/tcsrc/ticos_client/ticos_client.py")
+    if unpacked.exists():
+        return unpacked.read_text()
+    import importlib.util
+
+    spec = importlib.util.find_spec("ticos_client")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return (Path(next(iter(spec.submodule_search_locations))) / "ticos_client.py").read_text()
+
+
+def test_the_vendored_writer_is_ticos_clients_own_code():
+    real = _real_source()
+    if real is None:
+        pytest.skip("no ticos-client source here (pip download ticos-client==0.7.2 and unzip it to /tmp/tcsrc)")
+    mine = (Path(__file__).parent / "ticos_client_session.py").read_text()
+    for name in ("update_session_config_messages", "_update_session_config_file"):
+        assert _vendored(name, mine) == _vendored(name, real), name
+
+
+def test_mode_0600_whatever_the_umask_and_no_temporary_file_left(tmp_path):
+    path = tmp_path / "ticos" / "session_config"
+    path.parent.mkdir()
+    path.write_text("{}")
+    os.chmod(path, 0o644)
+    old = os.umask(0o000)
+    try:
+        update_file(path, [{"role": "assistant", "content": "hi"}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(path.parent) == ["session_config"]
+    made = tmp_path / "new" / "deeper" / "session_config"  # created, with its folders, when missing
+    update_file(made, [])
+    assert json.loads(made.read_text()) == {"model": {"messages": {"nobody": []}}}
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+
+
+def test_a_reader_never_sees_half_a_file(tmp_path):
+    path = tmp_path / "session_config"
+    big = [{"role": r, "content": f"{r} {i} " + "x" * 4000} for i in range(30) for r in ("user", "assistant")]
+    update_file(path, big[:2])
+    seen: list[int] = []
+    bad: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                bad.append("missing")
+                continue
+            try:
+                seen.append(len(json.loads(text)["model"]["messages"]["nobody"]))
+            except ValueError:
+                bad.append(text[-50:])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(2, 61, 2):
+            update_file(path, big[:n])
+    finally:
+        stop.set()
+        reader.join()
+    assert not bad
+    assert len(seen) > 10 and set(seen) <= set(range(2, 61, 2))
+    assert [p.name for p in tmp_path.iterdir()] == ["session_config"]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe garbage"])
+def test_a_corrupt_file_is_kept_as_bad_and_logged(tmp_path, caplog, content):
+    path = tmp_path / "session_config"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, "ticos_agent.memory.session_config"):
+        update_file(path, [{"role": "assistant", "content": "hi"}])
+    assert (tmp_path / "session_config.bad").read_bytes() == content
+    assert json.loads(path.read_text()) == {"model": {"messages": {"nobody": [{"role": "assistant", "content": "hi"}]}}}
+    assert "session_config.bad" in caplog.text
+
+
+async def _round(peer, n: int) -> None:
+    await peer.send(user_item(f"item_U{n}"), transcription(f"item_U{n}", f"question {n}"),
+                    *assistant_turn(f"resp_{n}", f"item_A{n}", [f"answer {n}"], audio=False))
+
+
+def _nobody(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["model"]["messages"]["nobody"]
+
+
+async def test_the_agent_writes_it_at_start_after_each_round_and_at_stop(tmp_path, connect, _isolated_home):
+    path = _isolated_home / ".config" / "ticos" / "session_config"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(EXISTING, indent=2))
+    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 4, "every_rounds": 2}))
+    await agent.start()
+    try:
+        assert _nobody(path) == []  # at start: nothing said yet (the old list is replaced)
+        assert json.loads(path.read_text())["agent_id"] == "robot-7"
+        peer = await connect(agent)
+        await _round(peer, 1)
+        await asyncio.sleep(0.3)
+        assert _nobody(path) == []  # one round: not a memory round yet
+        await _round(peer, 2)
+        expected = [{"role": "user", "content": "question 1"}, {"role": "assistant", "content": "answer 1"},
+                    {"role": "user", "content": "question 2"}, {"role": "assistant", "content": "answer 2"}]
+        for _ in range(200):
+            if _nobody(path) == expected:
+                break
+            await asyncio.sleep(0.02)
+        assert _nobody(path) == expected
+        await _round(peer, 3)
+        await asyncio.sleep(0.1)
+    finally:
+        await agent.stop()
+    assert _nobody(path) == expected[2:] + [{"role": "user", "content": "question 3"},
+                                           {"role": "assistant", "content": "answer 3"}]  # at stop, last 4
+    doc = json.loads(path.read_text())
+    assert doc["speech"] == EXISTING["speech"] and doc["future_key"] == EXISTING["future_key"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_storage_on_the_card_prefers_the_cards_file_and_leaves_it_alone(tmp_path, _isolated_home):
+    card = tmp_path / "card"
+    card_file = card / ".config" / "ticos" / "session_config"
+    card_file.parent.mkdir(parents=True)
+    card_doc = {"agent_id": "from-the-card", "model": {"voice": "card voice"}}
+    card_file.write_text(json.dumps(card_doc, indent=2))
+    before = card_file.read_bytes()
+    internal = _isolated_home / ".config" / "ticos" / "session_config"
+    internal.parent.mkdir(parents=True)
+    internal.write_text(json.dumps({"agent_id": "internal", "model": {"voice": "internal voice"}}))
+    agent = Agent(agent_config(tmp_path, storage={"mode": "external", "tf_root": str(card)}))
+    await agent.start()
+    await agent.stop()
+    doc = json.loads(internal.read_text())
+    assert doc == {"agent_id": "from-the-card", "model": {"voice": "card voice", "messages": {"nobody": []}}}
+    assert card_file.read_bytes() == before
+
+
+async def test_session_config_off_and_a_path_of_its_own(tmp_path, _isolated_home):
+    default = _isolated_home / ".config" / "ticos" / "session_config"
+    agent = Agent(agent_config(tmp_path, memory={"session_config": False}))
+    await agent.start()
+    await agent.stop()
+    assert not default.exists()
+    own = tmp_path / "elsewhere" / "sc.json"
+    agent = Agent(agent_config(tmp_path, memory={"session_config_path": str(own)}))
+    await agent.start()
+    await agent.stop()
+    assert not default.exists()
+    assert json.loads(own.read_text()) == {"model": {"messages": {"nobody": []}}}

@@ -1,0 +1,290 @@
+"""Memory rounds: every ``every_rounds`` rounds, summarise what was said into a long-term memory.
+
+A round is a user message (a transcript, or a typed ``input_text`` item) followed by a
+``response.done``. :class:`MemoryGeneration` is the intake's consumer that counts them; when
+``every_rounds`` have passed it starts a memory round in the background:
+
+1. the store is flushed, and the messages not yet summarised (``store.unsummarised``, oldest
+   first) and the latest ``long_term`` memory are read. One request takes at most
+   ``4 * every_rounds`` messages (8 at least, ``MAX_BATCH`` at most) and ``MAX_BATCH_CHARS``
+   characters (each message cut at ``MAX_MESSAGE_CHARS``), so a backlog never makes a request
+   too big for a small local model's context;
+2. the summariser (``[memory] base_url``'s :class:`~.summariser.ChatSummariser`, or the
+   integrator's own, see :meth:`MemoryGeneration.set_summariser`) writes the new memory; a
+   failure is retried ``retries`` times, ``retry_delay`` seconds first, doubled each time;
+3. the memory is stored (``store.remember("long_term", ...)``) and only then the mark moves
+   (``store.mark_summarised``): a round that fails, is cancelled or dies with the process
+   loses nothing; its messages are taken by the next round, after a restart too. A round
+   whose batch was full is followed at once by another (a backlog is caught up);
+4. ``emit("stored", {"memory": ..., "via": "generation"})`` tells the ``memory`` handlers, and
+   the voice agent's session_config is rewritten (:mod:`.session_config`). With generation
+   off the rounds still rewrite session_config.
+
+With ``generation = "client"`` and no ``base_url`` (and no summariser plugged in),
+generation is off and the log says so once.
+
+Thread and timing: the intake's handlers only count and start a task; one round runs at a
+time (:meth:`MemoryGeneration.generate` waits for a running one), never in the intake's path.
+A sync summariser runs on a worker thread, a coroutine on the loop. :meth:`stop` cancels a
+running round (nothing is marked) and writes session_config once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from ..connection import Peer
+from ..errors import StorageError
+from ..events import Event
+from ..intake import Handler
+from .config import MemoryConfig
+from .model import MAX_CONTENT, Memory, MemoryStore
+from .priming import is_agent_item
+from .session_config import SessionConfig
+from .summariser import ChatSummariser, Summariser, SummaryFailed
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 200  # messages summarised in one request at most
+MAX_BATCH_CHARS = 12000  # characters of messages in one request at most (one message always goes)
+MAX_MESSAGE_CHARS = 2000  # a longer message is cut in the request (never in the store)
+#: ``emit(action, payload)``: the ``memory`` handler topic (``"stored"``, ``{"memory", "via"}``).
+EmitMemory = Callable[[str, dict[str, Any]], object]
+
+
+class GenerationStore(MemoryStore, Protocol):
+    async def flush(self) -> None: ...
+
+
+class MemoryGeneration:
+    """The round counter and the memory rounds (see the module docstring)."""
+
+    def __init__(self, store: GenerationStore, config: MemoryConfig, *, summariser: Summariser | None = None,
+                 emit: EmitMemory | None = None, session: SessionConfig | None = None):
+        self._store = store
+        self.config = config
+        self._emit = emit
+        self._session = session
+        self._custom = summariser
+        self._chat: ChatSummariser | None = None
+        if config.generation == "client" and config.base_url:
+            self._chat = ChatSummariser(config.base_url, model=config.model, api_key=config.key,
+                                        instructions=config.instructions, timeout=config.timeout)
+        self._heard = False  # a user message since the last round was counted
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._lock = asyncio.Lock()
+        self._stopped = False
+        self.rounds = 0  # rounds counted since the last memory round
+        self.generated = 0
+        self.failures = 0
+
+    # --- the summariser -----------------------------------------------------------------
+
+    @property
+    def summariser(self) -> Summariser | None:
+        return self._custom if self._custom is not None else self._chat
+
+    @property
+    def enabled(self) -> bool:
+        return self.summariser is not None
+
+    def set_summariser(self, fn: Summariser | None) -> None:
+        """Summarise with ``fn(messages, latest_memory) -> str`` (sync or async) from now on,
+        whatever ``[memory] generation`` says; ``None`` goes back to the config's."""
+        if fn is not None and not callable(fn):
+            raise TypeError("the summariser must be callable: fn(messages, latest_memory) -> str")
+        self._custom = fn
+
+    def announce(self) -> None:
+        """One log line on what generation does (at start)."""
+        cfg = self.config
+        if self._custom is not None:
+            log.info("memory: generation with %s every %d rounds", _name(self._custom), cfg.every_rounds)
+        elif self._chat is not None:
+            log.info("memory: generation through %s every %d rounds", self._chat.url, cfg.every_rounds)
+        elif cfg.generation == "client":
+            log.warning("memory: generation is off: memory.generation is \"client\" but memory.base_url is empty "
+                        "(set it to an OpenAI-compatible server, or plug in a summariser)")
+
+    # --- counting rounds ----------------------------------------------------------------
+
+    def routes(self) -> Mapping[str, Handler]:
+        return {"conversation.item.input_audio_transcription.completed": self._transcribed,
+                "conversation.item.created": self._item_created,
+                "response.done": self._response_done}
+
+    def _transcribed(self, event: Event, peer: Peer) -> None:
+        if isinstance(event.data.get("transcript"), str) and event.data["transcript"].strip():
+            self._heard = True
+
+    def _item_created(self, event: Event, peer: Peer) -> None:
+        item = event.data["item"]
+        if item.get("role") != "user" or is_agent_item(item.get("id")):
+            return
+        content = item.get("content")
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "input_text"
+                                             and isinstance(p.get("text"), str) and p["text"].strip()
+                                             for p in content):
+            self._heard = True
+
+    def _response_done(self, event: Event, peer: Peer) -> None:
+        if not self._heard:
+            return
+        self._heard = False
+        self.rounds += 1
+        if self.rounds >= self.config.every_rounds:
+            self.rounds = 0
+            self._start_round()
+
+    def _start_round(self) -> None:
+        if self._stopped:
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True  # the running round's loop takes it
+            return
+        self._task = asyncio.get_running_loop().create_task(self._rounds(), name="memory-round")
+
+    async def _rounds(self) -> None:
+        while True:
+            self._again = False
+            try:
+                memory, full = await self.round()
+            except Exception:  # a bug here must not end the rounds for good
+                log.exception("memory: the round failed")
+                memory, full = None, False
+            if self._session is not None:
+                await self._session.refresh()
+            if not (self._again or (full and memory is not None)):
+                return
+
+    # --- one round ----------------------------------------------------------------------
+
+    async def generate(self) -> Memory | None:
+        """Run a memory round now (after a running one) and rewrite session_config; the new
+        memory, or ``None`` when nothing was summarised (off, nothing new, or it failed)."""
+        memory, _ = await self.round()
+        if self._session is not None:
+            await self._session.refresh()
+        return memory
+
+    async def round(self) -> tuple[Memory | None, bool]:
+        """One memory round: (the stored memory or ``None``, whether its batch was full)."""
+        summariser = self.summariser
+        if summariser is None:
+            return None, False
+        async with self._lock:
+            try:
+                await self._store.flush()
+                limit = min(MAX_BATCH, max(8, 4 * self.config.every_rounds))
+                messages, mark = await self._store.unsummarised(limit)
+                full = len(messages) >= limit
+                fit = _fitting(messages)
+                if fit < len(messages):  # the oldest that fit, and the mark that goes with them
+                    messages, mark = await self._store.unsummarised(fit)
+                    full = True
+                if not messages or mark is None:
+                    return None, False
+                latest = await self._store.latest_memory("long_term")
+            except StorageError as exc:
+                log.warning("memory: round skipped: %s", exc)
+                return None, False
+            text = await self._summarise(summariser, messages, latest.content if latest is not None else "")
+            if text is None:
+                return None, False
+            try:  # stored and marked together, even if the round is cancelled meanwhile
+                memory = await asyncio.shield(self._keep(text, mark))
+            except (StorageError, ValueError) as exc:  # ValueError: a memory the store refuses
+                self.failures += 1
+                log.warning("memory: the new memory could not be stored (%s); %d messages wait for the next "
+                            "round", exc, len(messages))
+                return None, False
+        self.generated += 1
+        log.info("memory: %d messages summarised into memory #%d (%d characters)", len(messages), memory.id,
+                 len(memory.content))
+        if self._emit is not None:
+            try:
+                self._emit("stored", {"memory": memory.as_dict(), "via": "generation"})
+            except Exception:
+                log.exception("memory: telling the memory handlers failed")
+        return memory, full
+
+    async def _keep(self, text: str, mark: int) -> Memory:
+        memory = await self._store.remember("long_term", text[:MAX_CONTENT])
+        await self._store.mark_summarised(mark)
+        return memory
+
+    async def _summarise(self, summariser: Summariser, messages: list[dict[str, Any]], latest: str) -> str | None:
+        cfg = self.config
+        delay = cfg.retry_delay
+        for attempt in range(cfg.retries + 1):
+            try:
+                return await self._call(summariser, messages, latest)
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                if attempt == cfg.retries:
+                    self.failures += 1
+                    log.warning("memory: summary failed after %d attempt(s): %s; its %d messages wait for the "
+                                "next round", attempt + 1, reason, len(messages))
+                    return None
+                log.warning("memory: summary attempt %d failed: %s; retrying in %g s", attempt + 1, reason, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+        return None
+
+    async def _call(self, summariser: Summariser, messages: list[dict[str, Any]], latest: str) -> str:
+        timeout = self.config.timeout
+        batch = [{**m, "content": str(m.get("content", ""))[:MAX_MESSAGE_CHARS]} for m in messages]
+        if _is_async(summariser):
+            result: Any = await asyncio.wait_for(summariser(batch, latest), timeout + 1.0)  # type: ignore[arg-type]
+        else:
+            result = await asyncio.wait_for(asyncio.to_thread(summariser, batch, latest), timeout)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(_awaited(result), timeout)
+        if not isinstance(result, str):
+            raise SummaryFailed(f"the summariser returned {type(result).__name__}, not text")
+        if not result.strip():
+            raise SummaryFailed("the summariser's answer is empty")
+        return result.strip()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Cancel a running round (nothing is marked), close the HTTP session, write
+        session_config once more."""
+        self._stopped = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._chat is not None:
+            await self._chat.close()
+        if self._session is not None:
+            await self._session.refresh()
+
+
+def _fitting(messages: list[dict[str, Any]]) -> int:
+    """How many of the oldest ``messages`` fit in one request (one at least)."""
+    total = 0
+    for i, message in enumerate(messages):
+        total += min(len(str(message.get("content", ""))), MAX_MESSAGE_CHARS)
+        if total > MAX_BATCH_CHARS:
+            return max(1, i)
+    return len(messages)
+
+
+def _is_async(fn: Any) -> bool:
+    # a coroutine function, or an object whose __call__ is one (a callable fn's type has __call__)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)

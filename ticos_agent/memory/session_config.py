@@ -1,0 +1,185 @@
+"""The voice agent's ``session_config``: the last messages, as ticos-client kept them.
+
+The local voice agent reads ``~/.config/ticos/session_config`` (JSON) when it (re)starts.
+ticos-client's contract, kept here byte for byte in shape:
+
+* ``model.messages.nobody`` holds the last ``history_rounds`` messages as
+  ``{"role", "content"}``, oldest first, messages without text left out, then trimmed from
+  the end until the list ends with an assistant message;
+* ``model.messages`` that is missing or a list becomes ``{"nobody": [...]}``; a dict keeps its
+  other users; every other key of the file stays as it is, unknown ones too;
+* written as ``json.dump(doc, indent=2, ensure_ascii=False)`` (no trailing newline); a missing
+  file is created with that shape.
+
+Safer than ticos-client: the new text goes to a temporary file in the same folder, is
+fsynced, then renamed over the file (a reader sees the old file or the new one, never half
+of one), and the folder is fsynced; the file is 0600 whatever the umask. A file that is not
+a JSON object is not overwritten silently: it is kept as ``session_config.bad`` and logged.
+
+With storage on the TF card the card's ``<card>/.config/ticos/session_config`` is preferred
+at start: its keys are copied into the internal file (as ticos-client did); the card's own
+file is only read, never changed.
+
+Thread and timing: :func:`update_file` blocks (file I/O, one fsync or two); the agent calls it
+through ``asyncio.to_thread``. :class:`SessionConfig` runs on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+BAD_SUFFIX = ".bad"
+
+
+class RecentMessages(Protocol):
+    async def flush(self) -> None: ...
+
+    async def recent_messages(self, count: int) -> list[dict[str, Any]]: ...
+
+
+def session_messages(recent: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """ticos-client's list: ``{"role", "content"}`` of the messages with text, oldest first,
+    ending with an assistant message (``recent`` is oldest first)."""
+    out = []
+    for message in recent:
+        content = message.get("content")
+        content = content if isinstance(content, str) else "" if content is None else str(content)
+        if content:
+            out.append({"role": str(message.get("role", "")), "content": content})
+    while out and out[-1]["role"] != "assistant":
+        out.pop()
+    return out
+
+
+def dumps(doc: Any) -> str:
+    """The file's text, exactly as ticos-client's ``_update_session_config_file`` writes it."""
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def with_messages(doc: dict[str, Any], messages: list[dict[str, str]]) -> dict[str, Any]:
+    """``doc`` with ``model.messages.nobody`` set as ticos-client set it (``doc`` is changed)."""
+    model = doc.get("model")
+    if not isinstance(model, dict):
+        model = doc["model"] = {}
+    current = model.get("messages")
+    if isinstance(current, dict):
+        current["nobody"] = messages
+    else:  # missing, a list (the old shape), or anything else
+        model["messages"] = {"nobody": messages}
+    return doc
+
+
+def read_doc(path: Path, *, keep_bad: bool = True) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when it is missing, or not a JSON object (then,
+    with ``keep_bad``, copied to ``<path>.bad`` and logged)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("session_config: cannot read %s: %s", path, exc)
+        return None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        why = f"not JSON ({exc})"
+    else:
+        if isinstance(doc, dict):
+            return doc
+        why = f"a JSON {type(doc).__name__}, not an object"
+    if keep_bad:
+        bad = path.with_name(path.name + BAD_SUFFIX)
+        try:
+            shutil.copyfile(path, bad)
+            os.chmod(bad, FILE_MODE)
+            log.warning("session_config: %s is %s; kept it as %s and write a new one", path, why, bad)
+        except OSError as exc:
+            log.warning("session_config: %s is %s and could not be kept (%s); writing a new one", path, why, exc)
+    else:
+        log.warning("session_config: %s is %s; not used", path, why)
+    return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` becomes ``path`` at once: a temporary file beside it, fsynced, renamed over it."""
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=DIR_MODE, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def update_file(path: Path, messages: list[dict[str, str]], *, prefer: Path | None = None) -> dict[str, Any]:
+    """Write ``messages`` into ``path`` (every other key kept) and return the document. With
+    ``prefer`` (the card's file) that file's keys are the starting point when it is usable."""
+    doc = read_doc(prefer, keep_bad=False) if prefer is not None else None
+    if doc is not None:
+        log.info("session_config: using the TF card's %s for %s", prefer, path)
+    else:
+        doc = read_doc(path)
+    doc = with_messages(doc if doc is not None else {}, messages)
+    write_atomic(path, dumps(doc))
+    return doc
+
+
+class SessionConfig:
+    """Keeps ``path`` current from ``store``'s last ``count`` messages (flushed first). ``card`` is the card's
+    file, preferred the first time (at start) when storage is on the card."""
+
+    def __init__(self, store: RecentMessages, path: Path, *, count: int, card: Path | None = None):
+        self._store = store
+        self.path = path
+        self.count = count
+        self._card = card
+        self._lock = asyncio.Lock()
+        self.writes = 0
+
+    async def refresh(self) -> bool:
+        """Write the file now; False (and logged) when that failed. Never raises."""
+        async with self._lock:
+            try:
+                await self._store.flush()  # what was said up to now is committed, so it is read
+                recent = await self._store.recent_messages(self.count)
+                messages = session_messages(recent)
+                card, self._card = self._card, None
+                await asyncio.to_thread(update_file, self.path, messages, prefer=card)
+            except Exception as exc:
+                log.warning("session_config: could not update %s: %s", self.path, exc)
+                return False
+            self.writes += 1
+            log.debug("session_config: %s holds %d messages", self.path, len(messages))
+            return True
