@@ -59,6 +59,14 @@ class ReadonlyConnection(sqlite3.Connection):
                 self._cleanup()
 
 
+def twin(conn: ReadonlyConnection) -> ReadonlyConnection:
+    """A second read-only connection to what ``conn`` reads (the file, or its recovered copy),
+    for a scan on another thread; close it before ``conn`` (a temporary copy goes with ``conn``)."""
+    other = _connect(conn.copy_path or conn.path, conn.immutable)
+    other.path, other.immutable, other.note, other.copy_path = conn.path, conn.immutable, conn.note, conn.copy_path
+    return other
+
+
 def _is_wal_header(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
