@@ -37,16 +37,17 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..actuators.config import ActuatorsConfig
-from ..actuators.library import Expression
-from ..actuators.plan import Plan, plan_expression, plan_motion, plan_pose, restrict
 from ..connection import Peer
 from ..events import EmotionArgs, Event, MotionArgs
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
 from .mood import Mood
+
+if TYPE_CHECKING:  # the actuator modules load only for a robot: a TicosClient without one never does
+    from ..actuators.config import ActuatorsConfig
+    from ..actuators.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ class RobotLife:
         self._spawn(self._actuators.ambient(tag, plan))
 
     def _look(self, state: str) -> tuple[str, Plan, float] | None:
+        from ..actuators.plan import restrict
+
         assert self._actuators is not None
         cfg = self._actuators.config
         look = self.states.look(state)
@@ -253,6 +256,9 @@ class RobotLife:
         return f"state {state}", restrict(self._plan(cfg, state, look), look.actuators), look.hold
 
     def _plan(self, cfg: ActuatorsConfig, state: str, look: StateLook) -> Plan:
+        from ..actuators.library import Expression
+        from ..actuators.plan import plan_motion, plan_pose
+
         if look.emotion:
             return self._emotion_plan(cfg, look.emotion, look.intensity)
         if look.motion:
@@ -262,6 +268,8 @@ class RobotLife:
 
     @staticmethod
     def _emotion_plan(cfg: ActuatorsConfig, tag: str, intensity: float) -> Plan:
+        from ..actuators.plan import Plan, plan_expression, plan_pose
+
         expr, args = cfg.emotions[tag], EmotionArgs(tag, intensity)
         lights = plan_expression(cfg, expr, args, None)
         pose = plan_pose(cfg, expr, args, None)
@@ -271,6 +279,8 @@ class RobotLife:
     def _idle_motion(self) -> None:
         if self._actuators is None or self.state not in ("idle", "sleeping"):
             return
+        from ..actuators.plan import plan_motion
+
         cfg = self._actuators.config
         tag = self._rng.choice(self.config.idle_motions)
         speed = (1.0 + self.config.mood_speed * self.mood.level()) * (0.5 if self.state == "sleeping" else 1.0)
