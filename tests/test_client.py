@@ -255,3 +255,25 @@ async def test_a_card_pulled_while_serving_is_a_database_error(tmp_path, monkeyp
             client.stop()
     status = next(s for s in statuses if s.get("type") == "health.status")
     assert status["code"] == "DATABASE_ERROR" and "no longer mounted" in status["message"]
+
+
+def test_a_client_without_a_robot_loads_no_actuator_code(tmp_path):
+    """ticos-client's users have no actuators: the drivers (pyserial, gpiozero, every driver
+    module) stay out of their process and its memory."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from ticos_agent import TicosClient\n"
+        f"c = TicosClient(port={free_port()})\n"
+        f"c.enable_local_storage({str(tmp_path / 'db')!r})\n"
+        "assert c.start()\n"
+        "c.stop()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('ticos_agent.actuators', 'serial', 'gpiozero',"
+        " 'numpy', 'sounddevice'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
