@@ -130,7 +130,8 @@ async def test_huge_content_and_non_string_types(agent, connect):
              ({"content": ["Lin"]}, "content"), ({"content": {"text": "Lin"}}, "content"),
              ({"content": None}, "content"), ({"content": "ok", "kind": 3}, "kind"),
              ({"content": "ok", "kind": "long_term"}, "kind"), ({"content": "ok", "subject": "s" * 201}, "subject"),
-             ({"content": "ok", "importance": -0.1}, "importance"), ({"content": "ok", "importance": True}, "importance")]
+             ({"content": "ok", "importance": -0.1}, "importance"),
+             ({"content": "ok", "importance": True}, "importance")]
     for n, (args, field) in enumerate(cases):
         await peer.send(function_call_done(f"resp_{n}", f"call_{n}", "remember", args))
         out = await output_of(peer, f"call_{n}")
