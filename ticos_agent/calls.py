@@ -203,7 +203,7 @@ class CallIntake:
             if memory is None or not isinstance(call_id, str):
                 raise
             # the model called one of the robot's memory tools: tell it what to correct
-            self._spawn(self._answer(call_id, failed, peer, memory.respond_after(name)))
+            self._spawn(self._answer(call_id, failed, peer, memory.respond_after(str(name))))
             return
         why = self._interrupted(response_id)
         if why is not None and memory is not None and memory.survives_interruption(call.name):
