@@ -340,3 +340,69 @@ async def test_a_flood_of_remember_calls(tmp_path, connect):
             if reply["type"] == "conversation.item.create" and reply["item"]["call_id"] == "call_x":
                 break
         assert json.loads(reply["item"]["output"])["count"] == 5
+
+
+# --------------------------------------------------------------------------- HTTP
+
+async def no_500(resp) -> str:
+    text = await resp.text()
+    assert resp.status < 500, (resp.status, text[:300])
+    assert "Traceback" not in text and "Internal Server Error" not in text, text[:300]
+    return text
+
+
+async def test_http_hostile_bodies_ids_and_queries(agent, http):
+    url = f"http://127.0.0.1:{agent.port}/v1/memories"
+    json_type = {"Content-Type": "application/json"}
+    bodies = [b"", b"{", b"null", b"[]", b'"text"', b"\xff\xfe\x00", b'{"content": "a"}' + b"\x00",
+              b"[" * 30_000 + b"]" * 30_000, b'{"content": "\\ud800"}', b'{"content": "a", "importance": NaN}',
+              b'{"content": "a", "importance": 1e999}', b'{"content": "a", "nope": 1}', b'{"content": 5}',
+              b'{"content": "a", "kind": "long_term", "user_id": "' + b"u" * 300 + b'"}',
+              b'{"content": "a", "confidence": "high"}']
+    for body in bodies:
+        async with http.post(url, data=body, headers=json_type) as resp:
+            text = await no_500(resp)
+            assert resp.status == 400 and json.loads(text)["error"]["code"] in ("bad_json", "bad_field"), (body[:40], text)
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                  "application/jsonx", ""):
+        async with http.post(url, data=b'{"content": "a"}', headers={"Content-Type": ctype}) as resp:
+            await no_500(resp)
+            assert resp.status == 415, (ctype, resp.status)
+    # a huge body, with its length said and without (chunked)
+    huge = b'{"content": "' + b"x" * (2 << 20) + b'"}'
+    async with http.post(url, data=huge, headers=json_type) as resp:
+        await no_500(resp)
+        assert resp.status == 413
+
+    async def chunks():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    async with http.post(url, data=chunks(), headers=json_type) as resp:
+        await no_500(resp)
+        assert resp.status == 413
+    for raw in ("abc", "-1", "1.0", "1e3", "\u00b2", "\u0663\u00b2", "%00", "99999999999999999999", "0x1", " 1",
+                "1;DROP", "%F0%9F%98%80"):
+        async with http.delete(f"{url}/{raw}") as resp:
+            text = await no_500(resp)
+            assert resp.status in (400, 404), (raw, resp.status, text)
+    async with http.delete(f"{url}/0") as resp:
+        assert resp.status == 404
+    for q in ['"', '*', 'NEAR(a b', '-x', 'AND OR', '^x', 'content:x', 'x" OR "y', "\x00", "", " ", "q" * 5000,
+              "%ED%A0%80", "\u00b2"]:
+        async with http.get(url, params={"q": q}) as resp:
+            text = await no_500(resp)
+            assert resp.status in (200, 400), (q, resp.status, text)
+            if resp.status == 400:
+                assert json.loads(text)["error"]["field"] == "query", (q, text)
+    for limit in ("0", "-1", "1e9", "\u00b2", "\u0663", "99999999999999999999999", "nan", ""):
+        async with http.get(url, params={"q": "x", "limit": limit}) as resp:
+            await no_500(resp)
+        async with http.get(url, params={"limit": limit, "offset": limit}) as resp:
+            await no_500(resp)
+    async with http.get(f"{url}?q=%ED%A0%80x") as resp:  # a percent-encoded lone surrogate's bytes
+        await no_500(resp)
+    # the API still works, and nothing hostile was stored
+    async with http.post(url, json={"content": "Lin likes kites."}) as resp:
+        assert resp.status == 201
+    assert [m["content"] for m in await agent.store.memories()] == ["Lin likes kites."]
