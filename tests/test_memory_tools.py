@@ -131,6 +131,8 @@ async def test_bad_arguments_are_a_failed_outcome_sent_back_naming_the_field(age
         await peer.send(function_call_done(f"resp_{n}", f"call_{n}", name, args))
         out = await output_of(peer, f"call_{n}")
         assert out["status"] == "failed" and out["field"] == field and words in out["reason"], (name, args, out)
+        if name == "recall":  # a response follows, so the model can correct itself
+            assert (await peer.receive_json())["type"] == "response.create"
         row = await stored_call(agent, f"call_{n}")
         assert row["status"] == "failed" and words in json.dumps(row["result"])
     # the store's own check: a query without a word to look for; recall's answer is followed by response.create

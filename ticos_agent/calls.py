@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from . import events
 from .connection import Peer, Send
 from .dispatch import Dispatcher, handler_name
-from .errors import BadArguments, BadEvent
+from .errors import BadArguments, BadEvent, StorageError
 from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, Event, FunctionCall, MotionArgs, response_id_of
 from .intake import Handler
 from .logs import peer_text
@@ -203,7 +203,7 @@ class CallIntake:
             if memory is None or not isinstance(call_id, str):
                 raise
             # the model called one of the robot's memory tools: tell it what to correct
-            self._spawn(self._send(function_call_output(call_id, failed), peer))
+            self._spawn(self._answer(call_id, failed, peer, memory.respond_after(str(name))))
             return
         why = self._interrupted(response_id)
         if why is not None and memory is not None and memory.survives_interruption(call.name):
@@ -234,12 +234,15 @@ class CallIntake:
             return
         arguments = raw if raw is not None else item.get("arguments")
         item_id = item.get("id")
-        store.record_call(call_id=call_id, name=str(item.get("name")),
-                          arguments=arguments if isinstance(arguments, str) else "",
-                          session_id=peer.session, response_id=response_id,
-                          item_id=item_id if isinstance(item_id, str) else None, status=status)
-        if outcome is not None:
-            store.set_call_outcome(call_id, status, outcome)
+        try:  # a store that cannot take it (closed) must not keep the call from running and answering
+            store.record_call(call_id=call_id, name=str(item.get("name")),
+                              arguments=arguments if isinstance(arguments, str) else "",
+                              session_id=peer.session, response_id=response_id,
+                              item_id=item_id if isinstance(item_id, str) else None, status=status)
+            if outcome is not None:
+                store.set_call_outcome(call_id, status, outcome)
+        except StorageError as exc:
+            log.warning("function call %s: not recorded: %s", peer_text(call_id), exc)
 
     async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
                    peer: Peer, remembering: MemoryArguments | None = None) -> None:
@@ -253,19 +256,31 @@ class CallIntake:
                 result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
             elif memory is not None:
                 result = await memory.run(remembering)
+                why = None if memory.survives_interruption(call.name) else self._interrupted(call.response_id)
+                if why is not None:  # a barge-in while it ran: nobody waits for this answer any more
+                    result = {"status": "dropped", "reason": f"response {why} while it ran"}
             else:
                 result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
         finally:
             self._in_flight -= 1
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
-            self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+            try:
+                self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+            except StorageError as exc:
+                log.warning("function call %s: outcome not recorded: %s", peer_text(call.call_id), exc)
         answered = memory is not None and result.get("status") != "dropped" and \
             memory.always_answered(call.name, result)
         if answered or self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
             await self._send(function_call_output(call.call_id, result), peer)
             if memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name):
                 await self._send(response_create(), peer)
+
+
+    async def _answer(self, call_id: str, outcome: dict[str, Any], peer: Peer, respond: bool) -> None:
+        await self._send(function_call_output(call_id, outcome), peer)
+        if respond:
+            await self._send(response_create(), peer)
 
 
 def _tell(call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None, result: dict[str, Any],

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -48,6 +49,7 @@ MAX_LIMIT = 50  # hits of one search
 TEXT_FIELDS = ("subject", "key", "value", "title", "source", "user_id")
 UNIT_FIELDS = ("confidence", "importance")
 FIELDS = frozenset(("content", "kind", *TEXT_FIELDS, *UNIT_FIELDS))
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Listing(Protocol):
@@ -92,6 +94,8 @@ def text_field(value: Any, name: str, *, most: int, required: bool = False) -> s
         return None
     if len(text) > most:
         raise BadMemory(f"{name} is longer than {most} characters ({len(text)})", field=name)
+    if (bad := _SURROGATE.search(text)) is not None:  # valid as a JSON escape, not as text: SQLite refuses it
+        raise BadMemory(f"{name} is not valid text (a lone surrogate at character {bad.start()})", field=name)
     return text
 
 

@@ -153,7 +153,7 @@ def _convert(key: str, value: Any) -> Any:
     if key == "generation":
         return "client" if value == "client" else "off"  # "server", "", false: not this device's job
     if key == "history_rounds":
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value)
         return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000 else None
     return value if isinstance(value, str) and value.strip() else None

@@ -25,8 +25,10 @@ generation is off and the log says so once.
 
 Thread and timing: the intake's handlers only count and start a task; one round runs at a
 time (:meth:`MemoryGeneration.generate` waits for a running one), never in the intake's path.
-A sync summariser runs on a worker thread, a coroutine on the loop. :meth:`stop` cancels a
-running round (nothing is marked) and writes session_config once more.
+A sync summariser runs on a daemon thread of its own (one call at a time), a coroutine on
+the loop. :meth:`stop` cancels a
+running round (nothing is marked; a summary already being stored is waited for, at most
+``KEEP_TIMEOUT`` seconds, with its mark) and writes session_config once more.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 200  # messages summarised in one request at most
 MAX_BATCH_CHARS = 12000  # characters of messages in one request at most (one message always goes)
+KEEP_TIMEOUT = 5.0  # seconds a stop waits for a summary being stored
 MAX_MESSAGE_CHARS = 2000  # a longer message is cut in the request (never in the store)
 #: ``emit(action, payload)``: the ``memory`` handler topic (``"stored"``, ``{"memory", "via"}``).
 EmitMemory = Callable[[str, dict[str, Any]], object]
@@ -78,6 +82,8 @@ class MemoryGeneration:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._lock = asyncio.Lock()
+        self._thread: threading.Thread | None = None  # a sync summariser's call
+        self._keeping: asyncio.Future[Memory] | None = None  # a summary being stored and marked
         self._stopped = False
         self.rounds = 0  # rounds counted since the last memory round
         self.generated = 0
@@ -196,8 +202,9 @@ class MemoryGeneration:
             text = await self._summarise(summariser, messages, latest.content if latest is not None else "")
             if text is None:
                 return None, False
-            try:  # stored and marked together, even if the round is cancelled meanwhile
-                memory = await asyncio.shield(self._keep(text, mark))
+            try:  # stored and marked together, even if the round is cancelled meanwhile (stop waits for it)
+                self._keeping = asyncio.ensure_future(self._keep(text, mark))
+                memory = await asyncio.shield(self._keeping)
             except (StorageError, ValueError) as exc:  # ValueError: a memory the store refuses
                 self.failures += 1
                 log.warning("memory: the new memory could not be stored (%s); %d messages wait for the next "
@@ -242,7 +249,7 @@ class MemoryGeneration:
         if _is_async(summariser):
             result: Any = await asyncio.wait_for(summariser(batch, latest), timeout + 1.0)  # type: ignore[arg-type]
         else:
-            result = await asyncio.wait_for(asyncio.to_thread(summariser, batch, latest), timeout)
+            result = await asyncio.wait_for(self._in_thread(summariser, batch, latest), timeout)
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(_awaited(result), timeout)
         if not isinstance(result, str):
@@ -250,6 +257,37 @@ class MemoryGeneration:
         if not result.strip():
             raise SummaryFailed("the summariser's answer is empty")
         return result.strip()
+
+    def _in_thread(self, fn: Summariser, batch: list[dict[str, Any]], latest: str) -> asyncio.Future[Any]:
+        """``fn(batch, latest)`` on a daemon thread of its own: one that never returns cannot keep the
+        process from exiting (the loop's executor threads are joined at exit); one at a time."""
+        if self._thread is not None and self._thread.is_alive():
+            raise SummaryFailed("the summariser has not returned from its previous call yet")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():  # timed out or cancelled meanwhile
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = fn(batch, latest)
+            except BaseException as exc:  # handed to the round, which retries or gives up
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for it any more
+                pass
+
+        self._thread = threading.Thread(target=work, name="ticos-summariser", daemon=True)
+        self._thread.start()
+        return future
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -261,6 +299,13 @@ class MemoryGeneration:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        keeping = self._keeping
+        if keeping is not None and not keeping.done():  # a summary being stored: it and its mark go in
+            try:
+                await asyncio.wait_for(asyncio.shield(keeping), KEEP_TIMEOUT)
+            except Exception as exc:
+                log.warning("memory: the last summary was not stored before the stop (%s); its messages "
+                            "wait for the next round", str(exc) or type(exc).__name__)
         if self._chat is not None:
             await self._chat.close()
         if self._session is not None:

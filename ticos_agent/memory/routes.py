@@ -133,7 +133,7 @@ async def post_memory(request: web.Request) -> web.Response:
 async def delete_memory(request: web.Request) -> web.Response:
     memories = _memories(request)
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is true, int("²") fails
         _error(web.HTTPBadRequest, "bad_id", f"a memory id is a whole number, got {raw[:40]!r}", "id")
     count = await _storage(memories.forget(ids=[int(raw)], via="http"))
     if not count:

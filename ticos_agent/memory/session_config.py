@@ -14,7 +14,9 @@ ticos-client's contract, kept here byte for byte in shape:
 Safer than ticos-client: the new text goes to a temporary file in the same folder, is
 fsynced, then renamed over the file (a reader sees the old file or the new one, never half
 of one), and the folder is fsynced; the file is 0600 whatever the umask. A file that is not
-a JSON object is not overwritten silently: it is kept as ``session_config.bad`` and logged.
+a JSON object is not overwritten silently: it is kept as ``session_config.bad`` and logged; one
+larger than :data:`MAX_FILE` is not read whole nor rewritten (logged). A symbolic link is
+replaced by the file, never written through.
 
 With storage on the TF card the card's ``<card>/.config/ticos/session_config`` is preferred
 at start: its keys are copied into the internal file (as ticos-client did); the card's own
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 BAD_SUFFIX = ".bad"
+MAX_FILE = 8 << 20  # bytes of a session_config the agent reads and rewrites
 
 
 class RecentMessages(Protocol):
@@ -85,12 +88,15 @@ def read_doc(path: Path, *, keep_bad: bool = True) -> dict[str, Any] | None:
     """The JSON object in ``path``; ``None`` when it is missing, or not a JSON object (then,
     with ``keep_bad``, copied to ``<path>.bad`` and logged)."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         log.warning("session_config: cannot read %s: %s", path, exc)
         return None
+    if len(raw) > MAX_FILE:  # not ticos-client's file; rewriting it would drop what it holds
+        raise OSError(f"{path} is larger than {MAX_FILE >> 20} MiB: left alone")
     try:
         doc = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
@@ -146,7 +152,12 @@ def write_atomic(path: Path, text: str) -> None:
 def update_file(path: Path, messages: list[dict[str, str]], *, prefer: Path | None = None) -> dict[str, Any]:
     """Write ``messages`` into ``path`` (every other key kept) and return the document. With
     ``prefer`` (the card's file) that file's keys are the starting point when it is usable."""
-    doc = read_doc(prefer, keep_bad=False) if prefer is not None else None
+    doc = None
+    if prefer is not None:
+        try:
+            doc = read_doc(prefer, keep_bad=False)
+        except OSError as exc:
+            log.warning("session_config: not using the TF card's: %s", exc)
     if doc is not None:
         log.info("session_config: using the TF card's %s for %s", prefer, path)
     else:
