@@ -272,3 +272,11 @@ def test_show_secrets_shows_a_drivers_secret_option_too():
         assert masked["server"]["token"] == MASK and masked["actuators"]["lamp"]["api_key"] == MASK
     finally:
         DRIVERS.pop("test-cloud-light")
+
+
+@pytest.mark.parametrize(("given", "device"),
+                         [("3", 3), (" 2 ", 2), ("²", "²"), ("USB Audio", "USB Audio"), ("", None)])
+def test_an_audio_device_is_an_index_only_in_ascii_digits(given, device):
+    from ticos_agent.config import from_dict
+
+    assert from_dict({"audio": {"device": given}}).audio.device == device

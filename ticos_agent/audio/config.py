@@ -71,7 +71,7 @@ class OutputDevice(Option):
             raise Invalid
         if isinstance(value, str):
             value = value.strip()
-            if value.isdigit():
+            if value.isascii() and value.isdigit():  # "²".isdigit() is true too
                 return int(value)
             return value or None
         return value

@@ -229,7 +229,7 @@ class CardKeeper(StoreState):
         self._last_id = max(self._last_id, seed)
 
         def collides(mid: object) -> bool:
-            return isinstance(mid, str) and mid.isdigit() and int(mid) <= seed
+            return isinstance(mid, str) and mid.isascii() and mid.isdigit() and int(mid) <= seed
 
         for pending in (ops, self._ops):
             for i, (sql, params) in enumerate(pending):
