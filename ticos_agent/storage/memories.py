@@ -302,7 +302,7 @@ class Memories(Indexer):
                             break
                     if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
                         break
-                found += [search.message_hit(r, rank) for r, rank in search.scaled(ranked, 5)]
+                found += [search.message_hit(r, search.share(terms, r[2])) for r in ranked]
             sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
             found += [search.message_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
             hits += found

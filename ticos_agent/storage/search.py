@@ -4,14 +4,16 @@ A query is reduced to its words (``\\w+``, any script, lower-cased, at most ``MA
 and each word is quoted for FTS5, so no user text (``"name" OR (x``, ``*``, ``NEAR``,
 ``col:``) is ever read as FTS5 syntax; a query without a word is a :class:`BadMemory`.
 
-Ranking (lower is better, as FTS5's ``bm25``), from ``-1.0`` (best) to ``0``: index hits
-(every word first; when that finds fewer than asked, any word) carry their ``bm25`` divided
-by the best of their index (two indexes' ``bm25`` are not comparable: a million messages
-weigh words differently from a hundred memories), so the best memory and the best message
-both rank ``-1.0``; rows found by scanning (``LIKE``: no index, or messages above the
-index's mark, see :mod:`.fts`) rank by minus the share of the words they contain. Memories
-come before messages on equal ranks, then the newest first. Only ``user`` and ``assistant``
-messages are searched.
+Ranking (lower is better, as FTS5's ``bm25``), from ``-1.0`` (best) to ``0``. Memories found
+through their index (every word first; when that finds fewer than asked, any word) carry
+their ``bm25`` divided by the best one's, so the best memory ranks ``-1.0``. Messages are not
+ranked by ``bm25``: FTS5 computes it from how many of all the rows hold each word, which on a
+million messages means reading the whole list of a word such as "the" (tens of ms a word);
+the index gives the newest messages holding the words (by rowid, which it seeks), and they
+rank, as rows found by scanning do (``LIKE``: no index, or messages above the index's mark,
+see :mod:`.fts`), by minus the share of the query's words they contain. Memories come before
+messages on equal ranks, then the newest first. Only ``user`` and ``assistant`` messages are
+searched.
 
 Pure functions: SQL text and parameters, rows -> :class:`Hit`; the store runs them
 (:mod:`.memories`), as ``ticos-agent memory`` does on a plain connection.
@@ -109,10 +111,12 @@ def windows(total: int) -> list[int]:
 
 
 def messages_by_index(terms: Sequence[str], limit: int, any_word: bool, above: int = 0) -> tuple[str, list[Any]]:
-    sql = (f"SELECT m.id, m.role, m.content, m.datetime, m.session_id, f.r FROM "
-           f"(SELECT rowid, rank AS r FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? AND rowid > ? "
-           f"ORDER BY rank LIMIT ?) f JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS} ORDER BY f.r")
-    return sql, [match(terms, any_word), above, limit * OVERFETCH]
+    """The newest messages above rowid ``above`` the index finds for the words (no ``bm25``:
+    see the module docstring)."""
+    sql = (f"SELECT m.id, m.role, m.content, m.datetime, m.session_id FROM "
+           f"(SELECT rowid FROM {MESSAGES_FTS} WHERE {MESSAGES_FTS} MATCH ? AND rowid > ? "
+           f"ORDER BY rowid DESC LIMIT ?) f JOIN messages m ON m.rowid = f.rowid WHERE m.{SPEAKERS}")
+    return sql, [match(terms, any_word), above, limit * OVERFETCH * (4 if any_word else 1)]
 
 
 def messages_by_scan(terms: Sequence[str], limit: int, above: int, select: str = MESSAGE_HIT
