@@ -242,6 +242,25 @@ async def test_forgotten_text_leaves_the_search_the_tables_and_the_file(tmp_path
     assert b"tea" in data  # what was kept is still there
 
 
+async def test_the_mark_waits_for_a_transcript_still_to_come(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, commit_delay=0.05)
+    try:
+        first = talk(store, ("user", "hello"), ("assistant", "hi"))
+        waiting = store.add_message(role="user", content="", item_id="u2", session_id="s1", status="pending")
+        talk(store, ("assistant", "an answer before the question's transcript"), ("user", "next"))
+        await store.flush()
+        got, mark = await store.unsummarised(10)
+        assert [m["content"] for m in got] == ["hello", "hi"] and mark == int(first[1])  # not past the wait
+        await store.mark_summarised(mark)
+        store.update_message(waiting, content="what is a dinosaur", status="completed")
+        await store.flush()
+        got, _ = await store.unsummarised(10)
+        assert [m["content"] for m in got] == ["what is a dinosaur", "an answer before the question's transcript",
+                                               "next"]
+    finally:
+        await store.close()
+
+
 async def test_the_summarisation_mark_survives_a_restart(tmp_path):
     store = await open_store("internal", internal_dir=tmp_path, commit_delay=0.05)
     assert await store.unsummarised(10) == ([], None)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,10 @@ SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_C
 #: Messages that are over (what summaries, session_config and priming take).
 FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "
             "(status IS NULL OR status IN ('completed', 'incomplete', 'cancelled'))")
+#: A user's turn whose transcript may still come (a late one fills an ``incomplete`` row too):
+#: the summarisation mark waits for it, for at most ``HELD_AT_MOST`` seconds.
+HELD = "role = 'user' AND content = '' AND status IN ('pending', 'incomplete') AND datetime > ?"
+HELD_AT_MOST = 600
 #: The tools whose calls hold memory text in their arguments and results.
 MEMORY_TOOLS = ("remember", "recall", "forget")
 MAX_RECALL = 50
@@ -336,13 +341,19 @@ class Memories(Indexer):
         return [message_of(r) for r in reversed(rows)]
 
     async def unsummarised(self, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-        """Up to ``limit`` finished messages after the mark, oldest first, and the new mark."""
+        """Up to ``limit`` finished messages after the mark, oldest first, and the new mark;
+        they stop before a user's turn still waiting for its transcript (``HELD``), so the
+        mark never passes it."""
         got = await self._rows(schema.SQL_GET_SUMMARISED)
         mark = int(got[0][0]) if got and got[0][0] is not None else 0
         start = await self._rows("SELECT rowid FROM messages WHERE id = ?", (str(mark),)) if mark else []
+        first = start[0][0] if start else 0
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - HELD_AT_MOST))
+        held = await self._rows(f"SELECT MIN(rowid) FROM messages WHERE rowid > ? AND {HELD}", (first, since))
+        before = held[0][0] if held and held[0][0] is not None else -1
         rows = await self._rows(f"SELECT id, role, content, datetime FROM messages WHERE rowid > ? AND {FINISHED} "
-                                "AND CAST(id AS INTEGER) > ? ORDER BY rowid LIMIT ?",
-                                (start[0][0] if start else 0, mark, max(0, int(limit))))
+                                "AND CAST(id AS INTEGER) > ? AND (? < 0 OR rowid < ?) ORDER BY rowid LIMIT ?",
+                                (first, mark, before, before, max(0, int(limit))))
         if not rows:
             return [], None
         return [message_of(r) for r in rows], max(numeric_id(r[0]) for r in rows)
