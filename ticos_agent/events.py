@@ -170,7 +170,7 @@ def parse(frame: str | bytes | bytearray | memoryview | dict[str, Any]) -> Event
         except orjson.JSONDecodeError as exc:
             raise _json_error(exc) from None
         if type(data) is not dict:
-            raise BadEvent(f"event must be a JSON object, got {_json_kind(data)}", code="invalid_event")
+            raise BadEvent(f"event must be a JSON object, got {json_kind(data)}", code="invalid_event")
     wire_type = data.get("type")
     event_id = data.get("event_id")
     if type(event_id) is not str:
@@ -187,7 +187,7 @@ def parse(frame: str | bytes | bytearray | memoryview | dict[str, Any]) -> Event
                 want = " or ".join(_TYPE_NAMES[t] for t in types if t is not type(None))
                 if outer is None and type(None) in types:
                     want += " or null"
-                raise BadEvent(f"{wire_type}: '{where}' must be {want}, got {_json_kind(value)}",
+                raise BadEvent(f"{wire_type}: '{where}' must be {want}, got {json_kind(value)}",
                                code="invalid_shape", event_id=event_id)
     return Event(etype, wire_type, data, event_id)
 
@@ -204,7 +204,8 @@ def _json_error(exc: orjson.JSONDecodeError) -> BadEvent:
 _TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", list: "an array"}
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """How an error names a JSON value's type (``"a string"``, ``"an array"``, ...)."""
     if value is None:
         return "null or nothing"
     if isinstance(value, bool):
@@ -290,9 +291,9 @@ def function_call(item: dict[str, Any], response_id: str | None = None) -> Funct
         except (ValueError, RecursionError):
             raise BadArguments(f"{name}: arguments are not valid JSON: {raw[:80]!r}", field="arguments") from None
     else:
-        raise BadArguments(f"{name}: arguments must be a JSON string, got {_json_kind(raw)}", field="arguments")
+        raise BadArguments(f"{name}: arguments must be a JSON string, got {json_kind(raw)}", field="arguments")
     if not isinstance(arguments, dict):
-        raise BadArguments(f"{name}: arguments must be a JSON object, got {_json_kind(arguments)}", field="arguments")
+        raise BadArguments(f"{name}: arguments must be a JSON object, got {json_kind(arguments)}", field="arguments")
     item_id = item.get("id") if isinstance(item.get("id"), str) else None
     return FunctionCall(name, call_id, arguments, raw, item_id, response_id)
 
@@ -306,7 +307,7 @@ def motion_args(args: dict[str, Any]) -> MotionArgs:
     if wait is None:
         wait = True
     if not isinstance(wait, bool):
-        raise BadArguments(f"wait must be true or false, got {_json_kind(wait)} {wait!r}", field="wait")
+        raise BadArguments(f"wait must be true or false, got {json_kind(wait)} {wait!r}", field="wait")
     return MotionArgs(tag, speed, repeat, wait, tuple(notes))
 
 
@@ -329,7 +330,7 @@ def _tag(args: dict[str, Any], key: str) -> str:
     if value is None:
         raise BadArguments(f"{key} is required", field=key)
     if not isinstance(value, str):
-        raise BadArguments(f"{key} must be a string, got {_json_kind(value)} {_short(value)}", field=key)
+        raise BadArguments(f"{key} must be a string, got {json_kind(value)} {_short(value)}", field=key)
     value = value.strip()
     if not value:
         raise BadArguments(f"{key} must not be empty", field=key)
@@ -354,7 +355,7 @@ def _number(args: dict[str, Any], key: str, default: float | None, notes: list[s
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadArguments(f"{key} must be a number, got {_json_kind(value)} {_short(value)}", field=key)
+        raise BadArguments(f"{key} must be a number, got {json_kind(value)} {_short(value)}", field=key)
     try:
         value = float(value)
     except OverflowError:
@@ -377,7 +378,7 @@ def _whole(args: dict[str, Any], key: str, default: int, notes: list[str], *, hi
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadArguments(f"{key} must be a whole number, got {_json_kind(value)} {_short(value)}", field=key)
+        raise BadArguments(f"{key} must be a whole number, got {json_kind(value)} {_short(value)}", field=key)
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             raise BadArguments(f"{key} must be a whole number, got {_short(value)}", field=key)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import BadMemory, StorageError
+from ..events import json_kind
 from .model import KINDS, MAX_CONTENT, Hit, Memory, MemoryStore
 
 log = logging.getLogger(__name__)
@@ -63,22 +64,6 @@ def stored_payload(memory: Memory, via: str) -> dict[str, Any]:
     return {"memory": memory.as_dict(), "via": via}
 
 
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def text_field(value: Any, name: str, *, most: int, required: bool = False) -> str | None:
     """A string field, stripped; ``None`` when absent (refused when ``required``)."""
     if value is None:
@@ -86,7 +71,7 @@ def text_field(value: Any, name: str, *, most: int, required: bool = False) -> s
             raise BadMemory(f"{name} is required", field=name)
         return None
     if not isinstance(value, str):
-        raise BadMemory(f"{name} must be a string, got {_kind_of(value)}", field=name)
+        raise BadMemory(f"{name} must be a string, got {json_kind(value)}", field=name)
     text: str = value.strip()
     if not text:
         if required:
@@ -104,7 +89,7 @@ def unit_field(value: Any, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadMemory(f"{name} must be a number from 0 to 1, got {_kind_of(value)}", field=name)
+        raise BadMemory(f"{name} must be a number from 0 to 1, got {json_kind(value)}", field=name)
     number = float(value)
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise BadMemory(f"{name} must be a number from 0 to 1, got {value!r}", field=name)
@@ -126,7 +111,7 @@ def limit_field(value: Any, *, default: int, most: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadMemory(f"limit must be a whole number from 1 to {most}, got {_kind_of(value)} {value!r}",
+        raise BadMemory(f"limit must be a whole number from 1 to {most}, got {json_kind(value)} {value!r}",
                            field="limit")
     if not 1 <= value <= most:
         raise BadMemory(f"limit must be from 1 to {most}, got {value}", field="limit")
@@ -199,14 +184,14 @@ class Memories:
         them); returns how many."""
         text = text_field(query, "query", most=MAX_QUERY)
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise BadMemory(f"ids must be a list of whole numbers, got {_kind_of(ids)}", field="ids")
+            raise BadMemory(f"ids must be a list of whole numbers, got {json_kind(ids)}", field="ids")
         numbers = []
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, int):
-                raise BadMemory(f"ids must be whole numbers, got {_kind_of(i)} {i!r}", field="ids")
+                raise BadMemory(f"ids must be whole numbers, got {json_kind(i)} {i!r}", field="ids")
             numbers.append(i)
         if not isinstance(everything, bool):
-            raise BadMemory(f"everything must be true or false, got {_kind_of(everything)}", field="everything")
+            raise BadMemory(f"everything must be true or false, got {json_kind(everything)}", field="everything")
         given = [what for what, on in (("query", text is not None), ("ids", bool(numbers)),
                                        ("everything", everything)) if on]
         if len(given) != 1:

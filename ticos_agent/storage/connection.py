@@ -19,6 +19,8 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -181,3 +183,18 @@ async def connect(path: Path, *, card: bool = False, card_root: Path | None = No
         raise
     return db, seed
 
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    """``BEGIN``, then ``COMMIT`` what the block did, or ``ROLLBACK`` when it (or the commit)
+    raises; the exception goes on."""
+    await db.execute("BEGIN")
+    try:
+        yield
+        await db.execute("COMMIT")
+    except BaseException:
+        try:
+            await db.execute("ROLLBACK")
+        except Exception:
+            pass
+        raise

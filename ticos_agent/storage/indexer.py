@@ -30,7 +30,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StorageError, TicosError
-from .connection import describe
+from .connection import describe, transaction
 from .fts import INDEX_CHUNK, MESSAGES_FTS, SQL_ABOVE, SQL_CHUNK_END, SQL_GET_MARK, SQL_INDEX_RANGE, SQL_SET_MARK
 from .state import StoreState
 from .writes import SQL_ADD_MESSAGE, Op
@@ -165,8 +165,7 @@ class Indexer(StoreState):
                     return False
                 self._fts_upto = 0
                 self._fts_behind = True
-            await db.execute("BEGIN")
-            try:
+            async with transaction(db):
                 async with db.execute(SQL_GET_MARK) as cursor:
                     row = await cursor.fetchone()
                 upto = int(row[0]) if row is not None and row[0] is not None else 0
@@ -179,13 +178,6 @@ class Indexer(StoreState):
                     await db.execute(SQL_SET_MARK, (end,))
                     async with db.execute(SQL_ABOVE, (end,)) as cursor:
                         above = await cursor.fetchone() is not None
-                await db.execute("COMMIT")
-            except BaseException:
-                try:
-                    await db.execute("ROLLBACK")
-                except Exception:
-                    pass
-                raise
         except (sqlite3.Error, OSError) as exc:
             if not self._fts_failed:
                 log.warning("storage: indexing messages in %s failed (%s); retrying in %g s",

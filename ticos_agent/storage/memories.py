@@ -43,7 +43,7 @@ import aiosqlite
 from ..errors import BadMemory, StorageError
 from ..memory.model import KINDS, MAX_CONTENT, Hit, Memory
 from . import fts, schema, search
-from .connection import describe
+from .connection import describe, transaction
 from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
 from .indexer import Indexer
 from .writes import Params
@@ -218,8 +218,7 @@ class Memories(Indexer):
         was = (await self._rows("PRAGMA secure_delete", (), db))[0][0]
         await db.execute("PRAGMA secure_delete = ON")
         try:
-            await db.execute("BEGIN")
-            try:
+            async with transaction(db):
                 for i in range(0, len(mem), _CHUNK):
                     part = mem[i:i + _CHUNK]
                     await db.execute(f"DELETE FROM memories WHERE id IN ({','.join('?' * len(part))})", part)
@@ -240,13 +239,6 @@ class Memories(Indexer):
                         log.info("storage: the forgotten messages' words stay in old segments of the message "
                                  "index of %s until they merge (SQLite %s has no FTS5 secure-delete)",
                                  self.location.path, sqlite3.sqlite_version)
-                await db.execute("COMMIT")
-            except BaseException:
-                try:
-                    await db.execute("ROLLBACK")
-                except Exception:
-                    pass
-                raise
         finally:
             await db.execute(f"PRAGMA secure_delete = {int(was)}")
         try:

@@ -38,7 +38,7 @@ from typing import TypeVar
 import aiosqlite
 
 from ..errors import StorageError
-from .connection import connect, describe
+from .connection import connect, describe, transaction
 from .indexer import Indexer
 from .location import SaveMode
 from .writes import (
@@ -277,8 +277,7 @@ class Writer(Indexer):
         """One transaction; returns (bad records skipped, updates that found no row)."""
         db = self._db
         bad = missed = 0
-        await db.execute("BEGIN")
-        try:
+        async with transaction(db):
             if one_by_one:
                 for sql, params in [(SQL_LOG_EVENT, e) for e in events] + ops:
                     try:
@@ -298,13 +297,6 @@ class Writer(Indexer):
                         # Some found no row: replay them one by one (idempotent) to know which.
                         for params in group:
                             missed += not await self._update_one(db, params)
-            await db.execute("COMMIT")
-        except BaseException:
-            try:
-                await db.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
         self._commits += 1
         return bad, missed
 
