@@ -148,16 +148,22 @@ async def test_grep_uses_an_fts5_index_when_the_card_has_one(minutes, tmp_path):
     db = tmp_path / "fts.db"
     shutil.copy(minutes, db)
     conn = sqlite3.connect(db)
-    try:
-        conn.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='rowid')")
-    except sqlite3.OperationalError:
+    if not conn.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0]:
         pytest.skip("this SQLite has no FTS5")
+    # a card indexed by someone else instead of the agent (whose own index is for recall, not grep)
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%messages_fts%'"
+                                ).fetchall():
+        conn.execute(f'DROP TRIGGER "{name}"')
+    conn.execute("DROP TABLE IF EXISTS messages_fts")
+    conn.execute("DELETE FROM ticos_state WHERE name = 'fts_messages'")
+    conn.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='rowid')")
     conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
     conn.commit()
     conn.close()
     plain = Finder(open_readonly(minutes))
     indexed = Finder(open_readonly(db))
-    assert plain.fts_index() is None and indexed.fts_index() == '"messages_fts"'
+    assert plain.fts_mark() is not None  # the agent's own: grep scans
+    assert indexed.fts_index() == '"messages_fts"' and indexed.fts_mark() is None
     statements: list[str] = []
     indexed.conn.set_trace_callback(statements.append)
     for text in ("message 99", "MESSAGE 1", "message 5"):
