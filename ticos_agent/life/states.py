@@ -161,6 +161,8 @@ class RobotLife:
     # --- states ---------------------------------------------------------------------------
 
     def _set(self, peer: Peer, state: str) -> None:
+        if self._peers.get(peer) == state:  # every audio delta says "speaking": nothing changes
+            return
         self._peers[peer] = state
         self._update()
 
