@@ -205,9 +205,7 @@ class CallIntake:
             # the model called one of the robot's memory tools: tell it what to correct
             self._spawn(self._answer(call_id, failed, peer, memory.respond_after(str(name))))
             return
-        why = self._interrupted(response_id)
-        if why is not None and memory is not None and memory.survives_interruption(call.name):
-            why = None
+        why = self._why(call.name, response_id, memory)
         if why is not None:
             log.info("function call %s (%s) of response %s not run: %s", peer_text(name), peer_text(call_id),
                      peer_text(response_id), why)
@@ -248,15 +246,13 @@ class CallIntake:
                    peer: Peer, remembering: MemoryArguments | None = None) -> None:
         memory = self._memory if remembering is not None else None
         try:
-            why = self._interrupted(call.response_id)
+            why = self._why(call.name, call.response_id, memory)
             started = time.monotonic()
-            if why is not None and memory is not None and memory.survives_interruption(call.name):
-                why = None
             if why is not None:  # interrupted between intake and this task's first step
                 result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
             elif memory is not None:
                 result = await memory.run(remembering)
-                why = None if memory.survives_interruption(call.name) else self._interrupted(call.response_id)
+                why = self._why(call.name, call.response_id, memory)
                 if why is not None:  # a barge-in while it ran: nobody waits for this answer any more
                     result = {"status": "dropped", "reason": f"response {why} while it ran"}
             else:
@@ -272,10 +268,15 @@ class CallIntake:
         answered = memory is not None and result.get("status") != "dropped" and \
             memory.always_answered(call.name, result)
         if answered or self._reply_outcomes or result.get("status") == "busy" or "allowed" in result:
-            await self._send(function_call_output(call.call_id, result), peer)
-            if memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name):
-                await self._send(response_create(), peer)
+            respond = memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name)
+            await self._answer(call.call_id, result, peer, respond)
 
+    def _why(self, name: str, response_id: str | None, memory: MemoryRouter | None) -> str | None:
+        """Why a call of this response is not to run, or be answered, now: its response was
+        interrupted (a memory call that survives that excepted); ``None`` when it is."""
+        if memory is not None and memory.survives_interruption(name):
+            return None
+        return self._interrupted(response_id)
 
     async def _answer(self, call_id: str, outcome: dict[str, Any], peer: Peer, respond: bool) -> None:
         await self._send(function_call_output(call_id, outcome), peer)
