@@ -105,6 +105,9 @@ async def test_export_import_round_trip_is_idempotent_and_private(tmp_path):
     ('{"format": "ticos-agent-memory", "version": 1, "memories": [{"kind": "gossip", "content": "x", '
      '"datetime": "2024-01-01 00:00:00"}]}', "memories[0]: kind must be one of"),
     ('{"format": "ticos-agent-memory", "version": "1"}', "no valid format version"),
+    ('{"format": "ticos-agent-memory", "version": 1, "memories": [{"kind": "fact", "content": "Lin is ok.", '
+     '"datetime": "2024-01-01 00:00:00"}, {"kind": "fact", "content": "bad \\ud800", '
+     '"datetime": "2024-01-01 00:00:01"}]}', "holds a lone surrogate"),
 ])
 async def test_import_refuses_a_bad_or_newer_file_with_one_line_and_changes_nothing(tmp_path, content, message):
     db = await robot(tmp_path)

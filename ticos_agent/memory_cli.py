@@ -196,6 +196,11 @@ def read_export(file: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Refused(f"{file} is not JSON ({exc.msg} at line {exc.lineno}): not a memory export") from None
+    try:  # a lone surrogate is a valid JSON escape, but no text SQLite can store
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(f"{file} holds a lone surrogate (a \\ud800-\\udfff escape): not text that can be stored"
+                      ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise Refused(f"{file} is not a ticos-agent memory export (no \"format\": \"{FORMAT}\")")
     version = doc.get("version")
@@ -235,7 +240,7 @@ def import_file(path: Path, file: str) -> int:
     try:
         added_m = _import_memories(conn, memories)
         added_c = _import_messages(conn, messages)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:
         raise Refused(f"writing {path} failed: {exc} (what was added before stays; importing again adds the rest)",
                       1) from None
     finally:
