@@ -174,8 +174,7 @@ class Memories:
         count = limit_field(limit, default=5, most=most)
         hits = await self._store.recall(text, limit=count, messages=False)
         if messages and len(hits) < count:
-            more = await self._store.recall(text, limit=count, messages=True)
-            hits += [h for h in more if h.source == "message"][:count - len(hits)]
+            hits += await self._store.recall(text, limit=count - len(hits), memories=False)
         return hits
 
     async def forget(self, query: Any = None, ids: Sequence[Any] = (), everything: bool = False, *,

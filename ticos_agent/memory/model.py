@@ -72,8 +72,10 @@ class MemoryStore(Protocol):
                        importance: float | None = None, title: str | None = None, source: str | None = None,
                        user_id: str = "nobody") -> Memory: ...
 
-    async def recall(self, query: str, *, limit: int = 5, messages: bool = True) -> list[Hit]:
-        """Memories (and messages, unless ``messages`` is false) matching ``query``, best first."""
+    async def recall(self, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
+                     ) -> list[Hit]:
+        """Memories (unless ``memories`` is false) and messages (unless ``messages`` is false)
+        matching ``query``, best first."""
         ...
 
     async def forget(self, *, query: str | None = None, ids: Sequence[int] = (), everything: bool = False) -> int:

@@ -268,23 +268,26 @@ class Memories(Indexer):
 
     # ------------------------------------------------------------------ reading
 
-    async def recall(self, query: str, *, limit: int = 5, messages: bool = True) -> list[Hit]:
-        """Memories (and messages, unless ``messages`` is false) matching ``query``, best first."""
+    async def recall(self, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
+                     ) -> list[Hit]:
+        """Memories (unless ``memories`` is false) and messages (unless ``messages`` is false)
+        matching ``query``, best first."""
         terms = search.words(query)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECALL:
             raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
         hits: list[Hit] = []
-        if await self._has(MEMORIES_FTS):
-            ranked: list[tuple[Any, ...]] = []
-            for any_word in (False, True):
-                sql, params = search.memories_by_index(terms, limit, any_word)
-                ranked += await self._rows(sql, params)
-                if len(ranked) >= limit or len(terms) == 1:
-                    break
-            hits += [search.memory_hit(r, rank) for r, rank in search.scaled(ranked, 4)]
-        else:
-            sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
-            hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
+        if memories:
+            if await self._has(MEMORIES_FTS):
+                ranked: list[tuple[Any, ...]] = []
+                for any_word in (False, True):
+                    sql, params = search.memories_by_index(terms, limit, any_word)
+                    ranked += await self._rows(sql, params)
+                    if len(ranked) >= limit or len(terms) == 1:
+                        break
+                hits += [search.memory_hit(r, rank) for r, rank in search.scaled(ranked, 4)]
+            else:
+                sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
+                hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
         if messages:
             await self._catch_up()
             mark = await self._mark()
