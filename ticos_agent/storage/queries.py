@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
+from .search import like
 
 MAX_LIMIT = 500
 
@@ -265,10 +266,6 @@ _FTS_ROWID = re.compile(r"""content_rowid\s*=\s*['"`\[]?(\w+)""", re.IGNORECASE)
 _NOT_IN_CHUNK = 500
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 class Finder:
     """Filtered reads of one database on a plain (read-only) connection.
 
@@ -424,7 +421,7 @@ class Finder:
                 clauses.append(f"rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)")
                 params.append('"' + w.grep.replace('"', '""') + '"*')
             clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in texts) + ")")
-            params += [_like(w.grep)] * len(texts)
+            params += [like(w.grep)] * len(texts)
         return " AND ".join(clauses) or "1", params
 
     # --- reading ----------------------------------------------------------------------------
