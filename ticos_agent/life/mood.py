@@ -74,3 +74,5 @@ class Mood:
             return
         if isinstance(tag, str) and 0 <= level <= 1:
             self.tag, self._level, self._since = tag, level, since
+        else:
+            log.warning("mood file %s has tag %r, level %r; starting neutral", self.path, tag, level)
