@@ -25,7 +25,8 @@ RUN_DEPS = $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || need="$$need pyt
 	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need="$$need libportaudio2"; \
 	if [ -e /dev/gpiochip0 ] && ! /usr/bin/python3 -c "import lgpio" 2>/dev/null; then need="$$need python3-lgpio"; fi;
 TEST_DEPS = command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$$need systemd"; \
-	command -v chromium >/dev/null 2>&1 || need="$$need chromium";
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v jq >/dev/null 2>&1 || need="$$need jq";
 INSTALL = if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$need"; \
