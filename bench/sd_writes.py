@@ -192,6 +192,43 @@ def pending_checkpoint(db: Path) -> int:
     return len({(p - 1) * page_size // 4096 for p in pages}) * 4096
 
 
+def wal_breakdown(db: Path, scratch: Path) -> dict:
+    """What the WAL's current generation holds: its commits, and its frames per table or index
+    (a copy of the database and its WAL is opened, and SQLite's ``dbstat`` names each page)."""
+    wal = Path(f"{db}-wal")
+    try:
+        data = wal.read_bytes()
+    except OSError:
+        return {}
+    if len(data) < 32:
+        return {}
+    page_size = int.from_bytes(data[8:12], "big")
+    salts, frame = data[16:24], 24 + page_size
+    pages: list[int] = []
+    commits = 0
+    for off in range(32, len(data) - frame + 1, frame):
+        if data[off + 8:off + 16] != salts:
+            break
+        pages.append(int.from_bytes(data[off:off + 4], "big"))
+        commits += int.from_bytes(data[off + 4:off + 8], "big") != 0
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / "copy.db"
+    shutil.copyfile(db, copy)
+    Path(f"{copy}-wal").write_bytes(data)
+    con = sqlite3.connect(str(copy))
+    try:
+        owner = dict(con.execute("SELECT pageno, name FROM dbstat").fetchall())
+    except sqlite3.Error as exc:
+        return {"error": str(exc)}
+    finally:
+        con.close()
+    by: dict[str, int] = {}
+    for page in pages:
+        name = "header" if page == 1 else owner.get(page, "free")
+        by[name] = by.get(name, 0) + 1
+    return {"commits": commits, "frames": len(pages), "page_size": page_size, "by": by}
+
+
 def health(port: int) -> dict:
     """The server's ``/health`` (ticos-agent's), or ``{}``."""
     import urllib.request
@@ -344,6 +381,8 @@ async def measure(server: Server, place: Place, args, workdir: Path, pacing: str
             await asyncio.sleep(max(0.0, start + args.turns * args.turn_seconds - time.monotonic()) + args.settle)
             w1, d1, t1 = write_bytes(pid), loop_written(place.device), time.time()
             out["checkpoint_bytes"] = pending_checkpoint(database(server, place, home))
+            if args.breakdown:
+                out["breakdown"] = wal_breakdown(database(server, place, home), workdir / "breakdown")
             out["commits"] = (await asyncio.to_thread(health, port)).get("storage", {}).get("commits")
             await asyncio.sleep(args.idle)
             w2 = write_bytes(pid)
@@ -454,6 +493,14 @@ async def run(args) -> None:
             print(HEAD + "\n" + line if not results else line, flush=True)
             for note in r["notes"]:
                 print(f"    note: {note}")
+            if b := r.get("breakdown"):
+                if "by" in b:
+                    parts = ", ".join(f"{name} {n / args.turns:.1f}" for name, n in
+                                      sorted(b["by"].items(), key=lambda kv: -kv[1]))
+                    print(f"    WAL: {b['commits']} commits, {b['frames'] / max(1, b['commits']):.1f} frames of "
+                          f"{b['page_size']} B per commit; frames per turn: {parts}")
+                else:
+                    print(f"    WAL: {b.get('error')}")
             if r["netguard"]:
                 print(f"    netguard: {len(r['netguard'])} outbound attempt(s) refused, e.g. {r['netguard'][0]}")
             results.append(line)
@@ -509,6 +556,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also ticos-agent imported from DIR (e.g. before=/work/main); repeatable")
     parser.add_argument("--no-install", action="store_true", help="do not install the ticos-client anchor")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="say which tables and indexes the WAL's frames belong to (ticos-agent)")
     parser.add_argument("--no-strace", action="store_true", help="do not count fsyncs")
     args = parser.parse_args()
     args.where = args.where or ["internal", "card"]

@@ -1,6 +1,8 @@
 """The commit policy: few commits, a turn in one transaction, nothing older than 1 s lost.
 
-The store commits a record at most ``COMMIT_DELAY`` (0.8 s) after it was enqueued, a turn
+The store commits a conversation record (a message with words, a call, a memory) at most
+``COMMIT_DELAY`` (0.8 s) after it was enqueued, an event-log line (or a user's message still
+without words) at most ``EVENT_LOG_DELAY`` (2 s) after, or sooner with the next commit; a turn
 as soon as it is over (``TURN_SETTLE`` after its last row), and everything at a flush or a
 clean stop. The drills run the real agent (``ticos-agent run``) in its own process and kill
 it with SIGKILL mid-conversation.
@@ -31,7 +33,7 @@ from traces import (
 )
 
 from ticos_agent.storage import open_store
-from ticos_agent.storage.store import COMMIT_DELAY, TURN_SETTLE
+from ticos_agent.storage.store import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE
 
 
 def visible(db: Path, sql: str) -> list[tuple]:
@@ -48,20 +50,46 @@ async def commits_now(store) -> int:
 
 # --- the store ------------------------------------------------------------------------------
 
+async def first_seen(db: Path, sql: str, want: tuple, limit: float = 4.0) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if want in visible(db, sql):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.01)
+    return None
+
+
 async def test_a_record_waits_at_most_the_commit_delay(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path)
+    await asyncio.sleep(0.2)
+    store.record_call(call_id="c1", name="motion", arguments="{}")
+    seen = await first_seen(tmp_path / "ticos.db", "SELECT call_id FROM function_calls", ("c1",))
+    assert seen is not None and COMMIT_DELAY - 0.1 <= seen < 1.0, seen
+    assert await commits_now(store) == 1
+    await store.close()
+
+
+async def test_an_event_log_line_waits_for_the_next_commit_or_its_own_delay(tmp_path):
+    """Alone, a line waits ``EVENT_LOG_DELAY``; a record that comes meanwhile takes it along
+    (one commit for both), and a user's wordless message is a line's equal."""
     store = await open_store("internal", internal_dir=tmp_path)
     db = tmp_path / "ticos.db"
     await asyncio.sleep(0.2)
-    t0 = time.monotonic()
     store.log_event("input_audio_buffer.speech_started", event_id="e1")
-    seen = None
-    while time.monotonic() - t0 < 3:
-        if visible(db, "SELECT event_id FROM events"):
-            seen = time.monotonic() - t0
-            break
-        await asyncio.sleep(0.01)
-    assert seen is not None and COMMIT_DELAY - 0.1 <= seen < 1.0, seen
+    seen = await first_seen(db, "SELECT event_id FROM events", ("e1",))
+    assert seen is not None and EVENT_LOG_DELAY - 0.1 <= seen < EVENT_LOG_DELAY + 0.3, seen
     assert await commits_now(store) == 1
+
+    t0 = time.monotonic()
+    store.log_event("input_audio_buffer.speech_started", event_id="e2", item_id="u2")
+    mid = store.add_message(role="user", content="", item_id="u2", status="pending")
+    await asyncio.sleep(0.5)
+    assert not visible(db, "SELECT event_id FROM events WHERE event_id = 'e2'")
+    store.update_message(mid, content="hello robot", status="completed")  # words: the 1 s clock
+    seen = await first_seen(db, "SELECT event_id FROM events", ("e2",))
+    assert seen is not None and 0.5 + COMMIT_DELAY - 0.1 <= time.monotonic() - t0 < 0.5 + 1.0 + 0.2, seen
+    assert visible(db, "SELECT content FROM messages") == [("hello robot",)]
+    assert await commits_now(store) == 2
     await store.close()
 
 
@@ -76,13 +104,13 @@ async def test_slow_commits_shorten_the_wait_so_the_bound_holds(tmp_path, monkey
         return await real(events, ops)
 
     monkeypatch.setattr(store, "_write", slow)
-    store.log_event("x", event_id="warm")
+    store.record_call(call_id="warm", name="motion", arguments="{}")
     await store.flush()  # one slow commit: the writer now knows
     t0 = time.monotonic()
-    store.log_event("x", event_id="e1")
+    store.record_call(call_id="c1", name="motion", arguments="{}")
     seen = None
     while time.monotonic() - t0 < 3:
-        if ("e1",) in visible(db, "SELECT event_id FROM events"):
+        if ("c1",) in visible(db, "SELECT call_id FROM function_calls"):
             seen = time.monotonic() - t0
             break
         await asyncio.sleep(0.01)
@@ -129,7 +157,8 @@ async def test_a_turn_commits_together_soon_after_it_ends(tmp_path):
 
 
 async def test_rows_that_keep_coming_are_committed_by_the_delay_not_held_longer(tmp_path):
-    """A stream with no pause (a long response): commits every COMMIT_DELAY, not at its end."""
+    """A stream with no pause (a long response): commits every COMMIT_DELAY, not at its end;
+    the event-log lines among the records ride with them."""
     store = await open_store("internal", internal_dir=tmp_path)
     db = tmp_path / "ticos.db"
     sent: list[tuple[float, str]] = []
@@ -137,16 +166,39 @@ async def test_rows_that_keep_coming_are_committed_by_the_delay_not_held_longer(
     t0 = time.monotonic()
     i = 0
     while time.monotonic() - t0 < 2.5:
-        store.log_event("response.output_item.added", event_id=f"e{i}")
-        sent.append((time.monotonic(), f"e{i}"))
+        store.record_call(call_id=f"c{i}", name="motion", arguments="{}")
+        store.log_event("response.output_item.added", event_id=f"c{i}")
+        sent.append((time.monotonic(), f"c{i}"))
         i += 1
         await asyncio.sleep(0.03)
         now = time.monotonic()
-        there = {r[0] for r in visible(db, "SELECT event_id FROM events")}
-        late += [eid for at, eid in sent if now - at > 1.0 and eid not in there]
+        there = ({r[0] for r in visible(db, "SELECT call_id FROM function_calls")}
+                 & {r[0] for r in visible(db, "SELECT event_id FROM events")})
+        late += [cid for at, cid in sent if now - at > 1.0 and cid not in there]
     assert not late, late[:5]
     commits = store.health()["commits"]
     assert 2 <= commits <= 4, commits  # ~every 0.8 s, not every 30 ms
+    await store.close()
+
+
+async def test_event_log_lines_that_keep_coming_wait_at_most_their_delay(tmp_path):
+    """Lines only (audio that never becomes words): commits every EVENT_LOG_DELAY."""
+    store = await open_store("internal", internal_dir=tmp_path)
+    db = tmp_path / "ticos.db"
+    sent: list[tuple[float, str]] = []
+    late = []
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 4.5:
+        store.log_event("input_audio_buffer.committed", event_id=f"e{i}")
+        sent.append((time.monotonic(), f"e{i}"))
+        i += 1
+        await asyncio.sleep(0.05)
+        now = time.monotonic()
+        there = {r[0] for r in visible(db, "SELECT event_id FROM events")}
+        late += [eid for at, eid in sent if now - at > EVENT_LOG_DELAY + 0.2 and eid not in there]
+    assert not late, late[:5]
+    assert 1 <= store.health()["commits"] <= 3
     await store.close()
 
 
@@ -326,21 +378,26 @@ def stored(db: Path) -> dict[str, dict]:
         conn.close()
 
 
-def due(sent: list[tuple[float, dict]], before: float) -> dict[str, set]:
+def due(sent: list[tuple[float, dict]], before: float, lines_before: float | None = None) -> dict[str, set]:
     """What must be stored of the frames sent before ``before`` (the agent logs every event but
     the deltas; a user item makes a row, its transcription fills it; ``response.done`` stores
-    the assistant's message; a function call is recorded)."""
+    the assistant's message; a function call is recorded). Event-log lines, and a user's row
+    while it has no words, need only be there when sent before ``lines_before`` (default:
+    ``before``)."""
+    lines_before = before if lines_before is None else lines_before
     out: dict[str, set] = {"events": set(), "messages": set(), "transcripts": set(), "calls": set()}
     for at, frame in sent:
+        kind = frame["type"]
+        if at < lines_before:
+            if not kind.endswith(".delta"):
+                out["events"].add(frame["event_id"])
+            if kind == "conversation.item.created":
+                out["messages"].add(frame["item"]["id"])
         if at >= before:
             continue
-        kind = frame["type"]
-        if not kind.endswith(".delta"):
-            out["events"].add(frame["event_id"])
-        if kind == "conversation.item.created":
-            out["messages"].add(frame["item"]["id"])
-        elif kind == "conversation.item.input_audio_transcription.completed":
+        if kind == "conversation.item.input_audio_transcription.completed":
             out["transcripts"].add((frame["item_id"], frame["transcript"]))
+            out["messages"].add(frame["item_id"])
         elif kind == "response.done":
             out["messages"].add(f"item_A{frame['response']['id'].split('_')[1]}")
         elif kind == "response.output_item.done" and frame["item"]["type"] == "function_call":
@@ -381,9 +438,10 @@ async def converse(agent: AgentProcess, turns: int, stop_at: float | None = None
     return sent, killed
 
 
-def check(db: Path, sent: list[tuple[float, dict]], before: float) -> dict[str, dict]:
+def check(db: Path, sent: list[tuple[float, dict]], killed: float) -> dict[str, dict]:
+    """Nothing lost that arrived more than 1 s before the kill (event-log lines: 2 s)."""
     got = stored(db)
-    want = due(sent, before)
+    want = due(sent, killed - 1.0, killed - EVENT_LOG_DELAY - 0.1)
     assert want["events"] - set(got["events"]) == set()
     assert want["messages"] - set(got["messages"]) == set()
     assert {(i, t) for i, t in want["transcripts"] if got["messages"].get(i, (0, 0, None))[2] != t} == set()
@@ -400,7 +458,7 @@ async def test_sigkill_mid_conversation_loses_nothing_older_than_one_second(tmp_
         sent, killed = await converse(agent, turns=3, stop_at=2 * TURN + 0.6)
     finally:
         agent.end()
-    got = check(agent.db, sent, killed - 1.0)
+    got = check(agent.db, sent, killed)
     assert len(due(sent, killed - 1.0)["messages"]) == 4  # two whole turns were due
     last = sent[-1][1]
     assert last["type"] == "input_audio_buffer.speech_started" and killed - sent[-1][0] < 1.0
@@ -410,13 +468,15 @@ async def test_sigkill_mid_conversation_loses_nothing_older_than_one_second(tmp_
 async def test_sigkill_during_a_response_keeps_what_is_older_than_one_second(tmp_path):
     agent = AgentProcess(tmp_path)
     try:
-        # killed 1.3 s into the second turn: the user's item (0.7 s before) may be lost, the
-        # first turn and the second's speech_started (1.3 s before) may not
+        # killed 1.3 s into the second turn: its lines and its user's item (no words yet) may
+        # be lost, its user's words (0.3 s before) too; the first turn may not
         sent, killed = await converse(agent, turns=2, stop_at=TURN + 1.3)
     finally:
         agent.end()
-    check(agent.db, sent, killed - 1.0)
-    assert "item_U0" in stored(agent.db)["messages"]
+    check(agent.db, sent, killed)
+    got = stored(agent.db)
+    assert {"item_U0", "item_A0"} <= set(got["messages"])
+    assert got["messages"]["item_U0"][2] == "user turn 0"
 
 
 async def test_a_clean_stop_flushes_everything(tmp_path):
@@ -426,7 +486,7 @@ async def test_a_clean_stop_flushes_everything(tmp_path):
     finally:
         agent.end()
     assert agent.proc.returncode == 0
-    got = check(agent.db, sent, stopped + 1)  # everything sent
+    got = check(agent.db, sent, stopped + EVENT_LOG_DELAY + 1)  # everything sent
     assert len(got["messages"]) == 4 and len(got["calls"]) == 1
 
 
@@ -471,8 +531,8 @@ async def test_a_turn_sent_through_the_agent_lands_in_one_transaction(tmp_path):
 
 
 async def test_a_paced_conversation_costs_about_one_commit_per_message(tmp_path):
-    """Through a real agent: at one turn every 2 s the store makes one to two commits per turn
-    (its speech and its reply more than the delay apart), not one per 50 ms."""
+    """Through a real agent: at one turn every 2 s the store makes one commit per turn (its
+    words and its reply less than the delay apart, its lines riding along), not one per 50 ms."""
     from ticos_agent import Agent
 
     agent = Agent({"server": {"host": "127.0.0.1", "port": 0}, "storage": {"dir": str(tmp_path / "in")},
@@ -491,4 +551,4 @@ async def test_a_paced_conversation_costs_about_one_commit_per_message(tmp_path)
             await ws.close()
     finally:
         await agent.stop()
-    assert 3 <= commits <= 7, commits  # 2 per turn (the last turn's trailing rows may add one)
+    assert 3 <= commits <= 4, commits  # 1 per turn (the last turn's trailing rows may add one)

@@ -260,6 +260,7 @@ class Agent(MemoryMethods):
             internal_dir=scfg.dir or default_internal_dir(),
             db_filename=scfg.db_filename,
             event_retention_days=scfg.event_log_days or None,
+            event_log_delay=scfg.event_log_delay,
         )
         self.store = store
         stack.callback(setattr, self, "store", None)

@@ -25,7 +25,7 @@ from .location import (
 )
 from .merge import fallback_counts
 from .state import CardTarget, StateCallback
-from .store import COMMIT_DELAY, DEFAULT_EVENT_RETENTION_DAYS, TURN_SETTLE, Store
+from .store import COMMIT_DELAY, DEFAULT_EVENT_RETENTION_DAYS, EVENT_LOG_DELAY, TURN_SETTLE, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ async def open_store(
     db_filename: str = DEFAULT_DB_FILENAME,
     commit_delay: float = COMMIT_DELAY,
     turn_settle: float = TURN_SETTLE,
+    event_log_delay: float = EVENT_LOG_DELAY,
     batch_interval: float | None = None,
     require_mount: bool | None = None,
     event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
@@ -57,7 +58,8 @@ async def open_store(
 
     ``commit_delay``: the longest a record waits for its commit (seconds; 0.8 by default,
     so a SIGKILL loses nothing older than 1 s); ``turn_settle``: after a turn's end, the
-    commit comes once no record came for this long (see :mod:`.store`). ``batch_interval``
+    commit comes once no record came for this long; ``event_log_delay``: the longest an
+    event-log line waits for its commit (2 s; see :mod:`.store`). ``batch_interval``
     is the former name of ``commit_delay`` (when given, it wins).
     ``require_mount``: the card root must exist and be a mount point (``True``), or any
     directory is accepted as the card and created when missing (``False``, for tests and
@@ -78,6 +80,7 @@ async def open_store(
               fallback: Path | None = None, card: CardTarget | None = None, target: CardTarget | None = None,
               counts: dict[str, int] | None = None) -> Store:
         return Store(db, location, last_message_id=seed, commit_delay=delay, turn_settle=turn_settle,
+                     event_log_delay=event_log_delay,
                      event_retention_days=event_retention_days, probe_interval=probe_interval, watch=watch,
                      fallback=fallback, card=card, target=target, counts=counts, on_state=on_state)
 

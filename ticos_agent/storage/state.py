@@ -92,6 +92,8 @@ class StoreState:
     _ops_in: int
     _ops_out: int
     _first_at: float | None
+    _lazy_at: float | None
+    _lazy_interval: float
     _turn_end: bool
     _waiters: list[tuple[int, int, asyncio.Future[None]]]
     _wake: asyncio.Event

@@ -7,25 +7,30 @@ near ``journal_size_limit``), with one ``executemany`` per kind of record. ``awa
 returns once everything enqueued before it is committed; ``await close()`` flushes and
 closes (a ``flush()`` racing it never hangs).
 
-**When it commits** (the card's flash is written per commit, not per row): a record waits
-at most ``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s; less while commits are slow, so
-that the wait plus twice the time a commit takes stays under 0.95 s) for its commit, which
-takes everything queued by then; a turn's end (the event log's ``response.done``, or an assistant
-message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds
-(0.1 s: the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and
-a backlog of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the
-WAL, every page it touches in full: the last page of ``messages``, of its id and session
-indexes, of ``events``, of ``function_calls``, the database header when the file grows. At
-a conversational pace rows trickle in (a few per second), so committing every 50 ms (as
-before) wrote those pages five to ten times per turn to store a few hundred bytes; now a
-turn costs one or two commits (its rows span more than the delay when its speech and its
-reply are more than 0.8 s apart). A SIGKILL still loses nothing that arrived more than 1 s
-before it (0.8 s of waiting leaves 0.2 s for the commit itself), and a clean stop flushes
-everything. No commit "after quiet": a pause in the speech would only add commits within
-the same second. Idle, nothing is written. The rows a turn ends with (its transcript, its
-message, its calls and their outcomes, its ``response.done``) arrive within far less than
-the delay and so commit in one transaction, unless an older row's delay runs out while they
-arrive.
+**When it commits** (the card's flash is written per commit, not per row): a conversation
+record (a message with words, a call or its outcome, a memory) waits at most
+``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s; less while commits are slow, so that the
+wait plus twice the time a commit takes stays under 0.95 s) for its commit, which takes
+everything queued by then; an event-log line, and a user's message that has no words yet
+(its transcript comes later as an update, on the 0.8 s clock), waits for that commit, or at
+most ``event_log_delay`` seconds (``EVENT_LOG_DELAY``, 2 s; ``[storage] event_log_delay``)
+when no record comes. A turn's end (the event log's ``response.done``, or an assistant
+message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds (0.1 s:
+the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and a backlog
+of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the WAL, every page
+it touches in full: the last page of ``messages``, of its id and session indexes, of
+``events``, of ``function_calls``, the database header when the file grows. At a
+conversational pace rows trickle in (a few per second), so committing every 50 ms (as before)
+wrote those pages five to ten times per turn to store a few hundred bytes. A voice turn's
+lines start with the user's speech, 1.5 s or more before its reply ends: on the 0.8 s clock
+they cost a second commit per turn; on their own 2 s clock they ride with the turn's words
+and reply, one commit per turn. So a SIGKILL loses no conversation record that arrived more
+than 1 s before it (0.8 s of waiting leaves 0.2 s for the commit), and no event-log line
+older than about 2 s; a clean stop flushes everything. No commit "after quiet": a pause in
+the speech would only add commits within the same second. Idle, nothing is written. The
+rows a turn ends with (its transcript, its message, its calls and their outcomes, its
+``response.done``) arrive within far less than the delay and so commit in one transaction,
+unless an older row's delay runs out while they arrive.
 
 **Pages and checkpoints** (see :mod:`.schema` and :mod:`.connection`): a database this
 code creates has 512-byte pages (SQLite's smallest: a page rewritten per commit is then
@@ -113,6 +118,9 @@ PROBE_CLOSE_WAIT = 5.0
 COMMIT_DELAY = 0.8
 #: After a turn's end, commit once no record came for this long (its last rows join it).
 TURN_SETTLE = 0.1
+#: The longest an event-log line (or a user message with no words yet) waits for its commit
+#: (seconds): long enough for a voice turn's lines to ride with its one commit.
+EVENT_LOG_DELAY = 2.0
 #: What ends a turn in the event log.
 TURN_END_EVENTS = frozenset({"response.done"})
 
@@ -128,18 +136,21 @@ class Store(Writer, CardKeeper, Memories):
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
                  commit_delay: float = COMMIT_DELAY, turn_settle: float = TURN_SETTLE,
+                 event_log_delay: float = EVENT_LOG_DELAY,
                  event_retention_days: float | None = DEFAULT_EVENT_RETENTION_DAYS,
                  probe_interval: float = PROBE_INTERVAL, watch: CardWatch | None = None,
                  fallback: Path | None = None, card: CardTarget | None = None,
                  target: CardTarget | None = None, counts: dict[str, int] | None = None,
                  on_state: StateCallback | None = None):
-        if not commit_delay >= 0 or not turn_settle >= 0:
-            raise ValueError(f"commit_delay and turn_settle must be >= 0, not {commit_delay!r}, {turn_settle!r}")
+        if not commit_delay >= 0 or not turn_settle >= 0 or not event_log_delay >= 0:
+            raise ValueError("commit_delay, turn_settle and event_log_delay must be >= 0, not "
+                             f"{commit_delay!r}, {turn_settle!r}, {event_log_delay!r}")
         self._db = db
         self.location = location
         self._last_id = last_message_id
         self._interval = commit_delay
         self._settle = turn_settle
+        self._lazy_interval = max(event_log_delay, commit_delay)
         # The card (EXTERNAL mode only): see .card. ``_card_ident``/``_card_mount``: what the
         # card in use looked like when opened; ``_target``: a card that came back, being merged.
         self._watch = watch
@@ -167,6 +178,7 @@ class Store(Writer, CardKeeper, Memories):
         # Totals enqueued and done (committed or skipped); a flush waits for its own marks.
         self._events_in = self._events_out = self._ops_in = self._ops_out = 0
         self._first_at = None  # when the oldest queued record was enqueued (monotonic)
+        self._lazy_at = None  # the same for the oldest event-log line or wordless message
         self._turn_end = False  # a turn ended since the last batch was taken
         self._waiters = []
         self._wake = asyncio.Event()  # records are queued
@@ -217,12 +229,22 @@ class Store(Writer, CardKeeper, Memories):
         self._last_id = mid
         return str(mid)
 
-    def _op(self, sql: str, params: Params) -> None:
+    def _op(self, sql: str, params: Params, *, lazy: bool = False) -> None:
         self._ops.append((sql, params))
         self._ops_in += 1
-        if self._first_at is None:
+        self._queued(lazy)
+
+    def _queued(self, lazy: bool) -> None:
+        """Start the commit clock of a record (``lazy``: the event log's, see the docstring)."""
+        if lazy:
+            if self._lazy_at is None:
+                self._lazy_at = time.monotonic()
+                self._wake.set()
+        elif self._first_at is None:
             self._first_at = time.monotonic()
             self._wake.set()
+            if self._lazy_at is not None:
+                self._nudge.set()  # the writer waits for the lines' later due time
 
     def end_turn(self) -> None:
         """A turn ended: commit what is queued once no record came for ``turn_settle`` seconds.
@@ -253,7 +275,9 @@ class Store(Writer, CardKeeper, Memories):
         message_id = self._next_id()
         params = (message_id, role, content, item_id, user_id, schema.now_local(), session_id, status, response_id)
         self._remember(message_id, list(params))
-        self._op(SQL_ADD_MESSAGE, params)
+        # a user's item whose words are still being transcribed: its words will come as an
+        # update (on the 1 s clock); until then the row holds nothing the event log does not
+        self._op(SQL_ADD_MESSAGE, params, lazy=not content and status == "pending")
         if role == "assistant":
             self.end_turn()
         return message_id
@@ -320,9 +344,7 @@ class Store(Writer, CardKeeper, Memories):
             return
         events.append((time.time() if ts is None else ts, type, session_id, event_id, item_id, response_id))
         self._events_in += 1
-        if self._first_at is None:
-            self._first_at = time.monotonic()
-            self._wake.set()
+        self._queued(True)
         if type in TURN_END_EVENTS:
             self.end_turn()
 

@@ -4,8 +4,8 @@
 ``store.py``) holds the queues the enqueue methods fill and starts :meth:`Writer._run`.
 
 The writer commits what has gathered when it is due (:meth:`Writer._gather`: the oldest
-record has waited ``commit_delay`` seconds, or a turn ended and ``turn_settle`` seconds
-passed without a record, or a ``flush()``, the close or a backlog asks for it now; why, in
+record has waited ``commit_delay`` seconds, or the oldest event-log line ``event_log_delay``
+seconds, or a turn ended and ``turn_settle`` seconds passed without a record, or a ``flush()``, the close or a backlog asks for it now; why, in
 :mod:`.store`), one transaction per ``CHUNK_RECORDS`` records, the events with one
 ``executemany`` and the other records with one per kind (in ``KIND_ORDER``).
 
@@ -160,7 +160,7 @@ class Writer(Indexer):
             count = self._events_in + self._ops_in
             if count != seen:
                 seen, quiet_since = count, now
-            due = (self._first_at if self._first_at is not None else now) + self._delay()
+            due = self._due(now)
             if self._turn_end:
                 due = min(due, quiet_since + self._settle)
             if now >= due:
@@ -170,6 +170,17 @@ class Writer(Indexer):
                 await asyncio.wait_for(self._nudge.wait(), due - now)
             except TimeoutError:
                 pass
+
+    def _due(self, now: float) -> float:
+        """When the oldest record must be committed: ``_delay()`` after the oldest record, or
+        ``_lazy_interval`` after the oldest event-log line (or wordless message), whichever
+        comes first; now when nothing is queued (a flush, the close)."""
+        due = float("inf")
+        if self._first_at is not None:
+            due = self._first_at + self._delay()
+        if self._lazy_at is not None:
+            due = min(due, self._lazy_at + self._lazy_interval)
+        return now if due == float("inf") else due
 
     def _delay(self) -> float:
         """How long the oldest record may wait: ``commit_delay``, shortened while commits are
@@ -190,13 +201,14 @@ class Writer(Indexer):
 
     async def _write_chunk(self) -> bool:
         """Commit the oldest ``CHUNK_RECORDS`` queued records (a backlog becomes many commits)."""
-        first = self._first_at
+        first, lazy = self._first_at, self._lazy_at
         ops = self._take(self._ops, CHUNK_RECORDS)
         events = self._take(self._events, CHUNK_RECORDS - len(ops))
         left = bool(self._ops or self._events)
         # Records enqueued from now on start a new batch (and its clock); a turn that ended
         # is in this batch, unless records were left behind (they keep the oldest clock).
         self._first_at = first if left else None
+        self._lazy_at = lazy if left else None
         turn_end, self._turn_end = self._turn_end, self._turn_end and left
         self._inflight = len(events) + len(ops)
         started = time.monotonic()
@@ -215,6 +227,8 @@ class Writer(Indexer):
             self._ops[:0] = ops
             if first is not None:  # they are still the oldest
                 self._first_at = first
+            if lazy is not None:
+                self._lazy_at = lazy
             self._turn_end = self._turn_end or turn_end
             error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
             waiters, self._waiters = self._waiters, []
