@@ -552,3 +552,33 @@ async def test_a_paced_conversation_costs_about_one_commit_per_message(tmp_path)
     finally:
         await agent.stop()
     assert 3 <= commits <= 4, commits  # 1 per turn (the last turn's trailing rows may add one)
+
+
+async def test_the_event_log_delay_is_the_robot_makers_choice(tmp_path):
+    """``[storage] event_log_delay = 0.8`` holds the event log to the conversation's 1 s bound;
+    by default a lone line waits up to 2 s for a record to ride with."""
+    from ticos_agent import Agent
+
+    async def first_line_after(delay: float | None, where: Path) -> float | None:
+        storage: dict[str, object] = {"dir": str(where)}
+        if delay is not None:
+            storage["event_log_delay"] = delay
+        agent = Agent({"server": {"host": "127.0.0.1", "port": 0}, "storage": storage, "audio": {"enabled": False}})
+        await agent.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(f"http://127.0.0.1:{agent.port}/realtime")
+                await ws.send_str(json.dumps(session_created("sess_d")))
+                await asyncio.sleep(2.5)  # its lines out of the way
+                await ws.send_str(json.dumps(speech_started("item_U1")))
+                seen = await first_seen(where / "ticos.db", "SELECT type FROM events",
+                                        ("input_audio_buffer.speech_started",))
+                await ws.close()
+        finally:
+            await agent.stop()
+        return seen
+
+    strict = await first_line_after(0.8, tmp_path / "strict")
+    default = await first_line_after(None, tmp_path / "default")
+    assert strict is not None and strict < 1.0, strict
+    assert default is not None and EVENT_LOG_DELAY - 0.3 < default < EVENT_LOG_DELAY + 0.5, default
