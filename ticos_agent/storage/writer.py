@@ -6,8 +6,9 @@
 The writer commits what has gathered when it is due (:meth:`Writer._gather`: the oldest
 record has waited ``commit_delay`` seconds, or the oldest event-log line ``event_log_delay``
 seconds, or a turn ended and ``turn_settle`` seconds passed without a record, or a
-``flush()``, the close or a backlog asks for it now; why, in :mod:`.store`), one transaction per ``CHUNK_RECORDS`` records, the events with one
-``executemany`` and the other records with one per kind (in ``KIND_ORDER``).
+``flush()``, the close or a backlog asks for it now; why, in :mod:`.store`), one transaction
+per ``CHUNK_RECORDS`` records, the events with one ``executemany`` and the other records with
+one per kind (in ``KIND_ORDER``).
 
 A failure never ends the task. A batch the database rejects is committed again record by
 record, skipping only the rows it rejects. On the TF card, each batch first checks that the
