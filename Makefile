@@ -7,7 +7,7 @@ CONFIG ?=
 # gpiozero needs for real pins and which does not build from PyPI without a toolchain.
 VENV_FLAGS ?= $(if $(wildcard /dev/gpiochip0),--system-site-packages,)
 
-.PHONY: run test lint bench venv system-deps test-deps clean
+.PHONY: run test lint bench venv system-deps test-deps anchors clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -48,8 +48,14 @@ lint: venv
 	$(VENV)/bin/ruff check ticos_agent tests examples bench
 	$(VENV)/bin/mypy
 
-test: test-deps venv lint
-	$(PY) -m pytest -q
+# ticos-client 0.7.2's wheel (not installed): tests compare code vendored from it with the original.
+ANCHORS = $(VENV)/anchors
+anchors: venv
+	@ls $(ANCHORS)/ticos_client-0.7.2-*.whl >/dev/null 2>&1 || \
+	  $(PY) -m pip download --quiet --no-deps --only-binary=:all: ticos-client==0.7.2 -d $(ANCHORS)
+
+test: test-deps venv lint anchors
+	TICOS_TEST_ANCHORS=$(ANCHORS) $(PY) -m pytest -q
 
 bench: venv
 	$(PY) bench/load.py
