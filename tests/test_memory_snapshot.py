@@ -108,6 +108,10 @@ async def test_export_import_round_trip_is_idempotent_and_private(tmp_path):
     ('{"format": "ticos-agent-memory", "version": 1, "memories": [{"kind": "fact", "content": "Lin is ok.", '
      '"datetime": "2024-01-01 00:00:00"}, {"kind": "fact", "content": "bad \\ud800", '
      '"datetime": "2024-01-01 00:00:01"}]}', "holds a lone surrogate"),
+    # the limits the HTTP API and the tools enforce (a 300-character subject is refused there too)
+    ('{"format": "ticos-agent-memory", "version": 1, "memories": [{"kind": "fact", "content": "Lin is ok.", '
+     '"subject": "' + "s" * 300 + '", "datetime": "2024-01-01 00:00:00"}]}',
+     "subject is 300 characters long; at most 200"),
 ])
 async def test_import_refuses_a_bad_or_newer_file_with_one_line_and_changes_nothing(tmp_path, content, message):
     db = await robot(tmp_path)

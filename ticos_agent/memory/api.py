@@ -37,15 +37,13 @@ from typing import Any, Protocol
 
 from ..errors import BadMemory, StorageError
 from ..events import json_kind
-from .model import KINDS, MAX_CONTENT, Hit, Memory, MemoryStore
+from .model import KINDS, MAX_CONTENT, MAX_FIELD, MAX_QUERY, Hit, Memory, MemoryStore
 
 log = logging.getLogger(__name__)
 
 #: ``emit(action, payload)``: ``action`` is ``"stored"`` or ``"forgotten"`` (see the module docstring).
 EmitMemory = Callable[[str, dict[str, Any]], None]
 
-MAX_FIELD = 200  # characters of subject, key, value, title, source, user_id
-MAX_QUERY = 500  # characters of a search or forget query
 MAX_LIMIT = 50  # hits of one search
 TEXT_FIELDS = ("subject", "key", "value", "title", "source", "user_id")
 UNIT_FIELDS = ("confidence", "importance")

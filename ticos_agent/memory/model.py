@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol
 KINDS = ("long_term", "fact", "episode")
 Kind = Literal["long_term", "fact", "episode"]
 MAX_CONTENT = 4000  # characters of one memory's content
+MAX_FIELD = 200  # characters of subject, key, value, title, source, user_id
+MAX_QUERY = 500  # characters of a search or forget query
 
 
 @dataclass(frozen=True)

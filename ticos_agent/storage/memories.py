@@ -7,7 +7,8 @@ is away: the merge carries memories and the summarisation mark to the card, see
 :mod:`.merge`).
 
 * ``remember`` validates (:func:`check_memory`: a kind of ``KINDS``, content 1 to
-  ``MAX_CONTENT`` characters, ``confidence``/``importance`` in 0..1; else
+  ``MAX_CONTENT`` characters, its other text at most ``MAX_FIELD``, the limits the API, the
+  tools and ``memory import`` share; ``confidence``/``importance`` in 0..1; else
   :class:`~ticos_agent.errors.BadMemory`, a ``ValueError``), returns the same memory when an
   identical one (kind, content, user) exists, else queues the row, waits for its commit and
   returns it with its id. The search index follows by trigger (:mod:`.fts`).
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from ..errors import BadMemory, StorageError
-from ..memory.model import KINDS, MAX_CONTENT, Hit, Memory
+from ..memory.model import KINDS, MAX_CONTENT, MAX_FIELD, Hit, Memory
 from . import fts, schema, search
 from .connection import describe, transaction
 from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
@@ -90,8 +91,8 @@ def check_memory(kind: object, content: object, *, confidence: object = None, im
     for name, value in text.items():
         if value is not None and not isinstance(value, str):
             raise BadMemory(f"{name} must be text, not {type(value).__name__}", field=name)
-        if isinstance(value, str) and len(value) > MAX_CONTENT:
-            raise BadMemory(f"{name} is {len(value)} characters long; at most {MAX_CONTENT}", field=name)
+        if isinstance(value, str) and len(value) > MAX_FIELD:
+            raise BadMemory(f"{name} is {len(value)} characters long; at most {MAX_FIELD}", field=name)
 
 
 def memory_of(row: Sequence[Any]) -> Memory:

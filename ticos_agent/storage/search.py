@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BadMemory
-from ..memory.model import Hit
+from ..memory.model import MAX_QUERY, Hit
 from .fts import MEMORIES_FTS, MESSAGES_FTS
 
 WORD = re.compile(r"\w+")
 MAX_TERMS = 16
-MAX_QUERY = 1000  # characters of a query
 #: Messages a search considers from the index per requested hit (some are filtered out).
 OVERFETCH = 3
 SPEAKERS = "role IN ('user', 'assistant')"
