@@ -41,10 +41,6 @@ from typing import IO, Any
 FORMAT = "ticos-agent-memory"
 FORMAT_VERSION = 1
 IMPORT_CHUNK = 500
-#: An exported memory: :class:`Memory`'s fields; the database's column for each.
-MEMORY_FIELDS = {"id": "id", "kind": "type", "content": "content", "datetime": "datetime", "user_id": "user_id",
-                 "subject": "subject", "key": "key", "value": "value", "confidence": "confidence",
-                 "importance": "importance", "title": "title", "source": "source_id"}
 MESSAGE_FIELDS = ("id", "role", "content", "item_id", "user_id", "datetime", "session_id", "status", "response_id")
 
 
@@ -123,6 +119,7 @@ def database(args: argparse.Namespace) -> Path:
 def export(path: Path, conversations: bool, output: str | None) -> int:
     from .errors import StorageError
     from .storage import iter_memories, iter_messages, open_readonly
+    from .storage.memories import FIELD_COLUMNS
     from .storage.schema import current_version
 
     if not path.is_file():
@@ -137,7 +134,7 @@ def export(path: Path, conversations: bool, output: str | None) -> int:
             head = {"format": FORMAT, "version": FORMAT_VERSION, "schema": current_version(conn),
                     "exported": _now(), "database": str(path)}
             out.write(json.dumps(head, ensure_ascii=False)[:-1])
-            _array(out, "memories", ({k: row.get(col) for k, col in MEMORY_FIELDS.items()}
+            _array(out, "memories", ({k: row.get(col) for k, col in FIELD_COLUMNS.items()}
                                      for row in iter_memories(conn)))
             if conversations:
                 _array(out, "messages", ({k: row.get(k) for k in MESSAGE_FIELDS} for row in iter_messages(conn)))
@@ -269,9 +266,8 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 
 def _import_memories(conn: sqlite3.Connection, memories: list[dict[str, Any]]) -> int:
-    fields = [f for f in MEMORY_FIELDS if f != "id"]
-    insert = (f"INSERT INTO memories ({', '.join(MEMORY_FIELDS[f] for f in fields)}) "
-              f"VALUES ({', '.join('?' * len(fields))})")
+    from .storage.memories import REMEMBER_FIELDS, SQL_REMEMBER
+
     same = "SELECT 1 FROM memories WHERE type = ? AND content = ? AND user_id IS ? AND datetime = ? LIMIT 1"
     added = 0
     for chunk in _chunks(memories):
@@ -281,7 +277,7 @@ def _import_memories(conn: sqlite3.Connection, memories: list[dict[str, Any]]) -
                 user = m.get("user_id") or "nobody"
                 if conn.execute(same, (m["kind"], m["content"], user, m["datetime"])).fetchone():
                     continue
-                conn.execute(insert, [user if f == "user_id" else m.get(f) for f in fields])
+                conn.execute(SQL_REMEMBER, [user if f == "user_id" else m.get(f) for f in REMEMBER_FIELDS])
                 added += 1
             conn.execute("COMMIT")
         except BaseException:

@@ -45,8 +45,8 @@ from typing import Any
 
 from ..errors import BadArguments, BadMemory, StorageError
 from ..events import FunctionCall
-from .api import MAX_FIELD, MAX_QUERY, Memories, kind_field, limit_field, text_field, unit_field
-from .model import MAX_CONTENT, Hit
+from .api import Memories, kind_field, limit_field, text_field, unit_field
+from .model import MAX_CONTENT, MAX_FIELD, MAX_QUERY, Hit
 
 log = logging.getLogger(__name__)
 

@@ -52,6 +52,11 @@ from .writes import Params
 #: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
 _FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
 _COLUMNS = tuple("source_id" if f == "source" else f for f in _FIELDS)
+#: Every field of :class:`Memory` -> its column in ``memories``.
+FIELD_COLUMNS = {"id": "id", "kind": "type", "content": "content", "datetime": "datetime",
+                 **dict(zip(_FIELDS, _COLUMNS))}
+#: The fields ``SQL_REMEMBER`` takes, in its order.
+REMEMBER_FIELDS = ("kind", "content", "datetime", *_FIELDS)
 _SELECT = "id, type, content, datetime, " + ", ".join(_COLUMNS)
 SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_COLUMNS) + ") "
                 "VALUES (" + ", ".join("?" * (3 + len(_FIELDS))) + ")")
