@@ -62,7 +62,7 @@ from . import __version__, events
 from .announce import ToolAnnouncer
 from .background import Background
 from .calls import CallIntake
-from .config import Config, default_internal_dir, from_dict, load
+from .config import Config, from_dict, load
 from .connection import Peer, Peers
 from .consumers import AudioFeed, EventLog, IntegratorEvents, PeerErrors
 from .conversation import Conversations
@@ -257,7 +257,7 @@ class Agent(MemoryMethods):
         store = await open_store(
             SaveMode(scfg.mode),
             tf_root=scfg.tf_root or None,
-            internal_dir=scfg.dir or default_internal_dir(),
+            internal_dir=scfg.internal_dir,
             db_filename=scfg.db_filename,
             event_retention_days=scfg.event_log_days or None,
             event_log_delay=scfg.event_log_delay,
@@ -308,7 +308,7 @@ class Agent(MemoryMethods):
         if store is not None and self.config.storage.event_log:
             record = store.log_event
         storage = self.config.storage
-        mood = Path(storage.dir or default_internal_dir()) / "mood.json" if storage.enabled else None
+        mood = storage.internal_dir / "mood.json" if storage.enabled else None
         self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
                                      emit=lambda *args: self.dispatcher.emit("state", *args), record=record,
                                      spawn=spawn, mood_path=mood)

@@ -31,11 +31,10 @@ def main(config_path: str | None = None) -> int:
             good &= _check(f"port {port}", True, f"free on {host}")
         except OSError as exc:
             good &= _check(f"port {port}", False, f"cannot bind {host}:{port}: {exc.strerror} (another agent running?)")
-    from .config import default_internal_dir
     from .storage import find_tf_root
 
     storage = config.storage
-    internal = Path(storage.dir) if storage.dir else default_internal_dir()
+    internal = storage.internal_dir
     good &= _check("internal storage", os.access(internal if internal.exists() else internal.parent, os.W_OK) or None,
                    str(internal))
     card = Path(storage.tf_root) if storage.tf_root else find_tf_root()

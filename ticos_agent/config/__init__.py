@@ -140,6 +140,11 @@ class StorageConfig:
         2.0, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; conversation "
              "rows always commit within 1 s); 0.8 holds the event log to that 1 s too", minimum=0.8, maximum=10.0))
 
+    @property
+    def internal_dir(self) -> _FsPath:
+        """``dir``, or the default: ``$STATE_DIRECTORY`` under systemd, else ``~/.config/ticos``."""
+        return _FsPath(self.dir) if self.dir else default_internal_dir()
+
 
 @dataclass(frozen=True)
 class RepliesConfig:

@@ -23,10 +23,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import StorageError
 from ..storage.queries import Finder
+
+if TYPE_CHECKING:
+    from ..config import StorageConfig
 from ..storage.reader import ReadonlyConnection
 from .clock import Clock, learn
 from .options import Options
@@ -74,7 +77,7 @@ class Problem(Exception):
     """A card that cannot be read: the message is the one-line error."""
 
 
-def _config_storage(opts: Options) -> Any:
+def _config_storage(opts: Options) -> StorageConfig:
     from ..config import load
 
     return load(opts.config).storage
@@ -82,9 +85,7 @@ def _config_storage(opts: Options) -> Any:
 
 def internal_dir(opts: Options) -> Path:
     if opts.config:
-        storage = _config_storage(opts)
-        if storage.dir:
-            return Path(storage.dir)
+        return _config_storage(opts).internal_dir
     from ..config import default_internal_dir
 
     return default_internal_dir()
