@@ -545,7 +545,8 @@ def main() -> None:
     parser.add_argument("--pacing", action="append", choices=("voice", "even"),
                         help="voice, even (repeatable; default both)")
     parser.add_argument("--call-every", type=int, default=3, help="a function call every N turns (0: none)")
-    parser.add_argument("--settle", type=float, default=1.5, help="seconds after the last frame in the window")
+    parser.add_argument("--settle", type=float, default=2.5,
+                        help="seconds after the last frame in the window (the event log commits up to 2 s late)")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of silence measured after the window")
     parser.add_argument("--where", action="append", choices=("internal", "card"),
                         help="internal, card (repeatable; default both)")

@@ -40,8 +40,8 @@ maintains the tables, their keys and the two session indexes the readers need
 checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's automatic
 checkpoint, its page count set per page size): a page rewritten by many commits reaches
 the database file once per checkpoint. Measured with ``bench/sd_writes.py`` (one turn every
-2 s, event log on): about 4-5 KB written per stored message on internal storage instead of
-30, and 30-60 fsyncs per conversation minute on the card instead of 120-150; the README has
+2 s, event log on): about 5 KB written per stored message on internal storage instead of 25,
+and about 40 fsyncs per conversation minute on the card instead of 120-150; the README has
 the table.
 
 On the TF card every commit is synced (``synchronous=FULL``): a record counted as written
