@@ -156,25 +156,37 @@ async def test_a_turn_commits_together_soon_after_it_ends(tmp_path):
     await store.close()
 
 
+async def late_in_a_stream(add, stored, seconds: float, step: float, bound: float) -> list[str]:
+    """Call ``add(key)`` every ``step`` seconds for ``seconds``; the keys that another process
+    could not yet see (``stored()``) more than ``bound`` seconds after they were added."""
+    sent: list[tuple[float, str]] = []
+    late: list[str] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        key = f"k{len(sent)}"
+        add(key)
+        sent.append((time.monotonic(), key))
+        await asyncio.sleep(step)
+        now, there = time.monotonic(), stored()
+        late += [k for at, k in sent if now - at > bound and k not in there]
+    return late
+
+
 async def test_rows_that_keep_coming_are_committed_by_the_delay_not_held_longer(tmp_path):
     """A stream with no pause (a long response): commits every COMMIT_DELAY, not at its end;
     the event-log lines among the records ride with them."""
     store = await open_store("internal", internal_dir=tmp_path)
     db = tmp_path / "ticos.db"
-    sent: list[tuple[float, str]] = []
-    late = []
-    t0 = time.monotonic()
-    i = 0
-    while time.monotonic() - t0 < 2.5:
-        store.record_call(call_id=f"c{i}", name="motion", arguments="{}")
-        store.log_event("response.output_item.added", event_id=f"c{i}")
-        sent.append((time.monotonic(), f"c{i}"))
-        i += 1
-        await asyncio.sleep(0.03)
-        now = time.monotonic()
-        there = ({r[0] for r in visible(db, "SELECT call_id FROM function_calls")}
-                 & {r[0] for r in visible(db, "SELECT event_id FROM events")})
-        late += [cid for at, cid in sent if now - at > 1.0 and cid not in there]
+
+    def add(key: str) -> None:
+        store.record_call(call_id=key, name="motion", arguments="{}")
+        store.log_event("response.output_item.added", event_id=key)
+
+    def stored() -> set[str]:
+        return ({r[0] for r in visible(db, "SELECT call_id FROM function_calls")}
+                & {r[0] for r in visible(db, "SELECT event_id FROM events")})
+
+    late = await late_in_a_stream(add, stored, 2.5, 0.03, 1.0)
     assert not late, late[:5]
     commits = store.health()["commits"]
     assert 2 <= commits <= 4, commits  # ~every 0.8 s, not every 30 ms
@@ -185,18 +197,9 @@ async def test_event_log_lines_that_keep_coming_wait_at_most_their_delay(tmp_pat
     """Lines only (audio that never becomes words): commits every EVENT_LOG_DELAY."""
     store = await open_store("internal", internal_dir=tmp_path)
     db = tmp_path / "ticos.db"
-    sent: list[tuple[float, str]] = []
-    late = []
-    t0 = time.monotonic()
-    i = 0
-    while time.monotonic() - t0 < 4.5:
-        store.log_event("input_audio_buffer.committed", event_id=f"e{i}")
-        sent.append((time.monotonic(), f"e{i}"))
-        i += 1
-        await asyncio.sleep(0.05)
-        now = time.monotonic()
-        there = {r[0] for r in visible(db, "SELECT event_id FROM events")}
-        late += [eid for at, eid in sent if now - at > EVENT_LOG_DELAY + 0.2 and eid not in there]
+    late = await late_in_a_stream(lambda key: store.log_event("input_audio_buffer.committed", event_id=key),
+                                  lambda: {r[0] for r in visible(db, "SELECT event_id FROM events")},
+                                  4.5, 0.05, EVENT_LOG_DELAY + 0.2)
     assert not late, late[:5]
     assert 1 <= store.health()["commits"] <= 3
     await store.close()
