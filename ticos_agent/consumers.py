@@ -82,7 +82,7 @@ class IntegratorEvents:
     """Every event -> the integrators' ``event:*`` and ``event:<type>`` handlers (the JSON object)."""
 
     def __init__(self, dispatcher: Dispatcher):
-        self._emit_to = dispatcher.emit
+        self._emit_to = dispatcher.emit_one
         self._topics: dict[str, str] = {}  # event type -> its topic (known types only: bounded)
 
     def routes(self) -> Mapping[str, Handler]:

@@ -18,9 +18,15 @@ ticos-client did: about 0.1 ms sooner (no hop to the worker thread and back thro
 but a slow inline handler delays the socket and ``/health`` for as long as it runs. Use it
 only for handlers that return at once (a counter, a queue put).
 
-Thread rules: ``subscribe``/``emit``/``call`` are called on the loop thread; the worker takes
-jobs from a ``queue.SimpleQueue`` (C code on both sides: ``put`` signals only a waiting
-worker) and hands results back with ``loop.call_soon_threadsafe``.
+Thread rules: ``subscribe``/``emit``/``call`` are called on the loop thread. A sync call goes
+to the worker at once when the worker is idle; while it is busy, the calls one turn of the loop
+makes are gathered in a list and handed over as one batch, with one ``queue.SimpleQueue.put``
+from a ``loop.call_soon`` callback (a burst of frames costs one wake-up of the worker, not one
+per call, and each batch's objects are freed together once it ran). Order is kept: a call goes
+straight to the worker only when nothing is queued, and batches run in the order they were
+put. The backlog (``stats()["backlog"]``, held against ``max_backlog``) counts calls, not
+batches: calls queued (a counter written on the loop thread only) minus calls finished (one
+written by the worker only). The worker hands results back with ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any, NamedTuple
 log = logging.getLogger(__name__)
 
 _STOP = None  # the worker's end-of-jobs marker
+_ONE = object()  # in a batch's future slot: no future, and ``args`` is the one argument itself
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -55,17 +62,14 @@ class _Entry(NamedTuple):
     inline: bool
 
 
-class _Job(NamedTuple):
-    topic: str
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: asyncio.Future[Any] | None
-
-
 class Dispatcher:
     def __init__(self, *, max_backlog: int = 10_000):
         self._handlers: dict[str, list[_Entry]] = {}
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # batches of sync calls, each a flat list: topic, fn, args, future (or None), topic, ...
+        self._jobs: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._batch: list[Any] = []  # this loop turn's sync calls, not yet handed over (loop thread)
+        self._queued = 0  # sync calls ever queued: written on the loop thread only
+        self._done = 0  # sync calls the worker has finished: written on the worker thread only
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -114,6 +118,7 @@ class Dispatcher:
         """Let queued sync calls finish (up to ``timeout``), then cancel running async ones."""
         thread, self._thread = self._thread, None
         if thread is not None:
+            self._flush()  # this loop turn's calls are queued too, before the end marker
             self._jobs.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
             if thread.is_alive():
@@ -134,6 +139,20 @@ class Dispatcher:
             self._schedule(topic, entry, args, None)
         return len(handlers)
 
+    def emit_one(self, topic: str, arg: Any) -> int:
+        """``emit(topic, arg)`` for the per-event path: the same calls, but a sync handler's call
+        is queued without a tuple of its own that lives until the worker ran it (every such
+        object counts towards the loop thread's next garbage collection)."""
+        handlers = self._handlers.get(topic)
+        if not handlers:
+            return 0
+        for entry in handlers:
+            if entry.is_async or entry.inline:
+                self._schedule(topic, entry, (arg,), None)
+            else:
+                self._queue(topic, entry.fn, arg, _ONE)
+        return len(handlers)
+
     def call(self, topic: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call one handler and return a future with its result (or its exception)."""
         loop = self._running_loop()
@@ -148,8 +167,11 @@ class Dispatcher:
         return self._loop
 
     def _schedule(self, topic: str, entry: _Entry, args: tuple[Any, ...], future: asyncio.Future[Any] | None) -> None:
-        self.calls += 1
         fn = entry.fn
+        if not (entry.is_async or entry.inline):
+            self._queue(topic, fn, args, future)
+            return
+        self.calls += 1
         if entry.is_async:
             task = self._running_loop().create_task(self._run_async(topic, fn, args, future))
             self._tasks.add(task)
@@ -157,22 +179,48 @@ class Dispatcher:
             if future is not None:  # a caller that gives up (timeout) stops the handler too
                 future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
             return
-        if entry.inline:
-            self._run_inline(topic, fn, args, future)
+        self._run_inline(topic, fn, args, future)
+
+    def _queue(self, topic: str, fn: Callable[..., Any], args: Any, future: Any) -> None:
+        """Add one sync call to this loop turn's batch; ``future`` is ``None``, the caller's
+        future, or ``_ONE`` (no future, and ``args`` is the one argument)."""
+        self.calls += 1
+        if self._thread is None or self._queued - self._done >= self.max_backlog:
+            self._drop(topic, fn, None if future is _ONE else future)
             return
-        jobs = self._jobs
-        if self._thread is None or jobs.qsize() >= self.max_backlog:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 5:
-                self._last_drop_log = now
-                log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
-                          jobs.qsize(), topic, handler_name(fn), self.dropped)
-            if future is not None:
-                reason = "handler backlog full" if self._thread is not None else "handlers are stopped"
-                future.set_exception(RuntimeError(f"{reason}; call dropped"))
-            return
-        jobs.put(_Job(topic, fn, args, future))
+        batch = self._batch
+        if not batch:
+            if self._queued == self._done:  # the worker is idle: this call goes to it now
+                self._queued += 1
+                self._jobs.put([topic, fn, args, future])
+                return
+            self._running_loop().call_soon(self._flush)
+        # flat (topic, fn, args, future, topic, ...): no tuple per call that lives until the
+        # worker frees it (each such object counts towards the next garbage collection)
+        add = batch.append
+        add(topic)
+        add(fn)
+        add(args)
+        add(future)
+        self._queued += 1
+
+    def _flush(self) -> None:
+        """Hand this loop turn's sync calls to the worker, as one batch (loop thread)."""
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self._jobs.put(batch)
+
+    def _drop(self, topic: str, fn: Callable[..., Any], future: asyncio.Future[Any] | None) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log > 5:
+            self._last_drop_log = now
+            log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
+                      self._queued - self._done, topic, handler_name(fn), self.dropped)
+        if future is not None:
+            reason = "handler backlog full" if self._thread is not None else "handlers are stopped"
+            future.set_exception(RuntimeError(f"{reason}; call dropped"))
 
     def _run_inline(self, topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
                     future: asyncio.Future[Any] | None) -> None:
@@ -203,24 +251,37 @@ class Dispatcher:
                 future.set_result(result)
 
     def _worker(self) -> None:
-        get, run = self._jobs.get, self._run_sync
+        get, run = self._jobs.get, self._run_batch
         while True:
-            job = get()  # untimed: a timed get can report Empty while it waits for the GIL
-            if job is _STOP:
+            batch = get()  # untimed: a timed get can report Empty while it waits for the GIL
+            if batch is _STOP:
                 return
-            run(job)
+            run(batch)
+            # nothing of a finished batch is kept while waiting for the next: its events are
+            # freed now, not after the loop made the next batch (fewer objects alive at once
+            # means fewer garbage collections on the loop thread)
+            del batch
 
-    def _run_sync(self, job: _Job) -> None:
-        future = job.future
-        try:
-            result = job.fn(*job.args)
-        except BaseException as exc:  # SystemExit from a handler must not end this thread
-            self._failed(job.topic, job.fn, exc)
-            if future is not None:
-                self._resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-        else:
-            if future is not None:
-                self._resolve(future, result, None)
+    def _run_batch(self, batch: list[Any]) -> None:
+        failed, resolve = self._failed, self._resolve
+        calls = iter(batch)
+        for topic, fn, args, future in zip(calls, calls, calls, calls):
+            if future is _ONE:
+                try:
+                    fn(args)
+                except BaseException as exc:  # SystemExit from a handler must not end this thread
+                    failed(topic, fn, exc)
+            else:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    failed(topic, fn, exc)
+                    if future is not None:
+                        resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                else:
+                    if future is not None:
+                        resolve(future, result, None)
+            self._done += 1  # this thread alone writes it
 
     def _resolve(self, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:
@@ -245,4 +306,6 @@ class Dispatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
-        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": self._jobs.qsize()}
+        """``backlog``: sync calls queued and not finished yet (calls, not batches)."""
+        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped,
+                "backlog": self._queued - self._done}
