@@ -35,8 +35,11 @@ async def test_calls_keep_their_order_across_loop_turns_batches_and_the_idle_wor
         n = 0
         for turn in range(20):  # some turns hand over one call, some many; the worker is held, then free
             for _ in range(turn % 4 + 1):
-                d.emit_one("event:*", n)
-                d.emit("event:x", n)
+                if n % 2:
+                    d.emit_one("event:*", n)
+                    d.emit("event:x", n)
+                else:  # the per-frame path: both topics in one call
+                    assert d.emit_each(("event:*", "event:x", "event:nobody"), n) == 3
                 n += 1
             if turn == 10:
                 gate.set()

@@ -297,7 +297,7 @@ class Agent(MemoryMethods):
         store, audio, actuators, counters = self.store, self.audio, self.actuators, self.counters
         intake = Intake(counters)
         send, spawn = self.peers.send, self._background.spawn
-        self.conversations = Conversations(store, lambda *args: self.dispatcher.emit("conversation", *args),
+        self.conversations = Conversations(store, partial(self.dispatcher.emit, "conversation"),
                                            grace=self.config.conversation.reconnect_grace)
         self.turns = Turns(audio=audio, actuators=actuators, send=send, spawn=spawn, counters=counters,
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
@@ -309,7 +309,7 @@ class Agent(MemoryMethods):
         storage = self.config.storage
         mood = Path(storage.dir or default_internal_dir()) / "mood.json" if storage.enabled else None
         self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
-                                     emit=lambda *args: self.dispatcher.emit("state", *args), record=record,
+                                     emit=partial(self.dispatcher.emit, "state"), record=record,
                                      spawn=spawn, mood_path=mood)
         intake.add(life)
         if actuators is not None:

@@ -60,6 +60,13 @@ class _Entry(NamedTuple):
     fn: Callable[..., Any]
     is_async: bool
     inline: bool
+    worker: bool  # neither: a call for the handler thread
+
+
+def _entry(fn: Callable[..., Any], inline: bool) -> _Entry:
+    is_async = _is_async(fn)
+    inline = inline and not is_async
+    return _Entry(fn, is_async, inline, not (is_async or inline))
 
 
 class Dispatcher:
@@ -74,7 +81,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.max_backlog = max_backlog
-        self.calls = 0
+        self._here = 0  # calls of async and inline handlers (loop thread)
         self.errors = 0
         self.dropped = 0
         self._last_drop_log = 0.0
@@ -84,8 +91,7 @@ class Dispatcher:
     def subscribe(self, topic: str, fn: Callable[..., Any], *, inline: bool = False) -> Callable[[], None]:
         if not callable(fn):
             raise TypeError(f"handler for {topic!r} must be callable, got {type(fn).__name__}")
-        is_async = _is_async(fn)
-        entry = _Entry(fn, is_async, inline and not is_async)
+        entry = _entry(fn, inline)
         # copy-on-write: emit() may be iterating the old list
         self._handlers[topic] = [*self._handlers.get(topic, ()), entry]
 
@@ -140,25 +146,40 @@ class Dispatcher:
         return len(handlers)
 
     def emit_one(self, topic: str, arg: Any) -> int:
-        """``emit(topic, arg)`` for the per-event path: the same calls, but a sync handler's call
-        is queued without a tuple of its own that lives until the worker ran it (every such
-        object counts towards the loop thread's next garbage collection)."""
-        handlers = self._handlers.get(topic)
-        if not handlers:
-            return 0
-        for entry in handlers:
-            if entry.is_async or entry.inline:
-                self._schedule(topic, entry, (arg,), None)
-            else:
-                self._queue(topic, entry.fn, arg, _ONE)
-        return len(handlers)
+        """``emit(topic, arg)`` for the per-event path: see :meth:`emit_each`."""
+        return self.emit_each((topic,), arg)
+
+    def emit_each(self, topics: tuple[str, ...], arg: Any) -> int:
+        """``emit(topic, arg)`` for each of ``topics`` in turn (``("event:*", "event:<type>")``
+        for every frame), in one call. A sync handler's call is queued without a tuple of its
+        own that lives until the worker ran it (every such object counts towards the loop
+        thread's next garbage collection), and while this turn's batch is open it is added
+        right here. Returns how many calls were scheduled."""
+        count = 0
+        get = self._handlers.get
+        batch = self._batch
+        for topic in topics:
+            handlers = get(topic)
+            if not handlers:
+                continue
+            count += len(handlers)
+            for entry in handlers:
+                if not entry.worker:
+                    self._schedule(topic, entry, (arg,), None)
+                elif batch and self._queued - self._done < self.max_backlog:
+                    batch += (topic, entry.fn, arg, _ONE)
+                    self._queued += 1
+                else:
+                    self._queue(topic, entry.fn, arg, _ONE)
+                    batch = self._batch
+        return count
 
     def call(self, topic: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call one handler and return a future with its result (or its exception)."""
         loop = self._running_loop()
         future = loop.create_future()
         entry = next((e for e in self._handlers.get(topic, ()) if e.fn is fn), None)
-        self._schedule(topic, entry or _Entry(fn, _is_async(fn), False), args, future)
+        self._schedule(topic, entry or _entry(fn, False), args, future)
         return future
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -168,10 +189,10 @@ class Dispatcher:
 
     def _schedule(self, topic: str, entry: _Entry, args: tuple[Any, ...], future: asyncio.Future[Any] | None) -> None:
         fn = entry.fn
-        if not (entry.is_async or entry.inline):
+        if entry.worker:
             self._queue(topic, fn, args, future)
             return
-        self.calls += 1
+        self._here += 1
         if entry.is_async:
             task = self._running_loop().create_task(self._run_async(topic, fn, args, future))
             self._tasks.add(task)
@@ -184,7 +205,6 @@ class Dispatcher:
     def _queue(self, topic: str, fn: Callable[..., Any], args: Any, future: Any) -> None:
         """Add one sync call to this loop turn's batch; ``future`` is ``None``, the caller's
         future, or ``_ONE`` (no future, and ``args`` is the one argument)."""
-        self.calls += 1
         if self._thread is None or self._queued - self._done >= self.max_backlog:
             self._drop(topic, fn, None if future is _ONE else future)
             return
@@ -197,11 +217,7 @@ class Dispatcher:
             self._running_loop().call_soon(self._flush)
         # flat (topic, fn, args, future, topic, ...): no tuple per call that lives until the
         # worker frees it (each such object counts towards the next garbage collection)
-        add = batch.append
-        add(topic)
-        add(fn)
-        add(args)
-        add(future)
+        batch += (topic, fn, args, future)
         self._queued += 1
 
     def _flush(self) -> None:
@@ -304,6 +320,11 @@ class Dispatcher:
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def calls(self) -> int:
+        """Calls scheduled so far: run on the loop, queued for the worker, or dropped."""
+        return self._here + self._queued + self.dropped
 
     def stats(self) -> dict[str, int]:
         """``backlog``: sync calls queued and not finished yet (calls, not batches)."""

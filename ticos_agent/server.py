@@ -41,6 +41,8 @@ from .memory.routes import add_routes as add_memory_routes
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+_TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where ``async for msg in ws`` ends
 
 
 class Reader(Protocol):
@@ -107,15 +109,18 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     transport = request.transport
     peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
-    ingest = intake.ingest
+    ingest, receive = intake.ingest, ws.receive
     try:
         intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
-        async for msg in ws:
+        while True:  # ``async for msg in ws``, without its extra coroutine per frame
+            msg = await receive()
             kind = msg.type
-            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if kind is _TEXT or kind is _BINARY:
                 reply = ingest(msg.data, peer)
                 if reply is not None:
                     await peer.send(reply)
+            elif kind in _CLOSED:
+                break
             elif kind is WSMsgType.ERROR:
                 log.warning("connection %s: %s; closing it (code %s)", peer.name, ws.exception(), ws.close_code)
                 app[COUNTERS]["errors"] += 1
