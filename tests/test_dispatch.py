@@ -184,3 +184,62 @@ async def test_a_blocked_sync_handler_holds_up_neither_the_socket_nor_health(tmp
     finally:
         gate.set()
         await agent.stop()
+
+
+async def test_a_loop_that_is_never_idle_still_lets_the_worker_run():
+    """The GIL convoy: a loop busy in Python that calls into the OS (epoll) every millisecond
+    takes the GIL back before the waiting worker wakes; without a turn of its own the worker
+    would wait for the loop to go idle while its calls pile up and are dropped."""
+    d = await _started(max_backlog=2_000)
+    ran = [0]
+
+    def handler(n: int) -> None:
+        ran[0] += 1
+
+    d.subscribe("event:*", handler)
+    try:
+        sent = 0
+        deadline = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:
+            turn_ends = time.perf_counter() + 0.001
+            for _ in range(100):  # 100k calls a second: more than the intake takes at full speed
+                d.emit_one("event:*", sent)
+                sent += 1
+            while time.perf_counter() < turn_ends:  # the rest of a busy millisecond
+                pass
+            await asyncio.sleep(0)  # the loop polls epoll (releasing the GIL for an instant)
+        assert d.stats()["dropped"] == 0, f"{d.stats()} after {sent} calls"
+        await wait_for(lambda: ran[0] == sent)
+    finally:
+        await d.stop()
+
+
+async def test_a_stuck_handler_does_not_make_the_loop_wait_for_it_turn_after_turn(monkeypatch):
+    """Turns for a lagging worker are for a worker waiting for the GIL; one blocked in a handler
+    gets them less and less often, so a stuck handler costs the loop almost nothing."""
+    import ticos_agent.dispatch as dispatch
+
+    d = await _started(max_backlog=500)
+    gate = threading.Event()
+    ran: list[int] = []
+    d.subscribe("t", lambda n: (gate.wait(10), ran.append(n)))
+    sleeps = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(dispatch.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    try:
+        sent = 0
+        deadline = time.perf_counter() + 0.5
+        while time.perf_counter() < deadline:
+            for _ in range(50):
+                d.emit("t", sent)
+                sent += 1
+            await asyncio.sleep(0.0005)
+        turns = [s for s in sleeps if s == dispatch.WORKER_TURN]
+        assert 1 <= len(turns) <= 15, f"{len(turns)} turns in 0.5 s with the handler stuck"
+        assert d.stats()["backlog"] == 500 and d.stats()["dropped"] == sent - 500
+    finally:
+        monkeypatch.undo()
+        gate.set()
+    await wait_for(lambda: d.stats()["backlog"] == 0)
+    assert ran == list(range(500))
+    await d.stop()

@@ -27,6 +27,12 @@ straight to the worker only when nothing is queued, and batches run in the order
 put. The backlog (``stats()["backlog"]``, held against ``max_backlog``) counts calls, not
 batches: calls queued (a counter written on the loop thread only) minus calls finished (one
 written by the worker only). The worker hands results back with ``loop.call_soon_threadsafe``.
+
+The GIL: a loop that is never idle (a flood of frames) would keep the worker from ever
+running (see :meth:`Dispatcher._let_worker_run`), so while the worker is a tenth of
+``max_backlog`` behind, the loop sleeps ``WORKER_TURN`` (0.2 ms) at the end of a turn, at most
+every ``TURN_GAP`` (1 ms), and less and less often while the worker finishes no call (a handler
+blocked on I/O does not make the loop wait for it).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _STOP = None  # the worker's end-of-jobs marker
 _ONE = object()  # in a batch's future slot: no future, and ``args`` is the one argument itself
+WORKER_TURN = 0.0002  # seconds the loop sleeps to let a lagging worker take the GIL ...
+TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -77,6 +85,10 @@ class Dispatcher:
         self._batch: list[Any] = []  # this loop turn's sync calls, not yet handed over (loop thread)
         self._queued = 0  # sync calls ever queued: written on the loop thread only
         self._done = 0  # sync calls the worker has finished: written on the worker thread only
+        self._flush_due = False  # a _flush is scheduled on the loop (loop thread)
+        self._done_at_turn = -1  # ``_done`` when the loop last let the worker run (loop thread)
+        self._next_turn = 0.0  # not before this time (``time.monotonic()``)
+        self._idle_turns = 0  # turns in a row after which the worker had finished no call
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -214,21 +226,51 @@ class Dispatcher:
                 self._queued += 1
                 self._jobs.put([topic, fn, args, future])
                 return
-            self._running_loop().call_soon(self._flush)
+            self._flush_soon()
         # flat (topic, fn, args, future, topic, ...): no tuple per call that lives until the
         # worker frees it (each such object counts towards the next garbage collection)
         batch += (topic, fn, args, future)
         self._queued += 1
 
+    def _flush_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self._running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
         """Hand this loop turn's sync calls to the worker, as one batch (loop thread)."""
+        self._flush_due = False
         batch = self._batch
         if batch:
             self._batch = []
             self._jobs.put(batch)
+        if self._thread is not None and self._queued - self._done >= max(1, self.max_backlog // 10):
+            self._let_worker_run()
+
+    def _let_worker_run(self) -> None:
+        """The worker lags: give it the GIL for a moment (loop thread).
+
+        A loop that is never idle but calls into the OS (epoll, recv) more often than every
+        ``sys.getswitchinterval()`` releases the GIL only for an instant and takes it back
+        before the waiting worker wakes: the worker would wait until the loop goes idle, its
+        calls piling up to ``max_backlog`` and being dropped (the GIL "convoy"). A short sleep
+        (``WORKER_TURN``, at most every ``TURN_GAP``) lets it in; it then runs until it has
+        nothing left or for one switch interval. A worker that finished no call over several
+        turns is busy in a handler (blocked on I/O, say), not waiting for the GIL: the turns
+        then come less and less often (a stuck handler costs the loop a sleep now and then)."""
+        now = time.monotonic()
+        if now < self._next_turn:
+            return
+        done = self._done
+        self._idle_turns = self._idle_turns + 1 if done == self._done_at_turn else 0
+        self._done_at_turn = done
+        self._next_turn = now + min(1.0, TURN_GAP * 2 ** max(0, self._idle_turns - 3))
+        time.sleep(WORKER_TURN)
 
     def _drop(self, topic: str, fn: Callable[..., Any], future: asyncio.Future[Any] | None) -> None:
         self.dropped += 1
+        if self._thread is not None:
+            self._flush_soon()  # the worker's turn comes even while every call is dropped
         now = time.monotonic()
         if now - self._last_drop_log > 5:
             self._last_drop_log = now
