@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from . import __version__, events
-from .announce import ToolAnnouncer
 from .background import Background
 from .calls import CallIntake
 from .config import Config, default_internal_dir, from_dict, load
@@ -332,6 +331,8 @@ class Agent(MemoryMethods):
             intake.add(EventLog(store))
         intake.add(IntegratorEvents(self.dispatcher))
         if self.config.tools.announce:
+            from .announce import ToolAnnouncer
+
             intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)

@@ -189,8 +189,11 @@ def bind(host: str, port: int, backlog: int = 16) -> list[socket.socket]:
     """Listen on every address of ``host:port`` now, before any other part starts, so a
     second instance fails here having touched nothing. ``port`` 0 picks one free port for all.
     Raises ``OSError`` naming the address (``EADDRINUSE``: another agent runs)."""
+    # an ASCII name goes as bytes: a str one goes through the "idna" codec, whose module (and
+    # stringprep's tables) would stay loaded for the rest of the run for nothing
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     socks: list[socket.socket] = []
