@@ -277,3 +277,43 @@ def test_a_client_without_a_robot_loads_no_actuator_code(tmp_path):
                          env={**__import__("os").environ, "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_path):
+    """Idle memory: a TicosClient storing on internal storage, serving a socket, does not load
+    what it does not use (the TOML parser without a config file, the idna codec for a numeric
+    address, the offline reader and the read queries, the merge of a TF card's fallback,
+    priming, the chat summariser, the tool announcer), and the blocking work of its start
+    (opening the database, writing session_config) leaves no thread behind."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    script = (
+        "import asyncio, sys, threading, time, aiohttp\n"
+        "from ticos_agent import TicosClient\n"
+        f"c = TicosClient(port={port})\n"
+        f"c.enable_local_storage({str(tmp_path / 'db')!r})\n"
+        "assert c.start()\n"
+        "async def talk():\n"
+        "    async with aiohttp.ClientSession() as s:\n"
+        f"        ws = await s.ws_connect('http://127.0.0.1:{port}/realtime')\n"
+        "        await ws.send_json({'type': 'session.updated', 'session': {}})\n"
+        "        await asyncio.sleep(0.3)\n"
+        "        await ws.close()\n"
+        "asyncio.run(talk())\n"
+        "time.sleep(0.2)\n"
+        "print(sorted(t.name.split('-')[0] for t in threading.enumerate()))\n"
+        "watched = ('tomllib', 'encodings.idna', 'ticos_agent.storage.reader', 'ticos_agent.storage.queries',"
+        " 'ticos_agent.storage.merge', 'ticos_agent.memory.priming', 'ticos_agent.memory.summariser',"
+        " 'ticos_agent.announce')\n"
+        "print(sorted(m for m in watched if m in sys.modules))\n"
+        "c.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    threads, loaded = out.stdout.strip().splitlines()
+    # the caller's, the agent's loop, the handler thread, the database connection's: nothing else
+    assert threads == str(sorted(["MainThread", "ticos", "ticos", "Thread"])), threads
+    assert loaded == "[]", loaded

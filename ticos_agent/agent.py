@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from . import __version__, events
-from .announce import ToolAnnouncer
 from .background import Background
 from .calls import CallIntake
 from .config import Config, from_dict, load
@@ -298,7 +297,7 @@ class Agent(MemoryMethods):
         store, audio, actuators, counters = self.store, self.audio, self.actuators, self.counters
         intake = Intake(counters)
         send, spawn = self.peers.send, self._background.spawn
-        self.conversations = Conversations(store, lambda *args: self.dispatcher.emit("conversation", *args),
+        self.conversations = Conversations(store, partial(self.dispatcher.emit, "conversation"),
                                            grace=self.config.conversation.reconnect_grace)
         self.turns = Turns(audio=audio, actuators=actuators, send=send, spawn=spawn, counters=counters,
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
@@ -310,7 +309,7 @@ class Agent(MemoryMethods):
         storage = self.config.storage
         mood = storage.internal_dir / "mood.json" if storage.enabled else None
         self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
-                                     emit=lambda *args: self.dispatcher.emit("state", *args), record=record,
+                                     emit=partial(self.dispatcher.emit, "state"), record=record,
                                      spawn=spawn, mood_path=mood)
         intake.add(life)
         if actuators is not None:
@@ -333,6 +332,8 @@ class Agent(MemoryMethods):
             intake.add(EventLog(store))
         intake.add(IntegratorEvents(self.dispatcher))
         if self.config.tools.announce:
+            from .announce import ToolAnnouncer
+
             intake.add(ToolAnnouncer(self.toolbox.tools, send=send, spawn=spawn, api=self.config.tools.api))
         self.intake = intake
         stack.push_async_callback(self._step, "calls: stopped", self._stop_calls)

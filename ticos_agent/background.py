@@ -1,14 +1,53 @@
 """Background tasks the agent waits for (briefly) when it stops: calls being carried out,
-replies being sent. A task that fails is logged; it never reaches the loop's handler."""
+replies being sent. A task that fails is logged; it never reaches the loop's handler.
+
+:func:`in_thread` runs the agent's occasional blocking file work (opening the database,
+writing session_config, probing the TF card) on a thread that ends with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``await asyncio.to_thread(fn, *args, **kwargs)``, on a thread of its own that ends with the call.
+
+    asyncio's default executor keeps its threads, each with its stack and a malloc arena of its
+    own (a few hundred kB of a small board's memory), for the rest of the run, for work done
+    once at start or every few minutes. As with ``to_thread``, a caller that is cancelled does
+    not stop the call, and the interpreter waits for it at exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():  # the caller was cancelled
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, exc = fn(*args, **kwargs), None
+        except BaseException as error:
+            result, exc = None, error
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits for it
+            pass
+
+    threading.Thread(target=run, name=f"ticos-io-{getattr(fn, '__name__', 'call')}").start()
+    return await future
 
 
 class Background:

@@ -82,22 +82,21 @@ class IntegratorEvents:
     """Every event -> the integrators' ``event:*`` and ``event:<type>`` handlers (the JSON object)."""
 
     def __init__(self, dispatcher: Dispatcher):
-        self._emit_to = dispatcher.emit
-        self._topics: dict[str, str] = {}  # event type -> its topic (known types only: bounded)
+        self._emit_each = dispatcher.emit_each
+        #: event type -> its topics (known types only: bounded)
+        self._topics: dict[str, tuple[str, str]] = {}
 
     def routes(self) -> Mapping[str, Handler]:
         return {EVERY: self._emit}
 
     def _emit(self, event: Event, peer: Peer) -> None:
-        emit = self._emit_to
-        emit("event:*", event.data)
         etype = event.type
-        topic = self._topics.get(etype)
-        if topic is None:
-            topic = "event:" + etype
+        topics = self._topics.get(etype)
+        if topics is None:
+            topics = ("event:*", "event:" + etype)
             if event.known:
-                self._topics[etype] = topic
-        emit(topic, event.data)
+                self._topics[etype] = topics
+        self._emit_each(topics, event.data)
 
 
 def _str(value: Any) -> str | None:

@@ -39,7 +39,7 @@ from .connection import Peer
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
-from .memory.priming import is_agent_item
+from .replies import is_agent_item
 
 log = logging.getLogger(__name__)
 

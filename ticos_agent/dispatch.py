@@ -18,9 +18,21 @@ ticos-client did: about 0.1 ms sooner (no hop to the worker thread and back thro
 but a slow inline handler delays the socket and ``/health`` for as long as it runs. Use it
 only for handlers that return at once (a counter, a queue put).
 
-Thread rules: ``subscribe``/``emit``/``call`` are called on the loop thread; the worker takes
-jobs from a ``queue.SimpleQueue`` (C code on both sides: ``put`` signals only a waiting
-worker) and hands results back with ``loop.call_soon_threadsafe``.
+Thread rules: ``subscribe``/``emit``/``call`` are called on the loop thread. A sync call goes
+to the worker at once when the worker is idle; while it is busy, the calls one turn of the loop
+makes are gathered in a list and handed over as one batch, with one ``queue.SimpleQueue.put``
+from a ``loop.call_soon`` callback (a burst of frames costs one wake-up of the worker, not one
+per call, and each batch's objects are freed together once it ran). Order is kept: a call goes
+straight to the worker only when nothing is queued, and batches run in the order they were
+put. The backlog (``stats()["backlog"]``, held against ``max_backlog``) counts calls, not
+batches: calls queued (a counter written on the loop thread only) minus calls finished (one
+written by the worker only). The worker hands results back with ``loop.call_soon_threadsafe``.
+
+The GIL: a loop that is never idle (a flood of frames) would keep the worker from ever
+running (see :meth:`Dispatcher._let_worker_run`), so while the worker is a tenth of
+``max_backlog`` behind, the loop sleeps ``WORKER_TURN`` (0.2 ms) at the end of a turn, at most
+every ``TURN_GAP`` (1 ms), and less and less often while the worker finishes no call (a handler
+blocked on I/O does not make the loop wait for it).
 """
 
 from __future__ import annotations
@@ -37,6 +49,9 @@ from typing import Any, NamedTuple
 log = logging.getLogger(__name__)
 
 _STOP = None  # the worker's end-of-jobs marker
+_ONE = object()  # in a batch's future slot: no future, and ``args`` is the one argument itself
+WORKER_TURN = 0.0002  # seconds the loop sleeps to let a lagging worker take the GIL ...
+TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -53,24 +68,32 @@ class _Entry(NamedTuple):
     fn: Callable[..., Any]
     is_async: bool
     inline: bool
+    worker: bool  # neither: a call for the handler thread
 
 
-class _Job(NamedTuple):
-    topic: str
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: asyncio.Future[Any] | None
+def _entry(fn: Callable[..., Any], inline: bool) -> _Entry:
+    is_async = _is_async(fn)
+    inline = inline and not is_async
+    return _Entry(fn, is_async, inline, not (is_async or inline))
 
 
 class Dispatcher:
     def __init__(self, *, max_backlog: int = 10_000):
         self._handlers: dict[str, list[_Entry]] = {}
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # batches of sync calls, each a flat list: topic, fn, args, future (or None), topic, ...
+        self._jobs: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._batch: list[Any] = []  # this loop turn's sync calls, not yet handed over (loop thread)
+        self._queued = 0  # sync calls ever queued: written on the loop thread only
+        self._done = 0  # sync calls the worker has finished: written on the worker thread only
+        self._flush_due = False  # a _flush is scheduled on the loop (loop thread)
+        self._done_at_turn = -1  # ``_done`` when the loop last let the worker run (loop thread)
+        self._next_turn = 0.0  # not before this time (``time.monotonic()``)
+        self._idle_turns = 0  # turns in a row after which the worker had finished no call
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.max_backlog = max_backlog
-        self.calls = 0
+        self._here = 0  # calls of async and inline handlers (loop thread)
         self.errors = 0
         self.dropped = 0
         self._last_drop_log = 0.0
@@ -80,8 +103,7 @@ class Dispatcher:
     def subscribe(self, topic: str, fn: Callable[..., Any], *, inline: bool = False) -> Callable[[], None]:
         if not callable(fn):
             raise TypeError(f"handler for {topic!r} must be callable, got {type(fn).__name__}")
-        is_async = _is_async(fn)
-        entry = _Entry(fn, is_async, inline and not is_async)
+        entry = _entry(fn, inline)
         # copy-on-write: emit() may be iterating the old list
         self._handlers[topic] = [*self._handlers.get(topic, ()), entry]
 
@@ -114,6 +136,7 @@ class Dispatcher:
         """Let queued sync calls finish (up to ``timeout``), then cancel running async ones."""
         thread, self._thread = self._thread, None
         if thread is not None:
+            self._flush()  # this loop turn's calls are queued too, before the end marker
             self._jobs.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
             if thread.is_alive():
@@ -134,12 +157,41 @@ class Dispatcher:
             self._schedule(topic, entry, args, None)
         return len(handlers)
 
+    def emit_one(self, topic: str, arg: Any) -> int:
+        """``emit(topic, arg)`` for the per-event path: see :meth:`emit_each`."""
+        return self.emit_each((topic,), arg)
+
+    def emit_each(self, topics: tuple[str, ...], arg: Any) -> int:
+        """``emit(topic, arg)`` for each of ``topics`` in turn (``("event:*", "event:<type>")``
+        for every frame), in one call. A sync handler's call is queued without a tuple of its
+        own that lives until the worker ran it (every such object counts towards the loop
+        thread's next garbage collection), and while this turn's batch is open it is added
+        right here. Returns how many calls were scheduled."""
+        count = 0
+        get = self._handlers.get
+        batch = self._batch
+        for topic in topics:
+            handlers = get(topic)
+            if not handlers:
+                continue
+            count += len(handlers)
+            for entry in handlers:
+                if not entry.worker:
+                    self._schedule(topic, entry, (arg,), None)
+                elif batch and self._queued - self._done < self.max_backlog:
+                    batch += (topic, entry.fn, arg, _ONE)
+                    self._queued += 1
+                else:
+                    self._queue(topic, entry.fn, arg, _ONE)
+                    batch = self._batch
+        return count
+
     def call(self, topic: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call one handler and return a future with its result (or its exception)."""
         loop = self._running_loop()
         future = loop.create_future()
         entry = next((e for e in self._handlers.get(topic, ()) if e.fn is fn), None)
-        self._schedule(topic, entry or _Entry(fn, _is_async(fn), False), args, future)
+        self._schedule(topic, entry or _entry(fn, False), args, future)
         return future
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -148,8 +200,11 @@ class Dispatcher:
         return self._loop
 
     def _schedule(self, topic: str, entry: _Entry, args: tuple[Any, ...], future: asyncio.Future[Any] | None) -> None:
-        self.calls += 1
         fn = entry.fn
+        if entry.worker:
+            self._queue(topic, fn, args, future)
+            return
+        self._here += 1
         if entry.is_async:
             task = self._running_loop().create_task(self._run_async(topic, fn, args, future))
             self._tasks.add(task)
@@ -157,22 +212,73 @@ class Dispatcher:
             if future is not None:  # a caller that gives up (timeout) stops the handler too
                 future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
             return
-        if entry.inline:
-            self._run_inline(topic, fn, args, future)
+        self._run_inline(topic, fn, args, future)
+
+    def _queue(self, topic: str, fn: Callable[..., Any], args: Any, future: Any) -> None:
+        """Add one sync call to this loop turn's batch; ``future`` is ``None``, the caller's
+        future, or ``_ONE`` (no future, and ``args`` is the one argument)."""
+        if self._thread is None or self._queued - self._done >= self.max_backlog:
+            self._drop(topic, fn, None if future is _ONE else future)
             return
-        jobs = self._jobs
-        if self._thread is None or jobs.qsize() >= self.max_backlog:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 5:
-                self._last_drop_log = now
-                log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
-                          jobs.qsize(), topic, handler_name(fn), self.dropped)
-            if future is not None:
-                reason = "handler backlog full" if self._thread is not None else "handlers are stopped"
-                future.set_exception(RuntimeError(f"{reason}; call dropped"))
+        batch = self._batch
+        if not batch:
+            if self._queued == self._done:  # the worker is idle: this call goes to it now
+                self._queued += 1
+                self._jobs.put([topic, fn, args, future])
+                return
+            self._flush_soon()
+        # flat (topic, fn, args, future, topic, ...): no tuple per call that lives until the
+        # worker frees it (each such object counts towards the next garbage collection)
+        batch += (topic, fn, args, future)
+        self._queued += 1
+
+    def _flush_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self._running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand this loop turn's sync calls to the worker, as one batch (loop thread)."""
+        self._flush_due = False
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self._jobs.put(batch)
+        if self._thread is not None and self._queued - self._done >= max(1, self.max_backlog // 10):
+            self._let_worker_run()
+
+    def _let_worker_run(self) -> None:
+        """The worker lags: give it the GIL for a moment (loop thread).
+
+        A loop that is never idle but calls into the OS (epoll, recv) more often than every
+        ``sys.getswitchinterval()`` releases the GIL only for an instant and takes it back
+        before the waiting worker wakes: the worker would wait until the loop goes idle, its
+        calls piling up to ``max_backlog`` and being dropped (the GIL "convoy"). A short sleep
+        (``WORKER_TURN``, at most every ``TURN_GAP``) lets it in; it then runs until it has
+        nothing left or for one switch interval. A worker that finished no call over several
+        turns is busy in a handler (blocked on I/O, say), not waiting for the GIL: the turns
+        then come less and less often (a stuck handler costs the loop a sleep now and then)."""
+        now = time.monotonic()
+        if now < self._next_turn:
             return
-        jobs.put(_Job(topic, fn, args, future))
+        done = self._done
+        self._idle_turns = self._idle_turns + 1 if done == self._done_at_turn else 0
+        self._done_at_turn = done
+        self._next_turn = now + min(1.0, TURN_GAP * 2 ** max(0, self._idle_turns - 3))
+        time.sleep(WORKER_TURN)
+
+    def _drop(self, topic: str, fn: Callable[..., Any], future: asyncio.Future[Any] | None) -> None:
+        self.dropped += 1
+        if self._thread is not None:
+            self._flush_soon()  # the worker's turn comes even while every call is dropped
+        now = time.monotonic()
+        if now - self._last_drop_log > 5:
+            self._last_drop_log = now
+            log.error("sync handlers are %d calls behind; dropping %s for %s (dropped so far: %d)",
+                      self._queued - self._done, topic, handler_name(fn), self.dropped)
+        if future is not None:
+            reason = "handler backlog full" if self._thread is not None else "handlers are stopped"
+            future.set_exception(RuntimeError(f"{reason}; call dropped"))
 
     def _run_inline(self, topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
                     future: asyncio.Future[Any] | None) -> None:
@@ -203,24 +309,37 @@ class Dispatcher:
                 future.set_result(result)
 
     def _worker(self) -> None:
-        get, run = self._jobs.get, self._run_sync
+        get, run = self._jobs.get, self._run_batch
         while True:
-            job = get()  # untimed: a timed get can report Empty while it waits for the GIL
-            if job is _STOP:
+            batch = get()  # untimed: a timed get can report Empty while it waits for the GIL
+            if batch is _STOP:
                 return
-            run(job)
+            run(batch)
+            # nothing of a finished batch is kept while waiting for the next: its events are
+            # freed now, not after the loop made the next batch (fewer objects alive at once
+            # means fewer garbage collections on the loop thread)
+            del batch
 
-    def _run_sync(self, job: _Job) -> None:
-        future = job.future
-        try:
-            result = job.fn(*job.args)
-        except BaseException as exc:  # SystemExit from a handler must not end this thread
-            self._failed(job.topic, job.fn, exc)
-            if future is not None:
-                self._resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-        else:
-            if future is not None:
-                self._resolve(future, result, None)
+    def _run_batch(self, batch: list[Any]) -> None:
+        failed, resolve = self._failed, self._resolve
+        calls = iter(batch)
+        for topic, fn, args, future in zip(calls, calls, calls, calls):
+            if future is _ONE:
+                try:
+                    fn(args)
+                except BaseException as exc:  # SystemExit from a handler must not end this thread
+                    failed(topic, fn, exc)
+            else:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    failed(topic, fn, exc)
+                    if future is not None:
+                        resolve(future, None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                else:
+                    if future is not None:
+                        resolve(future, result, None)
+            self._done += 1  # this thread alone writes it
 
     def _resolve(self, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:
@@ -244,5 +363,12 @@ class Dispatcher:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def calls(self) -> int:
+        """Calls scheduled so far: run on the loop, queued for the worker, or dropped."""
+        return self._here + self._queued + self.dropped
+
     def stats(self) -> dict[str, int]:
-        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped, "backlog": self._jobs.qsize()}
+        """``backlog``: sync calls queued and not finished yet (calls, not batches)."""
+        return {"calls": self.calls, "errors": self.errors, "dropped": self.dropped,
+                "backlog": self._queued - self._done}

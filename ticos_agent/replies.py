@@ -13,8 +13,18 @@ from typing import Any
 _reply_ids = itertools.count(1)
 
 
+#: Items the agent creates in the voice agent's conversation start with this (priming, see
+#: :mod:`ticos_agent.memory.priming`).
+AGENT_ITEM_PREFIX = "ticos_memory_"
+
+
 def reply_id() -> str:
     return f"event_ticos_{next(_reply_ids)}"
+
+
+def is_agent_item(item_id: object) -> bool:
+    """Whether a conversation item is one the agent created (a priming item)."""
+    return isinstance(item_id, str) and item_id.startswith(AGENT_ITEM_PREFIX)
 
 
 def error_event(code: str, message: str, event_id: str | None = None) -> dict[str, Any]:

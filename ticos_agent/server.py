@@ -41,6 +41,8 @@ from .memory.routes import add_routes as add_memory_routes
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+_TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where ``async for msg in ws`` ends
 
 
 class Reader(Protocol):
@@ -107,15 +109,18 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     transport = request.transport
     peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
-    ingest = intake.ingest
+    ingest, receive = intake.ingest, ws.receive
     try:
         intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
-        async for msg in ws:
+        while True:  # ``async for msg in ws``, without its extra coroutine per frame
+            msg = await receive()
             kind = msg.type
-            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if kind is _TEXT or kind is _BINARY:
                 reply = ingest(msg.data, peer)
                 if reply is not None:
                     await peer.send(reply)
+            elif kind in _CLOSED:
+                break
             elif kind is WSMsgType.ERROR:
                 log.warning("connection %s: %s; closing it (code %s)", peer.name, ws.exception(), ws.close_code)
                 app[COUNTERS]["errors"] += 1
@@ -184,8 +189,11 @@ def bind(host: str, port: int, backlog: int = 16) -> list[socket.socket]:
     """Listen on every address of ``host:port`` now, before any other part starts, so a
     second instance fails here having touched nothing. ``port`` 0 picks one free port for all.
     Raises ``OSError`` naming the address (``EADDRINUSE``: another agent runs)."""
+    # an ASCII name goes as bytes: a str one goes through the "idna" codec, whose module (and
+    # stringprep's tables) would stay loaded for the rest of the run for nothing
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     socks: list[socket.socket] = []

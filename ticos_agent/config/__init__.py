@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path as _FsPath
 from typing import TYPE_CHECKING, Any
@@ -229,6 +228,8 @@ def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any
     doc: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
+        import tomllib  # the parser loads only when there is a file to read
+
         source = str(path)
         try:
             with open(path, "rb") as fh:

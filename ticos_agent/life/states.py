@@ -142,8 +142,9 @@ class RobotLife:
         if self._peers.get(peer, "idle") in ("idle", "thinking"):
             self._set(peer, "thinking")
 
-    def _speaking(self, event: Event, peer: Peer) -> None:
-        if self._peers.get(peer) != "listening":  # audio of a response the user talks over is flushed
+    def _speaking(self, event: Event, peer: Peer) -> None:  # every audio delta: returns at once mostly
+        state = self._peers.get(peer)
+        if state != "speaking" and state != "listening":  # audio of a response the user talks over is flushed
             self._set(peer, "speaking")
 
     def _response_done(self, event: Event, peer: Peer) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -161,13 +160,20 @@ def _convert(key: str, value: Any) -> Any:
 
 def _toml_model(path: FsPath) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        fh = open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
         log.warning("memory: cannot read %s: %s", path, exc)
         return {}
+    import tomllib  # the parser loads only when there is a file to read
+
+    with fh:
+        try:
+            doc = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            log.warning("memory: cannot read %s: %s", path, exc)
+            return {}
     model = doc.get("model")
     return model if isinstance(model, dict) else {}
 

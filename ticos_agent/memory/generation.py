@@ -38,17 +38,19 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..connection import Peer
 from ..errors import StorageError
 from ..events import Event
 from ..intake import Handler
+from ..replies import is_agent_item
 from .config import MemoryConfig
 from .model import MAX_CONTENT, Memory, MemoryStore
-from .priming import is_agent_item
 from .session_config import SessionConfig
-from .summariser import ChatSummariser, Summariser, SummaryFailed
+
+if TYPE_CHECKING:  # the chat summariser loads only when one is used
+    from .summariser import ChatSummariser, Summariser
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class MemoryGeneration:
         self._custom = summariser
         self._chat: ChatSummariser | None = None
         if config.generation == "client" and config.base_url:
+            from .summariser import ChatSummariser
+
             self._chat = ChatSummariser(config.base_url, model=config.model, api_key=config.key,
                                         instructions=config.instructions, timeout=config.timeout)
         self._heard = False  # a user message since the last round was counted
@@ -252,6 +256,8 @@ class MemoryGeneration:
             result = await asyncio.wait_for(self._in_thread(summariser, batch, latest), timeout)
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(_awaited(result), timeout)
+        from .summariser import SummaryFailed
+
         if not isinstance(result, str):
             raise SummaryFailed(f"the summariser returned {type(result).__name__}, not text")
         if not result.strip():
@@ -262,6 +268,8 @@ class MemoryGeneration:
         """``fn(batch, latest)`` on a daemon thread of its own: one that never returns cannot keep the
         process from exiting (the loop's executor threads are joined at exit); one at a time."""
         if self._thread is not None and self._thread.is_alive():
+            from .summariser import SummaryFailed
+
             raise SummaryFailed("the summariser has not returned from its previous call yet")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -35,20 +35,15 @@ from typing import Any, Protocol
 from ..connection import Peer, Send
 from ..events import Event
 from ..intake import Handler
-from ..replies import reply_id
+from ..replies import AGENT_ITEM_PREFIX, is_agent_item, reply_id
 from .model import Memory
 
 log = logging.getLogger(__name__)
 
-#: Items the agent creates in the voice agent's conversation start with this.
-AGENT_ITEM_PREFIX = "ticos_memory_"
+__all__ = ["AGENT_ITEM_PREFIX", "MAX_FACTS", "MAX_TEXT", "Primer", "is_agent_item"]
+
 MAX_FACTS = 30
 MAX_TEXT = 12000  # characters of one priming text
-
-
-def is_agent_item(item_id: object) -> bool:
-    """Whether a conversation item is one the agent created (a priming item)."""
-    return isinstance(item_id, str) and item_id.startswith(AGENT_ITEM_PREFIX)
 
 
 class Remembered(Protocol):

@@ -23,7 +23,8 @@ at start: its keys are copied into the internal file (as ticos-client did); the 
 file is only read, never changed.
 
 Thread and timing: :func:`update_file` blocks (file I/O, one fsync or two); the agent calls it
-through ``asyncio.to_thread``. :class:`SessionConfig` runs on the loop.
+on a thread of its own (:func:`~ticos_agent.background.in_thread`). :class:`SessionConfig` runs
+on the loop.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..background import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,7 @@ class SessionConfig:
                 recent = await self._store.recent_messages(self.count)
                 messages = session_messages(recent)
                 card, self._card = self._card, None
-                await asyncio.to_thread(update_file, self.path, messages, prefer=card)
+                await in_thread(update_file, self.path, messages, prefer=card)
             except Exception as exc:
                 log.warning("session_config: could not update %s: %s", self.path, exc)
                 return False

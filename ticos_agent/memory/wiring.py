@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 from ..connection import Send
 from .config import MemoryConfig
 from .generation import EmitMemory, MemoryGeneration
-from .priming import Primer
 from .session_config import SessionConfig
-from .summariser import Summariser
 
 if TYPE_CHECKING:
     from ..intake import Intake
     from ..storage import Store
+    from .summariser import Summariser
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ async def start_memory(store: Store | None, cfg: MemoryConfig, intake: Intake, s
     stack.push_async_callback(_stop, memory)
     intake.add(memory, "MemoryRounds")
     if cfg.prime != "off":
+        from .priming import Primer  # (loaded only with priming on)
+
         intake.add(Primer(store, role=cfg.prime, rounds=cfg.prime_rounds, send=send, spawn=spawn))
     return memory
 

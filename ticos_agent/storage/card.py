@@ -31,6 +31,7 @@ from typing import Any
 
 import aiosqlite
 
+from ..background import in_thread
 from .connection import check_card_dir, connect, describe
 from .location import (
     NO_CARD_FOUND,
@@ -42,7 +43,6 @@ from .location import (
     find_tf_root,
     mount_of,
 )
-from .merge import Merger, fallback_counts
 from .state import CardTarget, StoreState
 from .writes import DATA_ERRORS, SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, EventRow, Op
 
@@ -95,14 +95,14 @@ class CardWatch:
         """Open the card database (at ``root``, or wherever :meth:`locate` finds it); the
         checks run in threads. Returns why not as a string."""
         if root is None:
-            located = await asyncio.to_thread(self.locate)
+            located = await in_thread(self.locate)
             if isinstance(located, str):
                 return located
             root, path = located
         else:
             path = card_db_path(root, self.db_filename)
             if self.strict:
-                problem = await asyncio.to_thread(card_problem, root)
+                problem = await in_thread(card_problem, root)
                 if problem:
                     return problem
         try:
@@ -110,8 +110,8 @@ class CardWatch:
         except (sqlite3.Error, OSError) as exc:
             return f"cannot use TF card database {path}: {describe(exc)}"
         try:
-            ident = await asyncio.to_thread(identify, path.parent)
-            mount = await asyncio.to_thread(mount_of, root)
+            ident = await in_thread(identify, path.parent)
+            mount = await in_thread(mount_of, root)
         except OSError as exc:
             await _close(db)
             return f"cannot use TF card database {path}: {describe(exc)}"
@@ -289,6 +289,8 @@ class CardKeeper(StoreState):
         try:
             if self._merger is None:
                 self._last_id = max(self._last_id, target.seed)
+                from .merge import Merger  # (loaded only when a card comes back to a fallback)
+
                 self._merger = Merger(self._db, target.db, rename=self._merge_rename, chunk=self._merge_chunk)
                 await self._merger.begin()
             merged, empty = await self._merger.step()
@@ -355,6 +357,8 @@ class CardKeeper(StoreState):
             return
         self._counted_at = time.monotonic()
         try:
+            from .merge import fallback_counts
+
             self._fallback_counts = await fallback_counts(self._db)
         except (sqlite3.Error, ValueError) as exc:
             log.debug("storage: counting the fallback's rows: %s", describe(exc))

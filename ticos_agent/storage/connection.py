@@ -13,7 +13,6 @@ Unix modes (FAT/exFAT: ``chmod`` is refused or ignored) is never an error.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from ..background import in_thread
 from . import fts, schema
 from .location import card_problem
 
@@ -168,7 +168,7 @@ async def connect(path: Path, *, card: bool = False, card_root: Path | None = No
             prepare_fallback(str(path))
         return seed
 
-    seed = await asyncio.to_thread(_prepare)
+    seed = await in_thread(_prepare)
     db = await aiosqlite.connect(path, isolation_level=None)
     try:
         await db.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")

@@ -47,7 +47,7 @@ from typing import Any
 import aiosqlite
 
 from .schema import BUSY_TIMEOUT_MS, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
-from .writes import SQL_ADD_MESSAGE
+from .writes import MERGE_CHUNK, SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,6 @@ TABLES = ("messages", "memories", "function_calls", "events")
 EPOCHS = "ticos_fallback_epochs"
 #: In the card database: how far each fallback table (by epoch) has been merged.
 MARKS = "ticos_merged"
-#: Rows per chunk (all tables together): one card commit and one fallback commit each.
-MERGE_CHUNK = 2000
 _ID_BATCH = 500  # ids per "WHERE id IN (...)" (far below SQLite's variable limit)
 #: One row as read: its values.
 Row = tuple[Any, ...]

@@ -23,7 +23,6 @@ from .location import (
     resolve_location,
     with_card_hint,
 )
-from .merge import fallback_counts
 from .state import CardTarget, StateCallback
 from .store import COMMIT_DELAY, DEFAULT_EVENT_RETENTION_DAYS, EVENT_LOG_DELAY, TURN_SETTLE, Store
 
@@ -99,6 +98,8 @@ async def open_store(
                     with_card_hint(problem), fallback, probe_interval)
     try:
         db, seed = await connect(fallback, fallback=True)
+        from .merge import fallback_counts  # (the merge loads only in EXTERNAL mode's fallback)
+
         counts = await fallback_counts(db)
     except (sqlite3.Error, OSError) as exc:
         if isinstance(card, CardTarget):  # the card works: its rows wait, the card is used

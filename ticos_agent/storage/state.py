@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Protocol
 import aiosqlite
 
 from .location import Location
-from .merge import Merger
 from .writes import EventRow, Op
+
+if TYPE_CHECKING:
+    from .merge import Merger
 
 log = logging.getLogger(__name__)
 

@@ -83,21 +83,21 @@ import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from ..errors import StorageError
 from ..memory.model import MemoryStore
-from . import queries, schema
+from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
 from .memories import Memories
-from .merge import MERGE_CHUNK
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
 from .writes import (
+    MERGE_CHUNK,
     SQL_ADD_MEMORY,
     SQL_ADD_MESSAGE,
     SQL_CALL_OUTCOME,
@@ -105,6 +105,9 @@ from .writes import (
     SQL_UPDATE_MESSAGE,
     Params,
 )
+
+if TYPE_CHECKING:
+    from .queries import Query
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +443,7 @@ class Store(Writer, CardKeeper, Memories):
 
     # ----------------------------------------------------------------- reads
 
-    async def _read(self, query: queries.Query) -> Any:
+    async def _read(self, query: Query) -> Any:
         if query.sql is None:
             return query.empty()
         try:
@@ -452,24 +455,34 @@ class Store(Writer, CardKeeper, Memories):
 
     async def messages(self, limit: int = 50, offset: int = 0,
                        session_id: str | None = None) -> list[dict[str, Any]]:
-        """Committed messages, newest first (see :func:`queries.read_messages` for the fields)."""
+        """Committed messages, newest first (see :func:`.queries.read_messages` for the fields)."""
+        from . import queries  # the read queries load with the first read (a robot rarely reads)
+
         return _dicts(await self._read(queries.messages_query(limit=limit, offset=offset, session_id=session_id)))
 
     async def memories(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Committed memories, newest first."""
+        from . import queries
+
         return _dicts(await self._read(queries.memories_query(limit=limit, offset=offset)))
 
     async def calls(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Committed function calls, newest first."""
+        from . import queries
+
         return _dicts(await self._read(queries.calls_query(limit=limit, offset=offset)))
 
     async def events(self, limit: int = 100, offset: int = 0,
                      session_id: str | None = None) -> list[dict[str, Any]]:
         """The committed event log, newest first."""
+        from . import queries
+
         return _dicts(await self._read(queries.events_query(limit=limit, offset=offset, session_id=session_id)))
 
     async def count_messages(self, session_id: str | None = None) -> int:
         """How many committed messages (of one session)."""
+        from . import queries
+
         return int(await self._read(queries.count_messages_query(session_id=session_id)))
 
 

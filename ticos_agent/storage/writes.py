@@ -10,6 +10,9 @@ Params = tuple[object, ...]
 Op = tuple[str, Params]
 #: One event-log line: ``(ts, type, session_id, event_id, item_id, response_id)``.
 EventRow = tuple[float, str, "str | None", "str | None", "str | None", "str | None"]
+#: Rows per chunk of a merge (all tables together): one card commit and one fallback commit each
+#: (see :mod:`.merge`, which loads only when there is a fallback to merge or count).
+MERGE_CHUNK = 2000
 
 SQL_ADD_MESSAGE = (
     "INSERT INTO messages (id, role, content, item_id, user_id, datetime, session_id, status, "
