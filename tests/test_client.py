@@ -207,13 +207,15 @@ async def test_inline_handlers_run_on_the_agents_own_thread_as_in_ticos_client(t
     client = TicosClient(port=port, inline_handlers=True)
     threads = []
     client.set_message_handler(lambda event: threads.append(threading.current_thread().name))
+    client.set_function_call_handler(lambda name, args: threads.append(f"{name} on {threading.current_thread().name}"))
     assert client.start()
     try:
-        await _send(port, user_item("u1"))
-        _wait(lambda: threads)
+        await _send(port, user_item("u1"), function_call_done("r1", "c1", "set_light", {"on": True}))
+        _wait(lambda: any(t.startswith("set_light") for t in threads))
     finally:
         client.stop()
-    assert set(threads) == {f"ticos-agent-{port}"}
+    # the function-call handler too (ticos-client's ``function:*``, called for each function's name)
+    assert set(threads) == {f"ticos-agent-{port}", f"set_light on ticos-agent-{port}"}
 
 
 def test_a_card_that_is_not_there_at_start_is_a_database_error(tmp_path, monkeypatch):

@@ -376,17 +376,20 @@ def _allowed_tags(result: dict[str, Any]) -> dict[str, list[str]]:
 
 
 async def _run_function(dispatcher: Dispatcher, call: FunctionCall) -> dict[str, Any]:
-    handlers = dispatcher.handlers(f"function:{call.name}") + dispatcher.handlers("function:*")
+    topic = f"function:{call.name}"
+    handlers = [(topic, fn) for fn in dispatcher.handlers(topic)]
+    handlers += [("function:*", fn) for fn in dispatcher.handlers("function:*")]
     if not handlers:
         log.warning("no handler for function %s (call %s)", peer_text(call.name), peer_text(call.call_id))
         return {"status": "failed", "reason": f"no handler registered for function {call.name!r}"}
-    futures = [dispatcher.call(f"function:{call.name}", fn, call) for fn in handlers]
+    # each runs as it was subscribed (a "*" handler subscribed inline runs inline, too)
+    futures = [dispatcher.call(topic, fn, call, registered=under) for under, fn in handlers]
     done, pending = await asyncio.wait(futures, timeout=HANDLER_TIMEOUT)
     for fut in pending:
         fut.cancel()
     result: Any = None
     errors = []
-    for fn, fut in zip(handlers, futures):
+    for (_, fn), fut in zip(handlers, futures):
         if fut not in done or fut.cancelled():
             errors.append(f"{handler_name(fn)} timed out after {HANDLER_TIMEOUT:g}s")
         elif fut.exception() is not None:

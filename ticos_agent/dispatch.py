@@ -186,11 +186,15 @@ class Dispatcher:
                     batch = self._batch
         return count
 
-    def call(self, topic: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Call one handler and return a future with its result (or its exception)."""
+    def call(self, topic: str, fn: Callable[..., Any], *args: Any,
+             registered: str | None = None) -> asyncio.Future[Any]:
+        """Call one handler and return a future with its result (or its exception).
+
+        ``fn`` runs as it was subscribed (on the worker, inline or as a task) under
+        ``registered`` (default: ``topic``, which names the call in the log)."""
         loop = self._running_loop()
         future = loop.create_future()
-        entry = next((e for e in self._handlers.get(topic, ()) if e.fn is fn), None)
+        entry = next((e for e in self._handlers.get(registered or topic, ()) if e.fn is fn), None)
         self._schedule(topic, entry or _entry(fn, False), args, future)
         return future
 
