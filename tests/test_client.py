@@ -319,3 +319,49 @@ def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_p
     # the caller's, the agent's loop, the handler thread, the database connection's: nothing else
     assert threads == str(sorted(["MainThread", "ticos", "ticos", "Thread"])), threads
     assert loaded == "[]", loaded
+
+
+async def test_handlers_set_after_start_get_the_next_events_and_unset_ones_cost_no_calls(tmp_path):
+    """ticos-client looked handlers up at call time: one set after start() gets what comes next.
+    Until one is set, the message and conversation topics are not even subscribed (no call on
+    the handler thread for every event)."""
+    port = free_port()
+    client = TicosClient(port=port)
+    client.enable_local_storage(str(tmp_path))
+    assert client.start()
+    try:
+        await _send(port, user_item("u1"), transcription("u1", "before"))
+        _wait(lambda: client.agent.counters["events"] >= 3)
+        assert client.agent.dispatcher.stats()["calls"] == 0
+        assert not client.agent.dispatcher.has("event:*") and not client.agent.dispatcher.has("conversation")
+        messages, convo = [], []
+        client.set_message_handler(lambda event: messages.append(event["type"]))
+        client.set_conversation_handler(lambda item_id, role, content: convo.append(content))
+        await _send(port, user_item("u2"), transcription("u2", "after"))
+        _wait(lambda: "after" in convo and "ping.sync" in messages)
+        assert "conversation.item.input_audio_transcription.completed" in messages
+        assert "before" not in convo
+    finally:
+        client.stop()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["handler thread", "inline"])
+async def test_a_handler_may_set_another_handler(tmp_path, inline):
+    """Setting a handler from inside a handler (on the handler thread, or on the agent's own
+    loop with inline_handlers) neither deadlocks nor loses what comes next."""
+    port = free_port()
+    client = TicosClient(port=port, inline_handlers=inline)
+    convo = []
+
+    def first_message(event):
+        client.set_conversation_handler(lambda item_id, role, content: convo.append(content))
+
+    client.set_message_handler(first_message)
+    assert client.start()
+    try:
+        await _send(port, {"type": "session.updated", "session": {}})
+        _wait(lambda: client.agent.dispatcher.has("conversation"))
+        await _send(port, user_item("u1"), transcription("u1", "heard"))
+        _wait(lambda: "heard" in convo)
+    finally:
+        client.stop()

@@ -20,6 +20,41 @@ async def test_the_table_names_each_event_types_consumers_in_order(agent):
     assert table("error") == ["PeerErrors", "EventLog", "IntegratorEvents"]
     # a type the agent does not act on still reaches the event log and the integrators
     assert table("rate_limits.updated") == ["EventLog", "IntegratorEvents"]
+    # the deltas (most frames) do not reach the event log, which stores none
+    for delta in ("response.audio.delta", "response.text.delta", "response.function_call_arguments.delta"):
+        assert "EventLog" not in table(delta) and table(delta)[-1] == "IntegratorEvents", table(delta)
+    assert table("response.text.done")[-2:] == ["EventLog", "IntegratorEvents"]
+
+
+async def test_a_consumer_of_every_event_can_leave_out_types(agent, connect):
+    got: list[tuple[str, str]] = []
+
+    class AllButTranscripts:
+        def routes(self):
+            return {"*": self.take, "conversation.item.input_audio_transcription.completed": None,
+                    "input_audio_buffer.speech_started": None}
+
+        def take(self, event, peer):
+            got.append(("mine", event.type))
+
+    class Everything:
+        def routes(self):
+            return {"*": lambda event, peer: got.append(("all", event.type))}
+
+    undo = agent.intake.add(AllButTranscripts(), name="all-but")
+    agent.intake.add(Everything(), name="everything")
+    assert "all-but" not in agent.intake.consumers_of("input_audio_buffer.speech_started")
+    assert agent.intake.consumers_of("input_audio_buffer.speech_started")[-1] == "everything"
+    peer = await connect(agent)
+    await peer.send(user_item("u1"), transcription("u1", "hi"), ev("input_audio_buffer.speech_started"),
+                    ev("custom.thing"))
+    await wait_for(lambda: ("all", "custom.thing") in got)
+    assert [g for g in got if g[0] == "mine"] == [("mine", "conversation.item.created"), ("mine", "custom.thing")]
+    assert [g[1] for g in got if g[0] == "all"] == ["conversation.item.created",
+                                                   "conversation.item.input_audio_transcription.completed",
+                                                   "input_audio_buffer.speech_started", "custom.thing"]
+    undo()  # the table forgets the exclusions with the consumer
+    assert "all-but" not in str(agent.intake.consumers_of("conversation.item.created"))
 
 
 async def test_a_consumer_that_crashes_costs_the_others_nothing(agent, connect, caplog):

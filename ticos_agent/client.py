@@ -20,7 +20,10 @@ the same arguments as ticos-client:
 ``message_handler(event_dict)`` for every event, ``motion_handler(args)``,
 ``emotion_handler(args)``, ``function_call_handler(name, args)`` for every other function,
 ``conversation_handler(item_id, role, content)``, and (new) ``memory_handler(action, payload)``
-for every memory stored or forgotten (see :meth:`Agent.on_memory`). As in ticos-client, nothing is stored
+for every memory stored or forgotten (see :meth:`Agent.on_memory`). A handler may be set or
+replaced at any time, also after :meth:`start` and from inside a handler; the next event finds
+it (until a message, conversation or memory handler is set, those cost the handler thread
+nothing). As in ticos-client, nothing is stored
 until :meth:`enable_local_storage` is called, and the built-in actuators and audio player
 stay off unless a ``config`` (path or dict, see :mod:`ticos_agent.config`) asks for them.
 
@@ -93,6 +96,12 @@ class MemoryType(str, Enum):
 
 _UNSET: Any = object()
 
+#: The handlers whose topic is subscribed once one is set (at start, or when it is set later):
+#: without one, every event (or message, or memory) would cost a call on the handler thread
+#: that finds nothing to call. The others are always subscribed: whether a motion or function
+#: call was handled is part of its outcome.
+ON_DEMAND = {"message": "event:*", "conversation": "conversation", "memory": "memory"}
+
 
 class TicosClient:
     def __init__(self, port: int = _UNSET, save_mode: SaveMode | str = _UNSET,
@@ -118,6 +127,7 @@ class TicosClient:
         self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
             ("message", "motion", "emotion", "function_call", "conversation", "memory"))
         self._summariser: Summariser | None = None
+        self._subscribed: set[str] = set()  # of ON_DEMAND, those subscribed on the running agent
         self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,6 +160,31 @@ class TicosClient:
         if handler is not None and not callable(handler):
             raise ValueError("Handler must be callable")
         self._handlers[kind] = handler
+        loop, thread = self._loop, self._thread
+        if handler is None or kind not in ON_DEMAND or kind in self._subscribed or loop is None or thread is None:
+            return  # (before start, start() subscribes it)
+        if threading.get_ident() == thread.ident:  # on the agent's loop (an inline handler sets it)
+            self._subscribe(kind)
+            return
+        done = threading.Event()  # the next event already finds it, as in ticos-client
+
+        def subscribe() -> None:
+            self._subscribe(kind)
+            done.set()
+
+        try:
+            loop.call_soon_threadsafe(subscribe)
+        except RuntimeError:  # the loop has closed: nothing is running
+            return
+        done.wait(MEMORY_TIMEOUT)
+
+    def _subscribe(self, kind: str) -> None:
+        """Subscribe ``kind``'s call-time wrapper on the agent (its loop thread, or before it runs)."""
+        agent = self.agent
+        if agent is None or kind in self._subscribed:
+            return
+        self._subscribed.add(kind)
+        agent.subscribe(ON_DEMAND[kind], getattr(self, f"_on_{kind}"), inline=self._inline)
 
     def set_message_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("message", handler)
@@ -289,12 +324,13 @@ class TicosClient:
         self.agent = agent = Agent(config)
         agent.set_summariser(self._summariser)
         inline = self._inline
-        agent.on("*", self._on_message, inline=inline)
+        self._subscribed = set()
+        for kind in ON_DEMAND:
+            if self._handlers[kind] is not None:
+                self._subscribe(kind)
         agent.subscribe("expression", self._on_expression, inline=inline)
         agent.on_function("*", self._on_function, inline=inline)
-        agent.on_conversation(self._on_conversation, inline=inline)
         agent.on_storage(self._on_storage, inline=True)
-        agent.on_memory(self._on_memory, inline=inline)
         ready = threading.Event()
         gave_up = threading.Event()
         failure: list[BaseException] = []
@@ -344,6 +380,9 @@ class TicosClient:
             return False
         if agent.port is not None:
             self.port = agent.port
+        for kind in ON_DEMAND:  # one set by another thread while this one was starting
+            if self._handlers[kind] is not None and kind not in self._subscribed:
+                self._set(kind, self._handlers[kind])
         return True
 
     def stop(self) -> None:

@@ -14,7 +14,9 @@ Every frame from the voice agent, on a socket or ``POST /v1/events``, goes throu
    answered as ``internal_error``; the intake goes on.
 
 A consumer is any object with a ``routes()`` method returning ``{event type: handler}``
-(beta spelling, or ``"*"``), and optionally ``peer_opened(peer)`` (a voice agent's socket
+(beta spelling, or ``"*"``; a type mapped to ``None`` is one its ``"*"`` handler is not
+called for, so a consumer of every event does not pay a call for the frequent types it
+ignores, the audio deltas say), and optionally ``peer_opened(peer)`` (a voice agent's socket
 opened; the server calls it before the first frame) and ``peer_closed(peer)`` to drop
 per-connection state. The agent wires them (see :mod:`ticos_agent.agent`); none of them sees
 the agent.
@@ -44,7 +46,7 @@ EVERY = "*"
 
 
 class Consumer(Protocol):
-    def routes(self) -> Mapping[str, Handler]: ...
+    def routes(self) -> Mapping[str, Handler | None]: ...
 
 
 @runtime_checkable
@@ -63,7 +65,7 @@ class Intake:
 
     def __init__(self, counters: Counter[str]):
         self.counters = counters
-        self._consumers: list[tuple[str, Mapping[str, Handler]]] = []
+        self._consumers: list[tuple[str, Mapping[str, Handler | None]]] = []
         self._peer_aware: list[PeerAware] = []
         self._greeters: list[PeerGreeter] = []
         self._table: dict[str, tuple[tuple[str, Handler], ...]] = {}
@@ -80,7 +82,8 @@ class Intake:
                 raise ValueError(
                     f"{label}: no such event type {etype!r} (use the beta spelling; known: see events.SHAPES)")
         self._consumers.append(entry)
-        log.debug("%s takes %s", label, ", ".join(sorted(entry[1])) or "nothing")
+        takes = sorted(etype for etype, handler in entry[1].items() if handler is not None)
+        log.debug("%s takes %s", label, ", ".join(takes) or "nothing")
         if isinstance(consumer, PeerAware):
             self._peer_aware.append(consumer)
         if isinstance(consumer, PeerGreeter):
@@ -100,15 +103,20 @@ class Intake:
 
     def _rebuild(self) -> None:
         table: dict[str, list[tuple[str, Handler]]] = {}
-        every: list[tuple[str, Handler]] = []
-        for label, routes in self._consumers:
+        every: list[tuple[int, str, Handler]] = []
+        skip: dict[str, set[int]] = {}  # type -> the consumers whose "*" handler it does not reach
+        for n, (label, routes) in enumerate(self._consumers):
             for etype, handler in routes.items():
-                if etype == EVERY:
-                    every.append((label, handler))
+                if handler is None:
+                    skip.setdefault(etype, set()).add(n)
+                elif etype == EVERY:
+                    every.append((n, label, handler))
                 else:
                     table.setdefault(etype, []).append((label, handler))
-        self._every = tuple(every)
-        self._table = {etype: (*handlers, *every) for etype, handlers in table.items()}
+        self._every = tuple((label, handler) for _, label, handler in every)
+        self._table = {etype: (*table.get(etype, ()),
+                               *((label, handler) for n, label, handler in every if n not in skip.get(etype, ())))
+                       for etype in {*table, *skip}}
 
     def consumers_of(self, event_type: str) -> list[str]:
         """Names of the consumers an event of this type reaches, in order (for docs and tests)."""
