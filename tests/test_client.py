@@ -365,3 +365,33 @@ async def test_a_handler_may_set_another_handler(tmp_path, inline):
         _wait(lambda: "heard" in convo)
     finally:
         client.stop()
+
+
+async def test_the_message_handler_is_swapped_when_replaced_and_a_failing_one_is_named(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="ticos_agent")
+    port = free_port()
+    client = TicosClient(port=port)
+    first, second = [], []
+    client.set_message_handler(lambda event: first.append(event["type"]))
+    assert client.start()
+    try:
+        await _send(port, {"type": "custom.one"})
+        _wait(lambda: "ping.sync" in first)
+
+        def picky_message_handler(event):
+            second.append(event["type"])
+            if event["type"] == "custom.bad":
+                raise ValueError("cannot take it")
+
+        client.set_message_handler(picky_message_handler)
+        await _send(port, {"type": "custom.two"}, {"type": "custom.bad"})
+        _wait(lambda: "ping.sync" in second)
+        assert "custom.two" not in first and second[:2] == ["custom.two", "custom.bad"]
+        failures = [r.getMessage() for r in caplog.records if "picky_message_handler" in r.getMessage()]
+        assert len(failures) == 1 and "event:*" in failures[0] and "cannot take it" in failures[0]
+        client.set_message_handler(None)
+        assert not client.agent.dispatcher.has("event:*")
+    finally:
+        client.stop()

@@ -101,6 +101,10 @@ _UNSET: Any = object()
 #: that finds nothing to call. The others are always subscribed: whether a motion or function
 #: call was handled is part of its outcome.
 ON_DEMAND = {"message": "event:*", "conversation": "conversation", "memory": "memory"}
+#: Of those, the ones whose handler is subscribed itself (swapped when it is replaced), not a
+#: wrapper that looks it up: one call less for every event, and a handler that raises is
+#: logged by its own name.
+DIRECT = frozenset({"message"})
 
 
 class TicosClient:
@@ -127,7 +131,8 @@ class TicosClient:
         self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
             ("message", "motion", "emotion", "function_call", "conversation", "memory"))
         self._summariser: Summariser | None = None
-        self._subscribed: set[str] = set()  # of ON_DEMAND, those subscribed on the running agent
+        # of ON_DEMAND, what is subscribed on the running agent: (the function, its unsubscribe)
+        self._subscribed: dict[str, tuple[Callable[..., Any], Callable[[], None]]] = {}
         self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,8 +166,10 @@ class TicosClient:
             raise ValueError("Handler must be callable")
         self._handlers[kind] = handler
         loop, thread = self._loop, self._thread
-        if handler is None or kind not in ON_DEMAND or kind in self._subscribed or loop is None or thread is None:
+        if kind not in ON_DEMAND or loop is None or thread is None:
             return  # (before start, start() subscribes it)
+        if kind not in DIRECT and (handler is None or kind in self._subscribed):
+            return  # the wrapper, subscribed once, finds the new one
         if threading.get_ident() == thread.ident:  # on the agent's loop (an inline handler sets it)
             self._subscribe(kind)
             return
@@ -179,12 +186,21 @@ class TicosClient:
         done.wait(MEMORY_TIMEOUT)
 
     def _subscribe(self, kind: str) -> None:
-        """Subscribe ``kind``'s call-time wrapper on the agent (its loop thread, or before it runs)."""
-        agent = self.agent
-        if agent is None or kind in self._subscribed:
+        """Make ``kind``'s subscription on the agent match its handler (on the agent's loop
+        thread, or before it runs): the handler itself for :data:`DIRECT` kinds, else the
+        call-time wrapper once a handler was set."""
+        agent, handler = self.agent, self._handlers[kind]
+        if agent is None:
             return
-        self._subscribed.add(kind)
-        agent.subscribe(ON_DEMAND[kind], getattr(self, f"_on_{kind}"), inline=self._inline)
+        wanted = handler if kind in DIRECT else (getattr(self, f"_on_{kind}") if handler is not None else None)
+        current = self._subscribed.get(kind)
+        if current is not None:
+            if kind not in DIRECT or current[0] is wanted:
+                return
+            del self._subscribed[kind]
+            current[1]()
+        if wanted is not None:
+            self._subscribed[kind] = (wanted, agent.subscribe(ON_DEMAND[kind], wanted, inline=self._inline))
 
     def set_message_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("message", handler)
@@ -210,10 +226,6 @@ class TicosClient:
             fn(action, payload)
 
     # Handlers are looked up at call time, so setting one after start() works as in ticos-client.
-    def _on_message(self, event: dict[str, Any]) -> None:
-        if (fn := self._handlers["message"]) is not None:
-            fn(event)
-
     def _on_expression(self, name: str, args: dict[str, Any]) -> None:
         """ticos-client's rule: the motion and/or emotion handler; if neither was set, the
         function-call handler with the name."""
@@ -324,10 +336,9 @@ class TicosClient:
         self.agent = agent = Agent(config)
         agent.set_summariser(self._summariser)
         inline = self._inline
-        self._subscribed = set()
+        self._subscribed = {}
         for kind in ON_DEMAND:
-            if self._handlers[kind] is not None:
-                self._subscribe(kind)
+            self._subscribe(kind)
         agent.subscribe("expression", self._on_expression, inline=inline)
         agent.on_function("*", self._on_function, inline=inline)
         agent.on_storage(self._on_storage, inline=True)
@@ -381,8 +392,7 @@ class TicosClient:
         if agent.port is not None:
             self.port = agent.port
         for kind in ON_DEMAND:  # one set by another thread while this one was starting
-            if self._handlers[kind] is not None and kind not in self._subscribed:
-                self._set(kind, self._handlers[kind])
+            self._set(kind, self._handlers[kind])
         return True
 
     def stop(self) -> None:
