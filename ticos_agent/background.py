@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -18,13 +19,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """``await asyncio.to_thread(fn, *args, **kwargs)``, on a thread of its own that ends with the call.
-
-    asyncio's default executor keeps its threads, each with its stack and a malloc arena of its
-    own (a few hundred kB of a small board's memory), for the rest of the run, for work done
-    once at start or every few minutes. As with ``to_thread``, a caller that is cancelled does
-    not stop the call, and the interpreter waits for it at exit."""
+def thread_call(fn: Callable[[], T], *, name: str, daemon: bool = False
+                ) -> tuple[threading.Thread, asyncio.Future[T]]:
+    """Start ``fn()`` on a new thread (called on the loop); the future gets its result or its
+    exception on the loop. A future the caller cancelled (a timeout) is left alone."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -38,7 +36,7 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
     def run() -> None:
         try:
-            result, exc = fn(*args, **kwargs), None
+            result, exc = fn(), None
         except BaseException as error:
             result, exc = None, error
         try:
@@ -46,7 +44,19 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         except RuntimeError:  # the loop closed meanwhile: nobody waits for it
             pass
 
-    threading.Thread(target=run, name=f"ticos-io-{getattr(fn, '__name__', 'call')}").start()
+    thread = threading.Thread(target=run, name=name, daemon=daemon)
+    thread.start()
+    return thread, future
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``await asyncio.to_thread(fn, *args, **kwargs)``, on a thread of its own that ends with the call.
+
+    asyncio's default executor keeps its threads, each with its stack and a malloc arena of its
+    own (a few hundred kB of a small board's memory), for the rest of the run, for work done
+    once at start or every few minutes. As with ``to_thread``, a caller that is cancelled does
+    not stop the call, and the interpreter waits for it at exit."""
+    _, future = thread_call(partial(fn, *args, **kwargs), name=f"ticos-io-{getattr(fn, '__name__', 'call')}")
     return await future
 
 

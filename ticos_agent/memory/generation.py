@@ -38,8 +38,10 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..background import thread_call
 from ..connection import Peer
 from ..errors import StorageError
 from ..events import Event
@@ -271,30 +273,8 @@ class MemoryGeneration:
             from .summariser import SummaryFailed
 
             raise SummaryFailed("the summariser has not returned from its previous call yet")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if future.done():  # timed out or cancelled meanwhile
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        def work() -> None:
-            result, error = None, None
-            try:
-                result = fn(batch, latest)
-            except BaseException as exc:  # handed to the round, which retries or gives up
-                error = exc
-            try:
-                loop.call_soon_threadsafe(settle, result, error)
-            except RuntimeError:  # the loop is closed: nobody waits for it any more
-                pass
-
-        self._thread = threading.Thread(target=work, name="ticos-summariser", daemon=True)
-        self._thread.start()
+        # a failure is handed to the round, which retries or gives up
+        self._thread, future = thread_call(partial(fn, batch, latest), name="ticos-summariser", daemon=True)
         return future
 
     # --- lifecycle ----------------------------------------------------------------------
