@@ -1,6 +1,7 @@
 """session_config: ticos-client's shape byte for byte, the trim rule, other keys untouched,
-atomic replacement, 0600, a corrupt file kept, the card's copy preferred, written at start,
-after each memory round and at stop by a real agent."""
+atomic replacement, 0600, a corrupt file kept, the card's copy preferred, written by a real
+agent at start, after a pause in the talk, when a voice agent's connection closes, within
+MAX_STALE of a round in a talk that never pauses, and at stop."""
 
 from __future__ import annotations
 
@@ -203,36 +204,90 @@ def _nobody(path: Path) -> list[dict]:
     return json.loads(path.read_text())["model"]["messages"]["nobody"]
 
 
-async def test_the_agent_writes_it_at_start_after_each_round_and_at_stop(tmp_path, connect, _isolated_home):
+async def _until(path: Path, expected: list[dict], seconds: float = 5.0) -> float:
+    """Seconds until the file holds ``expected`` (fails after ``seconds``)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while _nobody(path) != expected:
+        assert loop.time() - start < seconds, f"session_config still holds {_nobody(path)}"
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+def _said(*rounds: int) -> list[dict]:
+    return [m for n in rounds for m in ({"role": "user", "content": f"question {n}"},
+                                        {"role": "assistant", "content": f"answer {n}"})]
+
+
+async def test_the_agent_writes_it_at_start_after_a_pause_and_at_stop(tmp_path, connect, _isolated_home):
     path = _isolated_home / ".config" / "ticos" / "session_config"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(EXISTING, indent=2))
-    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 4, "every_rounds": 2}))
+    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 4, "every_rounds": 2,
+                                                 "session_config_quiet": 0.6}))
     await agent.start()
     try:
         assert _nobody(path) == []  # at start: nothing said yet (the old list is replaced)
         assert json.loads(path.read_text())["agent_id"] == "robot-7"
         peer = await connect(agent)
-        await _round(peer, 1)
-        await asyncio.sleep(0.3)
-        assert _nobody(path) == []  # one round: not a memory round yet
-        await _round(peer, 2)
-        expected = [{"role": "user", "content": "question 1"}, {"role": "assistant", "content": "answer 1"},
-                    {"role": "user", "content": "question 2"}, {"role": "assistant", "content": "answer 2"}]
-        for _ in range(200):
-            if _nobody(path) == expected:
-                break
-            await asyncio.sleep(0.02)
-        assert _nobody(path) == expected
-        await _round(peer, 3)
+        for n in (1, 2, 3):  # three rounds (one of them a memory round) while the talk goes on: no write
+            await _round(peer, n)
+            await asyncio.sleep(0.2)
+        assert _nobody(path) == []
+        waited = await _until(path, _said(2, 3))  # the pause: 0.6 s after the last round
+        assert waited > 0.1
+        await _round(peer, 4)
         await asyncio.sleep(0.1)
     finally:
         await agent.stop()
-    assert _nobody(path) == expected[2:] + [{"role": "user", "content": "question 3"},
-                                           {"role": "assistant", "content": "answer 3"}]  # at stop, last 4
+    assert _nobody(path) == _said(3, 4)  # at stop, the last 4 messages
     doc = json.loads(path.read_text())
     assert doc["speech"] == EXISTING["speech"] and doc["future_key"] == EXISTING["future_key"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_voice_agent_that_goes_away_finds_its_last_words_when_it_comes_back(tmp_path, connect,
+                                                                                   _isolated_home):
+    """The voice agent reads session_config when it restarts, and its old connection closes first."""
+    path = _isolated_home / ".config" / "ticos" / "session_config"
+    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 4, "session_config_quiet": 600}))
+    await agent.start()
+    try:
+        peer = await connect(agent)
+        await _round(peer, 1)
+        await _round(peer, 2)
+        await asyncio.sleep(0.3)
+        assert _nobody(path) == []  # no pause long enough
+        await peer.close()
+        await _until(path, _said(1, 2))
+        writes = agent.memory.session.writes if agent.memory and agent.memory.session else None
+        again = await connect(agent)  # the restarted voice agent: nothing new said, nothing written
+        await again.close()
+        await asyncio.sleep(0.3)
+        assert (agent.memory.session.writes if agent.memory and agent.memory.session else None) == writes
+    finally:
+        await agent.stop()
+
+
+async def test_a_conversation_that_never_pauses_is_written_within_max_stale(tmp_path, connect, _isolated_home,
+                                                                           monkeypatch):
+    from ticos_agent.memory import session_config
+
+    monkeypatch.setattr(session_config, "MAX_STALE", 0.8)
+    path = _isolated_home / ".config" / "ticos" / "session_config"
+    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 2, "session_config_quiet": 600}))
+    await agent.start()
+    try:
+        peer = await connect(agent)
+        for n in range(1, 9):  # a round every 0.25 s for 2 s: never 600 s of quiet
+            await _round(peer, n)
+            await asyncio.sleep(0.25)
+            if _nobody(path):
+                break
+        assert _nobody(path), "not written within MAX_STALE of the first round"
+        assert _nobody(path)[0]["content"] != "question 1"  # written during the talk, not just at the start
+    finally:
+        await agent.stop()
 
 
 async def test_storage_on_the_card_prefers_the_cards_file_and_leaves_it_alone(tmp_path, _isolated_home):

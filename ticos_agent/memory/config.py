@@ -79,7 +79,7 @@ class MemoryConfig:
         12, "messages kept in session_config's model.messages.nobody (ticos-client's "
         "model.history_conversation_length)", minimum=1, maximum=1000))
     every_rounds: int = setting(Integer(
-        DERIVED, "a memory round (summary and session_config) after this many rounds, a round being a user "
+        DERIVED, "a memory round (a summary) after this many rounds, a round being a user "
         "message and its answer (default: half of history_rounds)", minimum=1, maximum=1000, example=6))
     instructions: str = setting(String(
         DEFAULT_INSTRUCTIONS, "the summariser's system prompt (ticos-client's model.memory_instructions; "
@@ -95,8 +95,11 @@ class MemoryConfig:
     prime_rounds: int = setting(Integer(0, "the last this many rounds also go into that text (0: none)",
                                         minimum=0, maximum=100))
     session_config: bool = setting(Boolean(
-        True, "keep the voice agent's session_config current (model.messages.nobody) at start, after each memory "
-              "round and at stop, when storage is on"))
+        True, "keep the voice agent's session_config current (model.messages.nobody), when storage is on: "
+              "written at start, after a pause in the talk, when a voice agent's connection closes and at stop"))
+    session_config_quiet: float = setting(Duration(
+        20.0, "seconds without a new round before session_config is rewritten (also when a voice agent's "
+              "connection closes, at stop, and at the latest 5 minutes after a round)", minimum=0.1, maximum=3600))
     session_config_path: str = setting(Path(
         "", "that file (empty: ~/.config/ticos/session_config; with storage on the TF card the card's copy is "
             "preferred at start)"))

@@ -16,9 +16,11 @@ A round is a user message (a transcript, or a typed ``input_text`` item) followe
    (``store.mark_summarised``): a round that fails, is cancelled or dies with the process
    loses nothing; its messages are taken by the next round, after a restart too. A round
    whose batch was full is followed at once by another (a backlog is caught up);
-4. ``emit("stored", {"memory": ..., "via": "generation"})`` tells the ``memory`` handlers, and
-   the voice agent's session_config is rewritten (:mod:`.session_config`). With generation
-   off the rounds still rewrite session_config.
+4. ``emit("stored", {"memory": ..., "via": "generation"})`` tells the ``memory`` handlers.
+
+Every round (memory round or not) tells the voice agent's session_config that it changed; it
+is rewritten once the conversation pauses, when a voice agent's connection closes, and at stop
+(:mod:`.session_config` says when and why).
 
 With ``generation = "client"`` and no ``base_url`` (and no summariser plugged in),
 generation is off and the log says so once.
@@ -102,6 +104,11 @@ class MemoryGeneration:
         return self._custom if self._custom is not None else self._chat
 
     @property
+    def session(self) -> SessionConfig | None:
+        """The voice agent's session_config this keeps current (``None``: off)."""
+        return self._session
+
+    @property
     def enabled(self) -> bool:
         return self.summariser is not None
 
@@ -145,6 +152,8 @@ class MemoryGeneration:
             self._heard = True
 
     def _response_done(self, event: Event, peer: Peer) -> None:
+        if self._session is not None:
+            self._session.changed()
         if not self._heard:
             return
         self._heard = False
@@ -152,6 +161,11 @@ class MemoryGeneration:
         if self.rounds >= self.config.every_rounds:
             self.rounds = 0
             self._start_round()
+
+    def peer_closed(self, peer: Peer) -> None:
+        """A voice agent went away; the next one (or its restart) reads session_config at its start."""
+        if self._session is not None:
+            self._session.soon()
 
     def _start_round(self) -> None:
         if self._stopped:
@@ -169,8 +183,6 @@ class MemoryGeneration:
             except Exception:  # a bug here must not end the rounds for good
                 log.exception("memory: the round failed")
                 memory, full = None, False
-            if self._session is not None:
-                await self._session.refresh()
             if not (self._again or (full and memory is not None)):
                 return
 
@@ -297,6 +309,7 @@ class MemoryGeneration:
         if self._chat is not None:
             await self._chat.close()
         if self._session is not None:
+            await self._session.close()
             await self._session.refresh()
 
 

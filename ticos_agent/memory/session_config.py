@@ -22,9 +22,20 @@ With storage on the TF card the card's ``<card>/.config/ticos/session_config`` i
 at start: its keys are copied into the internal file (as ticos-client did); the card's own
 file is only read, never changed.
 
+When it is written (each write is a new file, two fsyncs and a few pages of flash; written
+after every memory round, as ticos-client did, it was a fifth of what the agent wrote to the
+card at a conversational pace): at start (so it holds what the database holds, after a power
+cut too), when a voice agent's connection closes with rounds not yet written (a voice agent
+reads the file when it restarts, and its old connection closes first), once
+``[memory] session_config_quiet`` seconds passed without a new round, at most
+:data:`MAX_STALE` seconds after a round during a conversation that never pauses, at stop, and
+when an integrator calls ``generate()``. A memory round does not write it: the file holds
+messages, not memories.
+
 Thread and timing: :func:`update_file` blocks (file I/O, one fsync or two); the agent calls it
 on a thread of its own (:func:`~ticos_agent.background.in_thread`). :class:`SessionConfig` runs
-on the loop.
+on the loop; :meth:`SessionConfig.changed` and :meth:`SessionConfig.soon` only set a timer or
+start a task.
 """
 
 from __future__ import annotations
@@ -47,6 +58,10 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 BAD_SUFFIX = ".bad"
 MAX_FILE = 8 << 20  # bytes of a session_config the agent reads and rewrites
+#: Seconds after a round by which the file is rewritten even while rounds keep coming.
+MAX_STALE = 300.0
+#: Seconds without a new round before the file is rewritten (``[memory] session_config_quiet``).
+QUIET = 20.0
 
 
 class RecentMessages(Protocol):
@@ -172,19 +187,62 @@ def update_file(path: Path, messages: list[dict[str, str]], *, prefer: Path | No
 
 class SessionConfig:
     """Keeps ``path`` current from ``store``'s last ``count`` messages (flushed first). ``card`` is the card's
-    file, preferred the first time (at start) when storage is on the card."""
+    file, preferred the first time (at start) when storage is on the card. ``quiet``: see the module
+    docstring."""
 
-    def __init__(self, store: RecentMessages, path: Path, *, count: int, card: Path | None = None):
+    def __init__(self, store: RecentMessages, path: Path, *, count: int, card: Path | None = None,
+                 quiet: float = QUIET):
         self._store = store
         self.path = path
         self.count = count
         self._card = card
+        self._quiet = quiet
         self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None  # loop time by which a changed file is written (MAX_STALE)
+        self._task: asyncio.Task[bool] | None = None
         self.writes = 0
+
+    @property
+    def pending(self) -> bool:
+        """A round happened that the file does not hold yet."""
+        return self._due is not None
+
+    def changed(self) -> None:
+        """A round ended: write the file once ``quiet`` seconds pass without another one (at most
+        :data:`MAX_STALE` seconds after the first unwritten round)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._due is None:
+            self._due = now + MAX_STALE
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(min(now + self._quiet, self._due), self.soon)
+
+    def soon(self) -> None:
+        """Write the file now, in the background, if a round is not in it yet."""
+        if self._due is None:
+            return
+        self._cancel_timer()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.refresh(), name="session-config")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def close(self) -> None:
+        """No more timed writes; a write under way is waited for."""
+        self._cancel_timer()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def refresh(self) -> bool:
         """Write the file now; False (and logged) when that failed. Never raises."""
         async with self._lock:
+            self._cancel_timer()
+            due, self._due = self._due, None
             try:
                 await self._store.flush()  # what was said up to now is committed, so it is read
                 recent = await self._store.recent_messages(self.count)
@@ -192,6 +250,8 @@ class SessionConfig:
                 card, self._card = self._card, None
                 await in_thread(update_file, self.path, messages, prefer=card)
             except Exception as exc:
+                if due is not None and self._due is None:
+                    self._due = due  # still to be written: at the next round, close or stop
                 log.warning("session_config: could not update %s: %s", self.path, exc)
                 return False
             self.writes += 1

@@ -41,7 +41,8 @@ async def start_memory(store: Store | None, cfg: MemoryConfig, intake: Intake, s
     if cfg.session_config:
         location = store.location
         card = location.path.parent / "session_config" if location.mode is SaveMode.EXTERNAL else None
-        session = SessionConfig(store, cfg.session_file, count=cfg.history_rounds, card=card)
+        session = SessionConfig(store, cfg.session_file, count=cfg.history_rounds, card=card,
+                                quiet=cfg.session_config_quiet)
         await session.refresh()
     memory = MemoryGeneration(store, cfg, summariser=summariser, emit=emit, session=session)
     memory.announce()
