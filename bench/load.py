@@ -63,10 +63,14 @@ class Server:
 
 # --- the load ------------------------------------------------------------------------------
 
-def voice_turn(n: int) -> list[str]:
-    """One user turn and one assistant turn with 12 words of transcript and 20 ms audio chunks."""
+def voice_turn(n: int, long_ids: bool = False) -> list[str]:
+    """One user turn and one assistant turn with 12 words of transcript and 20 ms audio chunks.
+    ``long_ids``: ids as long as a realtime server's (``item_`` and 21 characters, ``event_`` and 21,
+    ``call_`` and 24), for what is stored; short ones otherwise."""
     audio = base64.b64encode(b"\x10\x00" * 480).decode()  # 20 ms at 24 kHz
-    u, r, a = f"item_U{n}", f"resp_{n}", f"item_A{n}"
+    pad = (lambda prefix, tag, width=21: f"{prefix}{tag}{n:0{width - len(tag)}d}") if long_ids else \
+        (lambda prefix, tag, width=0: f"{prefix}{tag}{n}")
+    u, r, a = pad("item_", "U"), pad("resp_", ""), pad("item_", "A")
     ev = [
         {"type": "input_audio_buffer.speech_started", "audio_start_ms": 100, "item_id": u},
         {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": u},
@@ -87,13 +91,14 @@ def voice_turn(n: int) -> list[str]:
          "transcript": f"user turn {n}"},
         {"type": "response.audio_transcript.done", "response_id": r, "item_id": a, "transcript": None},
         {"type": "response.output_item.done", "response_id": r, "output_index": 1,
-         "item": {"id": f"fc{n}", "type": "function_call", "status": "completed", "name": "set_light",
-                  "call_id": f"call_{n}", "arguments": json.dumps({"on": True})}},
+         "item": {"id": pad("item_", "F") if long_ids else f"fc{n}", "type": "function_call",
+                  "status": "completed", "name": "set_light", "call_id": pad("call_", "", 24),
+                  "arguments": json.dumps({"on": True})}},
         {"type": "response.done", "response": {"id": r, "status": "completed", "output": []}},
         {"type": "rate_limits.updated", "rate_limits": []},
     ]
     for i, e in enumerate(ev):
-        e["event_id"] = f"event_{n}_{i}"
+        e["event_id"] = f"event_{n:018d}_{i:02d}" if long_ids else f"event_{n}_{i}"
     return [json.dumps(e) for e in ev]
 
 

@@ -4,7 +4,9 @@ A voice agent talks to a real server process over the WebSocket at a conversatio
 (``--turn-seconds``, one turn every 2 s by default, ``--turns`` 54): each turn is
 ``bench/load.py``'s ``voice_turn`` (user speech, the user item and its transcript, assistant
 transcript and audio deltas, ``response.done``), with its function call kept only every
-``--call-every`` turns. Two pacings (``--pacing``, both by default):
+``--call-every`` turns. Its ids are as long as a realtime server's (``item_`` and 21 characters,
+``event_`` and 21; ``--short-ids``: a few characters, as runs before 2026-11-26 sent): they
+are in every event-log line and message row. Two pacings (``--pacing``, both by default):
 
 ``voice``  as a realtime voice agent sends them: speech starts; at 30 % of the turn the user's
            speech stops, its item is created and the response starts; transcript and audio
@@ -76,11 +78,13 @@ import ticos_client_env  # noqa: E402
 
 # --- the conversation ----------------------------------------------------------------------
 
-def paced_turn(n: int, seconds: float, pacing: str, call_every: int) -> list[tuple[float, str]]:
-    """(offset in seconds from the turn's start, frame) for turn ``n``."""
+def paced_turn(n: int, seconds: float, pacing: str, call_every: int,
+               long_ids: bool = True) -> list[tuple[float, str]]:
+    """(offset in seconds from the turn's start, frame) for turn ``n``; ids as long as a realtime
+    server's unless ``long_ids`` is false (``--short-ids``)."""
     from load import voice_turn  # aiohttp is imported there: not needed by --serve-card
 
-    frames = [f for f in voice_turn(n) if (call_every and n % call_every == 0) or '"function_call"' not in f]
+    frames = [f for f in voice_turn(n, long_ids) if (call_every and n % call_every == 0) or '"function_call"' not in f]
     if pacing == "even":
         return [(seconds * i / len(frames), f) for i, f in enumerate(frames)]
     kinds = [json.loads(f)["type"] for f in frames]
@@ -107,7 +111,7 @@ def paced_turn(n: int, seconds: float, pacing: str, call_every: int) -> list[tup
 
 
 SESSION_CREATED = json.dumps({"type": "session.created", "event_id": "event_session",
-                              "session": {"id": "sess_sdwrites0000000000", "object": "realtime.session"}})
+                              "session": {"id": "sess_sdwrites000000000000", "object": "realtime.session"}})
 
 
 # --- measuring a process --------------------------------------------------------------------
@@ -373,7 +377,7 @@ async def measure(server: Server, place: Place, args, workdir: Path, pacing: str
             start = time.monotonic()
             for n in range(args.turns):
                 base = start + n * args.turn_seconds
-                for offset, frame in paced_turn(n, args.turn_seconds, pacing, args.call_every):
+                for offset, frame in paced_turn(n, args.turn_seconds, pacing, args.call_every, not args.short_ids):
                     delay = base + offset - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -560,6 +564,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="say which tables and indexes the WAL's frames belong to (ticos-agent)")
     parser.add_argument("--no-strace", action="store_true", help="do not count fsyncs")
+    parser.add_argument("--short-ids", action="store_true",
+                        help="ids of a few characters (item_U7), as runs before 2026-11-26 sent, instead of a "
+                             "realtime server's 26-27 (item_ and 21): fewer bytes per event-log line and message")
     args = parser.parse_args()
     args.where = args.where or ["internal", "card"]
     args.pacing = args.pacing or ["voice", "even"]
