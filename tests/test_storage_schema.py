@@ -37,7 +37,7 @@ async def test_sdk_database_opened_in_place_keeps_every_row(tmp_path, make):
     else:  # columns added by the migration: defaults for old rows
         assert {r[0] for r in conn.execute("SELECT user_id FROM messages")} == {"nobody"}
     versions = [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")]
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5]
     assert {"session_id", "status", "response_id"} <= table_columns(conn, "messages")
     assert table_columns(conn, "function_calls") and table_columns(conn, "events")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -90,7 +90,7 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     assert table_columns(conn, "messages") >= {"id", "role", "content", "item_id", "user_id", "datetime"}
     assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime", "subject", "key",
                                                "value", "confidence", "importance", "title", "source_id"}
-    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3, 4]
+    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3, 4, 5]
     assert current_version(conn) == SCHEMA_VERSION
 
 
@@ -114,3 +114,82 @@ def test_migration_is_atomic(tmp_path):
     # v2 rolled back entirely: no new columns, no db_version row 2.
     assert "session_id" not in table_columns(conn, "messages")
     assert current_version(conn) == 1
+
+
+def _schema_4(path) -> sqlite3.Connection:
+    """A database as schema 4 left it, with an event log of its own."""
+    from ticos_agent.storage.schema import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA page_size = 512")
+    for version in (1, 2, 3, 4):
+        MIGRATIONS[version](conn)
+        conn.execute("INSERT INTO db_version (version, updated_at) VALUES (?, '2026-11-01 10:00:00')", (version,))
+    return conn
+
+
+OLD_LINES = [
+    (1761990000.5, "session.created", "sess_C8qXoR4xLk2bW9fJvT1mNa", "event_C8qXoR9aTz1", None, None),
+    (1761990001.0, "input_audio_buffer.speech_started", "sess_C8qXoR4xLk2bW9fJvT1mNa", "event_C8qXoS0", "item_A", None),
+    (1761990001.2, "robot.state.thinking", None, None, None, None),
+    (1761990002.0, "response.done", "sess_C8qXoR4xLk2bW9fJvT1mNa", "event_C8qXoS9", None, "resp_B"),
+    (1761990003.0, "session.created", "sess_other", "event_x", None, None),
+]
+
+
+def test_schema_5_keeps_the_event_log_and_stores_names_once(tmp_path):
+    conn = _schema_4(tmp_path / "ticos.db")
+    conn.executemany("INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", OLD_LINES)
+    conn.execute("DELETE FROM events WHERE id = 1")  # ids with a gap: kept as they are
+    before = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+    assert migrate(conn) == 4
+    assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'events'").fetchone() == ("view",)
+    after = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+    assert [row[:7] for row in after] == before and [row[7] for row in after] == [row[0] for row in before]
+    # each type and session id once; the lines hold their numbers
+    assert conn.execute("SELECT COUNT(*) FROM event_sessions").fetchone() == (2,)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT type) FROM event_types").fetchone() == (4, 4)
+    assert {r[0] for r in conn.execute("SELECT typeof(type) FROM event_log")} == {"integer"}
+    assert {r[0] for r in conn.execute("SELECT typeof(session) FROM event_log")} == {"integer", "null"}
+    # written and deleted through the view as through the old table; a new name is added once
+    insert = ("INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
+    conn.execute(insert, (1761990004.0, "response.done", "sess_other", "event_y", None, "resp_C"))
+    conn.execute(insert, (1761990005.0, "a.new.type", "sess_third", "event_z", "item_Z", None))
+    assert conn.execute("SELECT id, type, session_id, item_id FROM events WHERE id > 5 ORDER BY id").fetchall() == [
+        (6, "response.done", "sess_other", None), (7, "a.new.type", "sess_third", "item_Z")]
+    assert conn.execute("SELECT COUNT(*) FROM event_types").fetchone() == (5,)
+    conn.execute("DELETE FROM events WHERE type = 'session.created'")
+    assert [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY rowid")] == [
+        "event_C8qXoS0", None, "event_C8qXoS9", "event_y", "event_z"]
+    assert current_version(conn) == 5
+    conn.close()
+
+
+def test_an_event_line_is_smaller_in_schema_5(tmp_path):
+    """What each commit writes for the event log: the same lines take fewer pages."""
+    lines = [(1761990000.0 + i, t, "sess_C8qXoR4xLk2bW9fJvT1mNa", f"event_C8qXoR{i:015d}", f"item_C8qXoR{i // 13:016d}",
+              f"resp_C8qXoR{i // 13:016d}")
+             for i, t in enumerate(["input_audio_buffer.speech_started", "conversation.item.created",
+                                    "response.output_item.added", "response.audio_transcript.done"] * 500)]
+    pages = {}
+    for version in (4, 5):
+        conn = _schema_4(tmp_path / f"v{version}.db")
+        if version == 5:
+            migrate(conn)
+        conn.executemany("INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", lines)
+        table = "event_log" if version == 5 else "events"
+        pages[version] = conn.execute("SELECT COUNT(*) FROM dbstat WHERE name = ?", (table,)).fetchone()[0] \
+            if _has_dbstat(conn) else conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.close()
+    assert pages[5] < pages[4] * 0.75, pages
+
+
+def _has_dbstat(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT COUNT(*) FROM dbstat").fetchone()
+    except sqlite3.Error:
+        return False
+    return True

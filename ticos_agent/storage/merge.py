@@ -70,6 +70,9 @@ _SELECT = {
 }
 _ADD_MEMORY = (f"INSERT INTO memories ({', '.join(MEMORY_COLUMNS[1:])}) "
                f"VALUES ({', '.join('?' * len(MEMORY_COLUMNS[1:]))})")
+#: Where a table's rows are kept, where that is not the table itself: ``events`` is a view of
+#: ``event_log`` (schema 5; its ``rowid`` column is the id).
+_STORED = {"events": "event_log"}
 _ADD_EVENT = "INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) VALUES (?, ?, ?, ?, ?, ?)"
 _UPDATE_COPY = "UPDATE messages SET content = ?, status = COALESCE(?, status) WHERE id = ?"
 _MERGE_CALL = (
@@ -293,7 +296,7 @@ class Merger:
         await db.execute("BEGIN IMMEDIATE")
         try:
             for table, upto in marks.items():
-                cursor = await db.execute(f"DELETE FROM {table} WHERE rowid <= ?", (upto,))
+                cursor = await db.execute(f"DELETE FROM {_STORED.get(table, table)} WHERE rowid <= ?", (upto,))
                 dropped += max(cursor.rowcount, 0)
                 async with db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})") as check:
                     exists = await check.fetchone()
