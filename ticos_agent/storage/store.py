@@ -88,7 +88,6 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from ..errors import StorageError
-from ..memory.model import MemoryStore
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
@@ -107,6 +106,7 @@ from .writes import (
 )
 
 if TYPE_CHECKING:
+    from ..memory.model import MemoryStore
     from .queries import Query
 
 log = logging.getLogger(__name__)
