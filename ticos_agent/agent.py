@@ -70,10 +70,9 @@ from .guard import CappedSite
 from .health import build_health
 from .intake import Intake
 from .life.states import RobotLife
-from .memory.api import Memories
+from .memory import NAMES as MEMORY_TOOLS
 from .memory.methods import MemoryMethods
-from .memory.tools import NAMES as MEMORY_TOOLS
-from .memory.tools import MemoryCalls
+from .memory.router import MemoryToolRouter
 from .server import bind, make_app
 from .tools import Toolbox
 from .turns import Turns
@@ -104,7 +103,6 @@ class Agent(MemoryMethods):
         self.counters: Counter[str] = Counter(events=0, errors=0, ignored=0, dispatches=0)
         self.peers = Peers(self.counters)
         self.store: Store | None = None
-        self.memories: Memories | None = None  # remember/recall/forget on the store, while it is open
         self.actuators: ActuatorSystem | None = None
         self.audio: AudioPlayer | None = None
         self.intake: Intake | None = None
@@ -320,10 +318,11 @@ class Agent(MemoryMethods):
             intake.add(AudioFeed(audio))
         memory = None
         if store is not None:
-            self.memories = Memories(store, self.emit_memory, store)
-            stack.callback(setattr, self, "memories", None)
-            memory = MemoryCalls(self.memories, taken=lambda name: self.dispatcher.has(f"function:{name}"),
-                                 respond_after_recall=self.config.replies.respond_after_recall)
+            self._memories_from(store)  # the memory API (self.memories) is made when first used
+            stack.callback(self._memories_from, None)
+            memory = MemoryToolRouter(lambda: self.memories or self._memories_on(store),
+                                      taken=lambda name: self.dispatcher.has(f"function:{name}"),
+                                      respond_after_recall=self.config.replies.respond_after_recall)
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
                               interrupted=self.turns.interrupted, send=send, spawn=spawn, counters=counters,
                               reply_outcomes=self.config.replies.function_call_output, memory=memory))
@@ -359,7 +358,7 @@ class Agent(MemoryMethods):
         assert self.intake is not None
         app = make_app(intake=self.intake, peers=self.peers, health=self.health, reader=self.store,
                        settings=self.config.server, counters=self.counters, tools=self.toolbox.tools,
-                       memories=self.memories)
+                       memories=lambda: self.memories)
         settings = self.config.server
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=settings.request_timeout)

@@ -35,8 +35,8 @@ from aiohttp import WSMsgType, web
 from .connection import Peers
 from .guard import Guard, GuardSettings
 from .intake import Intake
-from .memory.api import Memories
-from .memory.routes import add_routes as add_memory_routes
+from .memory.http import MemoriesFn
+from .memory.http import add_routes as add_memory_routes
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ TOOLS: web.AppKey[ToolsFn] = web.AppKey("tools")
 
 def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any]], reader: Reader | None,
              settings: ServerSettings, counters: Counter[str], tools: ToolsFn | None = None,
-             memories: Memories | None = None) -> web.Application:
+             memories: MemoriesFn | None = None) -> web.Application:
     """The application; ``reader`` is ``None`` when storage is disabled (the read API says 503);
-    ``tools`` gives what ``GET /v1/tools`` lists (none: an empty list); ``memories`` serves the
-    memory routes (``None``: storage is disabled, they say 503)."""
+    ``tools`` gives what ``GET /v1/tools`` lists (none: an empty list); ``memories`` gives what
+    serves the memory routes (``None``, or it gives ``None``: storage is disabled, they say 503)."""
     app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[Guard(settings, counters).middleware])
     app[INTAKE] = intake
     app[PEERS] = peers
@@ -95,9 +95,13 @@ def make_app(*, intake: Intake, peers: Peers, health: Callable[[], dict[str, Any
     app.router.add_get("/v1/calls", calls)
     app.router.add_get("/v1/tools", tools_route)
     app.router.add_post("/v1/events", post_event)
-    add_memory_routes(app, memories)
+    add_memory_routes(app, memories or _no_memories)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+def _no_memories() -> None:
+    return None
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:

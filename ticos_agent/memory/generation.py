@@ -50,11 +50,14 @@ from ..events import Event
 from ..intake import Handler
 from ..replies import is_agent_item
 from .config import MemoryConfig
-from .model import MAX_CONTENT, Memory, MemoryStore
 from .session_config import SessionConfig
 
-if TYPE_CHECKING:  # the chat summariser loads only when one is used
+if TYPE_CHECKING:  # the chat summariser loads only when one is used; the memory model with a round
+    from .model import Memory, MemoryStore
     from .summariser import ChatSummariser, Summariser
+
+    class GenerationStore(MemoryStore, Protocol):
+        async def flush(self) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,6 @@ KEEP_TIMEOUT = 5.0  # seconds a stop waits for a summary being stored
 MAX_MESSAGE_CHARS = 2000  # a longer message is cut in the request (never in the store)
 #: ``emit(action, payload)``: the ``memory`` handler topic (``"stored"``, ``{"memory", "via"}``).
 EmitMemory = Callable[[str, dict[str, Any]], object]
-
-
-class GenerationStore(MemoryStore, Protocol):
-    async def flush(self) -> None: ...
 
 
 class MemoryGeneration:
@@ -239,6 +238,8 @@ class MemoryGeneration:
         return memory, full
 
     async def _keep(self, text: str, mark: int) -> Memory:
+        from .model import MAX_CONTENT
+
         memory = await self._store.remember("long_term", text[:MAX_CONTENT])
         await self._store.mark_summarised(mark)
         return memory

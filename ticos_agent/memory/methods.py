@@ -2,8 +2,9 @@
 
 A mixin of :class:`ticos_agent.agent.Agent` (kept here so the agent module stays about wiring);
 each method goes through the agent's :class:`~.api.Memories`, which exists while the agent
-runs with storage on. Bad fields raise :class:`~ticos_agent.errors.BadMemory` naming the
-field; no storage, or a store that cannot, :class:`~ticos_agent.errors.StorageError`.
+runs with storage on (made, and :mod:`.api` loaded, when it is first used). Bad fields raise
+:class:`~ticos_agent.errors.BadMemory` naming the field; no storage, or a store that cannot,
+:class:`~ticos_agent.errors.StorageError`.
 
 Thread and timing: on the agent's loop; the coroutines await the store.
 """
@@ -14,18 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
-from .api import Memories
-from .model import Hit, Memory
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher
+    from ..storage import Store
+    from .api import Memories
     from .generation import MemoryGeneration
+    from .model import Hit, Memory
     from .summariser import Summariser
 
 
 class MemoryMethods:
-    memories: Memories | None  # set by the agent while it runs with storage on
     memory: MemoryGeneration | None  # memory rounds, while it runs with storage on
+    _memory_store: Store | None = None  # the store the memories are on, set while the agent runs with it
+    _memory_api: Memories | None = None
     dispatcher: Dispatcher
     _summariser: Summariser | None
 
@@ -43,15 +46,32 @@ class MemoryMethods:
         :mod:`ticos_agent.memory.api`."""
         self.dispatcher.emit("memory", action, payload)
 
+    @property
+    def memories(self) -> Memories | None:
+        """remember/recall/forget on the store, while the agent runs with storage on."""
+        if self._memory_api is None and self._memory_store is not None:
+            self._memory_api = self._memories_on(self._memory_store)
+        return self._memory_api
+
+    def _memories_on(self, store: Store) -> Memories:
+        from .api import Memories
+
+        return Memories(store, self.emit_memory, store)
+
+    def _memories_from(self, store: Store | None) -> None:
+        """The memories are on ``store`` from now on (``None``: there are none)."""
+        self._memory_store = store
+        self._memory_api = None
 
     def _memory_off(self) -> str:
         """Why there are no memories now."""
         return "the agent is not running"
 
     def _memories(self) -> Memories:
-        if self.memories is None:
+        memories = self.memories
+        if memories is None:
             raise StorageError(f"no memories: {self._memory_off()}")
-        return self.memories
+        return memories
 
     async def remember(self, content: str, kind: str = "fact", **fields: Any) -> Memory:
         """Store a memory (``subject``, ``key``, ``value``, ``confidence``, ``importance``,

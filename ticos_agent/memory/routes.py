@@ -18,7 +18,8 @@ or ``Host`` is refused, a set ``server.token`` is required (from loopback peers 
 :data:`MAX_BODY` bytes (413). Bad JSON or a bad field is a 400 with
 ``{"error": {"code", "message", "field"}}``; storage that is off or failing, a 503.
 
-Thread and timing: handlers run on the loop and await the store.
+Thread and timing: handlers run on the loop and await the store. This module loads with the
+first request to a memory route (:mod:`.http` registers them).
 """
 
 from __future__ import annotations
@@ -36,15 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_PAGE = 500
-MEMORIES: web.AppKey[Memories | None] = web.AppKey("memories")
-
-
-def add_routes(app: web.Application, memories: Memories | None) -> None:
-    """Serve the memory routes from ``memories`` (``None``: storage is off, they answer 503)."""
-    app[MEMORIES] = memories
-    app.router.add_get("/v1/memories", get_memories)
-    app.router.add_post("/v1/memories", post_memory)
-    app.router.add_delete("/v1/memories/{id}", delete_memory)
 
 
 def _error(status: type[web.HTTPException], code: str, message: str, field: str | None = None) -> NoReturn:
@@ -54,8 +46,7 @@ def _error(status: type[web.HTTPException], code: str, message: str, field: str 
     raise status(text=json.dumps({"error": body}), content_type="application/json")
 
 
-def _memories(request: web.Request) -> Memories:
-    memories = request.app[MEMORIES]
+def _memories(memories: Memories | None) -> Memories:
     if memories is None:
         _error(web.HTTPServiceUnavailable, "storage_disabled", "storage is disabled")
     return memories
@@ -84,8 +75,8 @@ async def _storage(coro: Any) -> Any:
         _error(web.HTTPServiceUnavailable, "storage_error", f"storage: {exc}")
 
 
-async def get_memories(request: web.Request) -> web.Response:
-    memories = _memories(request)
+async def get_memories(request: web.Request, given: Memories | None) -> web.Response:
+    memories = _memories(given)
     query = request.query.get("q")
     if query is None:
         limit = min(_whole(request, "limit", 50, 1, 1 << 31), MAX_PAGE)
@@ -117,8 +108,8 @@ async def _body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-async def post_memory(request: web.Request) -> web.Response:
-    memories = _memories(request)
+async def post_memory(request: web.Request, given: Memories | None) -> web.Response:
+    memories = _memories(given)
     body = await _body(request)
     try:
         data = json.loads(body)
@@ -130,8 +121,8 @@ async def post_memory(request: web.Request) -> web.Response:
     return web.json_response(memory.as_dict(), status=201)
 
 
-async def delete_memory(request: web.Request) -> web.Response:
-    memories = _memories(request)
+async def delete_memory(request: web.Request, given: Memories | None) -> web.Response:
+    memories = _memories(given)
     raw = request.match_info["id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is true, int("²") fails
         _error(web.HTTPBadRequest, "bad_id", f"a memory id is a whole number, got {raw[:40]!r}", "id")

@@ -45,12 +45,12 @@ from typing import Any
 
 from ..errors import BadArguments, BadMemory, StorageError
 from ..events import FunctionCall
+from . import NAMES
 from .api import Memories, kind_field, limit_field, text_field, unit_field
 from .model import MAX_CONTENT, MAX_FIELD, MAX_QUERY, Hit
 
 log = logging.getLogger(__name__)
 
-NAMES = ("remember", "recall", "forget")
 TOOL_KINDS = ("fact", "episode")  # long_term is what generation writes
 MAX_RECALL = 20
 HIT_CHARS = 500  # characters of one hit sent back to the model

@@ -1,7 +1,9 @@
 """The store's memory methods: :class:`~ticos_agent.memory.model.MemoryStore` on SQLite.
 
-Part of :class:`~.store.Store` (as :class:`~.writer.Writer` and :class:`~.card.CardKeeper`
-are). All run on the event loop; reads go through the store's connection, writes through
+Functions of the store (``store``), called from the methods of :class:`~.store.Store` that
+:class:`~.memory_methods.Memories` gives it; this module, the search and the memory model
+load with the first of them (the last messages, read at start, are in :mod:`.memory_rows`).
+All run on the event loop; reads go through the store's connection, writes through
 its writer, so they go wherever messages go (the TF card, or the fallback database while it
 is away: the merge carries memories and the summarisation mark to the card, see
 :mod:`.merge`).
@@ -37,17 +39,16 @@ import math
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiosqlite
 
 from ..errors import BadMemory, StorageError
 from ..memory.model import KINDS, MAX_CONTENT, MAX_FIELD, Hit, Memory
 from . import fts, schema, search
-from .connection import describe, transaction
+from .connection import transaction
 from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
-from .indexer import Indexer
-from .writes import Params
+from .memory_rows import FINISHED, MemoryRows, message_of
 
 #: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
 _FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
@@ -60,9 +61,6 @@ REMEMBER_FIELDS = ("kind", "content", "datetime", *_FIELDS)
 _SELECT = "id, type, content, datetime, " + ", ".join(_COLUMNS)
 SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_COLUMNS) + ") "
                 "VALUES (" + ", ".join("?" * (3 + len(_FIELDS))) + ")")
-#: Messages that are over (what summaries, session_config and priming take).
-FINISHED = ("role IN ('user', 'assistant') AND content <> '' AND "
-            "(status IS NULL OR status IN ('completed', 'incomplete', 'cancelled'))")
 #: A user's turn whose transcript may still come (a late one fills an ``incomplete`` row too):
 #: the summarisation mark waits for it, for at most ``HELD_AT_MOST`` seconds.
 HELD = "role = 'user' AND content = '' AND status IN ('pending', 'incomplete') AND datetime > ?"
@@ -109,10 +107,6 @@ def memory_of(row: Sequence[Any]) -> Memory:
     return Memory(id=int(row[0]), kind=str(row[1]), content=str(row[2]), datetime=str(row[3]), **rest)
 
 
-def message_of(row: Sequence[Any]) -> dict[str, Any]:
-    return {"id": row[0], "role": row[1], "content": row[2], "datetime": row[3]}
-
-
 def numeric_id(message_id: object) -> int:
     """A message id's number (its leading digits; 0 when none)."""
     text = str(message_id)
@@ -120,241 +114,230 @@ def numeric_id(message_id: object) -> int:
     return int(text[:digits]) if digits else 0
 
 
-class Memories(Indexer):
-    """``MemoryStore`` on the store's connection and writer; part of ``Store``."""
+async def _mark(store: MemoryRows, db: aiosqlite.Connection | None = None) -> int | None:
+    if not await store._has(MESSAGES_FTS, db):
+        return None
+    rows = await store._rows(SQL_GET_MARK, (), db)
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    if TYPE_CHECKING:  # Store's methods
-        def _op(self, sql: str, params: Params) -> None: ...
-        async def flush(self) -> None: ...
-        def _closed_error(self) -> StorageError: ...
 
-    async def _rows(self, sql: str, params: Sequence[Any] = (), db: aiosqlite.Connection | None = None
-                    ) -> list[tuple[Any, ...]]:
-        try:
-            async with (db or self._db).execute(sql, tuple(params)) as cursor:
-                return [tuple(row) for row in await cursor.fetchall()]
-        except (aiosqlite.Error, ValueError) as exc:
-            raise StorageError(f"reading {self.location.path} failed: {describe(exc)}") from exc
+# ---------------------------------------------------------------------- writing
 
-    async def _has(self, name: str, db: aiosqlite.Connection | None = None) -> bool:
-        return bool(await self._rows("SELECT 1 FROM sqlite_master WHERE name = ?", (name,), db))
 
-    async def _mark(self, db: aiosqlite.Connection | None = None) -> int | None:
-        if not await self._has(MESSAGES_FTS, db):
-            return None
-        rows = await self._rows(SQL_GET_MARK, (), db)
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
-
-    # ------------------------------------------------------------------ writing
-
-    async def remember(self, kind: str, content: str, *, subject: str | None = None, key: str | None = None,
-                       value: str | None = None, confidence: float | None = None,
-                       importance: float | None = None, title: str | None = None, source: str | None = None,
-                       user_id: str = "nobody") -> Memory:
-        """Store a memory (or find the identical one); returns it once committed."""
-        check_memory(kind, content, confidence=confidence, importance=importance, subject=subject, key=key,
-                     value=value, title=title, source=source, user_id=user_id)
-        if self._closing:
-            raise self._closed_error()
-        content = content.strip()
-        same = f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? ORDER BY id DESC LIMIT 1"
-        found = await self._rows(same, (kind, content, user_id))
-        if found:
-            return memory_of(found[0])
-        when = schema.now_local()
-        numbers = [None if n is None else float(n) for n in (confidence, importance)]
-        self._op(SQL_REMEMBER, (kind, content, when, user_id, subject, key, value, *numbers, title, source))
-        await self.flush()
-        found = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? "
-                                 "AND datetime = ? ORDER BY id DESC LIMIT 1", (kind, content, user_id, when))
-        if not found:
-            raise StorageError(f"the memory written to {self.location.path} cannot be read back")
+async def remember(store: MemoryRows, kind: str, content: str, *, subject: str | None = None, key: str | None = None,
+                   value: str | None = None, confidence: float | None = None,
+                   importance: float | None = None, title: str | None = None, source: str | None = None,
+                   user_id: str = "nobody") -> Memory:
+    """Store a memory (or find the identical one); returns it once committed."""
+    check_memory(kind, content, confidence=confidence, importance=importance, subject=subject, key=key,
+                 value=value, title=title, source=source, user_id=user_id)
+    if store._closing:
+        raise store._closed_error()
+    content = content.strip()
+    same = f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? ORDER BY id DESC LIMIT 1"
+    found = await store._rows(same, (kind, content, user_id))
+    if found:
         return memory_of(found[0])
+    when = schema.now_local()
+    numbers = [None if n is None else float(n) for n in (confidence, importance)]
+    store._op(SQL_REMEMBER, (kind, content, when, user_id, subject, key, value, *numbers, title, source))
+    await store.flush()
+    found = await store._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? AND content = ? AND user_id = ? "
+                              "AND datetime = ? ORDER BY id DESC LIMIT 1", (kind, content, user_id, when))
+    if not found:
+        raise StorageError(f"the memory written to {store.location.path} cannot be read back")
+    return memory_of(found[0])
 
-    async def mark_summarised(self, upto: int) -> None:
-        """Messages up to id ``upto`` are in a ``long_term`` memory (returns once committed)."""
-        if isinstance(upto, bool) or not isinstance(upto, int) or upto < 0:
-            raise BadMemory(f"the mark must be a message id from unsummarised(), not {upto!r}", field="upto")
-        if self._closing:
-            raise self._closed_error()
-        self._op(schema.SQL_MARK_SUMMARISED, (upto,))
-        await self.flush()
 
-    async def forget(self, *, query: str | None = None, ids: Sequence[int] = (), everything: bool = False,
-                     messages: bool = False) -> int:
-        """Delete the memories matching every word of ``query``, with these ``ids``, or all
-        (``everything``); with ``messages``, also the messages matching ``query`` (or all
-        messages with ``everything``). Returns how many memories (and messages) went."""
-        if (query is not None) + bool(ids) + bool(everything) != 1:
-            raise BadMemory("forget needs exactly one of query, ids or everything", field="query")
-        terms = search.words(query) if query is not None else None
-        wanted = []
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise BadMemory(f"memory ids are whole numbers, not {i!r}", field="ids")
-            wanted.append(i)
+async def mark_summarised(store: MemoryRows, upto: int) -> None:
+    """Messages up to id ``upto`` are in a ``long_term`` memory (returns once committed)."""
+    if isinstance(upto, bool) or not isinstance(upto, int) or upto < 0:
+        raise BadMemory(f"the mark must be a message id from unsummarised(), not {upto!r}", field="upto")
+    if store._closing:
+        raise store._closed_error()
+    store._op(schema.SQL_MARK_SUMMARISED, (upto,))
+    await store.flush()
 
-        async def job(db: aiosqlite.Connection) -> int:
-            if self._on_fallback:
-                raise StorageError("the TF card is away (the store writes to its fallback database): memories "
-                                   "on the card cannot be forgotten now; try again once it is back")
-            return await self._forget(db, terms, wanted, messages)
 
-        return int(await self._job(job))
+async def forget(store: MemoryRows, *, query: str | None = None, ids: Sequence[int] = (), everything: bool = False,
+                 messages: bool = False) -> int:
+    """Delete the memories matching every word of ``query``, with these ``ids``, or all
+    (``everything``); with ``messages``, also the messages matching ``query`` (or all
+    messages with ``everything``). Returns how many memories (and messages) went."""
+    if (query is not None) + bool(ids) + bool(everything) != 1:
+        raise BadMemory("forget needs exactly one of query, ids or everything", field="query")
+    terms = search.words(query) if query is not None else None
+    wanted = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise BadMemory(f"memory ids are whole numbers, not {i!r}", field="ids")
+        wanted.append(i)
 
-    async def _forget(self, db: aiosqlite.Connection, terms: list[str] | None, ids: list[int], messages: bool) -> int:
-        indexed = await self._has(MEMORIES_FTS, db)
-        everything = terms is None and not ids
-        if terms is not None:
-            sql, params = search.memory_ids(terms, indexed, ("content", "title"))
-            mem = sorted({int(r[0]) for r in await self._rows(sql, params, db)})
-        elif ids:
-            mem = sorted({int(r[0]) for i in range(0, len(ids), _CHUNK) for r in await self._rows(
-                f"SELECT id FROM memories WHERE id IN ({','.join('?' * len(ids[i:i + _CHUNK]))})",
-                ids[i:i + _CHUNK], db)})
+    async def job(db: aiosqlite.Connection) -> int:
+        if store._on_fallback:
+            raise StorageError("the TF card is away (the store writes to its fallback database): memories "
+                               "on the card cannot be forgotten now; try again once it is back")
+        return await _forget(store, db, terms, wanted, messages)
+
+    return int(await store._job(job))
+
+
+async def _forget(store: MemoryRows, db: aiosqlite.Connection, terms: list[str] | None, ids: list[int],
+                  messages: bool) -> int:
+    indexed = await store._has(MEMORIES_FTS, db)
+    everything = terms is None and not ids
+    if terms is not None:
+        sql, params = search.memory_ids(terms, indexed, ("content", "title"))
+        mem = sorted({int(r[0]) for r in await store._rows(sql, params, db)})
+    elif ids:
+        mem = sorted({int(r[0]) for i in range(0, len(ids), _CHUNK) for r in await store._rows(
+            f"SELECT id FROM memories WHERE id IN ({','.join('?' * len(ids[i:i + _CHUNK]))})",
+            ids[i:i + _CHUNK], db)})
+    else:
+        mem = [int(r[0]) for r in await store._rows("SELECT id FROM memories", (), db)]
+    found: set[int] = set()
+    if messages and terms is not None:
+        for sql, params in search.message_rowids(terms, await _mark(store, db)):
+            found.update(int(r[0]) for r in await store._rows(sql, params, db))
+    elif messages and everything:
+        found.update(int(r[0]) for r in await store._rows("SELECT rowid FROM messages", (), db))
+    rowids = sorted(found)
+    was = (await store._rows("PRAGMA secure_delete", (), db))[0][0]
+    await db.execute("PRAGMA secure_delete = ON")
+    try:
+        async with transaction(db):
+            for i in range(0, len(mem), _CHUNK):
+                part = mem[i:i + _CHUNK]
+                await db.execute(f"DELETE FROM memories WHERE id IN ({','.join('?' * len(part))})", part)
+            for i in range(0, len(rowids), _CHUNK):
+                part = rowids[i:i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                for (mid,) in await store._rows(f"SELECT id FROM messages WHERE rowid IN ({marks})", part, db):
+                    _forget_recent(store, str(mid))
+                await db.execute(f"DELETE FROM messages WHERE rowid IN ({marks})", part)
+            await _scrub_calls(store, db, terms, everything)
+            if mem and indexed:
+                await db.execute(f"INSERT INTO {MEMORIES_FTS} ({MEMORIES_FTS}) VALUES ('optimize')")
+            if rowids and not fts.secure_delete_supported():
+                mark = await _mark(store, db)
+                if mark is not None and mark <= OPTIMIZE_MESSAGES:
+                    await db.execute(f"INSERT INTO {MESSAGES_FTS} ({MESSAGES_FTS}) VALUES ('optimize')")
+                elif mark:
+                    log.info("storage: the forgotten messages' words stay in old segments of the message "
+                             "index of %s until they merge (SQLite %s has no FTS5 secure-delete)",
+                             store.location.path, sqlite3.sqlite_version)
+    finally:
+        await db.execute(f"PRAGMA secure_delete = {int(was)}")
+    try:
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except aiosqlite.Error:
+        pass  # a reader holds it; the next checkpoint overwrites those frames
+    return len(mem) + len(rowids)
+
+
+async def _scrub_calls(store: MemoryRows, db: aiosqlite.Connection, terms: list[str] | None, everything: bool) -> None:
+    if terms is None and not everything:
+        return
+    names = ",".join(f"'{n}'" for n in MEMORY_TOOLS)
+    sql = f"UPDATE function_calls SET arguments = '{{}}', result = NULL WHERE name IN ({names})"
+    params: list[Any] = []
+    if terms is not None:
+        both = []
+        for column in ("arguments", "result"):
+            both.append("(" + " AND ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in terms) + ")")
+            params += [search.like(t) for t in terms]
+        sql += " AND (" + " OR ".join(both) + ")"
+    await db.execute(sql, params)
+
+
+def _forget_recent(store: MemoryRows, message_id: str) -> None:
+    row = store._recent.pop(message_id, None)
+    if row is not None:
+        store._recent_chars -= len(row[2]) if isinstance(row[2], str) else 0
+
+
+# ---------------------------------------------------------------------- reading
+
+
+async def recall(store: MemoryRows, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
+                 ) -> list[Hit]:
+    """Memories (unless ``memories`` is false) and messages (unless ``messages`` is false)
+    matching ``query``, best first."""
+    terms = search.words(query)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECALL:
+        raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
+    hits: list[Hit] = []
+    if memories:
+        if await store._has(MEMORIES_FTS):
+            ranked: list[tuple[Any, ...]] = []
+            for any_word in (False, True):
+                sql, params = search.memories_by_index(terms, limit, any_word)
+                ranked += await store._rows(sql, params)
+                if len(ranked) >= limit or len(terms) == 1:
+                    break
+            hits += [search.memory_hit(r, rank) for r, rank in search.scaled(ranked, 4)]
         else:
-            mem = [int(r[0]) for r in await self._rows("SELECT id FROM memories", (), db)]
-        found: set[int] = set()
-        if messages and terms is not None:
-            for sql, params in search.message_rowids(terms, await self._mark(db)):
-                found.update(int(r[0]) for r in await self._rows(sql, params, db))
-        elif messages and everything:
-            found.update(int(r[0]) for r in await self._rows("SELECT rowid FROM messages", (), db))
-        rowids = sorted(found)
-        was = (await self._rows("PRAGMA secure_delete", (), db))[0][0]
-        await db.execute("PRAGMA secure_delete = ON")
-        try:
-            async with transaction(db):
-                for i in range(0, len(mem), _CHUNK):
-                    part = mem[i:i + _CHUNK]
-                    await db.execute(f"DELETE FROM memories WHERE id IN ({','.join('?' * len(part))})", part)
-                for i in range(0, len(rowids), _CHUNK):
-                    part = rowids[i:i + _CHUNK]
-                    marks = ",".join("?" * len(part))
-                    for (mid,) in await self._rows(f"SELECT id FROM messages WHERE rowid IN ({marks})", part, db):
-                        self._forget_recent(str(mid))
-                    await db.execute(f"DELETE FROM messages WHERE rowid IN ({marks})", part)
-                await self._scrub_calls(db, terms, everything)
-                if mem and indexed:
-                    await db.execute(f"INSERT INTO {MEMORIES_FTS} ({MEMORIES_FTS}) VALUES ('optimize')")
-                if rowids and not fts.secure_delete_supported():
-                    mark = await self._mark(db)
-                    if mark is not None and mark <= OPTIMIZE_MESSAGES:
-                        await db.execute(f"INSERT INTO {MESSAGES_FTS} ({MESSAGES_FTS}) VALUES ('optimize')")
-                    elif mark:
-                        log.info("storage: the forgotten messages' words stay in old segments of the message "
-                                 "index of %s until they merge (SQLite %s has no FTS5 secure-delete)",
-                                 self.location.path, sqlite3.sqlite_version)
-        finally:
-            await db.execute(f"PRAGMA secure_delete = {int(was)}")
-        try:
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except aiosqlite.Error:
-            pass  # a reader holds it; the next checkpoint overwrites those frames
-        return len(mem) + len(rowids)
-
-    async def _scrub_calls(self, db: aiosqlite.Connection, terms: list[str] | None, everything: bool) -> None:
-        if terms is None and not everything:
-            return
-        names = ",".join(f"'{n}'" for n in MEMORY_TOOLS)
-        sql = f"UPDATE function_calls SET arguments = '{{}}', result = NULL WHERE name IN ({names})"
-        params: list[Any] = []
-        if terms is not None:
-            both = []
-            for column in ("arguments", "result"):
-                both.append("(" + " AND ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in terms) + ")")
-                params += [search.like(t) for t in terms]
-            sql += " AND (" + " OR ".join(both) + ")"
-        await db.execute(sql, params)
-
-    def _forget_recent(self, message_id: str) -> None:
-        row = self._recent.pop(message_id, None)
-        if row is not None:
-            self._recent_chars -= len(row[2]) if isinstance(row[2], str) else 0
-
-    # ------------------------------------------------------------------ reading
-
-    async def recall(self, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
-                     ) -> list[Hit]:
-        """Memories (unless ``memories`` is false) and messages (unless ``messages`` is false)
-        matching ``query``, best first."""
-        terms = search.words(query)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECALL:
-            raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
-        hits: list[Hit] = []
-        if memories:
-            if await self._has(MEMORIES_FTS):
-                ranked: list[tuple[Any, ...]] = []
-                for any_word in (False, True):
-                    sql, params = search.memories_by_index(terms, limit, any_word)
-                    ranked += await self._rows(sql, params)
-                    if len(ranked) >= limit or len(terms) == 1:
+            sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
+            hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await store._rows(sql, params)]
+    if messages:
+        await _catch_up(store)
+        mark = await _mark(store)
+        found: list[Hit] = []
+        if mark is not None:
+            ranked = []
+            for any_word in (False, True):
+                for above in search.windows(mark):
+                    sql, params = search.messages_by_index(terms, limit, any_word, above)
+                    ranked += await store._rows(sql, params)
+                    if len({r[0] for r in ranked}) >= limit:
                         break
-                hits += [search.memory_hit(r, rank) for r, rank in search.scaled(ranked, 4)]
-            else:
-                sql, params = search.memories_by_scan(terms, limit * search.OVERFETCH, ("content", "title"))
-                hits += [search.memory_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
-        if messages:
-            await self._catch_up()
-            mark = await self._mark()
-            found: list[Hit] = []
-            if mark is not None:
-                ranked = []
-                for any_word in (False, True):
-                    for above in search.windows(mark):
-                        sql, params = search.messages_by_index(terms, limit, any_word, above)
-                        ranked += await self._rows(sql, params)
-                        if len({r[0] for r in ranked}) >= limit:
-                            break
-                    if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
-                        break
-                found += [search.message_hit(r, search.share(terms, r[2])) for r in ranked]
-            sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
-            found += [search.message_hit(r, search.share(terms, r[2])) for r in await self._rows(sql, params)]
-            hits += found
-        return search.best(hits, limit)
+                if len({r[0] for r in ranked}) >= limit or len(terms) == 1:
+                    break
+            found += [search.message_hit(r, search.share(terms, r[2])) for r in ranked]
+        sql, params = search.messages_by_scan(terms, limit * search.OVERFETCH, mark or 0)
+        found += [search.message_hit(r, search.share(terms, r[2])) for r in await store._rows(sql, params)]
+        hits += found
+    return search.best(hits, limit)
 
-    async def _catch_up(self) -> None:
-        """Commit what is queued and index what is new (not during a background build, when
-        the part above the mark is scanned)."""
-        if self._closing:
-            return
-        if self._on_fallback or self._fts_behind or (self._fts_known and self._fts_upto is None):
-            if self._ops_in > self._ops_out:
-                await self.flush()
-        elif self._fts_pending or self._ops_in > self._ops_out or not self._fts_known:
-            await self._job(self._index_step)
 
-    async def latest_memory(self, kind: str = "long_term") -> Memory | None:
-        rows = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? ORDER BY id DESC LIMIT 1", (kind,))
-        return memory_of(rows[0]) if rows else None
+async def _catch_up(store: MemoryRows) -> None:
+    """Commit what is queued and index what is new (not during a background build, when
+    the part above the mark is scanned)."""
+    if store._closing:
+        return
+    if store._on_fallback or store._fts_behind or (store._fts_known and store._fts_upto is None):
+        if store._ops_in > store._ops_out:
+            await store.flush()
+    elif store._fts_pending or store._ops_in > store._ops_out or not store._fts_known:
+        await store._job(store._index_step)
 
-    async def facts(self, limit: int = 50) -> list[Memory]:
-        """The newest facts, newest first."""
-        rows = await self._rows(f"SELECT {_SELECT} FROM memories WHERE type = 'fact' ORDER BY id DESC LIMIT ?",
-                                (max(0, int(limit)),))
-        return [memory_of(r) for r in rows]
 
-    async def recent_messages(self, count: int) -> list[dict[str, Any]]:
-        """The last ``count`` finished user/assistant messages, oldest first."""
-        rows = await self._rows(f"SELECT id, role, content, datetime FROM messages WHERE {FINISHED} "
-                                "ORDER BY rowid DESC LIMIT ?", (max(0, int(count)),))
-        return [message_of(r) for r in reversed(rows)]
+async def latest_memory(store: MemoryRows, kind: str = "long_term") -> Memory | None:
+    rows = await store._rows(f"SELECT {_SELECT} FROM memories WHERE type = ? ORDER BY id DESC LIMIT 1", (kind,))
+    return memory_of(rows[0]) if rows else None
 
-    async def unsummarised(self, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-        """Up to ``limit`` finished messages after the mark, oldest first, and the new mark;
-        they stop before a user's turn still waiting for its transcript (``HELD``), so the
-        mark never passes it."""
-        got = await self._rows(schema.SQL_GET_SUMMARISED)
-        mark = int(got[0][0]) if got and got[0][0] is not None else 0
-        start = await self._rows("SELECT rowid FROM messages WHERE id = ?", (str(mark),)) if mark else []
-        first = start[0][0] if start else 0
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - HELD_AT_MOST))
-        held = await self._rows(f"SELECT MIN(rowid) FROM messages WHERE rowid > ? AND {HELD}", (first, since))
-        before = held[0][0] if held and held[0][0] is not None else -1
-        rows = await self._rows(f"SELECT id, role, content, datetime FROM messages WHERE rowid > ? AND {FINISHED} "
-                                "AND CAST(id AS INTEGER) > ? AND (? < 0 OR rowid < ?) ORDER BY rowid LIMIT ?",
-                                (first, mark, before, before, max(0, int(limit))))
-        if not rows:
-            return [], None
-        return [message_of(r) for r in rows], max(numeric_id(r[0]) for r in rows)
+
+async def facts(store: MemoryRows, limit: int = 50) -> list[Memory]:
+    """The newest facts, newest first."""
+    rows = await store._rows(f"SELECT {_SELECT} FROM memories WHERE type = 'fact' ORDER BY id DESC LIMIT ?",
+                             (max(0, int(limit)),))
+    return [memory_of(r) for r in rows]
+
+
+async def unsummarised(store: MemoryRows, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to ``limit`` finished messages after the mark, oldest first, and the new mark;
+    they stop before a user's turn still waiting for its transcript (``HELD``), so the
+    mark never passes it."""
+    got = await store._rows(schema.SQL_GET_SUMMARISED)
+    mark = int(got[0][0]) if got and got[0][0] is not None else 0
+    start = await store._rows("SELECT rowid FROM messages WHERE id = ?", (str(mark),)) if mark else []
+    first = start[0][0] if start else 0
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - HELD_AT_MOST))
+    held = await store._rows(f"SELECT MIN(rowid) FROM messages WHERE rowid > ? AND {HELD}", (first, since))
+    before = held[0][0] if held and held[0][0] is not None else -1
+    rows = await store._rows(f"SELECT id, role, content, datetime FROM messages WHERE rowid > ? AND {FINISHED} "
+                             "AND CAST(id AS INTEGER) > ? AND (? < 0 OR rowid < ?) ORDER BY rowid LIMIT ?",
+                            (first, mark, before, before, max(0, int(limit))))
+    if not rows:
+        return [], None
+    return [message_of(r) for r in rows], max(numeric_id(r[0]) for r in rows)

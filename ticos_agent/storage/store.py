@@ -88,12 +88,11 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from ..errors import StorageError
-from ..memory.model import MemoryStore
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
-from .memories import Memories
+from .memory_methods import Memories
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
 from .writes import (
@@ -107,6 +106,7 @@ from .writes import (
 )
 
 if TYPE_CHECKING:
+    from ..memory.model import MemoryStore
     from .queries import Query
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Store(Writer, CardKeeper, Memories):
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
     changes when the card is lost and when it comes back). The writer task's methods come
     from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`, the memory
-    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memories.Memories`.
+    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memory_methods.Memories`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
