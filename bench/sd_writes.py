@@ -418,7 +418,7 @@ async def measure(server: Server, place: Place, args, workdir: Path, pacing: str
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         out["messages"] = con.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         out["events"] = con.execute("SELECT COUNT(*) FROM events").fetchone()[0] if "events" in tables else 0
         out["page_size"] = con.execute("PRAGMA page_size").fetchone()[0]
     finally:
