@@ -15,6 +15,7 @@ import pytest
 from conftest_storage import make_sdk_v1, snapshot
 
 from ticos_agent.storage import open_store
+from ticos_agent.storage.schema import SCHEMA_VERSION
 
 
 def cli(*args: str, home: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,7 @@ async def test_export_import_round_trip_is_idempotent_and_private(tmp_path):
     assert done.returncode == 0, done.stderr
     assert out.stat().st_mode & 0o777 == 0o600  # under umask 022
     doc = json.loads(out.read_text())
-    assert (doc["format"], doc["version"], doc["schema"]) == ("ticos-agent-memory", 1, 4)
+    assert (doc["format"], doc["version"], doc["schema"]) == ("ticos-agent-memory", 1, SCHEMA_VERSION)
     assert [m["kind"] for m in doc["memories"]] == ["fact", "episode", "long_term"]
     fact = doc["memories"][0]
     assert {k: fact[k] for k in ("content", "subject", "key", "value", "confidence", "source", "user_id")} == {

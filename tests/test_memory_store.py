@@ -18,6 +18,7 @@ from ticos_agent.memory.model import KINDS, MAX_CONTENT, Memory, MemoryStore
 from ticos_agent.storage import fts, open_store
 from ticos_agent.storage.queries import MEMORIES, MESSAGES, Finder, Window
 from ticos_agent.storage.reader import open_readonly
+from ticos_agent.storage.schema import SCHEMA_VERSION
 from ticos_agent.storage.store import memory_store
 
 
@@ -314,7 +315,7 @@ async def test_a_ticos_client_database_is_migrated_indexed_in_the_background_and
         # the history ticos-client had is not summarised again; what comes now is
         got, _ = await store.unsummarised(10)
         assert [m["id"] for m in got] == new
-        assert rows(db, "SELECT MAX(version) FROM db_version") == [(4,)]
+        assert rows(db, "SELECT MAX(version) FROM db_version") == [(SCHEMA_VERSION,)]
         assert rows(db, "SELECT id, role, content FROM messages WHERE id = ?", (V1_MESSAGES[0][0],)) == [
             V1_MESSAGES[0][:3]]
     finally:
