@@ -402,8 +402,9 @@ def table(servers: list[Server], args) -> None:
     print(f"\nMedians of {n} round(s): {args.events:,} events at full speed; latency = client send -> "
           f"integrator handler called at {args.rate:g} events/s for {args.seconds:g} s over 1 connection "
           f"(lat n = events stamped that reached the handler: ticos-client passes only 11 event types "
-          f"to its handlers; recv = frame reached agent.ingest -> handler, where that hook exists); RSS idle and after "
-          f"the full-speed load; listen/start() = process spawn -> port accepting / start call returned.")
+          f"to its handlers; recv = frame reached the intake (intake.ingest) -> handler, where that hook "
+          f"exists); RSS idle and after the full-speed load; listen/start() = process spawn -> port accepting / "
+          f"start call returned.")
     print(head)
     print("-" * len(head))
     spread_rows = []

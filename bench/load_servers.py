@@ -121,11 +121,15 @@ def serve_agent(port: int, workdir: str) -> None:
 
 
 def hook_frame_arrival(agent, probe: Probe) -> None:
-    """Optional: note when a stamped frame reached ``agent.ingest`` (the intake's entry point
-    today). When the agent has no ``ingest`` any more, say so and measure without it."""
-    ingest = getattr(agent, "ingest", None)
+    """Optional: note when a stamped frame reached the intake (``agent.intake.ingest``, which the
+    server looks up when a socket opens; ``agent.ingest`` in older code). When there is neither,
+    say so and measure without it."""
+    owner = getattr(agent, "intake", None)
+    if getattr(owner, "ingest", None) is None:
+        owner = agent
+    ingest = getattr(owner, "ingest", None)
     if ingest is None:
-        say("NOTE frame-received hook skipped: Agent has no ingest()")
+        say("NOTE frame-received hook skipped: no intake.ingest() nor Agent.ingest()")
         return
 
     arrivals, ns = probe.arrivals, time.time_ns
@@ -139,7 +143,7 @@ def hook_frame_arrival(agent, probe: Probe) -> None:
             arrivals[frame[i:frame.index('"', i)]] = now
         return ingest(frame, conn)
 
-    agent.ingest = ingest_timed
+    owner.ingest = ingest_timed
 
 
 # --- the TicosClient API: ticos-agent's and the ticos-client SDK's --------------------------
