@@ -320,3 +320,22 @@ async def test_session_config_off_and_a_path_of_its_own(tmp_path, _isolated_home
     await agent.stop()
     assert not default.exists()
     assert json.loads(own.read_text()) == {"model": {"messages": {"nobody": []}}}
+
+
+async def test_an_agent_stopping_with_a_voice_agent_connected_writes_once_and_warns_not(tmp_path, connect,
+                                                                                      _isolated_home, caplog):
+    path = _isolated_home / ".config" / "ticos" / "session_config"
+    agent = Agent(agent_config(tmp_path, memory={"history_rounds": 2, "session_config_quiet": 600}))
+    await agent.start()
+    peer = await connect(agent)
+    await _round(peer, 1)
+    await asyncio.sleep(0.2)
+    session = agent.memory.session if agent.memory else None
+    assert session is not None and session.pending
+    writes = session.writes
+    with caplog.at_level(logging.DEBUG, logger="ticos_agent.memory"):
+        await agent.stop()  # the socket closes during the stop
+        await asyncio.sleep(0.2)
+    assert _nobody(path) == _said(1)
+    assert session.writes == writes + 1 and not session.pending  # the socket's close wrote it; the stop did not again
+    assert "could not update" not in caplog.text

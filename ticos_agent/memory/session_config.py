@@ -201,6 +201,7 @@ class SessionConfig:
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None  # loop time by which a changed file is written (MAX_STALE)
         self._task: asyncio.Task[bool] | None = None
+        self._closed = False
         self.writes = 0
 
     @property
@@ -211,6 +212,8 @@ class SessionConfig:
     def changed(self) -> None:
         """A round ended: write the file once ``quiet`` seconds pass without another one (at most
         :data:`MAX_STALE` seconds after the first unwritten round)."""
+        if self._closed:
+            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._due is None:
@@ -221,7 +224,7 @@ class SessionConfig:
 
     def soon(self) -> None:
         """Write the file now, in the background, if a round is not in it yet."""
-        if self._due is None:
+        if self._due is None or self._closed:
             return
         self._cancel_timer()
         if self._task is None or self._task.done():
@@ -232,11 +235,15 @@ class SessionConfig:
             self._timer.cancel()
             self._timer = None
 
-    async def close(self) -> None:
-        """No more timed writes; a write under way is waited for."""
+    async def close(self) -> bool:
+        """At stop: a write under way is waited for, then what the file does not hold yet is
+        written; no timed or background write after this (a socket closing later in the stop
+        asks for none). False when that last write failed (logged)."""
+        self._closed = True
         self._cancel_timer()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        return await self.refresh() if self.pending else True
 
     async def refresh(self) -> bool:
         """Write the file now; False (and logged) when that failed. Never raises."""
