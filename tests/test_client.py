@@ -307,6 +307,7 @@ def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_p
         "time.sleep(0.2)\n"
         "print(sorted(t.name.split('-')[0] for t in threading.enumerate()))\n"
         "watched = ('tomllib', 'encodings.idna', 'ticos_agent.storage.reader', 'ticos_agent.storage.queries',"
+        " 'ticos_agent.storage.finder',"
         " 'ticos_agent.storage.merge', 'ticos_agent.memory.priming', 'ticos_agent.memory.summariser',"
         " 'ticos_agent.announce')\n"
         "print(sorted(m for m in watched if m in sys.modules))\n"

@@ -1,4 +1,4 @@
-"""The inspector's filtered reads (:class:`ticos_agent.storage.queries.Finder`) on databases the
+"""The inspector's filtered reads (:class:`ticos_agent.storage.finder.Finder`) on databases the
 agent's writer made: time ranges as rowid ranges, sessions, grep with and without FTS5."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from ticos_agent.storage import open_readonly, open_store
-from ticos_agent.storage.queries import CALLS, EVENTS, MESSAGES, Finder, Window
+from ticos_agent.storage.finder import CALLS, EVENTS, MESSAGES, Finder, Window
 
 
 async def _store(tmp_path, rows: list[tuple[str, str | None, str]], events: int = 0):

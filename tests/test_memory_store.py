@@ -16,7 +16,7 @@ from conftest_storage import V1_MESSAGES, make_sdk_v1
 from ticos_agent.errors import BadMemory, StorageError, TicosError
 from ticos_agent.memory.model import KINDS, MAX_CONTENT, Memory, MemoryStore
 from ticos_agent.storage import fts, open_store
-from ticos_agent.storage.queries import MEMORIES, MESSAGES, Finder, Window
+from ticos_agent.storage.finder import MEMORIES, MESSAGES, Finder, Window
 from ticos_agent.storage.reader import open_readonly
 from ticos_agent.storage.schema import SCHEMA_VERSION
 from ticos_agent.storage.store import memory_store

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import StorageError
-from ..storage.queries import Finder
+from ..storage.finder import Finder
 
 if TYPE_CHECKING:
     from ..config import StorageConfig

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..storage.queries import CALLS, EVENTS, MESSAGES, Finder
+from ..storage.finder import CALLS, EVENTS, MESSAGES, Finder
 from ..storage.reader import twin
 from .cards import Source
 from .outcome import actuator_fault, dropped_reason, loads, reason_key

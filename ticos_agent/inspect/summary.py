@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..storage.queries import CALLS, EVENTS, MESSAGES, Window
+from ..storage.finder import CALLS, EVENTS, MESSAGES, Window
 from .outcome import EMOTIONS, MOTIONS, dropped_reason, loads
 from .table import Col, Table
 from .views import Row, Scope, choose_session, duration, short_session

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..storage.queries import CALLS, EVENTS, MESSAGES, Window
+from ..storage.finder import CALLS, EVENTS, MESSAGES, Window
 from .cards import Source
 from .outcome import describe
 from .table import Table

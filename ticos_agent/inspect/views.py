@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..storage.queries import CALLS, EVENTS, MEMORIES, MESSAGES, Kind, Window
+from ..storage.finder import CALLS, EVENTS, MEMORIES, MESSAGES, Kind, Window
 from ..storage.schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS
 from .cards import Card, Problem, Source
 from .options import Options
