@@ -319,7 +319,7 @@ def stored(workdir: Path, home: Path) -> str:
             continue
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
             parts = [f"{con.execute('SELECT COUNT(*) FROM messages').fetchone()[0]} messages"]
             if "events" in tables:
                 parts.append(f"{con.execute('SELECT COUNT(*) FROM events').fetchone()[0]} event-log rows")

@@ -83,10 +83,10 @@ def test_a_serving_client_loads_orjson_hmac_and_the_memory_code_only_when_used(t
                          env={**__import__("os").environ, "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     stages = json.loads(out.stdout.strip().splitlines()[-1])
-    # the route lists memories with the read queries, which use the search's LIKE escaping
-    route = ["orjson", "ticos_agent.memory.api", "ticos_agent.memory.model", "ticos_agent.memory.routes",
-             "ticos_agent.storage.search"]
-    used = sorted([*route, "ticos_agent.memory.tools", "ticos_agent.storage.memories"])
+    # the route lists memories with the read queries; the search (its LIKE escaping, its ranking)
+    # comes with the store's memory functions, at the first tool call
+    route = ["orjson", "ticos_agent.memory.api", "ticos_agent.memory.model", "ticos_agent.memory.routes"]
+    used = sorted([*route, "ticos_agent.memory.tools", "ticos_agent.storage.memories", "ticos_agent.storage.search"])
     assert stages == {
         "serving": [],
         "frame": ["orjson"],

@@ -322,7 +322,7 @@ async def test_session_config_off_and_a_path_of_its_own(tmp_path, _isolated_home
     assert json.loads(own.read_text()) == {"model": {"messages": {"nobody": []}}}
 
 
-async def test_an_agent_stopping_with_a_voice_agent_connected_writes_once_and_warns_not(tmp_path, connect,
+async def test_an_agent_stopping_with_a_voice_agent_connected_warns_not(tmp_path, connect,
                                                                                       _isolated_home, caplog):
     path = _isolated_home / ".config" / "ticos" / "session_config"
     agent = Agent(agent_config(tmp_path, memory={"history_rounds": 2, "session_config_quiet": 600}))
@@ -337,5 +337,70 @@ async def test_an_agent_stopping_with_a_voice_agent_connected_writes_once_and_wa
         await agent.stop()  # the socket closes during the stop
         await asyncio.sleep(0.2)
     assert _nobody(path) == _said(1)
-    assert session.writes == writes + 1 and not session.pending  # the socket's close wrote it; the stop did not again
+    assert session.writes == writes + 2 and not session.pending  # the socket's close, then the stop
     assert "could not update" not in caplog.text
+
+
+class _Said:
+    """What the store would return: the messages said so far (the timer logic is under test)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    async def flush(self) -> None:
+        pass
+
+    async def recent_messages(self, count: int) -> list[dict]:
+        return self.messages[-count:]
+
+    def round(self, n: int) -> None:
+        self.messages += _said(n)
+
+
+async def test_a_disconnect_during_a_write_writes_again_after_it(tmp_path, monkeypatch):
+    from ticos_agent.memory import session_config
+
+    slow = threading.Event()
+    real = session_config.update_file
+
+    def update_slowly(*args, **kwargs):
+        slow.wait(2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_config, "update_file", update_slowly)
+    said, path = _Said(), tmp_path / "session_config"
+    sc = session_config.SessionConfig(said, path, count=10, quiet=0.05)
+    said.round(1)
+    sc.changed()
+    await asyncio.sleep(0.2)  # the quiet write of round 1 has started and is held
+    said.round(2)
+    sc.changed()  # round 2 during that write
+    sc.soon()  # and the voice agent goes away
+    slow.set()
+    for _ in range(100):
+        if path.exists() and _nobody(path) == _said(1, 2):
+            break
+        await asyncio.sleep(0.02)
+    assert _nobody(path) == _said(1, 2) and not sc.pending
+    await sc.close()
+
+
+async def test_a_failed_write_is_tried_again_with_a_growing_pause(tmp_path, caplog):
+    from ticos_agent.memory import session_config
+
+    said = _Said()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    sc = session_config.SessionConfig(said, blocker / "session_config", count=10, quiet=0.1)
+    said.round(1)
+    sc.changed()
+    await asyncio.sleep(0.75)  # 0.1 s quiet, then retries after 0.1, 0.2 and 0.4 s
+    failures = caplog.text.count("could not update")
+    assert 2 <= failures <= 4 and sc.pending  # tried again, each pause longer than the last
+    blocker.unlink()  # the folder can be made now
+    for _ in range(150):
+        if not sc.pending:
+            break
+        await asyncio.sleep(0.02)
+    assert _nobody(blocker / "session_config") == _said(1) and not sc.pending
+    await sc.close()

@@ -227,12 +227,14 @@ def brief(rs) -> list[tuple]:
     return [(r["role"], r["content"], r["status"], r["item_id"]) for r in rs]
 
 
-async def replies(peer, timeout: float = 0.3) -> list[dict]:
-    """Everything the agent sent back until it goes quiet."""
-    out = []
+async def replies(peer, timeout: float = 0.3, first: float = 1.0) -> list[dict]:
+    """Everything the agent sent back until it goes quiet: ``first`` seconds for the first reply
+    (a busy CI machine may take longer than ``timeout`` for the frames before it), then
+    ``timeout`` seconds of quiet."""
+    out: list[dict] = []
     while True:
         try:
-            msg = await peer.ws.receive(timeout=timeout)
+            msg = await peer.ws.receive(timeout=timeout if out else max(first, timeout))
         except TimeoutError:
             return out
         assert msg.type == aiohttp.WSMsgType.TEXT, f"socket closed or odd frame: {msg.type} {msg.data!r}"

@@ -30,7 +30,7 @@ time (:meth:`MemoryGeneration.generate` waits for a running one), never in the i
 A sync summariser runs on a daemon thread of its own (one call at a time), a coroutine on
 the loop. :meth:`stop` cancels a
 running round (nothing is marked; a summary already being stored is waited for, at most
-``KEEP_TIMEOUT`` seconds, with its mark) and writes session_config once more when a round is not in it yet.
+``KEEP_TIMEOUT`` seconds, with its mark) and writes session_config once more.
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class MemoryGeneration:
 
     async def stop(self) -> None:
         """Cancel a running round (nothing is marked), close the HTTP session, write
-        session_config once more if a round is not in it yet."""
+        session_config once more."""
         self._stopped = True
         task = self._task
         if task is not None and not task.done():

@@ -202,6 +202,8 @@ class SessionConfig:
         self._due: float | None = None  # loop time by which a changed file is written (MAX_STALE)
         self._task: asyncio.Task[bool] | None = None
         self._closed = False
+        self._asked = False  # soon() was called: the background write runs (again) for it
+        self._retry = quiet  # seconds before a failed write is tried again (doubled, up to MAX_STALE)
         self.writes = 0
 
     @property
@@ -223,12 +225,19 @@ class SessionConfig:
         self._timer = loop.call_at(min(now + self._quiet, self._due), self.soon)
 
     def soon(self) -> None:
-        """Write the file now, in the background, if a round is not in it yet."""
+        """Write the file now, in the background, if a round is not in it yet (after a write
+        under way, if that one started before the round)."""
         if self._due is None or self._closed:
             return
         self._cancel_timer()
+        self._asked = True
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.refresh(), name="session-config")
+            self._task = asyncio.get_running_loop().create_task(self._write_asked(), name="session-config")
+
+    async def _write_asked(self) -> None:
+        while self._asked and self._due is not None and not self._closed:
+            self._asked = False
+            await self.refresh()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -236,14 +245,14 @@ class SessionConfig:
             self._timer = None
 
     async def close(self) -> bool:
-        """At stop: a write under way is waited for, then what the file does not hold yet is
-        written; no timed or background write after this (a socket closing later in the stop
-        asks for none). False when that last write failed (logged)."""
+        """At stop: a write under way is waited for, then the file is written once more (what a
+        voice agent left unfinished is stored by then); no timed or background write after this
+        (a socket closing later in the stop asks for none). False when that write failed (logged)."""
         self._closed = True
         self._cancel_timer()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        return await self.refresh() if self.pending else True
+        return await self.refresh()
 
     async def refresh(self) -> bool:
         """Write the file now; False (and logged) when that failed. Never raises."""
@@ -258,9 +267,13 @@ class SessionConfig:
                 await in_thread(update_file, self.path, messages, prefer=card)
             except Exception as exc:
                 if due is not None and self._due is None:
-                    self._due = due  # still to be written: at the next round, close or stop
+                    self._due = due  # still to be written: tried again after ``quiet`` seconds
+                if self._due is not None and not self._closed and self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(self._retry, self.soon)
+                    self._retry = min(self._retry * 2, MAX_STALE)
                 log.warning("session_config: could not update %s: %s", self.path, exc)
                 return False
             self.writes += 1
+            self._retry = self._quiet
             log.debug("session_config: %s holds %d messages", self.path, len(messages))
             return True

@@ -4,7 +4,7 @@
 voice agent's session_config (the card's copy preferred when storage is on the card), adds
 the round counter (:class:`~.generation.MemoryGeneration`) and, with ``[memory] prime``, the
 :class:`~.priming.Primer` to the intake, and registers the stop (cancel a running round,
-write session_config once more if it is behind) on the agent's exit stack, so it runs before storage closes.
+write session_config once more) on the agent's exit stack, so it runs before storage closes.
 With storage off nothing is remembered: it returns ``None``.
 """
 

@@ -27,13 +27,16 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   view with the same columns as the table it replaces (its rows moved over, ids kept) and a
   last one, ``rowid`` (the id: a view has no rowid of its own), so every reader, ``sqlite3``
   on another computer included, reads it as before; inserting into it or deleting from it
-  works too (``INSTEAD OF`` triggers). A voice turn's lines are ~40 %
+  works too (``INSTEAD OF`` triggers; there ``cursor.lastrowid`` and ``rowcount`` say nothing,
+  and an ``UPDATE`` is refused: the log is only ever appended to and pruned). A voice turn's
+  lines are ~40 %
   smaller: the type (~30 bytes) and the session id (~26) were in every line, and every
   commit writes the pages they fill (see :mod:`.store`).
 
 Migrations add tables, columns and indexes (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ...
-ADD COLUMN``) or drop an index of their own, so the SDK can still read a migrated database by
-its old columns. Each migration runs in one
+ADD COLUMN``), drop an index of their own, or (schema 5) turn a table of their own into a
+view with the same columns, so the SDK can still read a migrated database by its old columns
+and this code's readers by theirs. Each migration runs in one
 transaction together with its ``db_version`` row.
 """
 
