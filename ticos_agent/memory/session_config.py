@@ -200,7 +200,7 @@ class SessionConfig:
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None  # loop time by which a changed file is written (MAX_STALE)
-        self._task: asyncio.Task[bool] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._asked = False  # soon() was called: the background write runs (again) for it
         self._retry = quiet  # seconds before a failed write is tried again (doubled, up to MAX_STALE)
