@@ -162,6 +162,28 @@ async def test_connections_over_the_cap_are_refused_and_the_agent_keeps_serving(
             await asyncio.sleep(0.05)
 
 
+async def test_a_burst_of_connections_does_not_pass_the_cap(make_agent):
+    """Twelve connections the loop accepts in one go (it is busy while they connect): eight are
+    served, four refused, though none of the eight had registered with the server yet."""
+    agent = await make_agent(max_connections=8)
+    burst = [_raw(agent.port) for _ in range(12)]  # the loop is blocked meanwhile: one burst
+    try:
+        def first_bytes(s: socket.socket) -> bytes:
+            s.settimeout(1.0)
+            try:
+                return s.recv(4096)
+            except TimeoutError:
+                return b""  # served: an idle connection the server waits on
+
+        replies = await asyncio.gather(*(asyncio.to_thread(first_bytes, s) for s in burst))
+        refused = [r for r in replies if r.startswith(b"HTTP/1.1 503")]
+        assert len(refused) == 4, replies
+        assert agent.health()["counters"]["refused_connections"] == 4
+    finally:
+        for s in burst:
+            s.close()
+
+
 async def test_unfinished_request_headers_and_idle_sockets_time_out(make_agent):
     agent = await make_agent(request_timeout=1.0)
     slow = _raw(agent.port)

@@ -146,8 +146,10 @@ class _Refused(asyncio.Protocol):
 class CappedSite(web.SockSite):
     """A ``SockSite`` that refuses connections beyond ``limit`` open ones.
 
-    Connections accepted in one burst register with the server a moment later, so one burst
-    (``BACKLOG`` connections, the listen backlog) may pass the limit before it bites.
+    A connection registers with the server (``server.connections``) only in the loop turn after
+    it was accepted, and a busy loop accepts a whole burst in one turn: the accepted ones not
+    registered yet are counted here (``_arriving``, until the turn after their registration),
+    so a burst does not pass the limit either.
     """
 
     BACKLOG = 16
@@ -157,6 +159,7 @@ class CappedSite(web.SockSite):
         self._limit = limit
         self._counters = counters
         self._last_log = 0.0
+        self._arriving = 0
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -164,8 +167,11 @@ class CappedSite(web.SockSite):
         server = self._runner.server
         assert server is not None
 
+        def arrived() -> None:
+            self._arriving -= 1
+
         def factory() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self._limit:
+            if len(server.connections) + self._arriving >= self._limit:
                 self._counters["refused_connections"] += 1
                 now = loop.time()
                 if now - self._last_log > 10:
@@ -173,6 +179,10 @@ class CappedSite(web.SockSite):
                     log.warning("refusing connections: %d open (server.max_connections); %d refused so far",
                                 len(server.connections), self._counters["refused_connections"])
                 return _Refused()
+            self._arriving += 1
+            # the transport made with this protocol registers it in the next loop turn (its
+            # connection_made is scheduled after this returns): count it until the turn after
+            loop.call_soon(loop.call_soon, arrived)
             return server()
 
         self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
