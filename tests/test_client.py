@@ -127,6 +127,38 @@ def test_config_file_values_are_not_overridden_by_constructor_defaults(tmp_path)
         client.stop()
 
 
+def test_a_config_file_is_read_once_and_a_missing_one_fails_the_start(tmp_path, _isolated_home, monkeypatch):
+    ticos = _isolated_home / ".config" / "ticos"
+    ticos.mkdir(parents=True)  # ticos-client's own files name memory keys: they are merged in
+    (ticos / "config.toml").write_text("[model]\nhistory_conversation_length = 4\n")
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text(f'[server]\nport = {free_port()}\n[storage]\ndir = "{tmp_path / "db"}"\n'
+                   '[memory]\nevery_rounds = 7\n[audio]\nenabled = false\n')
+    import builtins
+
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    client = TicosClient(config=str(cfg))
+    client.enable_local_storage()
+    assert client.start(), client.start_error
+    try:
+        assert opened.count(str(cfg)) == 1
+        assert client.agent.config.memory.history_rounds == 4  # ticos-client's
+        assert client.agent.config.memory.every_rounds == 7  # the file's
+    finally:
+        client.stop()
+    monkeypatch.setattr(builtins, "open", real_open)
+    missing = TicosClient(config=str(tmp_path / "nowhere.toml"))
+    assert not missing.start()
+    assert "an existing TOML file" in (missing.start_error or "")
+
+
 async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
     port = free_port()
     path = tmp_path / "elsewhere" / "robot-memory.db"

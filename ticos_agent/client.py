@@ -65,7 +65,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, from_dict, load
+from .config import Config, from_dict, read_toml
 from .memory.config import ticos_client_memory
 from .storage import SaveMode
 
@@ -271,16 +271,16 @@ class TicosClient:
         if self._db_filename:
             storage["db_filename"] = self._db_filename
         overrides: dict[str, Any] = {"server": server, "storage": storage}
-        memory = self._ticos_memory(src)
+        doc = src if isinstance(src, dict) or src is None else read_toml(src)  # the file is read once
+        memory = self._ticos_memory(doc)
         if memory:
             overrides["memory"] = memory
-        if src is None:
+        if doc is None:
             return from_dict(overrides, source="TicosClient", hardware=False)
-        if isinstance(src, dict):
-            from .config import merge
+        from .config import merge
 
-            return from_dict(merge(src, overrides), source="TicosClient(config=dict)")
-        return load(src, overrides=overrides)
+        source = "TicosClient(config=dict)" if isinstance(src, dict) else str(src)
+        return from_dict(merge(doc, overrides), source=source)
 
     def _on_storage(self, state: str, reason: str | None) -> None:
         if state == "degraded":
@@ -291,22 +291,12 @@ class TicosClient:
             log.info("TicosClient: storage is ok again")
 
     @staticmethod
-    def _ticos_memory(src: str | Path | dict[str, Any] | None) -> dict[str, Any]:
-        """``[memory]`` values from ticos-client's files, for the keys ``src`` does not set."""
+    def _ticos_memory(doc: dict[str, Any] | None) -> dict[str, Any]:
+        """``[memory]`` values from ticos-client's files, for the keys the config ``doc`` does not set."""
         found = ticos_client_memory()
         if not found:
             return {}
-        given: Any = {}
-        if isinstance(src, dict):
-            given = src.get("memory", {})
-        elif src is not None:
-            import tomllib
-
-            try:
-                with open(src, "rb") as fh:
-                    given = tomllib.load(fh).get("memory", {})
-            except (OSError, tomllib.TOMLDecodeError):
-                given = {}  # load() reports it
+        given: Any = doc.get("memory", {}) if isinstance(doc, dict) else {}
         taken = {k: v for k, v in found.items() if not (isinstance(given, dict) and k in given)}
         if taken:
             log.info("TicosClient: memory.%s from ticos-client's files in ~/.config/ticos", ", memory.".join(taken))

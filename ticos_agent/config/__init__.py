@@ -74,6 +74,7 @@ __all__ = [
     "is_loopback",
     "load",
     "merge",
+    "read_toml",
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -225,22 +226,24 @@ PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageCon
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read a TOML file (or nothing) and return the validated :class:`Config`."""
-    doc: dict[str, Any] = {}
-    source = "(defaults)"
-    if path is not None:
-        import tomllib  # the parser loads only when there is a file to read
-
-        source = str(path)
-        try:
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigErrors([ConfigError("config", str(path), "an existing TOML file")], source) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigErrors([ConfigError("config", str(path), f"valid TOML ({exc})")], source) from None
+    doc = read_toml(path) if path is not None else {}
     if overrides:
         doc = merge(doc, overrides)
-    return from_dict(doc, source=source)
+    return from_dict(doc, source=str(path) if path is not None else "(defaults)")
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML document in ``path``; :class:`ConfigErrors` (key ``config``) when it is missing
+    or not TOML."""
+    import tomllib  # the parser loads only when there is a file to read
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError("config", str(path), "an existing TOML file")], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors([ConfigError("config", str(path), f"valid TOML ({exc})")], str(path)) from None
 
 
 def from_dict(doc: dict[str, Any], *, source: str = "(dict)", hardware: bool = True) -> Config:
