@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 
 import aiohttp
 
@@ -23,6 +26,16 @@ def db_rows(path, sql: str = "SELECT id, content FROM messages ORDER BY rowid", 
         return []
     finally:
         conn.close()
+
+
+def run_fresh(script: str, home, timeout: float = 60) -> str:
+    """Run ``script`` in a fresh interpreter (what a process loads at start cannot be seen from
+    the test process, which has loaded everything) with ``HOME`` set to ``home``; its standard
+    output, after checking it exited 0."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def free_port() -> int:

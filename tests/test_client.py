@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 import pytest
-from helpers import free_port
+from helpers import free_port, run_fresh
 from traces import assistant_turn, function_call_done, transcription, user_item
 
 from ticos_agent import SaveMode, TicosClient
@@ -294,9 +294,6 @@ async def test_a_card_pulled_while_serving_is_a_database_error(tmp_path, monkeyp
 def test_a_client_without_a_robot_loads_no_actuator_code(tmp_path):
     """ticos-client's users have no actuators: the drivers (pyserial, gpiozero, every driver
     module) stay out of their process and its memory."""
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from ticos_agent import TicosClient\n"
@@ -307,10 +304,8 @@ def test_a_client_without_a_robot_loads_no_actuator_code(tmp_path):
         "print(sorted(m for m in sys.modules if m.startswith(('ticos_agent.actuators', 'serial', 'gpiozero',"
         " 'numpy', 'sounddevice'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**__import__("os").environ, "HOME": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]", out.stdout
+    out = run_fresh(script, tmp_path)
+    assert out.strip() == "[]", out
 
 
 def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_path):
@@ -319,9 +314,6 @@ def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_p
     address, the offline reader and the read queries, the merge of a TF card's fallback,
     priming, the chat summariser, the tool announcer), and the blocking work of its start
     (opening the database, writing session_config) leaves no thread behind."""
-    import subprocess
-    import sys
-
     port = free_port()
     script = (
         "import asyncio, sys, threading, time, aiohttp\n"
@@ -345,10 +337,7 @@ def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_p
         "print(sorted(m for m in watched if m in sys.modules))\n"
         "c.stop()\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**__import__("os").environ, "HOME": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    threads, loaded = out.stdout.strip().splitlines()
+    threads, loaded = run_fresh(script, tmp_path).strip().splitlines()
     # the caller's, the agent's loop, the handler thread, the database connection's: nothing else
     assert threads == str(sorted(["MainThread", "ticos", "ticos", "Thread"])), threads
     assert loaded == "[]", loaded

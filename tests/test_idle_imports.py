@@ -10,11 +10,9 @@ loads; the feature works. Run in a fresh interpreter: the test process has loade
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from helpers import free_port
+from helpers import free_port, run_fresh
 
 WATCHED = ("orjson", "hmac", "ticos_agent.memory.api", "ticos_agent.memory.model", "ticos_agent.memory.tools",
            "ticos_agent.memory.routes", "ticos_agent.storage.memories", "ticos_agent.storage.search")
@@ -79,10 +77,7 @@ print(json.dumps(stages))
 def test_a_serving_client_loads_orjson_hmac_and_the_memory_code_only_when_used(tmp_path):
     script = SCRIPT.format(tests=str(Path(__file__).parent), watched=WATCHED, port=free_port(),
                            db=str(tmp_path / "db"))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90,
-                         env={**__import__("os").environ, "HOME": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    stages = json.loads(out.stdout.strip().splitlines()[-1])
+    stages = json.loads(run_fresh(script, tmp_path, timeout=90).strip().splitlines()[-1])
     # the route lists memories with the read queries; the search (its LIKE escaping, its ranking)
     # comes with the store's memory functions, at the first tool call
     route = ["orjson", "ticos_agent.memory.api", "ticos_agent.memory.model", "ticos_agent.memory.routes"]
