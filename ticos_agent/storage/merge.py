@@ -46,7 +46,7 @@ from typing import Any
 
 import aiosqlite
 
-from .schema import BUSY_TIMEOUT_MS, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
+from .schema import BUSY_TIMEOUT_MS, EVENT_LOG, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
 from .writes import MERGE_CHUNK, SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,9 @@ _SELECT = {
 }
 _ADD_MEMORY = (f"INSERT INTO memories ({', '.join(MEMORY_COLUMNS[1:])}) "
                f"VALUES ({', '.join('?' * len(MEMORY_COLUMNS[1:]))})")
-#: Where a table's rows are kept, where that is not the table itself: ``events`` is a view of
-#: ``event_log`` (schema 5; its ``rowid`` column is the id).
-_STORED = {"events": "event_log"}
+#: Where a table's rows are kept, where that is not the table itself: ``events`` is a view
+#: (schema 5; its ``rowid`` column is the id).
+_STORED = {"events": EVENT_LOG}
 _ADD_EVENT = "INSERT INTO events (ts, type, session_id, event_id, item_id, response_id) VALUES (?, ?, ?, ?, ?, ?)"
 _UPDATE_COPY = "UPDATE messages SET content = ?, status = COALESCE(?, status) WHERE id = ?"
 _MERGE_CALL = (

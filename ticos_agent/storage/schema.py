@@ -154,6 +154,9 @@ def _to_v4(conn: sqlite3.Connection) -> None:
         conn.execute(f"INSERT OR IGNORE INTO {STATE_TABLE} (name, value) VALUES (?, ?)", (SUMMARISED_MARK, seed))
 
 
+#: The table that holds the event log's lines since schema 5 (``events`` is a view of it): what
+#: deletes and prunes by rowid go to.
+EVENT_LOG = "event_log"
 #: The event log's storage (schema 5) and the ``events`` view that reads and writes it.
 EVENT_LOG_SQL = (
     "CREATE TABLE IF NOT EXISTS event_types (id INTEGER PRIMARY KEY, type TEXT NOT NULL UNIQUE)",

@@ -42,6 +42,7 @@ from ..errors import StorageError
 from .connection import connect, describe, transaction
 from .indexer import Indexer
 from .location import SaveMode
+from .schema import EVENT_LOG
 from .writes import (
     DATA_ERRORS,
     SQL_ADD_MEMORY,
@@ -351,10 +352,10 @@ class Writer(Indexer):
             return
         cutoff = time.time() - self._retention * 86400.0
         # The fallback keeps its newest event: its rowids must never be reused (see .merge).
-        keep = " AND id < (SELECT MAX(id) FROM event_log)" if self._on_fallback else ""
+        keep = f" AND id < (SELECT MAX(id) FROM {EVENT_LOG})" if self._on_fallback else ""
         try:
             async with self._db.execute(
-                    f"SELECT id, (ts IS NULL OR ts < ?) FROM event_log WHERE 1{keep} ORDER BY id LIMIT 1",
+                    f"SELECT id, (ts IS NULL OR ts < ?) FROM {EVENT_LOG} WHERE 1{keep} ORDER BY id LIMIT 1",
                     (cutoff,)) as cursor:
                 oldest = await cursor.fetchone()
             if oldest is None or not oldest[1]:
@@ -363,7 +364,7 @@ class Writer(Indexer):
                 return
             # A window of ids from the oldest: a few pages of the table, never a whole scan.
             cursor = await self._db.execute(
-                "DELETE FROM event_log WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)" + keep,
+                f"DELETE FROM {EVENT_LOG} WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)" + keep,
                 (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
             self._events_pruned += max(cursor.rowcount, 0)
             self._prune_more = True
