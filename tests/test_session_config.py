@@ -341,24 +341,15 @@ async def test_an_agent_stopping_with_a_voice_agent_connected_warns_not(tmp_path
     assert "could not update" not in caplog.text
 
 
-class _Said:
-    """What the store would return: the messages said so far (the timer logic is under test)."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-
-    async def flush(self) -> None:
-        pass
-
-    async def recent_messages(self, count: int) -> list[dict]:
-        return self.messages[-count:]
-
-    def round(self, n: int) -> None:
-        self.messages += _said(n)
+def _say(store, n: int) -> None:
+    """Round ``n`` into a real store: the question and its answer."""
+    for message in _said(n):
+        store.add_message(role=message["role"], content=message["content"], item_id=None)
 
 
 async def test_a_disconnect_during_a_write_writes_again_after_it(tmp_path, monkeypatch):
     from ticos_agent.memory import session_config
+    from ticos_agent.storage import open_store
 
     slow = threading.Event()
     real = session_config.update_file
@@ -368,12 +359,12 @@ async def test_a_disconnect_during_a_write_writes_again_after_it(tmp_path, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(session_config, "update_file", update_slowly)
-    said, path = _Said(), tmp_path / "session_config"
-    sc = session_config.SessionConfig(said, path, count=10, quiet=0.05)
-    said.round(1)
+    store, path = await open_store("internal", internal_dir=tmp_path / "db"), tmp_path / "session_config"
+    sc = session_config.SessionConfig(store, path, count=10, quiet=0.05)
+    _say(store, 1)
     sc.changed()
     await asyncio.sleep(0.2)  # the quiet write of round 1 has started and is held
-    said.round(2)
+    _say(store, 2)
     sc.changed()  # round 2 during that write
     sc.soon()  # and the voice agent goes away
     slow.set()
@@ -383,24 +374,28 @@ async def test_a_disconnect_during_a_write_writes_again_after_it(tmp_path, monke
         await asyncio.sleep(0.02)
     assert _nobody(path) == _said(1, 2) and not sc.pending
     await sc.close()
+    await store.close()
 
 
 async def test_a_failed_write_is_tried_again_with_a_growing_pause(tmp_path, caplog):
     from ticos_agent.memory import session_config
+    from ticos_agent.storage import open_store
 
-    said = _Said()
+    store = await open_store("internal", internal_dir=tmp_path / "db")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the folder should be")
-    sc = session_config.SessionConfig(said, blocker / "session_config", count=10, quiet=0.1)
-    said.round(1)
+    sc = session_config.SessionConfig(store, blocker / "session_config", count=10, quiet=0.1)
+    _say(store, 1)
     sc.changed()
     await asyncio.sleep(0.75)  # 0.1 s quiet, then retries after 0.1, 0.2 and 0.4 s
     failures = caplog.text.count("could not update")
     assert 2 <= failures <= 4 and sc.pending  # tried again, each pause longer than the last
     blocker.unlink()  # the folder can be made now
+    written = blocker / "session_config"
     for _ in range(150):
-        if not sc.pending:
+        if written.exists() and not sc.pending:
             break
         await asyncio.sleep(0.02)
-    assert _nobody(blocker / "session_config") == _said(1) and not sc.pending
+    assert _nobody(written) == _said(1) and not sc.pending
     await sc.close()
+    await store.close()

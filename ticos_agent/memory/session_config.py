@@ -208,7 +208,7 @@ class SessionConfig:
 
     @property
     def pending(self) -> bool:
-        """A round happened that the file does not hold yet."""
+        """A round happened that no write has taken yet (one under way has taken it)."""
         return self._due is not None
 
     def changed(self) -> None:
