@@ -31,6 +31,7 @@ from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..background import thread_call
 from .device import (
     MIN_FREE_FDS,
     CallbackFlags,
@@ -59,31 +60,10 @@ WATCH_SECONDS = 2.0  # a stream whose callback has not run for this long has sta
 CLOSE_TIMEOUT = 2.0  # stop()/a failure waits this long for a device to close, then moves on
 
 
-def in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
-    """Run the blocking ``fn(*args)`` in a new daemon thread; a future for its result."""
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def done(value: T) -> None:
-        if not fut.done():
-            fut.set_result(value)
-
-    def failed(exc: BaseException) -> None:
-        if not fut.done():
-            fut.set_exception(exc)
-
-    def run() -> None:
-        settle: Callable[[], None]
-        try:
-            settle = functools.partial(done, fn(*args))
-        except BaseException as exc:  # handed to the awaiting coroutine
-            settle = functools.partial(failed, exc)
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    threading.Thread(target=run, name="ticos-audio-device", daemon=True).start()
-    return fut
+def in_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """Run the blocking ``fn(*args)`` in a new *daemon* thread (a device that hangs in ALSA must
+    not keep the process from exiting); a future for its result, on the running loop."""
+    return thread_call(functools.partial(fn, *args), name="ticos-audio-device", daemon=True)[1]
 
 
 class StreamLifecycle:
@@ -158,7 +138,7 @@ class StreamLifecycle:
         gen = self._gen
         assert self._loop is not None  # set by start()
         try:
-            await in_thread(self._loop, self._open_blocking, gen, not first)
+            await in_thread(self._open_blocking, gen, not first)
         except NoPortAudio as exc:
             self._set_state("disabled", str(exc))
             log.warning("audio: disabled: %s", exc)
@@ -242,7 +222,7 @@ class StreamLifecycle:
         # may be starting a stream it will publish when the lock is free
         if self._loop is None:
             return
-        fut = in_thread(self._loop, self._take_and_close)
+        fut = in_thread(self._take_and_close)
         try:
             await asyncio.wait_for(asyncio.shield(fut), CLOSE_TIMEOUT)
         except TimeoutError:
