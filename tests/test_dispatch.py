@@ -36,7 +36,7 @@ async def test_calls_keep_their_order_across_loop_turns_batches_and_the_idle_wor
         for turn in range(20):  # some turns hand over one call, some many; the worker is held, then free
             for _ in range(turn % 4 + 1):
                 if n % 2:
-                    d.emit_one("event:*", n)
+                    d.emit_each(("event:*",), n)
                     d.emit("event:x", n)
                 else:  # the per-frame path: both topics in one call
                     assert d.emit_each(("event:*", "event:x", "event:nobody"), n) == 3
@@ -74,9 +74,9 @@ async def test_a_blocked_handler_counts_calls_not_batches_and_drops_past_max_bac
         d.emit("t", 3)
         await asyncio.sleep(0)  # a second batch
         assert d.stats()["backlog"] == 4  # the running call and three queued ones, in two batches
-        d.emit_one("t", 4)  # the fifth: the backlog is full now
+        d.emit_each(("t",), 4)  # the fifth: the backlog is full now
         d.emit("t", 5)
-        d.emit_one("t", 6)
+        d.emit_each(("t",), 6)
         dropped = d.call("t", stuck, 7)
         assert d.stats() == {"calls": 8, "errors": 0, "dropped": 3, "backlog": 5}
         assert dropped.done() and "handler backlog full" in str(dropped.exception())
@@ -124,7 +124,7 @@ async def test_a_raising_handler_inside_a_batch_is_logged_by_name_and_topic_and_
     futures = []
     try:
         for n in range(6):
-            d.emit_one("event:picky", n)
+            d.emit_each(("event:picky",), n)
         futures = [d.call("event:picky", picky_handler, n) for n in (10, 11)]
         await wait_for(lambda: d.stats()["backlog"] == 0 and all(f.done() for f in futures))
         assert ran == [0, 2, 4, 10]
@@ -137,7 +137,7 @@ async def test_a_raising_handler_inside_a_batch_is_logged_by_name_and_topic_and_
         await d.stop()
 
 
-async def test_emit_one_calls_async_and_inline_handlers_as_emit_does():
+async def test_emit_each_calls_async_and_inline_handlers_as_emit_does():
     d = await _started()
     got: list[tuple[str, object]] = []
     loop_thread = threading.get_ident()
@@ -149,8 +149,8 @@ async def test_emit_one_calls_async_and_inline_handlers_as_emit_does():
     d.subscribe("event:*", lambda e: got.append(("inline", threading.get_ident() == loop_thread)), inline=True)
     d.subscribe("event:*", lambda e: got.append(("worker", threading.get_ident() != loop_thread)))
     try:
-        assert d.emit_one("event:*", {"n": 1}) == 3
-        assert d.emit_one("event:none", {"n": 1}) == 0
+        assert d.emit_each(("event:*",), {"n": 1}) == 3
+        assert d.emit_each(("event:none",), {"n": 1}) == 0
         await wait_for(lambda: len(got) == 3)
         assert sorted(got, key=str) == sorted([("async", {"n": 1}), ("inline", True), ("worker", True)], key=str)
     finally:
@@ -203,7 +203,7 @@ async def test_a_loop_that_is_never_idle_still_lets_the_worker_run():
         while time.perf_counter() < deadline:
             turn_ends = time.perf_counter() + 0.001
             for _ in range(100):  # 100k calls a second: more than the intake takes at full speed
-                d.emit_one("event:*", sent)
+                d.emit_each(("event:*",), sent)
                 sent += 1
             while time.perf_counter() < turn_ends:  # the rest of a busy millisecond
                 pass

@@ -157,10 +157,6 @@ class Dispatcher:
             self._schedule(topic, entry, args, None)
         return len(handlers)
 
-    def emit_one(self, topic: str, arg: Any) -> int:
-        """``emit(topic, arg)`` for the per-event path: see :meth:`emit_each`."""
-        return self.emit_each((topic,), arg)
-
     def emit_each(self, topics: tuple[str, ...], arg: Any) -> int:
         """``emit(topic, arg)`` for each of ``topics`` in turn (``("event:*", "event:<type>")``
         for every frame), in one call. A sync handler's call is queued without a tuple of its
