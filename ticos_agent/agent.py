@@ -320,7 +320,7 @@ class Agent(MemoryMethods):
         if store is not None:
             self._memories_from(store)  # the memory API (self.memories) is made when first used
             stack.callback(self._memories_from, None)
-            memory = MemoryToolRouter(lambda: self.memories or self._memories_on(store),
+            memory = MemoryToolRouter(self._memories,
                                       taken=lambda name: self.dispatcher.has(f"function:{name}"),
                                       respond_after_recall=self.config.replies.respond_after_recall)
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
