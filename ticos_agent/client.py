@@ -65,7 +65,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, from_dict, read_toml
+from .config import Config, from_dict, merge, read_toml
 from .memory.config import ticos_client_memory
 from .storage import SaveMode
 
@@ -104,7 +104,7 @@ ON_DEMAND = {"message": "event:*", "conversation": "conversation", "memory": "me
 #: Of those, the ones whose handler is subscribed itself (swapped when it is replaced), not a
 #: wrapper that looks it up: one call less for every event, and a handler that raises is
 #: logged by its own name.
-DIRECT = frozenset({"message"})
+DIRECT = frozenset({"message", "memory"})
 
 
 class TicosClient:
@@ -221,11 +221,8 @@ class TicosClient:
         """``handler(action, payload)`` for every memory stored or forgotten (not in ticos-client)."""
         self._set("memory", handler)
 
-    def _on_memory(self, action: str, payload: dict[str, Any]) -> None:
-        if (fn := self._handlers["memory"]) is not None:
-            fn(action, payload)
-
-    # Handlers are looked up at call time, so setting one after start() works as in ticos-client.
+    # The wrappers below look their handler up at call time, so setting one after start() works
+    # as in ticos-client; the :data:`DIRECT` kinds' handlers are subscribed themselves instead.
     def _on_expression(self, name: str, args: dict[str, Any]) -> None:
         """ticos-client's rule: the motion and/or emotion handler; if neither was set, the
         function-call handler with the name."""
@@ -277,8 +274,6 @@ class TicosClient:
             overrides["memory"] = memory
         if doc is None:
             return from_dict(overrides, source="TicosClient", hardware=False)
-        from .config import merge
-
         source = "TicosClient(config=dict)" if isinstance(src, dict) else str(src)
         return from_dict(merge(doc, overrides), source=source)
 
