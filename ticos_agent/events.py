@@ -151,12 +151,9 @@ def _checks(etype: str) -> tuple[tuple[Check, ...], tuple[NestedCheck, ...]]:
     return top, inner
 
 
-#: event type -> its checks (an outer object is checked before the fields inside it)
-CHECKS: dict[str, tuple[tuple[Check, ...], tuple[NestedCheck, ...]]] = {etype: _checks(etype) for etype in SHAPES}
-
-#: type on the wire (either spelling) -> (beta spelling, top-level checks, nested checks): one
-#: look-up per frame
-_KNOWN = {wire: (GA_ALIASES.get(wire, wire), *CHECKS[GA_ALIASES.get(wire, wire)])
+#: type on the wire (either spelling) -> (beta spelling, top-level checks, nested checks; an
+#: outer object is checked before the fields inside it): one look-up per frame
+_KNOWN = {wire: (GA_ALIASES.get(wire, wire), *_checks(GA_ALIASES.get(wire, wire)))
           for wire in (*SHAPES, *GA_ALIASES)}
 
 Frame = str | bytes | bytearray | memoryview
