@@ -82,7 +82,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -449,12 +448,7 @@ class Store(Writer, CardKeeper, Memories):
     async def _read(self, query: Query) -> Any:
         if query.sql is None:
             return query.empty()
-        try:
-            async with self._db.execute(query.sql, query.params) as cursor:
-                rows = [tuple(row) for row in await cursor.fetchall()]
-        except (sqlite3.Error, ValueError) as exc:
-            raise StorageError(f"reading {self.location.path} failed: {describe(exc)}") from exc
-        return query.result(rows)
+        return query.result(await self._rows(query.sql, query.params))
 
     async def messages(self, limit: int = 50, offset: int = 0,
                        session_id: str | None = None) -> list[dict[str, Any]]:
