@@ -128,7 +128,7 @@ async def remember(store: MemoryRows, kind: str, content: str, *, subject: str |
                    value: str | None = None, confidence: float | None = None,
                    importance: float | None = None, title: str | None = None, source: str | None = None,
                    user_id: str = "nobody") -> Memory:
-    """Store a memory (or find the identical one); returns it once committed."""
+    """:meth:`.memory_methods.Memories.remember`."""
     check_memory(kind, content, confidence=confidence, importance=importance, subject=subject, key=key,
                  value=value, title=title, source=source, user_id=user_id)
     if store._closing:
@@ -150,7 +150,7 @@ async def remember(store: MemoryRows, kind: str, content: str, *, subject: str |
 
 
 async def mark_summarised(store: MemoryRows, upto: int) -> None:
-    """Messages up to id ``upto`` are in a ``long_term`` memory (returns once committed)."""
+    """:meth:`.memory_methods.Memories.mark_summarised`."""
     if isinstance(upto, bool) or not isinstance(upto, int) or upto < 0:
         raise BadMemory(f"the mark must be a message id from unsummarised(), not {upto!r}", field="upto")
     if store._closing:
@@ -161,9 +161,7 @@ async def mark_summarised(store: MemoryRows, upto: int) -> None:
 
 async def forget(store: MemoryRows, *, query: str | None = None, ids: Sequence[int] = (), everything: bool = False,
                  messages: bool = False) -> int:
-    """Delete the memories matching every word of ``query``, with these ``ids``, or all
-    (``everything``); with ``messages``, also the messages matching ``query`` (or all
-    messages with ``everything``). Returns how many memories (and messages) went."""
+    """:meth:`.memory_methods.Memories.forget`."""
     if (query is not None) + bool(ids) + bool(everything) != 1:
         raise BadMemory("forget needs exactly one of query, ids or everything", field="query")
     terms = search.words(query) if query is not None else None
@@ -261,8 +259,7 @@ def _forget_recent(store: MemoryRows, message_id: str) -> None:
 
 async def recall(store: MemoryRows, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
                  ) -> list[Hit]:
-    """Memories (unless ``memories`` is false) and messages (unless ``messages`` is false)
-    matching ``query``, best first."""
+    """:meth:`.memory_methods.Memories.recall`."""
     terms = search.words(query)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECALL:
         raise BadMemory(f"limit must be a whole number from 1 to {MAX_RECALL}, not {limit!r}", field="limit")
@@ -318,7 +315,7 @@ async def latest_memory(store: MemoryRows, kind: str = "long_term") -> Memory | 
 
 
 async def facts(store: MemoryRows, limit: int = 50) -> list[Memory]:
-    """The newest facts, newest first."""
+    """:meth:`.memory_methods.Memories.facts`."""
     rows = await store._rows(f"SELECT {_SELECT} FROM memories WHERE type = 'fact' ORDER BY id DESC LIMIT ?",
                              (max(0, int(limit)),))
     return [memory_of(r) for r in rows]

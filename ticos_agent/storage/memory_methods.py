@@ -3,8 +3,8 @@
 Part of :class:`~.store.Store`. Each method here hands over to its function in
 :mod:`.memories` (remember, recall, forget, the summarisation mark), which loads, with the
 search and the memory model, when the first of them is called: an agent that stores
-conversations but is never asked about memories does not hold them. See :mod:`.memories`
-for what each does.
+conversations but is never asked about memories does not hold them. What each does is said
+here, once; how, there.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Memories(MemoryRows):
         return await ops.recall(self, query, limit=limit, messages=messages, memories=memories)
 
     async def latest_memory(self, kind: str = "long_term") -> Memory | None:
+        """The newest memory of ``kind`` (``None``: there is none)."""
         from . import memories as ops
 
         return await ops.latest_memory(self, kind)
