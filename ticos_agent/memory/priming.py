@@ -17,9 +17,9 @@ first, at most ``MAX_FACTS``) and, with ``prime_rounds``, the last rounds; when 
 of these nothing is sent. A socket that closes before the send is harmless (the send
 returns 0).
 
-The item's id starts with :data:`AGENT_ITEM_PREFIX`: the voice agent echoes it as a
+The item's id starts with :data:`ticos_agent.replies.AGENT_ITEM_PREFIX`: the voice agent echoes it as a
 ``conversation.item.created``, and the conversation does not store it as something the user
-said (:func:`is_agent_item`).
+said (:func:`ticos_agent.replies.is_agent_item`).
 
 Thread and timing: the handlers run on the loop in the intake's path and only spawn the
 send; the store's reads happen in that task.
@@ -35,12 +35,12 @@ from typing import Any, Protocol
 from ..connection import Peer, Send
 from ..events import Event
 from ..intake import Handler
-from ..replies import AGENT_ITEM_PREFIX, is_agent_item, reply_id
+from ..replies import AGENT_ITEM_PREFIX, reply_id
 from .model import Memory
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AGENT_ITEM_PREFIX", "MAX_FACTS", "MAX_TEXT", "Primer", "is_agent_item"]
+__all__ = ["MAX_FACTS", "MAX_TEXT", "Primer"]
 
 MAX_FACTS = 30
 MAX_TEXT = 12000  # characters of one priming text

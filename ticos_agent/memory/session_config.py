@@ -212,8 +212,8 @@ class SessionConfig:
         return self._due is not None
 
     def changed(self) -> None:
-        """A round ended: write the file once ``quiet`` seconds pass without another one (at most
-        :data:`MAX_STALE` seconds after the first unwritten round)."""
+        """A response ended (its messages are stored): write the file once ``quiet`` seconds pass
+        without another one (at most :data:`MAX_STALE` seconds after the first unwritten one)."""
         if self._closed:
             return
         loop = asyncio.get_running_loop()
