@@ -50,6 +50,7 @@ import copy
 import json
 import re
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .events import MAX_DURATION, MAX_REPEAT, SPEED_RANGE
@@ -241,24 +242,20 @@ class Toolbox:
                  memory: bool = False):
         self.robot, self.notes = robot_tools(actuators)
         self._memory = memory
-        self._memory_tools: list[Tool] | None = None
         if not memory:
             self.notes.append("storage is off: the memory tools (remember, recall, forget) are not offered")
         self._has_handler = has_handler
         self._functions: dict[str, Tool] = {}
 
-    @property
+    @cached_property
     def memory(self) -> list[Tool]:
         """The memory tools (none with storage off); :mod:`ticos_agent.memory.tools` loads when
         they are first listed."""
-        if self._memory_tools is None:
-            if self._memory:
-                from .memory.tools import memory_tools
+        if not self._memory:
+            return []
+        from .memory.tools import memory_tools
 
-                self._memory_tools = memory_tools()
-            else:
-                self._memory_tools = []
-        return self._memory_tools
+        return memory_tools()
 
     def add(self, name: str, schema: Mapping[str, Any] | None = None, description: str | None = None) -> None:
         """Offer the function ``name`` (see :func:`function_tool`; raises ``ValueError``)."""
