@@ -37,11 +37,12 @@ async def test_sdk_database_opened_in_place_keeps_every_row(tmp_path, make):
     else:  # columns added by the migration: defaults for old rows
         assert {r[0] for r in conn.execute("SELECT user_id FROM messages")} == {"nobody"}
     versions = [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")]
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert {"session_id", "status", "response_id"} <= table_columns(conn, "messages")
     assert table_columns(conn, "function_calls") and table_columns(conn, "events")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "idx_messages_session" in indexes and "idx_messages_item" not in indexes  # dropped by v3
+    assert "idx_messages_item" not in indexes  # dropped by v3
+    assert "idx_messages_session" not in indexes and table_columns(conn, "session_spans")  # spans since v6
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -90,7 +91,8 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     assert table_columns(conn, "messages") >= {"id", "role", "content", "item_id", "user_id", "datetime"}
     assert table_columns(conn, "memories") == {"id", "type", "content", "user_id", "datetime", "subject", "key",
                                                "value", "confidence", "importance", "title", "source_id"}
-    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in conn.execute("SELECT version FROM db_version ORDER BY id")] == list(
+        range(1, SCHEMA_VERSION + 1))
     assert current_version(conn) == SCHEMA_VERSION
 
 
@@ -163,7 +165,7 @@ def test_schema_5_keeps_the_event_log_and_stores_names_once(tmp_path):
     conn.execute("DELETE FROM events WHERE type = 'session.created'")
     assert [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY rowid")] == [
         "event_C8qXoS0", None, "event_C8qXoS9", "event_y", "event_z"]
-    assert current_version(conn) == 5
+    assert current_version(conn) == SCHEMA_VERSION
     conn.close()
 
 

@@ -161,7 +161,7 @@ def earlier(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], w: Windows =
 
 def neighbours(source: Source, session_id: str | None) -> tuple[str | None, str | None]:
     """The times of the messages just before and just after the session's (whatever their
-    session): what the session's events lie between, when only messages have a session index."""
+    session): what the session's events lie between (the event log has no span of its own)."""
     span = source.finder.session_span(session_id)
     if span["first_rowid"] is None or "datetime" not in source.finder.columns(MESSAGES):
         return None, None
@@ -186,8 +186,8 @@ def event_window(sc: Scope, source: Source, w: Window | None = None) -> Window:
 
 
 def _more(sc: Scope, kind: Kind, shown: list[tuple[Source, Row]], what: str, w: Windows = None) -> list[str]:
-    """The footer of a full page: how many older rows there are (counted through the session
-    index), or only that there are some (a count of a whole table would cost a scan)."""
+    """The footer of a full page: how many older rows there are (counted through the session's
+    span), or only that there are some (a count of a whole table would cost a scan)."""
     if sc.limit is None or len(shown) < sc.limit:
         return []
     hint = "(--limit, --since or --session to see them)"
@@ -289,14 +289,13 @@ _PROBLEM_CALLS = ("failed", "busy", "not_dispatched", "received")
 
 
 def session_stats(sc: Scope, source: Source, span: Row) -> Row:
-    """A session's numbers from the session indexes: turns (user messages), barge-ins,
+    """A session's numbers, read through its span: turns (user messages), barge-ins,
     calls, problems (failed, busy or lost calls, transcriptions that failed, responses that
     failed or did not finish)."""
     conn, finder, clock = source.conn, source.finder, sc.card.clock
     sid = span["session_id"]
     has_session = "session_id" in finder.columns(MESSAGES)
-    test = ("session_id IS NULL" if sid is None else "session_id = ?") if has_session else "1"
-    params = [sid] if has_session and sid is not None else []
+    test, params = finder.of_session(MESSAGES, sid) if has_session else ("1", [])
     turns = problems = 0
     cancelled: set[Any] = set()
     if {"role", "status"} <= finder.columns(MESSAGES):
@@ -311,6 +310,7 @@ def session_stats(sc: Scope, source: Source, span: Row) -> Row:
     calls = 0
     cut: set[Any] = set()
     if "session_id" in finder.columns(CALLS) and has_session:
+        test, params = finder.of_session(CALLS, sid)
         for status, response, result in conn.execute(
                 f"SELECT status, response_id, CASE WHEN status = 'dropped' THEN result END FROM function_calls "
                 f"WHERE {test}", params):

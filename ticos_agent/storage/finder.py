@@ -7,11 +7,11 @@ stays fast on a card with a million rows by using what the writer guarantees: ro
 appended, so a table's rowid order is its time order, and a time range becomes a rowid range
 found by binary search (about 25 point reads). Rows whose time is out of that order (a clock
 set back) are still filtered exactly by their time but may be missed by the range. Sessions use
-the writer's session indexes; ``grep`` uses an FTS5 index over ``messages`` when the database
-has one made by someone else (``content='messages'``), a scan otherwise. ``grep`` finds its
-text anywhere, inside words too, which a word index cannot promise: the agent's own index
-(:mod:`.fts`, recognised by its mark, the messages it covers) serves searches by words
-(``Store.recall``) and is not used here.
+the session spans (:mod:`.spans`; a database from before schema 6, its session indexes);
+``grep`` uses an FTS5 index over ``messages`` when the database has one made by someone else
+(``content='messages'``), a scan otherwise. ``grep`` finds its text anywhere, inside words
+too, which a word index cannot promise: the agent's own index (:mod:`.fts`, recognised by its
+mark, the messages it covers) serves searches by words (``Store.recall``) and is not used here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from .queries import MAX_PAGE, Row, select_columns
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
 from .search import like
+from .spans import SPANS, session_test
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,26 @@ class Finder:
 
     def columns(self, kind: Kind) -> frozenset[str]:
         """The fields ``kind``'s table has (empty when there is no such table)."""
-        got = self._columns.get(kind.table)
+        return self._table(kind.table)
+
+    def _table(self, table: str) -> frozenset[str]:
+        got = self._columns.get(table)
         if got is None:
-            got = self._columns[kind.table] = frozenset(table_columns(self.conn, kind.table))
+            got = self._columns[table] = frozenset(table_columns(self.conn, table))
         return got
+
+    @property
+    def spans(self) -> bool:
+        """Whether the database keeps session spans (:mod:`.spans`)."""
+        return bool(self._table(SPANS))
+
+    def of_session(self, kind: Kind, session: str | None) -> tuple[str, list[Any]]:
+        """SQL and parameters selecting ``session``'s rows of ``kind`` (``None``: the rows
+        without a session), through its span when the database keeps them."""
+        if session is None:
+            return "session_id IS NULL", []
+        test, n = session_test(kind.table, self.spans)
+        return test, [session] * n
 
     def fts_index(self) -> str | None:
         """The name of an FTS5 index of ``messages`` (external content, the same rowids) that
@@ -213,8 +230,9 @@ class Finder:
                 params.append(until)
         if w.by_session:
             if "session_id" in cols:
-                clauses.append("session_id IS NULL" if w.session is None else "session_id = ?")
-                params += [] if w.session is None else [w.session]
+                test, session = self.of_session(kind, w.session)
+                clauses.append(test)
+                params += session
             elif w.session is not None:
                 return None
         if w.role is not None:
@@ -345,11 +363,11 @@ class Finder:
 
     def session_span(self, session_id: str | None) -> Row:
         """One session's extent: ``session_id``, ``messages``, ``first_rowid``, ``last_rowid``,
-        ``first``, ``last`` (through the session index; the whole table for ``None`` on a
-        database without sessions)."""
+        ``first``, ``last`` (through its span; the whole table for ``None`` on a database
+        without sessions)."""
         cols = self.columns(MESSAGES)
         if "session_id" in cols:
-            test, params = ("session_id IS NULL", []) if session_id is None else ("session_id = ?", [session_id])
+            test, params = self.of_session(MESSAGES, session_id)
         else:
             test, params = "1", []
         n, lo, hi = self.conn.execute(f"SELECT COUNT(*), MIN(rowid), MAX(rowid) FROM messages WHERE {test}",
@@ -363,7 +381,16 @@ class Finder:
 
     def match_sessions(self, text: str, limit: int = 6) -> list[str]:
         """Session ids equal to ``text``, or else starting with it (at most ``limit``), from
-        the messages' and the calls' session indexes."""
+        the session spans (before schema 6: the messages' and the calls' session indexes)."""
+        if self.spans:
+            if self.conn.execute(f"SELECT 1 FROM {SPANS} WHERE session_id = ?", (text,)).fetchone() is not None:
+                return [text]
+            if not text:
+                return []
+            upper = text[:-1] + chr(ord(text[-1]) + 1)
+            found = self.conn.execute(f"SELECT session_id FROM {SPANS} WHERE session_id > ? AND session_id < ? "
+                                      "ORDER BY session_id LIMIT ?", (text, upper, limit)).fetchall()
+            return [sid for (sid,) in found]
         out: list[str] = []
         for kind in (MESSAGES, CALLS):
             if "session_id" not in self.columns(kind):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
+from .spans import has_spans, session_test
 
 MAX_LIMIT = 500
 
@@ -65,8 +66,13 @@ def select_columns(columns: tuple[str, ...], present: Present) -> str:
     return ", ".join(c if c in present else f"NULL AS {c}" for c in columns)
 
 
+def _of_session(table: str, session_id: str, spans: bool) -> tuple[str, tuple[Any, ...]]:
+    test, n = session_test(table, spans)
+    return test, (session_id,) * n
+
+
 def _list(table: str, columns: tuple[str, ...], present: Present, limit: int, offset: int,
-          session_id: str | None = None) -> Query:
+          session_id: str | None = None, spans: bool = True) -> Query:
     if not present:
         return Query(None, (), columns)
     limit, offset = _page(limit, offset)
@@ -74,15 +80,17 @@ def _list(table: str, columns: tuple[str, ...], present: Present, limit: int, of
     if session_id is not None:
         if "session_id" not in present:
             return Query(None, (), columns)
-        where, params = " WHERE session_id = ?", (session_id,)
+        where, params = _of_session(table, session_id, spans)
+        where = " WHERE " + where
     sql = f"SELECT {select_columns(columns, present)} FROM {table}{where} ORDER BY rowid DESC LIMIT ? OFFSET ?"
     return Query(sql, params + (limit, offset), columns)
 
 
 def messages_query(present: Present = FULL_SCHEMA["messages"], limit: int = 50, offset: int = 0,
-                   session_id: str | None = None) -> Query:
-    """Messages, newest first, optionally of one session."""
-    return _list("messages", MESSAGE_COLUMNS, present, limit, offset, session_id)
+                   session_id: str | None = None, spans: bool = True) -> Query:
+    """Messages, newest first, optionally of one session (through its span when the database
+    has ``spans``, see :mod:`.spans`)."""
+    return _list("messages", MESSAGE_COLUMNS, present, limit, offset, session_id, spans)
 
 
 def memories_query(present: Present = FULL_SCHEMA["memories"], limit: int = 50, offset: int = 0) -> Query:
@@ -101,13 +109,15 @@ def events_query(present: Present = FULL_SCHEMA["events"], limit: int = 100, off
     return _list("events", EVENT_COLUMNS, present, limit, offset, session_id)
 
 
-def count_messages_query(present: Present = FULL_SCHEMA["messages"], session_id: str | None = None) -> Query:
+def count_messages_query(present: Present = FULL_SCHEMA["messages"], session_id: str | None = None,
+                         spans: bool = True) -> Query:
     """How many messages (of one session)."""
     if not present or (session_id is not None and "session_id" not in present):
         return Query(None, (), (), scalar=True)
     if session_id is None:
         return Query("SELECT COUNT(*) FROM messages", (), (), scalar=True)
-    return Query("SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,), (), scalar=True)
+    where, params = _of_session("messages", session_id, spans)
+    return Query(f"SELECT COUNT(*) FROM messages WHERE {where}", params, (), scalar=True)
 
 
 def _run(conn: sqlite3.Connection, query: Query) -> Any:
@@ -120,7 +130,8 @@ def read_messages(conn: sqlite3.Connection, limit: int = 50, offset: int = 0,
                   session_id: str | None = None) -> list[Row]:
     """Messages on a plain connection: dicts with ``id, role, content, item_id, user_id,
     datetime, session_id, status, response_id``, newest first."""
-    rows: list[Row] = _run(conn, messages_query(table_columns(conn, "messages"), limit, offset, session_id))
+    rows: list[Row] = _run(conn, messages_query(table_columns(conn, "messages"), limit, offset, session_id,
+                                                has_spans(conn)))
     return rows
 
 
@@ -145,7 +156,7 @@ def read_events(conn: sqlite3.Connection, limit: int = 100, offset: int = 0,
 
 def count_messages(conn: sqlite3.Connection, session_id: str | None = None) -> int:
     """How many messages (of one session) on a plain connection."""
-    return int(_run(conn, count_messages_query(table_columns(conn, "messages"), session_id)))
+    return int(_run(conn, count_messages_query(table_columns(conn, "messages"), session_id, has_spans(conn))))
 
 
 # ----------------------------------------------------------------- streaming every row
@@ -160,9 +171,10 @@ def _iter(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], page: 
     if not present or (session_id is not None and "session_id" not in present):
         return
     page = max(1, min(int(page), MAX_PAGE))
-    where, extra = "", ()  # type: tuple[str, tuple[str, ...]]
+    where, extra = "", ()  # type: tuple[str, tuple[Any, ...]]
     if session_id is not None:
-        where, extra = " AND session_id = ?", (session_id,)
+        where, extra = _of_session(table, session_id, has_spans(conn))
+        where = " AND " + where
     sql = (f"SELECT rowid, {select_columns(columns, present)} FROM {table} WHERE rowid > ?{where} "
            "ORDER BY rowid LIMIT ?")
     last = None

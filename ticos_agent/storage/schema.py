@@ -32,6 +32,10 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   lines are ~40 %
   smaller: the type (~30 bytes) and the session id (~26) were in every line, and every
   commit writes the pages they fill (see :mod:`.store`).
+* 6 - ``session_spans`` (:mod:`.spans`): per session, the rowids of its first and last message
+  and call, kept by triggers; ``idx_messages_session`` and ``idx_calls_session`` dropped (every
+  commit that added a message or a call wrote a page of them). A reader of one session's rows
+  reads its span's rowid range.
 
 Migrations add tables, columns and indexes (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ...
 ADD COLUMN``), drop an index of their own, or (schema 5) turn a table of their own into a
@@ -47,9 +51,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from . import spans
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 5000
 #: The page size of a database created here: SQLite's smallest. A commit rewrites every page
 #: it touches in full (the tail page of each table and index it adds to, the header when the
@@ -199,8 +205,17 @@ def _to_v5(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _to_v6(conn: sqlite3.Connection) -> None:
+    """Session spans instead of the session indexes (see :mod:`.spans`)."""
+    conn.execute(spans.CREATE_SQL)
+    for sql in spans.FILL_SQL + spans.TRIGGERS_SQL:
+        conn.execute(sql)
+    conn.execute("DROP INDEX IF EXISTS idx_messages_session")
+    conn.execute("DROP INDEX IF EXISTS idx_calls_session")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4,
-                                                                 5: _to_v5}
+                                                                 5: _to_v5, 6: _to_v6}
 
 
 def apply_pragmas(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> str:

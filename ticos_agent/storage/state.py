@@ -27,6 +27,7 @@ from .writes import EventRow, Op
 
 if TYPE_CHECKING:
     from .merge import Merger
+    from .spans import SpanCloser
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class StoreState:
     _next_prune: float
     _prune_more: bool
     _events_pruned: int
+    _spans: SpanCloser
     _closing: bool
     _on_state: StateCallback | None
     _reported: tuple[str, str | None]

@@ -18,8 +18,8 @@ when no record comes. A turn's end (the event log's ``response.done``, or an ass
 message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds (0.1 s:
 the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and a backlog
 of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the WAL, every page
-it touches in full: the last page of ``messages``, of its id and session indexes, of
-``event_log``, of ``function_calls``, the database header when the file grows. At a
+it touches in full: the last page of ``messages``, of its id index, of ``event_log``, of
+``function_calls``, the database header when the file grows. At a
 conversational pace rows trickle in (a few per second), so committing every 50 ms (as before)
 wrote those pages five to ten times per turn to store a few hundred bytes. A voice turn's
 lines start with the user's speech, 1.5 s or more before its reply ends: on the 0.8 s clock
@@ -35,15 +35,16 @@ unless an older row's delay runs out while they arrive.
 **Pages and checkpoints** (see :mod:`.schema` and :mod:`.connection`): a database this
 code creates has 512-byte pages (SQLite's smallest: a page rewritten per commit is then
 512 bytes, not 4096; a database made by ticos-client keeps its page size); the hot path
-maintains the tables, their keys and the two session indexes the readers need
-(``idx_messages_item`` is gone since schema 3: nothing queries it); an event-log line holds
-its type and session as numbers (schema 5: ~40 % smaller); and the WAL is
+maintains the tables and their keys (``idx_messages_item`` is gone since schema 3: nothing
+queries it; the session indexes since schema 6: a session's span, written once when it starts,
+finds its rows, see :mod:`.spans`); an event-log line holds its type and session as numbers
+(schema 5: ~40 % smaller); and the WAL is
 checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's automatic
 checkpoint, its page count set per page size): a page rewritten by many commits reaches
 the database file once per checkpoint. Measured with ``bench/sd_writes.py`` (one turn every
-2 s, event log on, ids as long as a realtime server's): about 4.2 KB written per stored
-message on internal storage instead of 25, and about 40 fsyncs per conversation minute on the
-card instead of 120-150; the README has the table. Of those 4.2 KB, about 0.7 are per minute
+2 s, event log on, ids as long as a realtime server's): about 3.6 KB written per stored
+message on internal storage instead of 25, and about 30 fsyncs per conversation minute on the
+card instead of 120-150; the README has the table. Of those 3.6 KB, about 0.7 are per minute
 rather than per commit: the kernel writes the memory-mapped WAL index (``-shm``) back every
 ~30 s and it is dirtied again by the next commit.
 
@@ -95,6 +96,7 @@ from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
 from .memory_methods import Memories
+from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
 from .writes import (
@@ -216,6 +218,7 @@ class Store(Writer, CardKeeper, Memories):
         self._reported = ("ok", None)
         self._loop = asyncio.get_running_loop()
         self._init_indexer()
+        self._spans = SpanCloser()
         self._task = self._loop.create_task(self._run(), name="ticos-storage-writer")
         if self._on_fallback and target is None:
             self._start_probe()

@@ -18,7 +18,8 @@ ids would collide there are renumbered) and the batch is written there. Any othe
 keeps the batch queued, fails the ``flush()`` calls waiting for it, reopens the connection
 and retries with a backoff of up to ``MAX_BACKOFF`` seconds.
 
-Between batches: the jobs whose records are committed (:mod:`.indexer`); while a card that
+Between batches: the jobs whose records are committed (:mod:`.indexer`); the session spans of
+sessions that went quiet, closed (:mod:`.spans`); while a card that
 came back is being merged, one merge chunk
 (:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
 otherwise event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids per
@@ -91,10 +92,13 @@ class Writer(Indexer):
         if self._card_ident is not None and not self._closing:
             check = max(0.0, self._next_card_check - time.monotonic())
             timeout = check if timeout is None else min(timeout, check)
-        index = self._index_wait()
-        if index is not None:
-            timeout = index if timeout is None else min(timeout, index)
+        for wait in (self._index_wait(), self._spans_wait()):
+            if wait is not None:
+                timeout = wait if timeout is None else min(timeout, wait)
         return timeout
+
+    def _spans_wait(self) -> float | None:
+        return None if self._closing or self._failure is not None else self._spans.wait()
 
     async def _run(self) -> None:
         backoff = 0.0
@@ -141,6 +145,8 @@ class Writer(Indexer):
                     await self._prune_chunk()
                 elif self._index_due():
                     await self._index_step()
+                elif self._spans_wait() == 0.0:
+                    await self._spans.close(self._db)
                 self._check_state()
         finally:
             self._settle_waiters()
@@ -241,6 +247,7 @@ class Writer(Indexer):
         self._ops_out += len(ops)
         self._events_out += len(events)
         self._note_commit(ops)
+        self._spans.note(ops)
         self._backlog_shrank()
         if self._on_fallback:  # exact when someone waits for it (a flush, the close)
             await self._refresh_counts(force=bool(self._waiters) or self._closing)
@@ -377,6 +384,7 @@ class Writer(Indexer):
     async def _swap_connection(self, db: aiosqlite.Connection) -> None:
         old, self._db = self._db, db
         self._connection_changed()
+        self._spans.reopened()
         try:
             await asyncio.wait_for(old.close(), 2.0)
         except Exception:

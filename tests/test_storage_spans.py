@@ -1,0 +1,157 @@
+"""Session spans (schema 6): a session's rows found by rowid range, kept by triggers, and a
+hot path that writes them once per session."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from ticos_agent.storage import open_store
+from ticos_agent.storage.finder import MESSAGES, Finder, Window
+from ticos_agent.storage.queries import count_messages, iter_messages, read_messages
+from ticos_agent.storage.schema import MIGRATIONS, migrate
+from ticos_agent.storage.spans import SPANS, close_sql
+from ticos_agent.storage.writes import SQL_ADD_MESSAGE, SQL_RECORD_CALL
+
+
+def _schema_5(path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, 6):
+        MIGRATIONS[version](conn)
+        conn.execute("INSERT INTO db_version (version, updated_at) VALUES (?, '2026-11-01 10:00:00')", (version,))
+    return conn
+
+
+def _message(conn, mid: str, session: str | None) -> None:
+    conn.execute(SQL_ADD_MESSAGE, (mid, "user", f"words {mid}", None, "nobody", "2026-11-26 10:00:00", session,
+                                   None, None))
+
+
+def _span(conn, session: str) -> tuple:
+    return conn.execute(f"SELECT first_message, last_message, first_call, last_call FROM {SPANS} "
+                        "WHERE session_id = ?", (session,)).fetchone()
+
+
+def _by_column(conn, session: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT id FROM messages WHERE session_id = ? ORDER BY rowid DESC",
+                                       (session,))]
+
+
+def test_migration_fills_spans_from_interleaved_sessions_and_drops_the_indexes(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    order = ["A", "A", "B", "A", None, "B", "C", "A", "B"]
+    for i, session in enumerate(order, 1):
+        _message(conn, str(i), session)
+    conn.execute(SQL_RECORD_CALL, ("call_1", "wave", "{}", "B", None, None, "queued", "2026-11-26 10:00:01"))
+    before = {s: _by_column(conn, s) for s in "ABC"}
+    assert migrate(conn) == 5
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "idx_messages_session" not in indexes and "idx_calls_session" not in indexes
+    assert _span(conn, "A") == (1, 8, None, None)
+    assert _span(conn, "B") == (3, 9, 1, 1)
+    assert _span(conn, "C") == (7, 7, None, None)
+    for session, ids in before.items():
+        assert [m["id"] for m in read_messages(conn, session_id=session)] == ids
+        assert [m["id"] for m in iter_messages(conn, session_id=session)] == ids[::-1]
+        assert count_messages(conn, session_id=session) == len(ids)
+    assert read_messages(conn, session_id="nobody's") == [] and count_messages(conn, session_id="Z") == 0
+
+
+def test_a_session_read_goes_through_its_rowid_range(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    for i in range(200):
+        _message(conn, str(i), "old" if i < 100 else "new")
+    sql = conn.execute("EXPLAIN QUERY PLAN SELECT id FROM messages WHERE " + Finder(conn).where(
+        MESSAGES, Window(by_session=True, session="old"))[0], ("old",) * 3).fetchall()
+    assert any("rowid>" in row[3] and "rowid<" in row[3] for row in sql), sql
+
+
+def test_an_open_span_costs_the_hot_path_nothing_and_a_closed_one_grows(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    _message(conn, "1", "S")
+    assert _span(conn, "S") == (1, None, None, None)  # open: reaches the end of the table
+    changes = conn.total_changes
+    _message(conn, "2", "T")
+    _message(conn, "3", "S")
+    _message(conn, "4", None)
+    assert conn.total_changes - changes == 4  # three messages and T's span: nothing for S's
+    conn.execute(close_sql(1), ("T",))  # S closes, T is kept open
+    assert _span(conn, "S") == (1, 3, None, None) and _span(conn, "T") == (2, None, None, None)
+    changes = conn.total_changes
+    _message(conn, "5", "S")  # a late message of a closed session moves its end
+    assert conn.total_changes - changes == 2 and _span(conn, "S") == (1, 5, None, None)
+    assert [m["id"] for m in read_messages(conn, session_id="S")] == ["5", "3", "1"]
+    assert [m["id"] for m in read_messages(conn, session_id="T")] == ["2"]
+    # a message moved to another session, below that session's first row, moves its first down
+    conn.execute("UPDATE messages SET session_id = 'T' WHERE id = '1'")
+    assert _span(conn, "T")[0] == 1
+    assert [m["id"] for m in read_messages(conn, session_id="T")] == ["2", "1"]
+    assert [m["id"] for m in read_messages(conn, session_id="S")] == ["5", "3"]
+
+
+def test_a_call_upsert_that_sets_a_session_updates_its_span(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    conn.execute("INSERT INTO function_calls (call_id, status) VALUES ('call_9', 'done')")  # outcome first
+    conn.execute(SQL_RECORD_CALL, ("call_9", "wave", "{}", "S", None, None, "queued", "2026-11-26 10:00:01"))
+    assert _span(conn, "S") == (None, None, 1, None)
+    assert read_messages(conn, session_id="S") == []  # a span with calls only: no messages, no scan
+
+
+def test_rows_written_without_the_triggers_are_still_found(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    conn.execute("DROP TRIGGER session_spans_messages_insert")
+    _message(conn, "1", "ghost")
+    assert [m["id"] for m in read_messages(conn, session_id="ghost")] == ["1"]  # no span: the whole table
+
+
+async def test_the_store_reads_sessions_while_open_and_after_closing(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path)
+    try:
+        store._spans.idle = 0.2
+        ids = {"A": [], "B": []}
+        for i in range(6):
+            session = "AB"[i % 2]
+            ids[session].append(store.add_message(role="user", content=f"m{i}", item_id=None, session_id=session))
+        await store.flush()
+        for session, want in ids.items():
+            assert [m["id"] for m in await store.messages(session_id=session)] == want[::-1]
+            assert await store.count_messages(session_id=session) == len(want)
+        path = tmp_path / "ticos.db"
+        with sqlite3.connect(path) as conn:
+            assert _span(conn, "A")[1] is None  # open while the session talks
+        for _ in range(100):
+            with sqlite3.connect(path) as conn:
+                if _span(conn, "A")[1] is not None:
+                    break
+            await asyncio.sleep(0.05)
+        with sqlite3.connect(path) as conn:
+            assert _span(conn, "A")[:2] == (1, 5) and _span(conn, "B")[:2] == (2, 6)  # closed once quiet
+        ids["A"].append(store.add_message(role="user", content="late", item_id=None, session_id="A"))
+        await store.flush()
+        assert [m["id"] for m in await store.messages(session_id="A")] == ids["A"][::-1]
+    finally:
+        await store.close()
+
+
+async def test_spans_left_open_by_a_power_cut_close_at_the_next_open(tmp_path):
+    path = tmp_path / "ticos.db"
+    store = await open_store("internal", internal_dir=tmp_path)
+    store.add_message(role="user", content="hello", item_id=None, session_id="cut")
+    await store.close()  # the store closes no span itself: as after a SIGKILL
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE session_spans SET last_message = NULL")
+    store = await open_store("internal", internal_dir=tmp_path)
+    try:
+        for _ in range(100):
+            with sqlite3.connect(path) as conn:
+                if _span(conn, "cut")[1] is not None:
+                    break
+            await asyncio.sleep(0.05)
+        with sqlite3.connect(path) as conn:
+            assert _span(conn, "cut")[:2] == (1, 1)
+    finally:
+        await store.close()

@@ -1,0 +1,162 @@
+"""Session spans (schema 6): where each session's messages and calls lie, by rowid.
+
+A reader asks for one session's messages (``inspect``, ``list_messages(session_id=)``, an
+export). Until schema 5 an index on ``messages(session_id)`` (and one on
+``function_calls(session_id)``) answered that, and every commit that added a message wrote a
+page of it: about 0.6 KB per stored message at a conversational pace (``bench/sd_writes.py``).
+Since schema 6 the table ``session_spans`` holds, per session, the rowids of its first and
+last message and call; a reader takes the rows of that rowid range that have the session's id
+(:func:`session_test`). Rowids grow as rows are added, so a session's range holds its rows,
+and a few of the sessions that ran at the same time.
+
+Triggers keep the spans right whoever writes (this agent, a merge, ``sqlite3`` on another
+computer); ticos-client, which writes no session ids, touches none of it:
+
+* the first row of a session inserts its span (one row per session);
+* a row below the span's first (a rowid reused after the newest row was deleted) moves the
+  first down;
+* while a session is **open** (its ``last_*`` is ``NULL``: the range reaches the end of the
+  table) its rows write nothing more. That is the saving: the span is written once when the
+  session starts;
+* once **closed** (``last_*`` set), a row past the end moves the end (one small write).
+
+The writer closes the spans of sessions that added nothing for ``IDLE_CLOSE`` seconds, and
+every open span when the store opens (a session that was running at a power cut), with
+:data:`SQL_CLOSE`: a range scan from the span's first row. Closing only narrows a reader's
+range; a span left open stays correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .writes import SQL_ADD_MESSAGE, SQL_RECORD_CALL, Op
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+log = logging.getLogger(__name__)
+
+SPANS = "session_spans"
+#: A session's rows are closed into their span once the session added nothing for this long.
+IDLE_CLOSE = 60.0
+_END = 1 << 62
+
+#: ``(table, first column, last column)`` of each kind of row a span covers.
+COVERED = (("messages", "first_message", "last_message"), ("function_calls", "first_call", "last_call"))
+
+CREATE_SQL = (f"CREATE TABLE IF NOT EXISTS {SPANS} (session_id TEXT PRIMARY KEY, first_message INTEGER, "
+              "last_message INTEGER, first_call INTEGER, last_call INTEGER) WITHOUT ROWID")
+
+
+def _trigger_body(first: str, last: str) -> str:
+    return (f"INSERT OR IGNORE INTO {SPANS} (session_id, {first}) VALUES (NEW.session_id, NEW.rowid); "
+            f"UPDATE {SPANS} SET {first} = NEW.rowid WHERE session_id = NEW.session_id "
+            f"AND ({first} IS NULL OR {first} > NEW.rowid); "
+            f"UPDATE {SPANS} SET {last} = NEW.rowid WHERE session_id = NEW.session_id AND {last} < NEW.rowid;")
+
+
+TRIGGERS_SQL = tuple(
+    f"CREATE TRIGGER IF NOT EXISTS {SPANS}_{table}_{when} AFTER {event} ON {table} "
+    f"WHEN NEW.session_id IS NOT NULL BEGIN {_trigger_body(first, last)} END"
+    for table, first, last in COVERED
+    for when, event in (("insert", "INSERT"), ("session", "UPDATE OF session_id"))
+)
+
+#: Every span found at migration, closed (what the session indexes the migration drops knew).
+FILL_SQL = tuple(
+    f"INSERT INTO {SPANS} (session_id, {first}, {last}) SELECT session_id, MIN(rowid), MAX(rowid) FROM {table} "
+    f"WHERE session_id IS NOT NULL GROUP BY session_id "
+    f"ON CONFLICT(session_id) DO UPDATE SET {first} = excluded.{first}, {last} = excluded.{last}"
+    for table, first, last in COVERED
+)
+
+
+def close_sql(keep: int) -> str:
+    """Close every open span but those of ``keep`` session ids (``?`` parameters)."""
+    sets = ", ".join(
+        f"{last} = CASE WHEN {first} IS NULL THEN NULL ELSE COALESCE((SELECT MAX(rowid) FROM {table} t "
+        f"WHERE t.rowid >= {SPANS}.{first} AND t.session_id = {SPANS}.session_id), {first}) END"
+        for table, first, last in COVERED)
+    open_ = " OR ".join(f"({last} IS NULL AND {first} IS NOT NULL)" for _, first, last in COVERED)
+    skip = f" AND session_id NOT IN ({', '.join('?' * keep)})" if keep else ""
+    return f"UPDATE {SPANS} SET {sets} WHERE ({open_}){skip}"
+
+
+def session_test(table: str, spans: bool) -> tuple[str, int]:
+    """SQL selecting one session's rows of ``table`` and how many times it takes the session
+    id as a parameter: through its span when the database has them (``spans``), else by the
+    ``session_id`` column alone (a database from before schema 6, read as it is).
+
+    A session without a span has no rows here, unless they were written without the
+    triggers: then its whole table is read, so nothing is missed.
+    """
+    for covered, first, last in COVERED:
+        if covered == table and spans:
+            pick = f"(SELECT COALESCE({{}}, {_END}) FROM {SPANS} WHERE session_id = ?)"
+            return (f"session_id = ? AND rowid >= COALESCE({pick.format(first)}, {-_END}) "
+                    f"AND rowid <= COALESCE({pick.format(last)}, {_END})", 3)
+    return "session_id = ?", 1
+
+
+def has_spans(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn``'s database keeps session spans (schema 6 or later)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (SPANS,)).fetchone()
+    return found is not None
+
+
+class SpanCloser:
+    """The writer's part: which sessions added rows lately, and when spans are due to close.
+
+    :meth:`note` is told of every committed batch; :meth:`wait` says how long until a close
+    is due (``None``: no span can be open); :meth:`close` closes every open span but those
+    of the sessions that added rows within ``idle`` seconds (one ``UPDATE``, autocommit).
+    A store starts with ``pending`` set: spans left open by a power cut are closed at the
+    first close.
+    """
+
+    def __init__(self, idle: float = IDLE_CLOSE) -> None:
+        self.idle = idle
+        self.pending = True
+        self._seen: dict[str, float] = {}
+        self._due = time.monotonic()
+
+    def note(self, ops: Iterable[Op]) -> None:
+        now = time.monotonic()
+        for sql, params in ops:
+            if sql is SQL_ADD_MESSAGE:
+                session = params[6]
+            elif sql is SQL_RECORD_CALL:
+                session = params[3]
+            else:
+                continue
+            if session is not None:
+                if not self.pending:
+                    self.pending, self._due = True, now + self.idle
+                self._seen[str(session)] = now
+
+    def reopened(self) -> None:
+        """The writer has another connection (the fallback, the card back): close its spans
+        left open, but the active sessions'."""
+        self.pending, self._due = True, time.monotonic()
+
+    def wait(self) -> float | None:
+        return max(0.0, self._due - time.monotonic()) if self.pending else None
+
+    async def close(self, db: aiosqlite.Connection) -> None:
+        """Close what is due; a failure is logged and tried again after ``idle`` seconds."""
+        now = time.monotonic()
+        self._seen = {s: t for s, t in self._seen.items() if t > now - self.idle}
+        keep = list(self._seen)
+        try:
+            await db.execute(close_sql(len(keep)), keep)
+        except sqlite3.Error as exc:
+            log.warning("storage: closing session spans failed (%s); trying again in %.0f s", exc, self.idle)
+            self._due = now + self.idle
+            return
+        self.pending = bool(keep)
+        self._due = min(self._seen.values(), default=now) + self.idle
