@@ -155,3 +155,33 @@ async def test_spans_left_open_by_a_power_cut_close_at_the_next_open(tmp_path):
             assert _span(conn, "cut")[:2] == (1, 1)
     finally:
         await store.close()
+
+
+def test_statements_with_their_own_conflict_rule_keep_the_span(tmp_path):
+    """A trigger's statements take the conflict rule of the statement that fired it."""
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    record = ("call_1", "wave", "{}", "S", None, None, "queued", "2026-11-26 10:00:01")
+    conn.execute(SQL_RECORD_CALL, record)
+    conn.execute(SQL_RECORD_CALL, ("call_2", *record[1:]))
+    conn.execute(SQL_RECORD_CALL, record)  # recorded again: the upsert's update must not fail
+    conn.execute("INSERT INTO function_calls (call_id, status) VALUES ('call_3', 'done')")
+    conn.execute(SQL_RECORD_CALL, ("call_3", *record[1:]))  # its outcome came first
+    assert conn.execute("SELECT COUNT(*) FROM function_calls WHERE session_id = 'S'").fetchone() == (3,)
+    _message(conn, "1", "S")
+    conn.execute("INSERT OR REPLACE INTO messages (id, role, content, datetime, session_id) "
+                 "VALUES ('2', 'user', 'b', '2026-11-26 10:00:02', 'S')")
+    conn.execute("INSERT OR ABORT INTO messages (id, role, content, datetime, session_id) "
+                 "VALUES ('3', 'user', 'c', '2026-11-26 10:00:03', 'S')")
+    assert _span(conn, "S") == (1, None, 1, None)
+    assert [m["id"] for m in read_messages(conn, session_id="S")] == ["3", "2", "1"]
+
+
+def test_rowids_at_the_top_of_the_range_are_read(tmp_path):
+    conn = _schema_5(tmp_path / "ticos.db")
+    migrate(conn)
+    _message(conn, "1", "S")
+    conn.execute("INSERT INTO messages (rowid, id, role, content, datetime, session_id) "
+                 "VALUES (9223372036854775806, '2', 'user', 'b', '2026-11-26 10:00:02', 'S')")
+    _message(conn, "3", "S")
+    assert [m["id"] for m in read_messages(conn, session_id="S")] == ["3", "2", "1"]

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SPANS = "session_spans"
 #: A session's rows are closed into their span once the session added nothing for this long.
 IDLE_CLOSE = 60.0
-_END = 1 << 62
+_END, _START = (1 << 63) - 1, -(1 << 63)  # every rowid SQLite can give
 
 #: ``(table, first column, last column)`` of each kind of row a span covers.
 COVERED = (("messages", "first_message", "last_message"), ("function_calls", "first_call", "last_call"))
@@ -54,7 +54,10 @@ CREATE_SQL = (f"CREATE TABLE IF NOT EXISTS {SPANS} (session_id TEXT PRIMARY KEY,
 
 
 def _trigger_body(first: str, last: str) -> str:
-    return (f"INSERT OR IGNORE INTO {SPANS} (session_id, {first}) VALUES (NEW.session_id, NEW.rowid); "
+    # Not INSERT OR IGNORE: a trigger's statements take the conflict rule of the statement
+    # that fired it (an upsert's DO UPDATE aborts, an INSERT OR REPLACE replaces the span).
+    return (f"INSERT INTO {SPANS} (session_id, {first}) SELECT NEW.session_id, NEW.rowid "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {SPANS} WHERE session_id = NEW.session_id); "
             f"UPDATE {SPANS} SET {first} = NEW.rowid WHERE session_id = NEW.session_id "
             f"AND ({first} IS NULL OR {first} > NEW.rowid); "
             f"UPDATE {SPANS} SET {last} = NEW.rowid WHERE session_id = NEW.session_id AND {last} < NEW.rowid;")
@@ -98,7 +101,7 @@ def session_test(table: str, spans: bool) -> tuple[str, int]:
     for covered, first, last in COVERED:
         if covered == table and spans:
             pick = f"(SELECT COALESCE({{}}, {_END}) FROM {SPANS} WHERE session_id = ?)"
-            return (f"session_id = ? AND rowid >= COALESCE({pick.format(first)}, {-_END}) "
+            return (f"session_id = ? AND rowid >= COALESCE({pick.format(first)}, {_START}) "
                     f"AND rowid <= COALESCE({pick.format(last)}, {_END})", 3)
     return "session_id = ?", 1
 
@@ -154,8 +157,9 @@ class SpanCloser:
         keep = list(self._seen)
         try:
             await db.execute(close_sql(len(keep)), keep)
-        except sqlite3.Error as exc:
-            log.warning("storage: closing session spans failed (%s); trying again in %.0f s", exc, self.idle)
+        except Exception as exc:  # a closed connection raises ValueError: the writer must go on
+            log.warning("storage: closing session spans failed (%s: %s); trying again in %.0f s",
+                        type(exc).__name__, exc, self.idle)
             self._due = now + self.idle
             return
         self.pending = bool(keep)
