@@ -280,3 +280,14 @@ def test_an_audio_device_is_an_index_only_in_ascii_digits(given, device):
     from ticos_agent.config import from_dict
 
     assert from_dict({"audio": {"device": given}}).audio.device == device
+
+
+def test_a_config_path_that_cannot_be_read_is_a_config_error(tmp_path):
+    from ticos_agent.config import read_toml
+
+    for path, expected in ((tmp_path, "a readable TOML file"), (tmp_path / "missing.toml", "an existing TOML file")):
+        for reader in (load, read_toml):
+            with pytest.raises(ConfigErrors) as info:
+                reader(path)
+            (error,) = info.value.errors
+            assert error.key == "config" and error.expected.startswith(expected), error

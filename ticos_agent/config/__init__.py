@@ -233,8 +233,8 @@ def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The TOML document in ``path``; :class:`ConfigErrors` (key ``config``) when it is missing
-    or not TOML."""
+    """The TOML document in ``path``; :class:`ConfigErrors` (key ``config``) when it is missing,
+    cannot be read (permissions, a folder, an I/O error) or is not TOML."""
     import tomllib  # the parser loads only when there is a file to read
 
     try:
@@ -242,6 +242,9 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("config", str(path), "an existing TOML file")], str(path)) from None
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("config", str(path), f"a readable TOML file ({exc.strerror or exc})")],
+                           str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigErrors([ConfigError("config", str(path), f"valid TOML ({exc})")], str(path)) from None
 
