@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+from ticos_agent import Agent
 from ticos_agent.storage import open_store
 from ticos_agent.storage.finder import MESSAGES, Finder, Window
 from ticos_agent.storage.queries import count_messages, iter_messages, read_messages
@@ -185,3 +186,65 @@ def test_rowids_at_the_top_of_the_range_are_read(tmp_path):
                  "VALUES (9223372036854775806, '2', 'user', 'b', '2026-11-26 10:00:02', 'S')")
     _message(conn, "3", "S")
     assert [m["id"] for m in read_messages(conn, session_id="S")] == ["3", "2", "1"]
+
+
+async def test_a_session_that_ended_is_closed_at_once_and_a_quiet_one_stays_open(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path)
+    path = tmp_path / "ticos.db"
+    try:
+        for session in ("talking", "ended", "quiet"):
+            store.add_message(role="user", content="hi", item_id=None, session_id=session)
+        await store.flush()
+        store.session_ended("ended")
+        store.add_message(role="assistant", content="bye", item_id=None, session_id="ended")  # its last row
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            with sqlite3.connect(path) as conn:
+                if _span(conn, "ended")[1] is not None:
+                    break
+        with sqlite3.connect(path) as conn:
+            assert _span(conn, "ended")[:2] == (2, 4)  # closed after its last row was committed
+            assert _span(conn, "talking")[1] is None and _span(conn, "quiet")[1] is None  # minutes of grace
+        # the voice agent is back with the same session: its span opens again (one write), so
+        # that its further commits write nothing for it
+        store.add_message(role="user", content="back", item_id=None, session_id="ended")
+        await store.flush()
+        for _ in range(100):
+            with sqlite3.connect(path) as conn:
+                if _span(conn, "ended")[1] is None:
+                    break
+            await asyncio.sleep(0.05)
+        with sqlite3.connect(path) as conn:
+            assert _span(conn, "ended")[:2] == (2, None)
+        assert [m["content"] for m in await store.messages(session_id="ended")] == ["back", "bye", "hi"]
+    finally:
+        await store.close()
+
+
+async def test_a_voice_agent_closing_its_socket_closes_its_span_and_coming_back_opens_it(tmp_path, connect):
+    from helpers import agent_config, wait_for
+    from traces import ev, response_done, session_created, transcription, user_item
+
+    agent = Agent(agent_config(tmp_path))
+    await agent.start()
+    try:
+        path = agent.store.location.path
+
+        def last() -> tuple:
+            with sqlite3.connect(path) as conn:
+                return _span(conn, "sess_1") or (None, "none yet")
+
+        first = await connect(agent)
+        await first.send(session_created("sess_1"), user_item("U1"), transcription("U1", "hi robot"),
+                         ev("response.audio_transcript.done", response_id="r1", item_id="A1", transcript="Hello!"),
+                         response_done("r1"))
+        await wait_for(lambda: last()[0] is not None and last()[1] is None)  # stored; open while it talks
+        await first.close()
+        await wait_for(lambda: last()[1] is not None)  # closed once the socket closed
+        second = await connect(agent)
+        await second.send(session_created("sess_1"), user_item("U2"), transcription("U2", "again"))
+        await wait_for(lambda: last()[1] is None)  # the same session talks again: open
+        assert [m["content"] for m in await agent.store.messages(session_id="sess_1")] == [
+            "again", "Hello!", "hi robot"]
+    finally:
+        await agent.stop()

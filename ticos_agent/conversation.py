@@ -103,6 +103,8 @@ class MessageLog(Protocol):
 
     def update_message(self, message_id: str, *, content: str | None = None, status: str | None = None) -> None: ...
 
+    def session_ended(self, session_id: str) -> None: ...
+
 
 #: ``emit(item_id, role, content)``: the integrators' ``conversation`` handlers.
 Emit = Callable[[str, str, str], object]
@@ -158,6 +160,9 @@ class Conversations:
         for row in self._users.values():
             if row.owner is peer:
                 self._give_up(row)
+        if self.store is not None:
+            for session in {peer.session, peer.local_session}:
+                self.store.session_ended(session)
 
     def _give_up(self, row: _UserRow) -> None:
         if row.status == PENDING:

@@ -337,7 +337,7 @@ class CardKeeper(StoreState):
             log.debug("storage: removing merge marks: %s", describe(exc))
         fallback, self._db = self._db, target.db
         self._connection_changed()
-        self._spans.reopened()
+        self._spans.new_connection()
         self.location = Location(target.location.path, SaveMode.EXTERNAL, self.location.requested)
         self._card_ident, self._card_mount = target.ident, target.mount
         self._card_root = card_root_of(target.location.path) if watch.strict else None

@@ -13,17 +13,21 @@ Triggers keep the spans right whoever writes (this agent, a merge, ``sqlite3`` o
 computer); ticos-client, which writes no session ids, touches none of it:
 
 * the first row of a session inserts its span (one row per session);
-* a row below the span's first (a rowid reused after the newest row was deleted) moves the
-  first down;
+* a row below the span's first (moved into the session by an update, or inserted with a rowid
+  of its own) moves the first down;
 * while a session is **open** (its ``last_*`` is ``NULL``: the range reaches the end of the
   table) its rows write nothing more. That is the saving: the span is written once when the
   session starts;
 * once **closed** (``last_*`` set), a row past the end moves the end (one small write).
 
-The writer closes the spans of sessions that added nothing for ``IDLE_CLOSE`` seconds, and
-every open span when the store opens (a session that was running at a power cut), with
-:data:`SQL_CLOSE`: a range scan from the span's first row. Closing only narrows a reader's
-range; a span left open stays correct.
+The writer (:class:`SpanCloser`) closes a session's span when the conversation says it ended
+(its voice agent's connection closed and its unfinished rows were stored), the spans of
+sessions that added nothing for ``IDLE_CLOSE`` seconds, and every open span when the store
+opens (a session that was running at a power cut), with :func:`close_sql`: a range scan from
+the span's first row. A session that talks again (a voice agent back with the same session id,
+a quiet session) has its span opened again (:func:`open_sql`, one write) once its first row is
+committed. Closing only narrows a reader's range; opening widens it; a span left open stays
+correct.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPANS = "session_spans"
-#: A session's rows are closed into their span once the session added nothing for this long.
-IDLE_CLOSE = 60.0
+#: A session that never said it ended (see :meth:`SpanCloser.ended`) is closed once it added
+#: nothing for this long (and opened again, one write, when it talks again).
+IDLE_CLOSE = 600.0
 _END, _START = (1 << 63) - 1, -(1 << 63)  # every rowid SQLite can give
 
 #: ``(table, first column, last column)`` of each kind of row a span covers.
@@ -90,6 +95,13 @@ def close_sql(keep: int) -> str:
     return f"UPDATE {SPANS} SET {sets} WHERE ({open_}){skip}"
 
 
+def open_sql(n: int) -> str:
+    """Open again the spans of ``n`` session ids (``?`` parameters) that were closed."""
+    closed = " OR ".join(f"{last} IS NOT NULL" for _, _, last in COVERED)
+    sets = ", ".join(f"{last} = NULL" for _, _, last in COVERED)
+    return f"UPDATE {SPANS} SET {sets} WHERE ({closed}) AND session_id IN ({', '.join('?' * n)})"
+
+
 def session_test(table: str, spans: bool) -> tuple[str, int]:
     """SQL selecting one session's rows of ``table`` and how many times it takes the session
     id as a parameter: through its span when the database has them (``spans``), else by the
@@ -113,19 +125,29 @@ def has_spans(conn: sqlite3.Connection) -> bool:
 
 
 class SpanCloser:
-    """The writer's part: which sessions added rows lately, and when spans are due to close.
+    """The writer's part: which sessions are talking, and when spans are due to close or open.
 
-    :meth:`note` is told of every committed batch; :meth:`wait` says how long until a close
-    is due (``None``: no span can be open); :meth:`close` closes every open span but those
-    of the sessions that added rows within ``idle`` seconds (one ``UPDATE``, autocommit).
-    A store starts with ``pending`` set: spans left open by a power cut are closed at the
-    first close.
+    :meth:`note` is told of every committed batch, :meth:`ended` of a session that ended;
+    :meth:`wait` says how long until a step is due (``None``: nothing to do); :meth:`step`
+    opens again the spans of sessions that talk again (a voice agent back with the same
+    session, a session quiet for a while: without it each of their commits would write their
+    span), then closes every open span but those of the sessions that added rows within
+    ``idle`` seconds and did not end. A store starts with a step due: spans left open by a
+    power cut are closed at the first.
     """
 
     def __init__(self, idle: float = IDLE_CLOSE) -> None:
         self.idle = idle
-        self.pending = True
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, float] = {}   # talking sessions: when they last added a row
+        self._ended: set[str] = set()       # said they ended; their last rows may still come
+        self._reopen: set[str] = set()      # talking, their span maybe closed: open it
+        self._due: float | None = time.monotonic()
+
+    def ended(self, session: str) -> None:
+        """``session`` added its last rows (they may still be queued): close its span next."""
+        self._seen.pop(session, None)
+        self._reopen.discard(session)
+        self._ended.add(session)
         self._due = time.monotonic()
 
     def note(self, ops: Iterable[Op]) -> None:
@@ -137,30 +159,40 @@ class SpanCloser:
                 session = params[3]
             else:
                 continue
-            if session is not None:
-                if not self.pending:
-                    self.pending, self._due = True, now + self.idle
-                self._seen[str(session)] = now
+            if session is None or session in self._ended:
+                continue
+            session = str(session)
+            if session not in self._seen:  # new to this writer: its span may be a closed one
+                self._reopen.add(session)
+                self._due = now
+            elif self._due is None:
+                self._due = now + self.idle
+            self._seen[session] = now
 
-    def reopened(self) -> None:
-        """The writer has another connection (the fallback, the card back): close its spans
-        left open, but the active sessions'."""
-        self.pending, self._due = True, time.monotonic()
+    def new_connection(self) -> None:
+        """The writer writes to another database (the fallback, the card back): its spans
+        left open are closed, and those of the talking sessions opened."""
+        self._reopen.update(self._seen)
+        self._due = time.monotonic()
 
     def wait(self) -> float | None:
-        return max(0.0, self._due - time.monotonic()) if self.pending else None
+        return None if self._due is None else max(0.0, self._due - time.monotonic())
 
-    async def close(self, db: aiosqlite.Connection) -> None:
-        """Close what is due; a failure is logged and tried again after ``idle`` seconds."""
+    async def step(self, db: aiosqlite.Connection) -> None:
+        """Open and close what is due; a failure is logged and tried again after ``idle`` seconds."""
         now = time.monotonic()
         self._seen = {s: t for s, t in self._seen.items() if t > now - self.idle}
         keep = list(self._seen)
+        reopen = [s for s in self._reopen if s in self._seen]
         try:
+            if reopen:
+                await db.execute(open_sql(len(reopen)), reopen)
             await db.execute(close_sql(len(keep)), keep)
         except Exception as exc:  # a closed connection raises ValueError: the writer must go on
-            log.warning("storage: closing session spans failed (%s: %s); trying again in %.0f s",
+            log.warning("storage: updating session spans failed (%s: %s); trying again in %.0f s",
                         type(exc).__name__, exc, self.idle)
             self._due = now + self.idle
             return
-        self.pending = bool(keep)
-        self._due = min(self._seen.values(), default=now) + self.idle
+        self._reopen.clear()
+        self._ended.clear()
+        self._due = min(self._seen.values()) + self.idle if self._seen else None

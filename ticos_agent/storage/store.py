@@ -316,6 +316,13 @@ class Store(Writer, CardKeeper, Memories):
             raise self._closed_error()
         self._op(SQL_ADD_MEMORY, (type, content, user_id, schema.now_local()))
 
+    def session_ended(self, session_id: str) -> None:
+        """A session added its last rows (a voice agent's connection closed): its span is
+        closed after they are committed, so that reading it stops at its last row (see
+        :mod:`.spans`). Optional: a span left open is read correctly, only further."""
+        self._spans.ended(session_id)
+        self._wake.set()
+
     def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
                     response_id: str | None = None, item_id: str | None = None,
                     status: str = "received") -> None:

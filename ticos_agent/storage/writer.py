@@ -146,7 +146,7 @@ class Writer(Indexer):
                 elif self._index_due():
                     await self._index_step()
                 elif self._spans_wait() == 0.0:
-                    await self._spans.close(self._db)
+                    await self._spans.step(self._db)
                 self._check_state()
         finally:
             self._settle_waiters()
@@ -384,7 +384,7 @@ class Writer(Indexer):
     async def _swap_connection(self, db: aiosqlite.Connection) -> None:
         old, self._db = self._db, db
         self._connection_changed()
-        self._spans.reopened()
+        self._spans.new_connection()
         try:
             await asyncio.wait_for(old.close(), 2.0)
         except Exception:
