@@ -137,8 +137,9 @@ class StorageConfig:
     event_log_days: int = setting(Integer(30, "event-log rows older than this are pruned (0: keep forever)",
                                           minimum=0, maximum=36500))
     event_log_delay: float = setting(Duration(
-        2.0, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; conversation "
-             "rows always commit within 1 s); 0.8 holds the event log to that 1 s too", minimum=0.8, maximum=10.0))
+        2.0, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; a SIGKILL "
+             "still loses none older than 1 s: they are copied to a pending file); 0.8 commits them within 1 s too, "
+             "which a power cut also keeps", minimum=0.8, maximum=10.0))
 
     @property
     def internal_dir(self) -> _FsPath:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
@@ -27,6 +27,7 @@ from .writes import EventRow, Op
 
 if TYPE_CHECKING:
     from .merge import Merger
+    from .pending import PendingFile
     from .spans import SpanCloser
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class StoreState:
     _ops_out: int
     _first_at: float | None
     _lazy_at: float | None
+    _unspilled_at: float | None
+    _pending: PendingFile
+    _restoring: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
     _lazy_interval: float
     _turn_end: bool
     _waiters: list[tuple[int, int, asyncio.Future[None]]]

@@ -24,9 +24,12 @@ conversational pace rows trickle in (a few per second), so committing every 50 m
 wrote those pages five to ten times per turn to store a few hundred bytes. A voice turn's
 lines start with the user's speech, 1.5 s or more before its reply ends: on the 0.8 s clock
 they cost a second commit per turn; on their own 2 s clock they ride with the turn's words
-and reply, one commit per turn. So a SIGKILL loses no conversation record that arrived more
-than 1 s before it (0.8 s of waiting leaves 0.2 s for the commit), and no event-log line
-older than about 2 s; a clean stop flushes everything. No commit "after quiet": a pause in
+and reply, one commit per turn. What waits on that clock is copied to the pending file
+(:mod:`.pending`: one ``pwrite`` into the page cache, never synced) 0.8 s after it arrived and
+put back at the next start. So a SIGKILL loses no record that arrived more than 1 s before it
+(0.8 s of waiting leaves 0.2 s for the commit or the copy); a power cut, no conversation
+record older than 1 s and no event-log line older than about 2 s; a clean stop flushes
+everything. No commit "after quiet": a pause in
 the speech would only add commits within the same second. Idle, nothing is written. The
 rows a turn ends with (its transcript, its message, its calls and their outcomes, its
 ``response.done``) arrive within far less than the delay and so commit in one transaction,
@@ -96,6 +99,7 @@ from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .connection import describe
 from .location import Location, card_root_of
 from .memory_methods import Memories
+from .pending import PendingFile, newest_id, pending_path
 from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
@@ -186,6 +190,11 @@ class Store(Writer, CardKeeper, Memories):
         self._events_in = self._events_out = self._ops_in = self._ops_out = 0
         self._first_at = None  # when the oldest queued record was enqueued (monotonic)
         self._lazy_at = None  # the same for the oldest event-log line or wordless message
+        self._unspilled_at = None  # the same for the oldest of those not in the pending file
+        internal = fallback.parent if fallback is not None else location.path.parent
+        self._pending = PendingFile(pending_path(location.path if fallback is None else fallback, internal))
+        self._restoring = self._pending.take()  # put back by the writer first; no new id may take theirs
+        self._last_id = max(self._last_id, newest_id(self._restoring[1]))
         self._turn_end = False  # a turn ended since the last batch was taken
         self._waiters = []
         self._wake = asyncio.Event()  # records are queued
@@ -245,8 +254,10 @@ class Store(Writer, CardKeeper, Memories):
     def _queued(self, lazy: bool) -> None:
         """Start the commit clock of a record (``lazy``: the event log's, see the docstring)."""
         if lazy:
+            if self._unspilled_at is None:
+                self._unspilled_at = time.monotonic()
             if self._lazy_at is None:
-                self._lazy_at = time.monotonic()
+                self._lazy_at = self._unspilled_at
                 self._wake.set()
         elif self._first_at is None:
             self._first_at = time.monotonic()
@@ -404,7 +415,10 @@ class Store(Writer, CardKeeper, Memories):
         await asyncio.shield(self._task)
         lost = len(self._events) + len(self._ops)
         if lost:
-            log.error("storage: closed %s with %d records not written", self.location.path, lost)
+            self._pending.write(self._events, [p for sql, p in self._ops if sql is SQL_ADD_MESSAGE])
+            log.error("storage: closed %s with %d records not written (the event-log lines and new messages "
+                      "among them are kept in %s for the next start)", self.location.path, lost, self._pending.path)
+        self._pending.close()
         try:
             await self._db.close()
         except Exception as exc:

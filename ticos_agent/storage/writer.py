@@ -43,6 +43,7 @@ from ..errors import StorageError
 from .connection import connect, describe, transaction
 from .indexer import Indexer
 from .location import SaveMode
+from .pending import MAX_SPILL, SPILL_AFTER, restore
 from .schema import EVENT_LOG
 from .writes import (
     DATA_ERRORS,
@@ -103,6 +104,7 @@ class Writer(Indexer):
     async def _run(self) -> None:
         backoff = 0.0
         try:
+            await self._restore_pending()
             while True:
                 merging = self._target is not None and not self._closing
                 if not self._wake.is_set() and not merging:
@@ -173,9 +175,13 @@ class Writer(Indexer):
                 due = min(due, quiet_since + self._settle)
             if now >= due:
                 return
+            spill = self._spill_due()
+            if spill is not None and now >= spill:
+                self._spill()
+                continue
             self._nudge.clear()
             try:
-                await asyncio.wait_for(self._nudge.wait(), due - now)
+                await asyncio.wait_for(self._nudge.wait(), (due if spill is None else min(due, spill)) - now)
             except TimeoutError:
                 pass
 
@@ -189,6 +195,16 @@ class Writer(Indexer):
         if self._lazy_at is not None:
             due = min(due, self._lazy_at + self._lazy_interval)
         return now if due == float("inf") else due
+
+    def _spill_due(self) -> float | None:
+        """When what waits on the event log's clock must be in the pending file (see
+        :mod:`.pending`); ``None``: nothing is waiting that is not there already."""
+        return None if self._unspilled_at is None else self._unspilled_at + SPILL_AFTER
+
+    def _spill(self) -> None:
+        self._unspilled_at = None
+        if len(self._events) + len(self._ops) <= MAX_SPILL:
+            self._pending.write(self._events, [p for sql, p in self._ops if sql is SQL_ADD_MESSAGE])
 
     def _delay(self) -> float:
         """How long the oldest record may wait: ``commit_delay``, shortened while commits are
@@ -217,6 +233,7 @@ class Writer(Indexer):
         # is in this batch, unless records were left behind (they keep the oldest clock).
         self._first_at = first if left else None
         self._lazy_at = lazy if left else None
+        unspilled, self._unspilled_at = self._unspilled_at, self._unspilled_at if left else None
         turn_end, self._turn_end = self._turn_end, self._turn_end and left
         self._inflight = len(events) + len(ops)
         started = time.monotonic()
@@ -237,6 +254,8 @@ class Writer(Indexer):
                 self._first_at = first
             if lazy is not None:
                 self._lazy_at = lazy
+            if unspilled is not None:
+                self._unspilled_at = min(unspilled, self._unspilled_at or unspilled)
             self._turn_end = self._turn_end or turn_end
             error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
             waiters, self._waiters = self._waiters, []
@@ -244,6 +263,8 @@ class Writer(Indexer):
                 if not waiter.done():
                     waiter.set_exception(error)
             return False
+        if not left:  # the file holds nothing but what was just committed
+            self._pending.clear()
         self._ops_out += len(ops)
         self._events_out += len(events)
         self._note_commit(ops)
@@ -352,6 +373,16 @@ class Writer(Indexer):
         self._skipped += bad + missed
         self._written += len(events) + len(ops) - bad - missed
         return True
+
+    async def _restore_pending(self) -> None:
+        """Put back what waited for its commit when the agent was last stopped (see :mod:`.pending`)."""
+        events, messages = self._restoring
+        self._restoring = ([], [])
+        try:
+            await restore(self._db, self._pending, events, messages)
+        except Exception as exc:  # kept in the file for the next start
+            log.error("storage: cannot put back what %s holds: %s", self._pending.path,
+                      describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
 
     async def _prune_chunk(self) -> None:
         """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
