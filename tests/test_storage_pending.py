@@ -89,3 +89,10 @@ async def test_an_unwritable_pending_file_is_said_once_and_the_store_goes_on(tmp
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
     said = [r for r in caplog.records if "are not kept from a SIGKILL" in r.getMessage()]
     assert len(said) == 1
+
+
+def test_values_from_the_wire_that_utf8_cannot_hold_are_kept_escaped(tmp_path):
+    path = tmp_path / "ticos.db.pending"
+    odd = (1.5, "x.\ud800", "sess_\x00", "event_\udfff", None, None)  # lone surrogates, a NUL
+    PendingFile(path).write([odd], [])
+    assert PendingFile(path).take() == ([odd], [])

@@ -64,8 +64,11 @@ class PendingFile:
         self._failed = False
 
     def write(self, events: list[EventRow], messages: list[Params]) -> None:
-        payload = json.dumps({"events": events, "messages": messages}, ensure_ascii=False,
-                             separators=(",", ":")).encode()
+        try:  # ASCII: a lone surrogate from the wire is escaped, not an encoding error
+            payload = json.dumps({"events": events, "messages": messages}, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:  # a value JSON cannot hold (the database may still take it)
+            log.warning("storage: not written to %s: %s", self.path, exc)
+            return
         if self._put(_MAGIC + str(len(payload)).encode() + b"\n" + payload):
             self.holds = True
 
