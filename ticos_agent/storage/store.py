@@ -45,9 +45,9 @@ finds its rows, see :mod:`.spans`); an event-log line holds its type and session
 checkpointed once about ``CHECKPOINT_BYTES`` (4 MiB) of it gathered (SQLite's automatic
 checkpoint, its page count set per page size): a page rewritten by many commits reaches
 the database file once per checkpoint. Measured with ``bench/sd_writes.py`` (one turn every
-2 s, event log on, ids as long as a realtime server's): about 3.6 KB written per stored
+2 s, event log on, ids as long as a realtime server's): about 3.8 KB written per stored
 message on internal storage instead of 25, and about 30 fsyncs per conversation minute on the
-card instead of 120-150; the README has the table. Of those 3.6 KB, about 0.7 are per minute
+card instead of 120-150; the README has the table. Of those 3.8 KB, about 0.7 are per minute
 rather than per commit: the kernel writes the memory-mapped WAL index (``-shm``) back every
 ~30 s and it is dirtied again by the next commit.
 
