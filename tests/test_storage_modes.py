@@ -38,7 +38,7 @@ async def test_internal_database_folders_and_sidecars_are_private(tmp_path, umas
     await write_some(store)
     files = {p.name: mode(p) for p in folder.iterdir()}
     await store.close()
-    assert files == {"ticos.db": 0o600, "ticos.db-wal": 0o600, "ticos.db-shm": 0o600}
+    assert files == {"ticos.db": 0o600, "ticos.db-wal": 0o600, "ticos.db-shm": 0o600, "ticos.db.pending": 0o600}
     for created in (folder, folder.parent, folder.parent.parent):
         assert mode(created) == 0o700, created
     assert mode(tmp_path) == 0o755  # what existed before keeps its mode
@@ -60,7 +60,7 @@ async def test_card_and_fallback_files_are_private(tmp_path, umask_022, monkeypa
     assert on_card == {"ticos.db": 0o600, "ticos.db-wal": 0o600, "ticos.db-shm": 0o600}
     assert card_dirs == (0o700, 0o700)
     assert fallback == {"ticos-fallback.db": 0o600, "ticos-fallback.db-wal": 0o600,
-                        "ticos-fallback.db-shm": 0o600}
+                        "ticos-fallback.db-shm": 0o600, "ticos-fallback.db.pending": 0o600}
     assert mode(internal) == 0o700
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 
 from ticos_agent.storage import open_store
@@ -13,21 +14,57 @@ LINE = (1764150000.25, "input_audio_buffer.speech_started", "sess_1", "event_AAA
 WORDLESS = ("4000000000", "user", "", "item_U1", "nobody", "2026-11-26 10:00:00", "sess_1", "pending", None)
 
 
+def put(path, events, messages) -> None:
+    pending = PendingFile(path)
+    pending.write(events, messages)
+    pending.close()
+
+
+def read(path) -> tuple[list, list]:
+    pending = PendingFile(path)
+    try:
+        return pending.take()
+    finally:
+        pending.close()
+
+
 def test_a_pending_file_round_trip_and_what_it_ignores(tmp_path):
     path = tmp_path / "ticos.db.pending"
+    assert read(path) == ([], [])  # no file
+    put(path, [LINE], [WORDLESS])
+    assert read(path) == ([LINE], [WORDLESS])
     pending = PendingFile(path)
-    assert pending.take() == ([], [])  # no file
-    pending.write([LINE], [WORDLESS])
-    assert PendingFile(path).take() == ([LINE], [WORDLESS])
+    pending.take()
     pending.clear()
-    assert PendingFile(path).take() == ([], []) and path.stat().st_size > 0  # marked empty, not removed
-    pending.write([LINE, LINE], [])
-    pending.write([LINE], [])  # shorter than what the file held: the header's length decides
-    assert PendingFile(path).take() == ([LINE], [])
-    for junk in (b"", b"garbage\n", b"TICOS-PENDING 1 999\n{\"events\": [", b"TICOS-PENDING 1 12\n[1, 2, 3, 4]"):
-        path.write_bytes(junk)
-        assert PendingFile(path).take() == ([], [])
+    assert pending.take() == ([], [])  # marked empty
     pending.close()
+    assert not path.exists()  # let go empty: removed
+    put(path, [LINE, LINE], [])
+    put(path, [LINE], [])  # shorter than what the file held: the header's length decides
+    assert read(path) == ([LINE], [])
+    for junk in (b"", b"garbage\n", b"TICOS-PENDING 1 999\n{\"events\": [", b"TICOS-PENDING 1 12\n[1, 2, 3, 4]",
+                 b"TICOS-PENDING 1 99999999999999999999\n{}", b"TICOS-PENDING 1 100000000000\n{}",
+                 b"TICOS-PENDING 1 -5\n", b"TICOS-PENDING 1 x\n"):
+        path.write_bytes(junk)
+        assert read(path) == ([], []), junk
+
+
+def test_one_store_at_a_time_owns_the_file(tmp_path):
+    path = tmp_path / "ticos.db.pending"
+    put(path, [LINE], [])
+    owner = PendingFile(path)
+    try:
+        other = PendingFile(path)  # another store on this folder: ``ticos-agent memory`` while the agent runs
+        assert other.take() == ([], [])
+        other.write([], [WORDLESS])
+        other.close()
+        assert owner.take() == ([LINE], [])
+    finally:
+        owner.close()  # a SIGKILL releases it the same way
+    assert read(path) == ([LINE], [])
+    fifo = tmp_path / "fifo.pending"
+    os.mkfifo(fifo)
+    assert read(fifo) == ([], [])  # not a regular file: not used (and no hang)
 
 
 async def test_lines_waiting_for_their_commit_are_in_the_file_within_a_second(tmp_path):
@@ -37,16 +74,16 @@ async def test_lines_waiting_for_their_commit_are_in_the_file_within_a_second(tm
         store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
         message = store.add_message(role="user", content="", item_id="item_U1", session_id="sess_1",
                                     status="pending")
-        await asyncio.sleep(SPILL_AFTER + 0.15)
-        events, messages = PendingFile(path).take()
+        await asyncio.sleep(0.95)  # the promise: within 1 s, whatever SPILL_AFTER says
+        events, messages = store._pending.take()
         assert [e[3] for e in events] == ["event_1"] and [m[0] for m in messages] == [message]
         with sqlite3.connect(tmp_path / "ticos.db") as conn:
             assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)  # not committed yet
         await store.flush()
-        assert PendingFile(path).take() == ([], [])  # committed: the file is marked empty
-        size = path.stat().st_size
-        await asyncio.sleep(SPILL_AFTER + 0.15)
-        assert path.stat().st_size == size and PendingFile(path).take() == ([], [])  # idle: untouched
+        assert store._pending.take() == ([], [])  # committed: the file is marked empty
+        written = path.stat().st_mtime_ns
+        await asyncio.sleep(SPILL_AFTER + 0.3)
+        assert path.stat().st_mtime_ns == written  # idle: not written again
     finally:
         await store.close()
 
@@ -60,7 +97,7 @@ async def test_the_next_start_puts_back_what_the_database_lacks_once(tmp_path):
     # one that was not, and a user's message with no words yet
     late = (LINE[0] + 0.5, "input_audio_buffer.speech_stopped", "sess_1", "event_BBBBBBBBBBBBBBBBBBBBB", "item_U1",
             None)
-    PendingFile(tmp_path / "ticos.db.pending").write([LINE, late], [WORDLESS])
+    put(tmp_path / "ticos.db.pending", [LINE, late], [WORDLESS])
     for _ in range(2):  # a second start finds the file empty
         store = await open_store("internal", internal_dir=tmp_path)
         newer = store.add_message(role="user", content="hello", item_id="item_U2", session_id="sess_1")
@@ -71,7 +108,7 @@ async def test_the_next_start_puts_back_what_the_database_lacks_once(tmp_path):
             "event_0", LINE[3], late[3]]
         assert conn.execute("SELECT id, status FROM messages WHERE item_id = 'item_U1'").fetchall() == [
             (WORDLESS[0], "pending")]
-    assert PendingFile(tmp_path / "ticos.db.pending").take() == ([], [])
+    assert read(tmp_path / "ticos.db.pending") == ([], [])
 
 
 async def test_an_unwritable_pending_file_is_said_once_and_the_store_goes_on(tmp_path, caplog):
@@ -94,5 +131,49 @@ async def test_an_unwritable_pending_file_is_said_once_and_the_store_goes_on(tmp
 def test_values_from_the_wire_that_utf8_cannot_hold_are_kept_escaped(tmp_path):
     path = tmp_path / "ticos.db.pending"
     odd = (1.5, "x.\ud800", "sess_\x00", "event_\udfff", None, None)  # lone surrogates, a NUL
-    PendingFile(path).write([odd], [])
-    assert PendingFile(path).take() == ([odd], [])
+    put(path, [odd], [])
+    assert read(path) == ([odd], [])
+
+
+async def test_a_line_the_database_rejects_is_skipped_alone_when_put_back(tmp_path):
+    bad = (LINE[0] + 0.1, "x.\ud800", "sess_1", "event_bad", None, None)  # SQLite cannot bind a lone surrogate
+    late = (LINE[0] + 0.2, "input_audio_buffer.speech_stopped", "sess_1", "event_late", None, None)
+    put(tmp_path / "ticos.db.pending", [LINE, bad, late], [WORDLESS])
+    store = await open_store("internal", internal_dir=tmp_path)
+    await store.close()
+    with sqlite3.connect(tmp_path / "ticos.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY id")] == [LINE[3], "event_late"]
+        assert conn.execute("SELECT id FROM messages").fetchall() == [(WORDLESS[0],)]
+    assert read(tmp_path / "ticos.db.pending") == ([], [])
+
+
+async def test_a_slow_commit_does_not_hold_the_copy_back(tmp_path):
+    """Another process holds the database's write lock (``ticos-agent memory import``): the
+    commit waits for it, the copy in the pending file does not."""
+    store = await open_store("internal", internal_dir=tmp_path, event_log_delay=0.8)
+    blocker = sqlite3.connect(tmp_path / "ticos.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
+        await asyncio.sleep(0.95)
+        assert [e[3] for e in store._pending.take()[0]] == ["event_1"]
+        blocker.execute("COMMIT")
+        await store.flush()
+        assert store._pending.take() == ([], [])
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_a_second_store_on_the_folder_leaves_the_agents_file_alone(tmp_path):
+    agent = await open_store("internal", internal_dir=tmp_path, event_log_delay=5.0)
+    try:
+        agent.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
+        await asyncio.sleep(0.95)  # copied to the pending file, not committed
+        other = await open_store("internal", internal_dir=tmp_path)  # e.g. ``ticos-agent memory forget``
+        await other.close()
+        await agent.flush()
+    finally:
+        await agent.close()
+    with sqlite3.connect(tmp_path / "ticos.db") as conn:
+        assert conn.execute("SELECT event_id FROM events").fetchall() == [("event_1",)]

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiosqlite
 
 from .location import Location
-from .writes import EventRow, Op
+from .pending import MAX_SPILL, SPILL_AFTER, SQL_RESTORE_MESSAGE
+from .writes import SQL_ADD_MESSAGE, EventRow, Op, Params
 
 if TYPE_CHECKING:
     from .merge import Merger
@@ -99,7 +101,9 @@ class StoreState:
     _lazy_at: float | None
     _unspilled_at: float | None
     _pending: PendingFile
-    _restoring: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+    _restoring: tuple[list[EventRow], list[Params]]
+    _batch: tuple[list[EventRow], list[Op]] | None  # the records being committed
+    _pending_overflow_said: bool
     _lazy_interval: float
     _turn_end: bool
     _waiters: list[tuple[int, int, asyncio.Future[None]]]
@@ -128,6 +132,42 @@ class StoreState:
     _closing: bool
     _on_state: StateCallback | None
     _reported: tuple[str, str | None]
+
+    def _queued(self, lazy: bool) -> None:
+        """Start the commit clock of a record (``lazy``: the event log's, see the docstring)."""
+        if lazy:
+            if self._unspilled_at is None:
+                self._unspilled_at = time.monotonic()
+                self._loop.call_later(SPILL_AFTER, self._spill)
+            if self._lazy_at is None:
+                self._lazy_at = self._unspilled_at
+                self._wake.set()
+        elif self._first_at is None:
+            self._first_at = time.monotonic()
+            self._wake.set()
+            if self._lazy_at is not None:
+                self._nudge.set()  # the writer waits for the lines' later due time
+
+    def _spill(self) -> None:
+        """A loop callback, ``SPILL_AFTER`` after a record started waiting on the event log's
+        clock: put what is not committed in the pending file, unless it was committed (or put
+        there) meanwhile. A timer, not the writer task: a commit that takes long (a card, a
+        lock held by another process) must not hold it back."""
+        at = self._unspilled_at
+        if at is not None and time.monotonic() >= at + SPILL_AFTER - 0.005:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        self._unspilled_at = None
+        events, ops = self._events, self._ops
+        if self._batch is not None:  # being committed: not yet on disk
+            events, ops = self._batch[0] + events, self._batch[1] + ops
+        if len(events) + len(ops) <= MAX_SPILL:
+            self._pending.write(events, [p for sql, p in ops if sql is SQL_ADD_MESSAGE or sql is SQL_RESTORE_MESSAGE])
+        elif not self._pending_overflow_said:
+            self._pending_overflow_said = True
+            log.warning("storage: %d records wait for their commit, more than %s keeps (%d); a SIGKILL now "
+                        "loses those on the event log's clock", len(events) + len(ops), self._pending.path, MAX_SPILL)
 
     def _commit_now(self) -> None:
         """Make the writer commit what is queued without waiting (a flush, the close, a card check)."""

@@ -194,6 +194,8 @@ class Store(Writer, CardKeeper, Memories):
         internal = fallback.parent if fallback is not None else location.path.parent
         self._pending = PendingFile(pending_path(location.path if fallback is None else fallback, internal))
         self._restoring = self._pending.take()  # put back by the writer first; no new id may take theirs
+        self._batch = None
+        self._pending_overflow_said = False
         self._last_id = max(self._last_id, newest_id(self._restoring[1]))
         self._turn_end = False  # a turn ended since the last batch was taken
         self._waiters = []
@@ -250,20 +252,6 @@ class Store(Writer, CardKeeper, Memories):
         self._ops.append((sql, params))
         self._ops_in += 1
         self._queued(lazy)
-
-    def _queued(self, lazy: bool) -> None:
-        """Start the commit clock of a record (``lazy``: the event log's, see the docstring)."""
-        if lazy:
-            if self._unspilled_at is None:
-                self._unspilled_at = time.monotonic()
-            if self._lazy_at is None:
-                self._lazy_at = self._unspilled_at
-                self._wake.set()
-        elif self._first_at is None:
-            self._first_at = time.monotonic()
-            self._wake.set()
-            if self._lazy_at is not None:
-                self._nudge.set()  # the writer waits for the lines' later due time
 
     def end_turn(self) -> None:
         """A turn ended: commit what is queued once no record came for ``turn_settle`` seconds.
@@ -415,7 +403,7 @@ class Store(Writer, CardKeeper, Memories):
         await asyncio.shield(self._task)
         lost = len(self._events) + len(self._ops)
         if lost:
-            self._pending.write(self._events, [p for sql, p in self._ops if sql is SQL_ADD_MESSAGE])
+            self._write_pending()
             log.error("storage: closed %s with %d records not written (the event-log lines and new messages "
                       "among them are kept in %s for the next start)", self.location.path, lost, self._pending.path)
         self._pending.close()

@@ -43,7 +43,7 @@ from ..errors import StorageError
 from .connection import connect, describe, transaction
 from .indexer import Indexer
 from .location import SaveMode
-from .pending import MAX_SPILL, SPILL_AFTER, restore
+from .pending import SQL_RESTORE_MESSAGE, missing
 from .schema import EVENT_LOG
 from .writes import (
     DATA_ERRORS,
@@ -175,13 +175,9 @@ class Writer(Indexer):
                 due = min(due, quiet_since + self._settle)
             if now >= due:
                 return
-            spill = self._spill_due()
-            if spill is not None and now >= spill:
-                self._spill()
-                continue
             self._nudge.clear()
             try:
-                await asyncio.wait_for(self._nudge.wait(), (due if spill is None else min(due, spill)) - now)
+                await asyncio.wait_for(self._nudge.wait(), due - now)
             except TimeoutError:
                 pass
 
@@ -195,16 +191,6 @@ class Writer(Indexer):
         if self._lazy_at is not None:
             due = min(due, self._lazy_at + self._lazy_interval)
         return now if due == float("inf") else due
-
-    def _spill_due(self) -> float | None:
-        """When what waits on the event log's clock must be in the pending file (see
-        :mod:`.pending`); ``None``: nothing is waiting that is not there already."""
-        return None if self._unspilled_at is None else self._unspilled_at + SPILL_AFTER
-
-    def _spill(self) -> None:
-        self._unspilled_at = None
-        if len(self._events) + len(self._ops) <= MAX_SPILL:
-            self._pending.write(self._events, [p for sql, p in self._ops if sql is SQL_ADD_MESSAGE])
 
     def _delay(self) -> float:
         """How long the oldest record may wait: ``commit_delay``, shortened while commits are
@@ -233,9 +219,9 @@ class Writer(Indexer):
         # is in this batch, unless records were left behind (they keep the oldest clock).
         self._first_at = first if left else None
         self._lazy_at = lazy if left else None
-        unspilled, self._unspilled_at = self._unspilled_at, self._unspilled_at if left else None
         turn_end, self._turn_end = self._turn_end, self._turn_end and left
         self._inflight = len(events) + len(ops)
+        self._batch = (events, ops)  # what a spill during the commit must keep too
         started = time.monotonic()
         try:
             ok = await self._write(events, ops) if self._inflight else True
@@ -247,6 +233,7 @@ class Writer(Indexer):
         if self._inflight:  # a decaying peak of how long commits take
             self._commit_time = max(time.monotonic() - started, self._commit_time * 0.8)
         self._inflight = 0
+        self._batch = None
         if not ok:
             self._events[:0] = events
             self._ops[:0] = ops
@@ -254,8 +241,6 @@ class Writer(Indexer):
                 self._first_at = first
             if lazy is not None:
                 self._lazy_at = lazy
-            if unspilled is not None:
-                self._unspilled_at = min(unspilled, self._unspilled_at or unspilled)
             self._turn_end = self._turn_end or turn_end
             error = StorageError(f"writing to {self.location.path} failed: {self._failure}")
             waiters, self._waiters = self._waiters, []
@@ -263,7 +248,11 @@ class Writer(Indexer):
                 if not waiter.done():
                     waiter.set_exception(error)
             return False
-        if not left:  # the file holds nothing but what was just committed
+        if self._events or self._ops:  # the pending file holds exactly what is not committed
+            if self._pending.holds:
+                self._write_pending()
+        else:
+            self._unspilled_at = None
             self._pending.clear()
         self._ops_out += len(ops)
         self._events_out += len(events)
@@ -375,14 +364,27 @@ class Writer(Indexer):
         return True
 
     async def _restore_pending(self) -> None:
-        """Put back what waited for its commit when the agent was last stopped (see :mod:`.pending`)."""
+        """Queue, first, what the pending file held that the database lacks (see :mod:`.pending`)."""
         events, messages = self._restoring
         self._restoring = ([], [])
+        if not events and not messages:
+            return
         try:
-            await restore(self._db, self._pending, events, messages)
-        except Exception as exc:  # kept in the file for the next start
-            log.error("storage: cannot put back what %s holds: %s", self._pending.path,
-                      describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
+            events, messages = await missing(self._db, events, messages)
+        except Exception as exc:  # all of it, then: INSERT OR IGNORE keeps the messages once
+            log.warning("storage: cannot tell what %s holds that %s lacks (%s); putting all of it back",
+                        self._pending.path, self.location.path, describe(exc) if isinstance(exc, sqlite3.Error)
+                        else f"{type(exc).__name__}: {exc}")
+        self._events[:0] = events
+        self._ops[:0] = [(SQL_RESTORE_MESSAGE, m) for m in messages]
+        self._events_in += len(events)
+        self._ops_in += len(messages)
+        if events or messages:
+            log.warning("storage: putting back %d event-log lines and %d messages from %s: they were waiting for "
+                        "their commit when the agent was last stopped", len(events), len(messages), self._pending.path)
+            self._queued(False)
+        else:
+            self._pending.clear()
 
     async def _prune_chunk(self) -> None:
         """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
@@ -436,7 +438,8 @@ class Writer(Indexer):
 #: The order kinds of records are committed in within one transaction. Regrouping keeps the
 #: result: a message's updates follow its insert (its id comes from ``add_message``), a
 #: call's record and outcome commute by design, and each kind keeps its own order.
-KIND_ORDER = (SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, SQL_ADD_MEMORY, SQL_RECORD_CALL, SQL_CALL_OUTCOME)
+KIND_ORDER = (SQL_RESTORE_MESSAGE, SQL_ADD_MESSAGE, SQL_UPDATE_MESSAGE, SQL_ADD_MEMORY, SQL_RECORD_CALL,
+              SQL_CALL_OUTCOME)
 
 
 def _by_kind(ops: Iterable[Op]) -> list[tuple[str, list[Params]]]:
