@@ -33,6 +33,17 @@ def _span(conn, session: str) -> tuple:
                         "WHERE session_id = ?", (session,)).fetchone()
 
 
+async def span_when(path, session: str, closed: bool) -> tuple:
+    """``session``'s span once it is closed (``closed``) or open, polled for up to 5 s."""
+    for _ in range(100):
+        with sqlite3.connect(path) as conn:
+            span = _span(conn, session)
+        if span is not None and (span[1] is not None) == closed:
+            break
+        await asyncio.sleep(0.05)
+    return span
+
+
 def _by_column(conn, session: str) -> list[str]:
     return [r[0] for r in conn.execute("SELECT id FROM messages WHERE session_id = ? ORDER BY rowid DESC",
                                        (session,))]
@@ -124,13 +135,8 @@ async def test_the_store_reads_sessions_while_open_and_after_closing(tmp_path):
         path = tmp_path / "ticos.db"
         with sqlite3.connect(path) as conn:
             assert _span(conn, "A")[1] is None  # open while the session talks
-        for _ in range(100):
-            with sqlite3.connect(path) as conn:
-                if _span(conn, "A")[1] is not None:
-                    break
-            await asyncio.sleep(0.05)
-        with sqlite3.connect(path) as conn:
-            assert _span(conn, "A")[:2] == (1, 5) and _span(conn, "B")[:2] == (2, 6)  # closed once quiet
+        assert (await span_when(path, "A", closed=True))[:2] == (1, 5)  # closed once quiet
+        assert (await span_when(path, "B", closed=True))[:2] == (2, 6)
         ids["A"].append(store.add_message(role="user", content="late", item_id=None, session_id="A"))
         await store.flush()
         assert [m["id"] for m in await store.messages(session_id="A")] == ids["A"][::-1]
@@ -147,13 +153,7 @@ async def test_spans_left_open_by_a_power_cut_close_at_the_next_open(tmp_path):
         conn.execute("UPDATE session_spans SET last_message = NULL")
     store = await open_store("internal", internal_dir=tmp_path)
     try:
-        for _ in range(100):
-            with sqlite3.connect(path) as conn:
-                if _span(conn, "cut")[1] is not None:
-                    break
-            await asyncio.sleep(0.05)
-        with sqlite3.connect(path) as conn:
-            assert _span(conn, "cut")[:2] == (1, 1)
+        assert (await span_when(path, "cut", closed=True))[:2] == (1, 1)
     finally:
         await store.close()
 
@@ -197,25 +197,14 @@ async def test_a_session_that_ended_is_closed_at_once_and_a_quiet_one_stays_open
         await store.flush()
         store.session_ended("ended")
         store.add_message(role="assistant", content="bye", item_id=None, session_id="ended")  # its last row
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            with sqlite3.connect(path) as conn:
-                if _span(conn, "ended")[1] is not None:
-                    break
+        assert (await span_when(path, "ended", closed=True))[:2] == (2, 4)  # closed after its last row committed
         with sqlite3.connect(path) as conn:
-            assert _span(conn, "ended")[:2] == (2, 4)  # closed after its last row was committed
             assert _span(conn, "talking")[1] is None and _span(conn, "quiet")[1] is None  # minutes of grace
         # the voice agent is back with the same session: its span opens again (one write), so
         # that its further commits write nothing for it
         store.add_message(role="user", content="back", item_id=None, session_id="ended")
         await store.flush()
-        for _ in range(100):
-            with sqlite3.connect(path) as conn:
-                if _span(conn, "ended")[1] is None:
-                    break
-            await asyncio.sleep(0.05)
-        with sqlite3.connect(path) as conn:
-            assert _span(conn, "ended")[:2] == (2, None)
+        assert (await span_when(path, "ended", closed=False))[:2] == (2, None)
         assert [m["content"] for m in await store.messages(session_id="ended")] == ["back", "bye", "hi"]
     finally:
         await store.close()
