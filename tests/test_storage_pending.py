@@ -57,11 +57,13 @@ def test_one_store_at_a_time_owns_the_file(tmp_path):
         other = PendingFile(path)  # another store on this folder: ``ticos-agent memory`` while the agent runs
         assert other.take() == ([], [])
         other.write([], [WORDLESS])
-        other.close()
         assert owner.take() == ([LINE], [])
     finally:
         owner.close()  # a SIGKILL releases it the same way
     assert read(path) == ([LINE], [])
+    other.write([late := (*LINE[:3], "event_other", None, None)], [])  # the agent that had it is gone
+    other.close()
+    assert read(path) == ([late], [])
     fifo = tmp_path / "fifo.pending"
     os.mkfifo(fifo)
     assert read(fifo) == ([], [])  # not a regular file: not used (and no hang)

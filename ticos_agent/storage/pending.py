@@ -77,9 +77,9 @@ class PendingFile:
         self.holds = False  # it has records that may not be committed yet
         self._fd: int | None = None
         self._failed = False
-        self._owned = self._open()
+        self._open()
 
-    def _open(self) -> bool:
+    def _open(self, quiet: bool = False) -> bool:
         try:
             make_private_dirs(self.path.parent)  # on a card robot the internal folder may be new
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW, 0o600)
@@ -92,8 +92,9 @@ class PendingFile:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            log.info("storage: %s belongs to another store open on this folder (the agent): left to it",
-                     self.path)
+            if not quiet:
+                log.info("storage: %s belongs to another store open on this folder (the agent, or one that is "
+                         "stopping): left to it", self.path)
             return False
         except OSError as exc:
             os.close(fd)
@@ -109,8 +110,8 @@ class PendingFile:
         self._failed = True
 
     def write(self, events: list[EventRow], messages: list[Params]) -> None:
-        if self._fd is None:
-            return
+        if self._fd is None and (self._failed or not self._open(quiet=True)):
+            return  # (another store had it: an agent that was stopping lets it go when it ends)
         try:  # ASCII: a lone surrogate from the wire is escaped, not an encoding error
             payload = json.dumps({"events": events, "messages": messages}, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:  # a value JSON cannot hold (the database may still take it)
