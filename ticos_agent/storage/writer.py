@@ -8,7 +8,9 @@ record has waited ``commit_delay`` seconds, or the oldest event-log line ``event
 seconds, or a turn ended and ``turn_settle`` seconds passed without a record, or a
 ``flush()``, the close or a backlog asks for it now; why, in :mod:`.store`), one transaction
 per ``CHUNK_RECORDS`` records, the events with one ``executemany`` and the other records with
-one per kind (in ``KIND_ORDER``).
+one per kind (in ``KIND_ORDER``). First of all, at start, it queues what the pending file
+held that the database lacks; after each commit the file is made to hold exactly what is not
+committed (:mod:`.pending`; the copies themselves are a loop timer's, ``Store._spill``).
 
 A failure never ends the task. A batch the database rejects is committed again record by
 record, skipping only the rows it rejects. On the TF card, each batch first checks that the
@@ -18,10 +20,9 @@ ids would collide there are renumbered) and the batch is written there. Any othe
 keeps the batch queued, fails the ``flush()`` calls waiting for it, reopens the connection
 and retries with a backoff of up to ``MAX_BACKOFF`` seconds.
 
-Between batches: the jobs whose records are committed (:mod:`.indexer`); the session spans of
-sessions that went quiet, closed (:mod:`.spans`); while a card that
-came back is being merged, one merge chunk
-(:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
+Between batches: the jobs whose records are committed (:mod:`.indexer`); the session spans
+due to close or open again (:mod:`.spans`); while a card that came back is being merged, one
+merge chunk (:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
 otherwise event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids per
 commit, at open and every ``PRUNE_EVERY`` seconds (on the fallback a table's newest row is
 always kept, so its rowids are never reused); and when due, a step of the message index
