@@ -25,7 +25,7 @@ from typing import Any
 from .queries import MAX_PAGE, Row, select_columns
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
 from .search import like
-from .spans import SPANS, session_test
+from .spans import SPANS, of_session
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,7 @@ class Finder:
     def of_session(self, kind: Kind, session: str | None) -> tuple[str, list[Any]]:
         """SQL and parameters selecting ``session``'s rows of ``kind`` (``None``: the rows
         without a session), through its span when the database keeps them."""
-        if session is None:
-            return "session_id IS NULL", []
-        test, n = session_test(kind.table, self.spans)
-        return test, [session] * n
+        return of_session(kind.table, session, self.spans)
 
     def fts_index(self) -> str | None:
         """The name of an FTS5 index of ``messages`` (external content, the same rowids) that

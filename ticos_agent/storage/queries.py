@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
-from .spans import has_spans, session_test
+from .spans import has_spans, of_session
 
 MAX_LIMIT = 500
 
@@ -66,11 +66,6 @@ def select_columns(columns: tuple[str, ...], present: Present) -> str:
     return ", ".join(c if c in present else f"NULL AS {c}" for c in columns)
 
 
-def _of_session(table: str, session_id: str, spans: bool) -> tuple[str, tuple[Any, ...]]:
-    test, n = session_test(table, spans)
-    return test, (session_id,) * n
-
-
 def _list(table: str, columns: tuple[str, ...], present: Present, limit: int, offset: int,
           session_id: str | None = None, spans: bool = True) -> Query:
     if not present:
@@ -80,8 +75,8 @@ def _list(table: str, columns: tuple[str, ...], present: Present, limit: int, of
     if session_id is not None:
         if "session_id" not in present:
             return Query(None, (), columns)
-        where, params = _of_session(table, session_id, spans)
-        where = " WHERE " + where
+        where, found = of_session(table, session_id, spans)
+        where, params = " WHERE " + where, tuple(found)
     sql = f"SELECT {select_columns(columns, present)} FROM {table}{where} ORDER BY rowid DESC LIMIT ? OFFSET ?"
     return Query(sql, params + (limit, offset), columns)
 
@@ -116,8 +111,8 @@ def count_messages_query(present: Present = FULL_SCHEMA["messages"], session_id:
         return Query(None, (), (), scalar=True)
     if session_id is None:
         return Query("SELECT COUNT(*) FROM messages", (), (), scalar=True)
-    where, params = _of_session("messages", session_id, spans)
-    return Query(f"SELECT COUNT(*) FROM messages WHERE {where}", params, (), scalar=True)
+    where, params = of_session("messages", session_id, spans)
+    return Query(f"SELECT COUNT(*) FROM messages WHERE {where}", tuple(params), (), scalar=True)
 
 
 def _run(conn: sqlite3.Connection, query: Query) -> Any:
@@ -173,8 +168,8 @@ def _iter(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], page: 
     page = max(1, min(int(page), MAX_PAGE))
     where, extra = "", ()  # type: tuple[str, tuple[Any, ...]]
     if session_id is not None:
-        where, extra = _of_session(table, session_id, has_spans(conn))
-        where = " AND " + where
+        where, found = of_session(table, session_id, has_spans(conn))
+        where, extra = " AND " + where, tuple(found)
     sql = (f"SELECT rowid, {select_columns(columns, present)} FROM {table} WHERE rowid > ?{where} "
            "ORDER BY rowid LIMIT ?")
     last = None

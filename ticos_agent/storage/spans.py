@@ -6,7 +6,7 @@ export). Until schema 5 an index on ``messages(session_id)`` (and one on
 page of it: about 0.6 KB per stored message at a conversational pace (``bench/sd_writes.py``).
 Since schema 6 the table ``session_spans`` holds, per session, the rowids of its first and
 last message and call; a reader takes the rows of that rowid range that have the session's id
-(:func:`session_test`). Rowids grow as rows are added, so a session's range holds its rows,
+(:func:`of_session`). Rowids grow as rows are added, so a session's range holds its rows,
 and a few of the sessions that ran at the same time.
 
 Triggers keep the spans right whoever writes (this agent, a merge, ``sqlite3`` on another
@@ -36,7 +36,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .writes import SQL_ADD_MESSAGE, SQL_RECORD_CALL, Op
 
@@ -102,20 +102,23 @@ def open_sql(n: int) -> str:
     return f"UPDATE {SPANS} SET {sets} WHERE ({closed}) AND session_id IN ({', '.join('?' * n)})"
 
 
-def session_test(table: str, spans: bool) -> tuple[str, int]:
-    """SQL selecting one session's rows of ``table`` and how many times it takes the session
-    id as a parameter: through its span when the database has them (``spans``), else by the
-    ``session_id`` column alone (a database from before schema 6, read as it is).
+def of_session(table: str, session: str | None, spans: bool) -> tuple[str, list[Any]]:
+    """SQL (a ``WHERE`` test) and its parameters selecting ``session``'s rows of ``table``
+    (``None``: the rows without a session): through its span when the database has them
+    (``spans``), else by the ``session_id`` column alone (a database from before schema 6,
+    read as it is).
 
     A session without a span has no rows here, unless they were written without the
     triggers: then its whole table is read, so nothing is missed.
     """
+    if session is None:
+        return "session_id IS NULL", []
     for covered, first, last in COVERED:
         if covered == table and spans:
             pick = f"(SELECT COALESCE({{}}, {_END}) FROM {SPANS} WHERE session_id = ?)"
             return (f"session_id = ? AND rowid >= COALESCE({pick.format(first)}, {_START}) "
-                    f"AND rowid <= COALESCE({pick.format(last)}, {_END})", 3)
-    return "session_id = ?", 1
+                    f"AND rowid <= COALESCE({pick.format(last)}, {_END})", [session] * 3)
+    return "session_id = ?", [session]
 
 
 def has_spans(conn: sqlite3.Connection) -> bool:
