@@ -210,6 +210,30 @@ async def test_a_session_that_ended_is_closed_at_once_and_a_quiet_one_stays_open
         await store.close()
 
 
+async def test_a_session_ending_while_a_span_step_runs_gets_a_step_of_its_own(tmp_path):
+    import aiosqlite
+
+    from ticos_agent.storage.spans import SpanCloser
+
+    conn = _schema_5(tmp_path / "t.db")
+    MIGRATIONS[6](conn)
+    _message(conn, "m1", "talking")
+    conn.close()
+    closer = SpanCloser()
+    closer.note([(SQL_ADD_MESSAGE, ("m1", "user", "hi", None, "nobody", "now", "talking", None, None))])
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        step = asyncio.create_task(closer.step(db))
+        await asyncio.sleep(0)  # the step waits for its statements in aiosqlite's thread
+        closer.ended("talking")  # the voice agent's socket closed meanwhile: this step kept it open
+        await step
+        await db.commit()
+        assert closer.wait() == 0.0
+        await closer.step(db)
+        await db.commit()
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert _span(conn, "talking")[:2] == (1, 1)
+
+
 async def test_a_voice_agent_closing_its_socket_closes_its_span_and_coming_back_opens_it(tmp_path, connect):
     from helpers import agent_config, wait_for
     from traces import ev, response_done, session_created, transcription, user_item

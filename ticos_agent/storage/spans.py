@@ -182,11 +182,16 @@ class SpanCloser:
         return None if self._due is None else max(0.0, self._due - time.monotonic())
 
     async def step(self, db: aiosqlite.Connection) -> None:
-        """Open and close what is due; a failure is logged and tried again after ``idle`` seconds."""
+        """Open and close what is due; a failure is logged and tried again after ``idle`` seconds.
+
+        A session may end (:meth:`ended`, from another task) while the statements run: it was
+        kept open by them, so another step is due at once.
+        """
         now = time.monotonic()
         self._seen = {s: t for s, t in self._seen.items() if t > now - self.idle}
         keep = list(self._seen)
-        reopen = [s for s in self._reopen if s in self._seen]
+        asked, ended = set(self._reopen), set(self._ended)
+        reopen = [s for s in asked if s in self._seen]
         try:
             if reopen:
                 await db.execute(open_sql(len(reopen)), reopen)
@@ -196,6 +201,9 @@ class SpanCloser:
                         type(exc).__name__, exc, self.idle)
             self._due = now + self.idle
             return
-        self._reopen.clear()
-        self._ended.clear()
-        self._due = min(self._seen.values()) + self.idle if self._seen else None
+        self._reopen -= asked
+        self._ended -= ended
+        if self._ended or self._reopen:
+            self._due = time.monotonic()
+        else:
+            self._due = min(self._seen.values()) + self.idle if self._seen else None
