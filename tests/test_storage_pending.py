@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 
 from ticos_agent.storage import open_store
 from ticos_agent.storage.pending import SPILL_AFTER, PendingFile
@@ -55,15 +58,17 @@ def test_one_store_at_a_time_owns_the_file(tmp_path):
     owner = PendingFile(path)
     try:
         other = PendingFile(path)  # another store on this folder: ``ticos-agent memory`` while the agent runs
-        assert other.take() == ([], [])
+        assert other.take() == ([], []) and other.take_over() is None
         other.write([], [WORDLESS])
         assert owner.take() == ([LINE], [])
     finally:
         owner.close()  # a SIGKILL releases it the same way
     assert read(path) == ([LINE], [])
-    other.write([late := (*LINE[:3], "event_other", None, None)], [])  # the agent that had it is gone
+    assert other.take_over() == ([LINE], [])  # the store that had it is gone: what it left is the other's now
+    assert other.take_over() is None  # once
+    other.write([LINE, late := (*LINE[:3], "event_other", None, None)], [])
     other.close()
-    assert read(path) == ([late], [])
+    assert read(path) == ([LINE, late], [])
     fifo = tmp_path / "fifo.pending"
     os.mkfifo(fifo)
     assert read(fifo) == ([], [])  # not a regular file: not used (and no hang)
@@ -151,10 +156,11 @@ async def test_a_line_the_database_rejects_is_skipped_alone_when_put_back(tmp_pa
 
 async def test_a_slow_commit_does_not_hold_the_copy_back(tmp_path):
     """Another process holds the database's write lock (``ticos-agent memory import``): the
-    commit waits for it, the copy in the pending file does not."""
-    store = await open_store("internal", internal_dir=tmp_path, event_log_delay=0.8)
+    commit waits for it, the copy in the pending file (of the batch being committed) does not."""
+    store = await open_store("internal", internal_dir=tmp_path, commit_delay=0.1, event_log_delay=0.1)
     blocker = sqlite3.connect(tmp_path / "ticos.db", isolation_level=None)
     try:
+        await asyncio.sleep(0.3)  # the store's first steps are done
         blocker.execute("BEGIN IMMEDIATE")
         store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
         await asyncio.sleep(0.95)
@@ -177,5 +183,102 @@ async def test_a_second_store_on_the_folder_leaves_the_agents_file_alone(tmp_pat
         await agent.flush()
     finally:
         await agent.close()
+    with sqlite3.connect(tmp_path / "ticos.db") as conn:
+        assert conn.execute("SELECT event_id FROM events").fetchall() == [("event_1",)]
+
+
+async def test_a_store_that_takes_the_file_over_puts_back_what_a_killed_owner_left(tmp_path):
+    """The agent was SIGKILLed while another store (opened meanwhile, so not the file's owner)
+    ran on: that store takes the file at its next copy and commits the killed agent's line."""
+    script = (f"import asyncio\nfrom ticos_agent.storage import open_store\n"
+              f"async def main():\n"
+              f"    store = await open_store('internal', internal_dir={str(tmp_path)!r}, event_log_delay=60.0)\n"
+              f"    store.log_event('input_audio_buffer.speech_started', session_id='s', event_id='event_killed')\n"
+              f"    await asyncio.sleep(1.0)\n"
+              f"    print('copied', flush=True)\n"
+              f"    await asyncio.sleep(60)\n"
+              f"asyncio.run(main())\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert await asyncio.to_thread(owner.stdout.readline) == "copied\n"
+        store = await open_store("internal", internal_dir=tmp_path, event_log_delay=60.0)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        owner.stdout.close()
+    try:
+        store.log_event("input_audio_buffer.speech_stopped", session_id="sess_1", event_id="event_mine")
+        await asyncio.sleep(0.95)  # its copy: the file is this store's now
+        await store.flush()
+        assert store._pending.take() == ([], [])
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "ticos.db") as conn:
+        assert sorted(r[0] for r in conn.execute("SELECT event_id FROM events")) == ["event_killed", "event_mine"]
+
+
+def test_ids_that_are_no_numbers_seed_nothing_and_huge_ones_are_capped(tmp_path):
+    from ticos_agent.storage.pending import newest_id
+    from ticos_agent.storage.schema import id_number
+
+    assert [id_number(v) for v in ("12", "0012", "\u00b2", "\u0663", "", "12a", 12)] == [12, 12, 0, 0, 0, 0, 12]
+    assert id_number("9" * 5000) == (1 << 63) - 1  # past Python's int() digit limit: SQLite's CAST cap
+    with sqlite3.connect(":memory:") as conn:
+        assert conn.execute("SELECT CAST(? AS INTEGER)", ("9" * 5000,)).fetchone() == ((1 << 63) - 1,)
+    assert newest_id([("\u00b2",), ("9" * 5000,), ("7",)]) == (1 << 63) - 1
+
+
+async def test_a_pending_file_with_odd_message_ids_still_opens(tmp_path):
+    odd = [(mid, *WORDLESS[1:]) for mid in ("\u00b2", "1" * 5000, "m-1")]
+    put(tmp_path / "ticos.db.pending", [], odd)
+    store = await open_store("internal", internal_dir=tmp_path)
+    await store.close()
+    with sqlite3.connect(tmp_path / "ticos.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (3,)
+
+
+def _lines(store) -> list:
+    return [e[3] for e in store._pending.take()[0]]
+
+
+async def test_after_a_commit_the_file_holds_only_what_is_still_waiting(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, commit_delay=0.1, event_log_delay=0.1)
+    blocker = sqlite3.connect(tmp_path / "ticos.db", isolation_level=None)
+    try:
+        await asyncio.sleep(0.3)
+        blocker.execute("BEGIN IMMEDIATE")
+        store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
+        await asyncio.sleep(0.3)  # its commit waits for the lock
+        store._lazy_interval = 60.0  # the next line waits for a later commit
+        store.log_event("input_audio_buffer.speech_stopped", session_id="sess_1", event_id="event_2")
+        await asyncio.sleep(0.95)
+        assert _lines(store) == ["event_1", "event_2"]
+        blocker.execute("COMMIT")
+        for _ in range(100):
+            with sqlite3.connect(tmp_path / "ticos.db") as conn:
+                if conn.execute("SELECT COUNT(*) FROM events").fetchone() == (1,):
+                    break
+            await asyncio.sleep(0.02)
+        assert _lines(store) == ["event_2"]  # written again: not the committed line
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_what_the_close_could_not_commit_stays_in_the_file_for_the_next_start(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path, event_log_delay=60.0)
+    await store._db.execute("PRAGMA busy_timeout = 100")
+    blocker = sqlite3.connect(tmp_path / "ticos.db", isolation_level=None)
+    try:
+        await asyncio.sleep(0.3)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock through the close
+        store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
+        await store.close()  # before the timer copied it
+        blocker.execute("COMMIT")
+    finally:
+        blocker.close()
+    assert [e[3] for e in read(tmp_path / "ticos.db.pending")[0]] == ["event_1"]
+    store = await open_store("internal", internal_dir=tmp_path)
+    await store.close()
     with sqlite3.connect(tmp_path / "ticos.db") as conn:
         assert conn.execute("SELECT event_id FROM events").fetchall() == [("event_1",)]

@@ -261,3 +261,34 @@ async def test_a_voice_agent_closing_its_socket_closes_its_span_and_coming_back_
             "again", "Hello!", "hi robot"]
     finally:
         await agent.stop()
+
+
+async def test_the_card_coming_back_closes_the_spans_of_sessions_that_ended_meanwhile(tmp_path, monkeypatch):
+    from conftest_storage import loop_card
+
+    from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV
+
+    monkeypatch.delenv(ALLOW_UNMOUNTED_ENV, raising=False)
+    with loop_card(tmp_path) as card:
+        store = await open_store("external", tf_root=card.root, internal_dir=tmp_path / "in", probe_interval=0.1)
+        try:
+            for session in ("talking", "ended"):
+                store.add_message(role="user", content="hi", item_id=None, session_id=session)
+            await store.flush()
+            card.pull()
+            store.add_message(role="user", content="still here", item_id=None, session_id="talking")
+            await store.flush()
+            assert store.health()["mode"] == "internal"
+            store.session_ended("ended")  # its voice agent left while the card was out
+            await asyncio.to_thread(card.put_back)
+            for _ in range(500):
+                if store.health()["mode"] == "external" and store.health()["fallback_rows"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("not back on the card")
+            assert (await span_when(card.db, "ended", closed=True))[:2] == (2, 2)  # its span on the card
+            assert (await span_when(card.db, "talking", closed=False))[:2] == (1, None)
+            assert [m["content"] for m in await store.messages(session_id="talking")] == ["still here", "hi"]
+        finally:
+            await store.close()

@@ -106,3 +106,8 @@ class BadAudio(BadEvent):
 
     def __init__(self, message: str, *, event_id: str | None = None):
         super().__init__(message, code="invalid_audio", event_id=event_id)
+
+
+def describe(exc: BaseException) -> str:
+    """A short human reason for ``exc`` for a log line: its class and message."""
+    return f"{type(exc).__name__}: {exc}"

@@ -32,7 +32,8 @@ from typing import Any
 import aiosqlite
 
 from ..background import in_thread
-from .connection import check_card_dir, connect, describe
+from ..errors import describe
+from .connection import check_card_dir, connect
 from .location import (
     NO_CARD_FOUND,
     Location,
@@ -335,9 +336,7 @@ class CardKeeper(StoreState):
             await merger.forget_marks()
         except (sqlite3.Error, OSError) as exc:  # harmless: the marks cover no row any more
             log.debug("storage: removing merge marks: %s", describe(exc))
-        fallback, self._db = self._db, target.db
-        self._connection_changed()
-        self._spans.new_connection()
+        fallback = self._use_connection(target.db)
         self.location = Location(target.location.path, SaveMode.EXTERNAL, self.location.requested)
         self._card_ident, self._card_mount = target.ident, target.mount
         self._card_root = card_root_of(target.location.path) if watch.strict else None

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiosqlite
 
 from ..background import in_thread
+from ..errors import describe
 from . import fts, schema
 from .location import card_problem
 
@@ -43,11 +44,6 @@ JOURNAL_SIZE_LIMIT = 8 << 20
 #: between checkpoints the fewer writes; 4 MiB is what SQLite's default (1000 pages of 4 KiB)
 #: kept, and a WAL of that size replays in well under a second after a power cut.
 CHECKPOINT_BYTES = 4 << 20
-
-
-def describe(exc: BaseException) -> str:
-    """A short human reason for ``exc``."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def check_card_dir(directory: Path) -> None:

@@ -16,6 +16,7 @@ mark, the messages it covers) serves searches by words (``Store.recall``) and is
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from typing import Any
 from .queries import MAX_PAGE, Row, select_columns
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
 from .search import like
-from .spans import SPANS, of_session
+from .spans import SPANS, has_spans, of_session
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ class Finder:
             got = self._columns[table] = frozenset(table_columns(self.conn, table))
         return got
 
-    @property
+    @functools.cached_property
     def spans(self) -> bool:
         """Whether the database keeps session spans (:mod:`.spans`)."""
-        return bool(self._table(SPANS))
+        return has_spans(self.conn)
 
     def of_session(self, kind: Kind, session: str | None) -> tuple[str, list[Any]]:
         """SQL and parameters selecting ``session``'s rows of ``kind`` (``None``: the rows

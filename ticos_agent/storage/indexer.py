@@ -29,8 +29,8 @@ from typing import Any
 
 import aiosqlite
 
-from ..errors import StorageError, TicosError
-from .connection import describe, transaction
+from ..errors import StorageError, TicosError, describe
+from .connection import transaction
 from .fts import INDEX_CHUNK, MESSAGES_FTS, SQL_ABOVE, SQL_CHUNK_END, SQL_GET_MARK, SQL_INDEX_RANGE, SQL_SET_MARK
 from .state import StoreState
 from .writes import SQL_ADD_MESSAGE, Op

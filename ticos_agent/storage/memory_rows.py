@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from ..errors import StorageError
-from .connection import describe
+from ..errors import StorageError, describe
 from .indexer import Indexer
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ from typing import Any
 import aiosqlite
 
 from .schema import BUSY_TIMEOUT_MS, EVENT_LOG, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
-from .writes import MERGE_CHUNK, SQL_ADD_MESSAGE
+from .writes import ID_BATCH, MERGE_CHUNK, SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ TABLES = ("messages", "memories", "function_calls", "events")
 EPOCHS = "ticos_fallback_epochs"
 #: In the card database: how far each fallback table (by epoch) has been merged.
 MARKS = "ticos_merged"
-_ID_BATCH = 500  # ids per "WHERE id IN (...)" (far below SQLite's variable limit)
 #: One row as read: its values.
 Row = tuple[Any, ...]
 
@@ -263,8 +262,8 @@ class Merger:
         db = self.card
         existing: dict[str, Row] = {}
         ids = [row[0] for row in rows]
-        for i in range(0, len(ids), _ID_BATCH):
-            part = ids[i:i + _ID_BATCH]
+        for i in range(0, len(ids), ID_BATCH):
+            part = ids[i:i + ID_BATCH]
             async with db.execute("SELECT id, role, datetime, item_id, session_id FROM messages "
                                   f"WHERE id IN ({','.join('?' * len(part))})", part) as cursor:
                 for found in await cursor.fetchall():

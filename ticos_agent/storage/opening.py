@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from ..errors import StorageError
+from ..errors import StorageError, describe
 from .card import PROBE_INTERVAL, CardWatch
-from .connection import connect, describe
+from .connection import connect
 from .location import (
     DEFAULT_DB_FILENAME,
     NO_CARD_FOUND,

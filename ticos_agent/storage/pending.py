@@ -43,9 +43,10 @@ from typing import Any
 
 import aiosqlite
 
-from .connection import make_private_dirs
-from .schema import EVENT_LOG
-from .writes import SQL_ADD_MESSAGE, EventRow, Params
+from ..errors import describe
+from .connection import PRIVATE_FILE, make_private_dirs
+from .schema import EVENT_LOG, id_number
+from .writes import ID_BATCH, SQL_ADD_MESSAGE, EventRow, Params
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,18 @@ _EMPTY = _MAGIC + b"0\n"
 SQL_RESTORE_MESSAGE = SQL_ADD_MESSAGE.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 
 
-def pending_path(database: Path, internal_dir: Path) -> Path:
-    """Where the pending file of ``database`` lives: its name in ``internal_dir``."""
-    return internal_dir / f"{database.name}.pending"
+def pending_path(database: Path) -> Path:
+    """Where the pending file of ``database`` (on internal storage) lives: beside it."""
+    return database.with_name(f"{database.name}.pending")
 
 
 class PendingFile:
     """The pending file of one store, held with an exclusive ``flock`` while the store is
     open: a second store on the same folder (``ticos-agent memory ...`` while the agent runs)
-    neither reads nor writes it; the kernel releases the lock when the process dies, however
-    it dies. Blocking calls of a few hundred bytes into the page cache, made on the event
-    loop. Errors are logged once and make it a no-op."""
+    neither reads nor writes it until it has it (:meth:`take_over`); the kernel releases the
+    lock when the process dies, however it dies. Blocking calls of a few hundred bytes into
+    the page cache, made on the event loop. A file that cannot be opened is logged once and
+    never tried again; a failed write is logged once and the next write tries again."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -82,7 +84,7 @@ class PendingFile:
     def _open(self, quiet: bool = False) -> bool:
         try:
             make_private_dirs(self.path.parent)  # on a card robot the internal folder may be new
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW, PRIVATE_FILE)
         except OSError as exc:
             self._fail(exc)
             return False
@@ -109,9 +111,17 @@ class PendingFile:
                         "SIGKILL", self.path, exc)
         self._failed = True
 
+    def take_over(self) -> tuple[list[EventRow], list[Params]] | None:
+        """For a store that found the file held by another: own it once that one let it go
+        (it stopped, or was killed) and return what it left there, for this store to put
+        back; ``None`` while the file is not this store's."""
+        if self._fd is not None or self._failed or not self._open(quiet=True):
+            return None
+        return self.take()
+
     def write(self, events: list[EventRow], messages: list[Params]) -> None:
-        if self._fd is None and (self._failed or not self._open(quiet=True)):
-            return  # (another store had it: an agent that was stopping lets it go when it ends)
+        if self._fd is None:
+            return
         try:  # ASCII: a lone surrogate from the wire is escaped, not an encoding error
             payload = json.dumps({"events": events, "messages": messages}, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:  # a value JSON cannot hold (the database may still take it)
@@ -158,7 +168,7 @@ class PendingFile:
             events = [tuple(row) for row in doc.get("events", []) if isinstance(row, list) and len(row) == 6]
             messages = [tuple(row) for row in doc.get("messages", []) if isinstance(row, list) and len(row) == 9]
         except Exception as exc:  # whatever the file holds, the store opens
-            log.warning("storage: cannot read %s (%s: %s); what it held is lost", self.path, type(exc).__name__, exc)
+            log.warning("storage: cannot read %s (%s); what it held is lost", self.path, describe(exc))
             return [], []
         self.holds = bool(events or messages)
         return events, messages
@@ -179,8 +189,8 @@ class PendingFile:
 
 
 def newest_id(messages: list[tuple[Any, ...]]) -> int:
-    """The largest all-digit id of ``messages`` (0: none): new ids must start above it."""
-    return max((int(str(m[0])) for m in messages if str(m[0]).isdigit()), default=0)
+    """The largest id of ``messages`` as :func:`.schema.id_number` reads it: new ids start above it."""
+    return max((id_number(m[0]) for m in messages), default=0)
 
 
 async def missing(db: aiosqlite.Connection, events: list[EventRow], messages: list[Params]
@@ -195,8 +205,8 @@ async def missing(db: aiosqlite.Connection, events: list[EventRow], messages: li
     lines = [row for row in events if (row[0], row[1], row[3]) not in known]
     ids = [m[0] for m in messages]
     found: set[Any] = set()
-    for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
+    for i in range(0, len(ids), ID_BATCH):
+        part = ids[i:i + ID_BATCH]
         async with db.execute(f"SELECT id FROM messages WHERE id IN ({','.join('?' * len(part))})", part) as cursor:
             found.update(row[0] for row in await cursor.fetchall())
     return lines, [m for m in messages if m[0] not in found]

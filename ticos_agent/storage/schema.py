@@ -253,8 +253,22 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
+def id_number(mid: object) -> int:
+    """What a message id counts for when new ids are seeded: the number of an id of ASCII
+    digits, capped as SQLite's ``CAST`` caps it (:func:`max_message_id`); 0 for any other."""
+    text = str(mid)
+    if not (text.isascii() and text.isdigit()):
+        return 0
+    digits = text.lstrip("0")
+    return _INT64_MAX if len(digits) > 19 else min(int(digits or 0), _INT64_MAX)
+
+
 def max_message_id(conn: sqlite3.Connection) -> int:
-    """The largest all-digit message id in the table (0 when none), the seed for new ids."""
+    """The largest all-digit message id in the table (0 when none), the seed for new ids
+    (the rule of :func:`id_number`, in SQL)."""
     row = conn.execute(
         "SELECT MAX(CAST(id AS INTEGER)) FROM messages WHERE id <> '' AND id NOT GLOB '*[^0-9]*'"
     ).fetchone()

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import describe
 from .writes import SQL_ADD_MESSAGE, SQL_RECORD_CALL, Op
 
 if TYPE_CHECKING:
@@ -197,8 +198,7 @@ class SpanCloser:
                 await db.execute(open_sql(len(reopen)), reopen)
             await db.execute(close_sql(len(keep)), keep)
         except Exception as exc:  # a closed connection raises ValueError: the writer must go on
-            log.warning("storage: updating session spans failed (%s: %s); trying again in %.0f s",
-                        type(exc).__name__, exc, self.idle)
+            log.warning("storage: updating session spans failed (%s); trying again in %.0f s", describe(exc), self.idle)
             self._due = now + self.idle
             return
         self._reopen -= asked

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiosqlite
 
 from .location import Location
-from .pending import MAX_SPILL, SPILL_AFTER, SQL_RESTORE_MESSAGE
+from .pending import MAX_SPILL, SPILL_AFTER, SQL_RESTORE_MESSAGE, newest_id
 from .writes import SQL_ADD_MESSAGE, EventRow, Op, Params
 
 if TYPE_CHECKING:
@@ -159,15 +159,27 @@ class StoreState:
 
     def _write_pending(self) -> None:
         self._unspilled_at = None
+        left = self._pending.take_over()
+        if left is not None and (left[0] or left[1]):
+            self._put_back(*left)
         events, ops = self._events, self._ops
         if self._batch is not None:  # being committed: not yet on disk
             events, ops = self._batch[0] + events, self._batch[1] + ops
-        if len(events) + len(ops) <= MAX_SPILL:
-            self._pending.write(events, [p for sql, p in ops if sql is SQL_ADD_MESSAGE or sql is SQL_RESTORE_MESSAGE])
+        back_events, back_messages = self._restoring
+        if len(events) + len(ops) + len(back_events) + len(back_messages) <= MAX_SPILL:
+            self._pending.write(back_events + events, back_messages + [
+                p for sql, p in ops if sql is SQL_ADD_MESSAGE or sql is SQL_RESTORE_MESSAGE])
         elif not self._pending_overflow_said:
             self._pending_overflow_said = True
             log.warning("storage: %d records wait for their commit, more than %s keeps (%d); a SIGKILL now "
                         "loses those on the event log's clock", len(events) + len(ops), self._pending.path, MAX_SPILL)
+
+    def _put_back(self, events: list[EventRow], messages: list[Params]) -> None:
+        """Records the pending file held when this store opened or took it over: the writer
+        queues, first, those the database lacks; no new message id may take theirs."""
+        self._restoring = (self._restoring[0] + events, self._restoring[1] + messages)
+        self._last_id = max(self._last_id, newest_id(messages))
+        self._wake.set()
 
     def _commit_now(self) -> None:
         """Make the writer commit what is queued without waiting (a flush, the close, a card check)."""
@@ -227,6 +239,7 @@ class StoreState:
         async def _refresh_counts(self, *, force: bool = False) -> None: ...
         async def _write(self, events: list[EventRow], ops: list[Op]) -> bool: ...
         async def _swap_connection(self, db: aiosqlite.Connection) -> None: ...
+        def _use_connection(self, db: aiosqlite.Connection) -> aiosqlite.Connection: ...
         def _start_probe(self) -> None: ...
         def _connection_changed(self) -> None: ...
 

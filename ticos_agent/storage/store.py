@@ -93,13 +93,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from ..errors import StorageError
+from ..errors import StorageError, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
-from .connection import describe
 from .location import Location, card_root_of
 from .memory_methods import Memories
-from .pending import PendingFile, newest_id, pending_path
+from .pending import PendingFile, pending_path
 from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
@@ -156,6 +155,10 @@ class Store(Writer, CardKeeper, Memories):
         if not commit_delay >= 0 or not turn_settle >= 0 or not event_log_delay >= 0:
             raise ValueError("commit_delay, turn_settle and event_log_delay must be >= 0, not "
                              f"{commit_delay!r}, {turn_settle!r}, {event_log_delay!r}")
+        if event_retention_days is not None and not event_retention_days >= 0:
+            raise ValueError(f"event_retention_days must be >= 0 or None, not {event_retention_days!r}")
+        if not probe_interval > 0:
+            raise ValueError(f"probe_interval must be > 0, not {probe_interval!r}")
         self._db = db
         self.location = location
         self._last_id = last_message_id
@@ -173,8 +176,6 @@ class Store(Writer, CardKeeper, Memories):
         self._target: CardTarget | None = target
         self._merger = None
         self._merge_chunk = MERGE_CHUNK
-        if not probe_interval > 0:
-            raise ValueError(f"probe_interval must be > 0, not {probe_interval!r}")
         self._probe_every = self._probe_delay = probe_interval
         self._next_card_check = time.monotonic() + probe_interval
         self._probe_task = None
@@ -191,17 +192,16 @@ class Store(Writer, CardKeeper, Memories):
         self._first_at = None  # when the oldest queued record was enqueued (monotonic)
         self._lazy_at = None  # the same for the oldest event-log line or wordless message
         self._unspilled_at = None  # the same for the oldest of those not in the pending file
-        internal = fallback.parent if fallback is not None else location.path.parent
-        self._pending = PendingFile(pending_path(location.path if fallback is None else fallback, internal))
-        self._restoring = self._pending.take()  # put back by the writer first; no new id may take theirs
+        self._pending = PendingFile(pending_path(location.path if fallback is None else fallback))
+        self._restoring = ([], [])
         self._batch = None
         self._pending_overflow_said = False
-        self._last_id = max(self._last_id, newest_id(self._restoring[1]))
         self._turn_end = False  # a turn ended since the last batch was taken
         self._waiters = []
         self._wake = asyncio.Event()  # records are queued
         self._kick = asyncio.Event()  # commit them now
         self._nudge = asyncio.Event()  # their commit may be due earlier than the writer thought
+        self._put_back(*self._pending.take())
         self._inflight = 0
         self._written = 0
         self._commits = 0
@@ -217,8 +217,6 @@ class Store(Writer, CardKeeper, Memories):
         self._recent = OrderedDict()
         self._recent_chars = 0
         self._unknown_updates_logged = 0
-        if event_retention_days is not None and not event_retention_days >= 0:
-            raise ValueError(f"event_retention_days must be >= 0 or None, not {event_retention_days!r}")
         self._retention = event_retention_days
         self._prune_every = PRUNE_EVERY
         self._next_prune = time.monotonic()  # at open

@@ -40,8 +40,8 @@ from typing import TypeVar
 
 import aiosqlite
 
-from ..errors import StorageError
-from .connection import connect, describe, transaction
+from ..errors import StorageError, describe
+from .connection import connect, transaction
 from .indexer import Indexer
 from .location import SaveMode
 from .pending import SQL_RESTORE_MESSAGE, missing
@@ -105,8 +105,9 @@ class Writer(Indexer):
     async def _run(self) -> None:
         backoff = 0.0
         try:
-            await self._restore_pending()
             while True:
+                if self._restoring[0] or self._restoring[1]:
+                    await self._restore_pending()
                 merging = self._target is not None and not self._closing
                 if not self._wake.is_set() and not merging:
                     try:
@@ -366,16 +367,13 @@ class Writer(Indexer):
 
     async def _restore_pending(self) -> None:
         """Queue, first, what the pending file held that the database lacks (see :mod:`.pending`)."""
-        events, messages = self._restoring
-        self._restoring = ([], [])
-        if not events and not messages:
-            return
+        events, messages = self._restoring  # in the pending file until they are queued
         try:
             events, messages = await missing(self._db, events, messages)
         except Exception as exc:  # all of it, then: INSERT OR IGNORE keeps the messages once
             log.warning("storage: cannot tell what %s holds that %s lacks (%s); putting all of it back",
-                        self._pending.path, self.location.path, describe(exc) if isinstance(exc, sqlite3.Error)
-                        else f"{type(exc).__name__}: {exc}")
+                        self._pending.path, self.location.path, describe(exc))
+        self._restoring = ([], [])
         self._events[:0] = events
         self._ops[:0] = [(SQL_RESTORE_MESSAGE, m) for m in messages]
         self._events_in += len(events)
@@ -384,7 +382,7 @@ class Writer(Indexer):
             log.warning("storage: putting back %d event-log lines and %d messages from %s: they were waiting for "
                         "their commit when the agent was last stopped", len(events), len(messages), self._pending.path)
             self._queued(False)
-        else:
+        elif not self._events and not self._ops and self._batch is None:
             self._pending.clear()
 
     async def _prune_chunk(self) -> None:
@@ -411,14 +409,20 @@ class Writer(Indexer):
             self._prune_more = True
         except Exception as exc:
             log.warning("storage: pruning old events in %s failed: %s", self.location.path,
-                        describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}")
+                        describe(exc))
             self._prune_more = False
             self._next_prune = time.monotonic() + self._prune_every
 
-    async def _swap_connection(self, db: aiosqlite.Connection) -> None:
+    def _use_connection(self, db: aiosqlite.Connection) -> aiosqlite.Connection:
+        """Write to ``db`` from now on (the fallback, the card back); returns the connection
+        written to before. What a connection's database was asked is asked again."""
         old, self._db = self._db, db
         self._connection_changed()
         self._spans.new_connection()
+        return old
+
+    async def _swap_connection(self, db: aiosqlite.Connection) -> None:
+        old = self._use_connection(db)
         try:
             await asyncio.wait_for(old.close(), 2.0)
         except Exception:

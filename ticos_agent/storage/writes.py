@@ -13,6 +13,8 @@ EventRow = tuple[float, str, "str | None", "str | None", "str | None", "str | No
 #: Rows per chunk of a merge (all tables together): one card commit and one fallback commit each
 #: (see :mod:`.merge`, which loads only when there is a fallback to merge or count).
 MERGE_CHUNK = 2000
+#: Ids per ``WHERE id IN (...)`` (far below SQLite's variable limit).
+ID_BATCH = 500
 
 SQL_ADD_MESSAGE = (
     "INSERT INTO messages (id, role, content, item_id, user_id, datetime, session_id, status, "
