@@ -244,15 +244,15 @@ class SessionConfig:
             self._timer.cancel()
             self._timer = None
 
-    async def close(self) -> bool:
+    async def close(self) -> None:
         """At stop: a write under way is waited for, then the file is written once more (what a
-        voice agent left unfinished is stored by then); no timed or background write after this
-        (a socket closing later in the stop asks for none). False when that write failed (logged)."""
+        voice agent left unfinished is stored by then; a failure is logged); no timed or
+        background write after this (a socket closing later in the stop asks for none)."""
         self._closed = True
         self._cancel_timer()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        return await self.refresh()
+        await self.refresh()
 
     async def refresh(self) -> bool:
         """Write the file now; False (and logged) when that failed. Never raises."""
@@ -267,7 +267,8 @@ class SessionConfig:
                 await in_thread(update_file, self.path, messages, prefer=card)
             except Exception as exc:
                 if due is not None and self._due is None:
-                    self._due = due  # still to be written: tried again after ``quiet`` seconds
+                    self._due = due  # still to be written: retried after ``_retry`` seconds (``quiet``, doubled
+                    # per failure up to MAX_STALE) or by a timer set meanwhile; not once closed
                 if self._due is not None and not self._closed and self._timer is None:
                     self._timer = asyncio.get_running_loop().call_later(self._retry, self.soon)
                     self._retry = min(self._retry * 2, MAX_STALE)
