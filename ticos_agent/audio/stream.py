@@ -136,7 +136,6 @@ class StreamLifecycle:
 
     async def _try_open(self, first: bool = False) -> bool:
         gen = self._gen
-        assert self._loop is not None  # set by start()
         try:
             await in_thread(self._open_blocking, gen, not first)
         except NoPortAudio as exc:
