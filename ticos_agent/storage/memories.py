@@ -44,6 +44,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import BadMemory, StorageError
+from ..memory import NAMES as MEMORY_TOOLS
 from ..memory.model import KINDS, MAX_CONTENT, MAX_FIELD, Hit, Memory
 from . import fts, schema, search
 from .connection import transaction
@@ -65,8 +66,6 @@ SQL_REMEMBER = ("INSERT INTO memories (type, content, datetime, " + ", ".join(_C
 #: the summarisation mark waits for it, for at most ``HELD_AT_MOST`` seconds.
 HELD = "role = 'user' AND content = '' AND status IN ('pending', 'incomplete') AND datetime > ?"
 HELD_AT_MOST = 600
-#: The tools whose calls hold memory text in their arguments and results.
-MEMORY_TOOLS = ("remember", "recall", "forget")
 MAX_RECALL = 50
 #: Before SQLite 3.42 (no FTS5 secure-delete) the message index is rewritten after a forget
 #: (``optimize``) so the words leave it, up to this many messages (a bigger one would block
