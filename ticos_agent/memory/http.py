@@ -5,7 +5,7 @@ the first request to one of them, and are given ``app[MEMORIES]()``, the agent's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -15,29 +15,24 @@ if TYPE_CHECKING:
 
 MemoriesFn = Callable[[], "Memories | None"]
 MEMORIES: web.AppKey[MemoriesFn] = web.AppKey("memories")
+Route = Callable[[web.Request, "Memories | None"], Awaitable[web.Response]]
 
 
 def add_routes(app: web.Application, memories: MemoriesFn) -> None:
     """Serve the memory routes from ``memories()`` (``None``: storage is off, they answer 503)."""
     app[MEMORIES] = memories
-    app.router.add_get("/v1/memories", get_memories)
-    app.router.add_post("/v1/memories", post_memory)
-    app.router.add_delete("/v1/memories/{id}", delete_memory)
+    app.router.add_get("/v1/memories", _lazy("get_memories"))
+    app.router.add_post("/v1/memories", _lazy("post_memory"))
+    app.router.add_delete("/v1/memories/{id}", _lazy("delete_memory"))
 
 
-async def get_memories(request: web.Request) -> web.Response:
-    from . import routes
+def _lazy(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler that loads :mod:`.routes` and hands the request to its ``name``."""
+    async def handle(request: web.Request) -> web.Response:
+        from . import routes
 
-    return await routes.get_memories(request, request.app[MEMORIES]())
+        route: Route = getattr(routes, name)
+        return await route(request, request.app[MEMORIES]())
 
-
-async def post_memory(request: web.Request) -> web.Response:
-    from . import routes
-
-    return await routes.post_memory(request, request.app[MEMORIES]())
-
-
-async def delete_memory(request: web.Request) -> web.Response:
-    from . import routes
-
-    return await routes.delete_memory(request, request.app[MEMORIES]())
+    handle.__name__ = handle.__qualname__ = name
+    return handle
