@@ -14,8 +14,8 @@ import pytest
 from conftest_storage import V1_MESSAGES, make_sdk_v1
 
 from ticos_agent.errors import BadMemory, StorageError, TicosError
-from ticos_agent.memory.model import KINDS, MAX_CONTENT, Memory, MemoryStore
-from ticos_agent.storage import fts, open_store
+from ticos_agent.memory.model import KINDS, MAX_CONTENT, Memory, MemoryFields, MemoryStore
+from ticos_agent.storage import fts, memories, open_store
 from ticos_agent.storage.finder import MEMORIES, MESSAGES, Finder, Window
 from ticos_agent.storage.reader import open_readonly
 from ticos_agent.storage.schema import SCHEMA_VERSION
@@ -57,6 +57,8 @@ async def test_the_store_is_a_memory_store_and_remembers_each_kind(store, tmp_pa
         want = inspect.signature(getattr(MemoryStore, name)).parameters
         have = inspect.signature(getattr(store, name)).parameters
         assert [p for p in want if p != "self"] == list(have)[:len(want) - 1], name
+    keywords = [p.name for p in inspect.signature(memories.remember).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert keywords == list(MemoryFields.__annotations__)  # remember's fields, as the store takes them
     assert memory_store(store) is store
     fact = await store.remember("fact", "The user's name is Lin.", subject="user", key="name", value="Lin",
                                 confidence=0.9, source="1700000000")

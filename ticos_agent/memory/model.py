@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 KINDS = ("long_term", "fact", "episode")
 Kind = Literal["long_term", "fact", "episode"]
@@ -64,15 +64,26 @@ class Hit:
         return asdict(self)
 
 
+class MemoryFields(TypedDict, total=False):
+    """A memory's fields besides its kind and content, as :meth:`MemoryStore.remember` takes them
+    (``user_id`` is ``"nobody"`` when not given)."""
+
+    subject: str | None
+    key: str | None
+    value: str | None
+    confidence: float | None
+    importance: float | None
+    title: str | None
+    source: str | None
+    user_id: str
+
+
 class MemoryStore(Protocol):
     """What the memory parts (tools, API, generation, priming, session_config) need of the
     store. Every method runs on the event loop and never blocks it; a write returns once it
     is committed. Raises :class:`~ticos_agent.errors.StorageError` when the store cannot."""
 
-    async def remember(self, kind: str, content: str, *, subject: str | None = None, key: str | None = None,
-                       value: str | None = None, confidence: float | None = None,
-                       importance: float | None = None, title: str | None = None, source: str | None = None,
-                       user_id: str = "nobody") -> Memory: ...
+    async def remember(self, kind: str, content: str, **fields: Unpack[MemoryFields]) -> Memory: ...
 
     async def recall(self, query: str, *, limit: int = 5, messages: bool = True, memories: bool = True
                      ) -> list[Hit]:
