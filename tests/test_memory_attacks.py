@@ -294,6 +294,40 @@ async def test_memory_calls_while_the_store_is_closed(tmp_path, connect):
         assert type(info.value).__name__ == "StorageError"
 
 
+async def test_a_first_memory_call_on_a_closed_store(tmp_path, connect, caplog):
+    """The memory API and the store's memory queries load with this call, on a store already
+    closed (no event log: its failures are not what this is about)."""
+    cfg = agent_config(tmp_path, replies={"function_call_output": True}, storage={"event_log": False})
+    async with Agent(cfg) as agent:
+        peer = await connect(agent)
+        await agent.store.close()
+        caplog.set_level(logging.WARNING)
+        for n, (name, args) in enumerate([("recall", {"query": "kites"}), ("remember", {"content": "Lin flies."})]):
+            await peer.send(function_call_done(f"resp_{n}", f"call_{n}", name, args))
+            reply = await next_reply(peer)
+            assert reply["type"] == "conversation.item.create" and reply["item"]["call_id"] == f"call_{n}", reply
+            out = json.loads(reply["item"]["output"])
+            assert out["status"] == "failed" and out["reason"].startswith("storage: "), out
+            if name == "recall":
+                assert (await next_reply(peer))["type"] == "response.create"
+        assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+        async with peer.session.get(f"http://127.0.0.1:{agent.port}/health") as resp:
+            assert resp.status in (200, 503) and "storage" in await resp.json()
+        await peer.send(function_call_done("resp_m", "call_m", "motion", {"motion_tag": "nod"}))
+        assert json.loads((await next_reply(peer))["item"]["output"])["status"] == "done"
+
+
+async def test_a_memory_call_after_the_stop_is_a_failed_outcome_not_an_internal_error(tmp_path, caplog):
+    agent = Agent(agent_config(tmp_path, replies={"function_call_output": True}, storage={"event_log": False}))
+    await agent.start()
+    await agent.stop()  # the store is closed and the agent has no memories any more
+    caplog.set_level(logging.WARNING)
+    assert agent.ingest(function_call_done("resp_1", "call_1", "recall", {"query": "kites"})) is None
+    await wait_for(lambda: "memory: recall failed" in caplog.text)
+    assert "no memories: the agent is not running" in caplog.text
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+
 async def test_memory_calls_while_the_database_is_broken(agent, connect, caplog):
     peer = await connect(agent)
     path = agent.store.health()["path"]

@@ -10,7 +10,7 @@ return value is the call's result. The outcome is a plain dict::
 
 It is stored with the call, logged, and sent back as a ``function_call_output`` item when
 ``replies.function_call_output`` is set. ``remember``/``recall``/``forget`` go to the memory
-calls (:mod:`ticos_agent.memory.tools`: their checks, outcomes and answers) unless an
+calls (:mod:`ticos_agent.memory.router`: their checks, outcomes and answers) unless an
 integrator registered a handler for that very name. ``busy`` (the robot's queues are full, or more than
 ``MAX_IN_FLIGHT`` calls are being carried out) is always sent back, so the model learns to
 wait instead of repeating itself. So is a tag the library does not know, with the tags it
@@ -80,7 +80,7 @@ class MemoryArguments(Protocol):
 
 
 class MemoryRouter(Protocol):
-    """What the calls need of the memory tools (:class:`ticos_agent.memory.tools.MemoryCalls`)."""
+    """What the calls need of the memory tools (:class:`ticos_agent.memory.router.MemoryToolRouter`)."""
 
     def handles(self, name: str) -> bool: ...
 

@@ -1,10 +1,11 @@
 """The memory tools as the calls intake sees them, light until one is called.
 
-:class:`MemoryToolRouter` answers :meth:`~MemoryToolRouter.handles` from the tools' names
-alone; the first memory call loads :mod:`.tools` (and with it the memory API and the
-store's memory queries) and makes the :class:`~.tools.MemoryCalls` every later call uses.
+:class:`MemoryToolRouter` says which calls it takes, whether they survive a barge-in and how
+they are answered from the tools' names alone; checking a call's arguments loads :mod:`.tools`,
+and carrying one out loads the memory API and the store's memory queries with it.
 
-Thread and timing: on the loop, in the intake's path (as :class:`~.tools.MemoryCalls`).
+Thread and timing: on the loop. :meth:`~MemoryToolRouter.arguments` runs in the intake's path
+(pure checks); :meth:`~MemoryToolRouter.run` is awaited in the call's own task.
 """
 
 from __future__ import annotations
@@ -17,42 +18,48 @@ from . import NAMES
 if TYPE_CHECKING:
     from ..events import FunctionCall
     from .api import Memories
-    from .tools import MemoryArgs, MemoryCalls
+    from .tools import MemoryArgs
 
 
 class MemoryToolRouter:
-    """:class:`~.tools.MemoryCalls` made at the first memory call, from ``memories()``;
-    ``taken`` and ``respond_after_recall`` as there."""
+    """Carries out memory calls for the calls intake.
+
+    ``memories()`` is the store's memory API, asked for at each call (it raises
+    :class:`~ticos_agent.errors.StorageError` when there is none: the call fails with that);
+    ``taken(name)`` says whether an integrator's own handler takes calls of that name;
+    ``respond_after_recall`` whether a ``response.create`` follows recall's output."""
 
     def __init__(self, memories: Callable[[], Memories], *, taken: Callable[[str], bool],
                  respond_after_recall: bool = True):
         self._memories = memories
         self._taken = taken
         self._respond_after_recall = respond_after_recall
-        self._calls: MemoryCalls | None = None
-
-    def calls(self) -> MemoryCalls:
-        if self._calls is None:
-            from .tools import MemoryCalls
-
-            self._calls = MemoryCalls(self._memories(), taken=self._taken,
-                                      respond_after_recall=self._respond_after_recall)
-        return self._calls
 
     def handles(self, name: str) -> bool:
         return name in NAMES and not self._taken(name)
 
-    def arguments(self, call: FunctionCall) -> MemoryArgs:
-        return self.calls().arguments(call)
+    @staticmethod
+    def arguments(call: FunctionCall) -> MemoryArgs:
+        """The call's checked arguments; raises :class:`~ticos_agent.errors.BadArguments`."""
+        from .tools import memory_args
 
-    def survives_interruption(self, name: str) -> bool:
-        return self.calls().survives_interruption(name)
+        return memory_args(call.name, call.arguments)
 
-    def always_answered(self, name: str, outcome: dict[str, Any]) -> bool:
-        return self.calls().always_answered(name, outcome)
+    @staticmethod
+    def survives_interruption(name: str) -> bool:
+        return name != "recall"
+
+    @staticmethod
+    def always_answered(name: str, outcome: dict[str, Any]) -> bool:
+        """recall's outcome, and any that names a field to correct."""
+        return name == "recall" or "field" in outcome
 
     def respond_after(self, name: str) -> bool:
-        return self.calls().respond_after(name)
+        """Whether a ``response.create`` follows this tool's output."""
+        return name == "recall" and self._respond_after_recall
 
     async def run(self, args: MemoryArgs) -> dict[str, Any]:
-        return await self.calls().run(args)
+        """Carry out one call and return its outcome; never raises."""
+        from .tools import run
+
+        return await run(self._memories, args)

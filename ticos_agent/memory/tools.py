@@ -1,7 +1,8 @@
 """``remember``, ``recall`` and ``forget``: the memory tools the voice agent's own model calls.
 
-Their definitions (:func:`memory_tools`, offered with the robot's while storage is on) and
-how one call is carried out (:class:`MemoryCalls`). Arguments:
+Their definitions (:func:`memory_tools`, offered with the robot's while storage is on), the
+checks of a call's arguments (:func:`memory_args`) and how one call is carried out
+(:func:`run`); :class:`~.router.MemoryToolRouter` is what the calls intake holds. Arguments:
 
 ==============  ==========================================================================
 tool            arguments
@@ -32,8 +33,8 @@ answer nobody waits for any more.
 An integrator's own handler registered for one of these names
 (``agent.on_function("recall", fn)``) takes the call instead (``function:*`` does not).
 
-Thread and timing: :meth:`MemoryCalls.arguments` runs on the loop in the intake's path (pure
-checks); :meth:`MemoryCalls.run` is awaited in the call's own task.
+Thread and timing: on the loop; :func:`memory_args` in the intake's path (pure checks),
+:func:`run` in the call's own task.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadArguments, BadMemory, StorageError
-from ..events import FunctionCall
-from . import NAMES
 from .api import Memories, kind_field, limit_field, text_field, unit_field
 from .model import MAX_CONTENT, MAX_FIELD, MAX_QUERY, Hit
 
@@ -146,65 +145,33 @@ def hit_text(hit: Hit) -> str:
     return f"{what}, {hit.datetime}: {text}"
 
 
-class MemoryCalls:
-    """Carries out memory calls for the calls intake.
+async def run(memories: Callable[[], Memories], args: MemoryArgs) -> dict[str, Any]:
+    """Carry out one call on ``memories()`` and return its outcome; never raises."""
+    try:
+        out = await _run(memories(), args)
+    except BadMemory as exc:  # the store's own check (a query without a word to search for, say)
+        out = {"status": "failed", "reason": f"{args.name}: {exc}", "field": exc.field}
+    except StorageError as exc:
+        log.warning("memory: %s failed: %s", args.name, exc)
+        out = {"status": "failed", "reason": f"storage: {exc}"}
+    except Exception as exc:  # one call's bug must not escape into the loop
+        log.exception("memory: %s failed", args.name)
+        out = {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}"}
+    if args.notes:
+        out["notes"] = list(args.notes)
+    return out
 
-    ``memories`` is the store's memory API; ``taken(name)`` says whether an integrator's own
-    handler takes calls of that name; ``respond_after_recall`` whether a ``response.create``
-    follows recall's output."""
 
-    def __init__(self, memories: Memories, *, taken: Callable[[str], bool], respond_after_recall: bool = True):
-        self._memories = memories
-        self._taken = taken
-        self.respond_after_recall = respond_after_recall
-
-    def handles(self, name: str) -> bool:
-        return name in NAMES and not self._taken(name)
-
-    @staticmethod
-    def arguments(call: FunctionCall) -> MemoryArgs:
-        return memory_args(call.name, call.arguments)
-
-    @staticmethod
-    def survives_interruption(name: str) -> bool:
-        return name != "recall"
-
-    @staticmethod
-    def always_answered(name: str, outcome: dict[str, Any]) -> bool:
-        """recall's outcome, and any that names a field to correct."""
-        return name == "recall" or "field" in outcome
-
-    def respond_after(self, name: str) -> bool:
-        """Whether a ``response.create`` follows this tool's output."""
-        return name == "recall" and self.respond_after_recall
-
-    async def run(self, args: MemoryArgs) -> dict[str, Any]:
-        """Carry out one call and return its outcome; never raises."""
-        try:
-            out = await self._run(args)
-        except BadMemory as exc:  # the store's own check (a query without a word to search for, say)
-            out = {"status": "failed", "reason": f"{args.name}: {exc}", "field": exc.field}
-        except StorageError as exc:
-            log.warning("memory: %s failed: %s", args.name, exc)
-            out = {"status": "failed", "reason": f"storage: {exc}"}
-        except Exception as exc:  # one call's bug must not escape into the loop
-            log.exception("memory: %s failed", args.name)
-            out = {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}"}
-        if args.notes:
-            out["notes"] = list(args.notes)
+async def _run(memories: Memories, args: MemoryArgs) -> dict[str, Any]:
+    if args.name == "remember":
+        m = await memories.remember(args.content, args.kind, via="tool", kinds=TOOL_KINDS, **dict(args.fields))
+        return {"status": "done", "reason": None, "id": m.id, "kind": m.kind, "content": m.content}
+    if args.name == "recall":
+        hits = await memories.recall(args.query, args.limit, most=MAX_RECALL)
+        out: dict[str, Any] = {"status": "done", "reason": None, "query": args.query, "count": len(hits),
+                               "found": [hit_text(h) for h in hits]}
+        if not hits:
+            out["note"] = "nothing remembered matches that"
         return out
-
-    async def _run(self, args: MemoryArgs) -> dict[str, Any]:
-        memories = self._memories
-        if args.name == "remember":
-            m = await memories.remember(args.content, args.kind, via="tool", kinds=TOOL_KINDS, **dict(args.fields))
-            return {"status": "done", "reason": None, "id": m.id, "kind": m.kind, "content": m.content}
-        if args.name == "recall":
-            hits = await memories.recall(args.query, args.limit, most=MAX_RECALL)
-            out: dict[str, Any] = {"status": "done", "reason": None, "query": args.query, "count": len(hits),
-                                   "found": [hit_text(h) for h in hits]}
-            if not hits:
-                out["note"] = "nothing remembered matches that"
-            return out
-        count = await memories.forget(args.query, via="tool")
-        return {"status": "done", "reason": None, "forgotten": count}  # the query is not kept: it was forgotten
+    count = await memories.forget(args.query, via="tool")
+    return {"status": "done", "reason": None, "forgotten": count}  # the query is not kept: it was forgotten
