@@ -248,13 +248,16 @@ async def test_after_a_commit_the_file_holds_only_what_is_still_waiting(tmp_path
         await asyncio.sleep(0.3)
         blocker.execute("BEGIN IMMEDIATE")
         store.log_event("input_audio_buffer.speech_started", session_id="sess_1", event_id="event_1")
-        await asyncio.sleep(0.3)  # its commit waits for the lock
+        for _ in range(500):
+            if store._batch is not None:  # its commit started: it waits for the lock
+                break
+            await asyncio.sleep(0.01)
         store._lazy_interval = 60.0  # the next line waits for a later commit
         store.log_event("input_audio_buffer.speech_stopped", session_id="sess_1", event_id="event_2")
         await asyncio.sleep(0.95)
         assert _lines(store) == ["event_1", "event_2"]
         blocker.execute("COMMIT")
-        for _ in range(100):
+        for _ in range(500):
             with sqlite3.connect(tmp_path / "ticos.db") as conn:
                 if conn.execute("SELECT COUNT(*) FROM events").fetchone() == (1,):
                     break

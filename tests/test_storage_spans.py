@@ -281,7 +281,7 @@ async def test_the_card_coming_back_closes_the_spans_of_sessions_that_ended_mean
             assert store.health()["mode"] == "internal"
             store.session_ended("ended")  # its voice agent left while the card was out
             await asyncio.to_thread(card.put_back)
-            for _ in range(500):
+            for _ in range(1000):
                 if store.health()["mode"] == "external" and store.health()["fallback_rows"] == 0:
                     break
                 await asyncio.sleep(0.01)
@@ -292,3 +292,22 @@ async def test_the_card_coming_back_closes_the_spans_of_sessions_that_ended_mean
             assert [m["content"] for m in await store.messages(session_id="talking")] == ["still here", "hi"]
         finally:
             await store.close()
+
+
+async def test_forgetting_every_message_leaves_spans_only_to_sessions_with_calls(tmp_path):
+    store = await open_store("internal", internal_dir=tmp_path)
+    path = tmp_path / "ticos.db"
+    try:
+        store.add_message(role="user", content="hi", item_id=None, session_id="talk")
+        store.add_message(role="user", content="move", item_id=None, session_id="moved")
+        store.record_call(call_id="c1", name="motion", arguments="{}", session_id="moved")
+        await store.flush()
+        assert await store.forget(everything=True, messages=True) == 2
+        with sqlite3.connect(path) as conn:
+            assert conn.execute(f"SELECT * FROM {SPANS}").fetchall() == [("moved", None, None, 1, None)]
+        assert await store.messages(session_id="talk") == []
+        store.add_message(role="user", content="again", item_id=None, session_id="moved")
+        await store.flush()
+        assert [m["content"] for m in await store.messages(session_id="moved")] == ["again"]
+    finally:
+        await store.close()

@@ -50,6 +50,7 @@ from . import fts, schema, search
 from .connection import transaction
 from .fts import MEMORIES_FTS, MESSAGES_FTS, SQL_GET_MARK
 from .memory_rows import FINISHED, MemoryRows, message_of
+from .spans import SPANS
 
 #: A memory's fields in :class:`Memory`'s order after id, kind, content, datetime.
 _FIELDS = ("user_id", "subject", "key", "value", "confidence", "importance", "title", "source")
@@ -213,6 +214,9 @@ async def _forget(store: MemoryRows, db: aiosqlite.Connection, terms: list[str] 
                     _forget_recent(store, str(mid))
                 await db.execute(f"DELETE FROM messages WHERE rowid IN ({marks})", part)
             await _scrub_calls(store, db, terms, everything)
+            if messages and everything:  # no session has messages now; one with calls keeps its span
+                await db.execute(f"UPDATE {SPANS} SET first_message = NULL, last_message = NULL")
+                await db.execute(f"DELETE FROM {SPANS} WHERE first_call IS NULL")
             if mem and indexed:
                 await db.execute(f"INSERT INTO {MEMORIES_FTS} ({MEMORIES_FTS}) VALUES ('optimize')")
             if rowids and not fts.secure_delete_supported():
