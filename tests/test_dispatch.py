@@ -243,3 +243,36 @@ async def test_a_stuck_handler_does_not_make_the_loop_wait_for_it_turn_after_tur
     await wait_for(lambda: d.stats()["backlog"] == 0)
     assert ran == list(range(500))
     await d.stop()
+
+
+async def test_the_loop_yields_to_an_idle_worker_only_while_its_handlers_are_quick(monkeypatch):
+    """The yield after a put to the idle worker hands it the GIL; a handler that computes for
+    milliseconds would hold the loop that long at every call, so it gets no more yields."""
+    from ticos_agent import dispatch
+
+    yields = [0]
+    monkeypatch.setattr(dispatch, "_sched_yield", lambda: yields.__setitem__(0, yields[0] + 1))
+    d = await _started()
+    ran: list[str] = []
+
+    def spin(event: str) -> None:
+        if event == "slow":
+            end = time.perf_counter() + 0.003
+            while time.perf_counter() < end:
+                pass
+        ran.append(event)
+
+    d.subscribe("event:*", spin)
+    sequence = ("quick", "slow", "slow", "slow", "quick", "quick")
+    yielded: list[bool] = []
+    try:
+        for event in sequence:
+            before = yields[0]
+            d.emit("event:*", event)  # each goes to an idle worker
+            yielded.append(yields[0] > before)
+            await wait_for(lambda: len(ran) == len(yielded) and d.stats()["backlog"] == 0)
+        assert ran == list(sequence)
+        assert yielded[0]  # a fresh worker: the loop yields to it
+        assert not any(yielded[i + 1] for i, event in enumerate(sequence[:-1]) if event == "slow"), yielded
+    finally:
+        await d.stop()

@@ -209,8 +209,10 @@ async def test_a_store_that_takes_the_file_over_puts_back_what_a_killed_owner_le
     try:
         store.log_event("input_audio_buffer.speech_stopped", session_id="sess_1", event_id="event_mine")
         await asyncio.sleep(0.95)  # its copy: the file is this store's now
-        await store.flush()
+        await store.flush()  # what it took over is committed too
         assert store._pending.take() == ([], [])
+        with sqlite3.connect(tmp_path / "ticos.db") as conn:
+            assert sorted(r[0] for r in conn.execute("SELECT event_id FROM events")) == ["event_killed", "event_mine"]
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "ticos.db") as conn:
@@ -219,22 +221,29 @@ async def test_a_store_that_takes_the_file_over_puts_back_what_a_killed_owner_le
 
 def test_ids_that_are_no_numbers_seed_nothing_and_huge_ones_are_capped(tmp_path):
     from ticos_agent.storage.pending import newest_id
-    from ticos_agent.storage.schema import id_number
+    from ticos_agent.storage.schema import MIGRATIONS, id_number, max_message_id
 
     assert [id_number(v) for v in ("12", "0012", "\u00b2", "\u0663", "", "12a", 12)] == [12, 12, 0, 0, 0, 0, 12]
-    assert id_number("9" * 5000) == (1 << 63) - 1  # past Python's int() digit limit: SQLite's CAST cap
-    with sqlite3.connect(":memory:") as conn:
-        assert conn.execute("SELECT CAST(? AS INTEGER)", ("9" * 5000,)).fetchone() == ((1 << 63) - 1,)
-    assert newest_id([("\u00b2",), ("9" * 5000,), ("7",)]) == (1 << 63) - 1
+    assert id_number("9" * 5000) == 0  # past Python's int() digit limit
+    assert id_number("1" * 19) == 0 and id_number("0" * 5 + "9" * 18) == 10**18 - 1
+    assert newest_id([("\u00b2",), ("9" * 5000,), ("7",)]) == 7
+    with sqlite3.connect(":memory:") as conn:  # the same rule in SQL
+        MIGRATIONS[1](conn)
+        for mid in ("\u00b2", "9" * 5000, "1" * 19, "0" * 5 + "9" * 18, "12a"):
+            conn.execute("INSERT INTO messages (id, role, content, user_id, datetime) VALUES (?, 'user', '', 'x', "
+                         "'2026-11-26 10:00:00')", (mid,))
+        assert max_message_id(conn) == 10**18 - 1
 
 
-async def test_a_pending_file_with_odd_message_ids_still_opens(tmp_path):
-    odd = [(mid, *WORDLESS[1:]) for mid in ("\u00b2", "1" * 5000, "m-1")]
+async def test_a_pending_file_with_odd_message_ids_still_opens_and_ids_go_on(tmp_path):
+    odd = [(mid, *WORDLESS[1:]) for mid in ("\u00b2", "1" * 5000, "9" * 30, "m-1")]
     put(tmp_path / "ticos.db.pending", [], odd)
-    store = await open_store("internal", internal_dir=tmp_path)
-    await store.close()
+    for _ in range(2):  # at each start new ids are unique
+        store = await open_store("internal", internal_dir=tmp_path)
+        store.add_message(role="user", content="hello", item_id=None)
+        await store.close()
     with sqlite3.connect(tmp_path / "ticos.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (3,)
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (6,)
 
 
 def _lines(store) -> list:
@@ -252,17 +261,21 @@ async def test_after_a_commit_the_file_holds_only_what_is_still_waiting(tmp_path
             if store._batch is not None:  # its commit started: it waits for the lock
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the commit did not start")
         store._lazy_interval = 60.0  # the next line waits for a later commit
         store.log_event("input_audio_buffer.speech_stopped", session_id="sess_1", event_id="event_2")
         await asyncio.sleep(0.95)
         assert _lines(store) == ["event_1", "event_2"]
         blocker.execute("COMMIT")
         for _ in range(500):
-            with sqlite3.connect(tmp_path / "ticos.db") as conn:
-                if conn.execute("SELECT COUNT(*) FROM events").fetchone() == (1,):
-                    break
-            await asyncio.sleep(0.02)
-        assert _lines(store) == ["event_2"]  # written again: not the committed line
+            if _lines(store) == ["event_2"]:  # written again after the commit: not the committed line
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"the file holds {_lines(store)}")
+        with sqlite3.connect(tmp_path / "ticos.db") as conn:
+            assert conn.execute("SELECT event_id FROM events").fetchall() == [("event_1",)]
     finally:
         blocker.close()
         await store.close()

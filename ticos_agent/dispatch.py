@@ -33,11 +33,13 @@ starts only about when the loop thread next sleeps (its next ``epoll``, after th
 frame and aiohttp's next read), as if Linux had queued it on the loop thread's CPU (its
 wake-affine placement; our reading of the figures). So after a put to an idle worker the loop
 thread yields its CPU (``os.sched_yield``, one system call that also frees the GIL): the
-worker starts at once.
+worker starts at once. The yield gives the worker the GIL too, so the loop thread waits while
+the handler runs Python (up to the switch interval, 5 ms); it is made only while the worker's
+last batch ran in under ``QUICK_RUN`` (0.5 ms). A handler that computes for longer costs the
+loop that wait once, and no yield is made until a batch is quick again.
 ``bench/thread_hop.py`` measures the wake alone (on the development machine, a container on
-2 vCPUs: p50 105 -> 34 us); ``bench/load.py`` the effect (README). A handler that runs long
-shares the GIL with the loop as it did (switch interval); the batches of a busy worker are
-not followed by a yield.
+2 vCPUs: p50 105 -> 34 us); ``bench/load.py`` the effect (README). A call queued while the
+worker is busy is not followed by a yield.
 
 The GIL: a loop that is never idle (a flood of frames) would keep the worker from ever
 running (see :meth:`Dispatcher._let_worker_run`), so while the worker is a tenth of
@@ -64,6 +66,8 @@ _STOP = None  # the worker's end-of-jobs marker
 _ONE = object()  # in a batch's future slot: no future, and ``args`` is the one argument itself
 WORKER_TURN = 0.0002  # seconds the loop sleeps to let a lagging worker take the GIL ...
 TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
+QUICK_RUN = 0.0005  # the loop yields its CPU to an idle worker only while its batches take less
+_sched_yield = getattr(os, "sched_yield", None)  # (Linux, the BSDs, macOS)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -97,6 +101,7 @@ class Dispatcher:
         self._batch: list[Any] = []  # this loop turn's sync calls, not yet handed over (loop thread)
         self._queued = 0  # sync calls ever queued: written on the loop thread only
         self._done = 0  # sync calls the worker has finished: written on the worker thread only
+        self._quick = True  # the worker's last batch took under QUICK_RUN: written by the worker only
         self._flush_due = False  # a _flush is scheduled on the loop (loop thread)
         self._done_at_turn = -1  # ``_done`` when the loop last let the worker run (loop thread)
         self._next_turn = 0.0  # not before this time (``time.monotonic()``)
@@ -237,7 +242,8 @@ class Dispatcher:
             if self._queued == self._done:  # the worker is idle: this call goes to it now
                 self._queued += 1
                 self._jobs.put([topic, fn, args, future])
-                os.sched_yield()  # see "The wake" in the module docstring
+                if self._quick and _sched_yield is not None:  # see "The wake" in the module docstring
+                    _sched_yield()
                 return
             self._flush_soon()
         # flat (topic, fn, args, future, topic, ...): no tuple per call that lives until the
@@ -322,12 +328,14 @@ class Dispatcher:
                 future.set_result(result)
 
     def _worker(self) -> None:
-        get, run = self._jobs.get, self._run_batch
+        get, run, clock = self._jobs.get, self._run_batch, time.perf_counter
         while True:
             batch = get()  # untimed: a timed get can report Empty while it waits for the GIL
             if batch is _STOP:
                 return
+            began = clock()
             run(batch)
+            self._quick = clock() - began < QUICK_RUN
             # nothing of a finished batch is kept while waiting for the next: its events are
             # freed now, not after the loop made the next batch (fewer objects alive at once
             # means fewer garbage collections on the loop thread)

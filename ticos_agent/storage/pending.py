@@ -92,6 +92,8 @@ class PendingFile:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(f"{self.path} is not a regular file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _still_there(fd, self.path):  # its owner removed it as it let go: try again later
+                raise BlockingIOError
         except BlockingIOError:
             os.close(fd)
             if not quiet:
@@ -186,6 +188,13 @@ class PendingFile:
             except OSError:
                 pass
             self._fd = None
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def newest_id(messages: list[tuple[Any, ...]]) -> int:

@@ -253,24 +253,28 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-_INT64_MAX = (1 << 63) - 1
+#: Ids of this many significant digits or more seed nothing: from SQLite's cap (2^63 - 1) new
+#: ids would count on past it, and every start would hand out the same ones again.
+SEED_DIGITS = 19
 
 
 def id_number(mid: object) -> int:
     """What a message id counts for when new ids are seeded: the number of an id of ASCII
-    digits, capped as SQLite's ``CAST`` caps it (:func:`max_message_id`); 0 for any other."""
+    digits, below ``SEED_DIGITS`` significant digits (the rule of :func:`max_message_id`);
+    0 for any other."""
     text = str(mid)
     if not (text.isascii() and text.isdigit()):
         return 0
     digits = text.lstrip("0")
-    return _INT64_MAX if len(digits) > 19 else min(int(digits or 0), _INT64_MAX)
+    return int(digits) if 0 < len(digits) < SEED_DIGITS else 0
 
 
 def max_message_id(conn: sqlite3.Connection) -> int:
     """The largest all-digit message id in the table (0 when none), the seed for new ids
     (the rule of :func:`id_number`, in SQL)."""
     row = conn.execute(
-        "SELECT MAX(CAST(id AS INTEGER)) FROM messages WHERE id <> '' AND id NOT GLOB '*[^0-9]*'"
+        "SELECT MAX(CAST(id AS INTEGER)) FROM messages WHERE id <> '' AND id NOT GLOB '*[^0-9]*' "
+        f"AND length(ltrim(id, '0')) < {SEED_DIGITS}"
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 

@@ -180,6 +180,7 @@ class StoreState:
         self._restoring = (self._restoring[0] + events, self._restoring[1] + messages)
         self._last_id = max(self._last_id, newest_id(messages))
         self._wake.set()
+        self._nudge.set()  # a writer waiting for a commit's due time queues them first
 
     def _commit_now(self) -> None:
         """Make the writer commit what is queued without waiting (a flush, the close, a card check)."""

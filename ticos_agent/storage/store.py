@@ -378,6 +378,9 @@ class Store(Writer, CardKeeper, Memories):
             if self._events or self._ops:
                 raise StorageError(f"store {self.location.path} is closed with unwritten records")
             return
+        while any(self._restoring) and not self._task.done():  # put back: enqueued in a moment
+            self._wake.set()
+            await asyncio.sleep(0.005)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._ops_in, self._events_in, waiter))
         self._commit_now()
@@ -399,7 +402,7 @@ class Store(Writer, CardKeeper, Memories):
                 await asyncio.wait({probe}, timeout=PROBE_CLOSE_WAIT)
             probe.cancel()
         await asyncio.shield(self._task)
-        lost = len(self._events) + len(self._ops)
+        lost = len(self._events) + len(self._ops) + len(self._restoring[0]) + len(self._restoring[1])
         if lost:
             self._write_pending()
             log.error("storage: closed %s with %d records not written (the event-log lines and new messages "

@@ -137,7 +137,7 @@ class Writer(Indexer):
                     if self._target is not None:
                         await self._abandon("the store is closing", closing=True)
                     await self._run_jobs()
-                    if not self._events and not self._ops:
+                    if not self._events and not self._ops and not any(self._restoring):
                         return
                 elif self._jobs_ready():
                     await self._run_jobs()
@@ -167,7 +167,7 @@ class Writer(Indexer):
         """
         seen = -1
         quiet_since = time.monotonic()
-        while not (self._kick.is_set() or self._closing):
+        while not (self._kick.is_set() or self._closing or any(self._restoring)):
             now = time.monotonic()
             count = self._events_in + self._ops_in
             if count != seen:
@@ -250,7 +250,7 @@ class Writer(Indexer):
                 if not waiter.done():
                     waiter.set_exception(error)
             return False
-        if self._events or self._ops:  # the pending file holds exactly what is not committed
+        if self._events or self._ops or any(self._restoring):  # the file holds exactly what is not committed
             if self._pending.holds:
                 self._write_pending()
         else:
@@ -367,13 +367,14 @@ class Writer(Indexer):
 
     async def _restore_pending(self) -> None:
         """Queue, first, what the pending file held that the database lacks (see :mod:`.pending`)."""
-        events, messages = self._restoring  # in the pending file until they are queued
+        events, messages = events_in, messages_in = self._restoring  # in the pending file until queued
         try:
             events, messages = await missing(self._db, events, messages)
         except Exception as exc:  # all of it, then: INSERT OR IGNORE keeps the messages once
             log.warning("storage: cannot tell what %s holds that %s lacks (%s); putting all of it back",
                         self._pending.path, self.location.path, describe(exc))
-        self._restoring = ([], [])
+        taken = self._restoring  # (what was put back while missing() ran stays for the next round)
+        self._restoring = (taken[0][len(events_in):], taken[1][len(messages_in):])
         self._events[:0] = events
         self._ops[:0] = [(SQL_RESTORE_MESSAGE, m) for m in messages]
         self._events_in += len(events)
@@ -382,7 +383,7 @@ class Writer(Indexer):
             log.warning("storage: putting back %d event-log lines and %d messages from %s: they were waiting for "
                         "their commit when the agent was last stopped", len(events), len(messages), self._pending.path)
             self._queued(False)
-        elif not self._events and not self._ops and self._batch is None:
+        elif not self._events and not self._ops and self._batch is None and not any(self._restoring):
             self._pending.clear()
 
     async def _prune_chunk(self) -> None:
