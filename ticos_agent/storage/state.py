@@ -1,8 +1,9 @@
 """The state a :class:`~.store.Store` shares between its halves, and its ``on_state`` callback.
 
-``Store`` is :class:`~.writer.Writer` (the writer task) plus :class:`~.card.CardKeeper` (the
-TF card); ``Store.__init__`` sets up the attributes :class:`StoreState` declares, and both
-halves work on them. :class:`CardTarget` (an open card database) is here too, so that the
+``Store`` is :class:`~.writer.Writer` (the writer task; when it commits, its
+:class:`~.policy.CommitPolicy`) plus :class:`~.card.CardKeeper` (the TF card);
+``Store.__init__`` sets up the attributes :class:`StoreState` declares, and both halves work
+on them. :class:`CardTarget` (an open card database) is here too, so that the
 halves share its type without importing each other.
 
 ``on_state(state, reason)`` is called on the event loop (``call_soon_threadsafe``) whenever

@@ -8,32 +8,10 @@ returns once everything enqueued before it is committed; ``await close()`` flush
 closes (a ``flush()`` racing it never hangs).
 
 **When it commits** (the card's flash is written per commit, not per row): a conversation
-record (a message with words, a call or its outcome, a memory) waits at most
-``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s; less while commits are slow, so that the
-wait plus twice the time a commit takes stays under 0.95 s) for its commit, which takes
-everything queued by then; an event-log line, and a user's message that has no words yet
-(its transcript comes later as an update, on the 0.8 s clock), waits for that commit, or at
-most ``event_log_delay`` seconds (``EVENT_LOG_DELAY``, 2 s; ``[storage] event_log_delay``)
-when no record comes. A turn's end (the event log's ``response.done``, or an assistant
-message) makes the commit come as soon as no record came for ``TURN_SETTLE`` seconds (0.1 s:
-the turn's last rows and its calls' outcomes join it); a ``flush()``, the close and a backlog
-of ``CHUNK_RECORDS`` records commit at once. Why: each commit rewrites, in the WAL, every page
-it touches in full: the last page of ``messages``, of its id index, of ``event_log``, of
-``function_calls``, the database header when the file grows. At a
-conversational pace rows trickle in (a few per second), so committing every 50 ms (as before)
-wrote those pages five to ten times per turn to store a few hundred bytes. A voice turn's
-lines start with the user's speech, 1.5 s or more before its reply ends: on the 0.8 s clock
-they cost a second commit per turn; on their own 2 s clock they ride with the turn's words
-and reply, one commit per turn. What waits on that clock is copied to the pending file
-(:mod:`.pending`: one ``pwrite`` into the page cache, never synced) 0.8 s after it arrived and
-put back at the next start. So a SIGKILL loses no record that arrived more than 1 s before it
-(0.8 s of waiting leaves 0.2 s for the commit or the copy); a power cut, no conversation
-record older than 1 s and no event-log line older than about 2 s; a clean stop flushes
-everything. No commit "after quiet": a pause in
-the speech would only add commits within the same second. Idle, nothing is written. The
-rows a turn ends with (its transcript, its message, its calls and their outcomes, its
-``response.done``) arrive within far less than the delay and so commit in one transaction,
-unless an older row's delay runs out while they arrive.
+record waits at most ``commit_delay`` seconds (``COMMIT_DELAY``, 0.8 s), an event-log line at
+most ``event_log_delay`` seconds (``EVENT_LOG_DELAY``, 2 s); after a turn's end the commit
+comes once no record came for ``TURN_SETTLE`` seconds; a ``flush()``, the close and a backlog
+commit at once. The rules, and why, are in :mod:`.policy`.
 
 **Pages and checkpoints** (see :mod:`.schema` and :mod:`.connection`): a database this
 code creates has 512-byte pages (SQLite's smallest: a page rewritten per commit is then
@@ -140,7 +118,8 @@ class Store(Writer, CardKeeper, Memories):
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
     changes when the card is lost and when it comes back). The writer task's methods come
-    from :class:`~.writer.Writer`, the card's from :class:`~.card.CardKeeper`, the memory
+    from :class:`~.writer.Writer` (when it commits, and :meth:`end_turn`, from
+    :class:`~.policy.CommitPolicy`), the card's from :class:`~.card.CardKeeper`, the memory
     methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memory_methods.Memories`.
     """
 
@@ -250,15 +229,6 @@ class Store(Writer, CardKeeper, Memories):
         self._ops.append((sql, params))
         self._ops_in += 1
         self._queued(lazy)
-
-    def end_turn(self) -> None:
-        """A turn ended: commit what is queued once no record came for ``turn_settle`` seconds.
-
-        Called by the store itself for the event log's ``response.done`` and for an assistant
-        message; an owner may call it for its own turn boundaries."""
-        if not self._turn_end:
-            self._turn_end = True
-            self._nudge.set()
 
     def _remember(self, message_id: str, row: list[object]) -> None:
         recent = self._recent

@@ -3,14 +3,12 @@
 :class:`Writer` is the half of ``Store`` that runs in its writer task; ``Store`` (in
 ``store.py``) holds the queues the enqueue methods fill and starts :meth:`Writer._run`.
 
-The writer commits what has gathered when it is due (:meth:`Writer._gather`: the oldest
-record has waited ``commit_delay`` seconds, or the oldest event-log line ``event_log_delay``
-seconds, or a turn ended and ``turn_settle`` seconds passed without a record, or a
-``flush()``, the close or a backlog asks for it now; why, in :mod:`.store`), one transaction
-per ``CHUNK_RECORDS`` records, the events with one ``executemany`` and the other records with
-one per kind (in ``KIND_ORDER``). First of all, at start, it queues what the pending file
-held that the database lacks; after each commit the file is made to hold exactly what is not
-committed (:mod:`.pending`; the copies themselves are a loop timer's, ``Store._spill``).
+The writer commits what has gathered when it is due (when, and why: :mod:`.policy`, whose
+:class:`~.policy.CommitPolicy` it inherits), one transaction per ``CHUNK_RECORDS`` records,
+the events with one ``executemany`` and the other records with one per kind (in
+``KIND_ORDER``). First of all, at start, it queues what the pending file held that the
+database lacks; after each commit the file is made to hold exactly what is not committed
+(:mod:`.pending`; the copies themselves are a loop timer's, ``Store._spill``).
 
 A failure never ends the task. A batch the database rejects is committed again record by
 record, skipping only the rows it rejects. On the TF card, each batch first checks that the
@@ -45,6 +43,7 @@ from .connection import connect, transaction
 from .indexer import Indexer
 from .location import SaveMode
 from .pending import SQL_RESTORE_MESSAGE, missing
+from .policy import CommitPolicy
 from .schema import EVENT_LOG
 from .writes import (
     DATA_ERRORS,
@@ -63,23 +62,21 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 MAX_BACKOFF = 30.0
-#: What a SIGKILL may cost (seconds): no record waits for its commit longer than this minus
-#: twice the time recent commits took (see ``Writer._delay``).
-LOSS_BOUND = 1.0
 #: At most this many records per transaction: a backlog after an outage becomes many commits.
 CHUNK_RECORDS = 5000
 #: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
 PRUNE_EVERY = 300.0
 PRUNE_CHUNK = 5000
 
-class Writer(Indexer):
+class Writer(Indexer, CommitPolicy):
     """The writer task's half of :class:`~.store.Store`; not used on its own.
 
     It works on the state ``Store.__init__`` sets up (the connection ``_db``, ``location``,
     the queues ``_events``/``_ops`` and their counters, the ``flush()`` waiters, the wake-up
     events, the remembered messages, the retention, the card's state) and calls
     ``Store._backlog_shrank()`` after each commit and the :class:`~.card.CardKeeper` methods
-    for the card; its jobs and the message index are :class:`~.indexer.Indexer`'s.
+    for the card; its jobs and the message index are :class:`~.indexer.Indexer`'s, when it
+    commits is :class:`~.policy.CommitPolicy`'s.
     """
 
     def _prune_timeout(self) -> float | None:
@@ -156,51 +153,6 @@ class Writer(Indexer):
             self._settle_waiters()
             self._settle_jobs()
             self._check_state()
-
-    async def _gather(self) -> None:
-        """Wait until what is queued is due for its commit (the commit policy, see :mod:`.store`).
-
-        Due: :meth:`_delay` seconds after the oldest queued record was enqueued; or, once a
-        turn ended, when no record came for ``_settle`` seconds (the turn's last rows, its
-        calls' outcomes, join it); or at once for a ``flush()``, the close, a backlog of
-        ``CHUNK_RECORDS``, or a card check.
-        """
-        seen = -1
-        quiet_since = time.monotonic()
-        while not (self._kick.is_set() or self._closing or any(self._restoring)):
-            now = time.monotonic()
-            count = self._events_in + self._ops_in
-            if count != seen:
-                seen, quiet_since = count, now
-            due = self._due(now)
-            if self._turn_end:
-                due = min(due, quiet_since + self._settle)
-            if now >= due:
-                return
-            self._nudge.clear()
-            try:
-                await asyncio.wait_for(self._nudge.wait(), due - now)
-            except TimeoutError:
-                pass
-
-    def _due(self, now: float) -> float:
-        """When the oldest record must be committed: ``_delay()`` after the oldest record, or
-        ``_lazy_interval`` after the oldest event-log line (or wordless message), whichever
-        comes first; now when nothing is queued (a flush, the close)."""
-        due = float("inf")
-        if self._first_at is not None:
-            due = self._first_at + self._delay()
-        if self._lazy_at is not None:
-            due = min(due, self._lazy_at + self._lazy_interval)
-        return now if due == float("inf") else due
-
-    def _delay(self) -> float:
-        """How long the oldest record may wait: ``commit_delay``, shortened while commits are
-        slow (a card that takes long to sync), so that its wait and the commit that writes it
-        stay within ``LOSS_BOUND`` (a ``commit_delay`` above the bound is taken as given)."""
-        if self._interval > LOSS_BOUND:
-            return self._interval
-        return min(self._interval, max(0.0, LOSS_BOUND - 0.05 - 2 * self._commit_time))
 
     def _take(self, queue: list[_T], n: int) -> list[_T]:
         if n >= len(queue):
