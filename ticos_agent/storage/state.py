@@ -3,7 +3,8 @@
 ``Store`` is :class:`~.writer.Writer` (the writer task; when it commits, its
 :class:`~.policy.CommitPolicy`) plus :class:`~.card.CardKeeper` (the TF card);
 ``Store.__init__`` sets up the attributes :class:`StoreState` declares, and both halves work
-on them. :class:`CardTarget` (an open card database) is here too, so that the
+on them (as do :class:`~.memory_methods.Memories` and :class:`~.reads.Reads`, the reads and
+``health()``). :class:`CardTarget` (an open card database) is here too, so that the
 halves share its type without importing each other.
 
 ``on_state(state, reason)`` is called on the event loop (``call_soon_threadsafe``) whenever
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
@@ -232,6 +233,7 @@ class StoreState:
         def _next_id(self) -> str: ...
         def _backlog_shrank(self) -> None: ...
         def _card_gone(self) -> str | None: ...
+        def _card_health(self) -> dict[str, Any]: ...
         def _card_check_due(self) -> bool: ...
         async def _idle_card_check(self) -> None: ...
         async def _fall_back(self, reason: str, events: list[EventRow], ops: list[Op], *,

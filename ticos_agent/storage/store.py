@@ -77,6 +77,7 @@ from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .location import Location, card_root_of
 from .memory_methods import Memories
 from .pending import PendingFile, pending_path
+from .reads import Reads
 from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
 from .writer import PRUNE_EVERY, Writer
@@ -92,7 +93,6 @@ from .writes import (
 
 if TYPE_CHECKING:
     from ..memory.model import MemoryStore
-    from .queries import Query
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,15 @@ EVENT_LOG_DELAY = 2.0
 TURN_END_EVENTS = frozenset({"response.done"})
 
 
-class Store(Writer, CardKeeper, Memories):
+class Store(Writer, CardKeeper, Memories, Reads):
     """Conversation messages, memories, function calls and the event log of one database.
 
     Create it with :func:`open_store`. ``location`` is the :class:`Location` in use (it
     changes when the card is lost and when it comes back). The writer task's methods come
     from :class:`~.writer.Writer` (when it commits, and :meth:`end_turn`, from
     :class:`~.policy.CommitPolicy`), the card's from :class:`~.card.CardKeeper`, the memory
-    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memory_methods.Memories`.
+    methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memory_methods.Memories`,
+    the reads of committed rows and :meth:`health` from :class:`~.reads.Reads`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
@@ -335,7 +336,7 @@ class Store(Writer, CardKeeper, Memories):
         if self._dropping and len(self._events) < MAX_PENDING_EVENTS * 0.9:
             self._dropping = False
 
-    # ----------------------------------------------------------------- flush, close, health
+    # ----------------------------------------------------------------- flush, close
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is committed.
@@ -383,96 +384,10 @@ class Store(Writer, CardKeeper, Memories):
         except Exception as exc:
             log.warning("storage: closing %s: %s", self.location.path, describe(exc))
 
-    def health(self) -> dict[str, Any]:
-        """Where the data goes and how writing is going, for ``/health``.
-
-        ``written``: records committed; ``commits``: transactions that wrote them;
-        ``skipped``: records given up (rejected by the database, or an update of a message
-        that exists nowhere); ``events_pruned``: event log rows removed by the retention.
-
-        EXTERNAL mode also reports the card (``None`` otherwise): ``fallback_rows``, how many
-        rows wait in the fallback database (its counts are refreshed at most once a second
-        while writing there); ``fallback``: its ``path``, ``rows`` per table (``messages``,
-        ``memories``, ``calls``, ``events``), ``merging`` (a card that came back is being
-        filled) and ``merged`` (rows moved to the card since open); ``card``: ``in_use``,
-        ``problem`` (why it is not in use, from the last check or probe), ``losses`` and
-        ``returns`` since open, ``probes`` made and the current ``probe_interval_s``.
-        On the card, each call also makes the writer's cheap check (one ``os.stat``): a card
-        that is gone is reported at once, and the writer falls back without waiting for a
-        write or its next idle check.
-        """
-        reason = None
-        if self._failure is None and self._card_ident is not None and self._watch is not None \
-                and not self._closing:
-            reason = self._watch.gone(self.location.path, self._card_ident, self._card_mount)
-            if reason:
-                self._next_card_check = 0.0  # the writer checks again and falls back now
-                self._commit_now()
-        reason = reason or self._state_now()[1]
-        card = self._card_health() if self._watch is not None else {"fallback_rows": 0, "fallback": None, "card": None}
-        return {
-            "path": str(self.location.path),
-            "mode": self.location.mode.value,
-            "requested": self.location.requested.value,
-            "state": "degraded" if reason else "ok",
-            "reason": reason,
-            "pending": len(self._events) + len(self._ops) + self._inflight,
-            "written": self._written,
-            "commits": self._commits,
-            "skipped": self._skipped,
-            "write_errors": self._write_errors,
-            "dropped_events": self._dropped_events,
-            "events_pruned": self._events_pruned,
-            **card,
-        }
-
-    # ----------------------------------------------------------------- reads
-
-    async def _read(self, query: Query) -> Any:
-        if query.sql is None:
-            return query.empty()
-        return query.result(await self._rows(query.sql, query.params))
-
-    async def messages(self, limit: int = 50, offset: int = 0,
-                       session_id: str | None = None) -> list[dict[str, Any]]:
-        """Committed messages, newest first (see :func:`.queries.read_messages` for the fields)."""
-        from . import queries  # the read queries load with the first read (a robot rarely reads)
-
-        return _dicts(await self._read(queries.messages_query(limit=limit, offset=offset, session_id=session_id)))
-
-    async def memories(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Committed memories, newest first."""
-        from . import queries
-
-        return _dicts(await self._read(queries.memories_query(limit=limit, offset=offset)))
-
-    async def calls(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Committed function calls, newest first."""
-        from . import queries
-
-        return _dicts(await self._read(queries.calls_query(limit=limit, offset=offset)))
-
-    async def events(self, limit: int = 100, offset: int = 0,
-                     session_id: str | None = None) -> list[dict[str, Any]]:
-        """The committed event log, newest first."""
-        from . import queries
-
-        return _dicts(await self._read(queries.events_query(limit=limit, offset=offset, session_id=session_id)))
-
-    async def count_messages(self, session_id: str | None = None) -> int:
-        """How many committed messages (of one session)."""
-        from . import queries
-
-        return int(await self._read(queries.count_messages_query(session_id=session_id)))
-
 
 def memory_store(store: Store) -> MemoryStore:
     """``store`` as the narrow view memory code is given (the type checker proves it is one)."""
     return store
-
-
-def _dicts(rows: Any) -> list[dict[str, Any]]:
-    return list(rows)
 
 
 def _chars(value: object) -> int:
