@@ -168,18 +168,22 @@ class StoreState:
         if self._batch is not None:  # being committed: not yet on disk
             events, ops = self._batch[0] + events, self._batch[1] + ops
         back_events, back_messages = self._restoring
-        if len(events) + len(ops) + len(back_events) + len(back_messages) <= MAX_SPILL:
+        waiting = len(events) + len(ops) + len(back_events) + len(back_messages)
+        if waiting <= MAX_SPILL:
             self._pending.write(back_events + events, back_messages + [
                 p for sql, p in ops if sql is SQL_ADD_MESSAGE or sql is SQL_RESTORE_MESSAGE])
         elif not self._pending_overflow_said:
             self._pending_overflow_said = True
             log.warning("storage: %d records wait for their commit, more than %s keeps (%d); a SIGKILL now "
-                        "loses those on the event log's clock", len(events) + len(ops), self._pending.path, MAX_SPILL)
+                        "loses those on the event log's clock", waiting, self._pending.path, MAX_SPILL)
 
     def _put_back(self, events: list[EventRow], messages: list[Params]) -> None:
         """Records the pending file held when this store opened or took it over: the writer
-        queues, first, those the database lacks; no new message id may take theirs."""
+        queues, first, those the database lacks; no new message id may take theirs. They count
+        as enqueued now (a ``flush()`` waits for them; those the database has count as done)."""
         self._restoring = (self._restoring[0] + events, self._restoring[1] + messages)
+        self._events_in += len(events)
+        self._ops_in += len(messages)
         self._last_id = max(self._last_id, newest_id(messages))
         self._wake.set()
         self._nudge.set()  # a writer waiting for a commit's due time queues them first

@@ -346,12 +346,9 @@ class Store(Writer, CardKeeper, Memories, Reads):
         were left unwritten).
         """
         if self._task.done():
-            if self._events or self._ops:
+            if self._events or self._ops or any(self._restoring):
                 raise StorageError(f"store {self.location.path} is closed with unwritten records")
             return
-        while any(self._restoring) and not self._task.done():  # put back: enqueued in a moment
-            self._wake.set()
-            await asyncio.sleep(0.005)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._ops_in, self._events_in, waiter))
         self._commit_now()

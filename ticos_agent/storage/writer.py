@@ -329,8 +329,9 @@ class Writer(Indexer, CommitPolicy):
         self._restoring = (taken[0][len(events_in):], taken[1][len(messages_in):])
         self._events[:0] = events
         self._ops[:0] = [(SQL_RESTORE_MESSAGE, m) for m in messages]
-        self._events_in += len(events)
-        self._ops_in += len(messages)
+        self._events_out += len(events_in) - len(events)  # already in the database: done
+        self._ops_out += len(messages_in) - len(messages)
+        self._resolve_waiters()
         if events or messages:
             log.warning("storage: putting back %d event-log lines and %d messages from %s: they were waiting for "
                         "their commit when the agent was last stopped", len(events), len(messages), self._pending.path)
