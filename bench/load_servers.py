@@ -201,13 +201,19 @@ def serve_bare(port: int, workdir: str) -> None:
 
     probe = Probe(workdir)
     loads = json.loads
+    arrivals, ns = probe.arrivals, time.time_ns
 
     async def realtime(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=1 << 20, compress=False)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                probe(loads(msg.data))
+                frame = msg.data
+                if "sent_ns" in frame:  # the same arrival note as hook_frame_arrival's
+                    now = ns()
+                    i = frame.rfind('"event_id": "') + 13
+                    arrivals[frame[i:frame.index('"', i)]] = now
+                probe(loads(frame))
         return ws
 
     async def main() -> None:

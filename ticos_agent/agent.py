@@ -299,7 +299,6 @@ class Agent(MemoryMethods):
                                            grace=self.config.conversation.reconnect_grace)
         self.turns = Turns(audio=audio, actuators=actuators, send=send, spawn=spawn, counters=counters,
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
-        intake.add(self.conversations)
         intake.add(self.turns)
         record = None
         if store is not None and self.config.storage.event_log:
@@ -326,10 +325,13 @@ class Agent(MemoryMethods):
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
                               interrupted=self.turns.interrupted, send=send, spawn=spawn, counters=counters,
                               reply_outcomes=self.config.replies.function_call_output, memory=memory))
+        # What the robot does comes first, then the integrators hear of the event (their handler
+        # thread may start on it at once), then what is only kept: the rows, the event log.
+        intake.add(IntegratorEvents(self.dispatcher))
+        intake.add(self.conversations)
         intake.add(PeerErrors())
         if store is not None and self.config.storage.event_log:
             intake.add(EventLog(store))
-        intake.add(IntegratorEvents(self.dispatcher))
         if self.config.tools.announce:
             from .announce import ToolAnnouncer
 

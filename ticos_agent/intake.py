@@ -5,8 +5,8 @@ Every frame from the voice agent, on a socket or ``POST /v1/events``, goes throu
 
 1. :func:`ticos_agent.events.parse` decodes and validates it (both spellings folded into
    one); a bad frame becomes an ``error`` reply and one log line, and the socket stays open;
-2. the routing table names the consumers of the event's type, in the order they were added,
-   followed by those that take every event (``"*"``);
+2. the routing table names the consumers of the event's type and those that take every
+   event (``"*"``), in the order they were added;
 3. each consumer's handler runs with ``(event, peer)``. A consumer that raises
    :class:`~ticos_agent.errors.BadEvent` (an unusable audio delta or function call) does not
    stop the others: the first such error is answered once they all ran. Any other exception
@@ -102,21 +102,12 @@ class Intake:
         return remove
 
     def _rebuild(self) -> None:
-        table: dict[str, list[tuple[str, Handler]]] = {}
-        every: list[tuple[int, str, Handler]] = []
-        skip: dict[str, set[int]] = {}  # type -> the consumers whose "*" handler it does not reach
-        for n, (label, routes) in enumerate(self._consumers):
-            for etype, handler in routes.items():
-                if handler is None:
-                    skip.setdefault(etype, set()).add(n)
-                elif etype == EVERY:
-                    every.append((n, label, handler))
-                else:
-                    table.setdefault(etype, []).append((label, handler))
-        self._every = tuple((label, handler) for _, label, handler in every)
-        self._table = {etype: (*table.get(etype, ()),
-                               *((label, handler) for n, label, handler in every if n not in skip.get(etype, ())))
-                       for etype in {*table, *skip}}
+        named = {etype for _, routes in self._consumers for etype in routes if etype != EVERY}
+        self._every = tuple((label, routes[EVERY]) for label, routes in self._consumers
+                            if routes.get(EVERY) is not None)
+        self._table = {etype: tuple((label, handler) for label, routes in self._consumers
+                                    if (handler := routes.get(etype, routes.get(EVERY))) is not None)
+                       for etype in named}
 
     def consumers_of(self, event_type: str) -> list[str]:
         """Names of the consumers an event of this type reaches, in order (for docs and tests)."""
