@@ -103,8 +103,8 @@ class Intake:
 
     def _rebuild(self) -> None:
         named = {etype for _, routes in self._consumers for etype in routes if etype != EVERY}
-        self._every = tuple((label, routes[EVERY]) for label, routes in self._consumers
-                            if routes.get(EVERY) is not None)
+        self._every = tuple((label, handler) for label, routes in self._consumers
+                            if (handler := routes.get(EVERY)) is not None)
         self._table = {etype: tuple((label, handler) for label, routes in self._consumers
                                     if (handler := routes.get(etype, routes.get(EVERY))) is not None)
                        for etype in named}
