@@ -56,7 +56,8 @@ class Agent:
         cfg.write_text(f'[server]\nport = {self.port}\n{extra}[storage]\ndir = "{workdir / "db"}"\n'
                        "[audio]\nenabled = false\n[conversation]\nreconnect_grace = 0.5\n")
         self.log = open(workdir / "agent.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ticos_agent.cli", "run", "--config", str(cfg)],
+        flags = os.environ.get("DRILL_PYFLAGS", "").split()  # e.g. "-m cProfile -o FILE"
+        self.proc = subprocess.Popen([sys.executable, *flags, "-m", "ticos_agent.cli", "run", "--config", str(cfg)],
                                      stdout=self.log, stderr=self.log, cwd=ROOT,
                                      env={**os.environ, "HOME": str(workdir)})
 
@@ -81,6 +82,10 @@ class Agent:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
@@ -123,7 +128,7 @@ async def drill_calls(agent: Agent, count: int = 20_000) -> None:
 
 
 async def _flood_calls(agent: Agent, count: int, round_: int) -> None:
-    rss0 = agent.rss_mb()
+    rss0, cpu0 = agent.rss_mb(), agent.cpu_s()
     stop, samples = asyncio.Event(), []
     poller = asyncio.create_task(health_poller(agent, stop, samples))
     t0 = time.perf_counter()
@@ -143,7 +148,8 @@ async def _flood_calls(agent: Agent, count: int, round_: int) -> None:
     await poller
     busy = h["counters"].get("busy_calls", 0) + h["actuators"].get("busy", 0)
     queued = max(a["queued"] for a in h["actuators"]["actuators"].values())
-    print(f"calls round {round_}: {count:,} motion calls taken in {elapsed:.1f} s; {busy:,} answered busy; "
+    print(f"calls round {round_}: {count:,} motion calls taken in {elapsed:.1f} s (agent CPU "
+          f"{agent.cpu_s() - cpu0:.1f} s); {busy:,} answered busy; "
           f"longest actuator queue {queued}; /health {latency(samples)}; RSS {rss0:.1f} -> {agent.rss_mb():.1f} MB")
 
 

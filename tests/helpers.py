@@ -56,19 +56,27 @@ def agent_config(tmp_path, **sections) -> dict:
     return cfg
 
 
+#: frames the test's peers sent, by the agent's port (what :func:`settle` waits for)
+_SENT: dict[int, int] = {}
+
+
 class Peer:
     """A voice agent: a real aiohttp WebSocket client."""
 
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
         self.session = session
         self.ws = ws
+        peer = ws.get_extra_info("peername")
+        self._port = int(peer[1]) if peer else 0
 
     async def send(self, *events) -> None:
         for event in events:
             await self.ws.send_str(event if isinstance(event, str) else json.dumps(event))
+            _SENT[self._port] = _SENT.get(self._port, 0) + 1
 
     async def send_bytes(self, data: bytes) -> None:
         await self.ws.send_bytes(data)
+        _SENT[self._port] = _SENT.get(self._port, 0) + 1
 
     async def receive_json(self, timeout: float = 2.0) -> dict:
         msg = await self.ws.receive(timeout=timeout)
@@ -87,7 +95,14 @@ class Peer:
 
 
 async def settle(agent, *, rounds: int = 3) -> None:
-    """Let the agent handle what was sent, then flush storage to disk."""
+    """Let the agent handle what was sent, then flush storage to disk. The agent takes a long
+    burst in turns (2 ms of frames, then the loop's other work): this waits, up to 10 s, until
+    it has taken in as many frames as the test's peers sent it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    port = getattr(agent, "port", None)
+    while port and agent.counters["events"] < _SENT.get(port, 0) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
     for _ in range(rounds):
         await asyncio.sleep(0.02)
     if agent.store is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import aiohttp
-from helpers import agent_config, settle
-from traces import function_call_done
+from helpers import agent_config, settle, wait_for
+from traces import ev, function_call_done
 
 from ticos_agent import Agent
 
@@ -72,6 +74,7 @@ async def test_twenty_thousand_motion_calls_stay_bounded_and_health_answers(tmp_
         frames = [json.dumps(function_call_done(f"r{i % 50}", f"f{i}", "motion", {"motion_tag": "wave"}))
                   for i in range(20_000)]
         sender = asyncio.create_task(peer.send(*frames))
+        replies = asyncio.create_task(_read_all(peer))  # a voice agent reads (one that does not is dropped)
         mid_flood = 0  # /health answers while the flood is being taken in (its latency: bench/drills.py)
         async with aiohttp.ClientSession() as http:
             while True:
@@ -83,13 +86,85 @@ async def test_twenty_thousand_motion_calls_stay_bounded_and_health_answers(tmp_
                 mid_flood += 1
                 await asyncio.sleep(0.01)
         await sender
+        replies.cancel()
         h = agent.health()
         assert h["actuators"]["actuators"]["arm"]["queued"] <= 16
         # answered busy by the call intake (too many in flight) or by the arm's queue
-        assert h["counters"]["busy_calls"] + h["actuators"]["busy"] >= 19_900  # all but what ran or waits
+        assert h["counters"].get("busy_calls", 0) + h["actuators"]["busy"] >= 19_900  # all but what ran or waits
         await settle(agent)
         stored = [c["status"] for c in await agent.store.calls(limit=500)]
         assert stored.count("busy") >= 490  # the newest 500: all busy but a few that found a free slot
         assert mid_flood >= 1
     finally:
         await agent.stop()
+
+
+async def _read_all(peer) -> None:
+    async for _ in peer.ws:
+        pass
+
+
+async def test_frames_already_waiting_on_one_socket_let_the_loop_serve_others_between_them(agent):
+    """``receive()`` returns buffered frames without yielding: a flood on one socket would keep
+    every timer, request and other socket waiting until it is drained. The socket lets the loop
+    in every ``SOCKET_TURN`` (2 ms) instead."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    class Slow:  # 1 ms a frame, on the loop
+        def routes(self):
+            return {"*": self.take}
+
+        def take(self, event, peer):
+            if not seen:
+                loop.call_soon(seen.append, "the loop")  # what a timer or another socket waits for
+            time.sleep(0.001)
+            seen.append(event.type)
+
+    connected, go = threading.Event(), threading.Event()
+
+    async def flood() -> None:  # on a loop of its own: it sends while the agent's loop is held
+        async with aiohttp.ClientSession() as http, \
+                http.ws_connect(f"http://127.0.0.1:{agent.port}/realtime") as ws:
+            connected.set()
+            go.wait(5)
+            for _ in range(60):
+                await ws.send_str(json.dumps(ev("custom.thing")))
+            while seen.count("custom.thing") < 60:
+                await asyncio.sleep(0.01)
+
+    agent.intake.add(Slow(), name="slow")
+    sender = threading.Thread(target=asyncio.run, args=(flood(),))
+    sender.start()
+    await wait_for(connected.is_set)
+    go.set()
+    time.sleep(0.3)  # holds the agent's loop: the whole burst is in its socket when it reads again
+    await wait_for(lambda: seen.count("custom.thing") == 60)
+    await asyncio.to_thread(sender.join, 5)
+    assert seen.index("the loop") < 10, seen
+
+
+async def test_a_send_given_up_on_a_full_socket_costs_the_other_sends_to_it_nothing_but_their_data(agent, connect):
+    """aiohttp's writers to one socket wait on one shared drain future while its buffer is full;
+    cancelling one of them (a send given up, a task stopped) cancels it for the others. They
+    report a failed send instead of raising a ``CancelledError`` that is not theirs (it ended
+    the socket's loop, or the agent's stop)."""
+    client = await connect(agent)  # reads nothing: the agent's sends to it back up
+    await wait_for(lambda: len(agent.peers) == 1)
+    peer = next(iter(agent.peers))
+    big = {"type": "padding", "text": "x" * (1 << 20)}
+    pending = []
+    while True:  # until the socket is full: a send that does not return at once
+        task = asyncio.create_task(peer.send(big))
+        await asyncio.sleep(0.05)
+        if not task.done():
+            break
+        assert task.result() is True
+    pending.append(task)
+    other = asyncio.create_task(peer.send(big))
+    await asyncio.sleep(0.05)
+    assert not other.done()
+    pending[0].cancel()
+    assert await asyncio.wait_for(other, 5) is False
+    await agent.stop()  # closing the socket while a send to it was cancelled: no CancelledError
+    await client.ws.close()

@@ -73,6 +73,12 @@ class Peer:
         try:
             await asyncio.wait_for(ws.send_str(json.dumps(event)), SEND_TIMEOUT)
             return True
+        except asyncio.CancelledError:
+            if _cancelled_here():
+                raise
+            log.warning("could not send %s to %s: another send to it was cancelled while its socket "
+                        "was full", peer_text(event.get("type")), self.name)
+            return False
         except TimeoutError:
             log.warning("%s takes no data for %g s (it does not read); dropping the connection", self.name,
                         SEND_TIMEOUT)
@@ -93,11 +99,24 @@ class Peer:
             return
         try:
             await asyncio.wait_for(self.ws.close(code=1001, message=message), CLOSE_TIMEOUT)
+        except asyncio.CancelledError:
+            if _cancelled_here():
+                raise
+            self.abort()
         except (TimeoutError, ConnectionError, RuntimeError):
             self.abort()
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"
+
+
+def _cancelled_here() -> bool:
+    """Whether the running task itself is being cancelled. aiohttp's writers to one socket wait
+    on one shared drain future while its buffer is full: cancelling any of them (a send given
+    up, a task stopped) cancels that future, and every other writer gets a ``CancelledError``
+    that is not theirs."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 #: How consumers talk back: ``send(event, peer)`` to one peer, ``send(event, None)`` to all.

@@ -23,6 +23,7 @@ heartbeat (``server.heartbeat``): a peer that answers nothing is closed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -41,6 +42,10 @@ from .memory.http import add_routes as add_memory_routes
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+#: Seconds one socket's frames may hold the loop while more of them are already buffered
+#: (``receive()`` then returns without yielding): a flood on one socket must not keep
+#: ``/health``, the other sockets and the timers waiting.
+SOCKET_TURN = 0.002
 _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where ``async for msg in ws`` ends
 
@@ -114,6 +119,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
     ingest, receive = intake.ingest, ws.receive
+    clock = asyncio.get_running_loop().time
+    turn_ends = clock() + SOCKET_TURN
     try:
         intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
         while True:  # ``async for msg in ws``, without its extra coroutine per frame
@@ -123,6 +130,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
                 reply = ingest(msg.data, peer)
                 if reply is not None:
                     await peer.send(reply)
+                if clock() >= turn_ends:  # frames were waiting all along: let the others in
+                    await asyncio.sleep(0)
+                    turn_ends = clock() + SOCKET_TURN
             elif kind in _CLOSED:
                 break
             elif kind is WSMsgType.ERROR:
