@@ -37,10 +37,13 @@ open is stored as ``incomplete``), stop the robot and let running calls end, aud
 actuators (safe state), storage (flushed), the handler thread.
 
 The path of one frame: :mod:`~ticos_agent.server` (socket) -> :mod:`~ticos_agent.intake`
-(parse, route) -> consumers in this order: :mod:`~ticos_agent.conversation` (messages ->
-storage), :mod:`~ticos_agent.turns` (barge-in, cancellation), audio feed (player),
-:mod:`~ticos_agent.calls` (function calls -> actuators and handlers), the voice agent's
-errors, the event log, the integrators' event handlers.
+(parse, route) -> consumers in this order: first what the robot does,
+:mod:`~ticos_agent.turns` (barge-in, cancellation), :mod:`~ticos_agent.life` (the robot's
+state and looks), the audio feed (player), :mod:`~ticos_agent.calls` (function calls ->
+actuators and handlers); then the integrators' event handlers (their handler thread may
+start on the event at once); then what is only kept: :mod:`~ticos_agent.conversation`
+(messages -> storage), the voice agent's errors, the event log; the tool announcer
+(``session.created``) and the memory rounds (:mod:`ticos_agent.memory`) come last.
 """
 
 from __future__ import annotations

@@ -88,11 +88,11 @@ def main(args: argparse.Namespace) -> int:
 
 def database(args: argparse.Namespace) -> Path:
     """The database ``--db``, ``--tf-root`` or ``--config`` name (else the internal one)."""
-    from .storage.location import card_db_path, find_tf_root
+    from .storage.location import DEFAULT_DB_FILENAME, card_db_path, find_tf_root
 
     if getattr(args, "db", None):
         return Path(args.db).expanduser()
-    name, mode, internal, tf_root = "ticos.db", "internal", None, None
+    name, mode, internal, tf_root = DEFAULT_DB_FILENAME, "internal", None, None
     if getattr(args, "config", None):
         from .config import ConfigErrors, load
 

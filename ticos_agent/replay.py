@@ -69,6 +69,10 @@ async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tupl
 
 
 def main(args: Namespace) -> int:
+    if not args.url:
+        from .config import ServerConfig
+
+        args.url = f"ws://127.0.0.1:{ServerConfig().port}/realtime"
     try:
         with open(args.trace, encoding="utf-8") as fh:
             lines = [line.rstrip("\r\n") for line in fh if line.strip()]

@@ -53,6 +53,7 @@ from ..options import (
     schema_of,
     setting,
 )
+from ..storage.location import DEFAULT_DB_FILENAME, DEFAULT_EVENT_RETENTION_DAYS
 
 if TYPE_CHECKING:
     from ..actuators.config import ActuatorsConfig
@@ -132,9 +133,11 @@ class StorageConfig:
                                "internal: ~/.config/ticos (or $STATE_DIRECTORY); external: the TF card"))
     dir: str = setting(Path("", "internal storage directory (empty: ~/.config/ticos or $STATE_DIRECTORY)"))
     tf_root: str = setting(Path("", "TF card root (empty: found from the mount table)"))
-    db_filename: str = setting(Path("ticos.db", "database file name inside the storage directory", filename=True))
+    db_filename: str = setting(Path(DEFAULT_DB_FILENAME, "database file name inside the storage directory",
+                                    filename=True))
     event_log: bool = setting(Boolean(True, "keep a compact log of event types and ids (never payloads)"))
-    event_log_days: int = setting(Integer(30, "event-log rows older than this are pruned (0: keep forever)",
+    event_log_days: int = setting(Integer(DEFAULT_EVENT_RETENTION_DAYS,
+                                          "event-log rows older than this are pruned (0: keep forever)",
                                           minimum=0, maximum=36500))
     event_log_delay: float = setting(Duration(
         2.0, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; a SIGKILL "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import StorageError
 from ..storage.finder import Finder
+from ..storage.location import DEFAULT_DB_FILENAME
 
 if TYPE_CHECKING:
     from ..config import StorageConfig
@@ -92,7 +93,7 @@ def internal_dir(opts: Options) -> Path:
 
 
 def _db_name(opts: Options) -> str:
-    return str(_config_storage(opts).db_filename) if opts.config else "ticos.db"
+    return str(_config_storage(opts).db_filename) if opts.config else DEFAULT_DB_FILENAME
 
 
 def _on_card(root: Path, name: str) -> list[Path]:

@@ -23,6 +23,8 @@ from pathlib import Path
 from ..errors import ConfigError
 
 DEFAULT_DB_FILENAME = "ticos.db"
+#: Event-log rows older than this many days are pruned (``[storage] event_log_days``).
+DEFAULT_EVENT_RETENTION_DAYS = 30
 CARD_MOUNT_PARENTS = ("/media", "/mnt")
 #: ``ticos.db`` -> ``ticos-fallback.db``: where EXTERNAL mode keeps what the card could not take.
 FALLBACK_SUFFIX = "-fallback"

@@ -14,6 +14,7 @@ from .card import PROBE_INTERVAL, CardWatch
 from .connection import connect
 from .location import (
     DEFAULT_DB_FILENAME,
+    DEFAULT_EVENT_RETENTION_DAYS,
     NO_CARD_FOUND,
     Location,
     SaveMode,
@@ -24,7 +25,7 @@ from .location import (
     with_card_hint,
 )
 from .state import CardTarget, StateCallback
-from .store import COMMIT_DELAY, DEFAULT_EVENT_RETENTION_DAYS, EVENT_LOG_DELAY, TURN_SETTLE, Store
+from .store import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE, Store
 
 log = logging.getLogger(__name__)
 

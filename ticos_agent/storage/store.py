@@ -74,7 +74,7 @@ import aiosqlite
 from ..errors import StorageError, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
-from .location import Location, card_root_of
+from .location import DEFAULT_EVENT_RETENTION_DAYS, Location, card_root_of
 from .memory_methods import Memories
 from .pending import PendingFile, pending_path
 from .reads import Reads
@@ -99,7 +99,6 @@ log = logging.getLogger(__name__)
 #: The last messages whose insert values are kept for updates that find no row.
 RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
-DEFAULT_EVENT_RETENTION_DAYS = 30.0
 #: close() waits this long for a probe that is opening the card.
 PROBE_CLOSE_WAIT = 5.0
 #: The longest a record waits for its commit (seconds): within the 1 s a SIGKILL may take.
