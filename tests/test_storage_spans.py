@@ -234,6 +234,49 @@ async def test_a_session_ending_while_a_span_step_runs_gets_a_step_of_its_own(tm
         assert _span(conn, "talking")[:2] == (1, 1)
 
 
+async def test_a_session_ending_while_a_span_step_fails_is_not_put_off_with_its_retry(tmp_path):
+    import aiosqlite
+
+    from ticos_agent.storage.spans import SpanCloser
+
+    conn = _schema_5(tmp_path / "t.db")
+    MIGRATIONS[6](conn)
+    _message(conn, "m1", "talking")
+    conn.execute(f"ALTER TABLE {SPANS} RENAME TO spans_away")  # the step's statements fail
+    conn.close()
+    closer = SpanCloser()
+    closer.note([(SQL_ADD_MESSAGE, ("m1", "user", "hi", None, "nobody", "now", "talking", None, None))])
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        step = asyncio.create_task(closer.step(db))
+        await asyncio.sleep(0)  # the step waits for its statements in aiosqlite's thread
+        closer.ended("talking")  # the voice agent's socket closed meanwhile
+        await step  # failed: its own retry is minutes away, but not this session's step
+        assert closer.wait() == 0.0
+        await db.execute(f"ALTER TABLE spans_away RENAME TO {SPANS}")
+        await closer.step(db)
+        await db.commit()
+        assert closer.wait() is None
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert _span(conn, "talking")[:2] == (1, 1)
+
+
+async def test_a_failed_span_step_is_tried_again_after_idle(tmp_path):
+    import aiosqlite
+
+    from ticos_agent.storage.spans import SpanCloser
+
+    conn = _schema_5(tmp_path / "t.db")
+    MIGRATIONS[6](conn)
+    conn.execute(f"DROP TABLE {SPANS}")
+    conn.close()
+    closer = SpanCloser(idle=60.0)
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        closer.ended("gone")
+        await closer.step(db)
+        wait = closer.wait()
+        assert wait is not None and wait > 30.0
+
+
 async def test_a_voice_agent_closing_its_socket_closes_its_span_and_coming_back_opens_it(tmp_path, connect):
     from helpers import agent_config, wait_for
     from traces import ev, response_done, session_created, transcription, user_item

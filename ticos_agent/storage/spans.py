@@ -146,13 +146,18 @@ class SpanCloser:
         self._ended: set[str] = set()       # said they ended; their last rows may still come
         self._reopen: set[str] = set()      # talking, their span maybe closed: open it
         self._due: float | None = time.monotonic()
+        self._asked = 0                     # how many times a step was asked for at once
+
+    def _at_once(self) -> None:
+        self._asked += 1
+        self._due = time.monotonic()
 
     def ended(self, session: str) -> None:
         """``session`` added its last rows (they may still be queued): close its span next."""
         self._seen.pop(session, None)
         self._reopen.discard(session)
         self._ended.add(session)
-        self._due = time.monotonic()
+        self._at_once()
 
     def note(self, ops: Iterable[Op]) -> None:
         now = time.monotonic()
@@ -168,7 +173,7 @@ class SpanCloser:
             session = str(session)
             if session not in self._seen:  # new to this writer: its span may be a closed one
                 self._reopen.add(session)
-                self._due = now
+                self._at_once()
             elif self._due is None:
                 self._due = now + self.idle
             self._seen[session] = now
@@ -177,7 +182,7 @@ class SpanCloser:
         """The writer writes to another database (the fallback, the card back): its spans
         left open are closed, and those of the talking sessions opened."""
         self._reopen.update(self._seen)
-        self._due = time.monotonic()
+        self._at_once()
 
     def wait(self) -> float | None:
         return None if self._due is None else max(0.0, self._due - time.monotonic())
@@ -186,9 +191,11 @@ class SpanCloser:
         """Open and close what is due; a failure is logged and tried again after ``idle`` seconds.
 
         A session may end (:meth:`ended`, from another task) while the statements run: it was
-        kept open by them, so another step is due at once.
+        kept open by them, so another step is due at once, even when this one failed (what was
+        asked for during a failed step is not put off with it).
         """
         now = time.monotonic()
+        asked_before = self._asked
         self._seen = {s: t for s, t in self._seen.items() if t > now - self.idle}
         keep = list(self._seen)
         asked, ended = set(self._reopen), set(self._ended)
@@ -198,8 +205,10 @@ class SpanCloser:
                 await db.execute(open_sql(len(reopen)), reopen)
             await db.execute(close_sql(len(keep)), keep)
         except Exception as exc:  # a closed connection raises ValueError: the writer must go on
-            log.warning("storage: updating session spans failed (%s); trying again in %.0f s", describe(exc), self.idle)
-            self._due = now + self.idle
+            if self._asked == asked_before:  # else what came meanwhile has its step at once
+                self._due = now + self.idle
+            log.warning("storage: updating session spans failed (%s); trying again in %.0f s", describe(exc),
+                        self.wait() or 0.0)
             return
         self._reopen -= asked
         self._ended -= ended
