@@ -71,7 +71,7 @@ class CommitPolicy(StoreState):
         """
         seen = -1
         quiet_since = time.monotonic()
-        while not (self._kick.is_set() or self._closing or any(self._restoring)):
+        while not (self._kick.is_set() or self._closing or self._put_back_waiting):
             now = time.monotonic()
             count = self._events_in + self._ops_in
             if count != seen:

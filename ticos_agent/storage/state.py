@@ -188,6 +188,12 @@ class StoreState:
         self._wake.set()
         self._nudge.set()  # a writer waiting for a commit's due time queues them first
 
+    @property
+    def _put_back_waiting(self) -> bool:
+        """Whether records put back from the pending file (:meth:`_put_back`) wait for the
+        writer to queue them (``Writer._restore_pending``)."""
+        return bool(self._restoring[0] or self._restoring[1])
+
     def _commit_now(self) -> None:
         """Make the writer commit what is queued without waiting (a flush, the close, a card check)."""
         self._wake.set()

@@ -345,7 +345,7 @@ class Store(Writer, CardKeeper, Memories, Reads):
         were left unwritten).
         """
         if self._task.done():
-            if self._events or self._ops or any(self._restoring):
+            if self._events or self._ops or self._put_back_waiting:
                 raise StorageError(f"store {self.location.path} is closed with unwritten records")
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

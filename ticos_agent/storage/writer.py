@@ -103,7 +103,7 @@ class Writer(Indexer, CommitPolicy):
         backoff = 0.0
         try:
             while True:
-                if self._restoring[0] or self._restoring[1]:
+                if self._put_back_waiting:
                     await self._restore_pending()
                 merging = self._target is not None and not self._closing
                 if not self._wake.is_set() and not merging:
@@ -134,7 +134,7 @@ class Writer(Indexer, CommitPolicy):
                     if self._target is not None:
                         await self._abandon("the store is closing", closing=True)
                     await self._run_jobs()
-                    if not self._events and not self._ops and not any(self._restoring):
+                    if not self._events and not self._ops and not self._put_back_waiting:
                         return
                 elif self._jobs_ready():
                     await self._run_jobs()
@@ -202,7 +202,7 @@ class Writer(Indexer, CommitPolicy):
                 if not waiter.done():
                     waiter.set_exception(error)
             return False
-        if self._events or self._ops or any(self._restoring):  # the file holds exactly what is not committed
+        if self._events or self._ops or self._put_back_waiting:  # the file holds exactly what is not committed
             if self._pending.holds:
                 self._write_pending()
         else:
@@ -336,7 +336,7 @@ class Writer(Indexer, CommitPolicy):
             log.warning("storage: putting back %d event-log lines and %d messages from %s: they were waiting for "
                         "their commit when the agent was last stopped", len(events), len(messages), self._pending.path)
             self._queued(False)
-        elif not self._events and not self._ops and self._batch is None and not any(self._restoring):
+        elif not self._events and not self._ops and self._batch is None and not self._put_back_waiting:
             self._pending.clear()
 
     async def _prune_chunk(self) -> None:
