@@ -24,8 +24,9 @@ from .location import (
     resolve_location,
     with_card_hint,
 )
+from .policy import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE
 from .state import CardTarget, StateCallback
-from .store import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ async def open_store(
     ``commit_delay``: the longest a record waits for its commit (seconds; 0.8 by default,
     so a SIGKILL loses nothing older than 1 s); ``turn_settle``: after a turn's end, the
     commit comes once no record came for this long; ``event_log_delay``: the longest an
-    event-log line waits for its commit (2 s; see :mod:`.store`). ``batch_interval``
+    event-log line waits for its commit (2 s; see :mod:`.policy`). ``batch_interval``
     is the former name of ``commit_delay`` (when given, it wins).
     ``require_mount``: the card root must exist and be a mount point (``True``), or any
     directory is accepted as the card and created when missing (``False``, for tests and

@@ -1,7 +1,7 @@
 """The pending file: what waits for its commit, kept where a SIGKILL cannot take it.
 
 Event-log lines, and a user's message while it has no words, wait up to ``event_log_delay``
-(2 s) for their commit, so that a voice turn is one commit (see :mod:`.store`). So that a
+(2 s) for their commit, so that a voice turn is one commit (see :mod:`.policy`). So that a
 SIGKILL still loses none of them that arrived more than ``LOSS_BOUND`` (1 s) before it, a loop
 timer (``Store._spill``, not the writer task: a commit waiting for a lock must not hold it back)
 copies what is not committed, the batch being committed included, to a small file

@@ -10,7 +10,7 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   ``function_calls`` and ``events`` tables, indexes for the read queries.
 * 3 - ``idx_messages_item`` dropped: no query reads messages by item id (the conversation
   keeps its items in memory, updates go by message id), and every commit that added a
-  message rewrote a page of it (see :mod:`.store`). What the hot path maintains now: the
+  message rewrote a page of it (see :mod:`.policy`). What the hot path maintains now: the
   tables, their primary keys, ``idx_messages_session`` and ``idx_calls_session`` (the
   readers' session filters).
 * 4 - memories of three kinds (see :mod:`ticos_agent.memory.model`): ``subject``, ``key``,
@@ -31,7 +31,7 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   and an ``UPDATE`` is refused: the log is only ever appended to and pruned). A voice turn's
   lines are ~40 %
   smaller: the type (~30 bytes) and the session id (~26) were in every line, and every
-  commit writes the pages they fill (see :mod:`.store`).
+  commit writes the pages they fill (see :mod:`.policy`).
 * 6 - ``session_spans`` (:mod:`.spans`): per session, the rowids of its first and last message
   and call, kept by triggers; ``idx_messages_session`` and ``idx_calls_session`` dropped (every
   commit that added a message or a call wrote a page of them). A reader of one session's rows
@@ -60,7 +60,7 @@ BUSY_TIMEOUT_MS = 5000
 #: The page size of a database created here: SQLite's smallest. A commit rewrites every page
 #: it touches in full (the tail page of each table and index it adds to, the header when the
 #: file grows), and at a conversational pace a commit adds a few hundred bytes: with 512-byte
-#: pages that costs a few KB per commit instead of tens (see :mod:`.store`). A database made
+#: pages that costs a few KB per commit instead of tens (why: :mod:`.policy`; measured: :mod:`.store`). A database made
 #: by ticos-client (4096) keeps its size: changing it means rewriting the whole file.
 NEW_PAGE_SIZE = 512
 

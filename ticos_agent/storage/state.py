@@ -136,7 +136,7 @@ class StoreState:
     _reported: tuple[str, str | None]
 
     def _queued(self, lazy: bool) -> None:
-        """Start the commit clock of a record (``lazy``: the event log's, see the docstring)."""
+        """Start the commit clock of a record (``lazy``: the event log's, see :mod:`.policy`)."""
         if lazy:
             if self._unspilled_at is None:
                 self._unspilled_at = time.monotonic()

@@ -74,13 +74,15 @@ import aiosqlite
 from ..errors import StorageError, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
+from .idle import PRUNE_EVERY
 from .location import DEFAULT_EVENT_RETENTION_DAYS, Location, card_root_of
 from .memory_methods import Memories
 from .pending import PendingFile, pending_path
+from .policy import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE
 from .reads import Reads
 from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
-from .writer import PRUNE_EVERY, Writer
+from .writer import Writer
 from .writes import (
     MERGE_CHUNK,
     SQL_ADD_MEMORY,
@@ -101,13 +103,6 @@ RECENT_MESSAGES = 4096
 RECENT_CHARS = 16 << 20
 #: close() waits this long for a probe that is opening the card.
 PROBE_CLOSE_WAIT = 5.0
-#: The longest a record waits for its commit (seconds): within the 1 s a SIGKILL may take.
-COMMIT_DELAY = 0.8
-#: After a turn's end, commit once no record came for this long (its last rows join it).
-TURN_SETTLE = 0.1
-#: The longest an event-log line (or a user message with no words yet) waits for its commit
-#: (seconds): long enough for a voice turn's lines to ride with its one commit.
-EVENT_LOG_DELAY = 2.0
 #: What ends a turn in the event log.
 TURN_END_EVENTS = frozenset({"response.done"})
 
@@ -251,7 +246,8 @@ class Store(Writer, CardKeeper, Memories, Reads):
         params = (message_id, role, content, item_id, user_id, schema.now_local(), session_id, status, response_id)
         self._remember(message_id, list(params))
         # a user's item whose words are still being transcribed: its words will come as an
-        # update (on the 1 s clock); until then the row holds nothing the event log does not
+        # update (on the ``commit_delay`` clock, see .policy); until then the row holds
+        # nothing the event log does not
         self._op(SQL_ADD_MESSAGE, params, lazy=not content and status == "pending")
         if role == "assistant":
             self.end_turn()

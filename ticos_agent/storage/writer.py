@@ -18,13 +18,9 @@ ids would collide there are renumbered) and the batch is written there. Any othe
 keeps the batch queued, fails the ``flush()`` calls waiting for it, reopens the connection
 and retries with a backoff of up to ``MAX_BACKOFF`` seconds.
 
-Between batches: the jobs whose records are committed (:mod:`.indexer`); the session spans
-due to close or open again (:mod:`.spans`); while a card that came back is being merged, one
-merge chunk (:mod:`.merge`); on the card, when idle, the card check every ``probe_interval`` seconds;
-otherwise event-log rows older than the retention are deleted, ``PRUNE_CHUNK`` ids per
-commit, at open and every ``PRUNE_EVERY`` seconds (on the fallback a table's newest row is
-always kept, so its rowids are never reused); and when due, a step of the message index
-(:mod:`.indexer`).
+Between batches, one step of the work that is due (jobs, a merge chunk, the card check, the
+event-log retention, the message index, the session spans), and how long the idle writer
+sleeps: :mod:`.idle`.
 """
 
 from __future__ import annotations
@@ -40,11 +36,10 @@ import aiosqlite
 
 from ..errors import StorageError, describe
 from .connection import connect, transaction
-from .indexer import Indexer
+from .idle import IdleWork
 from .location import SaveMode
 from .pending import SQL_RESTORE_MESSAGE, missing
 from .policy import CommitPolicy
-from .schema import EVENT_LOG
 from .writes import (
     DATA_ERRORS,
     SQL_ADD_MEMORY,
@@ -64,40 +59,18 @@ _T = TypeVar("_T")
 MAX_BACKOFF = 30.0
 #: At most this many records per transaction: a backlog after an outage becomes many commits.
 CHUNK_RECORDS = 5000
-#: Event-log retention: at open and then every PRUNE_EVERY seconds, PRUNE_CHUNK ids per commit.
-PRUNE_EVERY = 300.0
-PRUNE_CHUNK = 5000
 
-class Writer(Indexer, CommitPolicy):
+
+class Writer(IdleWork, CommitPolicy):
     """The writer task's half of :class:`~.store.Store`; not used on its own.
 
     It works on the state ``Store.__init__`` sets up (the connection ``_db``, ``location``,
     the queues ``_events``/``_ops`` and their counters, the ``flush()`` waiters, the wake-up
     events, the remembered messages, the retention, the card's state) and calls
     ``Store._backlog_shrank()`` after each commit and the :class:`~.card.CardKeeper` methods
-    for the card; its jobs and the message index are :class:`~.indexer.Indexer`'s, when it
-    commits is :class:`~.policy.CommitPolicy`'s.
+    for the card; its work between batches is :class:`~.idle.IdleWork`'s (jobs and the message
+    index: :class:`~.indexer.Indexer`'s), when it commits is :class:`~.policy.CommitPolicy`'s.
     """
-
-    def _prune_timeout(self) -> float | None:
-        if self._retention is None or self._closing:
-            return None
-        if self._prune_more:
-            return 0.0
-        return max(0.0, self._next_prune - time.monotonic())
-
-    def _idle_timeout(self) -> float | None:
-        timeout = self._prune_timeout()
-        if self._card_ident is not None and not self._closing:
-            check = max(0.0, self._next_card_check - time.monotonic())
-            timeout = check if timeout is None else min(timeout, check)
-        for wait in (self._index_wait(), self._spans_wait()):
-            if wait is not None:
-                timeout = wait if timeout is None else min(timeout, wait)
-        return timeout
-
-    def _spans_wait(self) -> float | None:
-        return None if self._closing or self._failure is not None else self._spans.wait()
 
     async def _run(self) -> None:
         backoff = 0.0
@@ -136,18 +109,8 @@ class Writer(Indexer, CommitPolicy):
                     await self._run_jobs()
                     if not self._events and not self._ops and not self._put_back_waiting:
                         return
-                elif self._jobs_ready():
-                    await self._run_jobs()
-                elif self._target is not None:
-                    await self._merge_step()
-                elif self._card_check_due():
-                    await self._idle_card_check()
-                elif self._failure is None and self._prune_timeout() == 0.0:
-                    await self._prune_chunk()
-                elif self._index_due():
-                    await self._index_step()
-                elif self._spans_wait() == 0.0:
-                    await self._spans.step(self._db)
+                else:
+                    await self._idle_step()
                 self._check_state()
         finally:
             self._settle_waiters()
@@ -338,34 +301,6 @@ class Writer(Indexer, CommitPolicy):
             self._queued(False)
         elif not self._events and not self._ops and self._batch is None and not self._put_back_waiting:
             self._pending.clear()
-
-    async def _prune_chunk(self) -> None:
-        """Remove at most ``PRUNE_CHUNK`` event-log rows older than the retention (one commit)."""
-        if self._retention is None:
-            return
-        cutoff = time.time() - self._retention * 86400.0
-        # The fallback keeps its newest event: its rowids must never be reused (see .merge).
-        keep = f" AND id < (SELECT MAX(id) FROM {EVENT_LOG})" if self._on_fallback else ""
-        try:
-            async with self._db.execute(
-                    f"SELECT id, (ts IS NULL OR ts < ?) FROM {EVENT_LOG} WHERE 1{keep} ORDER BY id LIMIT 1",
-                    (cutoff,)) as cursor:
-                oldest = await cursor.fetchone()
-            if oldest is None or not oldest[1]:
-                self._prune_more = False
-                self._next_prune = time.monotonic() + self._prune_every
-                return
-            # A window of ids from the oldest: a few pages of the table, never a whole scan.
-            cursor = await self._db.execute(
-                f"DELETE FROM {EVENT_LOG} WHERE id >= ? AND id < ? AND (ts IS NULL OR ts < ?)" + keep,
-                (oldest[0], oldest[0] + PRUNE_CHUNK, cutoff))
-            self._events_pruned += max(cursor.rowcount, 0)
-            self._prune_more = True
-        except Exception as exc:
-            log.warning("storage: pruning old events in %s failed: %s", self.location.path,
-                        describe(exc))
-            self._prune_more = False
-            self._next_prune = time.monotonic() + self._prune_every
 
     def _use_connection(self, db: aiosqlite.Connection) -> aiosqlite.Connection:
         """Write to ``db`` from now on (the fallback, the card back); returns the connection
