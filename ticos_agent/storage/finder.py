@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .fts import find_messages_index
 from .queries import MAX_PAGE, Row, select_columns
 from .schema import CALL_COLUMNS, EVENT_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUMNS, table_columns
 from .search import like
@@ -80,8 +81,6 @@ class Window:
     statuses: tuple[str, ...] | None = None
 
 
-_FTS_CONTENT = re.compile(r"""content\s*=\s*['"`\[]?messages['"`\]]?\s*[,)]""", re.IGNORECASE)
-_FTS_ROWID = re.compile(r"""content_rowid\s*=\s*['"`\[]?(\w+)""", re.IGNORECASE)
 _NOT_IN_CHUNK = 500
 
 
@@ -126,7 +125,7 @@ class Finder:
         """The name of an FTS5 index of ``messages`` (external content, the same rowids) that
         this SQLite can read, or ``None``."""
         if self._fts is None:
-            self._fts = (self._find_fts(),)
+            self._fts = (find_messages_index(self.conn),)
         return self._fts[0]
 
     def fts_mark(self) -> int | None:
@@ -142,24 +141,6 @@ class Finder:
                     mark = None
             self._fts_mark = (mark,)
         return self._fts_mark[0]
-
-    def _find_fts(self) -> str | None:
-        try:
-            rows = self.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
-                                     "AND sql LIKE 'CREATE VIRTUAL TABLE%' AND sql LIKE '%fts5%'").fetchall()
-        except sqlite3.Error:
-            return None
-        for name, sql in rows:
-            rowid = _FTS_ROWID.search(sql or "")
-            if not _FTS_CONTENT.search(sql or "") or (rowid and rowid.group(1).lower() != "rowid"):
-                continue
-            quoted = '"' + str(name).replace('"', '""') + '"'
-            try:
-                self.conn.execute(f"SELECT rowid FROM {quoted} WHERE {quoted} MATCH '\"a\"' LIMIT 1").fetchall()
-            except sqlite3.Error:  # no fts5 in this SQLite, or a tokenizer it does not have
-                continue
-            return quoted
-        return None
 
     # --- time -> rowid ----------------------------------------------------------------------
 

@@ -22,6 +22,9 @@ On SQLite 3.42 or newer the indexes use FTS5's ``secure-delete``, so a deleted r
 leave the index at once; older ones drop them when segments merge (``forget`` optimises the
 small memories index itself).
 
+:func:`find_messages_index` finds an index of ``messages`` whoever made it (the offline
+inspector's ``grep``, :mod:`.finder`, uses one made by someone else).
+
 Blocking functions on a plain ``sqlite3`` connection; the SQL constants are shared with the
 async writer.
 """
@@ -29,6 +32,7 @@ async writer.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 
 from .schema import STATE_TABLE
@@ -52,6 +56,9 @@ SQL_CHUNK_END = "SELECT MAX(rowid) FROM (SELECT rowid FROM messages WHERE rowid 
 SQL_INDEX_RANGE = (f"INSERT INTO {MESSAGES_FTS} (rowid, content) SELECT rowid, content FROM messages "
                    "WHERE rowid > ? AND rowid <= ?")
 SQL_ABOVE = "SELECT 1 FROM messages WHERE rowid > ? LIMIT 1"
+
+_CONTENT_MESSAGES = re.compile(r"""content\s*=\s*['"`\[]?messages['"`\]]?\s*[,)]""", re.IGNORECASE)
+_CONTENT_ROWID = re.compile(r"""content_rowid\s*=\s*['"`\[]?(\w+)""", re.IGNORECASE)
 
 _MEMORIES = [
     f"CREATE VIRTUAL TABLE {MEMORIES_FTS} USING fts5(content, title, content='memories', "
@@ -166,3 +173,24 @@ def index_step(conn: sqlite3.Connection, chunk: int = INDEX_CHUNK) -> tuple[int,
         conn.execute("ROLLBACK")
         raise
     return int(end) - upto, reached
+
+
+def find_messages_index(conn: sqlite3.Connection) -> str | None:
+    """The name (quoted) of an FTS5 index of ``messages`` (external content, the same rowids)
+    that this SQLite can read, whoever made it; ``None`` when there is none."""
+    try:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                            "AND sql LIKE 'CREATE VIRTUAL TABLE%' AND sql LIKE '%fts5%'").fetchall()
+    except sqlite3.Error:
+        return None
+    for name, sql in rows:
+        rowid = _CONTENT_ROWID.search(sql or "")
+        if not _CONTENT_MESSAGES.search(sql or "") or (rowid and rowid.group(1).lower() != "rowid"):
+            continue
+        quoted = '"' + str(name).replace('"', '""') + '"'
+        try:
+            conn.execute(f"SELECT rowid FROM {quoted} WHERE {quoted} MATCH '\"a\"' LIMIT 1").fetchall()
+        except sqlite3.Error:  # no fts5 in this SQLite, or a tokenizer it does not have
+            continue
+        return quoted
+    return None
