@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
 
-from helpers import agent_config, settle
-from traces import transcription, user_item
+from helpers import agent_config, settle, wait_for
+from traces import assistant_turn, transcription, user_item
 
 from ticos_agent import Agent
 
@@ -174,3 +175,29 @@ def test_event_log_days_is_validated_and_reaches_the_store():
         from_dict({"storage": {"event_log_days": -1}})
     assert "storage.event_log_days" in str(info.value)
     assert from_dict({"storage": {"event_log_days": 7}}).storage.event_log_days == 7
+
+
+async def test_frames_after_the_store_closed_are_handled_and_not_answered_as_errors(tmp_path, connect, caplog):
+    """A store closed while a voice agent's socket is open (the agent stopping, a store closed
+    by its owner) is an expected state: every frame is handled as usual, nothing is answered
+    as an ``internal_error``, and each consumer says once what it no longer stores."""
+    async with Agent(agent_config(tmp_path)) as agent:
+        heard: list[tuple] = []
+        states: list[tuple] = []
+        agent.subscribe("conversation", lambda *said: heard.append(said), inline=True)
+        agent.subscribe("state", lambda *change: states.append(change), inline=True)
+        peer = await connect(agent)
+        await agent.store.close()
+        caplog.set_level(logging.WARNING)
+        for n in range(2):  # two turns: a warning per closing, not per frame
+            await peer.send(user_item(f"U{n}"), transcription(f"U{n}", f"hello {n}"),
+                            *assistant_turn(f"r{n}", f"A{n}", ["Hi", " there"]))
+        await wait_for(lambda: ("A1", "assistant", " there") in heard and states and states[-1][0] == "idle")
+        await peer.no_reply(0.3)
+        assert ("U0", "user", "hello 0") in heard and ("U1", "user", "hello 1") in heard
+        assert [s for s, _ in states].count("speaking") == 2, states
+        assert agent.counters["errors"] == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        closed = [r.getMessage() for r in caplog.records if "is closed" in r.getMessage()]
+        assert len(closed) == 3 and all("from now on" in m for m in closed), closed
+        assert any("event log" in m for m in closed) and any("conversation" in m for m in closed), closed

@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     DriverUnavailable,
     StorageError,
+    StoreClosed,
     TicosError,
     UnknownTag,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "MessageRole",
     "SaveMode",
     "StorageError",
+    "StoreClosed",
     "TicosClient",
     "TicosError",
     "UnknownTag",

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from .connection import Peer
 from .dispatch import Dispatcher
+from .errors import StoreClosed
 from .events import SHAPES, Event, response_id_of
 from .intake import EVERY, Handler
 from .logs import peer_text
@@ -44,10 +45,14 @@ class EventRecorder(Protocol):
 
 
 class EventLog:
-    """Every event but the deltas -> one compact row (type and ids, never payloads)."""
+    """Every event but the deltas -> one compact row (type and ids, never payloads).
+
+    A closed store (the agent stopping while a socket is still open) is expected: the event
+    is not logged, and one warning says so."""
 
     def __init__(self, store: EventRecorder):
         self._store = store
+        self._closed_said = False
 
     def routes(self) -> Mapping[str, Handler | None]:
         # the known deltas (most frames) do not reach it at all; unknown ones return at once
@@ -63,8 +68,14 @@ class EventLog:
         response_id = data.get("response_id")
         if response_id is None and isinstance(data.get("response"), dict):
             response_id = data["response"].get("id")
-        self._store.log_event(event.type, session_id=peer.session, event_id=event.event_id,
-                              item_id=_str(item_id), response_id=_str(response_id))
+        try:
+            self._store.log_event(event.type, session_id=peer.session, event_id=event.event_id,
+                                  item_id=_str(item_id), response_id=_str(response_id))
+        except StoreClosed as exc:
+            if not self._closed_said:
+                self._closed_said = True
+                log.warning("%s; the event log is not written from now on (first not logged: %s)",
+                            exc, event.type)
 
 
 class PeerErrors:

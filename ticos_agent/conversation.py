@@ -24,6 +24,9 @@ Conversation handlers (``conversation`` topic) get ``(item_id, role, content)`` 
 ticos-client called them: ``""`` when a user item appears, the transcript when it is
 known, and each assistant delta as it arrives.
 
+A store that is closed (the agent stopping while a socket is still open) is expected: the
+conversation goes on as usual without storing, and one warning says so.
+
 Runs on the loop thread; state is bounded (``MAX_TRACKED`` items of each kind).
 """
 
@@ -36,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .connection import Peer
+from .errors import StoreClosed
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
@@ -122,6 +126,7 @@ class Conversations:
         self._stored: OrderedDict[str, _Stored] = OrderedDict()
         self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
         self.stored = 0
+        self._closed_said = False
 
     def routes(self) -> Mapping[str, Handler]:
         return {etype: getattr(self, name) for etype, name in _ROUTES.items()}
@@ -167,8 +172,7 @@ class Conversations:
     def _give_up(self, row: _UserRow) -> None:
         if row.status == PENDING:
             row.status = INCOMPLETE
-            if self.store is not None and row.message_id is not None:
-                self.store.update_message(row.message_id, status=INCOMPLETE)
+            self._update(row.message_id, status=INCOMPLETE)
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -236,16 +240,10 @@ class Conversations:
         if row.status not in (PENDING, INCOMPLETE) and status == TRANSCRIPTION_FAILED:
             return  # a late failure never erases a transcript we have
         row.status = status
-        if self.store is not None and row.message_id is not None:
-            self.store.update_message(row.message_id, content=text, status=status)
+        self._update(row.message_id, content=text, status=status)
 
     def _store_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
-        message_id: str | None = None
-        if self.store is not None:
-            message_id = self.store.add_message(
-                role="user", content=text, item_id=item_id, session_id=peer.session, status=status
-            )
-            self.stored += 1
+        message_id = self._add("user", text, item_id, peer.session, status)
         self._users[item_id] = _UserRow(message_id, status, peer)
         if len(self._users) > MAX_TRACKED:
             self._users.popitem(last=False)
@@ -329,16 +327,39 @@ class Conversations:
         if not text:
             return  # nothing was said (audio without transcript, or cut before any word)
         log.info("%s said: %s%s", entry.owner.name, said(text), "" if status == COMPLETED else f" ({status})")
-        if self.store is None:
-            return
         if entry.message_id is None:
-            entry.message_id = self.store.add_message(
-                role=entry.role, content=text, item_id=item_id, session_id=entry.owner.session,
-                status=status, response_id=entry.response_id,
-            )
-            self.stored += 1
+            entry.message_id = self._add(entry.role, text, item_id, entry.owner.session, status, entry.response_id)
         else:  # stored when its socket was cut; the same row now holds the rest
-            self.store.update_message(entry.message_id, content=text, status=status)
+            self._update(entry.message_id, content=text, status=status)
+
+    # --- the store ------------------------------------------------------------------------
+
+    def _add(self, role: str, content: str, item_id: str, session_id: str | None, status: str,
+             response_id: str | None = None) -> str | None:
+        """Store a message; its id, or ``None`` when it was not stored (no store, or closed)."""
+        if self.store is None:
+            return None
+        try:
+            message_id = self.store.add_message(role=role, content=content, item_id=item_id, session_id=session_id,
+                                                status=status, response_id=response_id)
+        except StoreClosed as exc:
+            self._not_stored(exc, f"the {role} message of item {peer_text(item_id)}")
+            return None
+        self.stored += 1
+        return message_id
+
+    def _update(self, message_id: str | None, *, content: str | None = None, status: str) -> None:
+        if self.store is None or message_id is None:
+            return
+        try:
+            self.store.update_message(message_id, content=content, status=status)
+        except StoreClosed as exc:
+            self._not_stored(exc, f"the {status} update of message {message_id}")
+
+    def _not_stored(self, exc: StoreClosed, what: str) -> None:
+        if not self._closed_said:
+            self._closed_said = True
+            log.warning("%s; conversation messages are not stored from now on (first not stored: %s)", exc, what)
 
 
 def _role(item: dict[str, Any]) -> str:

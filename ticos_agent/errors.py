@@ -79,6 +79,11 @@ class StorageError(TicosError, OSError):
     """The database could not be opened, read or written."""
 
 
+class StoreClosed(StorageError):
+    """The store was closed: it takes no more records (expected while the agent stops, or
+    after its owner closed it; the intake's consumers go on without storing)."""
+
+
 class ActuatorError(TicosError, RuntimeError):
     """An actuator or its driver failed, or a command could not be carried out."""
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..connection import Peer
+from ..errors import StoreClosed
 from ..events import EmotionArgs, Event, MotionArgs
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
@@ -178,7 +179,11 @@ class RobotLife:
         self.changes += 1
         log.info("robot: %s -> %s", previous, state)
         if self._record is not None:
-            self._record(f"robot.state.{state}")
+            try:
+                self._record(f"robot.state.{state}")
+            except StoreClosed as exc:  # the agent stopping with a socket still open: expected
+                self._record = None
+                log.warning("%s; robot states are not logged from now on (first not logged: %s)", exc, state)
         self._emit(state, previous)
         if self._actuators is not None:
             if state == "listening":

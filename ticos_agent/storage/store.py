@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from ..errors import StorageError, describe
+from ..errors import StorageError, StoreClosed, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .idle import PRUNE_EVERY
@@ -115,7 +115,8 @@ class Store(Writer, CardKeeper, Memories, Reads):
     from :class:`~.writer.Writer` (when it commits, and :meth:`end_turn`, from
     :class:`~.policy.CommitPolicy`), the card's from :class:`~.card.CardKeeper`, the memory
     methods (:class:`~ticos_agent.memory.model.MemoryStore`) from :class:`~.memory_methods.Memories`,
-    the reads of committed rows and :meth:`health` from :class:`~.reads.Reads`.
+    the reads of committed rows and :meth:`health` from :class:`~.reads.Reads`. Once
+    :meth:`close` began, the enqueue methods raise :class:`~ticos_agent.errors.StoreClosed`.
     """
 
     def __init__(self, db: aiosqlite.Connection, location: Location, *, last_message_id: int = 0,
@@ -210,8 +211,8 @@ class Store(Writer, CardKeeper, Memories, Reads):
 
     # ----------------------------------------------------------------- enqueue (sync, cheap)
 
-    def _closed_error(self) -> StorageError:
-        return StorageError(f"store {self.location.path} is closed")
+    def _closed_error(self) -> StoreClosed:
+        return StoreClosed(f"store {self.location.path} is closed")
 
     def _next_id(self) -> str:
         mid = int(time.time())
