@@ -161,7 +161,7 @@ async def test_detach_when_safe_waits_for_the_servo_to_get_home(pins):
 
         # work arriving while it waits keeps the servo attached
         s.interrupt()  # nothing to drop: no safe state
-        s._safe("arm")
+        s.scheduler.safe("arm")
         await asyncio.sleep(0.05)
         out = await asyncio.wait_for(s.motion(MotionArgs("slow", speed=10.0)), 2)
         assert out.status == "done"

@@ -2,7 +2,7 @@
 
 A :class:`Command` is one planned piece of work (a motion, an expression, a pose, a return to
 neutral, an ambient expression of the robot's state or idle life) placed in the lanes of the
-actuators it uses (see :mod:`.system` for the scheduling). Its :class:`Outcome` says how it
+actuators it uses (see :mod:`.scheduler` for the scheduling). Its :class:`Outcome` says how it
 ended. :func:`over_caps` is the robot's answer to a flood: the reason a new command may not be
 queued, or ``None``.
 

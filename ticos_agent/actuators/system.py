@@ -1,16 +1,10 @@
-"""The actuator system: drivers opened in order, one command queue per actuator, outcomes.
+"""The actuator system: drivers opened in order, calls turned into commands, outcomes.
 
-Scheduling: every actuator has a lane (a deque of commands). A command is appended to the
-lanes of all the actuators it uses and starts when it is at the head of all of them, so the
-actuators of one command start together and commands never overtake each other on an
-actuator. A running command walks its steps against absolute deadlines on the loop's
-monotonic clock (``t0 + step.t``), so timing errors never accumulate. ``wait = false``
-drops what runs or waits on its actuators first (status ``dropped``, reason "preempted") and
-brings the victims' other actuators, which the new command does not use, to rest.
-
-An emotion's command ends once the expression is shown; its return to neutral after
-``duration`` is a timer per actuator that starts a low-priority ``return`` command. Any later
-command on that actuator cancels the timer or drops the running return (it takes over).
+Calls: ``motion`` and ``emotion`` plan their steps (:mod:`.plan`) and hand the commands to the
+:class:`~.scheduler.Scheduler`, which queues, runs and drops them (see it for the lanes, the
+returns to neutral, holding still and the caps). A motion with ``wait = false`` preempts
+everything on its actuators; an emotion's expression preempts an earlier expression on its
+actuators, its pose an earlier pose.
 
 Safe state: applied at start, at stop, on a fault, and whenever a device comes up later (a
 serial port that opens after start, or comes back after an unplug): the driver calls
@@ -19,8 +13,7 @@ Barge-in rests lights on the ``neutral`` expression when there is one (else off)
 
 The robot's own work (``ambient``: state expressions, idle motions) is low priority: it starts
 only on actuators no call is using, and any later command on them replaces it at once.
-``hold(names)`` keeps actuators still (a running command pauses before its next step and its
-clock stops) until ``release()``: the noisy ones while the user speaks.
+``hold(names)`` keeps actuators still until ``release()``: the noisy ones while the user speaks.
 
 Caps (``[robot]``): a command that would put more than ``max_queued`` commands or
 ``max_queued_seconds`` of planned motion on an actuator, or more than ``max_per_response``
@@ -34,11 +27,8 @@ Every public method returns an :class:`Outcome` or a plain value; hardware probl
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
-import heapq
 import logging
-import math
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
@@ -46,9 +36,10 @@ from ..errors import ActuatorError, UnknownTag
 from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
 from .driver import ActuatorConfig, Driver, DriverContext
-from .lanes import Command, Outcome, is_kind, over_caps
-from .plan import Plan, Step, expression_actuators, neutral_steps, plan_expression, plan_motion, plan_pose, step
+from .lanes import Outcome, is_kind
+from .plan import Plan, plan_expression, plan_motion, plan_pose
 from .registry import driver_class
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +49,12 @@ class ActuatorSystem:
         self.config = config
         self.ctx = DriverContext()
         self.drivers: dict[str, Driver] = {n: self._driver(a) for n, a in config.actuators.items()}
-        self.lanes: dict[str, collections.deque[Command]] = {n: collections.deque() for n in self.drivers}
-        self.positions: dict[str, list[float]] = {n: list(a.home) for n, a in config.actuators.items()}
+        self.scheduler = Scheduler(config, self.drivers)
+        self.lanes = self.scheduler.lanes
+        self.positions = self.scheduler.positions
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
         self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
-        self._returns: dict[str, tuple[asyncio.TimerHandle, Plan, Command]] = {}  # pending returns to neutral
-        self._shows_expressions = set(expression_actuators(config))
-        self.busy = 0  # calls answered busy (the robot's caps)
         self.not_shown = 0  # emotion calls no actuator could show
-        self._held: set[str] = set()
-        self._unheld = asyncio.Event()
-        self._unheld.set()
         #: called with ``(tag, intensity)`` when an emotion call is shown (the robot's mood follows it)
         self.on_emotion: Callable[[str, float], None] | None = None
         for n, d in self.drivers.items():
@@ -80,6 +65,11 @@ class ActuatorSystem:
         if cls is None:  # a checked config names registered drivers only
             raise ActuatorError(f"actuator {a.name!r}: no driver {a.driver!r} is registered")
         return cls(a, self.ctx)
+
+    @property
+    def busy(self) -> int:
+        """Calls answered busy (the robot's caps)."""
+        return self.scheduler.busy
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -99,7 +89,7 @@ class ActuatorSystem:
                 continue
             if drv.state == "ok":
                 self._safe_gen[name] = drv.generation
-            self._safe(name)
+            self.scheduler.safe(name)
             log.info("actuator %s (%s): %s%s%s", name, drv.name, drv.state, " [simulated]" if drv.simulated else "",
                      f": {drv.error}" if drv.error else "")
         if self.simulated:
@@ -115,18 +105,15 @@ class ActuatorSystem:
 
     def unshown_emotions(self) -> list[str]:
         """Emotion tags of the library that reach no actuator (no light or emotion line, no pose)."""
-        if self._shows_expressions:
+        if self.scheduler.shows_expressions:
             return []
         return sorted(t for t, e in self.config.emotions.items() if not e.pose)
 
     async def stop(self) -> None:
-        self._stopping = True
-        for n in list(self._returns):
-            self._cancel_return(n)
-        self._drop_where(lambda c: True, "the agent is stopping", rest=False)
+        self.scheduler.stop()
         for name in reversed(list(self.drivers)):
             drv = self.drivers[name]
-            self._safe(name)
+            self.scheduler.safe(name)
             try:
                 await drv.close()
             except Exception as exc:
@@ -141,9 +128,9 @@ class ActuatorSystem:
         if motion is None:
             return self._unknown("motion", args.motion_tag, self.known_motions(), detail)
         plan = plan_motion(self.config, motion, args)
-        cmd = self._command("motion", args.motion_tag, plan, response_id, call_id, detail)
+        cmd = self.scheduler.command("motion", args.motion_tag, plan, response_id, call_id, detail)
         preempt = (lambda c: True) if not args.wait else None
-        return await self._submit(cmd, preempt)
+        return await self.scheduler.submit(cmd, preempt)
 
     async def emotion(self, args: EmotionArgs, *, response_id: str | None = None,
                       call_id: str | None = None) -> Outcome:
@@ -156,8 +143,8 @@ class ActuatorSystem:
         for kind, plan in (("emotion", plan_expression(self.config, expr, args, neutral)),
                            ("pose", plan_pose(self.config, expr, args, neutral))):
             if plan.actuators:
-                cmd = self._command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
-                jobs.append(self._submit(cmd, functools.partial(is_kind, kind)))
+                cmd = self.scheduler.command(kind, args.emotion_tag, plan, response_id, call_id, dict(detail))
+                jobs.append(self.scheduler.submit(cmd, functools.partial(is_kind, kind)))
         if not jobs:
             reason = (f"emotion {args.emotion_tag!r} reaches no actuator: no light, no MCU with an emotion line "
                       "and no pose for a servo")
@@ -185,222 +172,25 @@ class ActuatorSystem:
         log.warning("%s", reason)
         return Outcome("failed", reason, {**detail, "known": known})
 
-    def _command(self, kind: str, tag: str, plan: Plan, response_id: str | None, call_id: str | None,
-                 detail: dict[str, Any]) -> Command:
-        detail.update(actuators=plan.actuators, planned_s=round(plan.total, 4), response_id=response_id,
-                      call_id=call_id)
-        return Command(kind, tag, plan, response_id, call_id, asyncio.get_running_loop().create_future(), detail)
-
-    async def _submit(self, cmd: Command, preempt: Callable[[Command], bool] | None) -> Outcome:
-        down = [self.drivers[n] for n in cmd.plan.actuators if self.drivers[n].state != "ok"]
-        if down:
-            reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
-            log.warning("%s %r failed: %s", cmd.kind, cmd.tag, reason)
-            return Outcome("failed", reason, cmd.detail)
-        lanes = set(cmd.plan.actuators)
-        for n in lanes:  # a later command replaces a pending or running return to neutral
-            self._cancel_return(n)
-        self._drop_where(lambda c: c.low and lanes.intersection(c.plan.actuators),
-                         f"replaced by {cmd.kind} {cmd.tag!r}", rest=False, quiet=True)
-        if preempt is not None:
-            # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
-            self._drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
-                             f"preempted by {cmd.kind} {cmd.tag!r}", rest=True, keep=lanes)
-        full = over_caps(self.config, self.lanes, cmd)
-        if full is not None:
-            self.busy += 1
-            log.warning("%s %r answered busy: %s", cmd.kind, cmd.tag, full)
-            return Outcome("busy", full, cmd.detail)
-        for n in cmd.plan.actuators:
-            self.lanes[n].append(cmd)
-        self._pump()
-        try:
-            return await asyncio.shield(cmd.future)
-        except asyncio.CancelledError:
-            self._drop(cmd, "the call was cancelled", rest=True)
-            self._pump()
-            raise
-
-    # --- scheduling -------------------------------------------------------------------
-
-    def _pump(self) -> None:
-        for lane in self.lanes.values():
-            if lane:
-                cmd = lane[0]
-                if cmd.state == "queued" and all(self.lanes[n][0] is cmd for n in cmd.plan.actuators):
-                    cmd.state = "running"
-                    cmd.task = asyncio.get_running_loop().create_task(self._run(cmd))
-
-    async def _run(self, cmd: Command) -> None:
-        loop = asyncio.get_running_loop()
-        faults = {n: self.drivers[n].faults for n in cmd.plan.actuators}
-        t0 = loop.time()
-        heap = list(cmd.plan.steps)
-        heapq.heapify(heap)
-        late = 0.0
-        try:
-            while heap:
-                s = heapq.heappop(heap)
-                while True:  # wait for the step's time; held still meanwhile, its timeline stops
-                    if self._held and self._held.intersection(cmd.plan.actuators):
-                        paused = loop.time()
-                        while self._held.intersection(cmd.plan.actuators):
-                            await self._unheld.wait()
-                        t0 += loop.time() - paused
-                    delay = t0 + s.t - loop.time()
-                    if delay <= 0:
-                        break
-                    await asyncio.sleep(delay)
-                late = max(late, loop.time() - (t0 + s.t))
-                self._exec(s, heap)
-            delay = t0 + cmd.plan.total - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for n, before in faults.items():
-                d = self.drivers[n]
-                if d.faults != before or d.state != "ok":
-                    raise ActuatorError(
-                        f"actuator {n!r} ({d.name}) lost its device during the {cmd.kind}: {d.error or d.state}")
-            outcome = Outcome("done", None, cmd.detail)
-        except Exception as exc:
-            if isinstance(exc, ActuatorError):
-                log.warning("%s %r failed: %s", cmd.kind, cmd.tag, exc)
-                reason = str(exc)
-            else:
-                log.exception("%s %r failed in a driver", cmd.kind, cmd.tag)
-                reason = f"driver error: {type(exc).__name__}: {exc}"
-            for n in cmd.plan.actuators:
-                self._safe(n)
-            outcome = Outcome("failed", reason, cmd.detail)
-        cmd.detail.update(elapsed_s=round(loop.time() - t0, 4), late_max_ms=round(late * 1000, 3))
-        if outcome.status == "done" and cmd.plan.returns:
-            self._schedule_returns(cmd, t0)
-        self._finish(cmd, outcome)
-        self._pump()
-
-    def _exec(self, s: Step, heap: list[Step]) -> None:
-        a = self.config.actuators[s.actuator]
-        drv = self.drivers[s.actuator]
-        if s.op == "move":
-            targets, seconds = s.args
-            if a.interpolate and seconds > a.step:
-                start = self.positions[s.actuator]
-                n = math.ceil(seconds / a.step - 1e-9)
-                dt = seconds / n
-                for k in range(n, 1, -1):  # later sub-steps go back on the heap
-                    heapq.heappush(heap, step(s.t + (k - 1) * dt, s.actuator, "move",
-                                              [p + (q - p) * k / n for p, q in zip(start, targets)], 0.0))
-                targets, seconds = [p + (q - p) / n for p, q in zip(start, targets)], dt
-            drv.move(targets, seconds)
-            self.positions[s.actuator] = list(targets)
-        elif s.op == "safe":
-            drv.safe()
-            self.positions[s.actuator] = list(a.home)
-        else:
-            getattr(drv, s.op)(*s.args)
-
-    def _finish(self, cmd: Command, outcome: Outcome) -> None:
-        if cmd.state == "finished":
-            return
-        cmd.state = "finished"
-        for n in cmd.plan.actuators:
-            try:
-                self.lanes[n].remove(cmd)
-            except ValueError:
-                pass
-        if not cmd.future.done():
-            cmd.future.set_result(outcome)
-
-    def _drop(self, cmd: Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
-              quiet: bool = False) -> bool:
-        """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
-        if cmd.state == "finished":
-            return False
-        running = cmd.state == "running"
-        if cmd.task is not None and cmd.task is not asyncio.current_task():
-            cmd.task.cancel()
-        self._finish(cmd, Outcome(status, reason, cmd.detail))
-        if rest and running:
-            for n in cmd.plan.actuators:
-                if n not in keep:
-                    self._rest(n)
-        log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
-        return True
-
-    def _drop_where(self, pred: Callable[[Command], object], reason: str, rest: bool, keep: Collection[str] = (),
-                    quiet: bool = False) -> int:
-        victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
-        count = sum(self._drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
-        return count
-
-    # --- returns to neutral -------------------------------------------------------------
-
-    def _schedule_returns(self, cmd: Command, t0: float) -> None:
-        loop = asyncio.get_running_loop()
-        for n, (at, plan) in cmd.plan.returns.items():
-            if any(c is not cmd for c in self.lanes[n]):
-                continue  # something later is already queued on it: that replaces the return
-            self._cancel_return(n)
-            handle = loop.call_at(t0 + at, self._start_return, n)
-            self._returns[n] = (handle, plan, cmd)
-
-    def _cancel_return(self, name: str) -> None:
-        pending = self._returns.pop(name, None)
-        if pending is not None:
-            pending[0].cancel()
-
-    def _start_return(self, name: str) -> None:
-        pending = self._returns.pop(name, None)
-        if pending is None or self._stopping:
-            return
-        handle, plan, origin = pending
-        handle.cancel()
-        if self.lanes[name] or self.drivers[name].state != "ok":
-            return
-        detail = {"kind": "return", "tag": origin.tag, "actuators": [name]}
-        cmd = Command("return", origin.tag, plan, origin.response_id, origin.call_id,
-                       asyncio.get_running_loop().create_future(), detail)
-        self.lanes[name].append(cmd)
-        self._pump()
-
     # --- safe state ---------------------------------------------------------------------
 
     def _device_up(self, name: str, generation: int) -> None:
         """Loop thread: the device of ``name`` opened (late) or came back: apply its safe state."""
-        if self._loop is None or self._stopping or self._safe_gen.get(name) == generation:
+        if self._loop is None or self.scheduler.stopping or self._safe_gen.get(name) == generation:
             return
         drv = self.drivers[name]
         if drv.state != "ok":
             return
         self._safe_gen[name] = generation
-        self._cancel_return(name)
+        self.scheduler.cancel_return(name)
         reason = (f"actuator {name!r} ({drv.name}) lost its device during the command; "
                   "it came back and was put in its safe state")
         for cmd in [c for c in self.lanes[name] if c.state == "running"]:
-            self._drop(cmd, reason, rest=True, keep={name}, status="failed")
+            self.scheduler.drop(cmd, reason, rest=True, keep={name}, status="failed")
         log.info("actuator %s (%s): device up (open #%d): applying the safe state", name, drv.name, generation)
-        self._safe(name)
+        self.scheduler.safe(name)
         if self._loop is not None:
-            self._loop.call_soon(self._pump)
-
-    def _rest(self, name: str) -> None:
-        """Bring an interrupted actuator to rest: a light shows ``neutral`` if there is one, else the safe state."""
-        neutral = self.config.emotions.get("neutral")
-        if neutral is None or name not in self._shows_expressions or self.config.actuators[name].kind != "light":
-            self._safe(name)
-            return
-        try:
-            for s in neutral_steps(self.config, name, neutral):
-                self._exec(s, [])
-        except ActuatorError as exc:
-            log.debug("actuator %s: neutral not shown: %s", name, exc)
-
-    def _safe(self, name: str) -> None:
-        try:
-            self.drivers[name].safe()
-            self.positions[name] = list(self.config.actuators[name].home)
-        except ActuatorError as exc:
-            log.debug("actuator %s: safe state not applied: %s", name, exc)
+            self._loop.call_soon(self.scheduler.pump)
 
     # --- immediate controls ------------------------------------------------------------
 
@@ -408,12 +198,13 @@ class ActuatorSystem:
         """Drop the queued and running commands of ``response_id`` (``None``: all); rest the
         actuators they were moving. Returns how many commands were dropped."""
         reason = "interrupted (barge-in or cancelled response)"
-        count = self._drop_where(lambda c: response_id is None or c.response_id == response_id, reason, rest=True)
-        for n, (_, _, origin) in list(self._returns.items()):  # a held expression returns to neutral now
+        count = self.scheduler.drop_where(lambda c: response_id is None or c.response_id == response_id, reason,
+                                          rest=True)
+        for n, (_, _, origin) in list(self.scheduler.returns.items()):  # a held expression returns to neutral now
             if response_id is None or origin.response_id == response_id:
-                self._start_return(n)
+                self.scheduler.start_return(n)
         if self._loop is not None:
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self.scheduler.pump)
         return count
 
     async def ambient(self, tag: str, plan: Plan) -> Outcome:
@@ -424,33 +215,24 @@ class ActuatorSystem:
             return Outcome("not_shown", f"{tag!r} reaches no actuator", detail)
         names = set(plan.actuators)
         # an actuator a call uses, or one holding an emotion for its duration, is left alone
-        used = sorted(n for n in names if self.drivers[n].state != "ok" or n in self._returns
+        used = sorted(n for n in names if self.drivers[n].state != "ok" or n in self.scheduler.returns
                       or any(not c.low for c in self.lanes[n]))
-        if used or self._stopping:
+        if used or self.scheduler.stopping:
             return Outcome("skipped", f"in use: {', '.join(used)}" if used else "stopping", detail)
-        for n in names:
-            self._cancel_return(n)
-        self._drop_where(lambda c: c.low and bool(names.intersection(c.plan.actuators)),
-                         f"replaced by {tag!r}", rest=False, quiet=True)
-        cmd = self._command("ambient", tag, Plan(plan.steps, plan.total, plan.actuators), None, None, detail)
-        for n in plan.actuators:
-            self.lanes[n].append(cmd)
-        self._pump()
-        return await asyncio.shield(cmd.future)
+        cmd = self.scheduler.command("ambient", tag, Plan(plan.steps, plan.total, plan.actuators), None, None,
+                                     detail)
+        return await self.scheduler.play_low(cmd)
 
     def cut_ambient(self) -> int:
         """Stop the robot's own work now (the user speaks); actuators stay where they are."""
-        return self._drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False, quiet=True)
+        return self.scheduler.drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False, quiet=True)
 
     def hold(self, names: Collection[str]) -> None:
-        """Keep ``names`` still until :meth:`release`."""
-        self._held = set(names) & set(self.drivers)
-        if self._held:
-            self._unheld.clear()
+        """Keep ``names`` still until :meth:`release` (a running command pauses before its next step)."""
+        self.scheduler.hold(names)
 
     def release(self) -> None:
-        self._held = set()
-        self._unheld.set()
+        self.scheduler.release()
 
     def mouth_level(self, level: float) -> None:
         name = self.config.mouth
