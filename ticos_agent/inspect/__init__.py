@@ -31,8 +31,8 @@ from typing import Any, TextIO
 from .cards import Card, Problem, open_cards
 from .options import Options, UsageError, options
 from .render import writer
+from .scope import Scope, choose_session, scope
 from .table import Table
-from .views import Scope, choose_session, scope
 
 __all__ = ["main"]
 

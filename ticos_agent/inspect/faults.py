@@ -33,8 +33,8 @@ from ..storage.finder import CALLS, EVENTS, MESSAGES, Finder
 from ..storage.reader import twin
 from .cards import Source
 from .outcome import actuator_fault, dropped_reason, loads, reason_key
-from .table import Col, Table
-from .views import Row, Scope, choose_session, duration, short_session
+from .scope import Row, Scope, choose_session
+from .table import Col, Table, duration, short_session
 
 COLUMNS = ("card", "category", "what", "count", "first", "last", "session_id", "time", "detail")
 ORDER = ("actuator outage", "call failed", "call busy", "call not run", "call without outcome",

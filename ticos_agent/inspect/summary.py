@@ -19,8 +19,8 @@ from typing import Any
 
 from ..storage.finder import CALLS, EVENTS, MESSAGES, Window
 from .outcome import EMOTIONS, MOTIONS, dropped_reason, loads
-from .table import Col, Table
-from .views import Row, Scope, choose_session, duration, short_session
+from .scope import Row, Scope, choose_session
+from .table import Col, Table, duration, short_session
 
 COLUMNS = ("card", "level", "day", "session_id", "start", "end", "sessions", "turns", "robot_speech_s",
            "robot_speech_from",

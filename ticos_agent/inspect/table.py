@@ -1,5 +1,6 @@
 """What the views hand to the writers: a :class:`Table` of rows with its :class:`Col` layout,
-and the terminal (:class:`Term`) and text helpers every layout uses."""
+and the terminal (:class:`Term`) and text helpers every layout uses (down to how a session id
+and a duration are shortened)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,21 @@ _MD = str.maketrans({c: "\\" + c for c in "\\`*_[]<|#"})
 def md(value: Any) -> str:
     """Text safe inside Markdown: control characters shown, markup characters escaped."""
     return safe(value).translate(_MD).replace("\n", "<br>")
+
+
+def short_session(sid: Any, width: int = 18) -> str:
+    if sid is None:
+        return "(none)"
+    text = str(sid)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -25,8 +25,9 @@ from typing import Any
 from ..storage.finder import CALLS, EVENTS, MESSAGES, Window
 from .cards import Source
 from .outcome import describe
+from .pages import earlier, neighbours, page
+from .scope import Row, Scope, choose_session
 from .table import Table
-from .views import Row, Scope, choose_session, earlier, neighbours, page
 
 COLUMNS = ("card", "source", "session_id", "time", "kind", "who", "text", "status", "level", "item_id",
            "response_id", "call_id")
