@@ -417,3 +417,27 @@ async def test_the_message_handler_is_swapped_when_replaced_and_a_failing_one_is
         assert not client.agent.dispatcher.has("event:*")
     finally:
         client.stop()
+
+
+async def test_a_handler_set_by_another_thread_while_the_client_starts_is_subscribed(tmp_path, monkeypatch):
+    """A handler set while start() waits for the agent finds no loop to subscribe on yet (it is
+    left to start()): start() subscribes it once the agent is up."""
+    from ticos_agent.agent import Agent
+
+    port = free_port()
+    client = TicosClient(port=port)
+    messages = []
+    real_start = Agent.start
+
+    async def start_and_meanwhile_set_a_handler(self):
+        await asyncio.to_thread(client.set_message_handler, lambda event: messages.append(event["type"]))
+        await real_start(self)
+
+    monkeypatch.setattr(Agent, "start", start_and_meanwhile_set_a_handler)
+    assert client.start()
+    try:
+        assert client.agent.dispatcher.has("event:*")
+        await _send(port, {"type": "custom.one"})
+        _wait(lambda: "ping.sync" in messages)
+    finally:
+        client.stop()
