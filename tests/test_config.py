@@ -291,3 +291,17 @@ def test_a_config_path_that_cannot_be_read_is_a_config_error(tmp_path):
                 reader(path)
             (error,) = info.value.errors
             assert error.key == "config" and error.expected.startswith(expected), error
+
+
+def test_load_lays_defaults_under_the_document_and_overrides_over_it(tmp_path):
+    doc = {"server": {"port": 8001}, "memory": {"every_rounds": 7}}
+    defaults = {"memory": {"every_rounds": 3, "history_rounds": 4}, "server": {"port": 8002}}
+    cfg = load(doc, defaults=defaults, overrides={"server": {"host": "127.0.0.2"}}, hardware=False)
+    assert (cfg.server.port, cfg.server.host) == (8001, "127.0.0.2")  # the document's, the override's
+    assert (cfg.memory.every_rounds, cfg.memory.history_rounds) == (7, 4)  # the document's, the default's
+    assert cfg.source == "(dict)" and cfg.actuators is None and doc == {"server": {"port": 8001},
+                                                                        "memory": {"every_rounds": 7}}
+    path = tmp_path / "robot.toml"
+    path.write_text("[server]\nport = 8003\n")
+    cfg = load(path, defaults=defaults, source="named")
+    assert cfg.server.port == 8003 and cfg.memory.history_rounds == 4 and cfg.source == "named"

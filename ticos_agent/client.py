@@ -23,9 +23,10 @@ the same arguments as ticos-client:
 for every memory stored or forgotten (see :meth:`Agent.on_memory`). A handler may be set or
 replaced at any time, also after :meth:`start` and from inside a handler; the next event finds
 it (until a message, conversation or memory handler is set, those cost the handler thread
-nothing). As in ticos-client, nothing is stored
-until :meth:`enable_local_storage` is called, and the built-in actuators and audio player
-stay off unless a ``config`` (path or dict, see :mod:`ticos_agent.config`) asks for them.
+nothing; the rules and the subscriptions are in :mod:`ticos_agent.client_handlers`). As in
+ticos-client, nothing is stored until :meth:`enable_local_storage` is called, and the
+built-in actuators and audio player stay off unless a ``config`` (path or dict, see
+:mod:`ticos_agent.config`) asks for them.
 
 As in ticos-client, failures reach the message handler as ``health.status`` messages
 (``{"type": "health.status", "code": "DATABASE_ERROR" | "EXECUTER_ERROR", "message": ...}``):
@@ -65,7 +66,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, from_dict, merge, read_toml
+from .client_handlers import ON_DEMAND, ClientHandlers, MessageRole
+from .config import Config, load
 from .memory.config import ticos_client_memory
 from .storage import SaveMode
 
@@ -73,20 +75,15 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
 
     from .agent import Agent
-    from .events import FunctionCall
     from .memory.model import Hit, Memory
     from .memory.summariser import Summariser
+
+__all__ = ["MemoryType", "MessageRole", "TicosClient"]  # MessageRole lives with the handlers that use it
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 MEMORY_TIMEOUT = 10.0  # seconds a blocking memory call waits for the store
-
-
-class MessageRole(str, Enum):
-    USER = "user"
-    ASSISTANT = "assistant"
-    SYSTEM = "system"
 
 
 class MemoryType(str, Enum):
@@ -95,17 +92,6 @@ class MemoryType(str, Enum):
 
 
 _UNSET: Any = object()
-
-#: The handlers whose topic is subscribed once one is set (at start, or when it is set later):
-#: without one, every event (or message, or memory) would cost a call on the handler thread
-#: that finds nothing to call. The others are always subscribed: whether a motion or function
-#: call was handled is part of its outcome.
-ON_DEMAND = {"message": "event:*", "conversation": "conversation", "memory": "memory"}
-#: Of those, the ones whose handler is subscribed itself (swapped when it is replaced), not a
-#: wrapper that looks it up: one call less for every event, and a handler that raises is
-#: logged by its own name.
-DIRECT = frozenset({"message", "memory"})
-
 
 class TicosClient:
     def __init__(self, port: int = _UNSET, save_mode: SaveMode | str = _UNSET,
@@ -123,16 +109,12 @@ class TicosClient:
             tf_root_dir = str(found) if found else None
         self.tf_root_dir = tf_root_dir
         self._config_source = config
-        self._inline = inline_handlers
         self._storage_enabled = False
         self._storage_dir: str | None = None
         self._db_filename: str | None = None
         self._db_path_given = False
-        self._handlers: dict[str, Callable[..., Any] | None] = dict.fromkeys(
-            ("message", "motion", "emotion", "function_call", "conversation", "memory"))
+        self._handlers = ClientHandlers(inline_handlers)
         self._summariser: Summariser | None = None
-        # of ON_DEMAND, what is subscribed on the running agent: (the function, its unsubscribe)
-        self._subscribed: dict[str, tuple[Callable[..., Any], Callable[[], None]]] = {}
         self.agent: Agent | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,21 +144,17 @@ class TicosClient:
     # --- handlers -----------------------------------------------------------------------
 
     def _set(self, kind: str, handler: Callable[..., Any] | None) -> None:
-        if handler is not None and not callable(handler):
-            raise ValueError("Handler must be callable")
-        self._handlers[kind] = handler
-        loop, thread = self._loop, self._thread
-        if kind not in ON_DEMAND or loop is None or thread is None:
+        self._handlers.set(kind, handler)
+        loop, thread, handlers = self._loop, self._thread, self._handlers
+        if loop is None or thread is None or not handlers.needs_subscribing(kind):
             return  # (before start, start() subscribes it)
-        if kind not in DIRECT and (handler is None or kind in self._subscribed):
-            return  # the wrapper, subscribed once, finds the new one
         if threading.get_ident() == thread.ident:  # on the agent's loop (an inline handler sets it)
-            self._subscribe(kind)
+            handlers.subscribe(kind)
             return
         done = threading.Event()  # the next event already finds it, as in ticos-client
 
         def subscribe() -> None:
-            self._subscribe(kind)
+            handlers.subscribe(kind)
             done.set()
 
         try:
@@ -184,23 +162,6 @@ class TicosClient:
         except RuntimeError:  # the loop has closed: nothing is running
             return
         done.wait(MEMORY_TIMEOUT)
-
-    def _subscribe(self, kind: str) -> None:
-        """Make ``kind``'s subscription on the agent match its handler (on the agent's loop
-        thread, or before it runs): the handler itself for :data:`DIRECT` kinds, else the
-        call-time wrapper once a handler was set."""
-        agent, handler = self.agent, self._handlers[kind]
-        if agent is None:
-            return
-        wanted = handler if kind in DIRECT else (getattr(self, f"_on_{kind}") if handler is not None else None)
-        current = self._subscribed.get(kind)
-        if current is not None:
-            if kind not in DIRECT or current[0] is wanted:
-                return
-            del self._subscribed[kind]
-            current[1]()
-        if wanted is not None:
-            self._subscribed[kind] = (wanted, agent.subscribe(ON_DEMAND[kind], wanted, inline=self._inline))
 
     def set_message_handler(self, handler: Callable[[dict[str, Any]], Any]) -> None:
         self._set("message", handler)
@@ -220,30 +181,6 @@ class TicosClient:
     def set_memory_handler(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
         """``handler(action, payload)`` for every memory stored or forgotten (not in ticos-client)."""
         self._set("memory", handler)
-
-    # The wrappers below look their handler up at call time, so setting one after start() works
-    # as in ticos-client; the :data:`DIRECT` kinds' handlers are subscribed themselves instead.
-    def _on_expression(self, name: str, args: dict[str, Any]) -> None:
-        """ticos-client's rule: the motion and/or emotion handler; if neither was set, the
-        function-call handler with the name."""
-        called = False
-        if name in ("motion", "motion_and_emotion") and (fn := self._handlers["motion"]) is not None:
-            fn(args)
-            called = True
-        if name in ("emotion", "motion_and_emotion") and (fn := self._handlers["emotion"]) is not None:
-            fn(args)
-            called = True
-        if not called and (fn := self._handlers["function_call"]) is not None:
-            fn(name, args)
-
-    def _on_function(self, call: FunctionCall) -> Any:
-        if (fn := self._handlers["function_call"]) is not None:
-            return fn(call.name, dict(call.arguments))
-        return None
-
-    def _on_conversation(self, item_id: str, role: str, content: str) -> None:
-        if (fn := self._handlers["conversation"]) is not None:
-            fn(item_id, MessageRole(role) if role in MessageRole._value2member_map_ else role, content)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -267,43 +204,22 @@ class TicosClient:
             storage["dir"] = self._storage_dir
         if self._db_filename:
             storage["db_filename"] = self._db_filename
-        overrides: dict[str, Any] = {"server": server, "storage": storage}
-        doc = src if isinstance(src, dict) or src is None else read_toml(src)  # the file is read once
-        memory = self._ticos_memory(doc)
+        memory = ticos_client_memory()  # under the config: its own [memory] keys win
         if memory:
-            overrides["memory"] = memory
-        if doc is None:
-            return from_dict(overrides, source="TicosClient", hardware=False)
-        source = "TicosClient(config=dict)" if isinstance(src, dict) else str(src)
-        return from_dict(merge(doc, overrides), source=source)
+            log.info("TicosClient: memory.%s from ticos-client's files in ~/.config/ticos, where the config "
+                     "sets none", ", memory.".join(memory))
+        return load(src, defaults={"memory": memory} if memory else None,
+                    overrides={"server": server, "storage": storage},
+                    source="TicosClient" if src is None else "TicosClient(config=dict)" if isinstance(src, dict)
+                    else None, hardware=src is not None)
 
     def _on_storage(self, state: str, reason: str | None) -> None:
         if state == "degraded":
             store = self.agent.store if self.agent is not None else None
             where = f"; storing in {store.health()['path']}" if store is not None else ""
-            self._status("DATABASE_ERROR", f"TicosClient: storage degraded: {reason}{where}")
+            self._handlers.status("DATABASE_ERROR", f"TicosClient: storage degraded: {reason}{where}")
         else:
             log.info("TicosClient: storage is ok again")
-
-    @staticmethod
-    def _ticos_memory(doc: dict[str, Any] | None) -> dict[str, Any]:
-        """``[memory]`` values from ticos-client's files, for the keys the config ``doc`` does not set."""
-        found = ticos_client_memory()
-        if not found:
-            return {}
-        given: Any = doc.get("memory", {}) if isinstance(doc, dict) else {}
-        taken = {k: v for k, v in found.items() if not (isinstance(given, dict) and k in given)}
-        if taken:
-            log.info("TicosClient: memory.%s from ticos-client's files in ~/.config/ticos", ", memory.".join(taken))
-        return taken
-
-    def _status(self, code: str, message: str) -> None:
-        """ticos-client's ``health.status`` message, to the message handler (if set)."""
-        if (fn := self._handlers["message"]) is not None:
-            try:
-                fn({"type": "health.status", "code": code, "message": message})
-            except Exception:
-                log.exception("TicosClient: the message handler failed on a health.status message")
 
     def start(self) -> bool:
         """Start serving; returns as soon as the server is ready (True) or failed (False)."""
@@ -314,18 +230,16 @@ class TicosClient:
         except Exception as exc:
             self.start_error = str(exc)
             log.error("TicosClient: bad configuration: %s", exc)
-            self._status("EXECUTER_ERROR", f"TicosClient: bad configuration: {exc}")
+            self._handlers.status("EXECUTER_ERROR", f"TicosClient: bad configuration: {exc}")
             return False
         from .agent import Agent
 
         self.agent = agent = Agent(config)
         agent.set_summariser(self._summariser)
-        inline = self._inline
-        self._subscribed = {}
-        for kind in ON_DEMAND:
-            self._subscribe(kind)
-        agent.subscribe("expression", self._on_expression, inline=inline)
-        agent.on_function("*", self._on_function, inline=inline)
+        handlers, inline = self._handlers, self._handlers.inline
+        handlers.attach(agent)
+        agent.subscribe("expression", handlers.on_expression, inline=inline)
+        agent.on_function("*", handlers.on_function, inline=inline)
         agent.on_storage(self._on_storage, inline=True)
         ready = threading.Event()
         gave_up = threading.Event()
@@ -371,13 +285,13 @@ class TicosClient:
             from .errors import StorageError
 
             storage = bool(failure) and isinstance(failure[0], StorageError)
-            self._status("DATABASE_ERROR" if storage else "EXECUTER_ERROR",
-                         f"TicosClient: could not start on port {self.port}: {self.start_error}")
+            self._handlers.status("DATABASE_ERROR" if storage else "EXECUTER_ERROR",
+                                  f"TicosClient: could not start on port {self.port}: {self.start_error}")
             return False
         if agent.port is not None:
             self.port = agent.port
-        for kind in ON_DEMAND:  # one set by another thread while this one was starting
-            self._set(kind, self._handlers[kind])
+        for kind in ON_DEMAND:  # one set by another thread while the agent started found no loop to subscribe on
+            self._set(kind, self._handlers.by_kind[kind])
         return True
 
     def stop(self) -> None:

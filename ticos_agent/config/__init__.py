@@ -228,12 +228,23 @@ PLAIN_SECTIONS: dict[str, type] = {"server": ServerConfig, "storage": StorageCon
                                     "life": LifeConfig, "memory": MemoryConfig}
 
 
-def load(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a TOML file (or nothing) and return the validated :class:`Config`."""
-    doc = read_toml(path) if path is not None else {}
+def load(config: str | os.PathLike[str] | dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None,
+         defaults: dict[str, Any] | None = None, source: str | None = None, hardware: bool = True) -> Config:
+    """The validated :class:`Config` of a TOML file (read once), a parsed document or nothing,
+    with ``defaults`` laid under it (the document's values win) and ``overrides`` over it
+    (theirs win), table by table (:func:`merge`). ``source`` names it (errors, ``ticos-agent config``; default: the
+    path, ``(dict)`` or ``(defaults)``); ``hardware`` as in :func:`from_dict`."""
+    if isinstance(config, dict):
+        doc, named = config, "(dict)"
+    elif config is not None:
+        doc, named = read_toml(config), str(config)
+    else:
+        doc, named = {}, "(defaults)"
+    if defaults:
+        doc = merge(defaults, doc)
     if overrides:
         doc = merge(doc, overrides)
-    return from_dict(doc, source=str(path) if path is not None else "(defaults)")
+    return from_dict(doc, source=source or named, hardware=hardware)
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
