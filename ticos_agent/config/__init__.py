@@ -232,8 +232,9 @@ def load(config: str | os.PathLike[str] | dict[str, Any] | None = None, *, overr
          defaults: dict[str, Any] | None = None, source: str | None = None, hardware: bool = True) -> Config:
     """The validated :class:`Config` of a TOML file (read once), a parsed document or nothing,
     with ``defaults`` laid under it (the document's values win) and ``overrides`` over it
-    (theirs win), table by table (:func:`merge`). ``source`` names it (errors, ``ticos-agent config``; default: the
-    path, ``(dict)`` or ``(defaults)``); ``hardware`` as in :func:`from_dict`."""
+    (theirs win), table by table (:func:`merge`). ``source`` names it in errors and in
+    ``ticos-agent config`` (default: the path, ``(dict)`` or ``(defaults)``); ``hardware`` as in
+    :func:`from_dict`."""
     if isinstance(config, dict):
         doc, named = config, "(dict)"
     elif config is not None:
