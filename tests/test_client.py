@@ -441,3 +441,14 @@ async def test_a_handler_set_by_another_thread_while_the_client_starts_is_subscr
         _wait(lambda: "ping.sync" in messages)
     finally:
         client.stop()
+
+
+def test_a_memory_key_that_is_no_table_fails_the_start_whatever_ticos_clients_files_say(_isolated_home):
+    """ticos-client's memory keys lie under the config: they never mend it (before, they replaced
+    a ``memory`` that was no table, and only when ticos-client's files set some key)."""
+    ticos = _isolated_home / ".config" / "ticos"
+    ticos.mkdir(parents=True)
+    (ticos / "config.toml").write_text("[model]\nhistory_conversation_length = 4\n")
+    client = TicosClient(config={"memory": 5, "server": {"port": free_port()}})
+    assert not client.start()
+    assert "memory" in (client.start_error or "")
