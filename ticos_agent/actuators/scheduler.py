@@ -82,7 +82,7 @@ class Scheduler:
         for n in lanes:  # a later command replaces a pending or running return to neutral
             self.cancel_return(n)
         self.drop_where(lambda c: c.low and lanes.intersection(c.plan.actuators),
-                        f"replaced by {cmd.kind} {cmd.tag!r}", rest=False, quiet=True)
+                        f"replaced by {cmd.kind} {cmd.tag!r}", rest=False)
         if preempt is not None:
             # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
             self.drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
@@ -109,7 +109,7 @@ class Scheduler:
         for n in names:
             self.cancel_return(n)
         self.drop_where(lambda c: c.low and bool(names.intersection(c.plan.actuators)),
-                        f"replaced by {cmd.tag!r}", rest=False, quiet=True)
+                        f"replaced by {cmd.tag!r}", rest=False)
         for n in cmd.plan.actuators:
             self.lanes[n].append(cmd)
         self.pump()
@@ -215,8 +215,7 @@ class Scheduler:
 
     # --- dropping ---------------------------------------------------------------------
 
-    def drop(self, cmd: Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped",
-             quiet: bool = False) -> bool:
+    def drop(self, cmd: Command, reason: str, rest: bool, keep: Collection[str] = (), status: str = "dropped") -> bool:
         """End ``cmd`` as ``status``; with ``rest``, a running one's actuators (except ``keep``) go to rest."""
         if cmd.state == "finished":
             return False
@@ -228,14 +227,15 @@ class Scheduler:
             for n in cmd.plan.actuators:
                 if n not in keep:
                     self.rest(n)
-        log.log(logging.DEBUG if quiet else logging.INFO, "%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
+        # the call's own line (calls.py) gives the outcome, the reason and how long it took
+        log.debug("%s %r %s: %s", cmd.kind, cmd.tag, status, reason)
         return True
 
-    def drop_where(self, pred: Callable[[Command], object], reason: str, rest: bool, keep: Collection[str] = (),
-                   quiet: bool = False) -> int:
+    def drop_where(self, pred: Callable[[Command], object], reason: str, rest: bool,
+                   keep: Collection[str] = ()) -> int:
         """Drop every queued or running command ``pred`` picks; returns how many."""
         victims = {id(c): c for lane in self.lanes.values() for c in lane if pred(c)}
-        count = sum(self.drop(c, reason, rest, keep, quiet=quiet) for c in victims.values())
+        count = sum(self.drop(c, reason, rest, keep) for c in victims.values())
         return count
 
     # --- returns to neutral -------------------------------------------------------------

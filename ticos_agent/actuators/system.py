@@ -225,7 +225,7 @@ class ActuatorSystem:
 
     def cut_ambient(self) -> int:
         """Stop the robot's own work now (the user speaks); actuators stay where they are."""
-        return self.scheduler.drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False, quiet=True)
+        return self.scheduler.drop_where(lambda c: c.kind == "ambient", "cut: the user speaks", rest=False)
 
     def hold(self, names: Collection[str]) -> None:
         """Keep ``names`` still until :meth:`release` (a running command pauses before its next step)."""
