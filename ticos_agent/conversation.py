@@ -9,9 +9,11 @@ drops its socket mid-response and continues on a new one continues the same rows
   arrives, whether that is before or after the assistant's response, on this socket or the
   next; a transcription that arrives before its item is stored at once and the item later
   adds nothing; a failed transcription is stored with status ``transcription_failed``;
-* assistant text is the transcript (or text) deltas joined per ``item_id``, or the ``.done``
-  transcript when deltas are missing, stored once per item when its response is done, with
-  the response's final status (``completed``, ``cancelled``, ``incomplete``, ``failed``);
+* assistant text is the ``.done`` transcript (or text), else the item's content in
+  ``response.done`` (the whole text, also when deltas were missed or a socket was cut after
+  some of them), else the transcript (or text) deltas joined per ``item_id``; stored once per
+  item when its response is done, with the response's final status (``completed``,
+  ``cancelled``, ``incomplete``, ``failed``);
 * when a connection closes, what it left open waits ``grace`` seconds for the voice agent
   to come back and continue it; then (or when the agent stops) assistant text so far is
   stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
@@ -307,10 +309,11 @@ class Conversations:
                     continue
                 item_id = item.get("id")
                 text = _assistant_content(item.get("content"))
-                if isinstance(item_id, str) and text and item_id not in self._open:
+                if isinstance(item_id, str) and text:
                     entry = self._item(item_id, rid, peer, _role(item))
-                    if entry is not None:
-                        entry.final = text  # the whole text, also of an item cut off and continued
+                    if entry is not None and entry.final is None:
+                        # the whole text: of an item whose deltas were missed or cut off with a socket
+                        entry.final = text
         done = [i for i, e in self._open.items()
                 if e.response_id == rid or (e.response_id is None and e.owner is peer)]
         for item_id in done:
