@@ -215,6 +215,32 @@ async def health(agent: Agent, http) -> dict:
 
 # --- 6. reconnect mid-response ----------------------------------------------------------------
 
+@pytest.mark.parametrize("ga", [True, False], ids=["ga", "beta"])
+async def test_barge_in_on_the_new_socket_stops_the_continued_response(robot, connect, ga):
+    """The socket drops while resp_1 streams and its long motion runs; the voice agent goes on
+    on a new socket, and the user talks over the robot there: the interrupted response's motion
+    stops (design: barge-in drops the interrupted response's motions; ids are the conversation's)."""
+    agent = await robot(conversation={"reconnect_grace": 5.0})
+    v = Voice(ga, "sess_rc")
+    first = await connect(agent)
+    await first.send(*v.session(), *v.user("item_U1", "Dance for me"), v.created("resp_1"),
+                     *v.said("resp_1", "item_A1", ["Here ", "I "], finish=False),
+                     *v.call("resp_1", "item_F1", "call_sway", "motion", '{"motion_tag":"sway","repeat":20}'))
+    await wait_for(lambda: moves(agent))  # the 10 s motion runs
+    await first.close()
+    await wait_for(lambda: agent.health()["connections"] == 0)
+    second = await connect(agent)
+    await second.send(*v.session(), e(v.t("response.audio_transcript.delta"), response_id="resp_1",
+                                      item_id="item_A1", output_index=0, content_index=0, delta="go!"),
+                      e("input_audio_buffer.speech_started", audio_start_ms=3000, item_id="item_U2"))
+    rows = await calls(agent, "call_sway")
+    assert rows["call_sway"]["status"] == "dropped"
+    await second.send(v.done("resp_1", [v.message("item_A1", "Here I go!", "incomplete")], status="cancelled"))
+    assert await replies(second) == []
+    assert await messages(agent) == [("user", "Dance for me", "completed", "item_U1"),
+                                     ("assistant", "Here I go!", "cancelled", "item_A1")]
+
+
 async def test_response_done_on_the_new_socket_gives_the_whole_text(robot, connect):
     """Cut after "Hello, ": the voice agent's response.done on the new socket (within the grace)
     carries the item's whole transcript; the stored row has it, not the half the first socket saw."""

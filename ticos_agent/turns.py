@@ -12,8 +12,11 @@ Barge-in and response cancellation are decided here and nowhere else:
 
 Interrupted responses are remembered agent-wide (bounded): response ids belong to the
 conversation, not to the socket, so a call of an interrupted response that arrives on a new
-connection is dropped too. With ``send_truncate`` the voice agent is told how much of the
-item was heard (``conversation.item.truncate``).
+connection is dropped too. A response whose socket closed before its ``response.done`` is
+still the robot's (the voice agent may go on with it on a new socket): until that
+``response.done`` comes, on any socket, a barge-in on any socket stops it too. With
+``send_truncate`` the voice agent is told how much of the item was heard
+(``conversation.item.truncate``).
 
 Collaborators are narrow: an :class:`AudioOut` (the player, or ``None``), a
 :class:`MotionStop` (the actuators, or ``None``), a ``send`` and ``spawn``. Runs on the loop
@@ -36,6 +39,7 @@ from .replies import truncate
 log = logging.getLogger(__name__)
 
 MAX_INTERRUPTED = 256
+MAX_ORPHANS = 16  # responses whose socket closed before their response.done
 
 
 class AudioOut(Protocol):
@@ -76,6 +80,7 @@ class Turns:
         self._send_truncate = send_truncate
         self._active: dict[Peer, str] = {}  # peer -> the response it is hearing
         self._interrupted: OrderedDict[str, str] = OrderedDict()  # response id -> why (bounded)
+        self._orphans: OrderedDict[str, None] = OrderedDict()  # active when their socket closed (bounded)
         self._audio_response: str | None = None  # the response whose audio arrived last
 
     def routes(self) -> Mapping[str, Handler]:
@@ -98,7 +103,11 @@ class Turns:
         return self._active.get(peer)
 
     def peer_closed(self, peer: Peer) -> None:
-        self._active.pop(peer, None)
+        rid = self._active.pop(peer, None)
+        if rid is not None:  # not done: the voice agent may go on with it on a new socket
+            self._orphans[rid] = None
+            if len(self._orphans) > MAX_ORPHANS:
+                self._orphans.popitem(last=False)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -115,6 +124,7 @@ class Turns:
         rid = response["id"]
         if self._active.get(peer) == rid:
             del self._active[peer]
+        self._orphans.pop(rid, None)
         status = response.get("status")
         if status in ("cancelled", "failed") and rid not in self._interrupted:  # not again after a barge-in
             self.interrupt(rid, None, reason=f"response {status}")
@@ -122,9 +132,14 @@ class Turns:
     def _speech_started(self, event: Event, peer: Peer) -> None:
         rid = self._active.get(peer)
         playing = self._audio is not None and self._audio.playing
-        if rid is None and not playing:
+        target = rid or (self._audio_response if playing else None)
+        orphans = [o for o in self._orphans if o != target]  # cut off with an old socket, maybe going on here
+        self._orphans.clear()
+        for orphan in orphans:  # (the truncate, if any, is told once: for the target)
+            self.interrupt(orphan, peer if target is None else None, reason="barge-in")
+        if target is None and not playing:
             return
-        self.interrupt(rid or self._audio_response, peer, reason="barge-in")
+        self.interrupt(target, peer, reason="barge-in")
 
     # --- the one place that stops a response -----------------------------------------------
 
