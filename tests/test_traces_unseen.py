@@ -270,3 +270,266 @@ async def test_a_message_only_whole_in_its_done_events_is_stored(robot, connect)
                     v.done("resp_1", [v.message("item_A1", "Just the words.")]))
     assert await replies(peer) == []
     assert await messages(agent) == [("assistant", "Just the words.", "completed", "item_A1")]
+
+
+async def test_a_call_streaming_when_the_socket_drops_is_finished_on_the_new_one(robot, connect):
+    """Argument deltas on the old socket, the rest of the call and response.done on the new one:
+    the call runs once, with the whole arguments."""
+    agent = await robot(conversation={"reconnect_grace": 5.0})
+    seen = []
+    agent.on_motion(seen.append)
+    v = Voice(True, "sess_rc3")
+    args = '{"motion_tag": "wave", "repeat": 2}'
+    call = v.call("resp_1", "item_F1", "call_w", "motion", args, pieces=6)
+    first = await connect(agent)
+    await first.send(*v.session(), *v.user("item_U1", "wave twice"), v.created("resp_1"),
+                     *v.said("resp_1", "item_A1", ["Wav"], finish=False), *call[:4])
+    await first.close()
+    second = await connect(agent)
+    await second.send(*v.session(), e(v.t("response.audio_transcript.delta"), response_id="resp_1",
+                                      item_id="item_A1", output_index=0, content_index=0, delta="ing!"),
+                      *call[4:],
+                      v.done("resp_1", [v.message("item_A1", "Waving!"), v.call_item("item_F1", "call_w", "motion",
+                                                                                      args)]))
+    assert await replies(second) == []
+    rows = await calls(agent, "call_w")
+    assert rows["call_w"]["status"] == "done" and rows["call_w"]["arguments"] == args
+    assert seen == [{"motion_tag": "wave", "speed": 1.0, "repeat": 2, "wait": True}]
+    assert moves(agent) == [30, 0, 30, 0]
+    assert await messages(agent) == [("user", "wave twice", "completed", "item_U1"),
+                                     ("assistant", "Waving!", "completed", "item_A1")]
+    assert agent.counters["dispatches"] == 1
+
+
+# --- 1. a full voice turn, GA and beta ------------------------------------------------------------
+
+@pytest.mark.parametrize("ga", [True, False], ids=["ga", "beta"])
+async def test_full_voice_turn_with_a_motion(robot, connect, http, ga):
+    agent = await robot()
+    motions, convo, every, done_events, fn_calls = [], [], [], [], []
+    agent.on_motion(motions.append)
+    agent.on_conversation(lambda *a: convo.append(a))
+    agent.on("*", every.append)
+    agent.on("response.output_audio_transcript.done", done_events.append)  # GA name: both spellings reach it
+    agent.on_function("*", lambda call: fn_calls.append(call.name))
+    v = Voice(ga, "sess_full")
+    args = '{"motion_tag":"wave","speed":2.0,"repeat":2,"wait":true}'
+    trace = v.session() + v.user("item_U1", "Could you wave at me, twice?") + [v.created("resp_1")]
+    trace += v.said("resp_1", "item_A1", ["Sure, ", "here ", "is ", "a ", "wave!"])
+    trace += v.call("resp_1", "item_F1", "call_wave", "motion", args, pieces=len(args))  # one char a delta
+    trace += [v.done("resp_1", [v.message("item_A1", "Sure, here is a wave!"),
+                                v.call_item("item_F1", "call_wave", "motion", args)])]
+    peer = await connect(agent)
+    t0 = asyncio.get_running_loop().time()
+    await peer.send(*trace)
+    assert await replies(peer) == []
+    rows = await calls(agent, "call_wave")
+    assert rows["call_wave"]["status"] == "done"
+    assert (rows["call_wave"]["response_id"], rows["call_wave"]["item_id"]) == ("resp_1", "item_F1")
+    result = json.loads(rows["call_wave"]["result"]) if isinstance(rows["call_wave"]["result"], str) \
+        else rows["call_wave"]["result"]
+    assert result["motion"]["detail"]["planned_s"] == pytest.approx(0.1)  # 0.1 s, twice, at speed 2
+    assert await messages(agent) == [("user", "Could you wave at me, twice?", "completed", "item_U1"),
+                                     ("assistant", "Sure, here is a wave!", "completed", "item_A1")]
+    stored = await agent.store.messages(limit=10)
+    assert {r["session_id"] for r in stored} == {"sess_full"}
+    # what the handlers saw
+    await wait_for(lambda: len(every) == len(trace))
+    assert [ev["type"] for ev in every] == [ev["type"] for ev in trace]  # as on the wire, in order
+    assert motions == [{"motion_tag": "wave", "speed": 2.0, "repeat": 2, "wait": True}]
+    assert fn_calls == []  # motion is the robot's, not an integrator function
+    assert [ev["transcript"] for ev in done_events] == ["Sure, here is a wave!"]
+    assert ("item_U1", "user", "") in convo and ("item_U1", "user", "Could you wave at me, twice?") in convo
+    assert "".join(c for i, r, c in convo if i == "item_A1" and r == "assistant") == "Sure, here is a wave!"
+    # what the arm did: the wave's two keyframes, twice, and nothing else moved it
+    assert moves(agent, t0) == [30, 0, 30, 0]
+    assert [op for op, _ in ops(agent, "face", t0) if op != "light"] == []
+    h = await health(agent, http)
+    assert h["counters"]["errors"] == 0 and h["counters"]["dispatches"] == 1
+    assert h["counters"]["events"] == len(trace)
+    assert h["counters"]["duplicate_calls"] == 1  # the copy inside response.done
+
+
+# --- 2. barge-in ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ga", [True, False], ids=["ga", "beta"])
+async def test_barge_in_stops_the_running_motion_drops_the_queued_and_late_calls(robot, connect, ga):
+    agent = await robot()
+    v = Voice(ga, "sess_barge")
+    peer = await connect(agent)
+    await peer.send(*v.session(), *v.user("item_U1", "Tell me a story and dance"), v.created("resp_1"),
+                    *v.call("resp_1", "item_F1", "call_long", "motion", '{"motion_tag":"sway","repeat":20}',
+                            index=0),
+                    *v.call("resp_1", "item_F2", "call_next", "motion", '{"motion_tag":"wave"}', index=1),
+                    *v.said("resp_1", "item_A1", ["Once ", "upon ", "a "], index=2, finish=False))
+    await wait_for(lambda: moves(agent))  # the long sway runs, the wave waits behind it
+    cut = asyncio.get_running_loop().time()
+    # the user talks; the server's late events of resp_1, then its cancellation
+    late_call = '{"motion_tag":"wave"}'
+    await peer.send(e("input_audio_buffer.speech_started", audio_start_ms=4000, item_id="item_U2"),
+                    e(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
+                      output_index=2, content_index=0, delta="time"),
+                    e(v.t("response.audio.delta"), response_id="resp_1", item_id="item_A1", output_index=2,
+                      content_index=0, delta=pcm()),
+                    *v.call("resp_1", "item_F3", "call_late", "motion", late_call, index=3),
+                    e("response.cancelled", response_id="resp_1"),  # a relay's own event: ignored, no error
+                    e("output_audio_buffer.cleared", response_id="resp_1"),
+                    e("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=1200),
+                    e("response.output_item.done", response_id="resp_1", output_index=2,
+                      item=v.message("item_A1", "Once upon a time", "incomplete")),
+                    v.done("resp_1", [v.message("item_A1", "Once upon a time", "incomplete"),
+                                      v.call_item("item_F3", "call_late", "motion", late_call)], status="cancelled"))
+    rows = await calls(agent, "call_long", "call_next", "call_late")
+    assert {c: r["status"] for c, r in rows.items()} == {"call_long": "dropped", "call_next": "dropped",
+                                                         "call_late": "dropped"}
+    assert any(op == "safe" for op, _ in ops(agent, "arm", cut))  # the arm was brought to rest
+    # the next turn moves the arm at once: nothing of resp_1 is left in its lane
+    await peer.send(*v.user("item_U2", "Just wave"), v.created("resp_2"),
+                    *v.call("resp_2", "item_F4", "call_wave", "motion", '{"motion_tag":"wave"}', index=0),
+                    v.done("resp_2", [v.call_item("item_F4", "call_wave", "motion", '{"motion_tag":"wave"}')]))
+    assert (await calls(agent, "call_wave", timeout=3.0))["call_wave"]["status"] == "done"
+    after = [args[0][0] for op, args in ops(agent, "arm", cut) if op == "move"]
+    assert after[-2:] == [30, 0] and set(after[:-2]) <= {20, 0}  # at most what sway sent before the cut landed
+    assert await replies(peer) == []
+    assert await messages(agent) == [("user", "Tell me a story and dance", "completed", "item_U1"),
+                                     ("assistant", "Once upon a time", "cancelled", "item_A1"),
+                                     ("user", "Just wave", "completed", "item_U2")]
+    assert agent.counters["interruptions"] == 1  # the barge-in; the cancelled done does not stop it again
+    assert agent.turns.active_response(next(iter(agent.peers))) is None
+
+
+async def test_barge_in_spares_the_motion_of_a_response_already_done(robot, connect):
+    """Audio off: the robot "speaks" from the first words to response.done. Speech after that is
+    no barge-in; a motion of the finished response that still plays runs to its end."""
+    agent = await robot()
+    v = Voice(True)
+    peer = await connect(agent)
+    args = '{"motion_tag":"sway","repeat":2}'
+    await peer.send(v.created("resp_1"), *v.said("resp_1", "item_A1", ["Swaying."]),
+                    *v.call("resp_1", "item_F1", "call_s", "motion", args),
+                    v.done("resp_1", [v.message("item_A1", "Swaying."), v.call_item("item_F1", "call_s", "motion",
+                                                                                     args)]))
+    await wait_for(lambda: moves(agent))
+    await peer.send(*v.user("item_U2", "nice"))
+    assert (await calls(agent, "call_s"))["call_s"]["status"] == "done"
+    assert moves(agent) == [20, 0, 20, 0]
+    assert agent.counters["interruptions"] == 0
+
+
+# --- 3. function calls: streamed, repeated, out of order, wrong -------------------------------------
+
+async def test_arguments_in_many_pieces_with_repeated_and_out_of_order_done_events(robot, connect):
+    agent = await robot()
+    got = []
+    agent.on_function("lights", lambda call: got.append((call.call_id, call.arguments)) or {"ok": True})
+    v = Voice(True)
+    args = json.dumps({"room": "kitchen", "on": True, "level": 0.25, "note": "ünïcødé 🤖 " * 20})
+    streamed = v.call("resp_1", "item_F1", "call_l1", "lights", args, pieces=200)
+    added, deltas, args_done, item_done = streamed[0], streamed[1:-2], streamed[-2], streamed[-1]
+    assert len(deltas) > 100
+    peer = await connect(agent)
+    await peer.send(v.created("resp_1"), added, *deltas, args_done, args_done, item_done, item_done,
+                    v.done("resp_1", [item_done["item"]]), v.done("resp_1", [item_done["item"]]))
+    # another call whose response.done comes first, then its item and its arguments
+    item2 = v.call_item("item_F2", "call_l2", "lights", '{"room":"hall"}')
+    await peer.send(v.created("resp_2"), v.done("resp_2", [item2]),
+                    e("response.output_item.done", response_id="resp_2", output_index=0, item=item2),
+                    e("response.function_call_arguments.done", response_id="resp_2", item_id="item_F2",
+                      call_id="call_l2", name="lights", arguments='{"room":"hall"}'))
+    assert await replies(peer) == []
+    rows = await calls(agent, "call_l1", "call_l2")
+    assert rows["call_l1"]["status"] == rows["call_l2"]["status"] == "done"
+    await wait_for(lambda: len(got) == 2)
+    assert got == [("call_l1", json.loads(args)), ("call_l2", {"room": "hall"})]
+    assert agent.counters["dispatches"] == 2
+
+
+BAD_MOTION_ARGS = {  # arguments -> the field the error must name
+    '{"motion_tag": "wave", "speed": "1.5"}': "speed",
+    '{"motion_tag": "wave", "repeat": -1}': "repeat",
+    '{"motion_tag": "wave", "repeat": 1.5}': "repeat",
+    '{"motion_tag": "wave", "speed": 0}': "speed",
+    '{"motion_tag": "wave", "wait": "yes"}': "wait",
+    '{"motion_tag": 7}': "motion_tag",
+    '{"speed": 1}': "motion_tag",
+    '{"motion_tag": "wave", "speed": NaN}': "speed",  # not JSON, but read as such: not finite
+    '{"motion_tag": "wave"': "arguments",
+    '["wave"]': "arguments",
+    '"wave"': "arguments",
+}
+
+
+@pytest.mark.parametrize("ga", [True, False], ids=["ga", "beta"])
+async def test_invalid_and_wrongly_typed_arguments_are_refused_naming_the_field(robot, connect, ga):
+    agent = await robot()
+    seen = []
+    agent.on_motion(seen.append)
+    agent.on_emotion(seen.append)
+    v = Voice(ga)
+    peer = await connect(agent)
+    await peer.send(v.created("resp_1"))
+    frames = []
+    for n, (args, field) in enumerate(BAD_MOTION_ARGS.items()):
+        frames.append((v.call("resp_1", f"item_B{n}", f"call_b{n}", "motion", args), field))
+    frames.append((v.call("resp_1", "item_E1", "call_e1", "emotion", '{"emotion_tag":"happy","intensity":"high"}'),
+                   "intensity"))
+    frames.append((v.call("resp_1", "item_E2", "call_e2", "motion_and_emotion",
+                          '{"motion_tag":"wave","emotion_tag":"happy","fade_in":-2}'), "fade_in"))
+    for events, _ in frames:
+        await peer.send(*events)
+    got = await replies(peer)
+    assert codes(got) == ["invalid_arguments"] * len(frames)
+    for reply, (events, field) in zip(got, frames):
+        assert field in reply["error"]["message"], (field, reply)
+        assert reply["error"]["event_id"] == events[-1]["event_id"]  # the output_item.done it answers
+    ids = [f"call_b{n}" for n in range(len(BAD_MOTION_ARGS))] + ["call_e1", "call_e2"]
+    rows = await calls(agent, *ids)
+    assert {r["status"] for r in rows.values()} == {"failed"}
+    assert seen == [] and moves(agent) == []
+    # the robot still works: the same response's good call runs
+    await peer.send(*v.call("resp_1", "item_G", "call_good", "motion", '{"motion_tag":"wave"}'))
+    assert (await calls(agent, "call_good"))["call_good"]["status"] == "done"
+    assert moves(agent) == [30, 0]
+
+
+async def test_unknown_tags_are_answered_with_the_allowed_ones(robot, connect):
+    agent = await robot()
+    v = Voice(True)
+    peer = await connect(agent)
+    await peer.send(v.created("resp_1"),
+                    *v.call("resp_1", "item_F1", "call_flip", "motion", '{"motion_tag":"backflip"}', index=0),
+                    *v.call("resp_1", "item_F2", "call_both", "motion_and_emotion",
+                            '{"motion_tag":"wave","emotion_tag":"furious"}', index=1),
+                    v.done("resp_1"))
+    outs = outputs(await replies(peer))
+    assert set(outs) == {"call_flip", "call_both"}
+    assert outs["call_flip"]["status"] == "failed" and "backflip" in outs["call_flip"]["reason"]
+    assert outs["call_flip"]["allowed"] == {"motion_tag": ["sway", "wave"]}
+    assert outs["call_both"]["status"] == "failed"
+    assert outs["call_both"]["allowed"] == {"emotion_tag": ["happy", "neutral"]}
+    rows = await calls(agent, "call_flip", "call_both")
+    assert rows["call_flip"]["status"] == "failed" and rows["call_both"]["status"] == "failed"
+
+
+async def test_a_call_for_an_unknown_function_reaches_the_handlers(robot, connect):
+    agent = await robot()
+    named, anyname, events_seen = [], [], []
+    agent.on_function("get_weather", lambda call: named.append(call.arguments) or {"sky": "clear"})
+    agent.on_function("*", lambda call: anyname.append((call.name, call.call_id, call.arguments)))
+    agent.on("response.output_item.done", lambda ev: events_seen.append(ev["item"]["call_id"]))
+    v = Voice(False)
+    peer = await connect(agent)
+    await peer.send(v.created("resp_1"),
+                    *v.call("resp_1", "item_F1", "call_wx", "get_weather", '{"city":"Zürich","days":3}', index=0),
+                    *v.call("resp_1", "item_F2", "call_empty", "set_timer", "", index=1),
+                    v.done("resp_1"))
+    assert await replies(peer) == []
+    rows = await calls(agent, "call_wx", "call_empty")
+    assert rows["call_wx"]["status"] == "done" and rows["call_empty"]["status"] == "done"
+    await wait_for(lambda: len(anyname) == 2)
+    assert named == [{"city": "Zürich", "days": 3}]
+    assert sorted(anyname) == [("get_weather", "call_wx", {"city": "Zürich", "days": 3}),
+                               ("set_timer", "call_empty", {})]
+    assert json.loads(rows["call_wx"]["result"])["result"] == {"sky": "clear"}
+    await wait_for(lambda: len(events_seen) == 2)
+    assert moves(agent) == []
