@@ -533,3 +533,138 @@ async def test_a_call_for_an_unknown_function_reaches_the_handlers(robot, connec
     assert json.loads(rows["call_wx"]["result"])["result"] == {"sky": "clear"}
     await wait_for(lambda: len(events_seen) == 2)
     assert moves(agent) == []
+
+
+# --- 5. hostile frames ------------------------------------------------------------------------------
+
+NESTED_OK = '{"type":"session.updated","event_id":"evt_deep_ok","session":{"id":"sess_h","x":' + "[" * 200 \
+    + "]" * 200 + "}}"
+HOSTILE = [  # (frame, the error codes allowed for it, the event_id the error must name)
+    (b"\xff\xfe\xfd", {"invalid_utf8"}, None),
+    (b'{"type":"session.update","x":"\xc3"}', {"invalid_utf8"}, None),
+    (b"", {"invalid_json"}, None),
+    ("", {"invalid_json"}, None),
+    ("   \n\t ", {"invalid_json"}, None),
+    ("\ufeff" + json.dumps({"type": "session.update"}), {"invalid_json"}, None),
+    ('{"type":"session.update"} trailing', {"invalid_json"}, None),
+    ('"just a string"', {"invalid_event"}, None),
+    ("42", {"invalid_event"}, None),
+    ("null", {"invalid_event"}, None),
+    ("true", {"invalid_event"}, None),
+    ("[]", {"invalid_event"}, None),
+    ('{"event_id":"evt_no_type"}', {"missing_type"}, "evt_no_type"),
+    ('{"type":null,"event_id":"evt_t_null"}', {"missing_type"}, "evt_t_null"),
+    ('{"type":["response.done"],"event_id":"evt_t_list"}', {"missing_type"}, "evt_t_list"),
+    ('{"type":{"name":"response.done"},"event_id":"evt_t_obj"}', {"missing_type"}, "evt_t_obj"),
+    ('{"type":true,"event_id":"evt_t_bool"}', {"missing_type"}, "evt_t_bool"),
+    ('{"type":"","event_id":"evt_t_empty"}', {"missing_type"}, "evt_t_empty"),
+    ('{"type":"response.done","event_id":"evt_rd","response":null}', {"invalid_shape"}, "evt_rd"),
+    ('{"type":"conversation.item.input_audio_transcription.completed","event_id":"evt_sur1","item_id":"item_S",'
+     '"transcript":"a\\ud800b"}', {"invalid_json"}, None),
+    ('{"type":"conversation.item.input_audio_transcription.completed","event_id":"evt_sur2","item_id":"item_S",'
+     '"transcript":"\\udc00"}', {"invalid_json"}, None),
+    ('{"type":"conversation.item.input_audio_transcription.completed","event_id":"evt_sur3","item_id":"item_S",'
+     '"transcript":"\\ude00\\ud83d"}', {"invalid_json"}, None),
+    ('{"type":"session.update","event_id":"\\ud800"}', {"invalid_json"}, None),
+    ('{"type":"session.update","x":"a\x00b"}', {"invalid_frame"}, None),
+    ('{"type":"session.update","x":' + "[" * 100_000 + "]" * 100_000 + "}", {"too_deep"}, None),
+    ('{"type":"session.update","x":' + '{"a":' * 5000 + "1" + "}" * 5000 + "}", {"too_deep"}, None),
+]
+
+
+def _good_turn(v: Voice, n: int) -> list[dict]:
+    return (v.user(f"item_U{n}", f"question {n}") + [v.created(f"resp_{n}")]
+            + v.said(f"resp_{n}", f"item_A{n}", ["answer ", f"{n}"]) + [v.done(f"resp_{n}")])
+
+
+@pytest.mark.parametrize("ga", [True, False], ids=["ga", "beta"])
+async def test_hostile_frames_get_clear_errors_and_nothing_is_lost(robot, connect, http, ga):
+    agent = await robot()
+    v = Voice(ga, "sess_hostile")
+    peer = await connect(agent)
+    await peer.send(*v.session())
+    sent = 2
+    expected = []
+    for n, (frame, allowed, event_id) in enumerate(HOSTILE):
+        # a bad frame in the middle of a streaming response, then the rest of the turn
+        turn = _good_turn(v, n)
+        half = len(turn) // 2
+        await peer.send(*turn[:half])
+        if isinstance(frame, bytes):
+            await peer.send_bytes(frame)
+        else:
+            await peer.send(frame)
+        await peer.send(*turn[half:])
+        sent += len(turn) + 1
+        got = await replies(peer, quiet=0.05)
+        assert [g["type"] for g in got] == ["error"], (n, frame[:80], got)
+        assert got[0]["error"]["code"] in allowed, (n, frame[:80], got)
+        assert got[0]["error"]["event_id"] == event_id, (n, got)
+        assert got[0]["error"]["message"]
+        if "\\ud" in str(frame) or "\ufeff" in str(frame):  # valid UTF-8: not said to be otherwise
+            assert "UTF-8:" not in got[0]["error"]["message"], got
+        expected += [("user", f"question {n}", "completed", f"item_U{n}"),
+                     ("assistant", f"answer {n}", "completed", f"item_A{n}")]
+        if n % 8 == 0:
+            assert (await health(agent, http))["status"] == "ok"
+    # frames that look odd but are fine: answered with nothing, and used
+    await peer.send(NESTED_OK)
+    await peer.send_bytes(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_BIN",
+                                       content_index=0, transcript="binary \u0000 nul, 🤖 ok")).encode())
+    await peer.send(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_RAW",
+                                 content_index=0, transcript="raw ünïcode 🤖"), ensure_ascii=False))
+    sent += 3
+    assert await replies(peer, quiet=0.1) == []
+    expected += [("user", "binary \u0000 nul, 🤖 ok", "completed", "item_BIN"),
+                 ("user", "raw ünïcode 🤖", "completed", "item_RAW")]
+    assert await messages(agent) == expected
+    h = await health(agent, http)
+    assert h["status"] == "ok" and h["connections"] == 1
+    assert h["counters"]["errors"] == len(HOSTILE) and h["counters"]["events"] == sent
+    # the same frames over HTTP: a 400 with the same code each, and /health still answers
+    for frame, allowed, _ in HOSTILE[:20]:
+        async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", data=frame,
+                             headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400, frame[:80]
+            assert (await r.json())["error"]["code"] in allowed
+    assert (await health(agent, http))["status"] == "ok"
+
+
+async def test_repeated_event_ids_are_not_taken_for_repeated_events(robot, connect):
+    """event_id is the sender's label, not the content: two different events with one id both count."""
+    agent = await robot()
+    v = Voice(True)
+    peer = await connect(agent)
+    same = "evt_same"
+    await peer.send({**e("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
+                         transcript="first"), "event_id": same},
+                    {**e("conversation.item.input_audio_transcription.completed", item_id="item_U2", content_index=0,
+                         transcript="second"), "event_id": same},
+                    {**v.created("resp_1"), "event_id": same},
+                    *[{**x, "event_id": same} for x in v.said("resp_1", "item_A1", ["one ", "two"])],
+                    {**v.done("resp_1"), "event_id": same},
+                    {**e("conversation.item.input_audio_transcription.completed", item_id="item_U3",
+                         content_index=0, transcript="third"), "event_id": 12345})
+    assert await replies(peer) == []
+    assert await messages(agent) == [("user", "first", "completed", "item_U1"),
+                                     ("user", "second", "completed", "item_U2"),
+                                     ("assistant", "one two", "completed", "item_A1"),
+                                     ("user", "third", "completed", "item_U3")]
+
+
+async def test_a_frame_over_the_cap_closes_only_its_socket(robot, connect, http):
+    agent = await robot()
+    v = Voice(True, "sess_big")
+    other = await connect(agent)
+    await other.send(*v.session(), v.created("resp_1"), *v.said("resp_1", "item_A1", ["Still "], finish=False))
+    big = await connect(agent)
+    await big.send(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_X",
+                                content_index=0, transcript="x" * (2 * 1024 * 1024))))
+    msg = await big.ws.receive(timeout=5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+    assert big.ws.close_code == 1009
+    assert (await health(agent, http))["status"] == "ok"
+    await other.send(e(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
+                       output_index=0, content_index=0, delta="here."), v.done("resp_1"))
+    assert await replies(other) == []
+    assert await messages(agent) == [("assistant", "Still here.", "completed", "item_A1")]

@@ -232,8 +232,14 @@ def _frame_error(frame: Frame, exc: json.JSONDecodeError) -> BadEvent:
     text = str(exc)
     if "depth limit" in text or "recursion" in text:
         return BadEvent("frame is nested too deeply", code="too_deep")
-    if "UTF-8" in text or "surrogate" in text:
+    if "not valid UTF-8" in text:
         return BadEvent(f"frame is not valid UTF-8: {text}", code="invalid_utf8")
+    if "byte order mark" in text:  # valid UTF-8, but JSON text never starts with one
+        return BadEvent(f"frame starts with a byte order mark (BOM), which JSON text may not: {text}",
+                        code="invalid_json")
+    if "surrogate" in text:  # a \u escape of half a surrogate pair: no text (the frame itself is UTF-8)
+        return BadEvent(f"frame is not valid JSON text: a \\u escape is an unpaired surrogate: {text}",
+                        code="invalid_json")
     return BadEvent(f"frame is not valid JSON: {text}", code="invalid_json")
 
 
