@@ -668,3 +668,32 @@ async def test_a_frame_over_the_cap_closes_only_its_socket(robot, connect, http)
                        output_index=0, content_index=0, delta="here."), v.done("resp_1"))
     assert await replies(other) == []
     assert await messages(agent) == [("assistant", "Still here.", "completed", "item_A1")]
+
+
+async def test_lone_surrogates_inside_call_arguments_lose_nothing(robot, connect):
+    """Arguments are a JSON string inside the frame: their own \\u escapes are read by a second
+    decoder, which lets half a surrogate pair through. Whatever the call's fate, it is stored and
+    so is everything around it."""
+    agent = await robot()
+    echoed = []
+    agent.on_function("echo", lambda call: echoed.append(call.arguments) or call.arguments)
+    v = Voice(True, "sess_sur")
+    peer = await connect(agent)
+    await peer.send(*v.session(), *v.user("item_U1", "before"), v.created("resp_1"),
+                    *v.call("resp_1", "item_F1", "call_m", "motion", '{"motion_tag":"wa\\ud800ve"}', index=0),
+                    *v.call("resp_1", "item_F2", "call_x", "echo", '{"text":"a\\udfffb"}', index=1),
+                    *v.call("resp_1", "item_F3", "call_e", "emotion", '{"emotion_tag":"\\ud83d"}', index=2),
+                    *v.said("resp_1", "item_A1", ["after"], index=3), v.done("resp_1"),
+                    *v.user("item_U2", "later"))
+    frames = await replies(peer)
+    assert all(f["type"] in ("conversation.item.create", "error") for f in frames)
+    rows = await calls(agent, "call_m", "call_x", "call_e")
+    assert rows["call_m"]["status"] == "failed" and rows["call_e"]["status"] == "failed"
+    assert rows["call_x"]["status"] == "done"
+    assert json.loads(rows["call_m"]["result"])["allowed"] == {"motion_tag": ["sway", "wave"]}
+    assert json.loads(rows["call_x"]["result"])["result"] == {"text": "a\udfffb"}  # kept as it came
+    assert echoed == [{"text": "a\udfffb"}]
+    assert await messages(agent) == [("user", "before", "completed", "item_U1"),
+                                     ("assistant", "after", "completed", "item_A1"),
+                                     ("user", "later", "completed", "item_U2")]
+    assert agent.health()["storage"]["state"] == "ok"

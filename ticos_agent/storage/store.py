@@ -300,7 +300,7 @@ class Store(Writer, CardKeeper, Memories, Reads):
         """Queue a call's final status and result (stored as JSON text; ``None`` as NULL)."""
         if self._closing:
             raise self._closed_error()
-        text = None if result is None else json.dumps(result, default=str, ensure_ascii=False)
+        text = None if result is None else _json_text(result)
         self._op(SQL_CALL_OUTCOME, (call_id, status, text, schema.now_local()))
 
     def log_event(self, type: str, *, session_id: str | None = None, event_id: str | None = None,
@@ -385,3 +385,15 @@ def memory_store(store: Store) -> MemoryStore:
 
 def _chars(value: object) -> int:
     return len(value) if isinstance(value, str) else 0
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as JSON text SQLite can take: non-ASCII text as it is, but half a surrogate
+    pair (from a \\u escape in a call's arguments, which a second decoder let through) escaped,
+    as JSON allows: UTF-8 cannot hold it, and the writer would skip the whole record."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str)
+    return text
