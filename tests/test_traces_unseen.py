@@ -697,3 +697,106 @@ async def test_lone_surrogates_inside_call_arguments_lose_nothing(robot, connect
                                      ("assistant", "after", "completed", "item_A1"),
                                      ("user", "later", "completed", "item_U2")]
     assert agent.health()["storage"]["state"] == "ok"
+
+
+# --- 4. a long session --------------------------------------------------------------------------------
+
+async def test_long_session_per_response_state_is_cleaned_up_and_caps_hold(robot, connect, http, monkeypatch):
+    """Thousands of GA events on one socket: turns, emotion calls, barge-ins, rate limits and session
+    updates. Per-response state empties after each response; what is kept by id stays under its cap
+    (small caps here, to see them hold) and nothing is lost to them."""
+    from ticos_agent import calls as calls_mod
+    from ticos_agent import conversation, turns
+
+    monkeypatch.setattr(conversation, "MAX_TRACKED", 40)
+    monkeypatch.setattr(calls_mod, "MAX_TRACKED_CALLS", 10)
+    monkeypatch.setattr(turns, "MAX_INTERRUPTED", 5)
+    agent = await robot()
+    every = []
+    agent.on("*", lambda ev: every.append(1))
+    v = Voice(True, "sess_long")
+    peer = await connect(agent)
+    await peer.send(*v.session())
+    sent, expected, call_ids, barge_ins = 2, [], [], 0
+
+    async def turn(i: int) -> None:
+        nonlocal sent, barge_ins
+        rid, aid = f"resp_{i}", f"item_A{i}"
+        batch = v.user(f"item_U{i}", f"question number {i}")
+        expected.append(("user", f"question number {i}", "completed", f"item_U{i}"))
+        batch += [v.created(rid), e("rate_limits.updated", rate_limits=[
+            {"name": "requests", "limit": 5000, "remaining": 4999 - i, "reset_seconds": 0.01},
+            {"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5}])]
+        if i % 7 == 3:  # the user talks over the robot
+            batch += v.said(rid, aid, ["I was ", "going "], finish=False)
+            batch += [e("input_audio_buffer.speech_started", audio_start_ms=50, item_id=f"item_X{i}"),
+                      v.done(rid, [v.message(aid, "I was going ", "incomplete")], status="cancelled")]
+            expected.append(("assistant", "I was going ", "cancelled", aid))
+            barge_ins += 1
+        else:
+            parts = ["The ", "answer ", "is ", f"{i}."]
+            batch += v.said(rid, aid, parts)
+            output = [v.message(aid, "".join(parts))]
+            if i % 3 == 0:
+                args = json.dumps({"emotion_tag": "happy", "intensity": round(0.1 + (i % 9) / 10, 2)})
+                batch += v.call(rid, f"item_F{i}", f"call_{i}", "emotion", args)
+                output.append(v.call_item(f"item_F{i}", f"call_{i}", "emotion", args))
+                call_ids.append(f"call_{i}")
+            batch += [v.done(rid, output)]
+            expected.append(("assistant", "".join(parts), "completed", aid))
+        if i % 10 == 9:
+            batch.append(e("session.updated", session={"id": "sess_long", "object": "realtime.session",
+                                                       "instructions": f"turn {i}"}))
+        await peer.send(*batch)
+        sent += len(batch)
+
+    for half in (range(100), range(100, 200)):
+        for i in half:
+            await turn(i)
+        await wait_for(lambda: agent.counters["events"] == sent, timeout=20)
+        rows = await calls(agent, *call_ids, timeout=20)
+        # an emotion still waiting to be shown when the next comes is replaced by it: nothing else
+        assert all(r["status"] == "done" or (r["status"] == "dropped" and "preempted by emotion" in r["result"])
+                   for r in rows.values()), rows
+        conn = next(iter(agent.peers))
+        # per response: nothing left once each was done
+        assert agent.turns.active_response(conn) is None and not agent.turns._orphans
+        assert agent.conversations.open_items() == 0 and not agent.conversations._waiting
+        calls_in = next(c for c in _consumers(agent) if isinstance(c, calls_mod.CallIntake))
+        assert not calls_in._streamed and calls_in._in_flight == 0
+        assert all(not lane for lane in agent.actuators.lanes.values())
+        await wait_for(lambda: agent.dispatcher.stats()["backlog"] == 0, timeout=10)
+        # kept by id: under the caps
+        assert len(agent.conversations._users) <= 40 and len(agent.conversations._stored) <= 40
+        assert len(calls_in._seen) <= 10
+        assert len(agent.turns._interrupted) <= 5
+        assert len(agent.life._peers) == 1 and len(agent.life._timers) <= 4
+    assert sent > 4000
+    assert await messages_all(agent) == expected  # nothing lost to the caps
+    h = await health(agent, http)
+    assert h["counters"]["errors"] == 0 and h["counters"]["events"] == sent
+    assert h["counters"]["interruptions"] == barge_ins
+    assert h["counters"]["dispatches"] == len(call_ids)
+    assert h["counters"].get("duplicate_calls", 0) == len(call_ids)  # each again in its response.done
+    await wait_for(lambda: len(every) == sent, timeout=10)
+
+
+def _consumers(agent: Agent) -> list:
+    """The consumers wired into the intake (their routes' bound methods name them)."""
+    found = {}
+    for _, routes in agent.intake._consumers:
+        for handler in routes.values():
+            owner = getattr(handler, "__self__", None)
+            if owner is not None:
+                found[id(owner)] = owner
+    return list(found.values())
+
+
+async def messages_all(agent: Agent) -> list[tuple]:
+    await settle(agent)
+    out: list[dict] = []
+    while True:
+        page = await agent.store.messages(limit=500, offset=len(out))
+        out += page
+        if len(page) < 500:
+            return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(out)]
