@@ -14,6 +14,7 @@ import itertools
 import json
 
 import aiohttp
+import helpers
 import pytest
 from helpers import agent_config, settle, wait_for
 
@@ -800,3 +801,28 @@ async def messages_all(agent: Agent) -> list[tuple]:
         out += page
         if len(page) < 500:
             return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(out)]
+
+
+async def test_huge_types_and_ids_do_not_make_huge_event_log_lines(robot, connect):
+    """Frames just under the 1 MiB cap whose type or ids are most of it: the event log keeps one
+    compact line each (a card must not pay a megabyte per hostile frame), the ids of normal
+    events as they are."""
+    agent = await robot()
+    v = Voice(True, "sess_ids")
+    peer = await connect(agent)
+    huge = "z" * 900_000
+    await peer.send(*v.session(),
+                    e("x.unknown." + huge),
+                    {**e("session.update"), "event_id": "evt_" + huge},
+                    e("conversation.item.deleted", item_id="item_" + huge),
+                    e("response.done", response={"id": "resp_" + huge, "status": "completed", "output": []}),
+                    v.created("resp_ok"), *v.said("resp_ok", "item_ok", ["fine"]), v.done("resp_ok"))
+    assert await replies(peer) == []
+    await settle(agent)
+    path = agent.store.health()["path"]
+    lines = helpers.db_rows(path, "SELECT type, event_id, item_id, response_id FROM events ORDER BY id", readonly=True)
+    assert len(lines) >= 8
+    assert max(len(x or "") for line in lines for x in line) <= 200
+    assert ("response.done", lines[-1][1], None, "resp_ok") == lines[-1] and lines[-1][1].startswith("evt_u")
+    assert sum(len(x or "") for line in lines for x in line) < 10_000
+    assert await messages(agent) == [("assistant", "fine", "completed", "item_ok")]

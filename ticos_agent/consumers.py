@@ -44,8 +44,14 @@ class EventRecorder(Protocol):
                   item_id: str | None = None, response_id: str | None = None) -> None: ...
 
 
+#: longest type or id an event-log line keeps (a realtime server's ids are ~30 characters): a
+#: frame may be 1 MiB, and a line of it must not cost the card that much
+MAX_LOGGED = 128
+
+
 class EventLog:
-    """Every event but the deltas -> one compact row (type and ids, never payloads).
+    """Every event but the deltas -> one compact row (type and ids, never payloads; each cut to
+    ``MAX_LOGGED`` characters, ending with an ellipsis when cut).
 
     A closed store (the agent stopping while a socket is still open) is expected: the event
     is not logged, and one warning says so."""
@@ -69,13 +75,13 @@ class EventLog:
         if response_id is None and isinstance(data.get("response"), dict):
             response_id = data["response"].get("id")
         try:
-            self._store.log_event(event.type, session_id=peer.session, event_id=event.event_id,
+            self._store.log_event(_cut(event.type), session_id=peer.session, event_id=_str(event.event_id),
                                   item_id=_str(item_id), response_id=_str(response_id))
         except StoreClosed as exc:
             if not self._closed_said:
                 self._closed_said = True
                 log.warning("%s; the event log is not written from now on (first not logged: %s)",
-                            exc, event.type)
+                            exc, _cut(event.type))
 
 
 class PeerErrors:
@@ -112,4 +118,8 @@ class IntegratorEvents:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return _cut(value) if isinstance(value, str) else None
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_LOGGED else text[:MAX_LOGGED - 1] + "\u2026"
