@@ -39,6 +39,26 @@ def pins():
 
 
 @pytest.fixture
+async def start_agent(tmp_path):
+    """``await start_agent(**sections)`` starts an agent of ``agent_config`` with those sections
+    (``config=`` a whole config instead), each in a folder of its own; all are stopped after
+    the test."""
+    from ticos_agent import Agent
+
+    started: list[Agent] = []
+
+    async def start(config: dict | None = None, **sections) -> Agent:
+        agent = Agent(config if config is not None else agent_config(tmp_path / f"a{len(started)}", **sections))
+        await agent.start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.stop()
+
+
+@pytest.fixture
 async def agent(tmp_path):
     from ticos_agent import Agent
 

@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from helpers import agent_config, settle, wait_for
+from helpers import settle, wait_for
 from traces import ev, function_call_done, response_done, speech_started
 
 from ticos_agent import Agent
@@ -33,18 +33,8 @@ def robot(**life) -> dict:
 
 
 @pytest.fixture
-async def alive(tmp_path):
-    agents: list[Agent] = []
-
-    async def start(**life) -> Agent:
-        agent = Agent(agent_config(tmp_path / f"a{len(agents)}", **robot(**life)))
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in agents:
-        await agent.stop()
+def alive(start_agent):
+    return lambda **life: start_agent(**robot(**life))
 
 
 def history(agent: Agent, name: str) -> list[tuple[float, str, tuple]]:

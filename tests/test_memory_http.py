@@ -7,25 +7,14 @@ import json
 
 import aiohttp
 import pytest
-from helpers import agent_config, wait_for
+from helpers import wait_for
 
-from ticos_agent import Agent
 from ticos_agent.memory.routes import MAX_BODY
 
 
 @pytest.fixture
-async def make_agent(tmp_path):
-    made: list[Agent] = []
-
-    async def make(**sections):
-        agent = Agent(agent_config(tmp_path / f"a{len(made)}", **sections))
-        await agent.start()
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        await agent.stop()
+def make_agent(start_agent):
+    return start_agent
 
 
 async def test_post_search_list_and_delete(make_agent, http):

@@ -37,18 +37,8 @@ async def rows(agent: Agent) -> list[tuple]:
 
 
 @pytest.fixture
-async def running(tmp_path):
-    agents: list[Agent] = []
-
-    async def start(grace: float) -> Agent:
-        agent = Agent(agent_config(tmp_path / f"a{len(agents)}", conversation={"reconnect_grace": grace}))
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in agents:
-        await agent.stop()
+def running(start_agent):
+    return lambda grace: start_agent(conversation={"reconnect_grace": grace})
 
 
 @pytest.mark.parametrize("ga", [False, True], ids=["beta", "ga"])

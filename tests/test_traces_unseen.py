@@ -41,18 +41,9 @@ def robot_config(tmp_path, **sections) -> dict:
 
 
 @pytest.fixture
-async def robot(tmp_path):
-    agents: list[Agent] = []
-
-    async def start(**sections) -> Agent:
-        agent = Agent(robot_config(tmp_path / f"r{len(agents)}", **sections))
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in agents:
-        await agent.stop()
+def robot(tmp_path, start_agent):
+    made = itertools.count()
+    return lambda **sections: start_agent(robot_config(tmp_path / f"r{next(made)}", **sections))
 
 
 def ops(agent: Agent, name: str = "arm", since: float = 0.0) -> list[tuple]:
