@@ -18,18 +18,8 @@ from ticos_agent import Agent
 
 
 @pytest.fixture
-async def make_agent(tmp_path):
-    made: list[Agent] = []
-
-    async def make(**server):
-        agent = Agent(agent_config(tmp_path / f"a{len(made)}", server=server))
-        await agent.start()
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        await agent.stop()
+def make_agent(start_agent):
+    return lambda **server: start_agent(server=server)
 
 
 

@@ -210,17 +210,26 @@ async def test_a_session_that_ended_is_closed_at_once_and_a_quiet_one_stays_open
         await store.close()
 
 
-async def test_a_session_ending_while_a_span_step_runs_gets_a_step_of_its_own(tmp_path):
-    import aiosqlite
-
+def _closer_of_a_talking_session(path, failing: bool = False):
+    """A database with one message of session ``talking`` and a span closer that saw it;
+    ``failing``: the spans table is renamed away, so a step's statements fail."""
     from ticos_agent.storage.spans import SpanCloser
 
-    conn = _schema_5(tmp_path / "t.db")
+    conn = _schema_5(path)
     MIGRATIONS[6](conn)
     _message(conn, "m1", "talking")
+    if failing:
+        conn.execute(f"ALTER TABLE {SPANS} RENAME TO spans_away")
     conn.close()
     closer = SpanCloser()
     closer.note([(SQL_ADD_MESSAGE, ("m1", "user", "hi", None, "nobody", "now", "talking", None, None))])
+    return closer
+
+
+async def test_a_session_ending_while_a_span_step_runs_gets_a_step_of_its_own(tmp_path):
+    import aiosqlite
+
+    closer = _closer_of_a_talking_session(tmp_path / "t.db")
     async with aiosqlite.connect(tmp_path / "t.db") as db:
         step = asyncio.create_task(closer.step(db))
         await asyncio.sleep(0)  # the step waits for its statements in aiosqlite's thread
@@ -237,15 +246,7 @@ async def test_a_session_ending_while_a_span_step_runs_gets_a_step_of_its_own(tm
 async def test_a_session_ending_while_a_span_step_fails_is_not_put_off_with_its_retry(tmp_path):
     import aiosqlite
 
-    from ticos_agent.storage.spans import SpanCloser
-
-    conn = _schema_5(tmp_path / "t.db")
-    MIGRATIONS[6](conn)
-    _message(conn, "m1", "talking")
-    conn.execute(f"ALTER TABLE {SPANS} RENAME TO spans_away")  # the step's statements fail
-    conn.close()
-    closer = SpanCloser()
-    closer.note([(SQL_ADD_MESSAGE, ("m1", "user", "hi", None, "nobody", "now", "talking", None, None))])
+    closer = _closer_of_a_talking_session(tmp_path / "t.db", failing=True)
     async with aiosqlite.connect(tmp_path / "t.db") as db:
         step = asyncio.create_task(closer.step(db))
         await asyncio.sleep(0)  # the step waits for its statements in aiosqlite's thread
