@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import aiohttp
+import helpers
 import pytest
 from devices import PtyDevice
 from helpers import Peer, agent_config
@@ -23,6 +24,11 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     # be a mount point) is tested on its own in test_storage_agent.py
     monkeypatch.setenv("TICOS_ALLOW_UNMOUNTED_CARD", "1")
     return home
+
+
+@pytest.fixture(autouse=True)
+def _frames_sent_forgotten():
+    helpers._SENT.clear()
 
 
 @pytest.fixture

@@ -56,7 +56,8 @@ def agent_config(tmp_path, **sections) -> dict:
     return cfg
 
 
-#: frames the test's peers sent, by the agent's port (what :func:`settle` waits for)
+#: frames the test's peers sent, by the agent's port (what :func:`settle` waits for; emptied
+#: before each test by conftest, since ports are handed out again)
 _SENT: dict[int, int] = {}
 
 
@@ -96,12 +97,15 @@ class Peer:
 
 async def settle(agent, *, rounds: int = 3) -> None:
     """Let the agent handle what was sent, then flush storage to disk. The agent takes a long
-    burst in turns (2 ms of frames, then the loop's other work): this waits, up to 10 s, until
-    it has taken in as many frames as the test's peers sent it."""
+    burst in turns (2 ms of frames, then the loop's other work): this waits until it has taken
+    in as many frames as the test's peers sent it, or took in none for 0.25 s (a frame it
+    refused, a socket it closed)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
     port = getattr(agent, "port", None)
-    while port and agent.counters["events"] < _SENT.get(port, 0) and loop.time() < deadline:
+    seen, since = -1, loop.time()
+    while port and agent.counters["events"] < _SENT.get(port, 0) and loop.time() - since < 0.25:
+        if agent.counters["events"] != seen:
+            seen, since = agent.counters["events"], loop.time()
         await asyncio.sleep(0.01)
     for _ in range(rounds):
         await asyncio.sleep(0.02)

@@ -150,3 +150,14 @@ async def test_bad_event_raised_by_one_consumer_keeps_the_first_error(agent, con
     reply = await peer.receive_json()
     assert reply["error"]["code"] == "first"
     await peer.no_reply()
+
+
+async def test_a_consumer_of_one_type_and_of_every_event_gets_both_calls_in_its_place(agent):
+    class Both:
+        def routes(self):
+            return {"*": lambda event, peer: None, "response.done": lambda event, peer: None}
+
+    agent.intake.add(Both(), name="both")
+    assert agent.intake.consumers_of("response.done")[-2:] == ["both", "both"]
+    assert agent.intake.consumers_of("rate_limits.updated")[-1] == "both"
+    assert agent.intake.consumers_of("rate_limits.updated").count("both") == 1

@@ -70,16 +70,22 @@ class Peer:
         ws = self.ws
         if ws is None or ws.closed:
             return False
+        # Shielded: a send given up (its task cancelled, or the timeout) must not cancel the
+        # drain future aiohttp's writers to this socket share (see _cancelled_here).
+        sending = asyncio.ensure_future(ws.send_str(json.dumps(event)))
         try:
-            await asyncio.wait_for(ws.send_str(json.dumps(event)), SEND_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(sending), SEND_TIMEOUT)
             return True
         except asyncio.CancelledError:
+            sending.add_done_callback(_retrieved)  # it ends with the drain, or the socket
             if _cancelled_here():
                 raise
-            log.warning("could not send %s to %s: another send to it was cancelled while its socket "
-                        "was full", peer_text(event.get("type")), self.name)
+            log.warning("%s: a write to it was cancelled while its socket was full; its flow control is "
+                        "gone, dropping the connection", self.name)
+            self.abort()
             return False
         except TimeoutError:
+            sending.add_done_callback(_retrieved)
             log.warning("%s takes no data for %g s (it does not read); dropping the connection", self.name,
                         SEND_TIMEOUT)
             self.abort()
@@ -110,11 +116,16 @@ class Peer:
         return f"Peer({self.name})"
 
 
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _cancelled_here() -> bool:
     """Whether the running task itself is being cancelled. aiohttp's writers to one socket wait
-    on one shared drain future while its buffer is full: cancelling any of them (a send given
-    up, a task stopped) cancels that future, and every other writer gets a ``CancelledError``
-    that is not theirs."""
+    on one shared drain future while its buffer is full: cancelling any of them (a close given
+    up, a write of aiohttp's own) cancels that future for good (it is replaced only when the
+    buffer drains), and every other writer gets a ``CancelledError`` that is not theirs."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
 

@@ -103,11 +103,21 @@ class Intake:
 
     def _rebuild(self) -> None:
         named = {etype for _, routes in self._consumers for etype in routes if etype != EVERY}
-        self._every = tuple((label, handler) for label, routes in self._consumers
-                            if (handler := routes.get(EVERY)) is not None)
-        self._table = {etype: tuple((label, handler) for label, routes in self._consumers
-                                    if (handler := routes.get(etype, routes.get(EVERY))) is not None)
-                       for etype in named}
+        self._every = self._chain(EVERY)
+        self._table = {etype: self._chain(etype) for etype in named}
+
+    def _chain(self, etype: str) -> tuple[tuple[str, Handler], ...]:
+        """Who gets an event of ``etype``: each consumer in turn, its handler of that type, then
+        its ``"*"`` handler unless it maps the type to ``None``."""
+        chain: list[tuple[str, Handler]] = []
+        for label, routes in self._consumers:
+            own = routes.get(etype)
+            if own is not None:
+                chain.append((label, own))
+            every = routes.get(EVERY)
+            if every is not None and every is not own and (own is not None or etype not in routes):
+                chain.append((label, every))
+        return tuple(chain)
 
     def consumers_of(self, event_type: str) -> list[str]:
         """Names of the consumers an event of this type reaches, in order (for docs and tests)."""

@@ -42,9 +42,9 @@ from .memory.http import add_routes as add_memory_routes
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
-#: Seconds one socket's frames may hold the loop while more of them are already buffered
-#: (``receive()`` then returns without yielding): a flood on one socket must not keep
-#: ``/health``, the other sockets and the timers waiting.
+#: Seconds of handling one socket's frames after which it lets the loop run the others: while
+#: frames are buffered ``receive()`` returns without yielding, and a flood on one socket must
+#: not keep ``/health``, the other sockets and the timers waiting.
 SOCKET_TURN = 0.002
 _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where ``async for msg in ws`` ends
@@ -120,19 +120,21 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     peer = peers.add(ws, request.remote or "local", transport.abort if transport is not None else None)
     ingest, receive = intake.ingest, ws.receive
     clock = asyncio.get_running_loop().time
-    turn_ends = clock() + SOCKET_TURN
+    busy = 0.0  # seconds this socket's frames held the loop since it last let the others in
     try:
         intake.peer_opened(peer)  # before the first frame is read (a greeting, e.g. the tools)
         while True:  # ``async for msg in ws``, without its extra coroutine per frame
             msg = await receive()
             kind = msg.type
             if kind is _TEXT or kind is _BINARY:
+                started = clock()
                 reply = ingest(msg.data, peer)
                 if reply is not None:
                     await peer.send(reply)
-                if clock() >= turn_ends:  # frames were waiting all along: let the others in
+                busy += clock() - started
+                if busy >= SOCKET_TURN:  # (the time receive() waited for a frame is not counted)
                     await asyncio.sleep(0)
-                    turn_ends = clock() + SOCKET_TURN
+                    busy = 0.0
             elif kind in _CLOSED:
                 break
             elif kind is WSMsgType.ERROR:
