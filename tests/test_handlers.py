@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from helpers import settle, stored_call, wait_for
-from traces import function_call_done, transcription, user_item
+from traces import ev, function_call_done, transcription, user_item
 
 
 async def test_raising_handler_is_logged_with_event_and_name_and_intake_goes_on(agent, connect, caplog):
@@ -168,3 +168,25 @@ async def test_inline_handlers_run_on_the_loop_and_their_errors_are_contained(ag
     row = await stored_call(agent, "c1")
     assert row["status"] == "done" and '"on": true' in row["result"]
     await peer.no_reply()
+
+
+async def test_one_events_handlers_come_in_the_order_the_readme_gives(agent, connect):
+    """For one event: the state change it causes, then its event handlers, then its
+    conversation callback; a function call's handler after the event that carried it."""
+    seen: list[tuple[str, str]] = []
+    agent.on("*", lambda event: seen.append(("event", event["type"])))
+    agent.on_state(lambda state, previous: seen.append(("state", state)))
+    agent.on_conversation(lambda item_id, role, text: seen.append(("conversation", role)))
+    agent.on_function("set_light", lambda call: seen.append(("function", call.name)) or {"on": True})
+    peer = await connect(agent)
+    await peer.send(ev("input_audio_buffer.speech_started", item_id="u1", audio_start_ms=0))
+    await wait_for(lambda: ("event", "input_audio_buffer.speech_started") in seen)
+    await peer.send(user_item("u1"), transcription("u1", "turn the light on"))
+    await wait_for(lambda: ("conversation", "user") in seen)
+    await peer.send(function_call_done("r1", "c1", "set_light", {"on": True}))
+    await wait_for(lambda: ("function", "set_light") in seen)
+    assert seen.index(("state", "listening")) < seen.index(("event", "input_audio_buffer.speech_started"))
+    assert seen.index(("event", "conversation.item.created")) < seen.index(("conversation", "user"))
+    heard = seen.index(("event", "conversation.item.input_audio_transcription.completed"))
+    assert ("conversation", "user") in seen[heard + 1:]
+    assert seen.index(("event", "response.output_item.done")) < seen.index(("function", "set_light"))
