@@ -213,6 +213,9 @@ async def test_a_store_that_takes_the_file_over_puts_back_what_a_killed_owner_le
         assert store._pending.take() == ([], [])
         with sqlite3.connect(tmp_path / "ticos.db") as conn:
             assert sorted(r[0] for r in conn.execute("SELECT event_id FROM events")) == ["event_killed", "event_mine"]
+            # what was put back is queued before what waited here (older lines keep older rowids)
+            assert [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY id")] == \
+                ["event_killed", "event_mine"]
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "ticos.db") as conn:

@@ -76,8 +76,6 @@ class Writer(IdleWork, CommitPolicy):
         backoff = 0.0
         try:
             while True:
-                if self._put_back_waiting:
-                    await self._restore_pending()
                 merging = self._target is not None and not self._closing
                 if not self._wake.is_set() and not merging:
                     try:
@@ -94,6 +92,8 @@ class Writer(IdleWork, CommitPolicy):
                         await self._gather()
                     self._wake.clear()
                     self._kick.clear()
+                    if self._put_back_waiting:  # (put back sets the wake) queued before this batch
+                        await self._restore_pending()
                     if await self._write_chunk():
                         backoff = 0.0
                     else:
