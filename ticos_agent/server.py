@@ -129,10 +129,10 @@ async def realtime(request: web.Request) -> web.StreamResponse:
             if kind is _TEXT or kind is _BINARY:
                 started = clock()
                 reply = ingest(msg.data, peer)
+                busy += clock() - started  # (not the waits in receive() or a reply's send)
                 if reply is not None:
                     await peer.send(reply)
-                busy += clock() - started
-                if busy >= SOCKET_TURN:  # (the time receive() waited for a frame is not counted)
+                if busy >= SOCKET_TURN:
                     await asyncio.sleep(0)
                     busy = 0.0
             elif kind in _CLOSED:
