@@ -103,19 +103,20 @@ class Intake:
 
     def _rebuild(self) -> None:
         named = {etype for _, routes in self._consumers for etype in routes if etype != EVERY}
-        self._every = self._chain(EVERY)
+        self._every = tuple((label, every) for label, routes in self._consumers
+                            if (every := routes.get(EVERY)) is not None)
         self._table = {etype: self._chain(etype) for etype in named}
 
     def _chain(self, etype: str) -> tuple[tuple[str, Handler], ...]:
-        """Who gets an event of ``etype``: each consumer in turn, its handler of that type, then
-        its ``"*"`` handler unless it maps the type to ``None``."""
+        """Who gets an event of ``etype`` (a type some consumer names): each consumer in turn,
+        its handler of that type, then its ``"*"`` handler unless it maps the type to ``None``."""
         chain: list[tuple[str, Handler]] = []
         for label, routes in self._consumers:
             own = routes.get(etype)
             if own is not None:
                 chain.append((label, own))
             every = routes.get(EVERY)
-            if every is not None and every is not own and (own is not None or etype not in routes):
+            if every is not None and (own is not None or etype not in routes):
                 chain.append((label, every))
         return tuple(chain)
 
