@@ -70,6 +70,15 @@ class Probe:
         if control is not None:
             self.control(control)
 
+    def arrived(self, frame) -> None:
+        """Note when a stamped frame reached the server's handling: the clock first, and no JSON
+        parsing (that would add itself to the latency): load.py writes '"event_id": "...",
+        "sent_ns": N' at the end of every stamped frame."""
+        if isinstance(frame, str) and "sent_ns" in frame:
+            now = time.time_ns()
+            i = frame.rfind('"event_id": "') + 13
+            self.arrivals[frame[i:frame.index('"', i)]] = now
+
     def control(self, what: str) -> None:
         if what == "mark":
             say(f"MARK {self.count}")
@@ -132,15 +141,10 @@ def hook_frame_arrival(agent, probe: Probe) -> None:
         say("NOTE frame-received hook skipped: no intake.ingest() nor Agent.ingest()")
         return
 
-    arrivals, ns = probe.arrivals, time.time_ns
+    arrived = probe.arrived
 
     def ingest_timed(frame, conn):
-        # the clock first, and no JSON parsing here (that would add itself to the latency):
-        # load.py writes '"event_id": "...", "sent_ns": N' at the end of every stamped frame
-        if isinstance(frame, str) and "sent_ns" in frame:
-            now = ns()
-            i = frame.rfind('"event_id": "') + 13
-            arrivals[frame[i:frame.index('"', i)]] = now
+        arrived(frame)
         return ingest(frame, conn)
 
     owner.ingest = ingest_timed
@@ -200,20 +204,15 @@ def serve_bare(port: int, workdir: str) -> None:
     from aiohttp import WSMsgType, web
 
     probe = Probe(workdir)
-    loads = json.loads
-    arrivals, ns = probe.arrivals, time.time_ns
+    loads, arrived = json.loads, probe.arrived
 
     async def realtime(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=1 << 20, compress=False)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                frame = msg.data
-                if "sent_ns" in frame:  # the same arrival note as hook_frame_arrival's
-                    now = ns()
-                    i = frame.rfind('"event_id": "') + 13
-                    arrivals[frame[i:frame.index('"', i)]] = now
-                probe(loads(frame))
+                arrived(msg.data)  # as hook_frame_arrival notes it for the agent
+                probe(loads(msg.data))
         return ws
 
     async def main() -> None:
