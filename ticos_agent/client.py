@@ -206,8 +206,8 @@ class TicosClient:
             storage["db_filename"] = self._db_filename
         memory = ticos_client_memory()  # under the config: its own [memory] keys win
         if memory:
-            log.info("TicosClient: memory.%s from ticos-client's files in ~/.config/ticos, where the config "
-                     "sets none", ", memory.".join(memory))
+            log.info("TicosClient: memory.%s found in ticos-client's files in ~/.config/ticos (where the "
+                     "config sets one too, the config's value is used)", ", memory.".join(memory))
         return load(src, defaults={"memory": memory} if memory else None,
                     overrides={"server": server, "storage": storage},
                     source="TicosClient" if src is None else "TicosClient(config=dict)" if isinstance(src, dict)
