@@ -101,29 +101,36 @@ def _stamp(paths: list[Path]) -> list[tuple[str, int | None, int | None]]:
     return out
 
 
-def _copy_set(path: Path, present: list[Path], into: Path) -> Path:
-    """Copy ``path`` and its sidecars into ``into``; retried when a live writer changed them."""
-    files = [path] + present
-    for _ in range(_COPY_ATTEMPTS):
+def _sidecars(path: Path) -> list[Path]:
+    return [p for p in (path.with_name(path.name + s) for s in SIDECARS) if p.exists()]
+
+
+def _copy_set(path: Path, into: Path) -> Path:
+    """Copy ``path`` and the sidecars present now into ``into``; retried when a live writer
+    changed them meanwhile (a checkpoint by its last connection removes -wal/-shm: the next
+    attempt copies the set as it is then)."""
+    for attempt in range(_COPY_ATTEMPTS):
+        files = [path, *_sidecars(path)]
         before = _stamp(files)
         for old in into.iterdir():
             old.unlink()
-        for src in files:
-            try:
+        try:
+            for src in files:
                 shutil.copyfile(src, into / src.name)
-            except FileNotFoundError:  # a sidecar removed meanwhile (a checkpoint): copy again
-                break
-        else:
-            if _stamp(files) == before:
-                break
+        except FileNotFoundError as exc:
+            if exc.filename == str(path) or attempt == _COPY_ATTEMPTS - 1:
+                raise
+            continue
+        if _stamp(files) == before and len(files) == 1 + len(_sidecars(path)):
+            break
     return into / path.name
 
 
-def _recover(path: Path, present: list[Path], into: Path) -> tuple[Path, bool]:
+def _recover(path: Path, into: Path) -> tuple[Path, bool]:
     """Copy the set into ``into`` and recover it there as SQLite would on the card (a hot
     journal rolled back, the WAL folded into the main file: closing the last connection
     checkpoints it); returns the copy and whether it is one file now."""
-    copy = _copy_set(path, present, into)
+    copy = _copy_set(path, into)
     rw = sqlite3.connect(copy, isolation_level=None)
     try:
         rw.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
@@ -132,10 +139,10 @@ def _recover(path: Path, present: list[Path], into: Path) -> tuple[Path, bool]:
     return copy, not any(p.name != copy.name for p in into.iterdir())
 
 
-def _open_copy(path: Path, present: list[Path]) -> ReadonlyConnection:
+def _open_copy(path: Path) -> ReadonlyConnection:
     tmp = Path(tempfile.mkdtemp(prefix="ticos-inspect-"))
     try:
-        copy, alone = _recover(path, present, tmp)
+        copy, alone = _recover(path, tmp)
         conn = _connect(copy, immutable=alone)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -155,13 +162,20 @@ def _fingerprint(files: list[Path]) -> str:
     coarse clock, as on FAT, changes those)."""
     parts: list[str] = []
     for p in files:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # a live writer's checkpoint removed it: a state of its own
+            parts.append(f"{p.name}:absent")
+            continue
         parts.append(f"{p.name}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
         if p.name.endswith("-wal"):
-            with open(p, "rb") as f:
-                head = f.read(32)
-                f.seek(max(0, st.st_size - 4096))
-                parts.append(hashlib.sha256(head + f.read(4096)).hexdigest())
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(32)
+                    f.seek(max(0, st.st_size - 4096))
+                    parts.append(hashlib.sha256(head + f.read(4096)).hexdigest())
+            except FileNotFoundError:
+                parts.append("absent")
     return "\n".join(parts)
 
 
@@ -184,7 +198,7 @@ def _open_cached(path: Path, present: list[Path], cache: Path) -> ReadonlyConnec
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
     try:
-        made, alone = _recover(path, present, work)
+        made, alone = _recover(path, work)
         if not alone or _fingerprint(files) != stamp:  # still being written: no cache entry
             raise _NotCached
         (work / "stamp").write_text(stamp)
@@ -218,7 +232,7 @@ def _prune(cache: Path) -> None:
 def _open_as_found(path: Path, present: list[Path], cache: str | os.PathLike[str] | None
                    ) -> tuple[ReadonlyConnection, str | None]:
     if present:
-        conn = _open_cached(path, present, Path(cache)) if cache is not None else _open_copy(path, present)
+        conn = _open_cached(path, present, Path(cache)) if cache is not None else _open_copy(path)
         names = ", ".join(p.name for p in present)
         kept = f"copy kept in {conn.copy_path.parent}" if cache is not None and conn.copy_path else "temporary copy"
         return conn, f"{names} present next to the database: read from a recovered {kept} so the card stays unchanged"
@@ -241,7 +255,7 @@ def open_readonly(path: str | os.PathLike[str], *, cache: str | os.PathLike[str]
     if not path.is_file():
         raise StorageError(f"cannot open database {path} read-only: no such file")
     for attempt in range(_COPY_ATTEMPTS):
-        present = [p for p in (path.with_name(path.name + s) for s in SIDECARS) if p.exists()]
+        present = _sidecars(path)
         try:
             conn, note = _open_as_found(path, present, cache)
             break
