@@ -95,6 +95,16 @@ async def test_hostile_flood_of_bad_frames_interleaved_with_good_ones(agent, con
     assert await agent.store.count_messages() == 200
 
 
+async def rejected(peer) -> tuple[dict, dict]:
+    """The two answers to a call with unusable arguments: the voice agent's ``error`` event and
+    the model's failed ``function_call_output``, in whichever order they came."""
+    got = [await peer.receive_json() for _ in range(2)]
+    error = next(r for r in got if r["type"] == "error")
+    output = next(r for r in got if r["type"] == "conversation.item.create")
+    assert output["item"]["type"] == "function_call_output"
+    return error, output
+
+
 async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent, connect):
     from traces import function_call_done
 
@@ -105,17 +115,21 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
              ({"motion_tag": "nod", "speed": -1}, "speed"), ({"motion_tag": "nod", "speed": True}, "speed")]
     for i, (args, field) in enumerate(cases):
         await peer.send(function_call_done("resp_1", f"call_{i}", "motion", args))
-        reply = await peer.receive_json()
+        reply, output = await rejected(peer)
         assert reply["error"]["code"] == "invalid_arguments", args
         assert field in reply["error"]["message"], (args, reply)
+        outcome = json.loads(output["item"]["output"])
+        assert output["item"]["call_id"] == f"call_{i}"
+        assert outcome["status"] == "failed" and outcome["field"] == field, (args, outcome)
     emo = [({"emotion_tag": "happy", "intensity": "high"}, "intensity"),
            ({"emotion_tag": "happy", "duration": -2}, "duration"),
            ({"emotion_tag": "happy", "fade_in": float("nan")}, "fade_in")]
     for i, (args, field) in enumerate(emo):
         raw = json.dumps(args).replace("NaN", "NaN")
         await peer.send(function_call_done("resp_1", f"call_e{i}", "emotion", raw))
-        reply = await peer.receive_json()
+        reply, output = await rejected(peer)
         assert field in reply["error"]["message"], (args, reply)
+        assert json.loads(output["item"]["output"])["field"] == field
 
 
 async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connect):
@@ -124,7 +138,7 @@ async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connec
     peer = await connect(agent)
     raw = '{"motion_tag": "nod", "speed": ' + "9" * 400 + "}"
     await peer.send(function_call_done("resp_1", "call_big", "motion", raw))
-    reply = await peer.receive_json()
+    reply, _ = await rejected(peer)
     assert reply["error"]["code"] == "invalid_arguments" and "speed" in reply["error"]["message"]
     assert len(reply["error"]["message"]) < 200
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
 import pytest
@@ -160,13 +161,33 @@ async def test_incomplete_and_bad_argument_calls_are_answered_not_dispatched(age
     err = await peer.receive_json()
     assert err["error"]["code"] == "invalid_arguments" and "object" in err["error"]["message"]
     await peer.send(function_call_done("resp_1", "call_3", "motion", {"motion_tag": "wave", "speed": "fast"}))
-    err = await peer.receive_json()
+    got = [await peer.receive_json() for _ in range(2)]  # the robot's own tool: the model hears it too
+    err = next(r for r in got if r["type"] == "error")
     assert err["error"]["code"] == "invalid_arguments" and "speed" in err["error"]["message"]
+    out = next(r for r in got if r["type"] == "conversation.item.create")["item"]
+    assert out["call_id"] == "call_3" and json.loads(out["output"])["field"] == "speed"
     await peer.send(function_call_done("resp_1", "call_4", "lights", "{not json"))
     err = await peer.receive_json()
     assert err["error"]["code"] == "invalid_arguments"
     await asyncio.sleep(0.1)
     assert calls == []
+
+
+async def test_unusable_arguments_of_other_functions_are_answered_as_outcomes_go(start_agent, connect):
+    """``lights`` is not the robot's tool: its failed output goes back only when outcomes do."""
+    for outcomes in (False, True):
+        agent = await start_agent(replies={"function_call_output": outcomes})
+        peer = await connect(agent)
+        await peer.send(function_call_done("resp_1", "call_l", "lights", "[1, 2]"))
+        got = [await peer.receive_json()]
+        if outcomes:
+            got.append(await peer.receive_json())
+        with pytest.raises(TimeoutError):
+            await peer.ws.receive(timeout=0.3)
+        assert sorted(r["type"] for r in got) == ["conversation.item.create"] * outcomes + ["error"]
+        if outcomes:
+            out = next(r for r in got if r["type"] == "conversation.item.create")["item"]
+            assert out["call_id"] == "call_l" and json.loads(out["output"])["status"] == "failed"
 
 
 async def test_motion_handlers_get_validated_arguments(agent, connect):

@@ -615,13 +615,31 @@ GOOD_ROWS = [("user", "one", "completed", "item_U1"), ("assistant", "alpha beta 
              ("user", "two", "completed", "item_U2"), ("assistant", "delta", "completed", "item_A2")]
 
 
+def _answered(bad) -> list[str]:
+    """The call ids a hostile frame also gets a failed output for: a call of the robot's own
+    tools with unusable arguments (the model hears what to correct); none for other frames."""
+    item = bad.get("item") if isinstance(bad, dict) else None
+    if not isinstance(item, dict) or item.get("name") not in ("motion", "emotion", "motion_and_emotion") \
+            or not isinstance(item.get("call_id"), str) or item.get("status") == "incomplete":
+        return []
+    return [item["call_id"]]
+
+
+def _outputs(got: list[dict]) -> list[str]:
+    outs = [r["item"] for r in got if r["type"] == "conversation.item.create"]
+    assert all(o["type"] == "function_call_output" and json.loads(o["output"])["status"] == "failed" for o in outs)
+    return [o["call_id"] for o in outs]
+
+
 @pytest.mark.parametrize("name", list(HOSTILE_OK))
 async def test_hostile_frame_gets_one_error_and_good_frames_are_stored(agent, connect, http, name):
     calls = []
     agent.on_function("*", lambda call: calls.append(call.call_id))
     bad, code = HOSTILE_OK[name]
     got, stored, peer = await _interleaved(agent, connect, bad)
-    assert [(r["type"], r["error"]["code"]) for r in got] == [("error", code)]
+    assert [(r["type"], r["error"]["code"]) for r in got if r["type"] != "conversation.item.create"] == \
+        [("error", code)]
+    assert _outputs(got) == _answered(bad)
     assert stored == GOOD_ROWS
     assert calls == []
     h = await health(agent, http)
@@ -732,7 +750,8 @@ async def test_storm_of_bad_frames_between_good_ones(agent, connect, http):
                                        item_id="item_BIN", content_index=0, transcript="binary ok")).encode())
     got = await replies(peer)
     assert not peer.ws.closed
-    assert sorted(r["error"]["code"] for r in got) == sorted(c for _, c in HOSTILE_OK.values())
+    assert sorted(r["error"]["code"] for r in got if r["type"] == "error") == sorted(c for _, c in HOSTILE_OK.values())
+    assert sorted(_outputs(got)) == sorted(i for b in bads for i in _answered(b))
     stored = brief(await rows(agent))
     assert stored == expected + [("user", "binary ok", "completed", "item_BIN")]
     h = await health(agent, http)

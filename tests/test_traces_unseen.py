@@ -473,10 +473,13 @@ async def test_invalid_and_wrongly_typed_arguments_are_refused_naming_the_field(
         await peer.send(*events)
     got = await replies(peer)
     assert codes(got) == ["invalid_arguments"] * len(frames)
-    for reply, (events, field) in zip(got, frames):
+    for reply, (events, field) in zip([f for f in got if f["type"] == "error"], frames):
         assert field in reply["error"]["message"], (field, reply)
         assert reply["error"]["event_id"] == events[-1]["event_id"]  # the output_item.done it answers
     ids = [f"call_b{n}" for n in range(len(BAD_MOTION_ARGS))] + ["call_e1", "call_e2"]
+    # the model hears it too: a failed output naming the field, so it can call again
+    outs = outputs(got)
+    assert [(outs[i]["status"], outs[i]["field"]) for i in ids] == [("failed", field) for _, field in frames]
     rows = await calls(agent, *ids)
     assert {r["status"] for r in rows.values()} == {"failed"}
     assert seen == [] and moves(agent) == []

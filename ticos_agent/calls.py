@@ -101,8 +101,10 @@ class CallIntake:
     A ``call_id`` is dispatched once: a repeated ``response.output_item.done``, the copy
     inside ``response.done`` and ``response.function_call_arguments.done`` never dispatch it
     again. Items cut off by barge-in (status ``incomplete``) and unusable arguments are
-    recorded, logged and answered with an error instead; calls of a response that was
-    interrupted (``interrupted(response_id)`` names why) are recorded as dropped.
+    recorded, logged and answered with an error instead (unusable arguments of the robot's own
+    tools also with a failed output naming the field, so the model can call again); calls of a
+    response that was interrupted (``interrupted(response_id)`` names why) are recorded as
+    dropped.
     """
 
     def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
@@ -195,15 +197,18 @@ class CallIntake:
                 remembering = memory.arguments(call)
         except BadArguments as exc:
             counters["rejected_calls"] += 1
-            failed: dict[str, Any] = {"status": "failed", "reason": str(exc)}
-            if memory is not None:
-                failed["field"] = exc.field
+            failed: dict[str, Any] = {"status": "failed", "reason": str(exc), "field": exc.field}
             self._record(item, response_id, peer, "failed", failed)
             log.warning("function call %s (%s) rejected: %s", peer_text(name), peer_text(call_id), exc)
+            # the robot's own tools tell the model what to correct (as for an unknown tag), other
+            # functions as their outcomes go; the voice agent gets the error event as well
+            ours = memory is not None or name in MOTION_FUNCTIONS or name in EMOTION_FUNCTIONS
+            if isinstance(call_id, str) and (ours or self._reply_outcomes) and \
+                    (memory is not None or self._interrupted(response_id) is None):
+                self._spawn(self._answer(call_id, failed, peer,
+                                         memory is not None and memory.respond_after(str(name))))
             if memory is None or not isinstance(call_id, str):
                 raise
-            # the model called one of the robot's memory tools: tell it what to correct
-            self._spawn(self._answer(call_id, failed, peer, memory.respond_after(str(name))))
             return
         why = self._why(call.name, response_id, memory)
         if why is not None:
