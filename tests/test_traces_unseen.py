@@ -234,6 +234,33 @@ async def test_barge_in_on_the_new_socket_stops_the_continued_response(robot, co
                                      ("assistant", "Here I go!", "cancelled", "item_A1")]
 
 
+async def test_one_barge_in_stops_every_cut_off_response_and_counts_once(robot, connect):
+    """Two sockets dropped mid-response (each with a motion running or queued), the voice agent
+    goes on with a third response on a new socket, and the user talks over it: all three stop,
+    their later calls are dropped, and that is one interruption, not three."""
+    agent = await robot(conversation={"reconnect_grace": 5.0})
+    v = Voice(True, "sess_two")
+    for n in (1, 2):
+        old = await connect(agent)
+        await old.send(*v.session(), v.created(f"resp_{n}"),
+                       *v.said(f"resp_{n}", f"item_A{n}", ["Going "], finish=False),
+                       *v.call(f"resp_{n}", f"item_F{n}", f"call_{n}", "motion", '{"motion_tag":"sway","repeat":20}'))
+        await old.close()
+        await wait_for(lambda: agent.health()["connections"] == 0)
+    now = await connect(agent)
+    await now.send(*v.session(), v.created("resp_3"),
+                   e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U9"))
+    await settle(agent)
+    assert agent.counters["interruptions"] == 1
+    assert {agent.turns.interrupted(f"resp_{n}") for n in (1, 2, 3)} == {"barge-in"}
+    await now.send(*v.call("resp_1", "item_F1b", "call_late", "motion", '{"motion_tag":"wave"}'))
+    rows = await calls(agent, "call_1", "call_2", "call_late")
+    assert rows["call_2"]["status"] == rows["call_late"]["status"] == "dropped"
+    assert rows["call_1"]["status"] in ("dropped", "done")  # stopped where it was, or had ended
+    assert moves(agent)  # a sway had begun,
+    await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")  # and the arm rests
+
+
 async def test_response_done_on_the_new_socket_gives_the_whole_text(robot, connect):
     """Cut after "Hello, ": the voice agent's response.done on the new socket (within the grace)
     carries the item's whole transcript; the stored row has it, not the half the first socket saw."""

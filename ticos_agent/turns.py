@@ -133,19 +133,24 @@ class Turns:
         rid = self._active.get(peer)
         playing = self._audio is not None and self._audio.playing
         target = rid or (self._audio_response if playing else None)
-        orphans = [o for o in self._orphans if o != target]  # cut off with an old socket, maybe going on here
+        stops: list[str | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
         self._orphans.clear()
-        for orphan in orphans:  # (the truncate, if any, is told once: for the target)
-            self.interrupt(orphan, peer if target is None else None, reason="barge-in")
-        if target is None and not playing:
+        if target is not None or playing:
+            stops.insert(0, target)
+        if not stops:
             return
-        self.interrupt(target, peer, reason="barge-in")
+        self._counters["interruptions"] += 1  # one barge-in, however many responses it stops
+        for n, stopped in enumerate(stops):  # the truncate, if any, is told once: for the first
+            self._stop(stopped, peer if n == 0 else None, reason="barge-in")
 
     # --- the one place that stops a response -----------------------------------------------
 
     def interrupt(self, response_id: str | None, peer: Peer | None = None, *, reason: str) -> None:
         """Stop the robot talking and moving for ``response_id``; its later calls are dropped."""
         self._counters["interruptions"] += 1
+        self._stop(response_id, peer, reason=reason)
+
+    def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str) -> None:
         if response_id is not None:
             self._interrupted[response_id] = reason
             if len(self._interrupted) > MAX_INTERRUPTED:
