@@ -261,6 +261,32 @@ async def test_one_barge_in_stops_every_cut_off_response_and_counts_once(robot, 
     await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")  # and the arm rests
 
 
+async def test_a_barge_in_on_a_new_socket_stops_the_half_open_old_ones_response(robot, connect):
+    """The voice agent's old socket is half-open (not closed yet, heartbeat pending) while it goes
+    on with the same session on a new one, audio off: a barge-in there stops the old socket's
+    response and its motion. A socket of another session is not touched by it."""
+    agent = await robot()
+    v = Voice(True, "sess_half")
+    old = await connect(agent)
+    await old.send(*v.session(), v.created("resp_1"),
+                   *v.call("resp_1", "item_F1", "call_1", "motion", '{"motion_tag":"sway","repeat":20}'))
+    await wait_for(lambda: moves(agent))
+    other = await connect(agent)
+    await other.send(*Voice(True, "sess_other").session(), e("input_audio_buffer.speech_started",
+                                                             audio_start_ms=10, item_id="item_X"))
+    await settle(agent)
+    assert agent.turns.interrupted("resp_1") is None and agent.counters["interruptions"] == 0
+    new = await connect(agent)
+    await new.send(*v.session(), e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
+    rows = await calls(agent, "call_1")
+    assert rows["call_1"]["status"] == "dropped" and agent.turns.interrupted("resp_1") == "barge-in"
+    await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")
+    await new.send(e("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U3"))
+    await settle(agent)
+    assert agent.counters["interruptions"] == 1  # not stopped again while the old socket hangs on
+    assert not old.ws.closed
+
+
 async def test_response_done_on_the_new_socket_gives_the_whole_text(robot, connect):
     """Cut after "Hello, ": the voice agent's response.done on the new socket (within the grace)
     carries the item's whole transcript; the stored row has it, not the half the first socket saw."""

@@ -14,7 +14,9 @@ Interrupted responses are remembered agent-wide (bounded): response ids belong t
 conversation, not to the socket, so a call of an interrupted response that arrives on a new
 connection is dropped too. A response whose socket closed before its ``response.done`` is
 still the robot's (the voice agent may go on with it on a new socket): until that
-``response.done`` comes, on any socket, a barge-in on any socket stops it too. With
+``response.done`` comes, on any socket, a barge-in on any socket stops it too; so does a
+barge-in on another socket of the same session while the old one is not closed yet (half-open).
+One barge-in counts as one interruption, however many responses it stops. With
 ``send_truncate`` the voice agent is told how much of the item was heard
 (``conversation.item.truncate``).
 
@@ -135,6 +137,10 @@ class Turns:
         target = rid or (self._audio_response if playing else None)
         stops: list[str | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
         self._orphans.clear()
+        if peer.session_id is not None:  # an old socket of the same session not closed yet (half-open)
+            stops += [r for p, r in self._active.items()
+                      if p is not peer and p.session_id == peer.session_id and r != target and r not in stops
+                      and r not in self._interrupted]
         if target is not None or playing:
             stops.insert(0, target)
         if not stops:
