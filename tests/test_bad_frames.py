@@ -155,3 +155,29 @@ async def test_the_voice_agents_own_error_events_are_logged_never_answered(agent
     await peer.no_reply()
     assert sum("reported an error" in r.getMessage() for r in caplog.records) == 3
     assert any("bad session" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_huge_session_id_is_not_written_into_every_row(agent, connect):
+    """A hostile 1 MB session id would be stored with every message and logged event of the
+    session: it is kept as a bounded id, still one per session (two long ids stay apart)."""
+    from traces import session_created
+
+    from ticos_agent.connection import MAX_SESSION_ID
+
+    ids = ["s" * 1_000_000, "s" * 999_999 + "t"]  # the same head: only the digest tells them apart
+    for n, sid in enumerate(ids):
+        peer = await connect(agent)
+        await peer.send(session_created(sid), *[x for i in range(20) for x in
+                                                (user_item(f"item_{n}_{i}"), transcription(f"item_{n}_{i}", "hi"))])
+        await settle(agent)
+        await peer.close()
+    rows = await agent.store.messages(limit=100)
+    kept = {r["session_id"] for r in rows}
+    assert len(rows) == 40 and len(kept) == 2
+    assert all(len(k) <= MAX_SESSION_ID and k.startswith("s" * 96) for k in kept)
+    for k in kept:  # each session's messages are found by its kept id
+        assert len(await agent.store.messages(limit=100, session_id=k)) == 20
+    await agent.store.flush()
+    db = agent.store.location.path
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    assert size < 2_000_000, size  # 40 rows and their events, not 40 MB of the id

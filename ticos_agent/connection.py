@@ -15,6 +15,7 @@ sockets at stop waits at most ``CLOSE_TIMEOUT``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -31,6 +32,7 @@ _local_sessions = itertools.count(1)
 
 SEND_TIMEOUT = 5.0  # a peer whose socket takes no more data for this long is dropped
 CLOSE_TIMEOUT = 2.0  # closing a socket at stop waits this long for the peer, then aborts it
+MAX_SESSION_ID = 128  # characters of a session id kept as is; it goes into every row the session writes
 
 
 class Socket(Protocol):
@@ -61,6 +63,16 @@ class Peer:
     def session(self) -> str:
         """The realtime session's id, or a local one until the voice agent names it."""
         return self.session_id or self.local_session
+
+    def name_session(self, sid: str) -> None:
+        """Take the voice agent's session id. One longer than ``MAX_SESSION_ID`` is kept as its
+        head and a digest of the whole (still one id per session): stored with every message,
+        call and logged event, a hostile megabyte id would otherwise be written each time."""
+        if len(sid) > MAX_SESSION_ID:
+            log.warning("%s: session id of %d characters kept as its first 96 and a digest",
+                        self.name, len(sid))
+            sid = f"{sid[:96]}\u2026{hashlib.sha256(sid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+        self.session_id = sid
 
     @property
     def open(self) -> bool:

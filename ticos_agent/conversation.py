@@ -181,12 +181,12 @@ class Conversations:
     def _session_created(self, event: Event, peer: Peer) -> None:
         sid = event.data["session"].get("id")
         if isinstance(sid, str) and sid:
-            peer.session_id = sid
+            peer.name_session(sid)
 
     def _conversation_created(self, event: Event, peer: Peer) -> None:
         cid = event.data["conversation"].get("id")
         if isinstance(cid, str) and cid and peer.session_id is None:
-            peer.session_id = cid
+            peer.name_session(cid)
 
     # --- user turns -----------------------------------------------------------------------
 
