@@ -78,11 +78,7 @@ class Scheduler:
             reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
             log.warning("%s %r failed: %s", cmd.kind, cmd.tag, reason)
             return Outcome("failed", reason, cmd.detail)
-        lanes = set(cmd.plan.actuators)
-        for n in lanes:  # a later command replaces a pending or running return to neutral
-            self.cancel_return(n)
-        self.drop_where(lambda c: c.low and lanes.intersection(c.plan.actuators),
-                        f"replaced by {cmd.kind} {cmd.tag!r}", rest=False)
+        lanes = self._clear_low(cmd)
         if preempt is not None:
             # the victims' actuators this command does not use are brought to rest, not frozen mid-pose
             self.drop_where(lambda c: preempt(c) and lanes.intersection(c.plan.actuators),
@@ -92,9 +88,7 @@ class Scheduler:
             self.busy += 1
             log.warning("%s %r answered busy: %s", cmd.kind, cmd.tag, full)
             return Outcome("busy", full, cmd.detail)
-        for n in cmd.plan.actuators:
-            self.lanes[n].append(cmd)
-        self.pump()
+        self._queue(cmd)
         try:
             return await asyncio.shield(cmd.future)
         except asyncio.CancelledError:
@@ -105,15 +99,24 @@ class Scheduler:
     async def play_low(self, cmd: Command) -> Outcome:
         """Queue the robot's own ``cmd`` in place of the low-priority work on its actuators (the
         caller made sure no call uses them) and wait for its outcome."""
-        names = set(cmd.plan.actuators)
-        for n in names:
+        self._clear_low(cmd)
+        self._queue(cmd)
+        return await asyncio.shield(cmd.future)
+
+    def _clear_low(self, cmd: Command) -> set[str]:
+        """Make way on ``cmd``'s actuators: a return to neutral pending or running there and the
+        robot's own low-priority work end; returns those actuators' names."""
+        lanes = set(cmd.plan.actuators)
+        for n in lanes:
             self.cancel_return(n)
-        self.drop_where(lambda c: c.low and bool(names.intersection(c.plan.actuators)),
-                        f"replaced by {cmd.tag!r}", rest=False)
+        self.drop_where(lambda c: c.low and bool(lanes.intersection(c.plan.actuators)),
+                        f"replaced by {cmd.kind} {cmd.tag!r}", rest=False)
+        return lanes
+
+    def _queue(self, cmd: Command) -> None:
         for n in cmd.plan.actuators:
             self.lanes[n].append(cmd)
         self.pump()
-        return await asyncio.shield(cmd.future)
 
     def stop(self) -> None:
         """No more returns to neutral; everything queued or running is dropped where it stands."""
