@@ -65,9 +65,7 @@ class ClientHandlers:
     def needs_subscribing(self, kind: str) -> bool:
         """Whether ``kind``'s handler, just set, changes what the agent has subscribed (else the
         wrapper subscribed once finds the new one)."""
-        if kind not in ON_DEMAND:
-            return False
-        return kind in DIRECT or (self.by_kind[kind] is not None and kind not in self._subscribed)
+        return kind in ON_DEMAND and not self._settled(kind)
 
     def attach(self, topics: Topics) -> None:
         """A new agent: subscribe the :data:`ON_DEMAND` handlers set so far on it."""
@@ -77,20 +75,30 @@ class ClientHandlers:
             self.subscribe(kind)
 
     def subscribe(self, kind: str) -> None:
-        """Make ``kind``'s subscription on the agent match its handler: the handler itself for
-        :data:`DIRECT` kinds, else the call-time wrapper once a handler was set."""
-        topics, handler = self._topics, self.by_kind[kind]
-        if topics is None:
+        """Make ``kind``'s subscription on the agent match its handler."""
+        topics = self._topics
+        if topics is None or self._settled(kind):
             return
-        wanted = handler if kind in DIRECT else (getattr(self, f"on_{kind}") if handler is not None else None)
-        current = self._subscribed.get(kind)
+        current = self._subscribed.pop(kind, None)
         if current is not None:
-            if kind not in DIRECT or current[0] is wanted:
-                return
-            del self._subscribed[kind]
             current[1]()
+        wanted = self._wanted(kind)
         if wanted is not None:
             self._subscribed[kind] = (wanted, topics.subscribe(ON_DEMAND[kind], wanted, inline=self.inline))
+
+    def _wanted(self, kind: str) -> Callable[..., Any] | None:
+        """What the agent should call for ``kind``: the handler itself for :data:`DIRECT` kinds,
+        else the call-time wrapper once a handler was set."""
+        handler = self.by_kind[kind]
+        return handler if kind in DIRECT else (getattr(self, f"on_{kind}") if handler is not None else None)
+
+    def _settled(self, kind: str) -> bool:
+        """The subscription is what ``kind`` wants (a wrapper, once subscribed, stays: it finds
+        whatever handler is set, or none)."""
+        current = self._subscribed.get(kind)
+        if current is None:
+            return self._wanted(kind) is None
+        return kind not in DIRECT or current[0] is self._wanted(kind)
 
     # The wrappers below look their handler up at call time, so setting one after start() works
     # as in ticos-client; the :data:`DIRECT` kinds' handlers are subscribed themselves instead.
