@@ -20,7 +20,7 @@ import time
 import tty
 
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
-from ticos_agent.events import MotionArgs
+from ticos_agent.arguments import MotionArgs
 
 
 class Reader(threading.Thread):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
-from ticos_agent.events import EmotionArgs, MotionArgs
+from ticos_agent.arguments import EmotionArgs, MotionArgs
 
 FACE = {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22}
 NEUTRAL = {"color": "#FFFFFF", "brightness": 0.2}

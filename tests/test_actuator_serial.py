@@ -11,7 +11,7 @@ import pytest
 from devices import feetech_decode, line_decode, lx16a_decode, maestro_decode
 
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
-from ticos_agent.events import EmotionArgs, MotionArgs
+from ticos_agent.arguments import EmotionArgs, MotionArgs
 
 
 def config(actuators: dict, motions: dict | None = None, **extra) -> dict:

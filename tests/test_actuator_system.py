@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ticos_agent.actuators import ActuatorSystem, parse_actuators_config
-from ticos_agent.events import EmotionArgs, MotionArgs
+from ticos_agent.arguments import EmotionArgs, MotionArgs
 
 DOC = {
     "robot": {"default_library": False},

@@ -20,7 +20,7 @@ from traces import function_call_done, session_created
 from ticos_agent import Agent
 from ticos_agent.config import from_dict, load
 from ticos_agent.errors import BadArguments
-from ticos_agent.events import emotion_args, motion_args
+from ticos_agent.arguments import emotion_args, motion_args
 from ticos_agent.tools import function_tool, robot_tools, session_update
 
 ARM_ONLY_TOML = """\
@@ -190,8 +190,8 @@ def test_descriptions_load_dump_and_load_back():
     assert info.value.key == "emotions.happy.description"
 
 
-# what events.py is given, per argument: values it takes as they are, values it clamps, values it refuses
-# (null is left out: events.py reads it as "not given", the schema does not offer it)
+# what arguments.py is given, per argument: values it takes as they are, values it clamps, values it refuses
+# (null is left out: arguments.py reads it as "not given", the schema does not offer it)
 CASES = {
     "speed": [0.1, 0.5, 1, 5, 5.0, 0.05, 9, 0, -1, "fast", True, [1]],
     "repeat": [1, 2, 2.0, 20, 21, 500, 0, -3, 1.5, "2", True],
@@ -234,7 +234,7 @@ def test_each_schema_takes_exactly_what_events_takes_unclamped():
             assert not valid(schema, {**base, tag_key: 5}) and not _events_take(name, {**base, tag_key: 5})[0]
             assert not valid(schema, {**base, tag_key: "backflip"})  # the actuators answer it: see below
     assert checked >= 100
-    # the defaults are events.py's
+    # the defaults are arguments.py's
     props = tools["motion_and_emotion"]["properties"]
     parsed = {**motion_args({"motion_tag": "nod"}).as_dict(), **emotion_args({"emotion_tag": "happy"}).as_dict()}
     for arg in ("speed", "repeat", "wait", "intensity", "fade_in"):

@@ -29,11 +29,20 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from . import events
+from .arguments import (
+    EMOTION_FUNCTIONS,
+    MOTION_FUNCTIONS,
+    EmotionArgs,
+    FunctionCall,
+    MotionArgs,
+    emotion_args,
+    function_call,
+    motion_args,
+)
 from .connection import Peer, Send
 from .dispatch import Dispatcher, handler_name
 from .errors import BadArguments, BadEvent, StorageError
-from .events import EMOTION_FUNCTIONS, MOTION_FUNCTIONS, EmotionArgs, Event, FunctionCall, MotionArgs, response_id_of
+from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text
 from .replies import function_call_output, response_create
@@ -190,9 +199,9 @@ class CallIntake:
             self._memory.handles(name) else None
         remembering: MemoryArguments | None = None
         try:
-            call = events.function_call(item, response_id)
-            motion = events.motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
-            emotion = events.emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
+            call = function_call(item, response_id)
+            motion = motion_args(call.arguments) if call.name in MOTION_FUNCTIONS else None
+            emotion = emotion_args(call.arguments) if call.name in EMOTION_FUNCTIONS else None
             if memory is not None:
                 remembering = memory.arguments(call)
         except BadArguments as exc:

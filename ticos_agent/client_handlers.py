@@ -21,7 +21,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .events import FunctionCall
+    from .arguments import FunctionCall
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .events import MAX_DURATION, MAX_REPEAT, SPEED_RANGE
+from .arguments import MAX_DURATION, MAX_REPEAT, SPEED_RANGE
 
 if TYPE_CHECKING:  # the actuator modules load only for a robot (TicosClient without hardware never does)
     from .actuators.config import ActuatorsConfig
@@ -86,7 +86,7 @@ def _tag_text(intro: str, tags: Mapping[str, str | None]) -> str:
 
 
 def motion_properties(tags: Mapping[str, str | None]) -> dict[str, Any]:
-    """The ``motion`` arguments as ``events.motion_args`` takes them; ``tags``: tag -> description."""
+    """The ``motion`` arguments as ``arguments.motion_args`` takes them; ``tags``: tag -> description."""
     lo, hi = SPEED_RANGE
     return {
         "motion_tag": {"type": "string", "enum": list(tags), "description": _tag_text("Which motion.", tags)},
@@ -100,7 +100,7 @@ def motion_properties(tags: Mapping[str, str | None]) -> dict[str, Any]:
 
 
 def emotion_properties(tags: Mapping[str, str | None]) -> dict[str, Any]:
-    """The ``emotion`` arguments as ``events.emotion_args`` takes them; ``tags``: tag -> description."""
+    """The ``emotion`` arguments as ``arguments.emotion_args`` takes them; ``tags``: tag -> description."""
     most = _num(MAX_DURATION)
     return {
         "emotion_tag": {"type": "string", "enum": list(tags), "description": _tag_text("Which emotion.", tags)},

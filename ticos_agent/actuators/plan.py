@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import EmotionArgs, MotionArgs
+from ..arguments import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
 from .library import Expression, Motion
 

@@ -32,8 +32,8 @@ import logging
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
+from ..arguments import EmotionArgs, MotionArgs
 from ..errors import ActuatorError, UnknownTag
-from ..events import EmotionArgs, MotionArgs
 from .config import ActuatorsConfig
 from .driver import ActuatorConfig, Driver, DriverContext
 from .lanes import Outcome, is_kind

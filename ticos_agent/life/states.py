@@ -39,9 +39,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..arguments import EmotionArgs, MotionArgs
 from ..connection import Peer
 from ..errors import StoreClosed
-from ..events import EmotionArgs, Event, MotionArgs
+from ..events import Event
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
 from .mood import Mood

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import NAMES
 
 if TYPE_CHECKING:
-    from ..events import FunctionCall
+    from ..arguments import FunctionCall
     from .api import Memories
     from .tools import MemoryArgs
 

@@ -1,0 +1,218 @@
+"""Function-call arguments: a ``function_call`` item decoded, ``motion``/``emotion`` arguments
+checked and normalised.
+
+:func:`function_call` decodes the item; :func:`motion_args` and :func:`emotion_args` check
+the arguments:
+
+==================  ===========================================================================
+field               rule
+==================  ===========================================================================
+``motion_tag``      required, non-empty string (surrounding blanks stripped)
+``speed``           number > 0 and finite, default 1.0; clamped to ``SPEED_RANGE`` (0.1 .. 5.0)
+``repeat``          whole number >= 1 (``2.0`` is accepted), default 1; clamped to ``MAX_REPEAT``
+``wait``            boolean, default true
+``emotion_tag``     required, non-empty string
+``intensity``       number, default 1.0; clamped to 0 .. 1
+``duration``        number of seconds >= 0, optional; clamped to ``MAX_DURATION`` (300 s)
+``fade_in``         number of seconds >= 0, default 0; clamped to ``MAX_DURATION``
+==================  ===========================================================================
+
+Wrong types, missing required fields, negative or non-finite numbers are rejected with a
+:class:`~ticos_agent.errors.BadArguments` naming the field. Values that are merely too large
+are clamped (a robot asked to wave 500 times waves ``MAX_REPEAT`` times) and the clamp is
+reported in ``Args.notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from .errors import BadArguments
+
+
+def json_kind(value: Any) -> str:
+    """How an error names a JSON value's type (``"a string"``, ``"an array"``, ...)."""
+    if value is None:
+        return "null or nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+SPEED_RANGE = (0.1, 5.0)
+MAX_REPEAT = 20
+MAX_DURATION = 300.0
+
+MOTION_FUNCTIONS = frozenset({"motion", "motion_and_emotion"})
+EMOTION_FUNCTIONS = frozenset({"emotion", "motion_and_emotion"})
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """A ``function_call`` output item, arguments decoded to a dict."""
+
+    name: str
+    call_id: str
+    arguments: dict[str, Any]
+    raw_arguments: str
+    item_id: str | None = None
+    response_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MotionArgs:
+    motion_tag: str
+    speed: float = 1.0
+    repeat: int = 1
+    wait: bool = True
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"motion_tag": self.motion_tag, "speed": self.speed, "repeat": self.repeat, "wait": self.wait}
+
+
+@dataclass(frozen=True)
+class EmotionArgs:
+    emotion_tag: str
+    intensity: float = 1.0
+    duration: float | None = None
+    fade_in: float = 0.0
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "emotion_tag": self.emotion_tag,
+            "intensity": self.intensity,
+            "duration": self.duration,
+            "fade_in": self.fade_in,
+        }
+
+
+def function_call(item: dict[str, Any], response_id: str | None = None) -> FunctionCall:
+    """Decode a ``function_call`` item. Raises :class:`BadArguments` when it cannot be used."""
+    name = item.get("name")
+    call_id = item.get("call_id")
+    if not isinstance(name, str) or not name:
+        raise BadArguments("function_call item has no string 'name'", field="name")
+    if not isinstance(call_id, str) or not call_id:
+        raise BadArguments(f"function_call {name!r} has no string 'call_id'", field="call_id")
+    raw = item.get("arguments")
+    if raw is None or raw == "":
+        raw = "{}"
+    if isinstance(raw, dict):  # lenient: some relays send the object itself
+        arguments, raw = raw, json.dumps(raw)
+    elif isinstance(raw, str):
+        try:
+            arguments = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise BadArguments(f"{name}: arguments are not valid JSON: {raw[:80]!r}", field="arguments") from None
+    else:
+        raise BadArguments(f"{name}: arguments must be a JSON string, got {json_kind(raw)}", field="arguments")
+    if not isinstance(arguments, dict):
+        raise BadArguments(f"{name}: arguments must be a JSON object, got {json_kind(arguments)}", field="arguments")
+    item_id = item.get("id") if isinstance(item.get("id"), str) else None
+    return FunctionCall(name, call_id, arguments, raw, item_id, response_id)
+
+
+def motion_args(args: dict[str, Any]) -> MotionArgs:
+    notes: list[str] = []
+    tag = _tag(args, "motion_tag")
+    speed = _number(args, "speed", 1.0, notes, lo=SPEED_RANGE[0], hi=SPEED_RANGE[1], positive=True)
+    repeat = _whole(args, "repeat", 1, notes, hi=MAX_REPEAT)
+    wait = args.get("wait", True)
+    if wait is None:
+        wait = True
+    if not isinstance(wait, bool):
+        raise BadArguments(f"wait must be true or false, got {json_kind(wait)} {wait!r}", field="wait")
+    return MotionArgs(tag, speed, repeat, wait, tuple(notes))
+
+
+def emotion_args(args: dict[str, Any]) -> EmotionArgs:
+    notes: list[str] = []
+    tag = _tag(args, "emotion_tag")
+    intensity = _number(args, "intensity", 1.0, notes, lo=0.0, hi=1.0)
+    duration = _number(args, "duration", None, notes, lo=0.0, hi=MAX_DURATION, non_negative=True)
+    fade_in = _number(args, "fade_in", 0.0, notes, lo=0.0, hi=MAX_DURATION, non_negative=True)
+    return EmotionArgs(tag, intensity, duration, fade_in, tuple(notes))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _tag(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if value is None:
+        raise BadArguments(f"{key} is required", field=key)
+    if not isinstance(value, str):
+        raise BadArguments(f"{key} must be a string, got {json_kind(value)} {_short(value)}", field=key)
+    value = value.strip()
+    if not value:
+        raise BadArguments(f"{key} must not be empty", field=key)
+    if len(value) > 64:
+        raise BadArguments(f"{key} is longer than 64 characters", field=key)
+    return value
+
+
+@overload
+def _number(args: dict[str, Any], key: str, default: float, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float: ...
+
+
+@overload
+def _number(args: dict[str, Any], key: str, default: None, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float | None: ...
+
+
+def _number(args: dict[str, Any], key: str, default: float | None, notes: list[str], *, lo: float, hi: float,
+            positive: bool = False, non_negative: bool = False) -> float | None:
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadArguments(f"{key} must be a number, got {json_kind(value)} {_short(value)}", field=key)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise BadArguments(f"{key} is out of range", field=key) from None
+    if not math.isfinite(value):
+        raise BadArguments(f"{key} must be finite, got {_short(value)}", field=key)
+    if positive and value <= 0:
+        raise BadArguments(f"{key} must be greater than 0, got {_short(value)}", field=key)
+    if non_negative and value < 0:
+        raise BadArguments(f"{key} must not be negative, got {_short(value)}", field=key)
+    if value < lo or value > hi:
+        clamped = min(max(value, lo), hi)
+        notes.append(f"{key} {value:g} clamped to {clamped:g}")
+        value = clamped
+    return value
+
+
+def _whole(args: dict[str, Any], key: str, default: int, notes: list[str], *, hi: int) -> int:
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadArguments(f"{key} must be a whole number, got {json_kind(value)} {_short(value)}", field=key)
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise BadArguments(f"{key} must be a whole number, got {_short(value)}", field=key)
+        value = int(value)
+    if value < 1:
+        raise BadArguments(f"{key} must be at least 1, got {_short(value)}", field=key)
+    if value > hi:
+        notes.append(f"{key} {value} clamped to {hi}")
+        value = hi
+    return value
