@@ -8,8 +8,8 @@ import json
 import pytest
 
 from ticos_agent.actuators import DRIVERS, ActuatorSystem, Driver, parse_actuators_config, register_driver
-from ticos_agent.errors import ConfigError, ConfigErrors
 from ticos_agent.arguments import EmotionArgs, MotionArgs
+from ticos_agent.errors import ConfigError, ConfigErrors
 from ticos_agent.options import Integer
 
 DEFAULT_MOTIONS = ["bow", "dance", "nod", "shake", "wave"]

@@ -18,9 +18,9 @@ from helpers import agent_config, settle, wait_for
 from traces import function_call_done, session_created
 
 from ticos_agent import Agent
+from ticos_agent.arguments import emotion_args, motion_args
 from ticos_agent.config import from_dict, load
 from ticos_agent.errors import BadArguments
-from ticos_agent.arguments import emotion_args, motion_args
 from ticos_agent.tools import function_tool, robot_tools, session_update
 
 ARM_ONLY_TOML = """\
