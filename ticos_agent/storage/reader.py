@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SIDECARS = ("-wal", "-shm", "-journal")
 MMAP_BYTES = 1 << 30
-_COPY_ATTEMPTS = 3
+_COPY_ATTEMPTS = 5
 
 
 class ReadonlyConnection(sqlite3.Connection):
@@ -108,20 +108,25 @@ def _sidecars(path: Path) -> list[Path]:
 def _copy_set(path: Path, into: Path) -> Path:
     """Copy ``path`` and the sidecars present now into ``into``; retried when a live writer
     changed them meanwhile (a checkpoint by its last connection removes -wal/-shm: the next
-    attempt copies the set as it is then)."""
+    attempt copies the set as it is then). The last attempt keeps what it could copy, as it
+    keeps a set that changed under it: a writer that never pauses must not make a read fail."""
     for attempt in range(_COPY_ATTEMPTS):
+        last = attempt == _COPY_ATTEMPTS - 1
         files = [path, *_sidecars(path)]
         before = _stamp(files)
         for old in into.iterdir():
             old.unlink()
-        try:
-            for src in files:
+        vanished = False
+        for src in files:
+            try:
                 shutil.copyfile(src, into / src.name)
-        except FileNotFoundError as exc:
-            if exc.filename == str(path) or attempt == _COPY_ATTEMPTS - 1:
-                raise
-            continue
-        if _stamp(files) == before and len(files) == 1 + len(_sidecars(path)):
+            except FileNotFoundError:
+                if src == path:
+                    raise
+                vanished = True
+                if not last:
+                    break
+        if not vanished and _stamp(files) == before and len(files) == 1 + len(_sidecars(path)):
             break
     return into / path.name
 
@@ -175,7 +180,7 @@ def _fingerprint(files: list[Path]) -> str:
                     f.seek(max(0, st.st_size - 4096))
                     parts.append(hashlib.sha256(head + f.read(4096)).hexdigest())
             except FileNotFoundError:
-                parts.append("absent")
+                parts.append(f"{p.name}:absent")
     return "\n".join(parts)
 
 
@@ -199,7 +204,8 @@ def _open_cached(path: Path, present: list[Path], cache: Path) -> ReadonlyConnec
     work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
     try:
         made, alone = _recover(path, work)
-        if not alone or _fingerprint(files) != stamp:  # still being written: no cache entry
+        # still being written (a sidecar vanished meanwhile too: no WAL to tell the next state by)
+        if not alone or ":absent" in stamp or _fingerprint(files) != stamp:
             raise _NotCached
         (work / "stamp").write_text(stamp)
         shutil.rmtree(entry, ignore_errors=True)
