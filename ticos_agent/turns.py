@@ -16,7 +16,8 @@ connection is dropped too. A response whose socket closed before its ``response.
 still the robot's (the voice agent may go on with it on a new socket): until that
 ``response.done`` comes, on any socket, a barge-in on any socket stops it too; so does a
 barge-in on another socket of the same session while the old one is not closed yet (half-open).
-One barge-in counts as one interruption, however many responses it stops. With
+One barge-in counts as one interruption, however many responses it stops; one that finds
+its response stopped already (and nothing playing) stops nothing and is not counted. With
 ``send_truncate`` the voice agent is told how much of the item was heard
 (``conversation.item.truncate``).
 
@@ -135,6 +136,8 @@ class Turns:
         rid = self._active.get(peer)
         playing = self._audio is not None and self._audio.playing
         target = rid or (self._audio_response if playing else None)
+        if target in self._interrupted and not playing:
+            target = None  # stopped already (the user paused and spoke again): nothing to stop now
         stops: list[str | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
         self._orphans.clear()
         if peer.session_id is not None:  # an old socket of the same session not closed yet (half-open)
