@@ -2,7 +2,9 @@
 
 Barge-in and response cancellation are decided here and nowhere else:
 
-* ``response.created`` makes a response the connection's active one; ``response.done`` ends it;
+* ``response.created`` makes a response the connection's active one; ``response.done`` ends it.
+  A response created before the last one is done (an out-of-band response) becomes the active
+  one, and the earlier one stays open until its own ``response.done``: a barge-in stops both;
 * ``input_audio_buffer.speech_started`` while a response is active or audio is still playing
   is a **barge-in**: the speaker falls silent at once (everything queued, and the rest of the
   interrupted response's audio when it comes), the actuators drop what that response queued
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_INTERRUPTED = 256
 MAX_ORPHANS = 16  # responses whose socket closed before their response.done
+MAX_OPEN = 8  # responses of one connection not done yet (out-of-band ones overlap); oldest forgotten
 
 
 class AudioOut(Protocol):
@@ -81,7 +84,7 @@ class Turns:
         self._spawn = spawn
         self._counters = counters
         self._send_truncate = send_truncate
-        self._active: dict[Peer, str] = {}  # peer -> the response it is hearing
+        self._active: dict[Peer, list[str]] = {}  # peer -> its responses not done yet, the active one last
         self._interrupted: OrderedDict[str, str] = OrderedDict()  # response id -> why (bounded)
         self._orphans: OrderedDict[str, None] = OrderedDict()  # active when their socket closed (bounded)
         self._audio_response: str | None = None  # the response whose audio arrived last
@@ -103,11 +106,11 @@ class Turns:
         return self._interrupted.get(response_id) if response_id is not None else None
 
     def active_response(self, peer: Peer) -> str | None:
-        return self._active.get(peer)
+        open_ = self._active.get(peer)
+        return open_[-1] if open_ else None
 
     def peer_closed(self, peer: Peer) -> None:
-        rid = self._active.pop(peer, None)
-        if rid is not None:  # not done: the voice agent may go on with it on a new socket
+        for rid in self._active.pop(peer, ()):  # not done: the voice agent may go on with it on a new socket
             self._orphans[rid] = None
             if len(self._orphans) > MAX_ORPHANS:
                 self._orphans.popitem(last=False)
@@ -115,7 +118,13 @@ class Turns:
     # --- events ---------------------------------------------------------------------------
 
     def _response_created(self, event: Event, peer: Peer) -> None:
-        self._active[peer] = event.data["response"]["id"]  # a string: events.parse checked it
+        rid = event.data["response"]["id"]  # a string: events.parse checked it
+        open_ = self._active.setdefault(peer, [])
+        if rid in open_:
+            open_.remove(rid)
+        open_.append(rid)
+        if len(open_) > MAX_OPEN:  # a peer that never sends response.done
+            del open_[0]
 
     def _audio_delta(self, event: Event, peer: Peer) -> None:
         rid = response_id_of(event)
@@ -125,25 +134,31 @@ class Turns:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]
-        if self._active.get(peer) == rid:
-            del self._active[peer]
+        open_ = self._active.get(peer)
+        if open_ is not None and rid in open_:
+            open_.remove(rid)
+            if not open_:
+                del self._active[peer]
         self._orphans.pop(rid, None)
         status = response.get("status")
         if status in ("cancelled", "failed") and rid not in self._interrupted:  # not again after a barge-in
             self.interrupt(rid, None, reason=f"response {status}")
 
     def _speech_started(self, event: Event, peer: Peer) -> None:
-        rid = self._active.get(peer)
+        mine = self._active.get(peer, [])
+        rid = mine[-1] if mine else None
         playing = self._audio is not None and self._audio.playing
         target = rid or (self._audio_response if playing else None)
         if target in self._interrupted and not playing:
             target = None  # stopped already (the user paused and spoke again): nothing to stop now
         stops: list[str | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
         self._orphans.clear()
-        if peer.session_id is not None:  # an old socket of the same session not closed yet (half-open)
-            stops += [r for p, r in self._active.items()
-                      if p is not peer and p.session_id == peer.session_id and r != target and r not in stops
-                      and r not in self._interrupted]
+        # this socket's earlier responses not done yet, and those of an old socket of the same
+        # session not closed yet (half-open)
+        same = [p for p in self._active if p is peer or (peer.session_id is not None and
+                                                         p.session_id == peer.session_id)]
+        stops += [r for p in same for r in self._active[p]
+                  if r != target and r not in stops and r not in self._interrupted]
         if target is not None or playing:
             stops.insert(0, target)
         if not stops:
