@@ -35,6 +35,14 @@ CLOSE_TIMEOUT = 2.0  # closing a socket at stop waits this long for the peer, th
 MAX_SESSION_ID = 128  # characters of a session id kept as is; it goes into every row the session writes
 
 
+def stored_session_id(sid: str) -> str:
+    """The session id as it is stored: as given, or one longer than ``MAX_SESSION_ID`` as its
+    first 96 characters and a digest of the whole (what ``/v1/messages?session=`` looks up)."""
+    if len(sid) <= MAX_SESSION_ID:
+        return sid
+    return f"{sid[:96]}\u2026{hashlib.sha256(sid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
 class Socket(Protocol):
     """What a peer needs of its WebSocket (``aiohttp.web.WebSocketResponse`` has it)."""
 
@@ -71,8 +79,7 @@ class Peer:
         if len(sid) > MAX_SESSION_ID:
             log.warning("%s: session id of %d characters kept as its first 96 and a digest",
                         self.name, len(sid))
-            sid = f"{sid[:96]}\u2026{hashlib.sha256(sid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
-        self.session_id = sid
+        self.session_id = stored_session_id(sid)
 
     @property
     def open(self) -> bool:

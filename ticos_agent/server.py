@@ -5,7 +5,8 @@ route                    what
 =======================  ==================================================================
 ``GET /realtime``        WebSocket; JSON events in text or binary frames, replies out
 ``GET /health``          JSON status: ok/degraded, storage, actuators, audio, counters
-``GET /v1/messages``     stored messages, newest first (``limit``, ``offset``, ``session``)
+``GET /v1/messages``     stored messages, newest first (``limit``, ``offset``, ``session``: an id
+                         as the voice agent gave it, also one stored shortened)
 ``GET /v1/memories``     stored memories, newest first (``limit``, ``offset``); ``q``: a search
 ``POST /v1/memories``    store one memory; ``DELETE /v1/memories/{id}`` forgets one
                          (:mod:`ticos_agent.memory.routes`)
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from .connection import Peers
+from .connection import Peers, stored_session_id
 from .guard import Guard, GuardSettings
 from .intake import Intake
 from .memory.http import MemoriesFn
@@ -179,7 +180,8 @@ async def messages(request: web.Request) -> web.Response:
     limit, offset = _page(request)
     store = _reader_or_503(request)
     session = request.query.get("session") or None
-    rows = await store.messages(limit=limit, offset=offset, session_id=session)
+    stored = stored_session_id(session) if session is not None else None  # a long id is stored shortened
+    rows = await store.messages(limit=limit, offset=offset, session_id=stored)
     return web.json_response({"messages": rows, "limit": limit, "offset": offset, "session": session})
 
 
