@@ -19,6 +19,9 @@ drops its socket mid-response and continues on a new one continues the same rows
   stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
   still, the same rows are updated in place (one row per item, never two);
 * the agent's own items (priming, :mod:`ticos_agent.memory.priming`) are not stored;
+* an item id met again in another session (both named by the voice agent, e.g. one restarted
+  that numbers its items anew) is a new item: it gets its own row, the old session's row is
+  left as it was;
 * ``session.created`` / ``conversation.created`` name the connection's session
   (``Peer.session``), which groups its messages.
 
@@ -198,7 +201,7 @@ class Conversations:
         if not isinstance(item_id, str) or not item_id or is_agent_item(item_id):
             return  # (the agent's own priming item is not something the user said)
         text, has_audio = _user_content(item.get("content"))
-        row = self._users.get(item_id)
+        row = self._user_row(item_id, peer)
         if row is not None:  # transcription came first, or a repeated/done item event
             row.owner = peer
             if row.status in (PENDING, INCOMPLETE) and text:
@@ -233,8 +236,13 @@ class Conversations:
                     peer_text(item_id), peer_text(reason or "no reason given"))
         self._finish_user(item_id, "", TRANSCRIPTION_FAILED, peer)
 
-    def _finish_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
+    def _user_row(self, item_id: str, peer: Peer) -> _UserRow | None:
+        """The row of ``item_id`` in ``peer``'s conversation (``None``: one of another session)."""
         row = self._users.get(item_id)
+        return None if row is None or _elsewhere(row.owner, peer) else row
+
+    def _finish_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
+        row = self._user_row(item_id, peer)
         if row is None:
             self._store_user(item_id, text, status, peer)
             return
@@ -257,8 +265,14 @@ class Conversations:
         """The open item ``item_id`` (continued on ``peer`` now), made or opened again as
         needed; ``None`` when it was already stored for good (a straggler)."""
         entry = self._open.get(item_id)
+        if entry is not None and _elsewhere(entry.owner, peer):  # another session's, left open
+            self._flush(item_id, INCOMPLETE, open_again=False)
+            entry = None
         if entry is None:
             stored = self._stored.get(item_id)
+            if stored is not None and _elsewhere(stored.item.owner, peer):
+                del self._stored[item_id]  # another session's item of that id: this one is new
+                stored = None
             if stored is not None:
                 if not stored.open_again:
                     return None
@@ -315,7 +329,8 @@ class Conversations:
                         # the whole text: of an item whose deltas were missed or cut off with a socket
                         entry.final = text
         done = [i for i, e in self._open.items()
-                if e.response_id == rid or (e.response_id is None and e.owner is peer)]
+                if (e.response_id == rid and not _elsewhere(e.owner, peer))
+                or (e.response_id is None and e.owner is peer)]
         for item_id in done:
             self._flush(item_id, status, open_again=False)
 
@@ -363,6 +378,12 @@ class Conversations:
         if not self._closed_said:
             self._closed_said = True
             log.warning("%s; conversation messages are not stored from now on (first not stored: %s)", exc, what)
+
+
+def _elsewhere(owner: Peer, peer: Peer) -> bool:
+    """Whether ``peer`` talks in another session than the one ``owner`` named: item ids are the
+    conversation's, so the same id there is another item."""
+    return owner.session_id is not None and peer.session_id is not None and owner.session_id != peer.session_id
 
 
 def _role(item: dict[str, Any]) -> str:
