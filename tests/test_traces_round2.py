@@ -18,6 +18,7 @@ import sqlite3
 import time
 
 import aiohttp
+import helpers
 import pytest
 import test_traces_unseen as unseen
 from helpers import free_port, settle, wait_for
@@ -574,3 +575,76 @@ async def test_the_calls_api_and_voice_agent_errors_in_a_ga_trace(robot, connect
     assert {c["session_id"] for c in listed.values()} == {"sess_api"}
     h = await health(agent, http)
     assert h["status"] == "ok" and h["counters"]["errors"] == 0
+
+
+async def test_twenty_voice_agents_at_once_each_keep_their_turns(robot, connect, http):
+    agent = await robot()
+    peers = [await connect(agent) for _ in range(20)]
+    voices = [Voice(n % 2 == 1, f"sess_c{n:02d}") for n in range(20)]
+    traces = [[*v.session(), *v.user(f"item_U{n}", f"q{n} 🤖"), v.created(f"resp_{n}"),
+               *v.said(f"resp_{n}", f"item_A{n}", ["a", f"{n}"]), v.done(f"resp_{n}")]
+              for n, v in enumerate(voices)]
+    await asyncio.gather(*(p.send(*t) for p, t in zip(peers, traces)))
+    await wait_for(lambda: agent.counters["events"] == sum(map(len, traces)), timeout=10)
+    await settle(agent)
+    stored = await agent.store.messages(limit=100)
+    assert sorted((r["session_id"], r["role"], r["content"]) for r in stored) == sorted(
+        [(f"sess_c{n:02d}", "user", f"q{n} 🤖") for n in range(20)]
+        + [(f"sess_c{n:02d}", "assistant", f"a{n}") for n in range(20)])
+    h = await health(agent, http)
+    assert h["status"] == "ok" and h["connections"] == 20 and h["counters"]["errors"] == 0
+
+
+async def test_a_new_session_on_the_same_socket_groups_what_follows(robot, connect, http):
+    agent = await robot()
+    peer = await connect(agent)
+    first, second = Voice(True, "sess_one"), Voice(True, "sess_two")
+    await peer.send(*first.session(), *first.user("item_U1", "in one"),
+                    *second.session(), *second.user("item_U2", "in two"))
+    assert await replies(peer) == []
+    assert [m["content"] for m in await api_messages(agent, http, session="sess_one")] == ["in one"]
+    assert [m["content"] for m in await api_messages(agent, http, session="sess_two")] == ["in two"]
+
+
+async def test_a_restarted_voice_agent_numbering_items_anew_loses_no_turn(robot, connect, http):
+    """A voice agent restarted (a new session on a new socket) that numbers its items from the
+    start again: the new session's turns are stored, the old session's rows stay as they were."""
+    agent = await robot()
+    for n, sid in enumerate(("sess_boot1", "sess_boot2")):
+        v = Voice(True, sid)
+        peer = await connect(agent)
+        await peer.send(*v.session(), *v.user("item_1", f"hello {n}"), v.created("resp_1"),
+                        *v.said("resp_1", "item_2", [f"hi {n}"]), v.done("resp_1"))
+        await settle(agent)
+        await peer.close()
+        await wait_for(lambda: agent.health()["connections"] == 0)
+    assert [(m["role"], m["content"]) for m in await api_messages(agent, http, session="sess_boot1")] == [
+        ("assistant", "hi 0"), ("user", "hello 0")]
+    assert [(m["role"], m["content"]) for m in await api_messages(agent, http, session="sess_boot2")] == [
+        ("assistant", "hi 1"), ("user", "hello 1")]
+
+
+async def test_a_restart_within_the_grace_does_not_finish_the_old_sessions_item(robot, connect):
+    """The old socket was cut mid-answer (its item waits for the grace); the restarted voice agent
+    has a new session and numbers anew: its response.done stores its own item, and the old
+    one is kept as it was cut (incomplete), not overwritten."""
+    agent = await robot(conversation={"reconnect_grace": 5.0})
+    old = await connect(agent)
+    one = Voice(True, "sess_before")
+    await old.send(*one.session(), one.created("resp_1"), *one.said("resp_1", "item_2", ["I was saying "],
+                                                                     finish=False))
+    await settle(agent)
+    await old.close()
+    await wait_for(lambda: agent.health()["connections"] == 0)
+    new = await connect(agent)
+    two = Voice(True, "sess_after")
+    await new.send(*two.session(), *two.user("item_1", "hello again"), two.created("resp_1"),
+                   *two.said("resp_1", "item_2", ["Fresh start."]), two.done("resp_1"))
+    assert await replies(new) == []
+    path = agent.store.health()["path"]
+    await agent.stop()  # what still waits for the grace is stored now
+    rows = sorted(helpers.db_rows(path, "SELECT session_id, role, content, status FROM messages", readonly=True))
+    assert rows == [("sess_after", "assistant", "Fresh start.", "completed"),
+                    ("sess_after", "user", "hello again", "completed"),
+                    ("sess_before", "assistant", "I was saying ", "incomplete")]
+
