@@ -7,7 +7,7 @@ import logging
 
 import aiohttp
 import pytest
-from helpers import agent_config, settle
+from helpers import agent_config, settle, stored_call
 from traces import ev, transcription, user_item
 
 BAD_FRAMES = [
@@ -181,3 +181,33 @@ async def test_a_huge_session_id_is_not_written_into_every_row(agent, connect):
     db = agent.store.location.path
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
     assert size < 2_000_000, size  # 40 rows and their events, not 40 MB of the id
+
+
+async def test_a_call_named_by_a_list_in_response_done_spares_the_good_call_beside_it(agent, connect):
+    """``response.done`` output items are not shape-checked: a call whose name is an array is
+    refused on its own; the good call after it still runs (no internal error)."""
+    from traces import response_done
+
+    peer = await connect(agent)
+    bad = {"type": "function_call", "name": ["motion"], "call_id": "call_bad", "arguments": "{}"}
+    good = {"type": "function_call", "name": "motion", "call_id": "call_good",
+            "arguments": json.dumps({"motion_tag": "nod"})}
+    await peer.send(response_done("resp_1", output=[bad, good]))
+    reply = await peer.receive_json()
+    assert reply["type"] == "error" and reply["error"]["code"] == "invalid_arguments", reply
+    assert (await stored_call(agent, "call_good"))["status"] == "done"
+    assert agent.counters["errors"] == 1
+
+
+async def test_unusable_arguments_of_an_interrupted_response_get_the_error_only(agent, connect):
+    """Nobody waits for an answer from a response the user talked over: the voice agent gets
+    its error event, the model no output (which would reach it after the barge-in)."""
+    from traces import function_call_done, speech_started
+
+    peer = await connect(agent)
+    await peer.send(ev("response.created", response={"id": "resp_1", "status": "in_progress", "output": []}),
+                    speech_started(), function_call_done("resp_1", "call_x", "motion", {"motion_tag": 7}))
+    got = [await peer.receive_json()]
+    with pytest.raises(TimeoutError):
+        got.append(await peer.ws.receive(timeout=0.3))
+    assert [r["type"] for r in got] == ["error"] and got[0]["error"]["code"] == "invalid_arguments"

@@ -292,3 +292,20 @@ def test_the_readme_shows_the_memory_tools_as_they_are():
     shown = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)
              if '"name": "remember"' in block or '"name": "recall"' in block or '"name": "forget"' in block]
     assert shown == memory_tools()
+
+
+async def test_a_bad_recall_of_an_interrupted_response_is_not_answered_a_bad_remember_is(agent, connect):
+    """The user talked over the response: a recall's answer (and the response.create after it)
+    would talk over them, so a bad recall gets no output, as a good one would not; remember
+    survives the barge-in, so its failed output still tells the model what to correct."""
+    peer = await connect(agent)
+    await peer.send(ev("response.created", response={"id": "resp_1", "status": "in_progress", "output": []}),
+                    speech_started(),
+                    function_call_done("resp_1", "call_r", "recall", {"query": "x", "limit": "five"}),
+                    function_call_done("resp_1", "call_m", "remember", {}))
+    out = await output_of(peer, "call_m")
+    assert out["status"] == "failed" and out["field"] == "content"
+    with pytest.raises(TimeoutError):
+        extra = await peer.ws.receive(timeout=0.3)
+        raise AssertionError(f"unexpected reply: {extra.data}")
+    assert (await stored_call(agent, "call_r"))["status"] == "failed"

@@ -211,9 +211,10 @@ class CallIntake:
             log.warning("function call %s (%s) rejected: %s", peer_text(name), peer_text(call_id), exc)
             # the robot's own tools tell the model what to correct (as for an unknown tag), other
             # functions as their outcomes go; the voice agent gets the error event as well
-            ours = memory is not None or name in MOTION_FUNCTIONS or name in EMOTION_FUNCTIONS
+            ours = memory is not None or (isinstance(name, str) and (name in MOTION_FUNCTIONS or
+                                                                     name in EMOTION_FUNCTIONS))
             if isinstance(call_id, str) and (ours or self._reply_outcomes) and \
-                    (memory is not None or self._interrupted(response_id) is None):
+                    self._why(str(name), response_id, memory) is None:
                 self._spawn(self._answer(call_id, failed, peer,
                                          memory is not None and memory.respond_after(str(name))))
             if memory is None or not isinstance(call_id, str):
