@@ -256,7 +256,7 @@ async def test_one_barge_in_stops_every_cut_off_response_and_counts_once(robot, 
     await now.send(*v.call("resp_1", "item_F1b", "call_late", "motion", '{"motion_tag":"wave"}'))
     rows = await calls(agent, "call_1", "call_2", "call_late")
     assert rows["call_2"]["status"] == rows["call_late"]["status"] == "dropped"
-    assert rows["call_1"]["status"] in ("dropped", "done")  # stopped where it was, or had ended
+    assert rows["call_1"]["status"] == "dropped"  # its 10 s sway stopped where it was
     assert moves(agent)  # a sway had begun,
     await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")  # and the arm rests
 
@@ -284,6 +284,25 @@ async def test_a_barge_in_on_a_new_socket_stops_the_half_open_old_ones_response(
     await new.send(e("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U3"))
     await settle(agent)
     assert agent.counters["interruptions"] == 1  # not stopped again while the old socket hangs on
+    assert not old.ws.closed
+
+
+async def test_a_response_done_on_the_new_socket_is_done_for_the_half_open_old_one(robot, connect):
+    """resp_1 began on socket A (half-open now); its response.done comes on socket B, then resp_2
+    there, and the user talks over resp_2: resp_1 is finished, so its motion runs to its end."""
+    agent = await robot()
+    v = Voice(True, "sess_doneB")
+    args = '{"motion_tag":"sway","repeat":2}'
+    old = await connect(agent)
+    await old.send(*v.session(), v.created("resp_1"), *v.call("resp_1", "item_F1", "call_s", "motion", args))
+    await wait_for(lambda: moves(agent))
+    new = await connect(agent)
+    await new.send(*v.session(), v.done("resp_1", [v.call_item("item_F1", "call_s", "motion", args)]),
+                   v.created("resp_2"),
+                   e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
+    assert (await calls(agent, "call_s"))["call_s"]["status"] == "done"
+    assert moves(agent) == [20, 0, 20, 0]
+    assert agent.turns.interrupted("resp_1") is None and agent.turns.interrupted("resp_2") == "barge-in"
     assert not old.ws.closed
 
 

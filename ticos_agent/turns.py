@@ -134,11 +134,11 @@ class Turns:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]
-        open_ = self._active.get(peer)
-        if open_ is not None and rid in open_:
+        for p in [p for p, open_ in self._active.items() if rid in open_]:  # on whichever socket it began
+            open_ = self._active[p]
             open_.remove(rid)
             if not open_:
-                del self._active[peer]
+                del self._active[p]
         self._orphans.pop(rid, None)
         status = response.get("status")
         if status in ("cancelled", "failed") and rid not in self._interrupted:  # not again after a barge-in
