@@ -81,6 +81,16 @@ class Peer:
                         self.name, len(sid))
         self.session_id = stored_session_id(sid)
 
+    def same_session(self, other: Peer) -> bool:
+        """Whether ``other`` speaks for the session this peer does, as the voice agent named it
+        (a reconnect, or an old socket still half-open)."""
+        return self.session_id is not None and other.session_id == self.session_id
+
+    def other_session(self, other: Peer) -> bool:
+        """Whether ``other`` speaks for another session than this peer, both named by the voice
+        agent (item and response ids are a conversation's: the same id there is another one)."""
+        return self.session_id is not None and other.session_id is not None and other.session_id != self.session_id
+
     @property
     def open(self) -> bool:
         return self.ws is not None and not self.ws.closed

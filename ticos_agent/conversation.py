@@ -239,7 +239,7 @@ class Conversations:
     def _user_row(self, item_id: str, peer: Peer) -> _UserRow | None:
         """The row of ``item_id`` in ``peer``'s conversation (``None``: one of another session)."""
         row = self._users.get(item_id)
-        return None if row is None or _elsewhere(row.owner, peer) else row
+        return None if row is None or row.owner.other_session(peer) else row
 
     def _finish_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
         row = self._user_row(item_id, peer)
@@ -265,12 +265,12 @@ class Conversations:
         """The open item ``item_id`` (continued on ``peer`` now), made or opened again as
         needed; ``None`` when it was already stored for good (a straggler)."""
         entry = self._open.get(item_id)
-        if entry is not None and _elsewhere(entry.owner, peer):  # another session's, left open
+        if entry is not None and entry.owner.other_session(peer):  # another session's, left open
             self._flush(item_id, INCOMPLETE, open_again=False)
             entry = None
         if entry is None:
             stored = self._stored.get(item_id)
-            if stored is not None and _elsewhere(stored.item.owner, peer):
+            if stored is not None and stored.item.owner.other_session(peer):
                 del self._stored[item_id]  # another session's item of that id: this one is new
                 stored = None
             if stored is not None:
@@ -329,7 +329,7 @@ class Conversations:
                         # the whole text: of an item whose deltas were missed or cut off with a socket
                         entry.final = text
         done = [i for i, e in self._open.items()
-                if (e.response_id == rid and not _elsewhere(e.owner, peer))
+                if (e.response_id == rid and not e.owner.other_session(peer))
                 or (e.response_id is None and e.owner is peer)]
         for item_id in done:
             self._flush(item_id, status, open_again=False)
@@ -378,12 +378,6 @@ class Conversations:
         if not self._closed_said:
             self._closed_said = True
             log.warning("%s; conversation messages are not stored from now on (first not stored: %s)", exc, what)
-
-
-def _elsewhere(owner: Peer, peer: Peer) -> bool:
-    """Whether ``peer`` talks in another session than the one ``owner`` named: item ids are the
-    conversation's, so the same id there is another item."""
-    return owner.session_id is not None and peer.session_id is not None and owner.session_id != peer.session_id
 
 
 def _role(item: dict[str, Any]) -> str:

@@ -155,8 +155,7 @@ class Turns:
         self._orphans.clear()
         # this socket's earlier responses not done yet, and those of an old socket of the same
         # session not closed yet (half-open)
-        same = [p for p in self._active if p is peer or (peer.session_id is not None and
-                                                         p.session_id == peer.session_id)]
+        same = [p for p in self._active if p is peer or peer.same_session(p)]
         stops += [r for p in same for r in self._active[p]
                   if r != target and r not in stops and r not in self._interrupted]
         if target is not None or playing:
