@@ -75,7 +75,7 @@ class Indexer(StoreState):
     async def _job(self, job: Job) -> Any:
         """Run ``job(connection)`` in the writer once what was enqueued before is committed."""
         if self._closing:
-            raise StorageError(f"store {self.location.path} is closed")
+            raise self._closed_error()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._jobs.append((self._ops_in, self._events_in, job, future))
         self._commit_now()
@@ -114,7 +114,7 @@ class Indexer(StoreState):
         jobs, self._jobs = self._jobs, []
         for _, _, _, future in jobs:
             if not future.done():
-                future.set_exception(StorageError(f"store {self.location.path} is closed"))
+                future.set_exception(self._closed_error())
 
     # ------------------------------------------------------------------ the message index
 

@@ -260,18 +260,11 @@ def open_readonly(path: str | os.PathLike[str], *, cache: str | os.PathLike[str]
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise StorageError(f"cannot open database {path} read-only: no such file")
-    for attempt in range(_COPY_ATTEMPTS):
-        present = _sidecars(path)
-        try:
-            conn, note = _open_as_found(path, present, cache)
-            break
-        except FileNotFoundError as exc:
-            # a live writer's checkpoint removed a sidecar between the listing and the copy:
-            # look again (the database file itself missing is an error at once)
-            if exc.filename == str(path) or attempt == _COPY_ATTEMPTS - 1:
-                raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
+    present = _sidecars(path)  # (one a live writer removes meanwhile: the copy looks again)
+    try:
+        conn, note = _open_as_found(path, present, cache)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"cannot open database {path} read-only: {exc}") from exc
     conn.path, conn.note = path, note
     if not present:
         conn.immutable = note is not None

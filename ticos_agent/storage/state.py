@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
+from ..errors import StoreClosed
 from .location import Location
 from .pending import MAX_SPILL, SPILL_AFTER, SQL_RESTORE_MESSAGE, newest_id
 from .writes import SQL_ADD_MESSAGE, EventRow, Op, Params
@@ -134,6 +135,9 @@ class StoreState:
     _closing: bool
     _on_state: StateCallback | None
     _reported: tuple[str, str | None]
+
+    def _closed_error(self) -> StoreClosed:
+        return StoreClosed(f"store {self.location.path} is closed")
 
     def _queued(self, lazy: bool) -> None:
         """Start the commit clock of a record (``lazy``: the event log's, see :mod:`.policy`)."""

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from ..errors import StorageError, StoreClosed, describe
+from ..errors import StorageError, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .idle import PRUNE_EVERY
@@ -210,9 +210,6 @@ class Store(Writer, CardKeeper, Memories, Reads):
             self.on_state = on_state
 
     # ----------------------------------------------------------------- enqueue (sync, cheap)
-
-    def _closed_error(self) -> StoreClosed:
-        return StoreClosed(f"store {self.location.path} is closed")
 
     def _next_id(self) -> str:
         mid = int(time.time())
