@@ -76,10 +76,11 @@ class Peer:
         """Take the voice agent's session id. One longer than ``MAX_SESSION_ID`` is kept as its
         head and a digest of the whole (still one id per session): stored with every message,
         call and logged event, a hostile megabyte id would otherwise be written each time."""
-        if len(sid) > MAX_SESSION_ID:
+        kept = stored_session_id(sid)
+        if kept is not sid:
             log.warning("%s: session id of %d characters kept as its first 96 and a digest",
                         self.name, len(sid))
-        self.session_id = stored_session_id(sid)
+        self.session_id = kept
 
     def same_session(self, other: Peer) -> bool:
         """Whether ``other`` speaks for the session this peer does, as the voice agent named it
