@@ -84,6 +84,16 @@ class Peer:
         assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
         return json.loads(msg.data)
 
+    async def rejected(self) -> tuple[dict, dict]:
+        """The two answers to a call of the robot's own tools with unusable arguments: the voice
+        agent's ``error`` event and the model's failed ``function_call_output``, in whichever
+        order they came."""
+        got = [await self.receive_json() for _ in range(2)]
+        error = next(r for r in got if r["type"] == "error")
+        output = next(r for r in got if r["type"] == "conversation.item.create")
+        assert output["item"]["type"] == "function_call_output"
+        return error, output
+
     async def no_reply(self, timeout: float = 0.2) -> None:
         try:
             msg = await self.ws.receive(timeout=timeout)

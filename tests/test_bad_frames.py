@@ -95,16 +95,6 @@ async def test_hostile_flood_of_bad_frames_interleaved_with_good_ones(agent, con
     assert await agent.store.count_messages() == 200
 
 
-async def rejected(peer) -> tuple[dict, dict]:
-    """The two answers to a call with unusable arguments: the voice agent's ``error`` event and
-    the model's failed ``function_call_output``, in whichever order they came."""
-    got = [await peer.receive_json() for _ in range(2)]
-    error = next(r for r in got if r["type"] == "error")
-    output = next(r for r in got if r["type"] == "conversation.item.create")
-    assert output["item"]["type"] == "function_call_output"
-    return error, output
-
-
 async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent, connect):
     from traces import function_call_done
 
@@ -115,7 +105,7 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
              ({"motion_tag": "nod", "speed": -1}, "speed"), ({"motion_tag": "nod", "speed": True}, "speed")]
     for i, (args, field) in enumerate(cases):
         await peer.send(function_call_done("resp_1", f"call_{i}", "motion", args))
-        reply, output = await rejected(peer)
+        reply, output = await peer.rejected()
         assert reply["error"]["code"] == "invalid_arguments", args
         assert field in reply["error"]["message"], (args, reply)
         outcome = json.loads(output["item"]["output"])
@@ -127,7 +117,7 @@ async def test_wrong_argument_types_in_motion_are_rejected_with_the_field(agent,
     for i, (args, field) in enumerate(emo):
         raw = json.dumps(args).replace("NaN", "NaN")
         await peer.send(function_call_done("resp_1", f"call_e{i}", "emotion", raw))
-        reply, output = await rejected(peer)
+        reply, output = await peer.rejected()
         assert field in reply["error"]["message"], (args, reply)
         assert json.loads(output["item"]["output"])["field"] == field
 
@@ -138,7 +128,7 @@ async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connec
     peer = await connect(agent)
     raw = '{"motion_tag": "nod", "speed": ' + "9" * 400 + "}"
     await peer.send(function_call_done("resp_1", "call_big", "motion", raw))
-    reply, _ = await rejected(peer)
+    reply, _ = await peer.rejected()
     assert reply["error"]["code"] == "invalid_arguments" and "speed" in reply["error"]["message"]
     assert len(reply["error"]["message"]) < 200
 
@@ -208,6 +198,5 @@ async def test_unusable_arguments_of_an_interrupted_response_get_the_error_only(
     await peer.send(ev("response.created", response={"id": "resp_1", "status": "in_progress", "output": []}),
                     speech_started(), function_call_done("resp_1", "call_x", "motion", {"motion_tag": 7}))
     got = [await peer.receive_json()]
-    with pytest.raises(TimeoutError):
-        got.append(await peer.ws.receive(timeout=0.3))
+    await peer.no_reply(0.3)
     assert [r["type"] for r in got] == ["error"] and got[0]["error"]["code"] == "invalid_arguments"

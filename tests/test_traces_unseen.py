@@ -756,6 +756,7 @@ async def test_lone_surrogates_inside_call_arguments_lose_nothing(robot, connect
                     *v.user("item_U2", "later"))
     frames = await replies(peer)
     assert frames and all(f["type"] in ("conversation.item.create", "error") for f in frames)
+    assert {c for c, o in outputs(frames).items() if o["status"] == "failed"} == {"call_m", "call_e"}
     rows = await calls(agent, "call_m", "call_x", "call_e")
     assert rows["call_m"]["status"] == "failed" and rows["call_e"]["status"] == "failed"
     assert rows["call_x"]["status"] == "done"
@@ -846,7 +847,7 @@ async def test_long_session_per_response_state_is_cleaned_up_and_caps_hold(robot
     assert h["counters"]["errors"] == 0 and h["counters"]["events"] == sent
     assert h["counters"]["interruptions"] == barge_ins
     assert h["counters"]["dispatches"] == len(call_ids)
-    assert h["counters"].get("duplicate_calls", 0) == len(call_ids)  # each again in its response.done
+    assert h["counters"]["duplicate_calls"] == len(call_ids)  # each again in its response.done
     await wait_for(lambda: len(every) == sent, timeout=10)
 
 
