@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import aiohttp
 
@@ -121,6 +122,15 @@ async def settle(agent, *, rounds: int = 3) -> None:
         await asyncio.sleep(0.02)
     if agent.store is not None:
         await agent.store.flush()
+
+
+def wait_sync(predicate, timeout: float = 3.0) -> None:
+    """``wait_for`` for a test that runs no loop (``TicosClient``'s own thread runs the agent)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
 
 
 async def wait_for(predicate, timeout: float = 3.0, interval: float = 0.01):

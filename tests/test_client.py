@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 import pytest
-from helpers import free_port, run_fresh
+from helpers import free_port, run_fresh, wait_sync
 from traces import assistant_turn, function_call_done, transcription, user_item
 
 from ticos_agent import SaveMode, TicosClient
@@ -22,14 +22,6 @@ async def _send(port: int, *events) -> None:
             await ws.send_str(json.dumps(e))
         await ws.send_str(json.dumps({"type": "ping.sync"}))
         await ws.close()
-
-
-def _wait(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 async def test_ticos_client_handlers_storage_and_stop(tmp_path):
@@ -52,7 +44,7 @@ async def test_ticos_client_handlers_storage_and_stop(tmp_path):
                     function_call_done("resp_1", "call_1", "motion", {"motion_tag": "wave", "repeat": 2}),
                     function_call_done("resp_1", "call_2", "emotion", {"emotion_tag": "happy"}),
                     function_call_done("resp_1", "call_3", "set_volume", {"level": 3}))
-        _wait(lambda: functions and motions and emotions and len(convo) >= 3)
+        wait_sync(lambda: functions and motions and emotions and len(convo) >= 3)
         assert motions[0]["motion_tag"] == "wave" and motions[0]["repeat"] == 2
         assert emotions[0]["emotion_tag"] == "happy"
         assert functions == [("set_volume", {"level": 3})]
@@ -106,7 +98,7 @@ async def test_only_function_call_handler_gets_motion_like_ticos_client(tmp_path
     try:
         await _send(port, function_call_done("r1", "c1", "motion", {"motion_tag": "wave"}),
                     function_call_done("r1", "c2", "motion_and_emotion", {"motion_tag": "nod", "emotion_tag": "happy"}))
-        _wait(lambda: len(calls) == 2)
+        wait_sync(lambda: len(calls) == 2)
         assert calls == [("motion", "wave"), ("motion_and_emotion", "nod")]
     finally:
         client.stop()
@@ -167,7 +159,7 @@ async def test_an_absolute_db_filename_is_used_as_is(tmp_path):
     assert client.start(), client.start_error
     try:
         await _send(port, user_item("u1"), transcription("u1", "where am I stored?"))
-        _wait(lambda: path.exists())
+        wait_sync(lambda: path.exists())
     finally:
         client.stop()
     rows = sqlite3.connect(path).execute("SELECT content FROM messages").fetchall()
@@ -187,7 +179,7 @@ async def test_motion_and_emotion_handlers_get_every_extra_argument_unchanged(tm
                                                                     "sent_ns": 17, "extra": {"a": [1]}}),
                     function_call_done("r1", "c2", "motion_and_emotion",
                                        {"motion_tag": "nod", "emotion_tag": "happy", "speed": 9, "mine": None}))
-        _wait(lambda: len(motions) == 2 and len(emotions) == 1)
+        wait_sync(lambda: len(motions) == 2 and len(emotions) == 1)
     finally:
         client.stop()
     assert motions[0] == {"motion_tag": "wave", "side": "left", "sent_ns": 17, "extra": {"a": [1]},
@@ -243,7 +235,7 @@ async def test_inline_handlers_run_on_the_agents_own_thread_as_in_ticos_client(t
     assert client.start()
     try:
         await _send(port, user_item("u1"), function_call_done("r1", "c1", "set_light", {"on": True}))
-        _wait(lambda: any(t.startswith("set_light") for t in threads))
+        wait_sync(lambda: any(t.startswith("set_light") for t in threads))
     finally:
         client.stop()
     # the function-call handler too (ticos-client's ``function:*``, called for each function's name)
@@ -259,7 +251,7 @@ def test_a_card_that_is_not_there_at_start_is_a_database_error(tmp_path, monkeyp
     client.enable_local_storage()
     assert client.start() is True  # it serves, storing in the fallback database
     try:
-        _wait(lambda: any(s.get("type") == "health.status" for s in statuses))
+        wait_sync(lambda: any(s.get("type") == "health.status" for s in statuses))
         status = next(s for s in statuses if s.get("type") == "health.status")
         assert status["code"] == "DATABASE_ERROR" and "not mounted" in status["message"]
         assert "ticos-fallback.db" in status["message"]
@@ -284,7 +276,7 @@ async def test_a_card_pulled_while_serving_is_a_database_error(tmp_path, monkeyp
             assert not [s for s in statuses if s.get("type") == "health.status"]
             card.pull()
             await _send(port, user_item("item_U2"), transcription("item_U2", "in the fallback"))
-            await asyncio.to_thread(_wait, lambda: any(s.get("type") == "health.status" for s in statuses), 5.0)
+            await asyncio.to_thread(wait_sync, lambda: any(s.get("type") == "health.status" for s in statuses), 5.0)
         finally:
             client.stop()
     status = next(s for s in statuses if s.get("type") == "health.status")
@@ -353,14 +345,14 @@ async def test_handlers_set_after_start_get_the_next_events_and_unset_ones_cost_
     assert client.start()
     try:
         await _send(port, user_item("u1"), transcription("u1", "before"))
-        _wait(lambda: client.agent.counters["events"] >= 3)
+        wait_sync(lambda: client.agent.counters["events"] >= 3)
         assert client.agent.dispatcher.stats()["calls"] == 0
         assert not client.agent.dispatcher.has("event:*") and not client.agent.dispatcher.has("conversation")
         messages, convo = [], []
         client.set_message_handler(lambda event: messages.append(event["type"]))
         client.set_conversation_handler(lambda item_id, role, content: convo.append(content))
         await _send(port, user_item("u2"), transcription("u2", "after"))
-        _wait(lambda: "after" in convo and "ping.sync" in messages)
+        wait_sync(lambda: "after" in convo and "ping.sync" in messages)
         assert "conversation.item.input_audio_transcription.completed" in messages
         assert "before" not in convo
     finally:
@@ -382,9 +374,9 @@ async def test_a_handler_may_set_another_handler(tmp_path, inline):
     assert client.start()
     try:
         await _send(port, {"type": "session.updated", "session": {}})
-        _wait(lambda: client.agent.dispatcher.has("conversation"))
+        wait_sync(lambda: client.agent.dispatcher.has("conversation"))
         await _send(port, user_item("u1"), transcription("u1", "heard"))
-        _wait(lambda: "heard" in convo)
+        wait_sync(lambda: "heard" in convo)
     finally:
         client.stop()
 
@@ -400,7 +392,7 @@ async def test_the_message_handler_is_swapped_when_replaced_and_a_failing_one_is
     assert client.start()
     try:
         await _send(port, {"type": "custom.one"})
-        _wait(lambda: "ping.sync" in first)
+        wait_sync(lambda: "ping.sync" in first)
 
         def picky_message_handler(event):
             second.append(event["type"])
@@ -409,7 +401,7 @@ async def test_the_message_handler_is_swapped_when_replaced_and_a_failing_one_is
 
         client.set_message_handler(picky_message_handler)
         await _send(port, {"type": "custom.two"}, {"type": "custom.bad"})
-        _wait(lambda: "ping.sync" in second)
+        wait_sync(lambda: "ping.sync" in second)
         assert "custom.two" not in first and second[:2] == ["custom.two", "custom.bad"]
         failures = [r.getMessage() for r in caplog.records if "picky_message_handler" in r.getMessage()]
         assert len(failures) == 1 and "event:*" in failures[0] and "cannot take it" in failures[0]
@@ -438,7 +430,7 @@ async def test_a_handler_set_by_another_thread_while_the_client_starts_is_subscr
     try:
         assert client.agent.dispatcher.has("event:*")
         await _send(port, {"type": "custom.one"})
-        _wait(lambda: "ping.sync" in messages)
+        wait_sync(lambda: "ping.sync" in messages)
     finally:
         client.stop()
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 
 import aiohttp
 import helpers
 import pytest
 import test_traces_unseen as unseen
-from helpers import free_port, settle, wait_for
+from helpers import free_port, settle, wait_for, wait_sync
 from test_traces_unseen import Voice, calls, e, health, messages, messages_all, moves, ops, replies
 
 from ticos_agent import SaveMode, TicosClient
@@ -442,14 +441,6 @@ async def test_two_sessions_interleaved_frame_by_frame_stay_apart(robot, connect
 
 # --- 6. what an integrator sees through TicosClient --------------------------------------------------------
 
-def _wait(pred, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
 async def test_ticos_client_sees_a_ga_trace_with_parallel_calls_and_a_late_transcript(tmp_path):
     port = free_port()
     client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
@@ -476,7 +467,7 @@ async def test_ticos_client_sees_a_ga_trace_with_parallel_calls_and_a_late_trans
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
             for ev in trace:
                 await ws.send_str(json.dumps(ev, ensure_ascii=False))
-            _wait(lambda: len(messages_seen) >= len(trace) and functions and motions and emotions)
+            wait_sync(lambda: len(messages_seen) >= len(trace) and functions and motions and emotions, 5.0)
             with pytest.raises(asyncio.TimeoutError):  # nothing is sent back
                 await ws.receive(timeout=0.2)
     finally:
