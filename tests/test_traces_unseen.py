@@ -739,10 +739,11 @@ async def test_a_frame_over_the_cap_closes_only_its_socket(robot, connect, http)
     assert await messages(agent) == [("assistant", "Still here.", "completed", "item_A1")]
 
 
-async def test_lone_surrogates_inside_call_arguments_lose_nothing(robot, connect):
+async def test_lone_surrogates_inside_call_arguments_are_refused_and_lose_nothing(robot, connect):
     """Arguments are a JSON string inside the frame: their own \\u escapes are read by a second
-    decoder, which lets half a surrogate pair through. Whatever the call's fate, it is stored and
-    so is everything around it."""
+    decoder, as strictly as the frame's: half a surrogate pair is no text, so each call is
+    refused as unusable arguments (the robot's own tools answered with the field), stored as
+    failed, reaches no handler, and everything around it is stored."""
     agent = await robot()
     echoed = []
     agent.on_function("echo", lambda call: echoed.append(call.arguments) or call.arguments)
@@ -755,14 +756,15 @@ async def test_lone_surrogates_inside_call_arguments_lose_nothing(robot, connect
                     *v.said("resp_1", "item_A1", ["after"], index=3), v.done("resp_1"),
                     *v.user("item_U2", "later"))
     frames = await replies(peer)
-    assert frames and all(f["type"] in ("conversation.item.create", "error") for f in frames)
-    assert {c for c, o in outputs(frames).items() if o["status"] == "failed"} == {"call_m", "call_e"}
+    assert codes(frames) == ["invalid_arguments"] * 3
+    assert all("lone surrogate" in f["error"]["message"] for f in frames if f["type"] == "error")
+    outs = outputs(frames)  # echo is not the robot's tool: its outcome goes back only when outcomes do
+    assert {c: (o["status"], o["field"]) for c, o in outs.items()} == {"call_m": ("failed", "motion_tag"),
+                                                                       "call_e": ("failed", "emotion_tag")}
     rows = await calls(agent, "call_m", "call_x", "call_e")
-    assert rows["call_m"]["status"] == "failed" and rows["call_e"]["status"] == "failed"
-    assert rows["call_x"]["status"] == "done"
-    assert json.loads(rows["call_m"]["result"])["allowed"] == {"motion_tag": ["sway", "wave"]}
-    assert json.loads(rows["call_x"]["result"])["result"] == {"text": "a\udfffb"}  # kept as it came
-    assert echoed == [{"text": "a\udfffb"}]
+    assert {r["status"] for r in rows.values()} == {"failed"}
+    assert json.loads(rows["call_x"]["result"])["field"] == "text"
+    assert echoed == [] and moves(agent) == []
     assert await messages(agent) == [("user", "before", "completed", "item_U1"),
                                      ("assistant", "after", "completed", "item_A1"),
                                      ("user", "later", "completed", "item_U2")]

@@ -21,12 +21,23 @@ Wrong types, missing required fields, negative or non-finite numbers are rejecte
 :class:`~ticos_agent.errors.BadArguments` naming the field. Values that are merely too large
 are clamped (a robot asked to wave 500 times waves ``MAX_REPEAT`` times) and the clamp is
 reported in ``Args.notes``.
+
+The arguments string is decoded as strictly as the frame around it (orjson refuses the same):
+``NaN``, ``Infinity`` and numbers beyond a double (``1e400``) are not JSON, and a ``\\u``
+escape of half a surrogate pair (``"\\ud800"``) is no text; stdlib ``json`` lets all of them
+through. A call whose arguments hold one anywhere (in any function's arguments, in a field no
+check above reads) is refused like any other unusable arguments, naming where it is, before a
+handler, an actuator, a memory tool or the store sees a value. It is decoded with stdlib
+``json`` and hooks, not orjson, so that a whole number keeps every digit (orjson reads one
+beyond 64 bits as a float) and this module need not import :mod:`ticos_agent.events`, which
+imports it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -110,19 +121,89 @@ def function_call(item: dict[str, Any], response_id: str | None = None) -> Funct
     raw = item.get("arguments")
     if raw is None or raw == "":
         raw = "{}"
-    if isinstance(raw, dict):  # lenient: some relays send the object itself
-        arguments, raw = raw, json.dumps(raw)
-    elif isinstance(raw, str):
+    if isinstance(raw, dict):  # lenient: some relays send the object itself (read again below, as text)
         try:
-            arguments = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise BadArguments(f"{name}: arguments are not valid JSON: {raw[:80]!r}", field="arguments") from None
-    else:
+            raw = json.dumps(raw)
+        except (TypeError, ValueError, RecursionError):  # only from Python: a frame holds JSON values
+            raise BadArguments(f"{name}: arguments are not plain JSON", field="arguments") from None
+    if not isinstance(raw, str):
         raise BadArguments(f"{name}: arguments must be a JSON string, got {json_kind(raw)}", field="arguments")
+    try:
+        arguments = json.loads(raw, parse_constant=_NotJson, parse_float=_float)
+    except (ValueError, RecursionError):
+        raise BadArguments(f"{name}: arguments are not valid JSON: {raw[:80]!r}", field="arguments") from None
+    _refuse_not_json(name, arguments)
     if not isinstance(arguments, dict):
         raise BadArguments(f"{name}: arguments must be a JSON object, got {json_kind(arguments)}", field="arguments")
     item_id = item.get("id") if isinstance(item.get("id"), str) else None
     return FunctionCall(name, call_id, arguments, raw, item_id, response_id)
+
+
+class _NotJson:
+    """What ``NaN``, ``Infinity``, ``-Infinity`` or a number beyond a double decodes to: kept
+    as the text it was, so that the refusal can say where it was and what."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _float(text: str) -> float | _NotJson:
+    value = float(text)
+    return value if math.isfinite(value) else _NotJson(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+Path = tuple[Any, ...]  # (key or index, the path of the object holding it) ... ``()`` at the top
+
+
+def _refuse_not_json(name: str, arguments: Any) -> None:
+    """Raise :class:`BadArguments` at the first value (in text order) that is not JSON: a
+    number ``_float``/``_NotJson`` stood in for, or text or a key holding a lone surrogate.
+    The field named is the top-level argument it is in."""
+    stack: list[tuple[Path, Any]] = [((), arguments)]
+    while stack:
+        path, value = stack.pop()
+        if type(value) is _NotJson:
+            why = f"must be a finite number, got {value.text[:40]} (NaN, Infinity and numbers beyond 1.8e308 " \
+                  "are not JSON)"
+        elif type(value) is str:
+            if value.isascii() or (bad := _SURROGATE.search(value)) is None:
+                continue
+            why = f"is not valid text: a lone surrogate ({_escaped(bad.group())}) at character {bad.start()}"
+        elif type(value) is dict:
+            for key in value:
+                if not key.isascii() and (bad := _SURROGATE.search(key)) is not None:
+                    raise BadArguments(f"{name}: {_where(path)} has a key that is not valid text: a lone "
+                                       f"surrogate ({_escaped(bad.group())})", field="arguments")
+            stack.extend(((key, path), item) for key, item in reversed(value.items()))
+            continue
+        elif type(value) is list:
+            stack.extend(((i, path), item) for i, item in reversed(list(enumerate(value))))
+            continue
+        else:
+            continue
+        top = path
+        while top and top[1]:
+            top = top[1]
+        raise BadArguments(f"{name}: {_where(path)} {why}",
+                           field=top[0] if top and isinstance(top[0], str) else "arguments")
+
+
+def _escaped(text: str) -> str:
+    """``text`` with a lone surrogate as its ``\\u`` escape (a message is text, and is stored)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _where(path: Path) -> str:
+    """``speed``, ``options.speed``, ``tags[2]``, or ``arguments`` (the whole object; ``arguments[0]``)."""
+    parts: list[str] = []
+    while path:
+        key, path = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{_escaped(key)}")
+    where = "".join(reversed(parts)).lstrip(".")
+    return where if where[:1] not in ("", "[") else "arguments" + where
 
 
 def motion_args(args: dict[str, Any]) -> MotionArgs:
