@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 import aiohttp
+import orjson
 import pytest
 from helpers import agent_config, settle, stored_call
 from traces import ev, transcription, user_item
@@ -131,6 +133,63 @@ async def test_huge_numbers_in_arguments_are_rejected_not_crashing(agent, connec
     reply, _ = await peer.rejected()
     assert reply["error"]["code"] == "invalid_arguments" and "speed" in reply["error"]["message"]
     assert len(reply["error"]["message"]) < 200
+
+
+#: arguments the stdlib decoder reads but JSON (and the frame's own decoder) does not have:
+#: (function, arguments as sent, the field the refusal names, what its reason says, a good call)
+NOT_JSON_ARGUMENTS = [
+    ("motion", '{"motion_tag": "wave", "speed": NaN}', "speed", "got NaN", '{"motion_tag": "wave"}'),
+    ("motion", '{"motion_tag": "wave", "style": {"pace": NaN}}', "style", "style.pace must be a finite number",
+     '{"motion_tag": "wave"}'),  # a field no check reads, passed on to the motion handlers
+    ("emotion", '{"emotion_tag": "ha\\ud800ppy"}', "emotion_tag", "lone surrogate (\\ud800)",
+     '{"emotion_tag": "happy"}'),
+    ("measure", '{"x": Infinity}', "x", "got Infinity", '{"x": 1.5}'),  # an integrator's function
+]
+
+
+@pytest.mark.parametrize("name,raw,field,reason,good", NOT_JSON_ARGUMENTS,
+                         ids=["speed NaN", "NaN in an unread field", "lone surrogate in a tag", "Infinity"])
+async def test_nan_infinity_and_lone_surrogates_in_arguments_are_unusable_arguments(
+        agent, connect, name, raw, field, reason, good):
+    """The arguments string is read as strictly as the frame: the call is refused like any
+    unusable arguments (an error; the robot's own tools also a failed output naming the field),
+    no handler sees it, the same socket's next good call runs, and nothing stored holds half a
+    surrogate pair."""
+    from traces import function_call_done
+
+    got = []
+    agent.on_motion(got.append)
+    agent.on_emotion(got.append)
+    agent.on_function("measure", lambda call: got.append(call.arguments) or "measured")
+    peer = await connect(agent)
+    await peer.send(function_call_done("resp_1", "call_bad", name, raw))
+    if name == "measure":  # not the robot's tool: the error only (its output goes back when outcomes do)
+        error = await peer.receive_json()
+        await peer.no_reply(0.3)
+    else:
+        error, output = await peer.rejected()
+        assert output["item"]["call_id"] == "call_bad"
+        outcome = json.loads(output["item"]["output"])
+        assert (outcome["status"], outcome["field"]) == ("failed", field) and reason in outcome["reason"]
+    assert error["type"] == "error" and error["error"]["code"] == "invalid_arguments"
+    assert reason in error["error"]["message"] and field in error["error"]["message"], error
+    assert (await stored_call(agent, "call_bad"))["status"] == "failed"
+    assert got == []
+    await peer.send(function_call_done("resp_2", "call_good", name, good))
+    assert (await stored_call(agent, "call_good"))["status"] == "done"
+    assert len(got) == 1
+    await settle(agent)
+    assert agent.health()["storage"]["state"] == "ok"
+    # the file itself: every text is UTF-8 and each result is JSON without half a surrogate pair
+    # (orjson refuses its escape); the arguments are kept as sent, the escape as its six characters
+    with sqlite3.connect(agent.store.location.path) as db:
+        rows = db.execute("SELECT call_id, CAST(arguments AS BLOB), CAST(result AS BLOB) FROM function_calls "
+                          "ORDER BY call_id").fetchall()
+    assert [r[0] for r in rows] == ["call_bad", "call_good"]
+    assert rows[0][1].decode("utf-8") == raw
+    for _, arguments, result in rows:
+        arguments.decode("utf-8")
+        orjson.loads(result)
 
 
 async def test_absurd_paging_is_a_400_not_a_500(agent, http):
