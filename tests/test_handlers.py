@@ -79,6 +79,22 @@ async def test_function_handler_exception_becomes_failed_outcome(agent, connect)
     assert row["status"] == "failed" and "no such room" in str(row["result"])
 
 
+async def test_a_result_holding_half_a_surrogate_pair_is_stored(agent, connect):
+    """A handler may return any str: a file name with a byte that is not UTF-8 comes as a lone
+    surrogate (``os.fsdecode``). Its outcome is stored, that character as its JSON escape."""
+    import json
+    import os
+
+    name = os.fsdecode(b"scan-\xff.png")
+    assert "\udcff" in name
+    agent.on_function("latest_scan", lambda call: name)
+    peer = await connect(agent)
+    await peer.send(function_call_done("r1", "call_s", "latest_scan", {}))
+    row = await stored_call(agent, "call_s")
+    assert row["status"] == "done" and json.loads(row["result"])["result"] == name
+    assert "\\udcff" in row["result"]
+
+
 async def test_function_without_handler_fails_clearly(agent, connect):
     peer = await connect(agent)
     await peer.send(function_call_done("r1", "call_x", "teleport", {}))

@@ -386,8 +386,10 @@ def _chars(value: object) -> int:
 
 def _json_text(value: Any) -> str:
     """``value`` as JSON text SQLite can take: non-ASCII text as it is, but half a surrogate
-    pair (from a \\u escape in a call's arguments, which a second decoder let through) escaped,
-    as JSON allows: UTF-8 cannot hold it, and the writer would skip the whole record."""
+    pair escaped, as JSON allows: UTF-8 cannot hold it, and the writer would skip the whole
+    record. Arguments never hold one (they are refused, see :mod:`ticos_agent.arguments`), but
+    an outcome carries what a handler returned, which may be any str: a file name with a byte
+    that is not UTF-8, from ``os.fsdecode``, holds one."""
     text = json.dumps(value, default=str, ensure_ascii=False)
     try:
         text.encode("utf-8")
