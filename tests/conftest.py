@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import aiohttp
 import helpers
 import pytest
 from devices import PtyDevice
-from helpers import Peer, agent_config
+from helpers import Peer, agent_config, robot_config
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 
@@ -62,6 +63,14 @@ async def start_agent(tmp_path):
     yield start
     for agent in started:
         await agent.stop()
+
+
+@pytest.fixture
+def robot(tmp_path, start_agent):
+    """``await robot(**sections)`` starts an agent of ``robot_config`` (an arm and a face, both
+    simulated ``mock`` actuators), each in a folder of its own."""
+    made = itertools.count()
+    return lambda **sections: start_agent(robot_config(tmp_path / f"r{next(made)}", **sections))
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Test helpers shared by the test modules: an agent's config, a voice-agent client, waiting.
+"""Test helpers shared by the test modules: an agent's config, a voice-agent client, waiting,
+reading back what an agent did and stored.
 
 Fixtures live in ``conftest.py``; what a test calls lives here (import it as ``helpers``).
 """
@@ -54,6 +55,25 @@ def agent_config(tmp_path, **sections) -> dict:
     }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}
+    return cfg
+
+
+# --- the robot of the trace tests: two simulated actuators, a small library (conftest's ``robot``) ---
+
+MOTIONS = {
+    "wave": {"arm": [[0.05, 30], [0.1, 0]]},  # 0.1 s
+    "sway": {"arm": [[0.25, 20], [0.5, 0]]},  # 0.5 s a time: long with repeat
+}
+EMOTIONS = {"happy": {"color": "#FFC800"}, "neutral": {"color": "#202020"}}
+
+
+def robot_config(tmp_path, **sections) -> dict:
+    """``agent_config`` with an arm (a simulated position actuator) and a face (a simulated light)."""
+    cfg = agent_config(tmp_path, **sections)
+    cfg.update({"robot": {"default_library": False},
+                "actuators": {"arm": {"driver": "mock", "kind": "position"},
+                              "face": {"driver": "mock", "kind": "light"}},
+                "motions": MOTIONS, "emotions": EMOTIONS})
     return cfg
 
 
@@ -155,3 +175,58 @@ async def stored_call(agent, call_id: str, timeout: float = 4.0) -> dict:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no outcome stored for call {call_id}")
         await asyncio.sleep(0.02)
+
+
+async def calls(agent, *call_ids: str, timeout: float = 5.0) -> dict[str, dict]:
+    """The stored rows of these calls (by call id), once each has an outcome."""
+    return {call_id: await stored_call(agent, call_id, timeout) for call_id in call_ids}
+
+
+async def messages(agent) -> list[tuple]:
+    """The newest 500 stored messages, oldest first: (role, content, status, item_id)."""
+    await settle(agent)
+    rows = await agent.store.messages(limit=500)
+    return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(rows)]
+
+
+async def messages_all(agent) -> list[tuple]:
+    """Every stored message (the store pages by at most 500), oldest first, as :func:`messages`."""
+    await settle(agent)
+    out: list[dict] = []
+    while True:
+        page = await agent.store.messages(limit=500, offset=len(out))
+        out += page
+        if len(page) < 500:
+            return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(out)]
+
+
+async def replies(peer: Peer, quiet: float = 0.3, first: float = 1.0) -> list[dict]:
+    """Everything the agent sent back until it goes quiet: ``first`` seconds for the first reply
+    (a busy CI machine may take longer than ``quiet`` for the frames before it), then ``quiet``
+    seconds of quiet."""
+    out: list[dict] = []
+    while True:
+        try:
+            msg = await peer.ws.receive(timeout=quiet if out else max(first, quiet))
+        except TimeoutError:
+            return out
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket closed or odd frame: {msg.type} {msg.data!r}"
+        out.append(json.loads(msg.data))
+
+
+async def health(agent, http: aiohttp.ClientSession) -> dict:
+    async with http.get(f"http://127.0.0.1:{agent.port}/health") as r:
+        assert r.status == 200
+        return await r.json()
+
+
+def ops(agent, name: str = "arm", since: float = 0.0) -> list[tuple]:
+    """What the simulated actuator ``name`` was told: (operation, arguments), oldest first."""
+    drv = agent.actuators.drivers[name]
+    return [(op, args) for t, op, args in list(drv.history) if t >= since]
+
+
+def moves(agent, since: float = 0.0) -> list[float]:
+    """Where the simulated ``arm`` was told to move (its first channel), oldest first."""
+    return [args[0][0] for op, args in ops(agent, "arm", since) if op == "move"]
+

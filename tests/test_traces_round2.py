@@ -5,8 +5,8 @@ parts, the output audio buffer, rate limits), the user's transcription arriving 
 assistant answered, failed and empty transcriptions, parallel and oddly streamed function calls,
 responses that end ``cancelled``/``incomplete``/``failed``, barge-ins at odd moments, unicode and
 very long text, many sessions one after another and two at once, and what an integrator sees
-through ``TicosClient``. The robot, the voice builders and the waiting come from that module
-and ``helpers``: a real agent on a loopback port, real sockets, a real SQLite file, simulated
+through ``TicosClient``. The same robot (conftest's ``robot``), voice builders (``traces``) and
+readers (``helpers``): a real agent on a loopback port, real sockets, a real SQLite file, simulated
 ``mock`` actuators.
 """
 
@@ -19,31 +19,40 @@ import sqlite3
 import aiohttp
 import helpers
 import pytest
-import test_traces_unseen as unseen
-from helpers import free_port, settle, wait_for, wait_sync
-from test_traces_unseen import Voice, calls, e, health, messages, messages_all, moves, ops, replies
+from helpers import (
+    calls,
+    free_port,
+    health,
+    messages,
+    messages_all,
+    moves,
+    ops,
+    replies,
+    settle,
+    wait_for,
+    wait_sync,
+)
+from traces import Voice, ev
 
 from ticos_agent import SaveMode, TicosClient
-
-robot = unseen.robot  # the same simulated robot: an arm (position) and a face (light)
 
 
 def text_said(v: Voice, rid: str, item_id: str, parts: list[str], *, index: int = 0) -> list[dict]:
     """A text-only answer (no audio), GA shape: item added, content part, text deltas, done."""
     where = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-    out = [e("response.output_item.added", response_id=rid, output_index=index,
-             item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}),
-           e("conversation.item.added", previous_item_id=None,
-             item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}),
-           e("response.content_part.added", **where, part={"type": "output_text", "text": ""})]
-    out += [e("response.output_text.delta", **where, delta=p) for p in parts]
+    out = [ev("response.output_item.added", response_id=rid, output_index=index,
+              item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}),
+           ev("conversation.item.added", previous_item_id=None,
+              item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}),
+           ev("response.content_part.added", **where, part={"type": "output_text", "text": ""})]
+    out += [ev("response.output_text.delta", **where, delta=p) for p in parts]
     whole = "".join(parts)
     item = {"id": item_id, "type": "message", "role": "assistant", "status": "completed",
             "content": [{"type": "output_text", "text": whole}]}
-    out += [e("response.output_text.done", **where, text=whole),
-            e("response.content_part.done", **where, part={"type": "output_text", "text": whole}),
-            e("response.output_item.done", response_id=rid, output_index=index, item=item),
-            e("conversation.item.done", previous_item_id=None, item=item)]
+    out += [ev("response.output_text.done", **where, text=whole),
+            ev("response.content_part.done", **where, part={"type": "output_text", "text": whole}),
+            ev("response.output_item.done", response_id=rid, output_index=index, item=item),
+            ev("conversation.item.done", previous_item_id=None, item=item)]
     return out
 
 
@@ -56,16 +65,16 @@ def user_ga(item_id: str, deltas: list[str] | None, text: str | None) -> list[di
     """A GA user turn: buffer events, item added then done, transcription deltas, completed."""
     item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}]}
-    out = [e("input_audio_buffer.speech_started", audio_start_ms=10, item_id=item_id),
-           e("input_audio_buffer.speech_stopped", audio_end_ms=800, item_id=item_id),
-           e("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
-           e("conversation.item.added", previous_item_id=None, item=item),
-           e("conversation.item.done", previous_item_id=None, item=item)]
-    out += [e("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=d)
+    out = [ev("input_audio_buffer.speech_started", audio_start_ms=10, item_id=item_id),
+           ev("input_audio_buffer.speech_stopped", audio_end_ms=800, item_id=item_id),
+           ev("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
+           ev("conversation.item.added", previous_item_id=None, item=item),
+           ev("conversation.item.done", previous_item_id=None, item=item)]
+    out += [ev("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=d)
             for d in deltas or []]
     if text is not None:
-        out.append(e("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                     transcript=text, usage={"type": "tokens", "total_tokens": 7}))
+        out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                      transcript=text, usage={"type": "tokens", "total_tokens": 7}))
     return out
 
 
@@ -84,21 +93,21 @@ async def test_ga_text_only_turn_with_every_side_event_is_stored_once_and_answer
     agent = await robot()
     convo, every = [], []
     agent.on_conversation(lambda *a: convo.append(a))
-    agent.on("*", lambda ev: every.append(ev["type"]))
+    agent.on("*", lambda event: every.append(event["type"]))
     v = Voice(True, "sess_ga_text")
     rid = "resp_1"
     trace = [*v.session(),
-             e("input_audio_buffer.cleared"),
+             ev("input_audio_buffer.cleared"),
              *user_ga("item_U1", ["What ", "time ", "is it?"], "What time is it?"),
-             e("conversation.item.retrieved", item={"id": "item_U1", "type": "message", "role": "user",
-                                                    "content": [{"type": "input_audio",
-                                                                 "transcript": "What time is it?"}]}),
+             ev("conversation.item.retrieved", item={"id": "item_U1", "type": "message", "role": "user",
+                                                     "content": [{"type": "input_audio",
+                                                                  "transcript": "What time is it?"}]}),
              v.created(rid),
-             e("rate_limits.updated", rate_limits=[{"name": "tokens", "limit": 1000, "remaining": 900,
-                                                    "reset_seconds": 1.0}]),
+             ev("rate_limits.updated", rate_limits=[{"name": "tokens", "limit": 1000, "remaining": 900,
+                                                     "reset_seconds": 1.0}]),
              *text_said(v, rid, "item_A1", ["It is ", "ten ", "o'clock."]),
              v.done(rid, [text_item("item_A1", "It is ten o'clock.")]),
-             e("session.updated", session={"id": "sess_ga_text", "object": "realtime.session"})]
+             ev("session.updated", session={"id": "sess_ga_text", "object": "realtime.session"})]
     peer = await connect(agent)
     await peer.send(*trace)
     assert await replies(peer) == []
@@ -111,7 +120,7 @@ async def test_ga_text_only_turn_with_every_side_event_is_stored_once_and_answer
                                                                                   "What time is it?")]
     assert "".join(c[2] for c in convo if c[0] == "item_A1") == "It is ten o'clock."
     await wait_for(lambda: len(every) == len(trace))
-    assert every == [ev["type"] for ev in trace]
+    assert every == [event["type"] for event in trace]
     h = await health(agent, http)
     assert h["status"] == "ok" and h["counters"]["errors"] == 0 and h["counters"]["events"] == len(trace)
 
@@ -128,10 +137,10 @@ async def test_transcription_after_the_answer_completes_the_users_row_in_its_pla
     await settle(agent)
     assert await messages(agent) == [("user", "", "pending", "item_U1"),
                                      ("assistant", "Hello there!", "completed", "item_A1")]
-    await peer.send(e("conversation.item.input_audio_transcription.delta", item_id="item_U1", content_index=0,
-                      delta="Hi "),
-                    e("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
-                      transcript="Hi robot"))
+    await peer.send(ev("conversation.item.input_audio_transcription.delta", item_id="item_U1", content_index=0,
+                       delta="Hi "),
+                    ev("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
+                       transcript="Hi robot"))
     assert await replies(peer) == []
     assert await messages(agent) == [("user", "Hi robot", "completed", "item_U1"),
                                      ("assistant", "Hello there!", "completed", "item_A1")]
@@ -143,13 +152,13 @@ async def test_failed_and_empty_transcriptions_leave_no_pending_row_and_a_retry_
     agent = await robot()
     v = Voice(True, "sess_fail")
     peer = await connect(agent)
-    failed = e("conversation.item.input_audio_transcription.failed", item_id="item_U1", content_index=0,
-               error={"type": "transcription_error", "code": "audio_unintelligible", "message": "noise"})
+    failed = ev("conversation.item.input_audio_transcription.failed", item_id="item_U1", content_index=0,
+                error={"type": "transcription_error", "code": "audio_unintelligible", "message": "noise"})
     await peer.send(*v.session(), *user_ga("item_U1", ["mm"], None), failed,
                     *user_ga("item_U2", [], ""),
                     *user_ga("item_U3", None, None), failed | {"item_id": "item_U3", "event_id": "evt_f3"},
-                    e("conversation.item.input_audio_transcription.completed", item_id="item_U3", content_index=0,
-                      transcript="second try"),
+                    ev("conversation.item.input_audio_transcription.completed", item_id="item_U3", content_index=0,
+                       transcript="second try"),
                     # a failure after a transcript never erases it
                     *user_ga("item_U4", None, "kept"), failed | {"item_id": "item_U4", "event_id": "evt_f4"})
     assert await replies(peer) == []
@@ -166,13 +175,13 @@ async def test_deleted_truncated_and_cleared_events_change_no_stored_row_and_rai
     peer = await connect(agent)
     await peer.send(*v.session(), *user_ga("item_U1", None, "Keep this"), v.created("resp_1"),
                     *v.said("resp_1", "item_A1", ["Kept ", "too"]), v.done("resp_1"),
-                    e("output_audio_buffer.started", response_id="resp_1"),
-                    e("output_audio_buffer.stopped", response_id="resp_1"),
-                    e("output_audio_buffer.cleared", response_id="resp_1"),
-                    e("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=300),
-                    e("conversation.item.deleted", item_id="item_U1"),
-                    e("conversation.item.deleted", item_id="item_never_seen"),
-                    e("input_audio_buffer.cleared"))
+                    ev("output_audio_buffer.started", response_id="resp_1"),
+                    ev("output_audio_buffer.stopped", response_id="resp_1"),
+                    ev("output_audio_buffer.cleared", response_id="resp_1"),
+                    ev("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=300),
+                    ev("conversation.item.deleted", item_id="item_U1"),
+                    ev("conversation.item.deleted", item_id="item_never_seen"),
+                    ev("input_audio_buffer.cleared"))
     assert await replies(peer) == []
     assert await messages(agent) == [("user", "Keep this", "completed", "item_U1"),
                                      ("assistant", "Kept too", "completed", "item_A1")]
@@ -226,17 +235,17 @@ async def test_arguments_only_in_the_streamed_events_are_the_calls_arguments(rob
     bare2 = {"id": "item_F2", "type": "function_call", "status": "completed", "name": "lights", "call_id": "call_2",
              "arguments": ""}
     await peer.send(v.created("resp_1"),
-                    e("response.output_item.added", response_id="resp_1", output_index=0, item=bare1),
-                    e("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
-                      output_index=0, call_id="call_1", delta=a1[:10]),
-                    e("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
-                      output_index=0, call_id="call_1", delta=a1[10:]),
-                    e("response.function_call_arguments.done", response_id="resp_1", item_id="item_F1",
-                      output_index=0, call_id="call_1", arguments=a1),
-                    e("response.output_item.done", response_id="resp_1", output_index=0, item=bare1),
+                    ev("response.output_item.added", response_id="resp_1", output_index=0, item=bare1),
+                    ev("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
+                       output_index=0, call_id="call_1", delta=a1[:10]),
+                    ev("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
+                       output_index=0, call_id="call_1", delta=a1[10:]),
+                    ev("response.function_call_arguments.done", response_id="resp_1", item_id="item_F1",
+                       output_index=0, call_id="call_1", arguments=a1),
+                    ev("response.output_item.done", response_id="resp_1", output_index=0, item=bare1),
                     # the second only in response.done, its arguments streamed before
-                    e("response.function_call_arguments.done", response_id="resp_1", item_id="item_F2",
-                      output_index=1, call_id="call_2", arguments=a2),
+                    ev("response.function_call_arguments.done", response_id="resp_1", item_id="item_F2",
+                       output_index=1, call_id="call_2", arguments=a2),
                     v.done("resp_1", [bare1, bare2]))
     assert await replies(peer) == []
     rows = await calls(agent, "call_1", "call_2")
@@ -281,9 +290,9 @@ async def test_incomplete_response_keeps_its_words_and_its_finished_call_failed_
     assert (await calls(agent, "call_ok"))["call_ok"]["status"] == "done"
     # a failed response: its call seen only in response.done does not run
     await peer.send(v.created("resp_2"), *v.said("resp_2", "item_A2", ["Oops"], finish=False),
-                    e("response.done", response={"id": "resp_2", "status": "failed", "status_details": {
-                        "type": "failed", "error": {"type": "server_error", "code": "internal"}},
-                        "output": [v.call_item("item_F2", "call_bad", "motion", wave)]}))
+                    ev("response.done", response={"id": "resp_2", "status": "failed", "status_details": {
+                         "type": "failed", "error": {"type": "server_error", "code": "internal"}},
+                         "output": [v.call_item("item_F2", "call_bad", "motion", wave)]}))
     assert (await calls(agent, "call_bad"))["call_bad"]["status"] == "dropped"
     assert await replies(peer) == []
     assert await messages(agent) == [("assistant", "I will wave and ", "incomplete", "item_A1"),
@@ -299,7 +308,7 @@ async def test_barge_in_right_after_response_created_drops_everything_of_it(robo
     v = Voice(True, "sess_early")
     peer = await connect(agent)
     await peer.send(*v.session(), *user_ga("item_U1", None, "Dance"), v.created("resp_1"),
-                    e("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U2"))
+                    ev("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U2"))
     await settle(agent)
     assert agent.counters["interruptions"] == 1 and agent.turns.interrupted("resp_1") == "barge-in"
     await peer.send(*v.said("resp_1", "item_A1", ["Let's "]),
@@ -324,9 +333,9 @@ async def test_two_barge_ins_in_a_row_stop_the_response_once(robot, connect):
     await peer.send(v.created("resp_1"), *v.said("resp_1", "item_A1", ["Well "], finish=False),
                     *v.call("resp_1", "item_F1", "call_s", "motion", '{"motion_tag":"sway","repeat":20}', index=1))
     await wait_for(lambda: moves(agent))
-    await peer.send(e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"),
-                    e("input_audio_buffer.speech_stopped", audio_end_ms=200, item_id="item_U2"),
-                    e("input_audio_buffer.speech_started", audio_start_ms=400, item_id="item_U3"))
+    await peer.send(ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"),
+                    ev("input_audio_buffer.speech_stopped", audio_end_ms=200, item_id="item_U2"),
+                    ev("input_audio_buffer.speech_started", audio_start_ms=400, item_id="item_U3"))
     assert (await calls(agent, "call_s"))["call_s"]["status"] == "dropped"
     await settle(agent)
     assert agent.counters["interruptions"] == 1
@@ -424,12 +433,12 @@ async def test_two_sessions_interleaved_frame_by_frame_stay_apart(robot, connect
         if n < len(tb):
             await pb.send(tb[n])
     await wait_for(lambda: moves(agent))
-    await pa.send(e("input_audio_buffer.speech_started", audio_start_ms=5, item_id="item_UA2"),
+    await pa.send(ev("input_audio_buffer.speech_started", audio_start_ms=5, item_id="item_UA2"),
                   a.done("resp_A", [a.message("item_AA", "alpha answer", "incomplete")], status="cancelled"))
     await settle(agent)
     assert agent.turns.interrupted("resp_A") == "barge-in" and agent.turns.interrupted("resp_B") is None
-    await pb.send(e("response.output_item.done", response_id="resp_B", output_index=0,
-                    item=b.message("item_AB", "beta answer")), b.done("resp_B"))
+    await pb.send(ev("response.output_item.done", response_id="resp_B", output_index=0,
+                     item=b.message("item_AB", "beta answer")), b.done("resp_B"))
     assert (await calls(agent, "call_B"))["call_B"]["status"] == "done"
     assert moves(agent) == [20, 0, 20, 0]
     assert await replies(pa) == [] and await replies(pb) == []
@@ -460,19 +469,19 @@ async def test_ticos_client_sees_a_ga_trace_with_parallel_calls_and_a_late_trans
              v.done("resp_1", [text_item("item_A1", "好的，🤖!"),
                                v.call_item("item_F1", "call_1", "motion_and_emotion", both),
                                v.call_item("item_F2", "call_2", "set_volume", '{"level":2}')]),
-             e("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
-               transcript="点头")]
+             ev("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
+                transcript="点头")]
     assert client.start()
     try:
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
-            for ev in trace:
-                await ws.send_str(json.dumps(ev, ensure_ascii=False))
+            for event in trace:
+                await ws.send_str(json.dumps(event, ensure_ascii=False))
             wait_sync(lambda: len(messages_seen) >= len(trace) and functions and motions and emotions, 5.0)
             with pytest.raises(asyncio.TimeoutError):  # nothing is sent back
                 await ws.receive(timeout=0.2)
     finally:
         client.stop()
-    assert [m["type"] for m in messages_seen] == [ev["type"] for ev in trace]  # as on the wire, once each
+    assert [m["type"] for m in messages_seen] == [event["type"] for event in trace]  # as on the wire, once each
     assert functions == [("set_volume", {"level": 2})]
     assert motions[0]["motion_tag"] == "nod" and emotions[0]["emotion_tag"] == "happy"
     assert emotions[0]["intensity"] == 0.4
@@ -492,9 +501,9 @@ async def test_typed_user_text_added_then_done_is_one_completed_row(robot, conne
     item = {"id": "item_T1", "type": "message", "role": "user", "status": "completed",
             "content": [{"type": "input_text", "text": "typed 文字 ✍️"}]}
     peer = await connect(agent)
-    await peer.send(e("conversation.item.added", previous_item_id=None, item=item),
-                    e("conversation.item.done", previous_item_id=None, item=item),
-                    e("conversation.item.retrieved", item=item))
+    await peer.send(ev("conversation.item.added", previous_item_id=None, item=item),
+                    ev("conversation.item.done", previous_item_id=None, item=item),
+                    ev("conversation.item.retrieved", item=item))
     assert await replies(peer) == []
     assert await messages(agent) == [("user", "typed 文字 ✍️", "completed", "item_T1")]
     await wait_for(lambda: convo)
@@ -512,7 +521,7 @@ async def test_barge_in_stops_an_earlier_response_still_speaking_when_a_second_b
                     *v.call("resp_1", "item_F1", "call_1", "motion", '{"motion_tag":"sway","repeat":20}', index=1))
     await wait_for(lambda: moves(agent))
     await peer.send(v.created("resp_2"), *v.said("resp_2", "item_A2", ["Second "], finish=False),
-                    e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
+                    ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
     rows = await calls(agent, "call_1")
     assert rows["call_1"]["status"] == "dropped"
     assert agent.turns.interrupted("resp_1") == "barge-in" and agent.turns.interrupted("resp_2") == "barge-in"
@@ -548,8 +557,8 @@ async def test_the_calls_api_and_voice_agent_errors_in_a_ga_trace(robot, connect
     peer = await connect(agent)
     await peer.send(*v.session(), v.created("resp_1"),
                     *v.call("resp_1", "item_F1", "call_a", "motion", '{"motion_tag":"wave"}', index=0),
-                    e("error", error={"type": "invalid_request_error", "code": "response_cancel_not_active",
-                                      "message": "Cancellation failed: no active response found", "event_id": None}),
+                    ev("error", error={"type": "invalid_request_error", "code": "response_cancel_not_active",
+                                       "message": "Cancellation failed: no active response found", "event_id": None}),
                     *v.call("resp_1", "item_F2", "call_b", "emotion", '{"emotion_tag":"sad"}', index=1),
                     *v.call("resp_1", "item_F3", "call_c", "no_such_function", '{}', index=2),
                     v.done("resp_1"))

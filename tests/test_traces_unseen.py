@@ -9,168 +9,20 @@ streamed and odd function calls, a long session, hostile frames, a reconnect mid
 from __future__ import annotations
 
 import asyncio
-import base64
-import itertools
 import json
 
 import aiohttp
 import helpers
 import pytest
-from helpers import agent_config, settle, wait_for
+from helpers import calls, health, messages, messages_all, moves, ops, replies, settle, wait_for
+from traces import Voice, ev, pcm_b64
 
 from ticos_agent import Agent
 from ticos_agent.consumers import MAX_LOGGED
 
-_ids = itertools.count(1)
+# the robot (conftest's ``robot``): an arm (position) and a face (light), simulated ``mock`` actuators
 
-# --- the robot: two simulated actuators, a small library -------------------------------------
-
-MOTIONS = {
-    "wave": {"arm": [[0.05, 30], [0.1, 0]]},  # 0.1 s
-    "sway": {"arm": [[0.25, 20], [0.5, 0]]},  # 0.5 s a time: long with repeat
-}
-EMOTIONS = {"happy": {"color": "#FFC800"}, "neutral": {"color": "#202020"}}
-
-
-def robot_config(tmp_path, **sections) -> dict:
-    cfg = agent_config(tmp_path, **sections)
-    cfg.update({"robot": {"default_library": False},
-                "actuators": {"arm": {"driver": "mock", "kind": "position"},
-                              "face": {"driver": "mock", "kind": "light"}},
-                "motions": MOTIONS, "emotions": EMOTIONS})
-    return cfg
-
-
-@pytest.fixture
-def robot(tmp_path, start_agent):
-    made = itertools.count()
-    return lambda **sections: start_agent(robot_config(tmp_path / f"r{next(made)}", **sections))
-
-
-def ops(agent: Agent, name: str = "arm", since: float = 0.0) -> list[tuple]:
-    """What the simulated actuator ``name`` was told: (operation, arguments), oldest first."""
-    drv = agent.actuators.drivers[name]
-    return [(op, args) for t, op, args in list(drv.history) if t >= since]
-
-
-def moves(agent: Agent, since: float = 0.0) -> list[float]:
-    return [args[0][0] for op, args in ops(agent, "arm", since) if op == "move"]
-
-
-# --- trace builders (both spellings) -----------------------------------------------------------
-
-BETA_TO_GA = {
-    "response.audio.delta": "response.output_audio.delta",
-    "response.audio.done": "response.output_audio.done",
-    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
-    "response.audio_transcript.done": "response.output_audio_transcript.done",
-    "response.text.delta": "response.output_text.delta",
-    "response.text.done": "response.output_text.done",
-    "conversation.item.created": "conversation.item.added",
-}
-
-
-def e(type_: str, **fields) -> dict:
-    return {"type": type_, "event_id": f"evt_u{next(_ids):06d}", **fields}
-
-
-def pcm(samples: int = 240) -> str:
-    return base64.b64encode((900).to_bytes(2, "little", signed=True) * samples).decode()
-
-
-class Voice:
-    """One voice agent's session, in GA or beta spelling."""
-
-    def __init__(self, ga: bool, session_id: str = "sess_u"):
-        self.ga, self.session_id = ga, session_id
-
-    def t(self, beta: str) -> str:
-        return BETA_TO_GA.get(beta, beta) if self.ga else beta
-
-    def session(self) -> list[dict]:
-        sess = {"id": self.session_id, "object": "realtime.session"}
-        return [e("session.created", session=sess), e("session.updated", session=sess)]
-
-    def user(self, item_id: str, text: str | None) -> list[dict]:
-        item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}]}
-        out = [e("input_audio_buffer.speech_started", audio_start_ms=100, item_id=item_id),
-               e("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id=item_id),
-               e("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
-               e(self.t("conversation.item.created"), previous_item_id=None, item=item)]
-        if self.ga:
-            out.append(e("conversation.item.done", previous_item_id=None, item=item))
-        if text is not None:
-            out.append(e("conversation.item.input_audio_transcription.completed", item_id=item_id,
-                         content_index=0, transcript=text))
-        return out
-
-    def created(self, rid: str) -> dict:
-        return e("response.created", response={"id": rid, "object": "realtime.response", "status": "in_progress",
-                                               "output": []})
-
-    def said(self, rid: str, item_id: str, parts: list[str], *, index: int = 0, finish: bool = True,
-             audio: bool = True) -> list[dict]:
-        where = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-        out = [e("response.output_item.added", response_id=rid, output_index=index,
-                 item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress",
-                       "content": []})]
-        for p in parts:
-            out.append(e(self.t("response.audio_transcript.delta"), **where, delta=p))
-            if audio:
-                out.append(e(self.t("response.audio.delta"), **where, delta=pcm()))
-        if finish:
-            out.append(e(self.t("response.audio.done"), **where))
-            out.append(e(self.t("response.audio_transcript.done"), **where, transcript="".join(parts)))
-            out.append(e("response.output_item.done", response_id=rid, output_index=index,
-                         item=self.message(item_id, "".join(parts))))
-        return out
-
-    def message(self, item_id: str, text: str, status: str = "completed") -> dict:
-        kind = "output_audio" if self.ga else "audio"
-        return {"id": item_id, "type": "message", "role": "assistant", "status": status,
-                "content": [{"type": kind, "transcript": text}]}
-
-    @staticmethod
-    def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
-        return {"id": item_id, "type": "function_call", "status": status, "name": name, "call_id": call_id,
-                "arguments": arguments}
-
-    def call(self, rid: str, item_id: str, call_id: str, name: str, arguments: str, *, index: int = 1,
-             pieces: int = 4) -> list[dict]:
-        """A function call as the server streams it: added, argument deltas, done events."""
-        out = [e("response.output_item.added", response_id=rid, output_index=index,
-                 item=self.call_item(item_id, call_id, name, "", "in_progress"))]
-        step = max(1, -(-len(arguments) // pieces))
-        for i in range(0, len(arguments), step):
-            out.append(e("response.function_call_arguments.delta", response_id=rid, item_id=item_id,
-                         output_index=index, call_id=call_id, delta=arguments[i:i + step]))
-        out.append(e("response.function_call_arguments.done", response_id=rid, item_id=item_id,
-                     output_index=index, call_id=call_id, name=name, arguments=arguments))
-        out.append(e("response.output_item.done", response_id=rid, output_index=index,
-                     item=self.call_item(item_id, call_id, name, arguments)))
-        return out
-
-    @staticmethod
-    def done(rid: str, output: list | None = None, status: str = "completed") -> dict:
-        details = {"type": status, "reason": "turn_detected"} if status == "cancelled" else None
-        return e("response.done", response={"id": rid, "object": "realtime.response", "status": status,
-                                            "status_details": details, "output": output or []})
-
-
-# --- what came back, what was stored ------------------------------------------------------------
-
-async def replies(peer, quiet: float = 0.3, first: float = 1.0) -> list[dict]:
-    """Every frame the agent sent until it went quiet."""
-    out: list[dict] = []
-    while True:
-        try:
-            msg = await peer.ws.receive(timeout=quiet if out else first)
-        except TimeoutError:
-            return out
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket closed or odd frame: {msg.type} {msg.data!r}"
-        out.append(json.loads(msg.data))
-
+# --- what came back ------------------------------------------------------------------------------
 
 def codes(frames: list[dict]) -> list[str]:
     return [f["error"]["code"] for f in frames if f.get("type") == "error"]
@@ -179,31 +31,6 @@ def codes(frames: list[dict]) -> list[str]:
 def outputs(frames: list[dict]) -> dict[str, dict]:
     return {f["item"]["call_id"]: json.loads(f["item"]["output"]) for f in frames
             if f.get("type") == "conversation.item.create" and f["item"].get("type") == "function_call_output"}
-
-
-async def messages(agent: Agent) -> list[tuple]:
-    await settle(agent)
-    rows = await agent.store.messages(limit=500)
-    return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(rows)]
-
-
-async def calls(agent: Agent, *call_ids: str, timeout: float = 5.0) -> dict[str, dict]:
-    """The stored rows of these calls, once each has an outcome."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await agent.store.flush()
-        rows = {c["call_id"]: c for c in await agent.store.calls(limit=500) if c["call_id"] in call_ids}
-        if all(cid in rows and rows[cid]["status"] != "received" for cid in call_ids):
-            return rows
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no outcome stored for all of {call_ids}: {rows}")
-        await asyncio.sleep(0.02)
-
-
-async def health(agent: Agent, http) -> dict:
-    async with http.get(f"http://127.0.0.1:{agent.port}/health") as r:
-        assert r.status == 200
-        return await r.json()
 
 
 # --- 6. reconnect mid-response ----------------------------------------------------------------
@@ -223,9 +50,9 @@ async def test_barge_in_on_the_new_socket_stops_the_continued_response(robot, co
     await first.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     second = await connect(agent)
-    await second.send(*v.session(), e(v.t("response.audio_transcript.delta"), response_id="resp_1",
-                                      item_id="item_A1", output_index=0, content_index=0, delta="go!"),
-                      e("input_audio_buffer.speech_started", audio_start_ms=3000, item_id="item_U2"))
+    await second.send(*v.session(), ev(v.t("response.audio_transcript.delta"), response_id="resp_1",
+                                       item_id="item_A1", output_index=0, content_index=0, delta="go!"),
+                      ev("input_audio_buffer.speech_started", audio_start_ms=3000, item_id="item_U2"))
     rows = await calls(agent, "call_sway")
     assert rows["call_sway"]["status"] == "dropped"
     await second.send(v.done("resp_1", [v.message("item_A1", "Here I go!", "incomplete")], status="cancelled"))
@@ -249,7 +76,7 @@ async def test_one_barge_in_stops_every_cut_off_response_and_counts_once(robot, 
         await wait_for(lambda: agent.health()["connections"] == 0)
     now = await connect(agent)
     await now.send(*v.session(), v.created("resp_3"),
-                   e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U9"))
+                   ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U9"))
     await settle(agent)
     assert agent.counters["interruptions"] == 1
     assert {agent.turns.interrupted(f"resp_{n}") for n in (1, 2, 3)} == {"barge-in"}
@@ -272,16 +99,16 @@ async def test_a_barge_in_on_a_new_socket_stops_the_half_open_old_ones_response(
                    *v.call("resp_1", "item_F1", "call_1", "motion", '{"motion_tag":"sway","repeat":20}'))
     await wait_for(lambda: moves(agent))
     other = await connect(agent)
-    await other.send(*Voice(True, "sess_other").session(), e("input_audio_buffer.speech_started",
-                                                             audio_start_ms=10, item_id="item_X"))
+    await other.send(*Voice(True, "sess_other").session(), ev("input_audio_buffer.speech_started",
+                                                              audio_start_ms=10, item_id="item_X"))
     await settle(agent)
     assert agent.turns.interrupted("resp_1") is None and agent.counters["interruptions"] == 0
     new = await connect(agent)
-    await new.send(*v.session(), e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
+    await new.send(*v.session(), ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
     rows = await calls(agent, "call_1")
     assert rows["call_1"]["status"] == "dropped" and agent.turns.interrupted("resp_1") == "barge-in"
     await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")
-    await new.send(e("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U3"))
+    await new.send(ev("input_audio_buffer.speech_started", audio_start_ms=900, item_id="item_U3"))
     await settle(agent)
     assert agent.counters["interruptions"] == 1  # not stopped again while the old socket hangs on
     assert not old.ws.closed
@@ -299,7 +126,7 @@ async def test_a_response_done_on_the_new_socket_is_done_for_the_half_open_old_o
     new = await connect(agent)
     await new.send(*v.session(), v.done("resp_1", [v.call_item("item_F1", "call_s", "motion", args)]),
                    v.created("resp_2"),
-                   e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
+                   ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"))
     assert (await calls(agent, "call_s"))["call_s"]["status"] == "done"
     assert moves(agent) == [20, 0, 20, 0]
     assert agent.turns.interrupted("resp_1") is None and agent.turns.interrupted("resp_2") == "barge-in"
@@ -328,10 +155,10 @@ async def test_a_message_only_whole_in_its_done_events_is_stored(robot, connect)
     v = Voice(False, "sess_nod")
     peer = await connect(agent)
     await peer.send(v.created("resp_1"),
-                    e("response.output_item.added", response_id="resp_1", output_index=0,
-                      item={"id": "item_A1", "type": "message", "role": "assistant", "content": []}),
-                    e("response.output_item.done", response_id="resp_1", output_index=0,
-                      item=v.message("item_A1", "Just the words.")),
+                    ev("response.output_item.added", response_id="resp_1", output_index=0,
+                       item={"id": "item_A1", "type": "message", "role": "assistant", "content": []}),
+                    ev("response.output_item.done", response_id="resp_1", output_index=0,
+                       item=v.message("item_A1", "Just the words.")),
                     v.done("resp_1", [v.message("item_A1", "Just the words.")]))
     assert await replies(peer) == []
     assert await messages(agent) == [("assistant", "Just the words.", "completed", "item_A1")]
@@ -352,8 +179,8 @@ async def test_a_call_streaming_when_the_socket_drops_is_finished_on_the_new_one
     await first.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     second = await connect(agent)
-    await second.send(*v.session(), e(v.t("response.audio_transcript.delta"), response_id="resp_1",
-                                      item_id="item_A1", output_index=0, content_index=0, delta="ing!"),
+    await second.send(*v.session(), ev(v.t("response.audio_transcript.delta"), response_id="resp_1",
+                                       item_id="item_A1", output_index=0, content_index=0, delta="ing!"),
                       *call[4:],
                       v.done("resp_1", [v.message("item_A1", "Waving!"), v.call_item("item_F1", "call_w", "motion",
                                                                                       args)]))
@@ -401,10 +228,10 @@ async def test_full_voice_turn_with_a_motion(robot, connect, http, ga):
     assert {r["session_id"] for r in stored} == {"sess_full"}
     # what the handlers saw
     await wait_for(lambda: len(every) == len(trace))
-    assert [ev["type"] for ev in every] == [ev["type"] for ev in trace]  # as on the wire, in order
+    assert [event["type"] for event in every] == [event["type"] for event in trace]  # as on the wire, in order
     assert motions == [{"motion_tag": "wave", "speed": 2.0, "repeat": 2, "wait": True}]
     assert fn_calls == []  # motion is the robot's, not an integrator function
-    assert [ev["transcript"] for ev in done_events] == ["Sure, here is a wave!"]
+    assert [event["transcript"] for event in done_events] == ["Sure, here is a wave!"]
     assert ("item_U1", "user", "") in convo and ("item_U1", "user", "Could you wave at me, twice?") in convo
     assert "".join(c for i, r, c in convo if i == "item_A1" and r == "assistant") == "Sure, here is a wave!"
     # what the arm did: the wave's two keyframes, twice, and nothing else moved it
@@ -432,17 +259,17 @@ async def test_barge_in_stops_the_running_motion_drops_the_queued_and_late_calls
     cut = asyncio.get_running_loop().time()
     # the user talks; the server's late events of resp_1, then its cancellation
     late_call = '{"motion_tag":"wave"}'
-    await peer.send(e("input_audio_buffer.speech_started", audio_start_ms=4000, item_id="item_U2"),
-                    e(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
-                      output_index=2, content_index=0, delta="time"),
-                    e(v.t("response.audio.delta"), response_id="resp_1", item_id="item_A1", output_index=2,
-                      content_index=0, delta=pcm()),
+    await peer.send(ev("input_audio_buffer.speech_started", audio_start_ms=4000, item_id="item_U2"),
+                    ev(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
+                       output_index=2, content_index=0, delta="time"),
+                    ev(v.t("response.audio.delta"), response_id="resp_1", item_id="item_A1", output_index=2,
+                       content_index=0, delta=pcm_b64(240, 900)),
                     *v.call("resp_1", "item_F3", "call_late", "motion", late_call, index=3),
-                    e("response.cancelled", response_id="resp_1"),  # a relay's own event: ignored, no error
-                    e("output_audio_buffer.cleared", response_id="resp_1"),
-                    e("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=1200),
-                    e("response.output_item.done", response_id="resp_1", output_index=2,
-                      item=v.message("item_A1", "Once upon a time", "incomplete")),
+                    ev("response.cancelled", response_id="resp_1"),  # a relay's own event: ignored, no error
+                    ev("output_audio_buffer.cleared", response_id="resp_1"),
+                    ev("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=1200),
+                    ev("response.output_item.done", response_id="resp_1", output_index=2,
+                       item=v.message("item_A1", "Once upon a time", "incomplete")),
                     v.done("resp_1", [v.message("item_A1", "Once upon a time", "incomplete"),
                                       v.call_item("item_F3", "call_late", "motion", late_call)], status="cancelled"))
     rows = await calls(agent, "call_long", "call_next", "call_late")
@@ -499,9 +326,9 @@ async def test_arguments_in_many_pieces_with_repeated_and_out_of_order_done_even
     # another call whose response.done comes first, then its item and its arguments
     item2 = v.call_item("item_F2", "call_l2", "lights", '{"room":"hall"}')
     await peer.send(v.created("resp_2"), v.done("resp_2", [item2]),
-                    e("response.output_item.done", response_id="resp_2", output_index=0, item=item2),
-                    e("response.function_call_arguments.done", response_id="resp_2", item_id="item_F2",
-                      call_id="call_l2", name="lights", arguments='{"room":"hall"}'))
+                    ev("response.output_item.done", response_id="resp_2", output_index=0, item=item2),
+                    ev("response.function_call_arguments.done", response_id="resp_2", item_id="item_F2",
+                       call_id="call_l2", name="lights", arguments='{"room":"hall"}'))
     assert await replies(peer) == []
     rows = await calls(agent, "call_l1", "call_l2")
     assert rows["call_l1"]["status"] == rows["call_l2"]["status"] == "done"
@@ -585,7 +412,7 @@ async def test_a_call_for_an_unknown_function_reaches_the_handlers(robot, connec
     named, anyname, events_seen = [], [], []
     agent.on_function("get_weather", lambda call: named.append(call.arguments) or {"sky": "clear"})
     agent.on_function("*", lambda call: anyname.append((call.name, call.call_id, call.arguments)))
-    agent.on("response.output_item.done", lambda ev: events_seen.append(ev["item"]["call_id"]))
+    agent.on("response.output_item.done", lambda event: events_seen.append(event["item"]["call_id"]))
     v = Voice(False)
     peer = await connect(agent)
     await peer.send(v.created("resp_1"),
@@ -678,10 +505,10 @@ async def test_hostile_frames_get_clear_errors_and_nothing_is_lost(robot, connec
             assert (await health(agent, http))["status"] == "ok"
     # frames that look odd but are fine: answered with nothing, and used
     await peer.send(NESTED_OK)
-    await peer.send_bytes(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_BIN",
-                                       content_index=0, transcript="binary \u0000 nul, 🤖 ok")).encode())
-    await peer.send(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_RAW",
-                                 content_index=0, transcript="raw ünïcode 🤖"), ensure_ascii=False))
+    await peer.send_bytes(json.dumps(ev("conversation.item.input_audio_transcription.completed", item_id="item_BIN",
+                                        content_index=0, transcript="binary \u0000 nul, 🤖 ok")).encode())
+    await peer.send(json.dumps(ev("conversation.item.input_audio_transcription.completed", item_id="item_RAW",
+                                  content_index=0, transcript="raw ünïcode 🤖"), ensure_ascii=False))
     sent += 3
     assert await replies(peer, quiet=0.1) == []
     expected += [("user", "binary \u0000 nul, 🤖 ok", "completed", "item_BIN"),
@@ -705,15 +532,15 @@ async def test_repeated_event_ids_are_not_taken_for_repeated_events(robot, conne
     v = Voice(True)
     peer = await connect(agent)
     same = "evt_same"
-    await peer.send({**e("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
-                         transcript="first"), "event_id": same},
-                    {**e("conversation.item.input_audio_transcription.completed", item_id="item_U2", content_index=0,
-                         transcript="second"), "event_id": same},
+    await peer.send({**ev("conversation.item.input_audio_transcription.completed", item_id="item_U1", content_index=0,
+                          transcript="first"), "event_id": same},
+                    {**ev("conversation.item.input_audio_transcription.completed", item_id="item_U2", content_index=0,
+                          transcript="second"), "event_id": same},
                     {**v.created("resp_1"), "event_id": same},
                     *[{**x, "event_id": same} for x in v.said("resp_1", "item_A1", ["one ", "two"])],
                     {**v.done("resp_1"), "event_id": same},
-                    {**e("conversation.item.input_audio_transcription.completed", item_id="item_U3",
-                         content_index=0, transcript="third"), "event_id": 12345})
+                    {**ev("conversation.item.input_audio_transcription.completed", item_id="item_U3",
+                          content_index=0, transcript="third"), "event_id": 12345})
     assert await replies(peer) == []
     assert await messages(agent) == [("user", "first", "completed", "item_U1"),
                                      ("user", "second", "completed", "item_U2"),
@@ -727,14 +554,14 @@ async def test_a_frame_over_the_cap_closes_only_its_socket(robot, connect, http)
     other = await connect(agent)
     await other.send(*v.session(), v.created("resp_1"), *v.said("resp_1", "item_A1", ["Still "], finish=False))
     big = await connect(agent)
-    await big.send(json.dumps(e("conversation.item.input_audio_transcription.completed", item_id="item_X",
-                                content_index=0, transcript="x" * (2 * 1024 * 1024))))
+    await big.send(json.dumps(ev("conversation.item.input_audio_transcription.completed", item_id="item_X",
+                                 content_index=0, transcript="x" * (2 * 1024 * 1024))))
     msg = await big.ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
     assert big.ws.close_code == 1009
     assert (await health(agent, http))["status"] == "ok"
-    await other.send(e(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
-                       output_index=0, content_index=0, delta="here."), v.done("resp_1"))
+    await other.send(ev(v.t("response.audio_transcript.delta"), response_id="resp_1", item_id="item_A1",
+                        output_index=0, content_index=0, delta="here."), v.done("resp_1"))
     assert await replies(other) == []
     assert await messages(agent) == [("assistant", "Still here.", "completed", "item_A1")]
 
@@ -785,7 +612,7 @@ async def test_long_session_per_response_state_is_cleaned_up_and_caps_hold(robot
     monkeypatch.setattr(turns, "MAX_INTERRUPTED", 5)
     agent = await robot()
     every = []
-    agent.on("*", lambda ev: every.append(1))
+    agent.on("*", lambda event: every.append(1))
     v = Voice(True, "sess_long")
     peer = await connect(agent)
     await peer.send(*v.session())
@@ -796,12 +623,12 @@ async def test_long_session_per_response_state_is_cleaned_up_and_caps_hold(robot
         rid, aid = f"resp_{i}", f"item_A{i}"
         batch = v.user(f"item_U{i}", f"question number {i}")
         expected.append(("user", f"question number {i}", "completed", f"item_U{i}"))
-        batch += [v.created(rid), e("rate_limits.updated", rate_limits=[
+        batch += [v.created(rid), ev("rate_limits.updated", rate_limits=[
             {"name": "requests", "limit": 5000, "remaining": 4999 - i, "reset_seconds": 0.01},
             {"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5}])]
         if i % 7 == 3:  # the user talks over the robot
             batch += v.said(rid, aid, ["I was ", "going "], finish=False)
-            batch += [e("input_audio_buffer.speech_started", audio_start_ms=50, item_id=f"item_X{i}"),
+            batch += [ev("input_audio_buffer.speech_started", audio_start_ms=50, item_id=f"item_X{i}"),
                       v.done(rid, [v.message(aid, "I was going ", "incomplete")], status="cancelled")]
             expected.append(("assistant", "I was going ", "cancelled", aid))
             barge_ins += 1
@@ -817,8 +644,8 @@ async def test_long_session_per_response_state_is_cleaned_up_and_caps_hold(robot
             batch += [v.done(rid, output)]
             expected.append(("assistant", "".join(parts), "completed", aid))
         if i % 10 == 9:
-            batch.append(e("session.updated", session={"id": "sess_long", "object": "realtime.session",
-                                                       "instructions": f"turn {i}"}))
+            batch.append(ev("session.updated", session={"id": "sess_long", "object": "realtime.session",
+                                                        "instructions": f"turn {i}"}))
         await peer.send(*batch)
         sent += len(batch)
 
@@ -864,16 +691,6 @@ def _consumers(agent: Agent) -> list:
     return list(found.values())
 
 
-async def messages_all(agent: Agent) -> list[tuple]:
-    await settle(agent)
-    out: list[dict] = []
-    while True:
-        page = await agent.store.messages(limit=500, offset=len(out))
-        out += page
-        if len(page) < 500:
-            return [(r["role"], r["content"], r["status"], r["item_id"]) for r in reversed(out)]
-
-
 async def test_huge_types_and_ids_do_not_make_huge_event_log_lines(robot, connect):
     """Frames just under the 1 MiB cap whose type or ids are most of it: the event log keeps one
     compact line each (a card must not pay a megabyte per hostile frame), the ids of normal
@@ -882,18 +699,19 @@ async def test_huge_types_and_ids_do_not_make_huge_event_log_lines(robot, connec
     v = Voice(True, "sess_ids")
     peer = await connect(agent)
     huge = "z" * 900_000
+    done = v.done("resp_ok")
     await peer.send(*v.session(),
-                    e("x.unknown." + huge),
-                    {**e("session.update"), "event_id": "evt_" + huge},
-                    e("conversation.item.deleted", item_id="item_" + huge),
-                    e("response.done", response={"id": "resp_" + huge, "status": "completed", "output": []}),
-                    v.created("resp_ok"), *v.said("resp_ok", "item_ok", ["fine"]), v.done("resp_ok"))
+                    ev("x.unknown." + huge),
+                    {**ev("session.update"), "event_id": "evt_" + huge},
+                    ev("conversation.item.deleted", item_id="item_" + huge),
+                    ev("response.done", response={"id": "resp_" + huge, "status": "completed", "output": []}),
+                    v.created("resp_ok"), *v.said("resp_ok", "item_ok", ["fine"]), done)
     assert await replies(peer) == []
     await settle(agent)
     path = agent.store.health()["path"]
     lines = helpers.db_rows(path, "SELECT type, event_id, item_id, response_id FROM events ORDER BY id", readonly=True)
     assert len(lines) >= 8
     assert max(len(x or "") for line in lines for x in line) <= MAX_LOGGED
-    assert ("response.done", lines[-1][1], None, "resp_ok") == lines[-1] and lines[-1][1].startswith("evt_u")
+    assert lines[-1] == ("response.done", done["event_id"], None, "resp_ok")
     assert sum(len(x or "") for line in lines for x in line) < 10_000
     assert await messages(agent) == [("assistant", "fine", "completed", "item_ok")]

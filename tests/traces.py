@@ -13,6 +13,8 @@ GA = {
     "response.audio.done": "response.output_audio.done",
     "response.audio_transcript.delta": "response.output_audio_transcript.delta",
     "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "response.text.delta": "response.output_text.delta",
+    "response.text.done": "response.output_text.done",
     "conversation.item.created": "conversation.item.added",
 }
 
@@ -85,3 +87,83 @@ def response_done(resp_id: str, status: str = "completed", output: list | None =
 
 def speech_started(item_id: str = "item_U9") -> dict:
     return ev("input_audio_buffer.speech_started", audio_start_ms=1200, item_id=item_id)
+
+
+class Voice:
+    """One voice agent's session, in GA or beta spelling."""
+
+    def __init__(self, ga: bool, session_id: str = "sess_u"):
+        self.ga, self.session_id = ga, session_id
+
+    def t(self, beta: str) -> str:
+        return GA.get(beta, beta) if self.ga else beta
+
+    def session(self) -> list[dict]:
+        sess = {"id": self.session_id, "object": "realtime.session"}
+        return [ev("session.created", session=sess), ev("session.updated", session=sess)]
+
+    def user(self, item_id: str, text: str | None) -> list[dict]:
+        item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        out = [ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id=item_id),
+               ev("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id=item_id),
+               ev("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
+               ev(self.t("conversation.item.created"), previous_item_id=None, item=item)]
+        if self.ga:
+            out.append(ev("conversation.item.done", previous_item_id=None, item=item))
+        if text is not None:
+            out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id,
+                          content_index=0, transcript=text))
+        return out
+
+    def created(self, rid: str) -> dict:
+        return ev("response.created", response={"id": rid, "object": "realtime.response", "status": "in_progress",
+                                                "output": []})
+
+    def said(self, rid: str, item_id: str, parts: list[str], *, index: int = 0, finish: bool = True,
+             audio: bool = True) -> list[dict]:
+        where = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
+        out = [ev("response.output_item.added", response_id=rid, output_index=index,
+                  item={"id": item_id, "type": "message", "role": "assistant", "status": "in_progress",
+                        "content": []})]
+        for p in parts:
+            out.append(ev(self.t("response.audio_transcript.delta"), **where, delta=p))
+            if audio:
+                out.append(ev(self.t("response.audio.delta"), **where, delta=pcm_b64(240, 900)))
+        if finish:
+            out.append(ev(self.t("response.audio.done"), **where))
+            out.append(ev(self.t("response.audio_transcript.done"), **where, transcript="".join(parts)))
+            out.append(ev("response.output_item.done", response_id=rid, output_index=index,
+                          item=self.message(item_id, "".join(parts))))
+        return out
+
+    def message(self, item_id: str, text: str, status: str = "completed") -> dict:
+        kind = "output_audio" if self.ga else "audio"
+        return {"id": item_id, "type": "message", "role": "assistant", "status": status,
+                "content": [{"type": kind, "transcript": text}]}
+
+    @staticmethod
+    def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
+        return {"id": item_id, "type": "function_call", "status": status, "name": name, "call_id": call_id,
+                "arguments": arguments}
+
+    def call(self, rid: str, item_id: str, call_id: str, name: str, arguments: str, *, index: int = 1,
+             pieces: int = 4) -> list[dict]:
+        """A function call as the server streams it: added, argument deltas, done events."""
+        out = [ev("response.output_item.added", response_id=rid, output_index=index,
+                  item=self.call_item(item_id, call_id, name, "", "in_progress"))]
+        step = max(1, -(-len(arguments) // pieces))
+        for i in range(0, len(arguments), step):
+            out.append(ev("response.function_call_arguments.delta", response_id=rid, item_id=item_id,
+                          output_index=index, call_id=call_id, delta=arguments[i:i + step]))
+        out.append(ev("response.function_call_arguments.done", response_id=rid, item_id=item_id,
+                      output_index=index, call_id=call_id, name=name, arguments=arguments))
+        out.append(ev("response.output_item.done", response_id=rid, output_index=index,
+                      item=self.call_item(item_id, call_id, name, arguments)))
+        return out
+
+    @staticmethod
+    def done(rid: str, output: list | None = None, status: str = "completed") -> dict:
+        details = {"type": status, "reason": "turn_detected"} if status == "cancelled" else None
+        return ev("response.done", response={"id": rid, "object": "realtime.response", "status": status,
+                                             "status_details": details, "output": output or []})
