@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -230,3 +231,29 @@ def moves(agent, since: float = 0.0) -> list[float]:
     """Where the simulated ``arm`` was told to move (its first channel), oldest first."""
     return [args[0][0] for op, args in ops(agent, "arm", since) if op == "move"]
 
+
+@dataclass
+class Seen:
+    """What a :func:`recording_client`'s handlers were given, oldest first."""
+
+    messages: list[dict] = field(default_factory=list)
+    motions: list[dict] = field(default_factory=list)
+    emotions: list[dict] = field(default_factory=list)
+    functions: list[tuple] = field(default_factory=list)  # (name, arguments)
+    convo: list[tuple] = field(default_factory=list)  # (item_id, role, content)
+
+
+def recording_client(port: int, store_dir):
+    """A ``TicosClient`` on ``port`` (not started) keeping its messages in ``store_dir``, with a
+    handler of every kind recording what it is given: ``(client, seen)``."""
+    from ticos_agent import SaveMode, TicosClient
+
+    client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
+    client.enable_local_storage(str(store_dir))
+    seen = Seen()
+    client.set_message_handler(seen.messages.append)
+    client.set_motion_handler(seen.motions.append)
+    client.set_emotion_handler(seen.emotions.append)
+    client.set_function_call_handler(lambda name, args: seen.functions.append((name, args)))
+    client.set_conversation_handler(lambda item_id, role, content: seen.convo.append((item_id, role, content)))
+    return client, seen

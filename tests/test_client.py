@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 import pytest
-from helpers import free_port, run_fresh, wait_sync
+from helpers import free_port, recording_client, run_fresh, wait_sync
 from traces import assistant_turn, function_call_done, transcription, user_item
 
 from ticos_agent import SaveMode, TicosClient
@@ -26,14 +26,7 @@ async def _send(port: int, *events) -> None:
 
 async def test_ticos_client_handlers_storage_and_stop(tmp_path):
     port = free_port()
-    client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
-    client.enable_local_storage(str(tmp_path / "store"))
-    messages, motions, emotions, functions, convo = [], [], [], [], []
-    client.set_message_handler(messages.append)
-    client.set_motion_handler(motions.append)
-    client.set_emotion_handler(emotions.append)
-    client.set_function_call_handler(lambda name, args: functions.append((name, args)))
-    client.set_conversation_handler(lambda item_id, role, content: convo.append((item_id, role, content)))
+    client, seen = recording_client(port, tmp_path / "store")
     started = time.monotonic()
     assert client.start() is True
     assert time.monotonic() - started < 1.0
@@ -44,13 +37,13 @@ async def test_ticos_client_handlers_storage_and_stop(tmp_path):
                     function_call_done("resp_1", "call_1", "motion", {"motion_tag": "wave", "repeat": 2}),
                     function_call_done("resp_1", "call_2", "emotion", {"emotion_tag": "happy"}),
                     function_call_done("resp_1", "call_3", "set_volume", {"level": 3}))
-        wait_sync(lambda: functions and motions and emotions and len(convo) >= 3)
-        assert motions[0]["motion_tag"] == "wave" and motions[0]["repeat"] == 2
-        assert emotions[0]["emotion_tag"] == "happy"
-        assert functions == [("set_volume", {"level": 3})]
-        assert convo[:2] == [("item_U1", "user", ""), ("item_U1", "user", "Wave at me!")]
-        assert convo[1][1] == "user" and convo[1][1].value == "user"
-        assert any(m["type"] == "response.done" for m in messages)
+        wait_sync(lambda: seen.functions and seen.motions and seen.emotions and len(seen.convo) >= 3)
+        assert seen.motions[0]["motion_tag"] == "wave" and seen.motions[0]["repeat"] == 2
+        assert seen.emotions[0]["emotion_tag"] == "happy"
+        assert seen.functions == [("set_volume", {"level": 3})]
+        assert seen.convo[:2] == [("item_U1", "user", ""), ("item_U1", "user", "Wave at me!")]
+        assert seen.convo[1][1] == "user" and seen.convo[1][1].value == "user"
+        assert any(m["type"] == "response.done" for m in seen.messages)
     finally:
         client.stop()
     assert not client.is_running()

@@ -27,14 +27,13 @@ from helpers import (
     messages_all,
     moves,
     ops,
+    recording_client,
     replies,
     settle,
     wait_for,
     wait_sync,
 )
 from traces import Voice, ev
-
-from ticos_agent import SaveMode, TicosClient
 
 
 def text_said(v: Voice, rid: str, item_id: str, parts: list[str], *, index: int = 0) -> list[dict]:
@@ -452,14 +451,7 @@ async def test_two_sessions_interleaved_frame_by_frame_stay_apart(robot, connect
 
 async def test_ticos_client_sees_a_ga_trace_with_parallel_calls_and_a_late_transcript(tmp_path):
     port = free_port()
-    client = TicosClient(port=port, save_mode=SaveMode.INTERNAL)
-    client.enable_local_storage(str(tmp_path / "store"))
-    messages_seen, motions, emotions, functions, convo = [], [], [], [], []
-    client.set_message_handler(messages_seen.append)
-    client.set_motion_handler(motions.append)
-    client.set_emotion_handler(emotions.append)
-    client.set_function_call_handler(lambda name, args: functions.append((name, args)))
-    client.set_conversation_handler(lambda item_id, role, content: convo.append((item_id, role, content)))
+    client, seen = recording_client(port, tmp_path / "store")
     v = Voice(True, "sess_client")
     both = '{"motion_tag":"nod","emotion_tag":"happy","intensity":0.4}'
     trace = [*v.session(), *user_ga("item_U1", None, None), v.created("resp_1"),
@@ -476,17 +468,18 @@ async def test_ticos_client_sees_a_ga_trace_with_parallel_calls_and_a_late_trans
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/realtime") as ws:
             for event in trace:
                 await ws.send_str(json.dumps(event, ensure_ascii=False))
-            wait_sync(lambda: len(messages_seen) >= len(trace) and functions and motions and emotions, 5.0)
+            wait_sync(lambda: len(seen.messages) >= len(trace) and seen.functions and seen.motions and seen.emotions,
+                      5.0)
             with pytest.raises(asyncio.TimeoutError):  # nothing is sent back
                 await ws.receive(timeout=0.2)
     finally:
         client.stop()
-    assert [m["type"] for m in messages_seen] == [event["type"] for event in trace]  # as on the wire, once each
-    assert functions == [("set_volume", {"level": 2})]
-    assert motions[0]["motion_tag"] == "nod" and emotions[0]["emotion_tag"] == "happy"
-    assert emotions[0]["intensity"] == 0.4
-    assert convo[0] == ("item_U1", "user", "") and convo[-1] == ("item_U1", "user", "点头")
-    assert "".join(c for i, r, c in convo if i == "item_A1") == "好的，🤖!"
+    assert [m["type"] for m in seen.messages] == [event["type"] for event in trace]  # as on the wire, once each
+    assert seen.functions == [("set_volume", {"level": 2})]
+    assert seen.motions[0]["motion_tag"] == "nod" and seen.emotions[0]["emotion_tag"] == "happy"
+    assert seen.emotions[0]["intensity"] == 0.4
+    assert seen.convo[0] == ("item_U1", "user", "") and seen.convo[-1] == ("item_U1", "user", "点头")
+    assert "".join(c for i, r, c in seen.convo if i == "item_A1") == "好的，🤖!"
     rows = sqlite3.connect(tmp_path / "store" / "ticos.db").execute(
         "SELECT role, content, item_id FROM messages ORDER BY rowid").fetchall()
     assert rows == [("user", "点头", "item_U1"), ("assistant", "好的，🤖!", "item_A1")]
