@@ -216,7 +216,8 @@ async def test_parallel_calls_in_one_response_each_run_once(robot, connect, http
     assert fns == [{"level": 3}]
     assert [m["motion_tag"] for m in motions] == ["wave"] and [x["intensity"] for x in emotions] == [0.5]
     assert moves(agent, t0) == [30, 0]
-    assert any(op != "safe" for op, _ in ops(agent, "face", t0))
+    # the face showed happy (#FFC800) once, at the call's intensity
+    assert ops(agent, "face", t0) == [("light", ((0xFF / 255, 0xC8 / 255, 0x00 / 255), 0.5, "solid", 1.0))]
     h = await health(agent, http)
     assert h["counters"]["dispatches"] == 3 and h["counters"]["duplicate_calls"] == 6
 
