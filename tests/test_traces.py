@@ -13,15 +13,12 @@ non-string roles stored or lost, wrong nested types dropped without an error) ar
 from __future__ import annotations
 
 import asyncio
-import base64
-import itertools
 import json
 
 import aiohttp
 import pytest
-from helpers import settle, wait_for
-
-_ids = itertools.count(1)
+from helpers import health, replies, settle, wait_for
+from traces import ev, pcm_b64
 
 # Event types a real session emits that the agent does not act on (counted as "ignored").
 UNKNOWN_TYPES = {
@@ -32,14 +29,6 @@ UNKNOWN_TYPES = {
 
 
 # --- trace builders -------------------------------------------------------------------------
-
-def e(type_: str, **fields) -> dict:
-    return {"type": type_, "event_id": f"event_{next(_ids):05d}", **fields}
-
-
-def pcm(samples: int = 240) -> str:
-    return base64.b64encode((700).to_bytes(2, "little", signed=True) * samples).decode()
-
 
 class Trace:
     """Builds one realtime session's events in GA or beta spelling."""
@@ -76,7 +65,7 @@ class Trace:
                                        "silence_duration_ms": 500, "create_response": True},
                     "tools": [], "tool_choice": "auto", "temperature": 0.8,
                     "max_response_output_tokens": "inf"}
-        return [e("session.created", session=sess), e("session.updated", session=sess)]
+        return [ev("session.created", session=sess), ev("session.updated", session=sess)]
 
     def user_speech(self, item_id: str, transcript: str | None, *, deltas: bool = True) -> list[dict]:
         """VAD turn: speech started/stopped, committed, item added (+done in GA), transcription."""
@@ -84,13 +73,13 @@ class Trace:
                 "content": [{"type": "input_audio", "transcript": None}]}
         if self.ga:
             item["object"] = "realtime.item"
-        out = [e("input_audio_buffer.speech_started", audio_start_ms=1000, item_id=item_id),
-               e("input_audio_buffer.speech_stopped", audio_end_ms=2400, item_id=item_id),
-               e("input_audio_buffer.committed", previous_item_id=self.prev, item_id=item_id),
-               e(self.t("conversation.item.created", "conversation.item.added"), previous_item_id=self.prev,
-                 item=item)]
+        out = [ev("input_audio_buffer.speech_started", audio_start_ms=1000, item_id=item_id),
+               ev("input_audio_buffer.speech_stopped", audio_end_ms=2400, item_id=item_id),
+               ev("input_audio_buffer.committed", previous_item_id=self.prev, item_id=item_id),
+               ev(self.t("conversation.item.created", "conversation.item.added"), previous_item_id=self.prev,
+                  item=item)]
         if self.ga:
-            out.append(e("conversation.item.done", previous_item_id=self.prev, item=item))
+            out.append(ev("conversation.item.done", previous_item_id=self.prev, item=item))
         self.prev = item_id
         if transcript is not None:
             out += self.transcription(item_id, transcript, deltas=deltas)
@@ -101,12 +90,12 @@ class Trace:
         if deltas and self.ga:
             words = transcript.split(" ")
             for i, w in enumerate(words):
-                out.append(e("conversation.item.input_audio_transcription.delta", item_id=item_id,
-                             content_index=0, delta=w + (" " if i < len(words) - 1 else "")))
-        out.append(e("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                     transcript=transcript,
-                     **({"usage": {"type": "tokens", "total_tokens": 20, "input_tokens": 12,
-                                   "output_tokens": 8}} if self.ga else {})))
+                out.append(ev("conversation.item.input_audio_transcription.delta", item_id=item_id,
+                              content_index=0, delta=w + (" " if i < len(words) - 1 else "")))
+        out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                      transcript=transcript,
+                      **({"usage": {"type": "tokens", "total_tokens": 20, "input_tokens": 12,
+                                    "output_tokens": 8}} if self.ga else {})))
         return out
 
     def response_created(self, rid: str) -> dict:
@@ -115,7 +104,7 @@ class Trace:
         if self.ga:
             resp.update(conversation_id="conv_1", output_modalities=["audio"], max_output_tokens="inf",
                         audio={"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}})
-        return e("response.created", response=resp)
+        return ev("response.created", response=resp)
 
     def message_item(self, item_id: str, text: str, status: str = "completed", kind: str = "audio") -> dict:
         if kind == "audio":
@@ -132,54 +121,55 @@ class Trace:
         """Output item added, content part, transcript/text + audio deltas, the done events."""
         empty = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         where = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-        out = [e("response.output_item.added", response_id=rid, output_index=index, item=empty)]
+        out = [ev("response.output_item.added", response_id=rid, output_index=index, item=empty)]
         if self.ga:
-            out.append(e("conversation.item.added", previous_item_id=self.prev, item=empty))
+            out.append(ev("conversation.item.added", previous_item_id=self.prev, item=empty))
         self.prev = item_id
         part0 = ({"type": "audio", "transcript": ""} if kind == "audio" else {"type": "text", "text": ""})
-        out.append(e("response.content_part.added", **where, part=part0))
+        out.append(ev("response.content_part.added", **where, part=part0))
         for p in parts:
             if kind == "audio":
-                out.append(e(self.t("response.audio_transcript.delta", "response.output_audio_transcript.delta"),
-                             **where, delta=p))
-                out.append(e(self.t("response.audio.delta", "response.output_audio.delta"), **where, delta=pcm()))
+                out.append(ev(self.t("response.audio_transcript.delta", "response.output_audio_transcript.delta"),
+                              **where, delta=p))
+                out.append(ev(self.t("response.audio.delta", "response.output_audio.delta"), **where,
+                              delta=pcm_b64(240, 700)))
             else:
-                out.append(e(self.t("response.text.delta", "response.output_text.delta"), **where, delta=p))
+                out.append(ev(self.t("response.text.delta", "response.output_text.delta"), **where, delta=p))
         if not finish:
             return out
         text = "".join(parts)
         if kind == "audio":
-            out.append(e(self.t("response.audio.done", "response.output_audio.done"), **where))
-            out.append(e(self.t("response.audio_transcript.done", "response.output_audio_transcript.done"),
-                         **where, transcript=text))
-            out.append(e("response.content_part.done", **where, part={"type": "audio", "transcript": text}))
+            out.append(ev(self.t("response.audio.done", "response.output_audio.done"), **where))
+            out.append(ev(self.t("response.audio_transcript.done", "response.output_audio_transcript.done"),
+                          **where, transcript=text))
+            out.append(ev("response.content_part.done", **where, part={"type": "audio", "transcript": text}))
         else:
-            out.append(e(self.t("response.text.done", "response.output_text.done"), **where, text=text))
-            out.append(e("response.content_part.done", **where, part={"type": "text", "text": text}))
+            out.append(ev(self.t("response.text.done", "response.output_text.done"), **where, text=text))
+            out.append(ev("response.content_part.done", **where, part={"type": "text", "text": text}))
         item = self.message_item(item_id, text, kind=kind)
-        out.append(e("response.output_item.done", response_id=rid, output_index=index, item=item))
+        out.append(ev("response.output_item.done", response_id=rid, output_index=index, item=item))
         if self.ga:
-            out.append(e("conversation.item.done", previous_item_id=None, item=item))
+            out.append(ev("conversation.item.done", previous_item_id=None, item=item))
         return out
 
     def function_call(self, rid: str, item_id: str, call_id: str, name: str, arguments: str, *,
                       index: int = 1, chunks: int = 3) -> list[dict]:
         item = {"id": item_id, "type": "function_call", "status": "in_progress", "name": name,
                 "call_id": call_id, "arguments": ""}
-        out = [e("response.output_item.added", response_id=rid, output_index=index, item=item)]
+        out = [ev("response.output_item.added", response_id=rid, output_index=index, item=item)]
         if self.ga:
-            out.append(e("conversation.item.added", previous_item_id=self.prev, item=item))
+            out.append(ev("conversation.item.added", previous_item_id=self.prev, item=item))
         self.prev = item_id
         step = max(1, len(arguments) // chunks)
         for i in range(0, len(arguments), step):
-            out.append(e("response.function_call_arguments.delta", response_id=rid, item_id=item_id,
-                         output_index=index, call_id=call_id, delta=arguments[i:i + step]))
-        out.append(e("response.function_call_arguments.done", response_id=rid, item_id=item_id,
-                     output_index=index, call_id=call_id, name=name, arguments=arguments))
+            out.append(ev("response.function_call_arguments.delta", response_id=rid, item_id=item_id,
+                          output_index=index, call_id=call_id, delta=arguments[i:i + step]))
+        out.append(ev("response.function_call_arguments.done", response_id=rid, item_id=item_id,
+                      output_index=index, call_id=call_id, name=name, arguments=arguments))
         done = self.call_item(item_id, call_id, name, arguments)
-        out.append(e("response.output_item.done", response_id=rid, output_index=index, item=done))
+        out.append(ev("response.output_item.done", response_id=rid, output_index=index, item=done))
         if self.ga:
-            out.append(e("conversation.item.done", previous_item_id=None, item=done))
+            out.append(ev("conversation.item.done", previous_item_id=None, item=done))
         return out
 
     @staticmethod
@@ -199,13 +189,13 @@ class Trace:
                 "usage": {"total_tokens": 300, "input_tokens": 200, "output_tokens": 100}, "metadata": None}
         if self.ga:
             resp.update(conversation_id="conv_1", output_modalities=["audio"])
-        return e("response.done", response=resp)
+        return ev("response.done", response=resp)
 
     def turn(self, rid: str, item_id: str, parts: list[str], kind: str = "audio") -> list[dict]:
         """A whole spoken assistant turn, with rate limits as the real server sends them."""
         return ([self.response_created(rid),
-                 e("rate_limits.updated", rate_limits=[{"name": "requests", "limit": 5000, "remaining": 4999,
-                                                        "reset_seconds": 0.012}])]
+                 ev("rate_limits.updated", rate_limits=[{"name": "requests", "limit": 5000, "remaining": 4999,
+                                                         "reset_seconds": 0.012}])]
                 + self.assistant_message(rid, item_id, parts, kind=kind)
                 + [self.response_done(rid, [self.message_item(item_id, "".join(parts), kind=kind)])])
 
@@ -227,20 +217,6 @@ def brief(rs) -> list[tuple]:
     return [(r["role"], r["content"], r["status"], r["item_id"]) for r in rs]
 
 
-async def replies(peer, timeout: float = 0.3, first: float = 1.0) -> list[dict]:
-    """Everything the agent sent back until it goes quiet: ``first`` seconds for the first reply
-    (a busy CI machine may take longer than ``timeout`` for the frames before it), then
-    ``timeout`` seconds of quiet."""
-    out: list[dict] = []
-    while True:
-        try:
-            msg = await peer.ws.receive(timeout=timeout if out else max(first, timeout))
-        except TimeoutError:
-            return out
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket closed or odd frame: {msg.type} {msg.data!r}"
-        out.append(json.loads(msg.data))
-
-
 async def finished_calls(agent, n: int) -> list[dict]:
     async def fetch():
         await agent.store.flush()
@@ -252,12 +228,6 @@ async def finished_calls(agent, n: int) -> list[dict]:
             return got
         await asyncio.sleep(0.02)
     raise AssertionError(f"expected {n} finished calls, got {await fetch()}")
-
-
-async def health(agent, http) -> dict:
-    async with http.get(f"http://127.0.0.1:{agent.port}/health") as r:
-        assert r.status == 200
-        return await r.json()
 
 
 # --- 1. a full GA session (and the same in beta) --------------------------------------------
@@ -280,9 +250,9 @@ async def test_full_session_with_function_call(agent, connect, http, ga):
     trace += [tr.response_done("resp_2", [tr.message_item("item_A2", "Sure, here you go!"),
                                           tr.call_item("item_F2", "call_wave", "motion", args)])]
     # the model answers after the function output the device sent
-    trace += [e(tr.t("conversation.item.created", "conversation.item.added"), previous_item_id="item_F2",
-                item={"id": "item_O2", "type": "function_call_output", "call_id": "call_wave",
-                      "output": '{"status":"done"}'})]
+    trace += [ev(tr.t("conversation.item.created", "conversation.item.added"), previous_item_id="item_F2",
+                 item={"id": "item_O2", "type": "function_call_output", "call_id": "call_wave",
+                       "output": '{"status":"done"}'})]
     trace += tr.turn("resp_3", "item_A3", ["Did ", "you ", "see ", "that?"])
     trace += tr.user_speech("item_U3", "Yes! Bye.")
     trace += tr.turn("resp_4", "item_A4", ["Bye!"])
@@ -318,7 +288,7 @@ async def test_full_session_with_function_call(agent, connect, http, ga):
     assert h["counters"]["errors"] == 0
     assert h["counters"]["events"] == len(trace)
     assert h["counters"]["dispatches"] == 1
-    assert h["counters"]["ignored"] == sum(ev["type"] in UNKNOWN_TYPES for ev in trace)
+    assert h["counters"]["ignored"] == sum(event["type"] in UNKNOWN_TYPES for event in trace)
     assert h["counters"].get("duplicate_calls", 0) == 1  # the call again inside response.done
 
 
@@ -333,14 +303,14 @@ async def test_barge_in_cancelled_response_with_incomplete_call_then_new_respons
     trace += [tr.response_created("resp_1")]
     trace += tr.assistant_message("resp_1", "item_A1", ["Once ", "upon ", "a "], finish=False)
     # the call starts streaming, the user talks over the robot
-    trace += [e("response.output_item.added", response_id="resp_1", output_index=1,
-                item={"id": "item_F1", "type": "function_call", "status": "in_progress", "name": "motion",
-                      "call_id": "call_cut", "arguments": ""}),
-              e("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
-                output_index=1, call_id="call_cut", delta='{"motion_tag":"bo')]
-    trace += [e("input_audio_buffer.speech_started", audio_start_ms=5100, item_id="item_U2")]
+    trace += [ev("response.output_item.added", response_id="resp_1", output_index=1,
+                 item={"id": "item_F1", "type": "function_call", "status": "in_progress", "name": "motion",
+                       "call_id": "call_cut", "arguments": ""}),
+              ev("response.function_call_arguments.delta", response_id="resp_1", item_id="item_F1",
+                 output_index=1, call_id="call_cut", delta='{"motion_tag":"bo')]
+    trace += [ev("input_audio_buffer.speech_started", audio_start_ms=5100, item_id="item_U2")]
     partial_item = tr.message_item("item_A1", "Once upon a ", status="incomplete")
-    trace += [e("response.output_item.done", response_id="resp_1", output_index=0, item=partial_item),
+    trace += [ev("response.output_item.done", response_id="resp_1", output_index=0, item=partial_item),
               tr.response_done("resp_1", [partial_item,
                                           tr.call_item("item_F1", "call_cut", "motion", '{"motion_tag":"bo',
                                                        status="incomplete")], status="cancelled")]
@@ -379,10 +349,10 @@ async def test_barge_in_after_response_done_and_truncated(agent, connect):
     tr = Trace(True, "sess_trunc")
     trace = tr.session() + tr.user_speech("item_U1", "Sing something.")
     trace += tr.turn("resp_1", "item_A1", ["La ", "la ", "la ", "laaa."])
-    trace += [e("output_audio_buffer.started", response_id="resp_1"),
-              e("input_audio_buffer.speech_started", audio_start_ms=9000, item_id="item_U2"),
-              e("output_audio_buffer.cleared", response_id="resp_1"),
-              e("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=1500)]
+    trace += [ev("output_audio_buffer.started", response_id="resp_1"),
+              ev("input_audio_buffer.speech_started", audio_start_ms=9000, item_id="item_U2"),
+              ev("output_audio_buffer.cleared", response_id="resp_1"),
+              ev("conversation.item.truncated", item_id="item_A1", content_index=0, audio_end_ms=1500)]
     trace += tr.user_speech("item_U2", "Stop, that's enough.")
     trace += tr.turn("resp_2", "item_A2", ["Okay."])
     peer = await connect(agent)
@@ -395,7 +365,7 @@ async def test_barge_in_after_response_done_and_truncated(agent, connect):
         ("assistant", "Okay.", "completed", "item_A2"),
     ]
     # truncated is a known event; nothing was playing here (audio disabled), so no interruption
-    assert agent.counters["ignored"] == sum(ev["type"] in UNKNOWN_TYPES for ev in trace)
+    assert agent.counters["ignored"] == sum(event["type"] in UNKNOWN_TYPES for event in trace)
     assert agent.counters.get("interruptions", 0) == 0
 
 
@@ -411,7 +381,7 @@ async def test_barge_in_stops_queued_motion_of_the_interrupted_response(agent, c
                                       '{"motion_tag":"nod","repeat":20}', index=1),
                     *tr.assistant_message("resp_1", "item_A1", ["Waving ", "for a long "], index=2, finish=False))
     await settle(agent)
-    await peer.send(e("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"),
+    await peer.send(ev("input_audio_buffer.speech_started", audio_start_ms=100, item_id="item_U2"),
                     tr.response_done("resp_1", [], status="cancelled"))
     calls = {c["call_id"]: c for c in await finished_calls(agent, 2)}
     assert calls["call_next"]["status"] == "dropped"
@@ -427,7 +397,7 @@ async def test_text_only_responses(agent, connect, ga):
     tr = Trace(ga, "sess_text")
     text_user = {"id": "item_U1", "type": "message", "role": "user", "status": "completed",
                  "content": [{"type": "input_text", "text": "What is 2+2?"}]}
-    trace = tr.session() + [e(tr.t("conversation.item.created", "conversation.item.added"), item=text_user)]
+    trace = tr.session() + [ev(tr.t("conversation.item.created", "conversation.item.added"), item=text_user)]
     trace += tr.turn("resp_1", "item_A1", ["2+2 ", "is ", "4."], kind="text")
     # a text response that only shows up complete in response.done (no deltas seen)
     trace += [tr.response_created("resp_2"),
@@ -454,18 +424,18 @@ async def test_late_failed_and_unknown_transcriptions(agent, connect):
     trace += tr.user_speech("item_U2", None)
     trace += tr.turn("resp_2", "item_A2", ["Pardon?"])
     trace += tr.user_speech("item_U3", None)
-    trace += [e("conversation.item.input_audio_transcription.failed", item_id="item_U3", content_index=0,
-                error={"type": "transcription_error", "code": "audio_unintelligible",
-                       "message": "Audio unintelligible", "param": None})]
+    trace += [ev("conversation.item.input_audio_transcription.failed", item_id="item_U3", content_index=0,
+                 error={"type": "transcription_error", "code": "audio_unintelligible",
+                        "message": "Audio unintelligible", "param": None})]
     trace += tr.turn("resp_3", "item_A3", ["Hm?"])
     # three turns late; then a retry succeeds after the failure; a failure after success changes nothing
     trace += tr.transcription("item_U1", "first words, late")
-    trace += [e("conversation.item.input_audio_transcription.failed", item_id="item_U2", content_index=0,
-                error={"type": "transcription_error", "code": None, "message": None, "param": None}),
-              e("conversation.item.input_audio_transcription.completed", item_id="item_U2", content_index=0,
-                transcript="second, after a failure"),
-              e("conversation.item.input_audio_transcription.failed", item_id="item_U1", content_index=0,
-                error=None)]
+    trace += [ev("conversation.item.input_audio_transcription.failed", item_id="item_U2", content_index=0,
+                 error={"type": "transcription_error", "code": None, "message": None, "param": None}),
+              ev("conversation.item.input_audio_transcription.completed", item_id="item_U2", content_index=0,
+                 transcript="second, after a failure"),
+              ev("conversation.item.input_audio_transcription.failed", item_id="item_U1", content_index=0,
+                 error=None)]
     # an item id never announced: the transcription is kept, not lost
     trace += tr.transcription("item_GHOST", "from nowhere", deltas=False)
     peer = await connect(agent)
@@ -494,8 +464,8 @@ async def test_every_event_twice_stores_nothing_twice(agent, connect):
     trace += [tr.response_done("resp_1", [tr.call_item("item_F1", "call_nod", "motion", '{"motion_tag":"nod"}'),
                                           tr.message_item("item_A1", "Nodding.")])]
     peer = await connect(agent)
-    for ev in trace:
-        await peer.send(ev, ev)
+    for event in trace:
+        await peer.send(event, event)
     assert await replies(peer) == []
     await wait_for(lambda: motions)
     assert brief(await rows(agent)) == [
@@ -520,18 +490,18 @@ async def test_unknown_ids_and_odd_response_done(agent, connect):
     trace += tr.assistant_message("resp_1", "item_A1", ["Part one, "], finish=False)
     # interleaved noise about things the agent never saw
     trace += [tr.response_done("resp_unknown", []),
-              e("response.done", response={"id": "resp_unknown2", "status": "completed"}),  # no output at all
-              e("conversation.item.truncated", item_id="item_nope", content_index=0, audio_end_ms=10),
-              e("conversation.item.deleted", item_id="item_nope"),
-              e("response.audio.done", response_id="resp_zzz", item_id="item_nope", output_index=0,
-                content_index=0),
-              e("response.function_call_arguments.done", response_id="resp_zzz", item_id="item_nope",
-                call_id="call_never_done", arguments="{}")]
-    trace += [e("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
-                content_index=0, delta="part two.")]
+              ev("response.done", response={"id": "resp_unknown2", "status": "completed"}),  # no output at all
+              ev("conversation.item.truncated", item_id="item_nope", content_index=0, audio_end_ms=10),
+              ev("conversation.item.deleted", item_id="item_nope"),
+              ev("response.audio.done", response_id="resp_zzz", item_id="item_nope", output_index=0,
+                 content_index=0),
+              ev("response.function_call_arguments.done", response_id="resp_zzz", item_id="item_nope",
+                 call_id="call_never_done", arguments="{}")]
+    trace += [ev("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
+                 content_index=0, delta="part two.")]
     # done with null fields: still the final word on resp_1
-    trace += [e("response.done", response={"id": "resp_1", "status": None, "status_details": None,
-                                           "output": None, "usage": None})]
+    trace += [ev("response.done", response={"id": "resp_1", "status": None, "status_details": None,
+                                            "output": None, "usage": None})]
     peer = await connect(agent)
     await peer.send(*trace)
     assert await replies(peer) == []
@@ -545,9 +515,9 @@ async def test_response_done_without_usable_id_leaves_open_response_alone(agent,
     peer = await connect(agent)
     await peer.send(tr.response_created("resp_1"),
                     *tr.assistant_message("resp_1", "item_A1", ["Still ", "talking, "], finish=False),
-                    e("response.done", response=response),
-                    e("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
-                      content_index=0, delta="and done."),
+                    ev("response.done", response=response),
+                    ev("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
+                       content_index=0, delta="and done."),
                     tr.response_done("resp_1", []))
     await replies(peer)
     assert brief(await rows(agent)) == [("assistant", "Still talking, and done.", "completed", "item_A1")]
@@ -556,23 +526,23 @@ async def test_response_done_without_usable_id_leaves_open_response_alone(agent,
 # --- 5. hostile frames interleaved with good ones -------------------------------------------------
 
 HOSTILE_OK = {  # frames the agent must answer with exactly one error of this code
-    "delta-number": (e("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1",
-                       output_index=0, content_index=0, delta=42), "invalid_shape"),
-    "item-id-number": (e("conversation.item.input_audio_transcription.completed", item_id=7,
-                         transcript="x"), "invalid_shape"),
-    "item-a-list": (e("conversation.item.created", item=[1, 2]), "invalid_shape"),
-    "response-a-string": (e("response.done", response="resp_1"), "invalid_shape"),
-    "call-id-number": (e("response.output_item.done", response_id="resp_1", output_index=3,
-                         item={"id": "item_Fx", "type": "function_call", "status": "completed", "name": "motion",
-                               "call_id": 99, "arguments": '{"motion_tag":"wave"}'}), "invalid_shape"),
-    "arguments-number": (e("response.output_item.done", response_id="resp_1", output_index=3,
-                           item={"id": "item_Fy", "type": "function_call", "status": "completed",
-                                 "name": "motion", "call_id": "call_argnum", "arguments": 12}),
+    "delta-number": (ev("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1",
+                        output_index=0, content_index=0, delta=42), "invalid_shape"),
+    "item-id-number": (ev("conversation.item.input_audio_transcription.completed", item_id=7,
+                          transcript="x"), "invalid_shape"),
+    "item-a-list": (ev("conversation.item.created", item=[1, 2]), "invalid_shape"),
+    "response-a-string": (ev("response.done", response="resp_1"), "invalid_shape"),
+    "call-id-number": (ev("response.output_item.done", response_id="resp_1", output_index=3,
+                          item={"id": "item_Fx", "type": "function_call", "status": "completed", "name": "motion",
+                                "call_id": 99, "arguments": '{"motion_tag":"wave"}'}), "invalid_shape"),
+    "arguments-number": (ev("response.output_item.done", response_id="resp_1", output_index=3,
+                            item={"id": "item_Fy", "type": "function_call", "status": "completed",
+                                  "name": "motion", "call_id": "call_argnum", "arguments": 12}),
                          "invalid_arguments"),
-    "arguments-deep": (e("response.output_item.done", response_id="resp_1", output_index=3,
-                         item={"id": "item_Fz", "type": "function_call", "status": "completed",
-                               "name": "lights", "call_id": "call_deep",
-                               "arguments": "[" * 10000 + "]" * 10000}), "invalid_arguments"),
+    "arguments-deep": (ev("response.output_item.done", response_id="resp_1", output_index=3,
+                          item={"id": "item_Fz", "type": "function_call", "status": "completed",
+                                "name": "lights", "call_id": "call_deep",
+                                "arguments": "[" * 10000 + "]" * 10000}), "invalid_arguments"),
     "type-number": ('{"type": 5, "event_id": "event_bad"}', "missing_type"),
     "not-json": ('{"type": "response.done", ', "invalid_json"),
     "array-frame": ("[1, 2, 3]", "invalid_event"),
@@ -582,12 +552,12 @@ HOSTILE_OK = {  # frames the agent must answer with exactly one error of this co
 }
 
 HOSTILE_SILENT = {  # wrong nested types the agent reads but does not answer today
-    "user-content-string": e("conversation.item.created", item={"id": "item_Ux", "type": "message",
-                                                                "role": "user", "content": "hello"}),
-    "user-role-number": e("conversation.item.created", item={"id": "item_Uy", "type": "message", "role": 1,
-                                                             "content": [{"type": "input_text", "text": "hi"}]}),
-    "output-a-dict": e("response.done", response={"id": "resp_odd", "status": "completed",
-                                                  "output": {"id": "item_x", "type": "message"}}),
+    "user-content-string": ev("conversation.item.created", item={"id": "item_Ux", "type": "message",
+                                                                 "role": "user", "content": "hello"}),
+    "user-role-number": ev("conversation.item.created", item={"id": "item_Uy", "type": "message", "role": 1,
+                                                              "content": [{"type": "input_text", "text": "hi"}]}),
+    "output-a-dict": ev("response.done", response={"id": "resp_odd", "status": "completed",
+                                                   "output": {"id": "item_x", "type": "message"}}),
 }
 
 
@@ -601,8 +571,8 @@ async def _interleaved(agent, connect, bad):
         await peer.send_bytes(bad)
     else:
         await peer.send(bad)
-    await peer.send(e("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
-                      content_index=0, delta=" gamma"),
+    await peer.send(ev("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
+                       content_index=0, delta=" gamma"),
                     tr.response_done("resp_1", []),
                     *tr.user_speech("item_U2", "two"), *tr.turn("resp_2", "item_A2", ["delta"]))
     got = await replies(peer)
@@ -644,7 +614,7 @@ async def test_hostile_frame_gets_one_error_and_good_frames_are_stored(agent, co
     assert calls == []
     h = await health(agent, http)
     assert h["counters"]["errors"] == 1 and h["connections"] == 1
-    await peer.send(e("session.update", session={"instructions": "still listening?"}))
+    await peer.send(ev("session.update", session={"instructions": "still listening?"}))
     assert await replies(peer, 0.1) == []
 
 
@@ -661,10 +631,10 @@ async def test_assistant_role_of_wrong_type_is_not_stored_as_is(agent, connect, 
     tr = Trace(False)
     peer = await connect(agent)
     await peer.send(tr.response_created("resp_1"),
-                    e("response.output_item.added", response_id="resp_1", output_index=0,
-                      item={"id": "item_A1", "type": "message", "role": role, "content": []}),
-                    e("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
-                      content_index=0, delta="odd role"),
+                    ev("response.output_item.added", response_id="resp_1", output_index=0,
+                       item={"id": "item_A1", "type": "message", "role": role, "content": []}),
+                    ev("response.audio_transcript.delta", response_id="resp_1", item_id="item_A1", output_index=0,
+                       content_index=0, delta="odd role"),
                     tr.response_done("resp_1", []),
                     *tr.turn("resp_2", "item_A2", ["fine"]))
     await replies(peer)
@@ -695,8 +665,8 @@ async def test_unicode_and_nul_transcripts_are_stored_exactly(agent, connect, ht
         trace += tr.turn(f"resp_{i}", f"item_A{i}", [text[:half], text[half:]])
     peer = await connect(agent)
     # json.dumps escapes (\u0000, surrogate pairs for emoji); one frame goes raw UTF-8 and as binary
-    for ev in trace:
-        await peer.send(ev)
+    for event in trace:
+        await peer.send(event)
     await peer.send_bytes(json.dumps(tr.transcription("item_BIN", "binäry 🤖 \u0000", deltas=False)[0],
                                      ensure_ascii=False).encode())
     assert await replies(peer) == []
@@ -746,8 +716,8 @@ async def test_storm_of_bad_frames_between_good_ones(agent, connect, http):
             await peer.send(bad)
     await peer.send(*good[len(bads) * step:])
     # a binary frame of valid JSON is as good as a text one
-    await peer.send_bytes(json.dumps(e("conversation.item.input_audio_transcription.completed",
-                                       item_id="item_BIN", content_index=0, transcript="binary ok")).encode())
+    await peer.send_bytes(json.dumps(ev("conversation.item.input_audio_transcription.completed",
+                                        item_id="item_BIN", content_index=0, transcript="binary ok")).encode())
     got = await replies(peer)
     assert not peer.ws.closed
     assert sorted(r["error"]["code"] for r in got if r["type"] == "error") == sorted(c for _, c in HOSTILE_OK.values())
@@ -762,7 +732,7 @@ async def test_storm_of_bad_frames_between_good_ones(agent, connect, http):
 
 async def test_oversized_frame_closes_only_that_socket(agent, connect):
     peer = await connect(agent)
-    await peer.send(json.dumps(e("session.update", pad="x" * (1024 * 1024 + 10))))
+    await peer.send(json.dumps(ev("session.update", pad="x" * (1024 * 1024 + 10))))
     msg = await peer.ws.receive(timeout=2)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert peer.ws.close_code == 1009
@@ -842,7 +812,7 @@ async def test_health_consistent_after_mixed_traffic_and_agent_still_answers(age
     c = h["counters"]
     assert c["events"] == len(trace_a) + 2 + 1 + 2
     assert c["errors"] == 4
-    assert c["ignored"] == sum(ev["type"] in UNKNOWN_TYPES for ev in trace_a)
+    assert c["ignored"] == sum(event["type"] in UNKNOWN_TYPES for event in trace_a)
     assert c["connections_total"] == 2 and h["connections"] == 1
     assert h["status"] == "ok" and h["storage"]["state"] == "ok"
     # the agent still answers on the surviving socket and on a new one
