@@ -642,3 +642,30 @@ async def test_a_restart_within_the_grace_does_not_finish_the_old_sessions_item(
                     ("sess_after", "user", "hello again", "completed"),
                     ("sess_before", "assistant", "I was saying ", "incomplete")]
 
+
+
+async def test_a_restarted_voice_agent_reusing_an_interrupted_response_id_gets_its_motion_run(robot, connect):
+    """Session A's resp_1 was barged in; the restarted voice agent (session B, numbering anew)
+    has a resp_1 of its own, and its wave runs. A's interruption still holds for A: a late call of
+    A's resp_1 on a new socket of session A is dropped."""
+    agent = await robot()
+    a, b = Voice(True, "sess_gone"), Voice(True, "sess_fresh")
+    old = await connect(agent)
+    await old.send(*a.session(), a.created("resp_1"),
+                   e("input_audio_buffer.speech_started", audio_start_ms=300, item_id="item_U2"),
+                   a.done("resp_1", status="cancelled"))
+    await settle(agent)
+    assert agent.turns.interrupted("resp_1") == "barge-in"
+    await old.close()
+    await wait_for(lambda: agent.health()["connections"] == 0)
+    new = await connect(agent)
+    await new.send(*b.session(), b.created("resp_1"),
+                   *b.call("resp_1", "item_F1", "call_fresh", "motion", '{"motion_tag":"wave"}'), b.done("resp_1"))
+    assert (await calls(agent, "call_fresh"))["call_fresh"]["status"] == "done"
+    assert moves(agent) == [30, 0]
+    assert agent.turns.interrupted("resp_1", "sess_fresh") is None
+    assert agent.turns.interrupted("resp_1", "sess_gone") == "barge-in"
+    back = await connect(agent)  # session A again, with a call of its interrupted response
+    await back.send(*a.session(), *a.call("resp_1", "item_F9", "call_late", "motion", '{"motion_tag":"wave"}'))
+    assert (await calls(agent, "call_late"))["call_late"]["status"] == "dropped"
+    assert moves(agent) == [30, 0] and agent.counters["dispatches"] == 1

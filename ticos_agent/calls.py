@@ -112,12 +112,13 @@ class CallIntake:
     again. Items cut off by barge-in (status ``incomplete``) and unusable arguments are
     recorded, logged and answered with an error instead (unusable arguments of the robot's own
     tools also with a failed output naming the field, so the model can call again); calls of a
-    response that was interrupted (``interrupted(response_id)`` names why) are recorded as
-    dropped.
+    response that was interrupted (``interrupted(response_id, session)`` names why; the session
+    is the peer's as the voice agent named it, so a restarted voice agent's ``resp_1`` is not
+    an earlier session's interrupted one) are recorded as dropped.
     """
 
     def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
-                 interrupted: Callable[[str | None], str | None], send: Send,
+                 interrupted: Callable[[str | None, str | None], str | None], send: Send,
                  spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False,
                  memory: MemoryRouter | None = None):
         self._store = store
@@ -214,13 +215,13 @@ class CallIntake:
             ours = memory is not None or (isinstance(name, str) and (name in MOTION_FUNCTIONS or
                                                                      name in EMOTION_FUNCTIONS))
             if isinstance(call_id, str) and (ours or self._reply_outcomes) and \
-                    self._why(str(name), response_id, memory) is None:
+                    self._why(str(name), response_id, memory, peer) is None:
                 self._spawn(self._answer(call_id, failed, peer,
                                          memory is not None and memory.respond_after(str(name))))
             if memory is None or not isinstance(call_id, str):
                 raise
             return
-        why = self._why(call.name, response_id, memory)
+        why = self._why(call.name, response_id, memory, peer)
         if why is not None:
             log.info("function call %s (%s) of response %s not run: %s", peer_text(name), peer_text(call_id),
                      peer_text(response_id), why)
@@ -261,13 +262,13 @@ class CallIntake:
                    peer: Peer, remembering: MemoryArguments | None = None) -> None:
         memory = self._memory if remembering is not None else None
         try:
-            why = self._why(call.name, call.response_id, memory)
+            why = self._why(call.name, call.response_id, memory, peer)
             started = time.monotonic()
             if why is not None:  # interrupted between intake and this task's first step
                 result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
             elif memory is not None:
                 result = await memory.run(remembering)
-                why = self._why(call.name, call.response_id, memory)
+                why = self._why(call.name, call.response_id, memory, peer)
                 if why is not None:  # a barge-in while it ran: nobody waits for this answer any more
                     result = {"status": "dropped", "reason": f"response {why} while it ran"}
             else:
@@ -286,12 +287,13 @@ class CallIntake:
             respond = memory is not None and result.get("status") != "dropped" and memory.respond_after(call.name)
             await self._answer(call.call_id, result, peer, respond)
 
-    def _why(self, name: str, response_id: str | None, memory: MemoryRouter | None) -> str | None:
-        """Why a call of this response is not to run, or be answered, now: its response was
-        interrupted (a memory call that survives that excepted); ``None`` when it is."""
+    def _why(self, name: str, response_id: str | None, memory: MemoryRouter | None, peer: Peer) -> str | None:
+        """Why a call of this response (of ``peer``'s session) is not to run, or be answered,
+        now: its response was interrupted (a memory call that survives that excepted); ``None``
+        when it is."""
         if memory is not None and memory.survives_interruption(name):
             return None
-        return self._interrupted(response_id)
+        return self._interrupted(response_id, peer.session_id)
 
     async def _answer(self, call_id: str, outcome: dict[str, Any], peer: Peer, respond: bool) -> None:
         await self._send(function_call_output(call_id, outcome), peer)

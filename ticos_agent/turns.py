@@ -12,12 +12,16 @@ Barge-in and response cancellation are decided here and nowhere else:
 * ``response.done`` with status ``cancelled`` or ``failed`` stops that response the same way
   (its audio and commands only; other responses keep playing).
 
-Interrupted responses are remembered agent-wide (bounded): response ids belong to the
-conversation, not to the socket, so a call of an interrupted response that arrives on a new
-connection is dropped too. A response whose socket closed before its ``response.done`` is
-still the robot's (the voice agent may go on with it on a new socket): until that
-``response.done`` comes, on any socket, a barge-in on any socket stops it too; so does a
-barge-in on another socket of the same session while the old one is not closed yet (half-open).
+Interrupted responses are remembered agent-wide (bounded), with the session they were
+interrupted in: response ids belong to the conversation, not to the socket, so a call of an
+interrupted response that arrives on a new connection is dropped too; but a voice agent
+restarted (another session, named by ``session.created``) may number its responses anew, and
+its ``resp_1`` is not the earlier session's: an interruption applies unless both its session
+and the asking peer's are named and differ (:meth:`Peer.other_session`). A response whose
+socket closed before its ``response.done`` is still the robot's (the voice agent may go on
+with it on a new socket): until that ``response.done`` comes, on any socket of its session, a
+barge-in on any socket stops it too; so does a barge-in on another socket of the same session
+while the old one is not closed yet (half-open).
 One barge-in counts as one interruption, however many responses it stops; one that finds
 its response stopped already (and nothing playing) stops nothing and is not counted. With
 ``send_truncate`` the voice agent is told how much of the item was heard
@@ -69,6 +73,9 @@ class MotionStop(Protocol):
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+#: A response as turn state tells it apart: its id and the session it belongs to (``None``: the
+#: voice agent had not named its session).
+Response = tuple[str, "str | None"]
 
 
 async def _sent(send: Send, event: dict[str, Any], peer: Peer) -> None:
@@ -85,9 +92,10 @@ class Turns:
         self._counters = counters
         self._send_truncate = send_truncate
         self._active: dict[Peer, list[str]] = {}  # peer -> its responses not done yet, the active one last
-        self._interrupted: OrderedDict[str, str] = OrderedDict()  # response id -> why (bounded)
-        self._orphans: OrderedDict[str, None] = OrderedDict()  # active when their socket closed (bounded)
-        self._audio_response: str | None = None  # the response whose audio arrived last
+        # response id -> session -> why (bounded by response id)
+        self._interrupted: OrderedDict[str, dict[str | None, str]] = OrderedDict()
+        self._orphans: OrderedDict[Response, None] = OrderedDict()  # active when their socket closed (bounded)
+        self._audio_response: Response | None = None  # the response whose audio arrived last
 
     def routes(self) -> Mapping[str, Handler]:
         routes: dict[str, Handler] = {
@@ -101,9 +109,19 @@ class Turns:
 
     # --- what the rest of the agent asks ----------------------------------------------------
 
-    def interrupted(self, response_id: str | None) -> str | None:
-        """Why ``response_id`` was stopped (``"barge-in"``, ``"response cancelled"`` ...), or None."""
-        return self._interrupted.get(response_id) if response_id is not None else None
+    def interrupted(self, response_id: str | None, session: str | None = None) -> str | None:
+        """Why ``response_id`` was stopped (``"barge-in"``, ``"response cancelled"`` ...), or None.
+
+        ``session`` is the asking peer's session as the voice agent named it
+        (``Peer.session_id``): an interruption in another named session is not this response's
+        (a restarted voice agent numbering anew). ``None`` (not named, or not known) takes an
+        interruption in any session."""
+        whys = self._interrupted.get(response_id) if response_id is not None else None
+        if not whys:
+            return None
+        if session is None:
+            return next(iter(whys.values()))
+        return whys.get(session) or whys.get(None)
 
     def active_response(self, peer: Peer) -> str | None:
         open_ = self._active.get(peer)
@@ -111,7 +129,7 @@ class Turns:
 
     def peer_closed(self, peer: Peer) -> None:
         for rid in self._active.pop(peer, ()):  # not done: the voice agent may go on with it on a new socket
-            self._orphans[rid] = None
+            self._orphans[(rid, peer.session_id)] = None
             if len(self._orphans) > MAX_ORPHANS:
                 self._orphans.popitem(last=False)
 
@@ -129,53 +147,61 @@ class Turns:
     def _audio_delta(self, event: Event, peer: Peer) -> None:
         rid = response_id_of(event)
         if rid is not None:
-            self._audio_response = rid
+            self._audio_response = (rid, peer.session_id)
 
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]
-        for p in [p for p, open_ in self._active.items() if rid in open_]:  # on whichever socket it began
+        # on whichever socket it began, of this session (another session's resp_1 is another response)
+        for p in [p for p, open_ in self._active.items() if rid in open_ and not peer.other_session(p)]:
             open_ = self._active[p]
             open_.remove(rid)
             if not open_:
                 del self._active[p]
-        self._orphans.pop(rid, None)
+        for orphan in [o for o in self._orphans if o[0] == rid and not _other(peer.session_id, o[1])]:
+            del self._orphans[orphan]
         status = response.get("status")
-        if status in ("cancelled", "failed") and rid not in self._interrupted:  # not again after a barge-in
-            self.interrupt(rid, None, reason=f"response {status}")
+        session = peer.session_id
+        if status in ("cancelled", "failed") and self.interrupted(rid, session) is None:  # not again after a barge-in
+            self.interrupt(rid, None, reason=f"response {status}", session=session)
 
     def _speech_started(self, event: Event, peer: Peer) -> None:
         mine = self._active.get(peer, [])
-        rid = mine[-1] if mine else None
+        target: Response | None = (mine[-1], peer.session_id) if mine else None
         playing = self._audio is not None and self._audio.playing
-        target = rid or (self._audio_response if playing else None)
-        if target in self._interrupted and not playing:
+        if target is None and playing:
+            target = self._audio_response
+        if target is not None and self.interrupted(*target) is not None and not playing:
             target = None  # stopped already (the user paused and spoke again): nothing to stop now
-        stops: list[str | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
+        stops: list[Response | None] = [o for o in self._orphans if o != target]  # cut off with an old socket
         self._orphans.clear()
         # this socket's earlier responses not done yet, and those of an old socket of the same
         # session not closed yet (half-open)
         same = [p for p in self._active if p is peer or peer.same_session(p)]
-        stops += [r for p in same for r in self._active[p]
-                  if r != target and r not in stops and r not in self._interrupted]
-        if target is not None or playing:
-            stops.insert(0, target)
-        if not stops:
+        stops += [(r, p.session_id) for p in same for r in self._active[p]
+                  if (r, p.session_id) != target and (r, p.session_id) not in stops
+                  and self.interrupted(r, p.session_id) is None]
+        first: list[Response | None] = [target] if target is not None or playing else []
+        if not first and not stops:
             return
         self._counters["interruptions"] += 1  # one barge-in, however many responses it stops
-        for n, stopped in enumerate(stops):  # the truncate, if any, is told once: for the first
-            self._stop(stopped, peer if n == 0 else None, reason="barge-in")
+        for n, stopped in enumerate(first + stops):  # the truncate, if any, is told once: for the first
+            rid, session = stopped if stopped is not None else (None, peer.session_id)
+            self._stop(rid, peer if n == 0 else None, reason="barge-in", session=session)
 
     # --- the one place that stops a response -----------------------------------------------
 
-    def interrupt(self, response_id: str | None, peer: Peer | None = None, *, reason: str) -> None:
-        """Stop the robot talking and moving for ``response_id``; its later calls are dropped."""
+    def interrupt(self, response_id: str | None, peer: Peer | None = None, *, reason: str,
+                  session: str | None = None) -> None:
+        """Stop the robot talking and moving for ``response_id`` of ``session`` (``peer``'s
+        when it is given); its later calls are dropped."""
         self._counters["interruptions"] += 1
-        self._stop(response_id, peer, reason=reason)
+        self._stop(response_id, peer, reason=reason, session=peer.session_id if peer is not None else session)
 
-    def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str) -> None:
+    def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str, session: str | None) -> None:
         if response_id is not None:
-            self._interrupted[response_id] = reason
+            self._interrupted.setdefault(response_id, {})[session] = reason
+            self._interrupted.move_to_end(response_id)
             if len(self._interrupted) > MAX_INTERRUPTED:
                 self._interrupted.popitem(last=False)
         audio = self._audio
@@ -199,3 +225,8 @@ class Turns:
                  f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
         if self._send_truncate and peer is not None and item_id and played is not None:
             self._spawn(_sent(self._send, truncate(item_id, int(played)), peer))
+
+
+def _other(one: str | None, two: str | None) -> bool:
+    """Whether two sessions are both named and not the same (what :meth:`Peer.other_session` says of peers)."""
+    return one is not None and two is not None and one != two
