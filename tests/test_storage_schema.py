@@ -195,3 +195,89 @@ def _has_dbstat(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return True
+
+
+def _schema_6(path) -> sqlite3.Connection:
+    """A database as schema 6 left it: function calls keyed by call id alone."""
+    from ticos_agent.storage.schema import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA page_size = 512")
+    for version in range(1, 7):
+        MIGRATIONS[version](conn)
+        conn.execute("INSERT INTO db_version (version, updated_at) VALUES (?, '2026-11-01 10:00:00')", (version,))
+    return conn
+
+
+OLD_CALLS = [  # schema 2's columns, as schema 6 stored them
+    ("call_1", "motion", '{"motion_tag":"wave"}', "sess_A", "resp_1", "item_F1", "done", '{"status":"done"}',
+     "2026-11-01 10:00:00", "2026-11-01 10:00:02"),
+    ("call_2", "emotion", "{}", "sess_A", "resp_1", "item_F2", "dropped", '{"status":"dropped"}',
+     "2026-11-01 10:00:01", "2026-11-01 10:00:01"),
+    ("call_9", "weather", "{}", None, None, None, "received", None, "2026-11-01 10:01:00", None),
+]
+
+
+def test_schema_7_keeps_every_call_and_its_rowid_and_takes_a_call_id_again_in_another_session(tmp_path):
+    from ticos_agent.storage.writes import SQL_CALL_OUTCOME, SQL_RECORD_CALL
+
+    conn = _schema_6(tmp_path / "ticos.db")
+    conn.executemany("INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, "
+                     "status, result, created, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", OLD_CALLS)
+    conn.execute("DELETE FROM function_calls WHERE call_id = 'call_2'")  # rowids with a gap: kept
+    conn.execute("INSERT INTO function_calls (call_id, name, session_id) VALUES ('call_2', 'emotion', 'sess_A')")
+    old = "SELECT rowid, call_id, name, arguments, session_id, response_id, item_id, status, result, created, " \
+          "finished FROM function_calls ORDER BY rowid"
+    before = conn.execute(old).fetchall()
+    assert [r[0] for r in before] == [1, 3, 4]
+    spans_before = conn.execute("SELECT * FROM session_spans").fetchall()
+    assert migrate(conn) == 6 and current_version(conn) == SCHEMA_VERSION == 7
+    assert conn.execute(old).fetchall() == before  # every row, by the old columns, rowids kept
+    assert conn.execute("SELECT id FROM function_calls ORDER BY id").fetchall() == [(1,), (3,), (4,)]
+    assert [r[1] for r in conn.execute("PRAGMA table_info(function_calls)")][:10] == [
+        "call_id", "name", "arguments", "session_id", "response_id", "item_id", "status", "result", "created",
+        "finished"]  # the old columns first, in their order
+    assert conn.execute("SELECT * FROM session_spans").fetchall() == spans_before
+    # the same call id in another session is a new row; in the same session, the same row
+    conn.execute(SQL_RECORD_CALL, ("call_1", "motion", '{"motion_tag":"nod"}', "sess_B", "resp_1", "item_F1",
+                                   "received", "2026-11-02 09:00:00"))
+    conn.execute(SQL_RECORD_CALL, ("call_1", "motion", "{}", "sess_B", None, None, "received", "2026-11-02 09:00:01"))
+    conn.execute(SQL_CALL_OUTCOME, ("call_1", "done", '{"status":"done"}', "2026-11-02 09:00:03", "sess_B"))
+    rows = conn.execute("SELECT id, session_id, arguments, status, finished FROM function_calls "
+                        "WHERE call_id = 'call_1' ORDER BY id").fetchall()
+    assert rows == [(1, "sess_A", '{"motion_tag":"wave"}', "done", "2026-11-01 10:00:02"),
+                    (5, "sess_B", '{"motion_tag":"nod"}', "done", "2026-11-02 09:00:03")]
+    # the span triggers hold on the new table: sess_B's calls are its span's
+    assert conn.execute("SELECT first_call FROM session_spans WHERE session_id = 'sess_B'").fetchone() == (5,)
+    # without a session: the newest call of that id (and a row of no session keeps its own key)
+    conn.execute(SQL_CALL_OUTCOME, ("call_1", "failed", None, "2026-11-02 09:00:04", None))
+    conn.execute(SQL_CALL_OUTCOME, ("call_9", "done", None, "2026-11-02 09:00:05", None))
+    assert conn.execute("SELECT id, status FROM function_calls WHERE call_id IN ('call_1', 'call_9') "
+                        "ORDER BY id").fetchall() == [(1, "done"), (3, "done"), (5, "failed")]
+    assert conn.execute("SELECT COUNT(*) FROM function_calls").fetchone() == (4,)
+    conn.close()
+
+
+def test_schema_7_failing_half_way_leaves_the_calls_table_of_schema_6(tmp_path):
+    from ticos_agent.storage import schema
+
+    conn = _schema_6(tmp_path / "ticos.db")
+    conn.executemany("INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, "
+                     "status, result, created, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", OLD_CALLS)
+    real = schema.MIGRATIONS[7]
+
+    def failing(c):
+        real(c)  # the table made again, then a failure before the version row
+        raise sqlite3.OperationalError("boom")
+
+    schema.MIGRATIONS[7] = failing
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            migrate(conn)
+    finally:
+        schema.MIGRATIONS[7] = real
+    assert current_version(conn) == 6 and "id" not in table_columns(conn, "function_calls")
+    assert conn.execute("SELECT call_id FROM function_calls ORDER BY rowid").fetchall() == [
+        ("call_1",), ("call_2",), ("call_9",)]
+    assert migrate(conn) == 6 and current_version(conn) == 7
+    conn.close()

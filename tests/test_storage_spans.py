@@ -12,7 +12,7 @@ from ticos_agent.storage.finder import MESSAGES, Finder, Window
 from ticos_agent.storage.queries import count_messages, iter_messages, read_messages
 from ticos_agent.storage.schema import MIGRATIONS, migrate
 from ticos_agent.storage.spans import SPANS, close_sql
-from ticos_agent.storage.writes import SQL_ADD_MESSAGE, SQL_RECORD_CALL
+from ticos_agent.storage.writes import SQL_ADD_MESSAGE, SQL_CALL_OUTCOME, SQL_RECORD_CALL
 
 
 def _schema_5(path) -> sqlite3.Connection:
@@ -54,7 +54,8 @@ def test_migration_fills_spans_from_interleaved_sessions_and_drops_the_indexes(t
     order = ["A", "A", "B", "A", None, "B", "C", "A", "B"]
     for i, session in enumerate(order, 1):
         _message(conn, str(i), session)
-    conn.execute(SQL_RECORD_CALL, ("call_1", "wave", "{}", "B", None, None, "queued", "2026-11-26 10:00:01"))
+    conn.execute("INSERT INTO function_calls (call_id, name, arguments, session_id, status, created) "
+                 "VALUES ('call_1', 'wave', '{}', 'B', 'queued', '2026-11-26 10:00:01')")  # schema 5's table
     before = {s: _by_column(conn, s) for s in "ABC"}
     assert migrate(conn) == 5
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -103,11 +104,15 @@ def test_an_open_span_costs_the_hot_path_nothing_and_a_closed_one_grows(tmp_path
     assert [m["id"] for m in read_messages(conn, session_id="S")] == ["5", "3"]
 
 
-def test_a_call_upsert_that_sets_a_session_updates_its_span(tmp_path):
+def test_a_calls_outcome_stored_before_its_record_is_one_row_in_its_sessions_span(tmp_path):
+    """Since schema 7 the session is part of a call's key: the outcome carries it (the upsert no
+    longer sets a session on a row without one)."""
     conn = _schema_5(tmp_path / "ticos.db")
     migrate(conn)
-    conn.execute("INSERT INTO function_calls (call_id, status) VALUES ('call_9', 'done')")  # outcome first
+    conn.execute(SQL_CALL_OUTCOME, ("call_9", "done", None, "2026-11-26 10:00:02", "S"))  # outcome first
     conn.execute(SQL_RECORD_CALL, ("call_9", "wave", "{}", "S", None, None, "queued", "2026-11-26 10:00:01"))
+    assert conn.execute("SELECT call_id, session_id, name, status FROM function_calls").fetchall() == [
+        ("call_9", "S", "wave", "done")]
     assert _span(conn, "S") == (None, None, 1, None)
     assert read_messages(conn, session_id="S") == []  # a span with calls only: no messages, no scan
 

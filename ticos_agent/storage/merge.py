@@ -31,8 +31,9 @@ switches). Per table:
   counters); every other field is kept (a memory's schema-4 fields too).
 * the summarisation mark (``ticos_state``, a message id: the same on both) becomes the
   larger of the two, with each chunk and when the merge ends.
-* ``function_calls`` are merged by ``call_id``: the fields the card lacks are filled, and an
-  outcome (``finished`` set) in the fallback wins.
+* ``function_calls`` are merged by session and ``call_id`` (a row without a session: to the
+  card's newest call of that id, as the writer does): the fields the card lacks are filled,
+  and an outcome (``finished`` set) in the fallback wins.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Any
 import aiosqlite
 
 from .schema import BUSY_TIMEOUT_MS, EVENT_LOG, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
-from .writes import ID_BATCH, MERGE_CHUNK, SQL_ADD_MESSAGE
+from .writes import CALL_KEY, ID_BATCH, MERGE_CHUNK, SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ _ADD_EVENT = "INSERT INTO events (ts, type, session_id, event_id, item_id, respo
 _UPDATE_COPY = "UPDATE messages SET content = ?, status = COALESCE(?, status) WHERE id = ?"
 _MERGE_CALL = (
     "INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, status, result, "
-    "created, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(call_id) DO UPDATE SET "
+    "created, finished) VALUES (?1, ?2, ?3, COALESCE(?4, (SELECT session_id FROM function_calls WHERE call_id = ?1 "
+    f"ORDER BY rowid DESC LIMIT 1)), ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT({CALL_KEY}) DO UPDATE SET "
     "name = COALESCE(name, excluded.name), arguments = COALESCE(arguments, excluded.arguments), "
-    "session_id = COALESCE(session_id, excluded.session_id), "
     "response_id = COALESCE(response_id, excluded.response_id), item_id = COALESCE(item_id, excluded.item_id), "
     "created = COALESCE(created, excluded.created), "
     "status = CASE WHEN excluded.finished IS NOT NULL OR finished IS NULL "

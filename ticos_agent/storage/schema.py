@@ -36,11 +36,23 @@ Version history (rows are appended to ``db_version`` as the SDK did):
   and call, kept by triggers; ``idx_messages_session`` and ``idx_calls_session`` dropped (every
   commit that added a message or a call wrote a page of them). A reader of one session's rows
   reads its span's rowid range.
+* 7 - a function call is one per session and call id, no longer one per call id: a local voice
+  agent restarted (a new session) may number its calls ``call_1``, ``call_2`` ... anew, and
+  those are new calls. ``function_calls`` is made again with the same columns in the same
+  order and a last one, ``id`` (``INTEGER PRIMARY KEY``: the rowid, kept for every row, so
+  the session spans still hold), and the unique index ``idx_calls_key`` on
+  ``(call_id, IFNULL(session_id, ''))`` instead of the primary key on ``call_id``; the span
+  triggers on it are made again. Every reader by the old columns reads it as before; a call
+  id alone may now name several rows (one per session), and whoever looks one up by call id
+  alone takes the newest (the highest ``id``), as :data:`.writes.SQL_CALL_OUTCOME` does. An
+  older ticos-agent opening it cannot store calls (its ``ON CONFLICT(call_id)`` names a key
+  that is gone); ticos-client never had this table.
 
 Migrations add tables, columns and indexes (``CREATE ... IF NOT EXISTS``, ``ALTER TABLE ...
-ADD COLUMN``), drop an index of their own, or (schema 5) turn a table of their own into a
-view with the same columns, so the SDK can still read a migrated database by its old columns
-and this code's readers by theirs. Each migration runs in one
+ADD COLUMN``), drop an index of their own, (schema 5) turn a table of their own into a
+view with the same columns, or (schema 7) make a table of their own again with the same
+columns and rows and another key, so the SDK can still read a migrated database by its old
+columns and this code's readers by theirs. Each migration runs in one
 transaction together with its ``db_version`` row.
 """
 
@@ -55,7 +67,7 @@ from . import spans
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 5000
 #: The page size of a database created here: SQLite's smallest. A commit rewrites every page
 #: it touches in full (the tail page of each table and index it adds to, the header when the
@@ -214,8 +226,31 @@ def _to_v6(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS idx_calls_session")
 
 
+#: Schema 7's ``function_calls``: schema 2's columns in their order, then the row id; one row
+#: per session and call id (``idx_calls_key``: what the writer's upserts name).
+CALLS_TABLE_SQL = (
+    "CREATE TABLE {name} (call_id TEXT, name TEXT, arguments TEXT, session_id TEXT, response_id TEXT, "
+    "item_id TEXT, status TEXT, result TEXT, created TEXT, finished TEXT, id INTEGER PRIMARY KEY)"
+)
+CALLS_KEY_SQL = "CREATE UNIQUE INDEX IF NOT EXISTS idx_calls_key ON function_calls(call_id, IFNULL(session_id, ''))"
+_CALL_FIELDS = ", ".join(CALL_COLUMNS)
+
+
+def _to_v7(conn: sqlite3.Connection) -> None:
+    """A function call per session and call id: the table made again with a row id, every row
+    and rowid kept, and the span triggers on it made again."""
+    conn.execute(CALLS_TABLE_SQL.format(name="function_calls_v7"))
+    conn.execute(f"INSERT INTO function_calls_v7 ({_CALL_FIELDS}, id) "
+                 f"SELECT {_CALL_FIELDS}, rowid FROM function_calls ORDER BY rowid")
+    conn.execute("DROP TABLE function_calls")  # its primary key and span triggers go with it
+    conn.execute("ALTER TABLE function_calls_v7 RENAME TO function_calls")
+    conn.execute(CALLS_KEY_SQL)
+    for sql in spans.TRIGGERS_SQL:
+        conn.execute(sql)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4,
-                                                                 5: _to_v5, 6: _to_v6}
+                                                                 5: _to_v5, 6: _to_v6, 7: _to_v7}
 
 
 def apply_pragmas(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> str:

@@ -287,18 +287,26 @@ class Store(Writer, CardKeeper, Memories, Reads):
     def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
                     response_id: str | None = None, item_id: str | None = None,
                     status: str = "received") -> None:
-        """Queue a function call as received (``arguments`` is the JSON string as sent)."""
+        """Queue a function call as received (``arguments`` is the JSON string as sent).
+
+        One row per session and call id: the same call id in another session is another call
+        (a record again in the same session fills only what is missing). Without
+        ``session_id``, the newest call of that id, if there is one."""
         if self._closing:
             raise self._closed_error()
         self._op(SQL_RECORD_CALL, (call_id, name, arguments, session_id, response_id, item_id,
                                    status, schema.now_local()))
 
-    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None) -> None:
-        """Queue a call's final status and result (stored as JSON text; ``None`` as NULL)."""
+    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None, *,
+                         session_id: str | None = None) -> None:
+        """Queue a call's final status and result (stored as JSON text; ``None`` as NULL).
+
+        A call is one per session and call id (a restarted voice agent may number its calls
+        anew): ``session_id`` names which; without it, the newest call of that id."""
         if self._closing:
             raise self._closed_error()
         text = None if result is None else _json_text(result)
-        self._op(SQL_CALL_OUTCOME, (call_id, status, text, schema.now_local()))
+        self._op(SQL_CALL_OUTCOME, (call_id, status, text, schema.now_local(), session_id))
 
     def log_event(self, type: str, *, session_id: str | None = None, event_id: str | None = None,
                   item_id: str | None = None, response_id: str | None = None,
