@@ -165,13 +165,15 @@ async def wait_for(predicate, timeout: float = 3.0, interval: float = 0.01):
         await asyncio.sleep(interval)
 
 
-async def stored_call(agent, call_id: str, timeout: float = 4.0) -> dict:
-    """The stored row of a function call once it has an outcome (not just ``received``)."""
+async def stored_call(agent, call_id: str, timeout: float = 4.0, *, session: str | None = None) -> dict:
+    """The stored row of a function call once it has an outcome (not just ``received``): of
+    ``session``, or the newest of that call id (a restarted voice agent may reuse it)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         await agent.store.flush()
-        rows = [c for c in await agent.store.calls(limit=500) if c["call_id"] == call_id and c["status"] != "received"]
-        if rows:
+        rows = [c for c in await agent.store.calls(limit=500)  # newest first
+                if c["call_id"] == call_id and session in (None, c["session_id"])]
+        if rows and rows[0]["status"] != "received":  # not an older session's row while the newest waits
             return rows[0]
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no outcome stored for call {call_id}")

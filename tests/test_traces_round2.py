@@ -669,3 +669,36 @@ async def test_a_restarted_voice_agent_reusing_an_interrupted_response_id_gets_i
     await back.send(*a.session(), *a.call("resp_1", "item_F9", "call_late", "motion", '{"motion_tag":"wave"}'))
     assert (await calls(agent, "call_late"))["call_late"]["status"] == "dropped"
     assert moves(agent) == [30, 0] and agent.counters["dispatches"] == 1
+
+
+async def test_a_restarted_voice_agent_reusing_a_call_id_gets_its_call_run_and_stored_once(robot, connect):
+    """Session A ran call_1 (a wave); the restarted voice agent (session B) numbers anew and its
+    call_1 is a sway: it runs and is stored as a row of its own, A's row kept. Within B the call
+    comes three times (arguments.done, output_item.done, response.done) and once more on a new
+    socket of B: it runs once."""
+    agent = await robot()
+    a, b = Voice(True, "sess_first"), Voice(True, "sess_second")
+    wave, nod = '{"motion_tag":"wave"}', '{"motion_tag":"sway"}'
+    old = await connect(agent)
+    await old.send(*a.session(), a.created("resp_1"), *a.call("resp_1", "item_F1", "call_1", "motion", wave),
+                   a.done("resp_1", [a.call_item("item_F1", "call_1", "motion", wave)]))
+    assert (await helpers.stored_call(agent, "call_1", session="sess_first"))["status"] == "done"
+    await old.close()
+    await wait_for(lambda: agent.health()["connections"] == 0)
+    cut = asyncio.get_running_loop().time()
+    new = await connect(agent)
+    await new.send(*b.session(), b.created("resp_1"), *b.call("resp_1", "item_F1", "call_1", "motion", nod),
+                   b.done("resp_1", [b.call_item("item_F1", "call_1", "motion", nod)]))
+    row = await helpers.stored_call(agent, "call_1", session="sess_second")
+    assert row["status"] == "done" and row["arguments"] == nod
+    assert moves(agent, cut)  # the sway moved the arm
+    again = await connect(agent)  # B on a new socket, the call once more: a duplicate
+    await again.send(*b.session(), e("response.output_item.done", response_id="resp_1", output_index=1,
+                                     item=b.call_item("item_F1", "call_1", "motion", nod)))
+    await settle(agent)
+    # one run per session; the copies in response.done (A's, B's) and B's on its new socket skipped
+    assert agent.counters["dispatches"] == 2 and agent.counters["duplicate_calls"] == 3
+    await agent.store.flush()
+    stored = [(c["session_id"], c["arguments"], c["status"]) for c in await agent.store.calls(limit=50)
+              if c["call_id"] == "call_1"]
+    assert stored == [("sess_second", nod, "done"), ("sess_first", wave, "done")]  # newest first

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 HANDLER_TIMEOUT = 30.0
 MAX_TRACKED_CALLS = 4096
+MAX_SESSIONS_PER_CALL = 8  # sessions a call id is remembered in (a restarted voice agent reuses ids)
 MAX_STREAMED = 256
 MAX_STREAMED_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
@@ -63,7 +64,8 @@ class CallLog(Protocol):
     def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
                     response_id: str | None = None, item_id: str | None = None, status: str = "received") -> None: ...
 
-    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None) -> None: ...
+    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None, *,
+                         session_id: str | None = None) -> None: ...
 
 
 class ActuatorOutcome(Protocol):
@@ -107,11 +109,14 @@ class MemoryRouter(Protocol):
 class CallIntake:
     """Turns ``function_call`` items into one run each, whatever repeats them.
 
-    A ``call_id`` is dispatched once: a repeated ``response.output_item.done``, the copy
-    inside ``response.done`` and ``response.function_call_arguments.done`` never dispatch it
-    again. Items cut off by barge-in (status ``incomplete``) and unusable arguments are
-    recorded, logged and answered with an error instead (unusable arguments of the robot's own
-    tools also with a failed output naming the field, so the model can call again); calls of a
+    A ``call_id`` is dispatched once per session: a repeated ``response.output_item.done``, the
+    copy inside ``response.done`` and ``response.function_call_arguments.done`` never dispatch
+    it again, on any socket. The same call id in another session, both named by the voice agent
+    (:meth:`Peer.other_session`: a restarted voice agent numbering its calls anew), is a new
+    call: it runs, and is stored as a row of its own. Items cut off by barge-in (status
+    ``incomplete``) and unusable arguments are recorded, logged and answered with an error
+    instead (unusable arguments of the robot's own tools also with a failed output naming the
+    field, so the model can call again); calls of a
     response that was interrupted (``interrupted(response_id, session)`` names why; the session
     is the peer's as the voice agent named it, so a restarted voice agent's ``resp_1`` is not
     an earlier session's interrupted one) are recorded as dropped.
@@ -130,9 +135,10 @@ class CallIntake:
         self._spawn = spawn
         self._counters = counters
         self._reply_outcomes = reply_outcomes
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # call_id -> the sessions it came in (the latest MAX_SESSIONS_PER_CALL), latest last
+        self._seen: OrderedDict[str, dict[str | None, None]] = OrderedDict()
         self._in_flight = 0
-        self._streamed: OrderedDict[str, str] = OrderedDict()  # call_id -> arguments.done
+        self._streamed: OrderedDict[tuple[str, str | None], str] = OrderedDict()  # (call_id, session) -> arguments
 
     def routes(self) -> Mapping[str, Handler]:
         return {
@@ -148,7 +154,7 @@ class CallIntake:
         arguments = event.data["arguments"]
         if len(arguments) > MAX_STREAMED_BYTES:
             return
-        self._streamed[event.data["call_id"]] = arguments
+        self._streamed[(event.data["call_id"], peer.session_id)] = arguments
         if len(self._streamed) > MAX_STREAMED:
             self._streamed.popitem(last=False)
 
@@ -176,14 +182,20 @@ class CallIntake:
     # --- one call -------------------------------------------------------------------------
 
     def take(self, item: dict[str, Any], response_id: str | None, peer: Peer) -> None:
-        """Dispatch a ``function_call`` item once per ``call_id``; raises the error to answer."""
+        """Dispatch a ``function_call`` item once per session and ``call_id``; raises the error to answer."""
         counters = self._counters
         call_id = item.get("call_id")
-        if isinstance(call_id, str) and call_id in self._seen:
-            counters["duplicate_calls"] += 1
-            return
+        session = peer.session_id
         if isinstance(call_id, str):
-            self._seen[call_id] = None
+            sessions = self._seen.get(call_id)
+            if sessions is not None and (session is None or session in sessions or None in sessions):
+                counters["duplicate_calls"] += 1  # seen in this session, or one not named
+                return
+            sessions = self._seen.setdefault(call_id, {})
+            sessions[session] = None
+            if len(sessions) > MAX_SESSIONS_PER_CALL:  # a voice agent restarted many times, counting anew
+                del sessions[next(iter(sessions))]
+            self._seen.move_to_end(call_id)
             if len(self._seen) > MAX_TRACKED_CALLS:
                 self._seen.popitem(last=False)
         name = item.get("name")
@@ -193,7 +205,7 @@ class CallIntake:
             self._record(item, response_id, peer, "not_dispatched")
             raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                            code="incomplete_function_call")
-        streamed = self._streamed.pop(call_id, None) if isinstance(call_id, str) else None
+        streamed = self._streamed.pop((call_id, session), None) if isinstance(call_id, str) else None
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
         memory = self._memory if self._memory is not None and isinstance(name, str) and \
@@ -238,7 +250,7 @@ class CallIntake:
         counters["dispatches"] += 1
         self._in_flight += 1
         self._record(item, response_id, peer, "received", raw=call.raw_arguments)
-        self._spawn(self._run(call, motion, emotion, peer, remembering))
+        self._spawn(self._run(call, motion, emotion, peer, remembering, peer.session))
 
     def _record(self, item: dict[str, Any], response_id: str | None, peer: Peer, status: str,
                 outcome: dict[str, Any] | None = None, raw: str | None = None) -> None:
@@ -254,12 +266,14 @@ class CallIntake:
                               session_id=peer.session, response_id=response_id,
                               item_id=item_id if isinstance(item_id, str) else None, status=status)
             if outcome is not None:
-                store.set_call_outcome(call_id, status, outcome)
+                store.set_call_outcome(call_id, status, outcome, session_id=peer.session)
         except StorageError as exc:
             log.warning("function call %s: not recorded: %s", peer_text(call_id), exc)
 
     async def _run(self, call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None,
-                   peer: Peer, remembering: MemoryArguments | None = None) -> None:
+                   peer: Peer, remembering: MemoryArguments | None, session: str) -> None:
+        """Carry out one call; ``session`` is the one it was stored under (the peer's may be
+        named meanwhile)."""
         memory = self._memory if remembering is not None else None
         try:
             why = self._why(call.name, call.response_id, memory, peer)
@@ -278,7 +292,7 @@ class CallIntake:
         _tell(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             try:
-                self._store.set_call_outcome(call.call_id, result.get("status", "done"), result)
+                self._store.set_call_outcome(call.call_id, result.get("status", "done"), result, session_id=session)
             except StorageError as exc:
                 log.warning("function call %s: outcome not recorded: %s", peer_text(call.call_id), exc)
         answered = memory is not None and result.get("status") != "dropped" and \
