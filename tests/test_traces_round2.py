@@ -652,7 +652,7 @@ async def test_a_restarted_voice_agent_reusing_an_interrupted_response_id_gets_i
     a, b = Voice(True, "sess_gone"), Voice(True, "sess_fresh")
     old = await connect(agent)
     await old.send(*a.session(), a.created("resp_1"),
-                   e("input_audio_buffer.speech_started", audio_start_ms=300, item_id="item_U2"),
+                   ev("input_audio_buffer.speech_started", audio_start_ms=300, item_id="item_U2"),
                    a.done("resp_1", status="cancelled"))
     await settle(agent)
     assert agent.turns.interrupted("resp_1") == "barge-in"
@@ -693,7 +693,7 @@ async def test_a_restarted_voice_agent_reusing_a_call_id_gets_its_call_run_and_s
     assert row["status"] == "done" and row["arguments"] == nod
     assert moves(agent, cut)  # the sway moved the arm
     again = await connect(agent)  # B on a new socket, the call once more: a duplicate
-    await again.send(*b.session(), e("response.output_item.done", response_id="resp_1", output_index=1,
+    await again.send(*b.session(), ev("response.output_item.done", response_id="resp_1", output_index=1,
                                      item=b.call_item("item_F1", "call_1", "motion", nod)))
     await settle(agent)
     # one run per session; the copies in response.done (A's, B's) and B's on its new socket skipped
