@@ -77,6 +77,7 @@ from .memory import NAMES as MEMORY_TOOLS
 from .memory.methods import MemoryMethods
 from .memory.router import MemoryToolRouter
 from .server import bind, make_app
+from .stall import LoopWatch
 from .tools import Toolbox
 from .turns import Turns
 
@@ -117,6 +118,7 @@ class Agent(MemoryMethods):
         self.port: int | None = None
         self._background = Background()
         self._stack: AsyncExitStack | None = None
+        self.loop_watch: LoopWatch | None = None  # while started, unless [log] loop_stall = 0
         self._started_at: float | None = None
         self._closed = asyncio.Event()
 
@@ -202,6 +204,7 @@ class Agent(MemoryMethods):
         try:
             self.dispatcher.start(asyncio.get_running_loop())
             stack.push_async_callback(self._step, "handlers: stopped", self.dispatcher.stop)
+            self._watch_loop(stack)
             sockets = self._listen(stack)
             await self._start_storage(stack)
             await self._start_actuators(stack)
@@ -237,6 +240,16 @@ class Agent(MemoryMethods):
         if asyncio.iscoroutine(result):
             await result
         log.info("%s", done)
+
+    def _watch_loop(self, stack: AsyncExitStack) -> None:
+        threshold = self.config.log.loop_stall
+        if not threshold:
+            return
+        watch = LoopWatch(threshold)
+        watch.start(asyncio.get_running_loop())
+        self.loop_watch = watch
+        stack.callback(setattr, self, "loop_watch", None)
+        stack.callback(watch.stop)
 
     def _listen(self, stack: AsyncExitStack) -> list[socket.socket]:
         scfg = self.config.server
@@ -409,7 +422,7 @@ class Agent(MemoryMethods):
             audio_off_reason="audio.enabled is false" if audio_cfg is not None else "not configured",
             uptime_s=time.monotonic() - started if started is not None else 0.0, port=self.port,
             connections=len(self.peers), counters=self.counters, handlers=self.dispatcher.stats(),
-            life=self.life,
+            life=self.life, loop=self.loop_watch,
         )
 
 

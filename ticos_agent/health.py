@@ -19,7 +19,8 @@ class Reports(Protocol):
 
 def build_health(*, store: Reports | None, actuators: Reports | None, audio: Reports | None,
                  audio_off_reason: str, uptime_s: float, port: int | None, connections: int,
-                 counters: Counter[str], handlers: dict[str, int], life: Reports | None = None) -> dict[str, Any]:
+                 counters: Counter[str], handlers: dict[str, int], life: Reports | None = None,
+                 loop: Reports | None = None) -> dict[str, Any]:
     """``audio_off_reason`` says why ``audio`` is ``None`` (disabled, not configured)."""
     problems: list[str] = []
     if store is not None:
@@ -54,4 +55,5 @@ def build_health(*, store: Reports | None, actuators: Reports | None, audio: Rep
         "actuators": robot,
         "audio": sound,
         "robot": life.health() if life is not None else None,
+        "loop": loop.health() if loop is not None else None,
     }

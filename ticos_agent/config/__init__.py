@@ -187,6 +187,9 @@ class LogConfig:
     """``[log]``: the service's log."""
 
     level: str = setting(Choice(LOG_LEVELS, "info", "log level of the service", casefold=True))
+    loop_stall: float = setting(Duration(1.0, "seconds the event loop may be blocked (by an async or inline handler, "
+                                             "say) before the log says where (0: never watched)", minimum=0,
+                                             maximum=3600))
 
 
 @dataclass(frozen=True)
