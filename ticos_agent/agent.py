@@ -30,7 +30,7 @@ once, since a slow one then delays the socket: see :mod:`ticos_agent.dispatch`).
 
 Lifecycle: each step of :meth:`Agent.start` registers its own undo on an
 ``AsyncExitStack``, so :meth:`Agent.stop` is exactly the reverse, and a start that fails
-half-way closes only what it opened. Order: handler thread, **the listening port** (bound
+half-way closes only what it opened. Order: handler thread, loop watch, **the listening port** (bound
 before any hardware is touched: a second instance fails here), storage, actuators (safe
 state), audio, the intake's consumers, then serving. Stop: close the sockets (what they left
 open is stored as ``incomplete``), stop the robot and let running calls end, audio,
