@@ -192,6 +192,31 @@ async def test_nan_infinity_and_lone_surrogates_in_arguments_are_unusable_argume
         orjson.loads(result)
 
 
+#: Arguments whose refusal would repeat what the voice agent sent at length: a long key, a deep path.
+LONG_PLACES = [
+    ("long key", '{"' + "k" * 60_000 + '": NaN}'),
+    ("long key, lone surrogate", '{"a": {"' + "k" * 60_000 + '\\ud800": 1}}'),
+    ("deep path", '{' + '"key":{' * 900 + '"x": NaN' + '}' * 900 + '}'),
+    ("long keys, deep", '{' + ('"' + "k" * 500 + '":{') * 100 + '"x": Infinity' + '}' * 100 + '}'),
+    ("control characters in a key", '{"a\\nWARNING fake line": NaN}'),
+]
+
+
+@pytest.mark.parametrize("raw", [r for _, r in LONG_PLACES], ids=[n for n, _ in LONG_PLACES])
+def test_where_a_value_is_not_json_is_told_in_a_few_words(raw):
+    """The refusal names the place, but never at the length the voice agent wrote it (it is sent
+    back twice, logged and stored): the message and the field stay short, and on one line."""
+    from ticos_agent.arguments import function_call
+    from ticos_agent.errors import BadArguments
+
+    with pytest.raises(BadArguments) as refused:
+        function_call({"type": "function_call", "name": "measure", "call_id": "c1", "arguments": raw})
+    message, field = str(refused.value), refused.value.field
+    assert len(message) < 400 and field is not None and len(field) <= 64, (len(message), field and len(field))
+    assert "\n" not in message and "\n" not in field
+    assert "finite number" in message or "lone surrogate" in message
+
+
 async def test_absurd_paging_is_a_400_not_a_500(agent, http):
     async with http.get(f"http://127.0.0.1:{agent.port}/v1/messages", params={"offset": str(10**22)}) as resp:
         assert resp.status == 400

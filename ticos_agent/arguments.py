@@ -188,7 +188,7 @@ def _refuse_not_json(name: str, arguments: Any) -> None:
         while top and top[1]:
             top = top[1]
         raise BadArguments(f"{name}: {_where(path)} {why}",
-                           field=top[0] if top and isinstance(top[0], str) else "arguments")
+                           field=_key_text(top[0]) if top and isinstance(top[0], str) else "arguments")
 
 
 def _escaped(text: str) -> str:
@@ -196,14 +196,28 @@ def _escaped(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+#: The longest a key (``MAX_KEY``) and a place (``MAX_WHERE``) are told in a refusal: the text
+#: is the voice agent's, and a refusal is sent back twice, logged and stored.
+MAX_KEY, MAX_WHERE = 64, 160
+
+
+def _key_text(key: str) -> str:
+    """A key as a refusal names it: control characters and a lone surrogate escaped (one line,
+    UTF-8), cut to ``MAX_KEY`` characters."""
+    text = _escaped(json.dumps(key, ensure_ascii=False)[1:-1])
+    return text if len(text) <= MAX_KEY else text[:MAX_KEY - 3] + "..."
+
+
 def _where(path: Path) -> str:
-    """``speed``, ``options.speed``, ``tags[2]``, or ``arguments`` (the whole object; ``arguments[0]``)."""
+    """``speed``, ``options.speed``, ``tags[2]``, or ``arguments`` (the whole object; ``arguments[0]``);
+    a place deeper than ``MAX_WHERE`` characters keeps its start (the argument it is in)."""
     parts: list[str] = []
     while path:
         key, path = path
-        parts.append(f"[{key}]" if isinstance(key, int) else f".{_escaped(key)}")
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{_key_text(key)}")
     where = "".join(reversed(parts)).lstrip(".")
-    return where if where[:1] not in ("", "[") else "arguments" + where
+    where = where if where[:1] not in ("", "[") else "arguments" + where
+    return where if len(where) <= MAX_WHERE else where[:MAX_WHERE - 3] + "..."
 
 
 def motion_args(args: dict[str, Any]) -> MotionArgs:
