@@ -260,6 +260,26 @@ async def test_arguments_streamed_before_a_bare_output_item_are_used(agent, conn
     assert calls == [{"on": False}]
 
 
+@pytest.mark.parametrize("named", ["before", "between"])
+async def test_streamed_arguments_are_used_when_the_session_is_named_in_between(agent, connect, named):
+    """The voice agent may name its session (``session.created``) after a call's arguments came
+    and before its bare output item: the arguments are the call's all the same."""
+    calls = []
+    agent.on_function("lights", lambda call: calls.append(call.arguments))
+    peer = await connect(agent)
+    created = ev("session.created", session={"id": "sess_late", "object": "realtime.session"})
+    await peer.send(*([created] if named == "before" else []),
+                    ev("response.function_call_arguments.done", response_id="r1", item_id="fc1", call_id="call_s",
+                       arguments='{"on": true}'),
+                    *([created] if named == "between" else []),
+                    ev("response.output_item.done", response_id="r1", output_index=0,
+                       item={"id": "fc1", "type": "function_call", "status": "completed", "name": "lights",
+                             "call_id": "call_s"}))
+    await wait_for(lambda: calls)
+    assert calls == [{"on": True}]
+    assert json.loads((await stored_call(agent, "call_s"))["arguments"]) == {"on": True}
+
+
 async def test_long_session_keeps_bounded_state(agent, connect):
     peer = await connect(agent)
     for n in range(600):

@@ -205,7 +205,9 @@ class CallIntake:
             self._record(item, response_id, peer, "not_dispatched")
             raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                            code="incomplete_function_call")
-        streamed = self._streamed.pop((call_id, session), None) if isinstance(call_id, str) else None
+        streamed = None
+        if isinstance(call_id, str):  # (the session may have been named since the arguments came)
+            streamed = self._streamed.pop((call_id, session), None) or self._streamed.pop((call_id, None), None)
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
         memory = self._memory if self._memory is not None and isinstance(name, str) and \
