@@ -96,23 +96,29 @@ async def test_fresh_database_has_sdk_tables_and_versions(tmp_path):
     assert current_version(conn) == SCHEMA_VERSION
 
 
-def test_migration_is_atomic(tmp_path):
-    db = make_sdk_v1(tmp_path / "ticos.db")
-    conn = sqlite3.connect(db, isolation_level=None)
+
+def migrate_failing_at(conn: sqlite3.Connection, version: int) -> None:
+    """``migrate(conn)`` with migration ``version`` making every change and then failing
+    before its version row is written."""
     from ticos_agent.storage import schema
 
-    real = schema.MIGRATIONS[2]
+    real = schema.MIGRATIONS[version]
 
     def failing(c):
-        real(c)  # every change of v2 made, then a failure before the version row
+        real(c)
         raise sqlite3.OperationalError("boom")
 
-    schema.MIGRATIONS[2] = failing
+    schema.MIGRATIONS[version] = failing
     try:
         with pytest.raises(sqlite3.OperationalError):
             migrate(conn)
     finally:
-        schema.MIGRATIONS[2] = real
+        schema.MIGRATIONS[version] = real
+
+def test_migration_is_atomic(tmp_path):
+    db = make_sdk_v1(tmp_path / "ticos.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrate_failing_at(conn, 2)
     # v2 rolled back entirely: no new columns, no db_version row 2.
     assert "session_id" not in table_columns(conn, "messages")
     assert current_version(conn) == 1
@@ -259,23 +265,10 @@ def test_schema_7_keeps_every_call_and_its_rowid_and_takes_a_call_id_again_in_an
 
 
 def test_schema_7_failing_half_way_leaves_the_calls_table_of_schema_6(tmp_path):
-    from ticos_agent.storage import schema
-
     conn = _schema_6(tmp_path / "ticos.db")
     conn.executemany("INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, "
                      "status, result, created, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", OLD_CALLS)
-    real = schema.MIGRATIONS[7]
-
-    def failing(c):
-        real(c)  # the table made again, then a failure before the version row
-        raise sqlite3.OperationalError("boom")
-
-    schema.MIGRATIONS[7] = failing
-    try:
-        with pytest.raises(sqlite3.OperationalError):
-            migrate(conn)
-    finally:
-        schema.MIGRATIONS[7] = real
+    migrate_failing_at(conn, 7)
     assert current_version(conn) == 6 and "id" not in table_columns(conn, "function_calls")
     assert conn.execute("SELECT call_id FROM function_calls ORDER BY rowid").fetchall() == [
         ("call_1",), ("call_2",), ("call_9",)]
