@@ -323,8 +323,9 @@ def test_a_serving_client_loads_only_what_it_uses_and_keeps_no_idle_thread(tmp_p
         "c.stop()\n"
     )
     threads, loaded = run_fresh(script, tmp_path).strip().splitlines()
-    # the caller's, the agent's loop, the handler thread, the database connection's: nothing else
-    assert threads == str(sorted(["MainThread", "ticos", "ticos", "Thread"])), threads
+    # the caller's, the agent's loop, the handler thread, the loop watch ([log] loop_stall), the
+    # database connection's: nothing else
+    assert threads == str(sorted(["MainThread", "ticos", "ticos", "ticos", "Thread"])), threads
     assert loaded == "[]", loaded
 
 
