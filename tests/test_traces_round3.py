@@ -806,3 +806,43 @@ async def test_a_voice_agent_that_dies_mid_answer_does_not_leave_the_robot_speak
     await asyncio.sleep(0.4)  # past the grace (0.2 s)
     assert await messages(agent) == [("assistant", "I was about ", "incomplete", "item_A1")]
     assert (await health(agent, http))["robot"]["state"] in ("idle", "sleeping")
+
+
+async def test_parallel_calls_streaming_interleaved_each_get_their_own_arguments(robot, connect):
+    """GA parallel tool calls: the argument deltas of two calls interleave piece by piece and the
+    output items carry no arguments. Each call runs once with its own arguments; the motion
+    handler gets the checked values (clamped) and the fields it does not check, unchanged."""
+    agent = await robot()
+    motions, fns = [], []
+    agent.on_motion(motions.append)
+    agent.on_function("lights", lambda call: fns.append(call.arguments) or "ok")
+    v = Voice(True, "sess_inter")
+    peer = await connect(agent)
+    a = '{"motion_tag":"wave","repeat":500,"speed":9,"style":"big"}'
+    b = '{"room":"hall","level":0.25}'
+    t0 = now()
+    bare = {"F1": v.call_item("item_F1", "call_a", "motion", ""), "F2": v.call_item("item_F2", "call_b", "lights", "")}
+    frames = [v.created("resp_1"),
+              ev("response.output_item.added", response_id="resp_1", output_index=0, item=bare["F1"]),
+              ev("response.output_item.added", response_id="resp_1", output_index=1, item=bare["F2"])]
+    for i in range(0, max(len(a), len(b)), 5):
+        for idx, (call_id, text) in enumerate((("call_a", a), ("call_b", b))):
+            if text[i:i + 5]:
+                frames.append(ev("response.function_call_arguments.delta", response_id="resp_1",
+                                 item_id=f"item_F{idx + 1}", output_index=idx, call_id=call_id, delta=text[i:i + 5]))
+    frames += [ev("response.function_call_arguments.done", response_id="resp_1", item_id="item_F2", output_index=1,
+                  call_id="call_b", name="lights", arguments=b),
+               ev("response.function_call_arguments.done", response_id="resp_1", item_id="item_F1", output_index=0,
+                  call_id="call_a", name="motion", arguments=a),
+               ev("response.output_item.done", response_id="resp_1", output_index=1, item=bare["F2"]),
+               ev("response.output_item.done", response_id="resp_1", output_index=0, item=bare["F1"]),
+               v.done("resp_1", list(bare.values()))]
+    await peer.send(*frames)
+    rows = await calls(agent, "call_a", "call_b", timeout=10)
+    assert rows["call_a"]["arguments"] == a and rows["call_b"]["arguments"] == b
+    assert rows["call_a"]["status"] == rows["call_b"]["status"] == "done"
+    assert moves(agent, t0) == [30, 0] * 20
+    await wait_for(lambda: motions and fns)
+    assert fns == [{"room": "hall", "level": 0.25}]
+    assert motions == [{"motion_tag": "wave", "repeat": 20, "speed": 5.0, "wait": True, "style": "big"}]
+    assert agent.counters["dispatches"] == 2 and agent.counters["errors"] == 0
