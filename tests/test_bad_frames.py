@@ -86,6 +86,25 @@ async def test_oversized_frame_closes_that_socket_with_1009_only(tmp_path, conne
         assert agent.health()["status"] == "ok" and agent.health()["problems"] == []
 
 
+@pytest.mark.parametrize(("size", "closed"), [(4096, False), (4097, True)])
+async def test_the_frame_cap_is_the_largest_frame_taken(tmp_path, connect, size, closed):
+    from ticos_agent import Agent
+
+    async with Agent(agent_config(tmp_path, server={"max_frame_bytes": 4096})) as agent:
+        peer = await connect(agent)
+        head = json.dumps(ev("conversation.item.input_audio_transcription.completed", item_id="item_U1",
+                             content_index=0, transcript=""))
+        frame = head.replace('"transcript": ""', '"transcript": "' + "a" * (size - len(head)) + '"')
+        assert len(frame.encode()) == size
+        await peer.send(user_item("item_U1"), frame)
+        if closed:
+            await peer.ws.receive(timeout=2)
+            assert peer.ws.close_code == 1009
+        else:
+            await settle(agent)
+            assert [len(r["content"]) for r in await agent.store.messages()] == [size - len(head)]
+
+
 async def test_hostile_flood_of_bad_frames_interleaved_with_good_ones(agent, connect):
     peer = await connect(agent)
     for i in range(200):

@@ -556,8 +556,6 @@ def _transcript_frame(item_id: str, text: str) -> str:
                          transcript=text), ensure_ascii=False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a frame of exactly server.max_frame_bytes is refused (aiohttp's "
-                                       "max_msg_size is exclusive); the README closes only frames *over* 1 MiB")
 async def test_a_frame_of_exactly_one_mib_is_taken(robot, connect):
     """README: "Frames over server.max_frame_bytes (1 MiB) close that socket with 1009": one of
     exactly 1,048,576 bytes is not over, and is stored."""

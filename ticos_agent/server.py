@@ -114,7 +114,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     app = request.app
     intake, peers = app[INTAKE], app[PEERS]
     settings = app[SETTINGS]
-    ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=settings.heartbeat or None,
+    # aiohttp refuses a message of max_msg_size bytes already; one of max_frame_bytes is allowed
+    ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes + 1, heartbeat=settings.heartbeat or None,
                                compress=False)
     await ws.prepare(request)
     transport = request.transport
