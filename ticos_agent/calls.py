@@ -18,6 +18,19 @@ does, by argument, so the model can correct itself::
 
     {"status": "failed", "reason": "unknown motion tag 'backflip'; known: bow, ...",
      "allowed": {"motion_tag": ["bow", "dance", "nod", "shake", "wave"]}, ...}
+
+State is bounded by count, however long the session (each bound's oldest entry forgotten
+first):
+
+* call ids dispatched: the latest ``MAX_TRACKED_CALLS`` ids, each in its latest
+  ``MAX_SESSIONS_PER_CALL`` sessions. That is the window a repeat is refused in: the repeats
+  the protocol makes (the copy inside ``response.done``, a reconnect going on with its response)
+  come within their response, thousands of calls before their id is forgotten; a repeat of a
+  forgotten one would run again;
+* streamed arguments (``function_call_arguments.done``) wait for their call's item: at most
+  ``MAX_STREAMED`` of ``MAX_STREAMED_BYTES`` each; the item takes them, also one cut off
+  (``incomplete``), so only those whose item never comes wait until pushed out;
+* calls being carried out: ``MAX_IN_FLIGHT``; more are answered ``busy``.
 """
 
 from __future__ import annotations
@@ -199,15 +212,18 @@ class CallIntake:
             if len(self._seen) > MAX_TRACKED_CALLS:
                 self._seen.popitem(last=False)
         name = item.get("name")
+        # its streamed arguments are taken now, also when they are of no use (cut off): else they
+        # would stay until MAX_STREAMED others pushed them out; the session may have been named
+        # since they came
+        streamed = None
+        if isinstance(call_id, str):
+            streamed = self._streamed.pop((call_id, session), None) or self._streamed.pop((call_id, None), None)
         if item.get("status") == "incomplete":
             log.warning("function call %s (%s) was cut off (status incomplete); not dispatched",
                         peer_text(name), peer_text(call_id))
             self._record(item, response_id, peer, "not_dispatched")
             raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                            code="incomplete_function_call")
-        streamed = None
-        if isinstance(call_id, str):  # (the session may have been named since the arguments came)
-            streamed = self._streamed.pop((call_id, session), None) or self._streamed.pop((call_id, None), None)
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
         memory = self._memory if self._memory is not None and isinstance(name, str) and \
