@@ -32,7 +32,16 @@ known, and each assistant delta as it arrives.
 A store that is closed (the agent stopping while a socket is still open) is expected: the
 conversation goes on as usual without storing, and one warning says so.
 
-Runs on the loop thread; state is bounded (``MAX_TRACKED`` items of each kind).
+Runs on the loop thread; state is bounded by count, however long the session:
+
+* items being assembled: ``MAX_OPEN_PER_PEER`` per connection (a voice agent that leaves some
+  responses without ``response.done``; one warning says so) and ``MAX_TRACKED`` in all; beyond
+  either, the oldest is stored as ``incomplete`` at once and stays open to be continued (its
+  row is then updated in place: nothing is lost or stored twice);
+* user rows and stored assistant items (what a late transcript or a continued item finds):
+  the latest ``MAX_TRACKED`` of each. A transcript for a user item older than that is stored as
+  a row of its own; a straggler delta of an older assistant item makes a new row;
+* connections within their ``grace``: forgotten when it ends.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from .replies import is_agent_item
 log = logging.getLogger(__name__)
 
 MAX_TRACKED = 2048
+MAX_OPEN_PER_PEER = 16  # items one connection has open at once; beyond it the oldest is stored (incomplete)
 MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and logged)
 
 PENDING = "pending"
@@ -132,6 +142,7 @@ class Conversations:
         self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
         self.stored = 0
         self._closed_said = False
+        self._open_said = False
 
     def routes(self) -> Mapping[str, Handler]:
         return {etype: getattr(self, name) for etype, name in _ROUTES.items()}
@@ -281,12 +292,23 @@ class Conversations:
             else:
                 entry = _AssistantItem(item_id, response_id, peer, role)
             self._open[item_id] = entry
-            if len(self._open) > MAX_TRACKED:  # a peer that never sends response.done
+            mine = [i for i, e in self._open.items() if e.owner is peer]
+            if len(mine) > MAX_OPEN_PER_PEER:  # a voice agent that does not send every response.done
+                self._too_many_open(peer)
+                self._flush(mine[0], INCOMPLETE, open_again=True)
+            if len(self._open) > MAX_TRACKED:
                 self._flush(next(iter(self._open)), INCOMPLETE, open_again=True)
         entry.owner = peer
         if entry.response_id is None:
             entry.response_id = response_id
         return entry
+
+    def _too_many_open(self, peer: Peer) -> None:
+        if not self._open_said:
+            self._open_said = True
+            log.warning("%s has %d assistant items open: some of its responses were never done; the oldest "
+                        "open one is stored as incomplete now (continued, its row is updated in place); "
+                        "said once", peer.name, MAX_OPEN_PER_PEER + 1)
 
     def _output_item_added(self, event: Event, peer: Peer) -> None:
         item = event.data["item"]
