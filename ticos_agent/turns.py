@@ -27,6 +27,18 @@ its response stopped already (and nothing playing) stops nothing and is not coun
 ``send_truncate`` the voice agent is told how much of the item was heard
 (``conversation.item.truncate``).
 
+State is bounded by count, however long the session and however many sessions (each bound's
+oldest entry is forgotten first):
+
+* interruptions: the latest ``MAX_INTERRUPTED`` response ids, each in at most
+  ``MAX_SESSIONS_PER_RESPONSE`` sessions (a voice agent restarted over and over, numbering
+  its ``resp_1`` anew each time). A call of an interrupted response comes within that
+  response, long before 256 more responses are stopped; one of a forgotten one would run;
+* a connection's responses not done yet: ``MAX_OPEN`` (a voice agent that never sends some
+  ``response.done`` has its oldest forgotten: a barge-in no longer stops that one), all
+  dropped when it closes, kept as orphans (``MAX_ORPHANS``) until their ``response.done`` or
+  the next ``speech_started`` (any: it stops them or finds them stopped, and forgets them).
+
 Collaborators are narrow: an :class:`AudioOut` (the player, or ``None``), a
 :class:`MotionStop` (the actuators, or ``None``), a ``send`` and ``spawn``. Runs on the loop
 thread; every method returns at once.
@@ -47,7 +59,8 @@ from .replies import truncate
 
 log = logging.getLogger(__name__)
 
-MAX_INTERRUPTED = 256
+MAX_INTERRUPTED = 256  # response ids whose interruption is remembered; oldest forgotten
+MAX_SESSIONS_PER_RESPONSE = 8  # sessions one response id is remembered interrupted in; oldest forgotten
 MAX_ORPHANS = 16  # responses whose socket closed before their response.done
 MAX_OPEN = 8  # responses of one connection not done yet (out-of-band ones overlap); oldest forgotten
 
@@ -200,7 +213,11 @@ class Turns:
 
     def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str, session: str | None) -> None:
         if response_id is not None:
-            self._interrupted.setdefault(response_id, {})[session] = reason
+            whys = self._interrupted.setdefault(response_id, {})
+            whys.pop(session, None)  # (latest last)
+            whys[session] = reason
+            if len(whys) > MAX_SESSIONS_PER_RESPONSE:  # a voice agent restarted many times, numbering anew
+                del whys[next(iter(whys))]
             self._interrupted.move_to_end(response_id)
             if len(self._interrupted) > MAX_INTERRUPTED:
                 self._interrupted.popitem(last=False)
