@@ -9,6 +9,7 @@ consumers' own structures (they report no count of their own).
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from helpers import messages_all, settle, stored_call, wait_for
@@ -18,6 +19,7 @@ from ticos_agent import calls as calls_mod
 from ticos_agent import conversation as conversation_mod
 from ticos_agent import turns as turns_mod
 from ticos_agent.calls import CallIntake
+from ticos_agent.life.states import DRAIN_POLL
 
 HAPPY = json.dumps({"emotion_tag": "happy"})
 LIGHT = json.dumps({"on": True})
@@ -172,3 +174,29 @@ async def test_two_hundred_restarted_sessions_stay_bounded_and_the_latest_keep_t
     messages = await messages_all(agent)
     assert len(messages) == 4 * sessions  # a user turn and three assistant items each, stored once
     assert sum(m[2] == "incomplete" for m in messages) == sessions  # resp_3's, stored when its socket went
+
+
+class _Speaker:
+    """The speaker's clock as robot life reads it (``playing``). PortAudio cannot be pointed at
+    ALSA's file plugin inside this process once loaded (test_audio_agent runs a subprocess for
+    that); only the clock matters here."""
+
+    playing = True
+
+
+async def test_a_socket_closed_while_its_answer_still_plays_leaves_no_state_behind(robot, connect):
+    agent = await robot()
+    speaker = _Speaker()
+    agent.life._audio = speaker
+    for k in range(20):  # each closes while the speaker still plays its response
+        speaker.playing = True
+        peer = await connect(agent)
+        v = Voice(ga=False, session_id=f"sess_{k}")
+        await peer.send(*v.session(), v.created("resp_1"), v.done("resp_1"))
+        await settle(agent, rounds=1)
+        await peer.close()
+        await wait_for(lambda: len(agent.peers) == 0)
+        speaker.playing = False
+        await asyncio.sleep(2 * DRAIN_POLL)
+    assert sizes(agent)["life.peers"] == 0 and agent.health()["robot"]["connections"] == {}
+    assert not [name for name in agent.life._timers if name.startswith("drain:")]

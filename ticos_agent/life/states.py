@@ -27,7 +27,8 @@ then, at a random interval, faster in a strong mood; each time the idle look is 
 coloured by the mood (the last emotion, fading with ``life.mood_half_life``).
 
 Runs on the loop thread; the work it starts goes through ``spawn`` and every timer is
-cancelled at stop.
+cancelled at stop. State is per open connection (its state, and the one timer waiting for the
+speaker to drain its response): both go when it closes, however many connections come and go.
 """
 
 from __future__ import annotations
@@ -158,6 +159,10 @@ class RobotLife:
         self._set(peer, "idle")
 
     def peer_closed(self, peer: Peer) -> None:
+        # its response's drain is not waited for any more: it would set the gone peer idle again
+        handle = self._timers.pop(f"drain:{peer.id}", None)
+        if handle is not None:
+            handle.cancel()
         if self._peers.pop(peer, None) is not None:
             self._update()
 
