@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from aiohttp import web
 from helpers import messages_all, settle, stored_call, wait_for
 from traces import Voice, ev
 
@@ -128,7 +129,9 @@ async def test_two_hundred_restarted_sessions_stay_bounded_and_the_latest_keep_t
     sessions = 200
 
     def session(k: int, v: Voice) -> list[dict]:
-        frames = v.session() + v.user("item_U1", f"hello {k}") + [v.created("resp_1")]
+        # (its user item's id unique, as a realtime server's are: the conversation keeps its row,
+        # and its owner, the peer, for a late transcript)
+        frames = v.session() + v.user(f"item_U1_{k}", f"hello {k}") + [v.created("resp_1")]
         frames += v.said("resp_1", "item_A1", ["Hi ", f"{k}."], audio=False)
         frames += v.call("resp_1", "item_F1", "call_1", "set_light", LIGHT)
         frames += [v.done("resp_1", [v.call_item("item_F1", "call_1", "set_light", LIGHT)]), v.created("resp_2")]
@@ -156,6 +159,9 @@ async def test_two_hundred_restarted_sessions_stay_bounded_and_the_latest_keep_t
     # it); call_1 and call_2
     assert got["turns.interrupted"] == 2 and got["calls.seen"] == 2, got
     assert lights == ["call_1"] * sessions  # once per session; no call_2 ran
+    owners = [row.owner for row in agent.conversations._users.values()]
+    assert len(owners) == sessions  # kept as owners of those rows, they let their sockets go
+    assert not [p for p in owners if isinstance(p.ws, web.WebSocketResponse) or p._abort is not None]
     for k in (0, sessions - 1):
         assert (await stored_call(agent, "call_2", session=f"sess_{k}"))["status"] == "dropped"
     # the latest sessions keep their guarantees: on a new socket of sess_199, a repeated call_1

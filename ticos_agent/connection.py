@@ -4,6 +4,8 @@ A peer carries what belongs to the connection itself: its name for the log, its 
 the realtime session it speaks for (``session.created`` sets it; until then a local id groups
 its messages). Per-connection state of the consumers (conversation assembly, turn state) is
 kept by each consumer, keyed by the peer, and dropped when the intake says the peer closed.
+A peer may outlive its connection (the owner of rows still to be completed): once closed it
+lets its socket and transport go, so only its name and session stay.
 
 :class:`Peers` is the set of open sockets and the one way to send to the voice agent: a
 reply to one peer, or a broadcast to all. Sending never raises; a closed peer is skipped.
@@ -52,6 +54,21 @@ class Socket(Protocol):
     async def send_str(self, data: str) -> None: ...
 
     async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+class _Gone:
+    """The socket of a connection that is over (:meth:`Peer.let_go`): closed, takes nothing."""
+
+    closed = True
+
+    async def send_str(self, data: str) -> None:
+        raise ConnectionResetError("the connection is closed")
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        return False
+
+
+_GONE = _Gone()
 
 
 class Peer:
@@ -124,6 +141,14 @@ class Peer:
             log.warning("could not send %s to %s: %s", peer_text(event.get("type")), self.name, exc)
             return False
 
+    def let_go(self) -> None:
+        """The connection is over: drop its socket and transport. Consumers may keep the peer
+        for long (the owner of rows a late transcript completes, up to thousands of them over
+        many sessions): the socket's buffers, request and transport need not stay with it."""
+        if self.ws is not None:
+            self.ws = _GONE
+        self._abort = None
+
     def abort(self) -> None:
         """Drop the connection now, without a closing handshake."""
         if self._abort is not None:
@@ -188,6 +213,7 @@ class Peers:
 
     def remove(self, peer: Peer) -> None:
         self._open.discard(peer)
+        peer.let_go()
         log.info("connection %s closed", peer.name)
 
     async def send(self, event: dict[str, Any], peer: Peer | None = None) -> int:
