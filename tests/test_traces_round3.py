@@ -743,10 +743,6 @@ async def test_barge_in_drops_the_queued_wave_but_not_the_finished_responses_swa
     assert moves(agent, t0) == [20, 0] * 4
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a function_call output_item.done without response_id is run with "
-                                       "response_id None; a barge-in drops only commands of the interrupted "
-                                       "response id, so the sway keeps running (calls.py _output_item_done has "
-                                       "no fallback to the peer's active response)")
 async def test_a_call_without_response_id_belongs_to_the_response_being_spoken(robot, connect):
     """A relay drops ``response_id`` from the call's ``output_item.done`` while resp_1 is being
     spoken on that socket. The user talks over resp_1: the robot must stop that motion too

@@ -340,7 +340,8 @@ class Agent(MemoryMethods):
                                       respond_after_recall=self.config.replies.respond_after_recall)
         intake.add(CallIntake(store=store, dispatcher=self.dispatcher, actuators=actuators,
                               interrupted=self.turns.interrupted, send=send, spawn=spawn, counters=counters,
-                              reply_outcomes=self.config.replies.function_call_output, memory=memory))
+                              reply_outcomes=self.config.replies.function_call_output, memory=memory,
+                              speaking=self.turns.active_response))
         # What the robot does comes first, then the integrators hear of the event (their handler
         # thread may start on it at once), then what is only kept: the rows, the event log.
         intake.add(IntegratorEvents(self.dispatcher))

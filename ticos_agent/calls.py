@@ -132,14 +132,17 @@ class CallIntake:
     field, so the model can call again); calls of a
     response that was interrupted (``interrupted(response_id, session)`` names why; the session
     is the peer's as the voice agent named it, so a restarted voice agent's ``resp_1`` is not
-    an earlier session's interrupted one) are recorded as dropped.
+    an earlier session's interrupted one) are recorded as dropped. A call item that names no
+    response (a relay that leaves ``response_id`` out) is taken as the response's this socket
+    is giving (``speaking(peer)``), so that a barge-in stops it with the rest of that answer.
     """
 
     def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
                  interrupted: Callable[[str | None, str | None], str | None], send: Send,
                  spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False,
-                 memory: MemoryRouter | None = None):
+                 memory: MemoryRouter | None = None, speaking: Callable[[Peer], str | None] = lambda peer: None):
         self._store = store
+        self._speaking = speaking
         self._memory = memory
         self._dispatcher = dispatcher
         self._actuators = actuators
@@ -174,7 +177,8 @@ class CallIntake:
     def _output_item_done(self, event: Event, peer: Peer) -> None:
         item = event.data["item"]
         if item.get("type") == "function_call":
-            self.take(item, response_id_of(event), peer)
+            # a relay may leave response_id out: the call is the response's this socket is giving
+            self.take(item, response_id_of(event) or self._speaking(peer), peer)
 
     def _response_done(self, event: Event, peer: Peer) -> None:
         """Calls seen only in ``response.done`` are dispatched once; repeats are skipped."""
