@@ -4,6 +4,7 @@ hot path that writes them once per session."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 
 from ticos_agent import Agent
@@ -360,3 +361,30 @@ async def test_forgetting_every_message_leaves_spans_only_to_sessions_with_calls
         assert [m["content"] for m in await store.messages(session_id="moved")] == ["again"]
     finally:
         await store.close()
+
+
+
+async def test_more_sessions_talking_at_once_than_sqlite_takes_parameters_keep_their_spans_right(tmp_path, caplog):
+    """A step names every session talking (rows within ``idle``) in one statement; past
+    SQLite's 32,766 parameters it failed, every time, and no span closed or opened again. Only
+    the newest ``MAX_TALKING`` are kept as talking: an older one's span closes (and opens again
+    when it adds a row, as any closed span)."""
+    import aiosqlite
+
+    from ticos_agent.storage.spans import SpanCloser
+
+    caplog.set_level(logging.WARNING, logger="ticos_agent.storage")
+    conn = _schema_5(tmp_path / "t.db")
+    MIGRATIONS[6](conn)
+    _message(conn, "m1", "s0")
+    _message(conn, "m2", "s32999")
+    conn.close()
+    closer = SpanCloser()
+    closer.note([(SQL_ADD_MESSAGE, (f"m{n}", "user", "hi", None, "nobody", "now", f"s{n}", None, None))
+                 for n in range(33_000)])  # the oldest first
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        await closer.step(db)
+        await db.commit()
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert _span(conn, "s0")[:2] == (1, 1) and _span(conn, "s32999")[:2] == (2, None)
+    assert not [r for r in caplog.records if "session spans failed" in r.getMessage()]

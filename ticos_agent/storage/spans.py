@@ -50,6 +50,10 @@ SPANS = "session_spans"
 #: A session that never said it ended (see :meth:`SpanCloser.ended`) is closed once it added
 #: nothing for this long (and opened again, one write, when it talks again).
 IDLE_CLOSE = 600.0
+#: Sessions kept as talking at most (the newest to add rows): a step names them all in one
+#: statement, and SQLite takes at most 32,766 parameters. One pushed out gets its span closed
+#: at the next step and opened again if it adds rows (a write each, nothing lost).
+MAX_TALKING = 1000
 _END, _START = (1 << 63) - 1, -(1 << 63)  # every rowid SQLite can give
 
 #: ``(table, first column, last column)`` of each kind of row a span covers.
@@ -176,7 +180,10 @@ class SpanCloser:
                 self._at_once()
             elif self._due is None:
                 self._due = now + self.idle
+            self._seen.pop(session, None)  # the newest to add rows last
             self._seen[session] = now
+        while len(self._seen) > MAX_TALKING:
+            del self._seen[next(iter(self._seen))]
 
     def new_connection(self) -> None:
         """The writer writes to another database (the fallback, the card back): its spans
