@@ -32,6 +32,9 @@ known, and each assistant delta as it arrives.
 A store that is closed (the agent stopping while a socket is still open) is expected: the
 conversation goes on as usual without storing, and one warning says so.
 
+What is kept per item (and the readers of an item's content) is in
+:mod:`~ticos_agent.conversation_items`; its names are importable from here too.
+
 Runs on the loop thread; state is bounded by count, however long the session:
 
 * items being assembled: ``MAX_OPEN_PER_PEER`` per connection (a voice agent that leaves some
@@ -41,7 +44,8 @@ Runs on the loop thread; state is bounded by count, however long the session:
 * user rows and stored assistant items (what a late transcript or a continued item finds):
   the latest ``MAX_TRACKED`` of each. A transcript for a user item older than that is stored as
   a row of its own; a straggler delta of an older assistant item makes a new row;
-* connections within their ``grace``: forgotten when it ends.
+* connections within their ``grace``: forgotten when it ends;
+* the text of one assistant item: ``MAX_ITEM_CHARS`` (:mod:`~ticos_agent.conversation_items`).
 """
 
 from __future__ import annotations
@@ -49,84 +53,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
 
 from .connection import Peer
+from .conversation_items import (
+    COMPLETED,
+    FINAL_STATUSES,
+    INCOMPLETE,
+    MAX_ITEM_CHARS,
+    PENDING,
+    TRANSCRIPTION_FAILED,
+    AssistantItem,
+    Emit,
+    MessageLog,
+    StoredItem,
+    UserRow,
+    assistant_content,
+    item_role,
+    user_content,
+)
 from .errors import StoreClosed
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
 from .replies import is_agent_item
 
+__all__ = ["COMPLETED", "FINAL_STATUSES", "INCOMPLETE", "MAX_ITEM_CHARS", "MAX_OPEN_PER_PEER", "MAX_TRACKED",
+           "PENDING", "TRANSCRIPTION_FAILED", "Conversations", "Emit", "MessageLog"]
+
 log = logging.getLogger(__name__)
 
 MAX_TRACKED = 2048
 MAX_OPEN_PER_PEER = 16  # items one connection has open at once; beyond it the oldest is stored (incomplete)
-MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and logged)
-
-PENDING = "pending"
-COMPLETED = "completed"
-INCOMPLETE = "incomplete"
-TRANSCRIPTION_FAILED = "transcription_failed"
-FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
-
-
-class _AssistantItem:
-    __slots__ = ("final", "item_id", "message_id", "owner", "parts", "response_id", "role", "size")
-
-    def __init__(self, item_id: str, response_id: str | None, owner: Peer, role: str = "assistant"):
-        self.item_id = item_id
-        self.response_id = response_id
-        self.owner = owner
-        self.parts: list[str] = []
-        self.final: str | None = None
-        self.role = role
-        self.size = 0
-        self.message_id: str | None = None  # set when it was stored before (cut off, then continued)
-
-    @property
-    def text(self) -> str:
-        return self.final or "".join(self.parts)
-
-    def add(self, delta: str) -> None:
-        if self.size < MAX_ITEM_CHARS:
-            self.size += len(delta)
-            self.parts.append(delta)
-            if self.size >= MAX_ITEM_CHARS:
-                log.warning("assistant item %s passed %d characters; the rest is not stored",
-                            peer_text(self.item_id), MAX_ITEM_CHARS)
-
-
-class _Stored:
-    """An assistant item already stored: ``open_again`` when its socket was cut, not its response."""
-
-    __slots__ = ("item", "open_again", "status")
-
-    def __init__(self, item: _AssistantItem, status: str, open_again: bool):
-        self.item, self.status, self.open_again = item, status, open_again
-
-
-class _UserRow:
-    __slots__ = ("message_id", "owner", "status")
-
-    def __init__(self, message_id: str | None, status: str, owner: Peer):
-        self.message_id, self.status, self.owner = message_id, status, owner
-
-
-class MessageLog(Protocol):
-    """What a conversation needs of the store."""
-
-    def add_message(self, *, role: str, content: str, item_id: str | None, session_id: str | None = None,
-                    status: str = "completed", response_id: str | None = None) -> str: ...
-
-    def update_message(self, message_id: str, *, content: str | None = None, status: str | None = None) -> None: ...
-
-    def session_ended(self, session_id: str) -> None: ...
-
-
-#: ``emit(item_id, role, content)``: the integrators' ``conversation`` handlers.
-Emit = Callable[[str, str, str], object]
 
 
 class Conversations:
@@ -136,9 +94,9 @@ class Conversations:
         self.store = store
         self.emit = emit
         self.grace = grace
-        self._users: OrderedDict[str, _UserRow] = OrderedDict()
-        self._open: dict[str, _AssistantItem] = {}
-        self._stored: OrderedDict[str, _Stored] = OrderedDict()
+        self._users: OrderedDict[str, UserRow] = OrderedDict()
+        self._open: dict[str, AssistantItem] = {}
+        self._stored: OrderedDict[str, StoredItem] = OrderedDict()
         self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
         self.stored = 0
         self._closed_said = False
@@ -185,7 +143,7 @@ class Conversations:
             for session in {peer.session, peer.local_session}:
                 self.store.session_ended(session)
 
-    def _give_up(self, row: _UserRow) -> None:
+    def _give_up(self, row: UserRow) -> None:
         if row.status == PENDING:
             row.status = INCOMPLETE
             self._update(row.message_id, status=INCOMPLETE)
@@ -211,7 +169,7 @@ class Conversations:
         item_id = item.get("id")
         if not isinstance(item_id, str) or not item_id or is_agent_item(item_id):
             return  # (the agent's own priming item is not something the user said)
-        text, has_audio = _user_content(item.get("content"))
+        text, has_audio = user_content(item.get("content"))
         row = self._user_row(item_id, peer)
         if row is not None:  # transcription came first, or a repeated/done item event
             row.owner = peer
@@ -247,7 +205,7 @@ class Conversations:
                     peer_text(item_id), peer_text(reason or "no reason given"))
         self._finish_user(item_id, "", TRANSCRIPTION_FAILED, peer)
 
-    def _user_row(self, item_id: str, peer: Peer) -> _UserRow | None:
+    def _user_row(self, item_id: str, peer: Peer) -> UserRow | None:
         """The row of ``item_id`` in ``peer``'s conversation (``None``: one of another session)."""
         row = self._users.get(item_id)
         return None if row is None or row.owner.other_session(peer) else row
@@ -265,14 +223,14 @@ class Conversations:
 
     def _store_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
         message_id = self._add("user", text, item_id, peer.session, status)
-        self._users[item_id] = _UserRow(message_id, status, peer)
+        self._users[item_id] = UserRow(message_id, status, peer)
         if len(self._users) > MAX_TRACKED:
             self._users.popitem(last=False)
 
     # --- assistant turns ------------------------------------------------------------------
 
     def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
-              ) -> _AssistantItem | None:
+              ) -> AssistantItem | None:
         """The open item ``item_id`` (continued on ``peer`` now), made or opened again as
         needed; ``None`` when it was already stored for good (a straggler)."""
         entry = self._open.get(item_id)
@@ -290,7 +248,7 @@ class Conversations:
                 del self._stored[item_id]  # its socket was cut and the voice agent goes on
                 entry = stored.item
             else:
-                entry = _AssistantItem(item_id, response_id, peer, role)
+                entry = AssistantItem(item_id, response_id, peer, role)
             self._open[item_id] = entry
             mine = [i for i, e in self._open.items() if e.owner is peer]
             if len(mine) > MAX_OPEN_PER_PEER:  # a voice agent that does not send every response.done
@@ -314,7 +272,7 @@ class Conversations:
         item = event.data["item"]
         item_id = item.get("id")
         if item.get("type") == "message" and isinstance(item_id, str):
-            self._item(item_id, response_id_of(event), peer, _role(item))
+            self._item(item_id, response_id_of(event), peer, item_role(item))
 
     def _transcript_delta(self, event: Event, peer: Peer) -> None:
         item_id, delta = event.data["item_id"], event.data["delta"]
@@ -344,9 +302,9 @@ class Conversations:
                 if not isinstance(item, dict) or item.get("type") != "message":
                     continue
                 item_id = item.get("id")
-                text = _assistant_content(item.get("content"))
+                text = assistant_content(item.get("content"))
                 if isinstance(item_id, str) and text:
-                    entry = self._item(item_id, rid, peer, _role(item))
+                    entry = self._item(item_id, rid, peer, item_role(item))
                     if entry is not None and entry.final is None:
                         # the whole text: of an item whose deltas were missed or cut off with a socket
                         entry.final = text
@@ -360,7 +318,7 @@ class Conversations:
         entry = self._open.pop(item_id, None)
         if entry is None:
             return
-        self._stored[item_id] = _Stored(entry, status, open_again)
+        self._stored[item_id] = StoredItem(entry, status, open_again)
         if len(self._stored) > MAX_TRACKED:
             self._stored.popitem(last=False)
         text = entry.text
@@ -400,42 +358,6 @@ class Conversations:
         if not self._closed_said:
             self._closed_said = True
             log.warning("%s; conversation messages are not stored from now on (first not stored: %s)", exc, what)
-
-
-def _role(item: dict[str, Any]) -> str:
-    role = item.get("role")
-    return role if role in ("assistant", "system") else "assistant"
-
-
-def _user_content(content: Any) -> tuple[str | None, bool]:
-    """(text if the item already carries it, whether it is spoken audio)."""
-    if not isinstance(content, list):
-        return None, False
-    texts: list[str] = []
-    has_audio = False
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "input_text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind == "input_audio":
-            has_audio = True
-            if isinstance(part.get("transcript"), str):
-                texts.append(part["transcript"])
-    return ("".join(texts) if texts else None), has_audio
-
-
-def _assistant_content(content: Any) -> str:
-    if not isinstance(content, list):
-        return ""
-    out = []
-    for part in content:
-        if isinstance(part, dict):
-            text = part.get("transcript") if part.get("type") in ("audio", "output_audio") else part.get("text")
-            if isinstance(text, str):
-                out.append(text)
-    return "".join(out)
 
 
 _ROUTES = {
