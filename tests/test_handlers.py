@@ -115,9 +115,9 @@ async def test_handler_calling_sys_exit_does_not_kill_the_handler_thread(agent, 
 
 
 async def test_timed_out_async_function_handler_is_cancelled(agent, connect, monkeypatch):
-    from ticos_agent import calls
+    from ticos_agent import call_outcomes
 
-    monkeypatch.setattr(calls, "HANDLER_TIMEOUT", 0.2)
+    monkeypatch.setattr(call_outcomes, "HANDLER_TIMEOUT", 0.2)
     finished = []
 
     async def hangs(call):

@@ -1,23 +1,19 @@
-"""Carrying out one function call: built-in actuators, integrator handlers, one outcome.
+"""Function call intake: each ``function_call`` item run once, its outcome stored and answered.
 
-``motion``/``emotion``/``motion_and_emotion`` go to the ``motion``/``emotion`` handlers (a dict
-of the validated arguments, as ticos-client passed them), to ``expression`` handlers as
-``(name, args)``, and to the actuators; every other
-name goes to the ``function:<name>`` and ``function:*`` handlers, whose first non-``None``
-return value is the call's result. The outcome is a plain dict::
-
-    {"status": "done" | "failed" | "busy" | "not_shown" | "dropped", "reason": str | None, ...}
-
-It is stored with the call, logged, and sent back as a ``function_call_output`` item when
+What one call does (actuators, integrator handlers) and the shape of its outcome are
+:mod:`ticos_agent.call_outcomes`; what the intake needs of the store, the actuators and the
+memory tools, :mod:`ticos_agent.call_needs` (both re-exported here; ``HANDLER_TIMEOUT`` is read
+where it is defined, in :mod:`~ticos_agent.call_outcomes`). The outcome is stored
+with the call, logged, and sent back as a ``function_call_output`` item when
 ``replies.function_call_output`` is set. ``remember``/``recall``/``forget`` go to the memory
 calls (:mod:`ticos_agent.memory.router`: their checks, outcomes and answers) unless an
 integrator registered a handler for that very name. ``busy`` (the robot's queues are full, or more than
 ``MAX_IN_FLIGHT`` calls are being carried out) is always sent back, so the model learns to
 wait instead of repeating itself. So is a tag the library does not know, with the tags it
-does, by argument, so the model can correct itself::
+does (``allowed``), so the model can correct itself.
 
-    {"status": "failed", "reason": "unknown motion tag 'backflip'; known: bow, ...",
-     "allowed": {"motion_tag": ["bow", "dance", "nod", "shake", "wave"]}, ...}
+Events are taken on the event loop thread (see :mod:`ticos_agent.intake`): taking a call only
+records it and spawns its run as a task, so the intake never waits for a call.
 
 State is bounded by count, however long the session (each bound's oldest entry forgotten
 first):
@@ -35,12 +31,11 @@ first):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .arguments import (
     EMOTION_FUNCTIONS,
@@ -52,8 +47,16 @@ from .arguments import (
     function_call,
     motion_args,
 )
+from .call_needs import ActuatorOutcome as ActuatorOutcome
+from .call_needs import CallLog as CallLog
+from .call_needs import Expressive as Expressive
+from .call_needs import MemoryArguments as MemoryArguments
+from .call_needs import MemoryRouter as MemoryRouter
+from .call_outcomes import HANDLER_TIMEOUT as HANDLER_TIMEOUT
+from .call_outcomes import run_call as run_call
+from .call_outcomes import tell_outcome
 from .connection import Peer, Send
-from .dispatch import Dispatcher, handler_name
+from .dispatch import Dispatcher
 from .errors import BadArguments, BadEvent, StorageError
 from .events import Event, response_id_of
 from .intake import Handler
@@ -62,61 +65,11 @@ from .replies import function_call_output, response_create
 
 log = logging.getLogger(__name__)
 
-HANDLER_TIMEOUT = 30.0
 MAX_TRACKED_CALLS = 4096
 MAX_SESSIONS_PER_CALL = 8  # sessions a call id is remembered in (a restarted voice agent reuses ids)
 MAX_STREAMED = 256
 MAX_STREAMED_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
-_RANK = {"done": 0, "not_shown": 1, "dropped": 2, "busy": 3, "failed": 4}
-
-
-class CallLog(Protocol):
-    """What the calls need of the store."""
-
-    def record_call(self, *, call_id: str, name: str, arguments: str, session_id: str | None = None,
-                    response_id: str | None = None, item_id: str | None = None, status: str = "received") -> None: ...
-
-    def set_call_outcome(self, call_id: str, status: str, result: dict[str, Any] | str | None, *,
-                         session_id: str | None = None) -> None: ...
-
-
-class ActuatorOutcome(Protocol):
-    status: str
-    reason: str | None
-
-    def as_dict(self) -> dict[str, Any]: ...
-
-
-class Expressive(Protocol):
-    """What the calls need of the actuators."""
-
-    def motion(self, args: MotionArgs, *, response_id: str | None = None,
-               call_id: str | None = None) -> Awaitable[ActuatorOutcome]: ...
-
-    def emotion(self, args: EmotionArgs, *, response_id: str | None = None,
-                call_id: str | None = None) -> Awaitable[ActuatorOutcome]: ...
-
-
-class MemoryArguments(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class MemoryRouter(Protocol):
-    """What the calls need of the memory tools (:class:`ticos_agent.memory.router.MemoryToolRouter`)."""
-
-    def handles(self, name: str) -> bool: ...
-
-    def arguments(self, call: FunctionCall) -> MemoryArguments: ...
-
-    def survives_interruption(self, name: str) -> bool: ...
-
-    def always_answered(self, name: str, outcome: dict[str, Any]) -> bool: ...
-
-    def respond_after(self, name: str) -> bool: ...
-
-    def run(self, args: Any) -> Awaitable[dict[str, Any]]: ...
 
 
 class CallIntake:
@@ -311,7 +264,7 @@ class CallIntake:
                 result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
         finally:
             self._in_flight -= 1
-        _tell(call, motion, emotion, result, time.monotonic() - started)
+        tell_outcome(call, motion, emotion, result, time.monotonic() - started)
         if self._store is not None:
             try:
                 self._store.set_call_outcome(call.call_id, result.get("status", "done"), result, session_id=session)
@@ -336,123 +289,3 @@ class CallIntake:
         if respond:
             await self._send(response_create(), peer)
 
-
-def _tell(call: FunctionCall, motion: MotionArgs | None, emotion: EmotionArgs | None, result: dict[str, Any],
-          seconds: float) -> None:
-    """One line of the robot's story per call: what it did, how it ended, how long it took."""
-    parts = []
-    if motion is not None:
-        parts.append(f"motion {peer_text(motion.motion_tag, 64)}"
-                     + (f" x{motion.repeat}" if motion.repeat != 1 else "")
-                     + (f" at speed {motion.speed:g}" if motion.speed != 1 else "")
-                     + ("" if motion.wait else " (interrupting)"))
-    if emotion is not None:
-        parts.append(f"emotion {peer_text(emotion.emotion_tag, 64)}"
-                     + (f" at {emotion.intensity:g}" if emotion.intensity != 1 else "")
-                     + (f" for {emotion.duration:g} s" if emotion.duration is not None else ""))
-    what = " + ".join(parts) or f"function {peer_text(call.name, 64)}"
-    status = result.get("status", "done")
-    reason = result.get("reason")
-    level = logging.WARNING if status == "failed" else logging.INFO
-    log.log(level, "%s: %s in %.2f s%s", what, status, seconds, f" ({reason})" if reason else "")
-
-
-async def run_call(dispatcher: Dispatcher, actuators: Expressive | None, call: FunctionCall,
-                   motion: MotionArgs | None, emotion: EmotionArgs | None) -> dict[str, Any]:
-    """Carry out one call and return its outcome; never raises."""
-    try:
-        if motion is None and emotion is None:
-            return await _run_function(dispatcher, call)
-        return await _run_expression(dispatcher, actuators, call, motion, emotion)
-    except asyncio.CancelledError:
-        return {"status": "dropped", "reason": "agent stopping"}
-    except Exception as exc:  # never let one call's bug escape into the loop
-        log.exception("function call %s (%s) failed", peer_text(call.name), peer_text(call.call_id))
-        return {"status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}"}
-
-
-async def _run_expression(dispatcher: Dispatcher, actuators: Expressive | None, call: FunctionCall,
-                          motion: MotionArgs | None, emotion: EmotionArgs | None) -> dict[str, Any]:
-    handler_args = dict(call.arguments)
-    notes: list[str] = []
-    jobs: list[Awaitable[ActuatorOutcome]] = []
-    kinds: list[str] = []
-    if motion is not None:
-        handler_args.update(motion.as_dict())
-        notes.extend(motion.notes)
-    if emotion is not None:
-        handler_args.update(emotion.as_dict())
-        notes.extend(emotion.notes)
-    handled = 0
-    if motion is not None:
-        handled += dispatcher.emit("motion", dict(handler_args))
-    if emotion is not None:
-        handled += dispatcher.emit("emotion", dict(handler_args))
-    handled += dispatcher.emit("expression", call.name, dict(handler_args))
-    if actuators is not None:
-        if motion is not None:
-            jobs.append(actuators.motion(motion, response_id=call.response_id, call_id=call.call_id))
-            kinds.append("motion")
-        if emotion is not None:
-            jobs.append(actuators.emotion(emotion, response_id=call.response_id, call_id=call.call_id))
-            kinds.append("emotion")
-    result: dict[str, Any] = {"status": "done", "reason": None}
-    if jobs:
-        outcomes = await asyncio.gather(*jobs)
-        worst = max(outcomes, key=lambda o: _RANK.get(o.status, 2))
-        result["status"] = worst.status
-        result["reason"] = worst.reason
-        for kind, outcome in zip(kinds, outcomes):
-            result[kind] = outcome.as_dict()
-    elif not handled:
-        result = {"status": "failed", "reason": f"no actuators and no {call.name} handler"}
-    allowed = _allowed_tags(result)
-    if allowed:
-        result["allowed"] = allowed
-    if handled:
-        result["handlers"] = handled
-    if notes:
-        result["notes"] = notes
-    return result
-
-
-def _allowed_tags(result: dict[str, Any]) -> dict[str, list[str]]:
-    """``{"motion_tag": [...]}`` (and/or ``emotion_tag``) for each tag the actuators did not know
-    (their outcome ``failed`` with the tags they know, as ``UnknownTag`` names them)."""
-    allowed = {}
-    for kind in ("motion", "emotion"):
-        outcome = result.get(kind)
-        detail = outcome.get("detail") if isinstance(outcome, dict) and outcome.get("status") == "failed" else None
-        if isinstance(detail, dict) and isinstance(detail.get("known"), list):
-            allowed[f"{kind}_tag"] = list(detail["known"])
-    return allowed
-
-
-async def _run_function(dispatcher: Dispatcher, call: FunctionCall) -> dict[str, Any]:
-    topic = f"function:{call.name}"
-    handlers = [(topic, fn) for fn in dispatcher.handlers(topic)]
-    handlers += [("function:*", fn) for fn in dispatcher.handlers("function:*")]
-    if not handlers:
-        log.warning("no handler for function %s (call %s)", peer_text(call.name), peer_text(call.call_id))
-        return {"status": "failed", "reason": f"no handler registered for function {call.name!r}"}
-    # each runs as it was subscribed (a "*" handler subscribed inline runs inline, too)
-    futures = [dispatcher.call(topic, fn, call, registered=under) for under, fn in handlers]
-    done, pending = await asyncio.wait(futures, timeout=HANDLER_TIMEOUT)
-    for fut in pending:
-        fut.cancel()
-    result: Any = None
-    errors = []
-    for (_, fn), fut in zip(handlers, futures):
-        if fut not in done or fut.cancelled():
-            errors.append(f"{handler_name(fn)} timed out after {HANDLER_TIMEOUT:g}s")
-        elif fut.exception() is not None:
-            exc = fut.exception()
-            errors.append(f"{handler_name(fn)} raised {type(exc).__name__}: {exc}")
-        elif result is None:
-            result = fut.result()
-    if errors and result is None:
-        return {"status": "failed", "reason": "; ".join(errors)}
-    out: dict[str, Any] = {"status": "done", "reason": None, "result": result}
-    if errors:
-        out["errors"] = errors
-    return out
