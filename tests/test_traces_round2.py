@@ -33,7 +33,7 @@ from helpers import (
     wait_for,
     wait_sync,
 )
-from traces import Voice, ev
+from traces import Voice, ev, user_ga
 
 
 def text_said(v: Voice, rid: str, item_id: str, parts: list[str], *, index: int = 0) -> list[dict]:
@@ -58,23 +58,6 @@ def text_said(v: Voice, rid: str, item_id: str, parts: list[str], *, index: int 
 def text_item(item_id: str, text: str, status: str = "completed") -> dict:
     return {"id": item_id, "type": "message", "role": "assistant", "status": status,
             "content": [{"type": "output_text", "text": text}]}
-
-
-def user_ga(item_id: str, deltas: list[str] | None, text: str | None) -> list[dict]:
-    """A GA user turn: buffer events, item added then done, transcription deltas, completed."""
-    item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
-            "content": [{"type": "input_audio", "transcript": None}]}
-    out = [ev("input_audio_buffer.speech_started", audio_start_ms=10, item_id=item_id),
-           ev("input_audio_buffer.speech_stopped", audio_end_ms=800, item_id=item_id),
-           ev("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
-           ev("conversation.item.added", previous_item_id=None, item=item),
-           ev("conversation.item.done", previous_item_id=None, item=item)]
-    out += [ev("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=d)
-            for d in deltas or []]
-    if text is not None:
-        out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                      transcript=text, usage={"type": "tokens", "total_tokens": 7}))
-    return out
 
 
 async def api_messages(agent, http, **query) -> list[dict]:

@@ -28,7 +28,7 @@ import aiohttp
 import helpers
 import pytest
 from helpers import calls, health, messages, moves, ops, replies, settle, wait_for
-from traces import Voice, ev
+from traces import Voice, ev, user_ga
 
 HAPPY = (0xFF / 255, 0xC8 / 255, 0x00 / 255)
 NEUTRAL = (0x20 / 255, 0x20 / 255, 0x20 / 255)
@@ -48,20 +48,6 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def user_ga(item_id: str, text: str | None) -> list[dict]:
-    item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
-            "content": [{"type": "input_audio", "transcript": None}]}
-    out = [ev("input_audio_buffer.speech_started", audio_start_ms=10, item_id=item_id),
-           ev("input_audio_buffer.speech_stopped", audio_end_ms=800, item_id=item_id),
-           ev("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
-           ev("conversation.item.added", previous_item_id=None, item=item),
-           ev("conversation.item.done", previous_item_id=None, item=item)]
-    if text is not None:
-        out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                      transcript=text))
-    return out
-
-
 # --- 1. GA-only sessions ----------------------------------------------------------------------------
 
 async def test_webrtc_style_cut_without_speech_started_stops_the_motion_once_cancelled(robot, connect, http):
@@ -73,7 +59,7 @@ async def test_webrtc_style_cut_without_speech_started_stops_the_motion_once_can
     v = Voice(True, "sess_rtc")
     peer = await connect(agent)
     sway = '{"motion_tag":"sway","repeat":20}'
-    await peer.send(*v.session(), *user_ga("item_U1", "Dance for me"), v.created("resp_1"),
+    await peer.send(*v.session(), *user_ga("item_U1", None, "Dance for me"), v.created("resp_1"),
                     ev("output_audio_buffer.started", response_id="resp_1"),
                     *v.said("resp_1", "item_A1", ["Here ", "I go"], finish=False),
                     *v.call("resp_1", "item_F1", "call_dance", "motion", sway, index=1))
@@ -142,7 +128,7 @@ async def test_transcription_segments_and_deltas_leave_one_row_with_the_complete
     agent.on_conversation(lambda *a: convo.append(a))
     peer = await connect(agent)
     seg = {"item_id": "item_U1", "content_index": 0}
-    await peer.send(*user_ga("item_U1", None),
+    await peer.send(*user_ga("item_U1", None, None),
                     ev("conversation.item.input_audio_transcription.delta", **seg, delta="Turn "),
                     ev("conversation.item.input_audio_transcription.segment", **seg, id="seg_0", speaker="A",
                        start=0.0, end=0.6, text="Turn left"),
@@ -381,7 +367,7 @@ async def test_a_response_with_a_motion_a_function_and_memory_tools_cut_by_a_bar
     rem = '{"content":"The user\'s dog is called Biscuit.","kind":"fact","subject":"user"}'
     rec = '{"query":"dog"}'
     lit = '{"room":"kitchen"}'
-    await peer.send(*v.session(), *user_ga("item_U1", "My dog is Biscuit. Dance and dim the lights!"),
+    await peer.send(*v.session(), *user_ga("item_U1", None, "My dog is Biscuit. Dance and dim the lights!"),
                     v.created("resp_1"), *v.said("resp_1", "item_A1", ["Nice "], finish=False),
                     *v.call("resp_1", "item_F1", "call_sway", "motion", sway, index=1))
     await wait_for(lambda: moves(agent))
@@ -422,7 +408,7 @@ async def test_client_events_echoed_by_a_relay_are_ignored_and_change_nothing(ro
     agent = await robot()
     v = Voice(True, "sess_relay")
     peer = await connect(agent)
-    await peer.send(*v.session(), *user_ga("item_U1", "Keep me"), v.created("resp_1"),
+    await peer.send(*v.session(), *user_ga("item_U1", None, "Keep me"), v.created("resp_1"),
                     *v.said("resp_1", "item_A1", ["Stored ", "answer"]), v.done("resp_1"))
     await settle(agent)
     before = agent.counters["ignored"]
@@ -468,7 +454,7 @@ async def test_control_characters_in_ids_types_and_words_stay_on_one_log_line(ro
     v = Voice(True, "sess" + EVIL)
     peer = await connect(agent)
     rid, uid = "resp" + EVIL, "item_U" + EVIL
-    await peer.send(*v.session(), *user_ga(uid, "heard" + EVIL),
+    await peer.send(*v.session(), *user_ga(uid, None, "heard" + EVIL),
                     ev("weird.type" + EVIL), v.created(rid),
                     *v.said(rid, "item_A" + EVIL, ["said" + EVIL], finish=False),
                     *v.call(rid, "item_F1", "call_1" + EVIL, "motion", json.dumps({"motion_tag": "wave" + EVIL})),
@@ -528,7 +514,7 @@ async def test_ten_thousand_distinct_unknown_types_keep_memory_and_health_bounde
     agent.on("*", lambda event: every.append(1))
     peer = await connect(agent)
     v = Voice(True, "sess_types")
-    await peer.send(*v.session(), *user_ga("item_U0", "warm up"))
+    await peer.send(*v.session(), *user_ga("item_U0", None, "warm up"))
     await settle(agent)
     from ticos_agent.consumers import IntegratorEvents
 
@@ -544,7 +530,7 @@ async def test_ten_thousand_distinct_unknown_types_keep_memory_and_health_bounde
     assert len(integ._topics) == topics0 and len(agent.dispatcher._handlers) == handlers0
     assert abs(len(json.dumps(agent.health())) - size0) < 200
     await wait_for(lambda: len(every) >= 10_000 + 7, timeout=30)
-    await peer.send(*user_ga("item_U1", "still here"))
+    await peer.send(*user_ga("item_U1", None, "still here"))
     assert await messages(agent) == [("user", "warm up", "completed", "item_U0"),
                                      ("user", "still here", "completed", "item_U1")]
     h = await health(agent, http)
@@ -561,7 +547,7 @@ async def test_a_frame_of_exactly_one_mib_is_taken(robot, connect):
     exactly 1,048,576 bytes is not over, and is stored."""
     agent = await robot()
     peer = await connect(agent)
-    await peer.send(*user_ga("item_U1", None))
+    await peer.send(*user_ga("item_U1", None, None))
     overhead = len(_transcript_frame("item_U1", "").encode())
     text = "a" * (1024 * 1024 - overhead)
     exact = _transcript_frame("item_U1", text)
@@ -578,17 +564,17 @@ async def test_the_frame_cap_counts_bytes_so_a_cjk_frame_under_a_million_charact
     agent = await robot()
     v = Voice(True, "sess_cap")
     peer = await connect(agent)
-    await peer.send(*user_ga("item_U1", None))
+    await peer.send(*user_ga("item_U1", None, None))
     fits = "长" * ((1024 * 1024 - 200) // 3)
     await peer.send(_transcript_frame("item_U1", fits))
     assert await messages(agent) == [("user", fits, "completed", "item_U1")]
-    await peer.send(*user_ga("item_U2", None))
+    await peer.send(*user_ga("item_U2", None, None))
     await peer.send(_transcript_frame("item_U2", "长" * 400_000))
     msg = await peer.ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert peer.ws.close_code == 1009
     other = await connect(agent)
-    await other.send(*v.session(), *user_ga("item_U3", "after"))
+    await other.send(*v.session(), *user_ga("item_U3", None, "after"))
     await settle(agent)
     rows = await messages(agent)
     assert rows[0] == ("user", fits, "completed", "item_U1") and rows[-1] == ("user", "after", "completed", "item_U3")
@@ -655,7 +641,7 @@ async def test_messages_in_many_fragments_with_a_ping_between_are_whole_events(r
     ping in the middle of one: the agent answers the ping, stores the turn and runs the wave."""
     agent = await robot()
     v = Voice(True, "sess_frag")
-    trace = [*v.session(), *user_ga("item_U1", "Fragmented 你好 🤖"), v.created("resp_1"),
+    trace = [*v.session(), *user_ga("item_U1", None, "Fragmented 你好 🤖"), v.created("resp_1"),
              *v.said("resp_1", "item_A1", ["Piece ", "by ", "piece 🧩"]),
              *v.call("resp_1", "item_F1", "call_1", "motion", '{"motion_tag":"wave"}', index=1), v.done("resp_1")]
     ws = await RawWs.open(agent.port)
@@ -698,7 +684,7 @@ async def test_a_message_over_the_cap_in_small_fragments_is_closed_1009(robot, c
     await wait_for(lambda: agent.health()["connections"] == 0)
     assert agent.counters["errors"] == errors0 + 1 and agent.counters["events"] == 0
     peer = await connect(agent)
-    await peer.send(*user_ga("item_U2", "fine"))
+    await peer.send(*user_ga("item_U2", None, "fine"))
     assert await messages(agent) == [("user", "fine", "completed", "item_U2")]
 
 

@@ -167,3 +167,20 @@ class Voice:
         details = {"type": status, "reason": "turn_detected"} if status == "cancelled" else None
         return ev("response.done", response={"id": rid, "object": "realtime.response", "status": status,
                                              "status_details": details, "output": output or []})
+
+
+def user_ga(item_id: str, deltas: list[str] | None, text: str | None) -> list[dict]:
+    """A GA user turn: buffer events, item added then done, transcription deltas, completed."""
+    item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}]}
+    out = [ev("input_audio_buffer.speech_started", audio_start_ms=10, item_id=item_id),
+           ev("input_audio_buffer.speech_stopped", audio_end_ms=800, item_id=item_id),
+           ev("input_audio_buffer.committed", previous_item_id=None, item_id=item_id),
+           ev("conversation.item.added", previous_item_id=None, item=item),
+           ev("conversation.item.done", previous_item_id=None, item=item)]
+    out += [ev("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=d)
+            for d in deltas or []]
+    if text is not None:
+        out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                      transcript=text, usage={"type": "tokens", "total_tokens": 7}))
+    return out
