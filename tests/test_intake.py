@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 
 import pytest
-from helpers import settle, stored_call, wait_for
+from helpers import db_rows, settle, stored_call, wait_for
 from traces import (
     assistant_turn,
     ev,
@@ -227,6 +228,27 @@ async def test_unknown_event_types_are_counted_quietly(agent, connect):
     await peer.send(ev("rate_limits.updated", rate_limits=[]), ev("some.future.event", x=1))
     await peer.no_reply()
     assert agent.counters["ignored"] == 2
+
+
+async def test_ever_new_unknown_type_names_do_not_grow_the_database_for_good(agent, connect, caplog):
+    """Each type name is stored once, for good (``event_types``; the log's rows go with the
+    retention): a peer sending ever new names is logged under one name past the first 256."""
+    from ticos_agent.consumers import MAX_OTHER_TYPES, OTHER_TYPES
+
+    caplog.set_level(logging.WARNING, logger="ticos_agent.consumers")
+    peer = await connect(agent)
+    await peer.send(ev("rate_limits.updated", rate_limits=[]),
+                    *(ev(f"made.up.{n}", event_id=f"event_u{n}") for n in range(MAX_OTHER_TYPES + 50)),
+                    ev("rate_limits.updated", rate_limits=[]), session_created("sess_T"))
+    await settle(agent)
+    path = agent.store.health()["path"]
+    names = [t for (t,) in db_rows(path, "SELECT type FROM event_types")]
+    assert len(names) == MAX_OTHER_TYPES + 2 and OTHER_TYPES in names and "session.created" in names
+    assert "rate_limits.updated" in names and f"made.up.{MAX_OTHER_TYPES - 2}" in names
+    logged = db_rows(path, "SELECT type, event_id FROM events ORDER BY id")
+    assert len(logged) == MAX_OTHER_TYPES + 53  # every event is still a line
+    assert (OTHER_TYPES, f"event_u{MAX_OTHER_TYPES + 49}") in logged
+    assert len([r for r in caplog.records if OTHER_TYPES in r.getMessage()]) == 1
 
 
 async def test_event_log_has_types_and_ids_but_no_payloads(agent, connect):

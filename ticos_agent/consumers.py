@@ -49,16 +49,26 @@ class EventRecorder(Protocol):
 MAX_LOGGED = 128
 
 
+#: distinct type names the event log keeps per run for types the agent does not act on; a
+#: type name is stored once for good (``event_types``), so a peer sending ever new names would
+#: grow the database for ever: later ones are logged as ``OTHER_TYPES``
+MAX_OTHER_TYPES = 256
+OTHER_TYPES = "(other types)"
+
+
 class EventLog:
     """Every event but the deltas -> one compact row (type and ids, never payloads; each cut to
     ``MAX_LOGGED`` characters, ending with an ellipsis when cut).
 
-    A closed store (the agent stopping while a socket is still open) is expected: the event
-    is not logged, and one warning says so."""
+    Of the types the agent does not act on, the first ``MAX_OTHER_TYPES`` names of a run are
+    kept as they are and later ones logged as ``OTHER_TYPES`` (warned once). A closed store
+    (the agent stopping while a socket is still open) is expected: the event is not logged,
+    and one warning says so."""
 
     def __init__(self, store: EventRecorder):
         self._store = store
         self._closed_said = False
+        self._other_types: set[str] = set()
 
     def routes(self) -> Mapping[str, Handler | None]:
         # the known deltas (most frames) do not reach it at all; unknown ones return at once
@@ -74,14 +84,27 @@ class EventLog:
         response_id = data.get("response_id")
         if response_id is None and isinstance(data.get("response"), dict):
             response_id = data["response"].get("id")
+        etype = _cut(event.type)
+        if not event.known and etype not in self._other_types:
+            etype = self._other_type(etype)
         try:
-            self._store.log_event(_cut(event.type), session_id=peer.session, event_id=_str(event.event_id),
+            self._store.log_event(etype, session_id=peer.session, event_id=_str(event.event_id),
                                   item_id=_str(item_id), response_id=_str(response_id))
         except StoreClosed as exc:
             if not self._closed_said:
                 self._closed_said = True
                 log.warning("%s; the event log is not written from now on (first not logged: %s)",
                             exc, _cut(event.type))
+
+    def _other_type(self, etype: str) -> str:
+        if len(self._other_types) < MAX_OTHER_TYPES:
+            self._other_types.add(etype)
+            return etype
+        if len(self._other_types) == MAX_OTHER_TYPES:
+            self._other_types.add(OTHER_TYPES)  # the mark that the warning was given
+            log.warning("the event log has kept %d names of event types the agent does not act on; later "
+                        "ones are logged as %r (first: %s)", MAX_OTHER_TYPES, OTHER_TYPES, peer_text(etype))
+        return OTHER_TYPES
 
 
 class PeerErrors:
