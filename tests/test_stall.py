@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+import pytest
 from helpers import agent_config, health, wait_for
 
 from ticos_agent import Agent
@@ -50,16 +51,23 @@ async def test_an_inline_handler_that_computes_is_named(start_agent, connect, ca
     agent = await start_agent(log={"loop_stall": 0.5})
 
     def computes_inline(event):
-        end = time.monotonic() + 1.2
-        while time.monotonic() < end:
-            pass
+        spin(1.2)
 
     agent.on("response.done", computes_inline, inline=True)
     peer = await connect(agent)
     await peer.send(done(1))
     await wait_for(lambda: agent.health()["loop"]["stalls"] == 1, timeout=5)
-    assert all("computes_inline" in line for line in stall_lines(caplog))
-    assert len(stall_lines(caplog)) == 2
+    lines = stall_lines(caplog)
+    assert len(lines) == 2
+    # the handler (reached through aiohttp's request task and the intake), then where it spins
+    assert all("computes_inline (innermost: " in line and " spin)" in line for line in lines), lines
+    assert not any("aiohttp" in line for line in lines)
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
 
 
 async def test_a_sync_handler_on_the_handler_thread_blocks_nothing(start_agent, connect, caplog):
@@ -88,3 +96,12 @@ async def test_the_watch_is_on_by_default_stops_with_the_agent_and_can_be_turned
         assert off.health()["loop"] is None and len(watch_threads()) == before
     finally:
         await off.stop()
+
+
+def test_a_threshold_so_small_that_jitter_would_be_a_stall_is_refused():
+    from ticos_agent import ConfigError
+    from ticos_agent.config import from_dict
+
+    assert from_dict({"log": {"loop_stall": 0}}).log.loop_stall == 0
+    with pytest.raises(ConfigError, match=r"log\.loop_stall"):
+        from_dict({"log": {"loop_stall": 0.01}})

@@ -10,18 +10,17 @@ code, but this says where it is, so that the integrator can mend it::
     /health and the robot wait): in /home/pi/robot.py:42 on_event (innermost: .../socket.py:706 readinto)
     WARNING ticos_agent.stall: the event loop ran again, after at least 2.3 s blocked in /home/pi/robot.py:42 ...
 
-(at least: the loop's last beat came up to ``PERIOD`` before the blocking code began)
+("at least": the loop's last beat came up to ``PERIOD`` before the blocking code began.)
+Under systemd's watchdog the first line comes before the watchdog's kill when ``WatchdogSec``
+is longer than the threshold and a half-second. ``/health`` reports ``loop``: how many stalls,
+the longest, and where the last one was.
 
-(under systemd's watchdog the first line comes before the watchdog's kill). ``/health``
-reports ``loop``: how many stalls, the longest, and where the last one was.
-
-Thread rules and timing: the loop sets ``_beat`` (a float) from a timer every ``PERIOD``
-(0.25 s); the watch thread wakes every ``PERIOD``, reads it, and when it is older than the
-threshold reads the loop thread's stack (``sys._current_frames``) and logs once per stall.
-Whatever the loop notices of a stall (its end, the counts) is written on the loop thread; the
-watch thread writes only ``_stuck`` (where the current stall is), which the loop reads once
-it runs again. The cost at rest: one timer on the loop and one wake of the thread every
-0.25 s.
+Thread rules and timing: the loop sets ``_beat`` from a timer every ``PERIOD`` (0.25 s); the
+watch thread wakes every ``PERIOD``, reads it, and when it is older than the threshold reads
+the loop thread's stack (``sys._current_frames``) and notes the stall (``_stuck``) once, unless
+the loop beat meanwhile: ``_beat`` and ``_stuck`` are read and written together under a lock.
+What the loop makes of a stall once it runs again (its end, the counts) is written on the loop
+thread. The cost at rest: one timer on the loop and one wake of the thread every 0.25 s.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 PERIOD = 0.25  # seconds between the loop's beats, and between the watch thread's looks
 _ASYNCIO = os.path.dirname(asyncio.__file__) + os.sep
 _PACKAGE = os.path.dirname(__file__) + os.sep
+_AIOHTTP = os.sep + "aiohttp" + os.sep  # its request task runs our intake, which runs inline handlers
 
 
 class LoopWatch:
@@ -57,6 +57,7 @@ class LoopWatch:
         self._loop_thread = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # _beat and _stuck, read and written together
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching ``loop``; call on the loop's own thread."""
@@ -81,8 +82,12 @@ class LoopWatch:
                 "last": self.last}
 
     def _heartbeat(self) -> None:
-        now = time.monotonic()
-        stuck, self._stuck = self._stuck, None
+        if self._stop.is_set():
+            return
+        with self._lock:  # the watch thread may be noting this stall right now
+            now = time.monotonic()
+            stuck, self._stuck = self._stuck, None
+            self._beat = now
         if stuck is not None:
             since, where = stuck
             blocked = now - since
@@ -90,28 +95,29 @@ class LoopWatch:
             self.longest = max(self.longest, blocked)
             self.last = where
             log.warning("the event loop ran again, after at least %.1f s blocked in %s", blocked, where)
-        self._beat = now
         assert self._loop is not None
         self._timer = self._loop.call_later(PERIOD, self._heartbeat)
 
     def _watch(self) -> None:
         while not self._stop.wait(PERIOD):
             beat = self._beat
-            late = time.monotonic() - beat
-            if late < self.threshold + PERIOD or self._stuck is not None:
+            if time.monotonic() - beat < self.threshold + PERIOD or self._stuck is not None:
                 continue
             frame = sys._current_frames().get(self._loop_thread)
             where = _where(frame)
             del frame
-            self._stuck = (beat + PERIOD, where)
+            with self._lock:
+                if self._beat != beat:  # the loop ran meanwhile: no stall to note
+                    continue
+                self._stuck = (beat + PERIOD, where)
+                late = time.monotonic() - beat
             log.warning("the event loop has been blocked for at least %.1f s (sockets, /health and the robot "
-                        "wait): in %s",
-                        late - PERIOD, where)
+                        "wait): in %s", late - PERIOD, where)
 
 
 def _where(frame: Any) -> str:
     """Where the loop is stuck, as ``file:line function``: the first frame the loop's callback
-    (or task step) reached outside asyncio and this package (the integrator's handler,
+    (or task step) reached outside asyncio, aiohttp and this package (the integrator's handler,
     usually), and the innermost frame when that is another."""
     if frame is None:
         return "(the loop's thread runs no Python code)"
@@ -120,8 +126,11 @@ def _where(frame: Any) -> str:
     if not stack:
         return "(no frame)"
     innermost = stack[-1]
-    run = max((i for i, f in enumerate(stack) if f.filename.startswith(_ASYNCIO) and f.name == "_run"), default=-1)
-    below = [f for f in stack[run + 1:] if not f.filename.startswith((_ASYNCIO, _PACKAGE))]
+    run = max((i for i, f in enumerate(stack) if f.filename.startswith(_ASYNCIO) and f.name == "_run"), default=None)
+    if run is None:  # between callbacks: the thread waited for Python's lock, held by another thread
+        return f"no callback (another thread may have held Python's lock; innermost: {_frame_text(innermost)})"
+    below = [f for f in stack[run + 1:]
+             if not f.filename.startswith((_ASYNCIO, _PACKAGE)) and _AIOHTTP not in f.filename]
     culprit = below[0] if below else innermost
     text = _frame_text(culprit)
     return text if culprit is innermost else f"{text} (innermost: {_frame_text(innermost)})"

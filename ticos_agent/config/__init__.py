@@ -188,8 +188,8 @@ class LogConfig:
 
     level: str = setting(Choice(LOG_LEVELS, "info", "log level of the service", casefold=True))
     loop_stall: float = setting(Duration(1.0, "seconds the event loop may be blocked (by an async or inline handler, "
-                                             "say) before the log says where (0: never watched)", minimum=0,
-                                             maximum=3600))
+                                             "say) before the log says where (0: never watched)", minimum=0.1,
+                                             maximum=3600, also={0: "never watched"}))
 
 
 @dataclass(frozen=True)
