@@ -69,6 +69,7 @@ class EventLog:
         self._store = store
         self._closed_said = False
         self._other_types: set[str] = set()
+        self._others_said = False
 
     def routes(self) -> Mapping[str, Handler | None]:
         # the known deltas (most frames) do not reach it at all; unknown ones return at once
@@ -100,8 +101,8 @@ class EventLog:
         if len(self._other_types) < MAX_OTHER_TYPES:
             self._other_types.add(etype)
             return etype
-        if len(self._other_types) == MAX_OTHER_TYPES:
-            self._other_types.add(OTHER_TYPES)  # the mark that the warning was given
+        if not self._others_said:
+            self._others_said = True
             log.warning("the event log has kept %d names of event types the agent does not act on; later "
                         "ones are logged as %r (first: %s)", MAX_OTHER_TYPES, OTHER_TYPES, peer_text(etype))
         return OTHER_TYPES
