@@ -74,7 +74,9 @@ def turn(v: Voice, n: int, *, done: bool = True, cut: bool = False) -> list[dict
     return frames
 
 
-async def test_three_thousand_turns_on_one_socket_stay_bounded_and_each_call_runs_once(robot, connect):
+async def test_three_thousand_turns_on_one_socket_stay_bounded_and_each_call_runs_once(robot, connect,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(calls_mod, "MAX_TRACKED_CALLS", 1000)  # reached by 3,000 calls: its bound is tried
     agent = await robot()
     lights: list[dict] = []
     agent.on_function("set_light", lambda call: lights.append(call.arguments))
@@ -204,5 +206,6 @@ async def test_a_socket_closed_while_its_answer_still_plays_leaves_no_state_behi
         await wait_for(lambda: len(agent.peers) == 0)
         speaker.playing = False
         await asyncio.sleep(2 * DRAIN_POLL)
+    await wait_for(lambda: not [name for name in agent.life._timers if name.startswith("drain:")])
     assert sizes(agent)["life.peers"] == 0 and agent.health()["robot"]["connections"] == {}
     assert not [name for name in agent.life._timers if name.startswith("drain:")]

@@ -26,7 +26,7 @@ def watch_threads() -> list[threading.Thread]:
 
 async def test_an_async_handler_that_sleeps_is_named_while_it_blocks_and_after(start_agent, connect, http, caplog):
     caplog.set_level(logging.WARNING, logger="ticos_agent.stall")
-    agent = await start_agent(log={"loop_stall": 0.5})
+    agent = await start_agent(log={"loop_stall": 0.3})
 
     async def sleeps_on_the_loop(event):
         time.sleep(1.3)  # the mistake: a blocking call in an async handler
@@ -48,7 +48,7 @@ async def test_an_async_handler_that_sleeps_is_named_while_it_blocks_and_after(s
 
 async def test_an_inline_handler_that_computes_is_named(start_agent, connect, caplog):
     caplog.set_level(logging.WARNING, logger="ticos_agent.stall")
-    agent = await start_agent(log={"loop_stall": 0.5})
+    agent = await start_agent(log={"loop_stall": 0.3})
 
     def computes_inline(event):
         spin(1.2)
@@ -72,7 +72,7 @@ def spin(seconds: float) -> None:
 
 async def test_a_sync_handler_on_the_handler_thread_blocks_nothing(start_agent, connect, caplog):
     caplog.set_level(logging.WARNING, logger="ticos_agent.stall")
-    agent = await start_agent(log={"loop_stall": 0.5})
+    agent = await start_agent(log={"loop_stall": 0.3})
     agent.on("response.done", lambda event: time.sleep(1.2))
     peer = await connect(agent)
     await peer.send(done(1), done(2))

@@ -54,7 +54,8 @@ async def test_webrtc_style_cut_without_speech_started_stops_the_motion_once_can
     """WebRTC: the voice agent plays the audio itself; a cut shows as ``output_audio_buffer.cleared``
     and the cancelled ``response.done`` (no ``speech_started`` on this socket). The cancelled
     response's long motion stops and the arm rests; its words are stored as cancelled; the next
-    response's wave runs; no error, no barge-in counted (a cancellation is not the user talking)."""
+    response's wave runs; no error, and one interruption counted: the cancellation (no barge-in:
+    no user talked on this socket)."""
     agent = await robot()
     v = Voice(True, "sess_rtc")
     peer = await connect(agent)
@@ -85,7 +86,8 @@ async def test_webrtc_style_cut_without_speech_started_stops_the_motion_once_can
                                      ("assistant", "Here I go", "cancelled", "item_A1")]
     h = await health(agent, http)
     assert h["status"] == "ok" and h["counters"]["errors"] == 0
-    assert h["counters"].get("interruptions", 0) <= 1
+    assert h["counters"].get("interruptions", 0) == 1  # the cancellation, once
+    assert agent.turns.interrupted("resp_1") == "response cancelled"
 
 
 async def test_idle_timeout_triggered_turn_is_no_barge_in_and_the_nudge_is_stored(robot, connect, http):
@@ -345,12 +347,12 @@ async def test_barge_in_during_an_emotion_fade_in_rests_the_face_at_once(robot, 
     await peer.send(ev("input_audio_buffer.speech_started", audio_start_ms=300, item_id="item_U2"))
     await wait_for(lambda: lights(agent, cut) and lights(agent, cut)[-1][0] == NEUTRAL, timeout=2)
     rested = now()
-    assert rested - cut < 1.0
+    assert rested - cut < 2.0
     await asyncio.sleep(0.8)
     assert [x for x in lights(agent, rested) if x[0] == HAPPY] == []  # the ramp did not go on
     assert lights(agent)[-1][0] == NEUTRAL
     row = (await calls(agent, "call_glow"))["call_glow"]
-    assert row["status"] in ("done", "dropped")
+    assert row["status"] == "dropped"  # cut by the barge-in while it faded in
 
 
 async def test_a_response_with_a_motion_a_function_and_memory_tools_cut_by_a_barge_in(robot, connect, http):
@@ -783,7 +785,7 @@ async def test_a_voice_agent_that_dies_mid_answer_does_not_leave_the_robot_speak
     await peer.close()
     await wait_for(lambda: agent.health()["connections"] == 0)
     await wait_for(lambda: agent.health()["robot"]["state"] in ("idle", "sleeping"), timeout=3)
-    await asyncio.sleep(0.4)  # past the grace (0.2 s)
+    await wait_for(lambda: not agent.conversations._waiting, timeout=3)  # past the grace (0.2 s)
     assert await messages(agent) == [("assistant", "I was about ", "incomplete", "item_A1")]
     assert (await health(agent, http))["robot"]["state"] in ("idle", "sleeping")
 
