@@ -601,6 +601,22 @@ async def test_a_restarted_voice_agent_numbering_items_anew_loses_no_turn(robot,
         ("assistant", "hi 1"), ("user", "hello 1")]
 
 
+async def test_an_old_sessions_user_turn_still_waiting_is_not_left_pending_by_a_new_one_of_that_id(robot, connect):
+    """The old session's user turn waits for its transcript on a socket still open when the
+    restarted voice agent's own ``item_1`` comes: the new one is stored, and the old one is no
+    longer tracked, so it is stored incomplete at once (it stayed ``pending`` for good)."""
+    agent = await robot()
+    old, new = Voice(True, "sess_old"), Voice(True, "sess_new")
+    first = await connect(agent)
+    await first.send(*old.session(), *old.user("item_1", None))
+    await settle(agent)
+    second = await connect(agent)
+    await second.send(*new.session(), *new.user("item_1", "hello again"))
+    await settle(agent)
+    assert sorted((m[1], m[2]) for m in await messages(agent)) == [("", "incomplete"),
+                                                                     ("hello again", "completed")]
+
+
 async def test_a_restart_within_the_grace_does_not_finish_the_old_sessions_item(robot, connect):
     """The old socket was cut mid-answer (its item waits for the grace); the restarted voice agent
     has a new session and numbers anew: its response.done stores its own item, and the old

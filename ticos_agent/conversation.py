@@ -222,6 +222,9 @@ class Conversations:
         self._update(row.message_id, content=text, status=status)
 
     def _store_user(self, item_id: str, text: str, status: str, peer: Peer) -> None:
+        earlier = self._users.pop(item_id, None)  # another session's row of that id: no longer tracked,
+        if earlier is not None:                   # so it is stored incomplete now if still waiting (as
+            self._give_up(earlier)                # an assistant item is), and this one is the newest
         message_id = self._add("user", text, item_id, peer.session, status)
         self._users[item_id] = UserRow(message_id, status, peer)
         if len(self._users) > MAX_TRACKED:
