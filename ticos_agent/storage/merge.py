@@ -48,7 +48,7 @@ from typing import Any
 import aiosqlite
 
 from .schema import BUSY_TIMEOUT_MS, EVENT_LOG, MEMORY_COLUMNS, SQL_GET_SUMMARISED, SQL_MARK_SUMMARISED
-from .writes import CALL_KEY, ID_BATCH, MERGE_CHUNK, SQL_ADD_MESSAGE
+from .writes import CALL_KEY, ID_BATCH, MERGE_CHUNK, NEWEST_SESSION, SQL_ADD_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ _ADD_EVENT = "INSERT INTO events (ts, type, session_id, event_id, item_id, respo
 _UPDATE_COPY = "UPDATE messages SET content = ?, status = COALESCE(?, status) WHERE id = ?"
 _MERGE_CALL = (
     "INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, status, result, "
-    "created, finished) VALUES (?1, ?2, ?3, COALESCE(?4, (SELECT session_id FROM function_calls WHERE call_id = ?1 "
-    f"ORDER BY rowid DESC LIMIT 1)), ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT({CALL_KEY}) DO UPDATE SET "
+    f"created, finished) VALUES (?1, ?2, ?3, COALESCE(?4, {NEWEST_SESSION}), ?5, ?6, ?7, ?8, ?9, ?10) "
+    f"ON CONFLICT({CALL_KEY}) DO UPDATE SET "
     "name = COALESCE(name, excluded.name), arguments = COALESCE(arguments, excluded.arguments), "
     "response_id = COALESCE(response_id, excluded.response_id), item_id = COALESCE(item_id, excluded.item_id), "
     "created = COALESCE(created, excluded.created), "

@@ -64,6 +64,7 @@ import time
 from collections.abc import Callable
 
 from . import spans
+from .writes import CALL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ CALLS_TABLE_SQL = (
     "CREATE TABLE {name} (call_id TEXT, name TEXT, arguments TEXT, session_id TEXT, response_id TEXT, "
     "item_id TEXT, status TEXT, result TEXT, created TEXT, finished TEXT, id INTEGER PRIMARY KEY)"
 )
-CALLS_KEY_SQL = "CREATE UNIQUE INDEX IF NOT EXISTS idx_calls_key ON function_calls(call_id, IFNULL(session_id, ''))"
+CALLS_KEY_SQL = f"CREATE UNIQUE INDEX IF NOT EXISTS idx_calls_key ON function_calls({CALL_KEY})"  # the upserts' target
 _CALL_FIELDS = ", ".join(CALL_COLUMNS)
 
 

@@ -27,13 +27,13 @@ SQL_ADD_MEMORY = "INSERT INTO memories (type, content, user_id, datetime) VALUES
 #: The session a call's record or outcome goes to: the one given (``?4``/``?5``), else the
 #: newest row's of that call id (a call id alone names the newest call of that id; schema 7
 #: keeps one row per session and call id).
-_NEWEST_SESSION = "(SELECT session_id FROM function_calls WHERE call_id = ?1 ORDER BY rowid DESC LIMIT 1)"
+NEWEST_SESSION = "(SELECT session_id FROM function_calls WHERE call_id = ?1 ORDER BY rowid DESC LIMIT 1)"
 #: The key the upserts name: schema 7's ``idx_calls_key``.
 CALL_KEY = "call_id, IFNULL(session_id, '')"
 # Either of record/outcome may arrive first; each fills only what the other did not set.
 SQL_RECORD_CALL = (
     "INSERT INTO function_calls (call_id, name, arguments, session_id, response_id, item_id, "
-    f"status, created) VALUES (?1, ?2, ?3, COALESCE(?4, {_NEWEST_SESSION}), ?5, ?6, ?7, ?8) "
+    f"status, created) VALUES (?1, ?2, ?3, COALESCE(?4, {NEWEST_SESSION}), ?5, ?6, ?7, ?8) "
     f"ON CONFLICT({CALL_KEY}) DO UPDATE SET "
     "name = COALESCE(name, excluded.name), arguments = COALESCE(arguments, excluded.arguments), "
     "response_id = COALESCE(response_id, excluded.response_id), "
@@ -42,7 +42,7 @@ SQL_RECORD_CALL = (
 #: Parameters ``(call_id, status, result, finished, session_id)``.
 SQL_CALL_OUTCOME = (
     "INSERT INTO function_calls (call_id, session_id, status, result, finished) "
-    f"VALUES (?1, COALESCE(?5, {_NEWEST_SESSION}), ?2, ?3, ?4) "
+    f"VALUES (?1, COALESCE(?5, {NEWEST_SESSION}), ?2, ?3, ?4) "
     f"ON CONFLICT({CALL_KEY}) DO UPDATE SET status = excluded.status, result = excluded.result, "
     "finished = excluded.finished"
 )
