@@ -142,8 +142,7 @@ def function_call(item: dict[str, Any], response_id: str | None = None) -> Funct
         arguments = json.loads(raw, parse_constant=not_json, parse_float=number)
     except (ValueError, RecursionError):
         raise BadArguments(f"{name}: arguments are not valid JSON: {raw[:80]!r}", field="arguments") from None
-    if odd or (not raw.isascii() and _SURROGATE.search(raw)) or (_SURROGATE_ESCAPE.search(raw)
-                                                                  and not _utf8(arguments)):
+    if odd or not _utf8(arguments):
         _refuse_not_json(name, arguments)  # walked only to tell where (~15 times the decoding)
     if not isinstance(arguments, dict):
         raise BadArguments(f"{name}: arguments must be a JSON object, got {json_kind(arguments)}", field="arguments")
@@ -162,9 +161,6 @@ class _NotJson:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: A ``\\u`` escape of a surrogate in JSON text (one not itself escaped, as in ``\\\\ud800``):
-#: the arguments may hold half a pair (or both halves of one: an emoji, escaped).
-_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
 
 
 def _utf8(value: Any) -> bool:
@@ -175,6 +171,8 @@ def _utf8(value: Any) -> bool:
     except (UnicodeEncodeError, RecursionError):  # (as deep as the decoder went: the walk has no limit)
         return False
     return True
+
+
 Path = tuple[Any, ...]  # (key or index, the path of the object holding it) ... ``()`` at the top
 
 

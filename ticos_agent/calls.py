@@ -2,8 +2,8 @@
 
 What one call does (actuators, integrator handlers) and the shape of its outcome are
 :mod:`ticos_agent.call_outcomes`; what the intake needs of the store, the actuators and the
-memory tools, :mod:`ticos_agent.call_needs` (both re-exported here; ``HANDLER_TIMEOUT`` is read
-where it is defined, in :mod:`~ticos_agent.call_outcomes`). The outcome is stored
+memory tools, :mod:`ticos_agent.call_needs` (``HANDLER_TIMEOUT`` is there, in
+:mod:`~ticos_agent.call_outcomes`). The outcome is stored
 with the call, logged, and sent back as a ``function_call_output`` item when
 ``replies.function_call_output`` is set. ``remember``/``recall``/``forget`` go to the memory
 calls (:mod:`ticos_agent.memory.router`: their checks, outcomes and answers) unless an
@@ -47,14 +47,8 @@ from .arguments import (
     function_call,
     motion_args,
 )
-from .call_needs import ActuatorOutcome as ActuatorOutcome
-from .call_needs import CallLog as CallLog
-from .call_needs import Expressive as Expressive
-from .call_needs import MemoryArguments as MemoryArguments
-from .call_needs import MemoryRouter as MemoryRouter
-from .call_outcomes import HANDLER_TIMEOUT as HANDLER_TIMEOUT
-from .call_outcomes import run_call as run_call
-from .call_outcomes import tell_outcome
+from .call_needs import CallLog, Expressive, MemoryArguments, MemoryRouter
+from .call_outcomes import run_call, tell_outcome
 from .connection import Peer, Send
 from .dispatch import Dispatcher
 from .errors import BadArguments, BadEvent, StorageError
@@ -82,7 +76,9 @@ class CallIntake:
     call: it runs, and is stored as a row of its own. Items cut off by barge-in (status
     ``incomplete``) and unusable arguments are recorded, logged and answered with an error
     instead (unusable arguments of the robot's own tools also with a failed output naming the
-    field, so the model can call again); calls of a
+    field, so the model can call again; a memory tool's only with that output, which a response
+    talked over does not get, as its outcome would not: such a refusal is recorded and logged
+    only); calls of a
     response that was interrupted (``interrupted(response_id, session)`` names why; the session
     is the peer's as the voice agent named it, so a restarted voice agent's ``resp_1`` is not
     an earlier session's interrupted one) are recorded as dropped. A call item that names no
@@ -174,7 +170,8 @@ class CallIntake:
         # since they came
         streamed = None
         if isinstance(call_id, str):
-            streamed = self._streamed.pop((call_id, session), None) or self._streamed.pop((call_id, None), None)
+            named, unnamed = self._streamed.pop((call_id, session), None), self._streamed.pop((call_id, None), None)
+            streamed = named if named is not None else unnamed
         if item.get("status") == "incomplete":
             log.warning("function call %s (%s) was cut off (status incomplete); not dispatched",
                         peer_text(name), peer_text(call_id))

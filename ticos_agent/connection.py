@@ -94,7 +94,7 @@ class Peer:
         head and a digest of the whole (still one id per session): stored with every message,
         call and logged event, a hostile megabyte id would otherwise be written each time."""
         kept = stored_session_id(sid)
-        if kept is not sid:
+        if len(sid) > MAX_SESSION_ID:
             log.warning("%s: session id of %d characters kept as its first 96 and a digest",
                         self.name, len(sid))
         self.session_id = kept

@@ -176,7 +176,7 @@ class Turns:
         status = response.get("status")
         session = peer.session_id
         if status in ("cancelled", "failed") and self.interrupted(rid, session) is None:  # not again after a barge-in
-            self.interrupt(rid, None, reason=f"response {status}", session=session)
+            self.interrupt(rid, reason=f"response {status}", session=session)
 
     def _speech_started(self, event: Event, peer: Peer) -> None:
         mine = self._active.get(peer, [])
@@ -204,12 +204,11 @@ class Turns:
 
     # --- the one place that stops a response -----------------------------------------------
 
-    def interrupt(self, response_id: str | None, peer: Peer | None = None, *, reason: str,
-                  session: str | None = None) -> None:
-        """Stop the robot talking and moving for ``response_id`` of ``session`` (``peer``'s
-        when it is given); its later calls are dropped."""
+    def interrupt(self, response_id: str | None, *, reason: str, session: str | None) -> None:
+        """Stop the robot talking and moving for ``response_id`` of ``session``; its later calls
+        are dropped."""
         self._counters["interruptions"] += 1
-        self._stop(response_id, peer, reason=reason, session=peer.session_id if peer is not None else session)
+        self._stop(response_id, None, reason=reason, session=session)
 
     def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str, session: str | None) -> None:
         if response_id is not None:
