@@ -18,7 +18,8 @@ the longest, and where the last one was.
 Thread rules and timing: the loop sets ``_beat`` from a timer every ``PERIOD`` (0.25 s); the
 watch thread wakes every ``PERIOD``, reads it, and when it is older than the threshold reads
 the loop thread's stack (``sys._current_frames``) and notes the stall (``_stuck``) once, unless
-the loop beat meanwhile: ``_beat`` and ``_stuck`` are read and written together under a lock.
+the loop beat meanwhile: ``_beat`` and ``_stuck`` are written under a lock (the thread's first
+look is without it, and checked again under it before it notes anything).
 What the loop makes of a stall once it runs again (its end, the counts) is written on the loop
 thread. The cost at rest: one timer on the loop and one wake of the thread every 0.25 s.
 """

@@ -160,9 +160,7 @@ class RobotLife:
 
     def peer_closed(self, peer: Peer) -> None:
         # its response's drain is not waited for any more: it would set the gone peer idle again
-        handle = self._timers.pop(f"drain:{peer.id}", None)
-        if handle is not None:
-            handle.cancel()
+        self._cancel(f"drain:{peer.id}")
         if self._peers.pop(peer, None) is not None:
             self._update()
 
@@ -205,17 +203,13 @@ class RobotLife:
 
     def _idle_timers(self) -> None:
         """After a change of state: the way to sleep starts again, and so does idle life."""
-        handle = self._timers.pop("sleep", None)
-        if handle is not None:
-            handle.cancel()
+        self._cancel("sleep")
         if self.state == "idle" and self.config.sleep_after > 0:
             self._after(self.config.sleep_after, "sleep", lambda: self._update(sleeping=True))
         self._idle_timer()
 
     def _idle_timer(self) -> None:
-        handle = self._timers.pop("idle", None)
-        if handle is not None:
-            handle.cancel()
+        self._cancel("idle")
         if self.state in ("idle", "sleeping") and self.config.idle_motions:
             if self.state == "sleeping" and self.config.sleeping == "stop":
                 return
@@ -226,15 +220,18 @@ class RobotLife:
     def _after(self, seconds: float, name: str, fn: Callable[[], None]) -> None:
         if self._loop is None:
             return
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
+        self._cancel(name)
 
         def fire() -> None:
             self._timers.pop(name, None)
             fn()
 
         self._timers[name] = self._loop.call_later(seconds, fire)
+
+    def _cancel(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
 
     # --- what the robot shows ---------------------------------------------------------------
 
