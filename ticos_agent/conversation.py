@@ -129,12 +129,12 @@ class Conversations:
             self._give_up(row)
 
     def _owned_by(self, peer: Peer) -> bool:
-        return (any(e.owner is peer for e in self._open.values())
+        return (bool(self._open_of(peer))
                 or any(r.owner is peer and r.status == PENDING for r in self._users.values()))
 
     def _expire(self, peer: Peer) -> None:
         self._waiting.pop(peer, None)
-        for item_id in [i for i, e in self._open.items() if e.owner is peer]:
+        for item_id in self._open_of(peer):
             self._flush(item_id, INCOMPLETE, open_again=True)
         for row in self._users.values():
             if row.owner is peer:
@@ -253,7 +253,7 @@ class Conversations:
             else:
                 entry = AssistantItem(item_id, response_id, peer, role)
             self._open[item_id] = entry
-            mine = [i for i, e in self._open.items() if e.owner is peer]
+            mine = self._open_of(peer)
             if len(mine) > MAX_OPEN_PER_PEER:  # a voice agent that does not send every response.done
                 self._too_many_open(peer)
                 self._flush(mine[0], INCOMPLETE, open_again=True)
@@ -263,6 +263,10 @@ class Conversations:
         if entry.response_id is None:
             entry.response_id = response_id
         return entry
+
+    def _open_of(self, peer: Peer) -> list[str]:
+        """The ids of the items open on ``peer``, oldest first."""
+        return [i for i, e in self._open.items() if e.owner is peer]
 
     def _too_many_open(self, peer: Peer) -> None:
         if not self._open_said:
