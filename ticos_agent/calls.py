@@ -49,7 +49,7 @@ from .arguments import (
 )
 from .call_needs import CallLog, Expressive, MemoryArguments, MemoryRouter
 from .call_outcomes import run_call, tell_outcome
-from .connection import Peer, Send
+from .connection import Peer, Send, note_per_session, other_sessions
 from .dispatch import Dispatcher
 from .errors import BadArguments, BadEvent, StorageError
 from .events import Event, response_id_of
@@ -153,17 +153,11 @@ class CallIntake:
         call_id = item.get("call_id")
         session = peer.session_id
         if isinstance(call_id, str):
-            sessions = self._seen.get(call_id)
-            if sessions is not None and (session is None or session in sessions or None in sessions):
-                counters["duplicate_calls"] += 1  # seen in this session, or one not named
+            if any(not other_sessions(session, seen) for seen in self._seen.get(call_id, ())):
+                counters["duplicate_calls"] += 1  # seen in this session, or in one not named
                 return
-            sessions = self._seen.setdefault(call_id, {})
-            sessions[session] = None
-            if len(sessions) > MAX_SESSIONS_PER_CALL:  # a voice agent restarted many times, counting anew
-                del sessions[next(iter(sessions))]
-            self._seen.move_to_end(call_id)
-            if len(self._seen) > MAX_TRACKED_CALLS:
-                self._seen.popitem(last=False)
+            note_per_session(self._seen, call_id, session, None, per_key=MAX_SESSIONS_PER_CALL,
+                             keys=MAX_TRACKED_CALLS)
         name = item.get("name")
         # its streamed arguments are taken now, also when they are of no use (cut off): else they
         # would stay until MAX_STREAMED others pushed them out; the session may have been named

@@ -22,9 +22,9 @@ import itertools
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .logs import peer_text
 
@@ -44,6 +44,30 @@ def stored_session_id(sid: str) -> str:
         return sid
     return f"{sid[:96]}\u2026{hashlib.sha256(sid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
+
+
+def other_sessions(one: str | None, two: str | None) -> bool:
+    """Whether two sessions are both named by the voice agent and not the same (``None``: not
+    named, which is taken as any): an id met in both is two things."""
+    return one is not None and two is not None and one != two
+
+
+V = TypeVar("V")
+
+
+def note_per_session(table: OrderedDict[str, dict[str | None, V]], key: str, session: str | None, value: V, *,
+                     per_key: int, keys: int) -> None:
+    """``table[key][session] = value``, latest last in both, keeping the latest ``per_key``
+    sessions of a key and the latest ``keys`` keys (what turns and calls remember of an id that
+    a restarted voice agent may use again in each session)."""
+    sessions = table.setdefault(key, {})
+    sessions.pop(session, None)
+    sessions[session] = value
+    if len(sessions) > per_key:
+        del sessions[next(iter(sessions))]
+    table.move_to_end(key)
+    if len(table) > keys:
+        table.popitem(last=False)
 
 class Socket(Protocol):
     """What a peer needs of its WebSocket (``aiohttp.web.WebSocketResponse`` has it)."""
@@ -107,7 +131,7 @@ class Peer:
     def other_session(self, other: Peer) -> bool:
         """Whether ``other`` speaks for another session than this peer, both named by the voice
         agent (item and response ids are a conversation's: the same id there is another one)."""
-        return self.session_id is not None and other.session_id is not None and other.session_id != self.session_id
+        return other_sessions(self.session_id, other.session_id)
 
     @property
     def open(self) -> bool:

@@ -51,7 +51,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from .connection import Peer, Send
+from .connection import Peer, Send, note_per_session, other_sessions
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text
@@ -171,7 +171,7 @@ class Turns:
             open_.remove(rid)
             if not open_:
                 del self._active[p]
-        for orphan in [o for o in self._orphans if o[0] == rid and not _other(peer.session_id, o[1])]:
+        for orphan in [o for o in self._orphans if o[0] == rid and not other_sessions(peer.session_id, o[1])]:
             del self._orphans[orphan]
         status = response.get("status")
         session = peer.session_id
@@ -212,14 +212,8 @@ class Turns:
 
     def _stop(self, response_id: str | None, peer: Peer | None, *, reason: str, session: str | None) -> None:
         if response_id is not None:
-            whys = self._interrupted.setdefault(response_id, {})
-            whys.pop(session, None)  # (latest last)
-            whys[session] = reason
-            if len(whys) > MAX_SESSIONS_PER_RESPONSE:  # a voice agent restarted many times, numbering anew
-                del whys[next(iter(whys))]
-            self._interrupted.move_to_end(response_id)
-            if len(self._interrupted) > MAX_INTERRUPTED:
-                self._interrupted.popitem(last=False)
+            note_per_session(self._interrupted, response_id, session, reason, per_key=MAX_SESSIONS_PER_RESPONSE,
+                             keys=MAX_INTERRUPTED)
         audio = self._audio
         item_id: str | None = None
         played: int | None = None
@@ -241,8 +235,3 @@ class Turns:
                  f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
         if self._send_truncate and peer is not None and item_id and played is not None:
             self._spawn(_sent(self._send, truncate(item_id, int(played)), peer))
-
-
-def _other(one: str | None, two: str | None) -> bool:
-    """Whether two sessions are both named and not the same (what :meth:`Peer.other_session` says of peers)."""
-    return one is not None and two is not None and one != two
