@@ -252,6 +252,8 @@ async def test_the_loop_yields_to_an_idle_worker_only_while_its_handlers_are_qui
 
     yields = [0]
     monkeypatch.setattr(dispatch, "_sched_yield", lambda: yields.__setitem__(0, yields[0] + 1))
+    clock = iter(range(10**6))  # each hand-over a second after the last: never back to back
+    monkeypatch.setattr(dispatch, "_monotonic", lambda: float(next(clock)))
     d = await _started()
     ran: list[str] = []
 
@@ -274,5 +276,35 @@ async def test_the_loop_yields_to_an_idle_worker_only_while_its_handlers_are_qui
         assert ran == list(sequence)
         assert yielded[0]  # a fresh worker: the loop yields to it
         assert not any(yielded[i + 1] for i, event in enumerate(sequence[:-1]) if event == "slow"), yielded
+    finally:
+        await d.stop()
+
+
+async def test_turns_back_to_back_hand_calls_over_as_batches_without_waking_the_worker_each_time(monkeypatch):
+    """At full speed each frame found the worker idle again (a quick handler) and woke it with a
+    put and a yield of its own; turns that hand calls over within ``BUSY_GAP`` of the last one
+    batch them instead, as for a busy worker. A call after a pause goes at once again."""
+    from ticos_agent import dispatch
+
+    yields = [0]
+    monkeypatch.setattr(dispatch, "_sched_yield", lambda: yields.__setitem__(0, yields[0] + 1))
+    now = [100.0]
+    monkeypatch.setattr(dispatch, "_monotonic", lambda: now[0])
+    d = await _started()
+    ran: list[int] = []
+    d.subscribe("event:*", ran.append)
+    try:
+        d.emit("event:*", 0)  # a quiet loop, an idle worker: handed over now, with a yield
+        assert (d._batch, yields[0]) == ([], 1)
+        await wait_for(lambda: ran == [0] and d.stats()["backlog"] == 0)
+        for n in range(1, 4):  # the next turns come within BUSY_GAP of each other
+            now[0] += dispatch.BUSY_GAP / 2
+            d.emit("event:*", n)
+            assert len(d._batch) == 4 and yields[0] == 1, n  # kept for the end of this turn
+            await wait_for(lambda n=n: ran[-1:] == [n] and d.stats()["backlog"] == 0)
+        now[0] += dispatch.BUSY_GAP * 2  # a pause: at once again
+        d.emit("event:*", 4)
+        assert (d._batch, yields[0]) == ([], 2)
+        await wait_for(lambda: ran == [0, 1, 2, 3, 4])
     finally:
         await d.stop()

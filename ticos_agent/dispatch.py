@@ -24,9 +24,13 @@ makes are gathered in a list and handed over as one batch, with one ``queue.Simp
 from a ``loop.call_soon`` callback (a burst of frames costs one wake-up of the worker, not one
 per call, and each batch's objects are freed together once it ran). Order is kept: a call goes
 straight to the worker only when nothing is queued, and batches run in the order they were
-put. The backlog (``stats()["backlog"]``, held against ``max_backlog``) counts calls, not
-batches: calls queued (a counter written on the loop thread only) minus calls finished (one
-written by the worker only). The worker hands results back with ``loop.call_soon_threadsafe``.
+put. At full speed a quick handler leaves the worker idle again before the next frame, and each
+frame would wake it with a put (and a yield, below) of its own: a loop turn that hands calls
+over within ``BUSY_GAP`` (1 ms) of the one before batches them as for a busy worker (at 200
+events/s the frames are 5 ms apart and each still goes at once). The backlog
+(``stats()["backlog"]``, held against ``max_backlog``) counts calls, not batches: calls queued
+(a counter written on the loop thread only) minus calls finished (one written by the worker
+only). The worker hands results back with ``loop.call_soon_threadsafe``.
 
 The wake: the idle worker sleeps in ``get``; the ``put`` wakes it. Measured, the worker then
 starts only about when the loop thread next sleeps (its next ``epoll``, after the rest of the
@@ -67,7 +71,9 @@ _ONE = object()  # in a batch's future slot: no future, and ``args`` is the one 
 WORKER_TURN = 0.0002  # seconds the loop sleeps to let a lagging worker take the GIL ...
 TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
 QUICK_RUN = 0.0005  # the loop yields its CPU to an idle worker only while its batches take less
+BUSY_GAP = 0.001  # a loop turn that hands calls over this soon after the last one batches them
 _sched_yield = getattr(os, "sched_yield", None)  # (Linux, the BSDs, macOS)
+_monotonic = time.monotonic
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -103,6 +109,7 @@ class Dispatcher:
         self._done = 0  # sync calls the worker has finished: written on the worker thread only
         self._quick = True  # the worker's last batch took under QUICK_RUN: written by the worker only
         self._flush_due = False  # a _flush is scheduled on the loop (loop thread)
+        self._last_hand = -1.0  # when a loop turn last handed calls to the worker (monotonic, loop thread)
         self._done_at_turn = -1  # ``_done`` when the loop last let the worker run (loop thread)
         self._next_turn = 0.0  # not before this time (``time.monotonic()``)
         self._idle_turns = 0  # turns in a row after which the worker had finished no call
@@ -239,7 +246,9 @@ class Dispatcher:
             return
         batch = self._batch
         if not batch:
-            if self._queued == self._done:  # the worker is idle: this call goes to it now
+            now = _monotonic()
+            last, self._last_hand = self._last_hand, now
+            if self._queued == self._done and now - last >= BUSY_GAP:  # an idle worker, a quiet loop: now
                 self._queued += 1
                 self._jobs.put([topic, fn, args, future])
                 if self._quick and _sched_yield is not None:  # see "The wake" in the module docstring
