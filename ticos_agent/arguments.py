@@ -160,7 +160,7 @@ class _NotJson:
         self.text = text
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half a surrogate pair: no text (memory.api too)
 
 
 def _utf8(value: Any) -> bool:
@@ -187,12 +187,12 @@ def _refuse_not_json(name: str, arguments: Any) -> None:
             why = f"must be a finite number, got {value.text[:40]} (NaN, Infinity and numbers beyond 1.8e308 " \
                   "are not JSON)"
         elif type(value) is str:
-            if value.isascii() or (bad := _SURROGATE.search(value)) is None:
+            if value.isascii() or (bad := LONE_SURROGATE.search(value)) is None:
                 continue
             why = f"is not valid text: a lone surrogate ({_escaped(bad.group())}) at character {bad.start()}"
         elif type(value) is dict:
             for key in value:
-                if not key.isascii() and (bad := _SURROGATE.search(key)) is not None:
+                if not key.isascii() and (bad := LONE_SURROGATE.search(key)) is not None:
                     raise BadArguments(f"{name}: {_where(path)} has a key that is not valid text: a lone "
                                        f"surrogate ({_escaped(bad.group())})", field="arguments")
             stack.extend(((key, path), item) for key, item in reversed(value.items()))

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from ..arguments import LONE_SURROGATE
 from ..errors import BadMemory, StorageError
 from ..events import json_kind
 from .model import KINDS, MAX_CONTENT, MAX_FIELD, MAX_QUERY, Hit, Memory, MemoryStore
@@ -48,7 +48,6 @@ MAX_LIMIT = 50  # hits of one search
 TEXT_FIELDS = ("subject", "key", "value", "title", "source", "user_id")
 UNIT_FIELDS = ("confidence", "importance")
 FIELDS = frozenset(("content", "kind", *TEXT_FIELDS, *UNIT_FIELDS))
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Listing(Protocol):
@@ -77,7 +76,7 @@ def text_field(value: Any, name: str, *, most: int, required: bool = False) -> s
         return None
     if len(text) > most:
         raise BadMemory(f"{name} is longer than {most} characters ({len(text)})", field=name)
-    if (bad := _SURROGATE.search(text)) is not None:  # valid as a JSON escape, not as text: SQLite refuses it
+    if (bad := LONE_SURROGATE.search(text)) is not None:  # valid as a JSON escape, not as text: SQLite refuses it
         raise BadMemory(f"{name} is not valid text (a lone surrogate at character {bad.start()})", field=name)
     return text
 
