@@ -94,6 +94,46 @@ async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     assert [m["content"] for m in await agent.store.messages()] == ["replayed"]
 
 
+async def test_replay_takes_the_port_and_the_token_from_the_agents_config(tmp_path):
+    """``--config``: the agent's own file gives where it listens and its token; without the
+    token the agent refuses the socket (401) and replay says it cannot reach it."""
+    import asyncio
+
+    from helpers import agent_config, settle
+    from traces import transcription, user_item
+
+    from ticos_agent import Agent
+
+    agent = Agent(agent_config(tmp_path, server={"token": "s3cret-token"}))
+    await agent.start()
+    try:
+        cfg = tmp_path / "robot.toml"
+        cfg.write_text(f'[server]\nport = {agent.port}\ntoken = "s3cret-token"\n')
+        trace = tmp_path / "trace.jsonl"
+        trace.write_text(json.dumps(user_item("r1")) + "\n" + json.dumps(transcription("r1", "with a token")) + "\n")
+
+        async def replay(*extra: str) -> tuple[int | None, bytes]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), *extra,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode, err
+
+        code, err = await replay("--config", str(cfg))
+        assert code == 0, err
+        assert b"sent 2 event(s), 0 error reply(ies)" in err
+        code, err = await replay("--url", f"ws://127.0.0.1:{agent.port}/realtime")
+        assert code == 2 and b"401" in err, err
+        await settle(agent)
+        assert [m["content"] for m in await agent.store.messages()] == ["with a token"]
+    finally:
+        await agent.stop()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nport = \"nine\"\n")
+    out = cli("replay", str(trace), "--config", str(bad))
+    assert out.returncode == 2 and "server.port" in out.stderr, out.stderr
+
+
 def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
     notify_path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

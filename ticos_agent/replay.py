@@ -7,6 +7,9 @@ them) and then until it has been quiet for ``--quiet`` seconds, so the replies t
 lines (errors, function-call outputs) are not lost. Exit status: 0 when no error reply came,
 1 when the agent answered with at least one error, 2 when the trace or the agent could not
 be reached.
+
+With ``--config`` the agent's own config file gives the port (when there is no ``--url``) and
+the token (``server.token``, sent as ``Authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ def _is_error(text: str) -> bool:
         return False
 
 
-async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tuple[int, int]:
+async def _replay(lines: list[str], url: str, rate: float, quiet: float,
+                  headers: dict[str, str]) -> tuple[int, int]:
     errors = 0
     loop = asyncio.get_running_loop()
     replied = asyncio.Event()
     ponged = asyncio.Event()
-    async with aiohttp.ClientSession() as session, session.ws_connect(url, autoping=False) as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, autoping=False, headers=headers) as ws:
         async def read_replies() -> None:
             nonlocal errors
             async for msg in ws:
@@ -69,10 +73,18 @@ async def _replay(lines: list[str], url: str, rate: float, quiet: float) -> tupl
 
 
 def main(args: Namespace) -> int:
-    if not args.url:
-        from .config import ServerConfig
+    from .config import ConfigErrors, load
 
-        args.url = f"ws://127.0.0.1:{ServerConfig().port}/realtime"
+    try:
+        server = load(getattr(args, "config", None), hardware=False).server
+    except ConfigErrors as exc:
+        print(f"ticos-agent replay: {exc}", file=sys.stderr)
+        return 2
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") or server.loopback else server.host
+    if ":" in host:
+        host = f"[{host}]"
+    args.url = args.url or f"ws://{host}:{server.port}/realtime"
+    headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
     try:
         with open(args.trace, encoding="utf-8") as fh:
             lines = [line.rstrip("\r\n") for line in fh if line.strip()]
@@ -80,7 +92,7 @@ def main(args: Namespace) -> int:
         print(f"ticos-agent replay: cannot read the trace {args.trace}: {exc}", file=sys.stderr)
         return 2
     try:
-        sent, errors = asyncio.run(_replay(lines, args.url, args.rate, getattr(args, "quiet", 1.0)))
+        sent, errors = asyncio.run(_replay(lines, args.url, args.rate, getattr(args, "quiet", 1.0), headers))
     except (OSError, aiohttp.ClientError) as exc:
         print(f"ticos-agent replay: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 2
