@@ -298,8 +298,9 @@ def from_dict(doc: dict[str, Any], *, source: str = "(dict)", hardware: bool = T
 
         actuators = parse_actuators(doc, errors)
         audio = parse_audio(doc.get("audio", {}), errors)
-        if not errors.touched("actuators", "motions", "emotions", "robot", "life"):
-            states = parse_states(doc, actuators, LifeConfig(**values["life"]), errors)
+        # [states] is always checked; its tags and poses only against a library without errors
+        library = not errors.touched("actuators", "motions", "emotions", "robot", "life")
+        states = parse_states(doc, actuators, LifeConfig(**values["life"]), errors, against_library=library)
     errors.raise_if_any(source)
     return Config(**{name: cls(**values[name]) for name, cls in PLAIN_SECTIONS.items()},
                   states=states, actuators=actuators, audio=audio, source=source)

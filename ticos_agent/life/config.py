@@ -104,8 +104,11 @@ class States:
         return {name: dump_table(look, LOOK) for name, look in self.looks.items()}
 
 
-def parse_states(doc: Any, actuators: ActuatorsConfig | None, life: LifeConfig | None, errors: Errors) -> States:
-    """Check ``[states.*]`` (and ``life.idle_motions``) against the robot's library and actuators."""
+def parse_states(doc: Any, actuators: ActuatorsConfig | None, life: LifeConfig | None, errors: Errors, *,
+                 against_library: bool = True) -> States:
+    """Check ``[states.*]`` (and ``life.idle_motions``) against the robot's library and actuators.
+    ``against_library=False`` (the library itself has errors): the tables' own keys and values
+    only, not whether their tags and poses are in the library."""
     raw = doc.get("states", {}) if isinstance(doc, dict) else {}
     if not isinstance(raw, dict):
         errors.add("states", raw, "a table of [states.NAME] tables, NAME one of " + ", ".join(STATES))
@@ -117,9 +120,9 @@ def parse_states(doc: Any, actuators: ActuatorsConfig | None, life: LifeConfig |
             continue
         values = parse_table(f"states.{name}", table, LOOK, errors)
         look = StateLook(**values)
-        _check(f"states.{name}", look, actuators, errors)
+        _check(f"states.{name}", look, actuators if against_library else None, errors, against_library)
         looks[name] = look
-    if life is not None and actuators is not None:
+    if life is not None and actuators is not None and against_library:
         for i, tag in enumerate(life.idle_motions):
             if tag not in actuators.motions:
                 errors.add(f"life.idle_motions[{i}]", tag, "a motion tag this robot can play: "
@@ -127,12 +130,13 @@ def parse_states(doc: Any, actuators: ActuatorsConfig | None, life: LifeConfig |
     return States(looks)
 
 
-def _check(key: str, look: StateLook, actuators: ActuatorsConfig | None, errors: Errors) -> None:
+def _check(key: str, look: StateLook, actuators: ActuatorsConfig | None, errors: Errors,
+           against_library: bool = True) -> None:
     given = [k for k in ("emotion", "motion", "pose") if getattr(look, k)]
     if len(given) > 1:
         errors.add(key, ", ".join(given), "one of emotion, motion or pose, not several")
     if actuators is None:
-        if given:
+        if given and against_library:
             errors.add(key, ", ".join(given), "an [actuators] section (this config drives no robot)")
         return
     if look.emotion and look.emotion not in actuators.emotions:
