@@ -33,7 +33,7 @@ from .call_needs import ActuatorOutcome, Expressive
 from .dispatch import Dispatcher, handler_name
 from .logs import peer_text
 
-log = logging.getLogger("ticos_agent.calls")
+log = logging.getLogger(__name__)
 
 HANDLER_TIMEOUT = 30.0
 _RANK = {"done": 0, "not_shown": 1, "dropped": 2, "busy": 3, "failed": 4}

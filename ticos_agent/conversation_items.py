@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from .connection import Peer
 from .logs import peer_text
 
-log = logging.getLogger("ticos_agent.conversation")
+log = logging.getLogger(__name__)
 
 MAX_ITEM_CHARS = 256 * 1024  # an assistant message longer than this is cut (and logged)
 
