@@ -107,6 +107,9 @@ async def test_barge_in_cuts_the_response_truncates_and_the_next_one_plays(agent
         await session.close()
     heard, out = _stop_and_listen(proc, played)
     assert np.array_equal(heard, np.concatenate([first, second])), out[-2000:]
+    # the story line says how much of its audio had played (the truncate's 200 ms)
+    assert "barge-in: stopped response r1 after 0.2 s of its audio; no command was queued" in out, out[-2000:]
+    assert not [line for line in out.splitlines() if "stopped response" in line and "None" in line]
 
 
 async def test_barge_in_before_the_first_delta_silences_that_response(agent_process):
@@ -127,3 +130,4 @@ async def test_barge_in_before_the_first_delta_silences_that_response(agent_proc
         await session.close()
     heard, out = _stop_and_listen(proc, played)
     assert np.array_equal(heard, other), out[-2000:]
+    assert "barge-in: stopped response r1 before any of its audio played; no command was queued" in out, out[-2000:]

@@ -14,7 +14,7 @@ import sys
 import time
 
 import aiohttp
-from helpers import agent_config, free_port, settle, wait_for
+from helpers import agent_config, free_port, robot_config, settle, wait_for
 from traces import assistant_turn, ev, function_call_done, response_done, speech_started, transcription, user_item
 
 from ticos_agent import Agent
@@ -53,6 +53,30 @@ async def test_info_tells_what_was_heard_said_and_done(tmp_path, connect, caplog
     assert re.search(r"motion wave x2: done in 0\.[2-9]\d s", text), text
     assert re.search(r"barge-in: stopped response r2 \(audio is off\); no command was queued", text), text
     assert "response cancelled: stopped response r2" not in text  # stopped once, not again by its response.done
+    assert "None" not in text
+
+
+async def test_info_tells_each_emotion_with_its_intensity_duration_and_outcome(tmp_path, connect, caplog):
+    caplog.set_level(logging.INFO, logger="ticos_agent")
+    agent = Agent(robot_config(tmp_path))
+    await agent.start()
+    try:
+        peer = await connect(agent)
+        outcomes = lambda: [line for line in story(caplog) if re.search(r": \w+ in \d", line)]  # noqa: E731
+        await peer.send(ev("response.created", response={"id": "r1", "status": "in_progress", "output": []}))
+        for n, (name, arguments) in enumerate([
+                ("emotion", {"emotion_tag": "happy", "intensity": 0.5, "duration": 0.1}),
+                ("motion_and_emotion", {"motion_tag": "wave", "emotion_tag": "neutral", "speed": 2}),
+                ("emotion", {"emotion_tag": "furious"})], start=1):
+            await peer.send(function_call_done("r1", f"c{n}", name, arguments))
+            await wait_for(lambda n=n: len(outcomes()) == n)  # one at a time: none preempts another
+        await peer.send(response_done("r1"))
+    finally:
+        await agent.stop()
+    text = "\n".join(story(caplog))
+    assert re.search(r"emotion happy at 0\.5 for 0\.1 s: done in \d\.\d\d s", text), text
+    assert re.search(r"motion wave at speed 2 \+ emotion neutral: done in \d\.\d\d s", text), text
+    assert re.search(r"emotion furious: failed in \d\.\d\d s \(.*furious.*\)", text), text
     assert "None" not in text
 
 
