@@ -90,7 +90,7 @@ MAX_OPEN_PER_PEER = 16  # items one connection has open at once; beyond it the o
 class Conversations:
     """The intake's consumer. ``store`` may be ``None`` (storage disabled)."""
 
-    def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float = 10.0):
+    def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float):
         self.store = store
         self.emit = emit
         self.grace = grace

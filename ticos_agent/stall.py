@@ -46,7 +46,7 @@ _AIOHTTP = os.sep + "aiohttp" + os.sep  # its request task runs our intake, whic
 class LoopWatch:
     """Watch one event loop from a thread; ``threshold`` seconds without a beat is a stall."""
 
-    def __init__(self, threshold: float = 1.0):
+    def __init__(self, threshold: float):
         self.threshold = threshold
         self.stalls = 0
         self.longest = 0.0

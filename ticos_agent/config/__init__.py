@@ -53,7 +53,7 @@ from ..options import (
     schema_of,
     setting,
 )
-from ..storage.location import DEFAULT_DB_FILENAME, DEFAULT_EVENT_RETENTION_DAYS
+from ..storage.location import DEFAULT_DB_FILENAME, DEFAULT_EVENT_RETENTION_DAYS, EVENT_LOG_DELAY
 
 if TYPE_CHECKING:
     from ..actuators.config import ActuatorsConfig
@@ -140,9 +140,9 @@ class StorageConfig:
                                           "event-log rows older than this are pruned (0: keep forever)",
                                           minimum=0, maximum=36500))
     event_log_delay: float = setting(Duration(
-        2.0, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; a SIGKILL "
-             "still loses none older than 1 s: they are copied to a pending file); 0.8 commits them within 1 s too, "
-             "which a power cut also keeps", minimum=0.8, maximum=10.0))
+        EVENT_LOG_DELAY, "the longest an event-log line waits for its commit (a turn's lines then cost one commit; "
+                         "a SIGKILL still loses none older than 1 s: they are copied to a pending file); "
+                         "0.8 commits them within 1 s too, which a power cut also keeps", minimum=0.8, maximum=10.0))
 
     @property
     def internal_dir(self) -> _FsPath:

@@ -25,6 +25,10 @@ from ..errors import ConfigError
 DEFAULT_DB_FILENAME = "ticos.db"
 #: Event-log rows older than this many days are pruned (``[storage] event_log_days``).
 DEFAULT_EVENT_RETENTION_DAYS = 30
+#: The longest an event-log line (or a user message with no words yet) waits for its commit
+#: (seconds): long enough for a voice turn's lines to ride with its one commit (here, beside the
+#: other storage defaults the config declares, so the config need not load the writer).
+EVENT_LOG_DELAY = 2.0
 CARD_MOUNT_PARENTS = ("/media", "/mnt")
 #: ``ticos.db`` -> ``ticos-fallback.db``: where EXTERNAL mode keeps what the card could not take.
 FALLBACK_SUFFIX = "-fallback"

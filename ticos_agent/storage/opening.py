@@ -15,6 +15,7 @@ from .connection import connect
 from .location import (
     DEFAULT_DB_FILENAME,
     DEFAULT_EVENT_RETENTION_DAYS,
+    EVENT_LOG_DELAY,
     NO_CARD_FOUND,
     Location,
     SaveMode,
@@ -24,7 +25,7 @@ from .location import (
     resolve_location,
     with_card_hint,
 )
-from .policy import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE
+from .policy import COMMIT_DELAY, TURN_SETTLE
 from .state import CardTarget, StateCallback
 from .store import Store
 

@@ -48,9 +48,6 @@ from .state import StoreState
 COMMIT_DELAY = 0.8
 #: After a turn's end, commit once no record came for this long (its last rows join it).
 TURN_SETTLE = 0.1
-#: The longest an event-log line (or a user message with no words yet) waits for its commit
-#: (seconds): long enough for a voice turn's lines to ride with its one commit.
-EVENT_LOG_DELAY = 2.0
 #: What a SIGKILL may cost (seconds): no record waits for its commit longer than this minus
 #: twice the time recent commits took (see ``CommitPolicy._delay``).
 LOSS_BOUND = 1.0

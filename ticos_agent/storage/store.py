@@ -75,10 +75,10 @@ from ..errors import StorageError, describe
 from . import schema
 from .card import FLAPPING_S, PROBE_INTERVAL, CardKeeper, CardWatch
 from .idle import PRUNE_EVERY
-from .location import DEFAULT_EVENT_RETENTION_DAYS, Location, card_root_of
+from .location import DEFAULT_EVENT_RETENTION_DAYS, EVENT_LOG_DELAY, Location, card_root_of
 from .memory_methods import Memories
 from .pending import PendingFile, pending_path
-from .policy import COMMIT_DELAY, EVENT_LOG_DELAY, TURN_SETTLE
+from .policy import COMMIT_DELAY, TURN_SETTLE
 from .reads import Reads
 from .spans import SpanCloser
 from .state import MAX_PENDING_EVENTS, CardTarget, StateCallback
