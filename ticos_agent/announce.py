@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from .connection import Peer, Send
+from .connection import Peer, Send, Spawn
 from .events import Event
 from .intake import Handler
 from .replies import reply_id
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 class ToolAnnouncer:
     """Sends the tools (``tools()``) to each socket peer; ``api`` is ``auto``, ``beta`` or ``ga``."""
 
-    def __init__(self, tools: Callable[[], list[Tool]], *, send: Send, spawn: Callable[[Any], object],
+    def __init__(self, tools: Callable[[], list[Tool]], *, send: Send, spawn: Spawn,
                  api: str = "auto"):
         self._tools = tools
         self._send = send

@@ -49,7 +49,7 @@ from .arguments import (
 )
 from .call_needs import CallLog, Expressive, MemoryArguments, MemoryRouter
 from .call_outcomes import run_call, tell_outcome
-from .connection import Peer, Send, note_per_session, other_sessions
+from .connection import Peer, Send, Spawn, note_per_session, other_sessions
 from .dispatch import Dispatcher
 from .errors import BadArguments, BadEvent, StorageError
 from .events import Event, response_id_of
@@ -88,7 +88,7 @@ class CallIntake:
 
     def __init__(self, *, store: CallLog | None, dispatcher: Dispatcher, actuators: Expressive | None,
                  interrupted: Callable[[str | None, str | None], str | None], send: Send,
-                 spawn: Callable[[Any], object], counters: Counter[str], reply_outcomes: bool = False,
+                 spawn: Spawn, counters: Counter[str], reply_outcomes: bool = False,
                  memory: MemoryRouter | None = None, speaking: Callable[[Peer], str | None] = lambda peer: None):
         self._store = store
         self._speaking = speaking

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
 from .logs import peer_text
@@ -210,7 +210,10 @@ def _cancelled_here() -> bool:
 
 
 #: How consumers talk back: ``send(event, peer)`` to one peer, ``send(event, None)`` to all.
-Send = Callable[[dict[str, Any], "Peer | None"], Awaitable[int]]
+Send = Callable[[dict[str, Any], "Peer | None"], Coroutine[Any, Any, int]]
+#: How consumers start work that must not hold up the intake: the agent's task set, which keeps
+#: each task alive and logs what it raises.
+Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 
 class Peers:

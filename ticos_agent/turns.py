@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .connection import Peer, Send, note_per_session, other_sessions
+from .connection import Peer, Send, Spawn, note_per_session, other_sessions
 from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text
@@ -85,7 +85,6 @@ class MotionStop(Protocol):
     def interrupt(self, response_id: str | None = None) -> int: ...
 
 
-Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 #: A response as turn state tells it apart: its id and the session it belongs to (``None``: the
 #: voice agent had not named its session).
 Response = tuple[str, "str | None"]
