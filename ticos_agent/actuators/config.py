@@ -144,7 +144,7 @@ def parse_actuators_config(doc: dict[str, Any]) -> ActuatorsConfig:
     return config
 
 
-def parse_actuators(doc: Any, errors: Errors) -> ActuatorsConfig:
+def parse_actuators(doc: object, errors: Errors) -> ActuatorsConfig:
     """The robot sections of ``doc``, every problem reported into ``errors``."""
     if not isinstance(doc, dict):
         errors.add("(document)", doc, "a TOML document (a table)")

@@ -104,7 +104,7 @@ class States:
         return {name: dump_table(look, LOOK) for name, look in self.looks.items()}
 
 
-def parse_states(doc: Any, actuators: ActuatorsConfig | None, life: LifeConfig | None, errors: Errors, *,
+def parse_states(doc: object, actuators: ActuatorsConfig | None, life: LifeConfig | None, errors: Errors, *,
                  against_library: bool = True) -> States:
     """Check ``[states.*]`` (and ``life.idle_motions``) against the robot's library and actuators.
     ``against_library=False`` (the library itself has errors): the tables' own keys and values
