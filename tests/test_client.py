@@ -253,7 +253,7 @@ def test_a_card_that_is_not_there_at_start_is_a_database_error(tmp_path, monkeyp
 
 
 async def test_a_card_pulled_while_serving_is_a_database_error(tmp_path, monkeypatch):
-    from conftest_storage import loop_card
+    from storage_helpers import loop_card
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     statuses: list[dict] = []

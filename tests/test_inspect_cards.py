@@ -6,8 +6,8 @@ import contextlib
 import subprocess
 
 import pytest
-from conftest_storage import LoopCard, make_sdk_v1, snapshot
 from inspect_cards import MAIN, build_card, copy_card, jsonl, power_cut
+from storage_helpers import LoopCard, make_sdk_v1, snapshot
 
 from ticos_agent.cli import main
 

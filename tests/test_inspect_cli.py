@@ -137,7 +137,7 @@ def test_through_a_pipe_into_jq_and_head(card_db, tmp_path):
 
 
 def test_csv_has_stable_columns_whatever_the_card(card_db, tmp_path):
-    from conftest_storage import make_sdk_v1
+    from storage_helpers import make_sdk_v1
 
     old = make_sdk_v1(tmp_path / "old.db")
     for view, first in (("messages", ["card", "source", "id", "role", "content"]),

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest_storage import snapshot
+from storage_helpers import snapshot
 
 from ticos_agent import inspect as inspect_module
 from ticos_agent.storage import open_store

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest_storage import make_sdk_v1, snapshot
+from storage_helpers import make_sdk_v1, snapshot
 
 from ticos_agent.storage import open_store
 from ticos_agent.storage.schema import SCHEMA_VERSION

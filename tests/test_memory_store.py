@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_storage import V1_MESSAGES, make_sdk_v1
+from storage_helpers import V1_MESSAGES, make_sdk_v1
 
 from ticos_agent.errors import BadMemory, StorageError, TicosError
 from ticos_agent.memory.model import KINDS, MAX_CONTENT, Memory, MemoryFields, MemoryStore

@@ -124,7 +124,7 @@ async def test_a_pulled_card_shows_in_health_and_its_messages_come_back_through_
     import asyncio
     import time
 
-    from conftest_storage import loop_card
+    from storage_helpers import loop_card
 
     monkeypatch.delenv("TICOS_ALLOW_UNMOUNTED_CARD")
     with loop_card(tmp_path / "img") as card:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest_storage import tiny_tmpfs
+from storage_helpers import tiny_tmpfs
 
 from ticos_agent.storage import SaveMode, open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV, card_problem, is_mount_point

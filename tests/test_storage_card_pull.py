@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from conftest_storage import loop_card
 from helpers import db_rows
+from storage_helpers import loop_card
 
 from ticos_agent.storage import SaveMode, open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV

@@ -220,7 +220,7 @@ async def test_idle_store_writes_nothing(tmp_path):
 
 
 async def test_new_databases_get_small_pages_and_existing_ones_keep_theirs(tmp_path):
-    from conftest_storage import make_sdk_v1
+    from storage_helpers import make_sdk_v1
 
     store = await open_store("internal", internal_dir=tmp_path / "new")
     store.add_message(role="user", content="hi", item_id="u1")
@@ -252,7 +252,7 @@ async def test_a_store_that_opens_degraded_says_so_once(tmp_path, monkeypatch):
 
 
 async def test_on_state_follows_a_card_pulled_and_put_back(tmp_path):
-    from conftest_storage import loop_card
+    from storage_helpers import loop_card
 
     seen: list[tuple[str, str | None]] = []
     loop_thread = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest_storage import V1_MESSAGES, make_sdk_v1
+from storage_helpers import V1_MESSAGES, make_sdk_v1
 
 from ticos_agent.storage import (
     iter_calls,

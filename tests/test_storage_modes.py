@@ -7,7 +7,7 @@ import os
 import stat
 
 import pytest
-from conftest_storage import loop_card, make_sdk_v1
+from storage_helpers import loop_card, make_sdk_v1
 
 from ticos_agent.storage import open_store
 from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV

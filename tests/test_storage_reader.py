@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest_storage import V1_MESSAGES, make_sdk_v0, make_sdk_v1, snapshot, tiny_tmpfs
+from storage_helpers import V1_MESSAGES, make_sdk_v0, make_sdk_v1, snapshot, tiny_tmpfs
 
 from ticos_agent.errors import StorageError
 from ticos_agent.storage import (

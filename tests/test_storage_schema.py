@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest_storage import V1_MEMORIES, V1_MESSAGES, make_sdk_v0, make_sdk_v1
+from storage_helpers import V1_MEMORIES, V1_MESSAGES, make_sdk_v0, make_sdk_v1
 
 from ticos_agent.storage import SCHEMA_VERSION, open_store
 from ticos_agent.storage.schema import current_version, migrate, table_columns

@@ -314,7 +314,7 @@ async def test_a_voice_agent_closing_its_socket_closes_its_span_and_coming_back_
 
 
 async def test_the_card_coming_back_closes_the_spans_of_sessions_that_ended_meanwhile(tmp_path, monkeypatch):
-    from conftest_storage import loop_card
+    from storage_helpers import loop_card
 
     from ticos_agent.storage.location import ALLOW_UNMOUNTED_ENV
 

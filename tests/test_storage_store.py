@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest_storage import make_sdk_v1, tiny_tmpfs
+from storage_helpers import make_sdk_v1, tiny_tmpfs
 
 from ticos_agent.errors import StorageError
 from ticos_agent.storage import SaveMode, open_store
