@@ -317,8 +317,8 @@ async def test_barge_in_cancelled_response_with_incomplete_call_then_new_respons
     peer = await connect(agent)
     await peer.send(*trace)
     got_errors = await replies(peer)
-    # at most one answer, for the cut call, and never a dispatch of it
-    assert [r["error"]["code"] for r in got_errors] in ([], ["incomplete_function_call"])
+    # the cut call is not dispatched, and no error: a barge-in cutting a call is the expected flow
+    assert got_errors == []
     assert agent.counters["interruptions"] >= 1
     # the new turn right after the barge-in
     after = tr.user_speech("item_U2", "Actually, bow instead.")
