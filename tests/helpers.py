@@ -234,6 +234,22 @@ def moves(agent, since: float = 0.0) -> list[float]:
     return [args[0][0] for op, args in ops(agent, "arm", since) if op == "move"]
 
 
+def move_times(agent, since: float = 0.0) -> list[float]:
+    """When the simulated ``arm`` was told to move (loop time), oldest first."""
+    drv = agent.actuators.drivers["arm"]
+    return [t for t, op, _ in list(drv.history) if op == "move" and t >= since]
+
+
+#: the colours of ``EMOTIONS`` as the simulated face is given them (0..1 per channel)
+HAPPY = (0xFF / 255, 0xC8 / 255, 0x00 / 255)
+NEUTRAL = (0x20 / 255, 0x20 / 255, 0x20 / 255)
+
+
+def lights(agent, since: float = 0.0) -> list[tuple]:
+    """(colour, brightness) the simulated face was told to show, oldest first."""
+    return [(args[0], args[1]) for op, args in ops(agent, "face", since) if op == "light"]
+
+
 @dataclass
 class Seen:
     """What a :func:`recording_client`'s handlers were given, oldest first."""

@@ -27,21 +27,8 @@ import struct
 import aiohttp
 import helpers
 import pytest
-from helpers import calls, health, messages, moves, ops, replies, settle, wait_for
+from helpers import HAPPY, NEUTRAL, calls, health, lights, messages, move_times, moves, ops, replies, settle, wait_for
 from traces import Voice, ev, user_ga
-
-HAPPY = (0xFF / 255, 0xC8 / 255, 0x00 / 255)
-NEUTRAL = (0x20 / 255, 0x20 / 255, 0x20 / 255)
-
-
-def lights(agent, since: float = 0.0) -> list[tuple]:
-    """(colour, brightness) the simulated face was told to show, oldest first."""
-    return [(args[0], args[1]) for op, args in ops(agent, "face", since) if op == "light"]
-
-
-def move_times(agent, since: float = 0.0) -> list[float]:
-    drv = agent.actuators.drivers["arm"]
-    return [t for t, op, _ in list(drv.history) if op == "move" and t >= since]
 
 
 def now() -> float:
