@@ -132,6 +132,22 @@ def response_id_of(event: Event) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def out_of_band(response: dict[str, Any]) -> bool:
+    """Whether a ``response`` object (of ``response.created`` / ``response.done``) is outside the
+    conversation: created with ``conversation: "none"``, which the server tells by a
+    ``conversation_id`` of ``null`` (a response of the conversation has its id; a sender that
+    gives no ``conversation_id`` at all is taken as in the conversation). Its items are not the
+    conversation's, and turn detection does not cancel it when the user talks."""
+    return "conversation_id" in response and response["conversation_id"] is None
+
+
+def spoken(response: dict[str, Any]) -> bool:
+    """Whether a ``response`` object may carry audio: its ``output_modalities`` (GA) or
+    ``modalities`` (beta) name ``audio``, or it names none (then it may)."""
+    modalities = response.get("output_modalities", response.get("modalities"))
+    return not isinstance(modalities, list) or "audio" in modalities
+
+
 Check = tuple[str, Types]  # (top-level field, allowed types)
 NestedCheck = tuple[str, str, Types]  # (object, field inside it, allowed types)
 

@@ -5,6 +5,10 @@ Barge-in and response cancellation are decided here and nowhere else:
 * ``response.created`` makes a response the connection's active one; ``response.done`` ends it.
   A response created before the last one is done (an out-of-band response) becomes the active
   one, and the earlier one stays open until its own ``response.done``: a barge-in stops both;
+  an out-of-band response (``conversation_id: null``) declared without audio is never the
+  active one: the robot does not say it, and turn detection does not cancel it when the user
+  talks (it interrupts responses of the conversation only), so no barge-in stops it and its
+  calls run (its ``response.done`` cancelled or failed still does);
 * ``input_audio_buffer.speech_started`` while a response is active or audio is still playing
   is a **barge-in**: the speaker falls silent at once (everything queued, and the rest of the
   interrupted response's audio when it comes), the actuators drop what that response queued
@@ -52,7 +56,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .connection import Peer, Send, Spawn, note_per_session, other_sessions
-from .events import Event, response_id_of
+from .events import Event, out_of_band, response_id_of, spoken
 from .intake import Handler
 from .logs import peer_text
 from .replies import truncate
@@ -148,7 +152,10 @@ class Turns:
     # --- events ---------------------------------------------------------------------------
 
     def _response_created(self, event: Event, peer: Peer) -> None:
-        rid = event.data["response"]["id"]  # a string: events.parse checked it
+        response = event.data["response"]
+        if out_of_band(response) and not spoken(response):
+            return  # a silent side task the server goes on with when the user talks: nothing to stop
+        rid = response["id"]  # a string: events.parse checked it
         open_ = self._active.setdefault(peer, [])
         if rid in open_:
             open_.remove(rid)
