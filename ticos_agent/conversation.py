@@ -18,7 +18,9 @@ drops its socket mid-response and continues on a new one continues the same rows
   to come back and continue it; then (or when the agent stops) assistant text so far is
   stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
   still, the same rows are updated in place (one row per item, never two);
-* the agent's own items (priming, :mod:`ticos_agent.memory.priming`) are not stored;
+* the agent's own items (priming, :mod:`ticos_agent.memory.priming`) are not stored, nor the
+  items of an out-of-band response (``conversation_id: null``: a side task outside the
+  conversation, such as a mood check; the ``response.done`` handlers still get it whole);
 * an item id met again in another session (both named by the voice agent, e.g. one restarted
   that numbers its items anew) is a new item: it gets its own row, the old session's row is
   left as it was;
@@ -45,6 +47,7 @@ Runs on the loop thread; state is bounded by count, however long the session:
   the latest ``MAX_TRACKED`` of each. A transcript for a user item older than that is stored as
   a row of its own; a straggler delta of an older assistant item makes a new row;
 * connections within their ``grace``: forgotten when it ends;
+* out-of-band responses not done yet: the latest ``MAX_ASIDE``;
 * the text of one assistant item: ``MAX_ITEM_CHARS`` (:mod:`~ticos_agent.conversation_items`).
 """
 
@@ -73,7 +76,7 @@ from .conversation_items import (
     user_content,
 )
 from .errors import StoreClosed
-from .events import Event, response_id_of
+from .events import Event, out_of_band, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
 from .replies import is_agent_item
@@ -85,6 +88,7 @@ log = logging.getLogger(__name__)
 
 MAX_TRACKED = 2048
 MAX_OPEN_PER_PEER = 16  # items one connection has open at once; beyond it the oldest is stored (incomplete)
+MAX_ASIDE = 64  # out-of-band responses not done yet whose items are left out; oldest forgotten
 
 
 class Conversations:
@@ -98,6 +102,7 @@ class Conversations:
         self._open: dict[str, AssistantItem] = {}
         self._stored: OrderedDict[str, StoredItem] = OrderedDict()
         self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
+        self._aside: OrderedDict[str, bool] = OrderedDict()  # out-of-band responses not done yet
         self.stored = 0
         self._closed_said = False
         self._open_said = False
@@ -232,6 +237,15 @@ class Conversations:
 
     # --- assistant turns ------------------------------------------------------------------
 
+    def _response_created(self, event: Event, peer: Peer) -> None:
+        if out_of_band(event.data["response"]):
+            self._aside[event.data["response"]["id"]] = True
+            if len(self._aside) > MAX_ASIDE:
+                self._aside.popitem(last=False)
+
+    def _is_aside(self, event: Event) -> bool:  # of an out-of-band response: not the conversation's
+        return self._aside.get(response_id_of(event) or "", False)
+
     def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
               ) -> AssistantItem | None:
         """The open item ``item_id`` (continued on ``peer`` now), made or opened again as
@@ -278,11 +292,13 @@ class Conversations:
     def _output_item_added(self, event: Event, peer: Peer) -> None:
         item = event.data["item"]
         item_id = item.get("id")
-        if item.get("type") == "message" and isinstance(item_id, str):
+        if item.get("type") == "message" and isinstance(item_id, str) and not self._is_aside(event):
             self._item(item_id, response_id_of(event), peer, item_role(item))
 
     def _transcript_delta(self, event: Event, peer: Peer) -> None:
         item_id, delta = event.data["item_id"], event.data["delta"]
+        if self._is_aside(event):
+            return
         entry = self._item(item_id, response_id_of(event), peer)
         if entry is None:  # a straggler after response.done: the handlers still hear it
             self.emit(item_id, "assistant", delta)
@@ -292,7 +308,7 @@ class Conversations:
 
     def _transcript_done(self, event: Event, peer: Peer) -> None:
         text = event.data.get("transcript", event.data.get("text"))
-        if isinstance(text, str):
+        if isinstance(text, str) and not self._is_aside(event):
             entry = self._item(event.data["item_id"], response_id_of(event), peer)
             if entry is not None:
                 entry.final = text
@@ -300,6 +316,10 @@ class Conversations:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
+        if self._aside.pop(rid, False) or out_of_band(response):  # none of its items is the conversation's
+            for gone in [i for i, e in self._open.items() if e.response_id == rid]:
+                del self._open[gone]  # (its response.created was missed: they were taken in)
+            return
         status = response.get("status")
         if status not in FINAL_STATUSES:
             status = COMPLETED if status is None else INCOMPLETE
@@ -369,6 +389,7 @@ class Conversations:
 
 _ROUTES = {
     "session.created": "_session_created",
+    "response.created": "_response_created",
     "conversation.created": "_conversation_created",
     "conversation.item.created": "_item_created",
     "conversation.item.done": "_item_created",

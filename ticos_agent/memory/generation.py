@@ -1,8 +1,9 @@
 """Memory rounds: every ``every_rounds`` rounds, summarise what was said into a long-term memory.
 
 A round is a user message (a transcript, or a typed ``input_text`` item) followed by a
-``response.done``. :class:`MemoryGeneration` is the intake's consumer that counts them; when
-``every_rounds`` have passed it starts a memory round in the background:
+``response.done`` (not an out-of-band response's: ``conversation_id: null``).
+:class:`MemoryGeneration` is the intake's consumer that counts them; when ``every_rounds``
+have passed it starts a memory round in the background:
 
 1. the store is flushed, and the messages not yet summarised (``store.unsummarised``, oldest
    first) and the latest ``long_term`` memory are read. One request takes at most
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..background import thread_call
 from ..connection import Peer
 from ..errors import StorageError
-from ..events import Event
+from ..events import Event, out_of_band
 from ..intake import Handler
 from ..replies import is_agent_item
 from .config import MemoryConfig
@@ -151,6 +152,8 @@ class MemoryGeneration:
             self._heard = True
 
     def _response_done(self, event: Event, peer: Peer) -> None:
+        if out_of_band(event.data["response"]):
+            return  # a side task outside the conversation: nothing was said, no round ends
         if self._session is not None:
             self._session.changed()
         if not self._heard:
