@@ -15,6 +15,8 @@ sleeping     idle for ``life.sleep_after`` seconds
 ===========  ========================================================================
 
 The robot's state is the busiest of its connections' (listening > speaking > thinking > idle).
+An out-of-band response without audio (``conversation_id: null``, a silent side task such as a
+mood check) changes no state: the robot is not saying it.
 Each change reaches the ``state`` handlers (``agent.on_state``: ``fn(state, previous)``), the
 log (one line), the event log (``robot.state.<state>``) and ``/health``, and shows the
 state's look (``[states.NAME]``) as *ambient* work on the actuators: low priority, replaced
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..arguments import EmotionArgs, MotionArgs
 from ..connection import Peer
 from ..errors import StoreClosed
-from ..events import Event
+from ..events import Event, out_of_band, response_id_of, spoken
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
 from .mood import Mood
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # the actuator modules load only for a robot: a TicosClient w
 log = logging.getLogger(__name__)
 
 PRIORITY = {"listening": 3, "speaking": 2, "thinking": 1, "idle": 0}
+MAX_SILENT = 64  # silent out-of-band responses not done yet; oldest forgotten
 DRAIN_POLL = 0.05  # seconds between looks at the speaker after response.done
 
 
@@ -90,6 +93,7 @@ class RobotLife:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._since = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._silent: dict[str, bool] = {}  # silent out-of-band responses not done yet (insertion order)
         self._shown_until = 0.0  # the current look stays until then (its hold)
         self._noisy = [n for n, a in actuators.config.actuators.items() if a.noisy] if actuators else []
         self.changes = 0
@@ -142,15 +146,25 @@ class RobotLife:
         self._set(peer, "thinking")
 
     def _response_created(self, event: Event, peer: Peer) -> None:
+        response = event.data["response"]
+        if out_of_band(response) and not spoken(response):  # a silent side task: nothing to show
+            self._silent[response["id"]] = True
+            if len(self._silent) > MAX_SILENT:
+                del self._silent[next(iter(self._silent))]
+            return
         if self._peers.get(peer, "idle") in ("idle", "thinking"):
             self._set(peer, "thinking")
 
     def _speaking(self, event: Event, peer: Peer) -> None:  # every audio delta: returns at once mostly
         state = self._peers.get(peer)
-        if state != "speaking" and state != "listening":  # audio of a response the user talks over is flushed
+        # audio of a response the user talks over is flushed; a silent side task's words are not said
+        if state != "speaking" and state != "listening" and \
+                (not self._silent or response_id_of(event) not in self._silent):
             self._set(peer, "speaking")
 
     def _response_done(self, event: Event, peer: Peer) -> None:
+        if self._silent and self._silent.pop(event.data["response"]["id"], False):
+            return  # a silent side task's end: the robot goes on as it was
         if self._peers.get(peer) == "listening":
             return
         if self._audio is not None and self._audio.playing:
