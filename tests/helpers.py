@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -232,6 +233,12 @@ def ops(agent, name: str = "arm", since: float = 0.0) -> list[tuple]:
 def moves(agent, since: float = 0.0) -> list[float]:
     """Where the simulated ``arm`` was told to move (its first channel), oldest first."""
     return [args[0][0] for op, args in ops(agent, "arm", since) if op == "move"]
+
+
+def session_config_messages(home: str | None = None) -> list[dict]:
+    """What ``~/.config/ticos/session_config`` gives the voice agent as the conversation so far."""
+    path = Path(home or os.environ["HOME"]) / ".config" / "ticos" / "session_config"
+    return json.loads(path.read_text())["model"]["messages"]["nobody"]
 
 
 def move_times(agent, since: float = 0.0) -> list[float]:

@@ -184,3 +184,37 @@ def user_ga(item_id: str, deltas: list[str] | None, text: str | None) -> list[di
         out.append(ev("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
                       transcript=text, usage={"type": "tokens", "total_tokens": 7}))
     return out
+
+
+# --- out-of-band responses (response.create with conversation "none"), text-only items ---
+
+def aside(rid: str, modalities: list[str], purpose: str, ga: bool = True) -> dict:
+    """``response.created`` of an out-of-band response: ``conversation_id`` null, its output
+    modalities (GA ``output_modalities``, beta ``modalities``) and ``metadata``."""
+    return ev("response.created", response={
+        "id": rid, "object": "realtime.response", "status": "in_progress", "status_details": None,
+        "conversation_id": None, ("output_modalities" if ga else "modalities"): modalities,
+        "metadata": {"purpose": purpose}, "output": [], "usage": None})
+
+
+def aside_done(rid: str, output: list, purpose: str, status: str = "completed", details=None) -> dict:
+    return ev("response.done", response={
+        "id": rid, "object": "realtime.response", "status": status, "status_details": details,
+        "conversation_id": None, "metadata": {"purpose": purpose}, "output": output})
+
+
+def text_item(item_id: str, text: str, status: str = "completed", ga: bool = True) -> dict:
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status,
+            "content": [{"type": "output_text" if ga else "text", "text": text}]}
+
+
+def text_said(rid: str, item_id: str, text: str, index: int, ga: bool = True) -> list[dict]:
+    """A text-only output item: added, one delta per word, done events."""
+    where = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
+    words = [w + " " for w in text.split(" ")]
+    words[-1] = words[-1][:-1]
+    return [ev("response.output_item.added", response_id=rid, output_index=index,
+               item={**text_item(item_id, "", "in_progress", ga), "content": []}),
+            *[ev("response.text.delta", ga, **where, delta=w) for w in words],
+            ev("response.text.done", ga, **where, text=text),
+            ev("response.output_item.done", response_id=rid, output_index=index, item=text_item(item_id, text, ga=ga))]
