@@ -17,7 +17,7 @@ import json
 
 import aiohttp
 import pytest
-from helpers import health, replies, settle, wait_for
+from helpers import health, replies, settle, stored_call, wait_for
 from traces import ev, pcm_b64
 
 # Event types a real session emits that the agent does not act on (counted as "ignored").
@@ -319,7 +319,10 @@ async def test_barge_in_cancelled_response_with_incomplete_call_then_new_respons
     got_errors = await replies(peer)
     # the cut call is not dispatched, and no error: a barge-in cutting a call is the expected flow
     assert got_errors == []
-    assert agent.counters["interruptions"] >= 1
+    assert agent.counters["interruptions"] == 1
+    cut = await stored_call(agent, "call_cut")
+    assert (cut["status"], json.loads(cut["result"])) == ("dropped", {"status": "dropped",
+                                                                      "reason": "response barge-in"})
     # the new turn right after the barge-in
     after = tr.user_speech("item_U2", "Actually, bow instead.")
     after += [tr.response_created("resp_2")]
@@ -339,7 +342,7 @@ async def test_barge_in_cancelled_response_with_incomplete_call_then_new_respons
         ("assistant", "Bowing!", "completed", "item_A2"),
     ]
     calls = {c["call_id"]: c for c in await finished_calls(agent, 2)}
-    assert calls["call_cut"]["status"] == "not_dispatched"
+    assert calls["call_cut"]["status"] == "dropped"  # like the rest of the response the barge-in stopped
     assert calls["call_bow"]["status"] == "done"
 
 
@@ -824,3 +827,21 @@ async def test_health_consistent_after_mixed_traffic_and_agent_still_answers(age
     assert ("assistant", "still alive", "completed", "item_B1") in got
     assert ("user", "over http", "completed", "item_HTTP") in got
     assert ("assistant", "hello", "completed", "item_A1") in got
+
+
+async def test_a_call_cut_off_with_no_barge_in_is_not_run_and_answered_with_an_error(agent, connect):
+    """The voice agent cancels its own response (no user speech): the server sends the cut call
+    item before the cancelled ``response.done``; nothing stopped that response yet, so the call
+    is a fault (not run) and the peer hears why."""
+    moved = []
+    agent.on_motion(moved.append)
+    peer = await connect(agent)
+    item = {"id": "item_F1", "type": "function_call", "status": "incomplete", "name": "motion",
+            "call_id": "call_half", "arguments": '{"motion_tag":"wa'}
+    await peer.send(ev("response.created", response={"id": "resp_1", "status": "in_progress", "output": []}),
+                    ev("response.output_item.done", response_id="resp_1", output_index=0, item=item),
+                    ev("response.done", response={"id": "resp_1", "status": "cancelled", "output": [item]}))
+    got = await replies(peer)
+    assert [r["error"]["code"] for r in got] == ["incomplete_function_call"]
+    row = await stored_call(agent, "call_half")
+    assert row["status"] == "not_dispatched" and moved == []

@@ -167,14 +167,19 @@ class CallIntake:
             named, unnamed = self._streamed.pop((call_id, session), None), self._streamed.pop((call_id, None), None)
             streamed = named if named is not None else unnamed
         if item.get("status") == "incomplete":
-            self._record(item, response_id, peer, "not_dispatched")
-            stopped = self._interrupted(response_id, peer.session_id)
-            if stopped is not None:  # cut off by a barge-in (or a cancel): what the robot expected
-                log.info("function call %s (%s) was cut off by the %s; not dispatched", peer_text(name),
-                         peer_text(call_id), stopped)
+            # cut off by a barge-in that had stopped its response: the expected flow, a drop like
+            # any call of that response (a memory call that would have survived it excepted)
+            memory = self._memory if self._memory is not None and isinstance(name, str) and \
+                self._memory.handles(name) else None
+            stopped = self._why(str(name), response_id, memory, peer)
+            if stopped is not None:
+                log.info("function call %s (%s) of response %s was cut off: %s", peer_text(name),
+                         peer_text(call_id), peer_text(response_id), stopped)
+                self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {stopped}"})
                 return
             log.warning("function call %s (%s) was cut off (status incomplete); not dispatched",
                         peer_text(name), peer_text(call_id))
+            self._record(item, response_id, peer, "not_dispatched")
             raise BadEvent(f"function call {name} ({call_id}) is incomplete; not dispatched",
                            code="incomplete_function_call")
         if streamed is not None and not item.get("arguments"):
