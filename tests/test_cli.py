@@ -12,6 +12,8 @@ import time
 import tomllib
 import urllib.request
 
+import pytest
+
 
 def cli(*args, env=None, timeout=30):
     return subprocess.run([sys.executable, "-m", "ticos_agent.cli", *args], capture_output=True, text=True,
@@ -132,6 +134,51 @@ async def test_replay_takes_the_port_and_the_token_from_the_agents_config(tmp_pa
     bad.write_text("[server]\nport = \"nine\"\n")
     out = cli("replay", str(trace), "--config", str(bad))
     assert out.returncode == 2 and "server.port" in out.stderr, out.stderr
+
+
+async def test_replay_reaches_an_agent_on_ipv6_loopback_from_its_config(tmp_path):
+    """An IPv6 socket takes no IPv4: an agent on ``::1`` is reached on ``[::1]``, not 127.0.0.1."""
+    import asyncio
+
+    from helpers import agent_config
+
+    from ticos_agent import Agent
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    agent = Agent(agent_config(tmp_path, server={"host": "::1"}))
+    await agent.start()
+    try:
+        cfg = tmp_path / "robot.toml"
+        cfg.write_text(f'[server]\nhost = "::1"\nport = {agent.port}\n')
+        trace = tmp_path / "trace.jsonl"
+        trace.write_text('{"type": "session.created", "session": {"id": "sess_v6"}}\n')
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--config", str(cfg),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0 and b"sent 1 event(s), 0 error reply(ies)" in err, err
+    finally:
+        await agent.stop()
+
+
+def test_replay_where_an_agent_listens():
+    from ticos_agent.replay import _connect_host
+
+    assert [_connect_host(h) for h in ("0.0.0.0", "localhost", "::", "::1", "127.0.0.2", "robot.local",
+                                       "fe80::1%eth0")] == \
+        ["127.0.0.1", "127.0.0.1", "[::1]", "[::1]", "127.0.0.2", "robot.local", "[fe80::1%25eth0]"]
+
+
+def test_replay_asks_for_a_url_when_the_config_picks_a_free_port(tmp_path):
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text("[server]\nport = 0\n")
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    out = cli("replay", str(tmp_path / "t.jsonl"), "--config", str(cfg))
+    assert out.returncode == 2 and "pass --url" in out.stderr, out.stderr
 
 
 def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):

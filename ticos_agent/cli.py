@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("replay", help="send a JSON-lines trace to a running agent")
     p.add_argument("trace", help="file with one event per line")
-    p.add_argument("--config", "-c", help="the agent's config file: its server.port and server.token are used "
-                                         "(default: none, so port 9999 and no token)")
+    p.add_argument("--config", "-c", help="the agent's config file: its server.host, server.port and server.token "
+                                         "are used, the token also with --url (default: none: port 9999, no token)")
     p.add_argument("--url", help="the agent's realtime WebSocket (default: ws://127.0.0.1:<server.port>/realtime)")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
     p.add_argument("--quiet", type=float, default=1.0,

@@ -8,8 +8,9 @@ lines (errors, function-call outputs) are not lost. Exit status: 0 when no error
 1 when the agent answered with at least one error, 2 when the trace or the agent could not
 be reached.
 
-With ``--config`` the agent's own config file gives the port (when there is no ``--url``) and
-the token (``server.token``, sent as ``Authorization: Bearer``).
+With ``--config`` the agent's own config file gives where it listens (``server.host`` and
+``server.port``, when there is no ``--url``) and its token (``server.token``, sent as
+``Authorization: Bearer`` to the agent, or to whatever ``--url`` names).
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ async def _replay(lines: list[str], url: str, rate: float, quiet: float,
     return len(lines), errors
 
 
+def _connect_host(host: str) -> str:
+    """Where to reach an agent listening on ``host``: the loopback of the same family for a
+    wildcard (an IPv6 socket takes no IPv4), else the address itself (bracketed for IPv6)."""
+    if host in ("0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    if host == "::":
+        host = "::1"
+    return f"[{host.replace('%', '%25')}]" if ":" in host else host
+
+
 def main(args: Namespace) -> int:
     from .config import ConfigErrors, load
 
@@ -80,10 +91,12 @@ def main(args: Namespace) -> int:
     except ConfigErrors as exc:
         print(f"ticos-agent replay: {exc}", file=sys.stderr)
         return 2
-    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") or server.loopback else server.host
-    if ":" in host:
-        host = f"[{host}]"
-    args.url = args.url or f"ws://{host}:{server.port}/realtime"
+    if not args.url:
+        if server.port == 0:
+            print("ticos-agent replay: the config picks a free port (server.port = 0): pass --url",
+                  file=sys.stderr)
+            return 2
+        args.url = f"ws://{_connect_host(server.host)}:{server.port}/realtime"
     headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
     try:
         with open(args.trace, encoding="utf-8") as fh:
