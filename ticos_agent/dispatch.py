@@ -19,15 +19,17 @@ but a slow inline handler delays the socket and ``/health`` for as long as it ru
 only for handlers that return at once (a counter, a queue put).
 
 Thread rules: ``subscribe``/``emit``/``call`` are called on the loop thread. A sync call goes
-to the worker at once when the worker is idle; while it is busy, the calls one turn of the loop
-makes are gathered in a list and handed over as one batch, with one ``queue.SimpleQueue.put``
-from a ``loop.call_soon`` callback (a burst of frames costs one wake-up of the worker, not one
-per call, and each batch's objects are freed together once it ran). Order is kept: a call goes
-straight to the worker only when nothing is queued, and batches run in the order they were
-put. At full speed a quick handler leaves the worker idle again before the next frame, and each
-frame would wake it with a put (and a yield, below) of its own: a loop turn that hands calls
-over within ``BUSY_GAP`` (1 ms) of the one before batches them as for a busy worker (at 200
-events/s the frames are 5 ms apart and each still goes at once). The backlog
+to the worker at once when the worker is idle and the loop was quiet (below); while it is busy,
+the calls one turn of the loop makes are gathered in a list and handed over as one batch, with
+one ``queue.SimpleQueue.put`` from a ``loop.call_soon`` callback (a burst of frames costs one
+wake-up of the worker, not one per call, and each batch's objects are freed together once it
+ran). Order is kept: a call goes straight to the worker only when nothing is queued, and
+batches run in the order they were put. At full speed a quick handler leaves the worker idle
+again before the next frame, and each frame would wake it with a put (and a yield, below) of
+its own: a loop turn that hands calls over within ``BUSY_GAP`` (1 ms) of the one before batches
+them as for a busy worker, handed over at the end of the turn without a yield (at 200 events/s
+the frames are 5 ms apart and each frame's first sync call still goes at once; a second handler
+of the same frame, ``event:*`` beside ``event:<type>``, is batched behind it). The backlog
 (``stats()["backlog"]``, held against ``max_backlog``) counts calls, not batches: calls queued
 (a counter written on the loop thread only) minus calls finished (one written by the worker
 only). The worker hands results back with ``loop.call_soon_threadsafe``.
@@ -43,7 +45,7 @@ last batch ran in under ``QUICK_RUN`` (0.5 ms). A handler that computes for long
 loop that wait once, and no yield is made until a batch is quick again.
 ``bench/thread_hop.py`` measures the wake alone (on the development machine, a container on
 2 vCPUs: p50 105 -> 34 us); ``bench/load.py`` the effect (README). A call queued while the
-worker is busy is not followed by a yield.
+worker is busy, or in a batch of back-to-back turns, is not followed by a yield.
 
 The GIL: a loop that is never idle (a flood of frames) would keep the worker from ever
 running (see :meth:`Dispatcher._let_worker_run`), so while the worker is a tenth of
@@ -73,7 +75,7 @@ TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
 QUICK_RUN = 0.0005  # the loop yields its CPU to an idle worker only while its batches take less
 BUSY_GAP = 0.001  # a loop turn that hands calls over this soon after the last one batches them
 _sched_yield = getattr(os, "sched_yield", None)  # (Linux, the BSDs, macOS)
-_monotonic = time.monotonic
+_monotonic = time.perf_counter  # (time.monotonic ticks every ~16 ms on Windows)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -109,7 +111,7 @@ class Dispatcher:
         self._done = 0  # sync calls the worker has finished: written on the worker thread only
         self._quick = True  # the worker's last batch took under QUICK_RUN: written by the worker only
         self._flush_due = False  # a _flush is scheduled on the loop (loop thread)
-        self._last_hand = -1.0  # when a loop turn last handed calls to the worker (monotonic, loop thread)
+        self._last_hand = -1.0  # when a call last found this turn's batch empty (perf_counter, loop thread)
         self._done_at_turn = -1  # ``_done`` when the loop last let the worker run (loop thread)
         self._next_turn = 0.0  # not before this time (``time.monotonic()``)
         self._idle_turns = 0  # turns in a row after which the worker had finished no call
