@@ -110,6 +110,26 @@ async def test_an_out_of_band_announcement_the_robot_speaks_is_still_stopped_whe
     assert agent.counters["interruptions"] == 1 and agent.turns.interrupted("resp_timer") == "barge-in"
 
 
+async def test_an_out_of_band_announcement_the_robot_speaks_is_stored_and_heard_by_the_handlers(robot, connect):
+    """What the robot says aloud is what the person heard, out of band or not: the announcement
+    is stored and goes to the conversation handlers; a silent side task beside it is not."""
+    agent = await robot()
+    heard: list[tuple[str, str, str]] = []  # (item_id, role, text) as ticos-client's handlers get them
+    agent.on_conversation(lambda item_id, role, text: heard.append((item_id, role, text)))
+    v = Voice(True, "sess_announce")
+    peer = await connect(agent)
+    await peer.send(*v.session(), aside("resp_timer", ["audio"], "timer"),
+                    *v.said("resp_timer", "item_A1", ["Your tea ", "is ready"]),
+                    aside_done("resp_timer", [], "timer"),
+                    aside("resp_mood", ["text"], "mood"), *text_said("resp_mood", "item_M1", "neutral", 0),
+                    aside_done("resp_mood", [text_item("item_M1", "neutral")], "mood"))
+    assert await replies(peer) == []
+    assert await messages(agent) == [("assistant", "Your tea is ready", "completed", "item_A1")]
+    await wait_for(lambda: len(heard) == 2)
+    await asyncio.sleep(0.1)  # nothing of the mood check comes after
+    assert heard == [("item_A1", "assistant", "Your tea "), ("item_A1", "assistant", "is ready")]
+
+
 async def test_a_silent_out_of_band_response_never_makes_the_robot_look_like_it_speaks(robot, connect):
     """With audio off the robot "speaks" from an answer's first words to its ``response.done``.
     A mood check's text is not said: run while the robot is idle, it changes no state (no

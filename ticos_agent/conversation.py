@@ -19,8 +19,10 @@ drops its socket mid-response and continues on a new one continues the same rows
   stored as ``incomplete`` and pending user turns become ``incomplete``. Continued later
   still, the same rows are updated in place (one row per item, never two);
 * the agent's own items (priming, :mod:`ticos_agent.memory.priming`) are not stored, nor the
-  items of an out-of-band response (``conversation_id: null``: a side task outside the
-  conversation, such as a mood check; the ``response.done`` handlers still get it whole);
+  items of a silent out-of-band response (``conversation_id: null`` and no audio among its
+  output modalities: a side task outside the conversation, such as a mood check; the
+  ``response.done`` handlers still get it whole). One the robot speaks aloud (an announcement)
+  is stored like any answer: the person heard it;
 * an item id met again in another session (both named by the voice agent, e.g. one restarted
   that numbers its items anew) is a new item: it gets its own row, the old session's row is
   left as it was;
@@ -76,7 +78,7 @@ from .conversation_items import (
     user_content,
 )
 from .errors import StoreClosed
-from .events import Event, out_of_band, response_id_of
+from .events import Event, out_of_band, response_id_of, spoken
 from .intake import Handler
 from .logs import peer_text, said
 from .replies import is_agent_item
@@ -238,12 +240,13 @@ class Conversations:
     # --- assistant turns ------------------------------------------------------------------
 
     def _response_created(self, event: Event, peer: Peer) -> None:
-        if out_of_band(event.data["response"]):
-            self._aside[event.data["response"]["id"]] = True
+        response = event.data["response"]
+        if out_of_band(response) and not spoken(response):
+            self._aside[response["id"]] = True
             if len(self._aside) > MAX_ASIDE:
                 self._aside.popitem(last=False)
 
-    def _is_aside(self, event: Event) -> bool:  # of an out-of-band response: not the conversation's
+    def _is_aside(self, event: Event) -> bool:  # of a silent out-of-band response: not the conversation's
         return self._aside.get(response_id_of(event) or "", False)
 
     def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
@@ -316,7 +319,7 @@ class Conversations:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
-        if self._aside.pop(rid, False) or out_of_band(response):  # none of its items is the conversation's
+        if self._aside.pop(rid, False) or (out_of_band(response) and not spoken(response)):  # none is said
             for gone in [i for i, e in self._open.items() if e.response_id == rid]:
                 del self._open[gone]  # (its response.created was missed: they were taken in)
             return
