@@ -131,3 +131,31 @@ async def test_barge_in_before_the_first_delta_silences_that_response(agent_proc
     heard, out = _stop_and_listen(proc, played)
     assert np.array_equal(heard, other), out[-2000:]
     assert "barge-in: stopped response r1 before any of its audio played; no command was queued" in out, out[-2000:]
+
+
+async def test_a_spoken_out_of_band_answer_talked_over_is_silenced_without_a_truncate(agent_process):
+    """An out-of-band item is in no conversation: a ``conversation.item.truncate`` for it would
+    only earn an error from the server. The speaker still falls silent."""
+    port, played, proc = agent_process
+    said, late = tone(4800, 6), tone(2400, 7)
+    session, ws = await _connect(port)
+    try:
+        send = lambda e: ws.send_str(json.dumps(e))  # noqa: E731
+        await send({"type": "response.created", "response": {"id": "r1", "status": "in_progress", "output": [],
+                                                             "conversation_id": None,
+                                                             "output_modalities": ["audio"]}})
+        for e in deltas(said, "r1", "item_T1"):
+            await send(e)
+        await asyncio.sleep(0.4)  # all of it played (the file sink is faster than real time)
+        await send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 10, "item_id": "item_U2"})
+        for e in deltas(late, "r1", "item_T1"):  # the server goes on with it: never heard
+            await send(e)
+        with pytest.raises(asyncio.TimeoutError):
+            reply = await ws.receive(timeout=0.5)
+            raise AssertionError(f"unexpected reply {reply.data!r}")
+    finally:
+        await ws.close()
+        await session.close()
+    heard, out = _stop_and_listen(proc, played)
+    assert np.array_equal(heard, said), out[-2000:]
+    assert "barge-in: stopped response r1 after 0.2 s of its audio" in out, out[-2000:]

@@ -130,6 +130,42 @@ async def test_an_out_of_band_announcement_the_robot_speaks_is_stored_and_heard_
     assert heard == [("item_A1", "assistant", "Your tea "), ("item_A1", "assistant", "is ready")]
 
 
+async def test_a_spoken_announcement_talked_over_is_stored_cancelled_though_the_server_completes_it(robot, connect):
+    """Turn detection does not cancel an out-of-band response: the server's ``response.done``
+    says ``completed``; the robot stopped saying it, and the row says so."""
+    agent = await robot()
+    v = Voice(True, "sess_timer2")
+    peer = await connect(agent)
+    await peer.send(*v.session(), aside("resp_t", ["audio"], "timer"),
+                    *v.said("resp_t", "item_A1", ["Your tea ", "is ready"]),
+                    ev("input_audio_buffer.speech_started", audio_start_ms=300, item_id="item_U1"),
+                    aside_done("resp_t", [], "timer"))
+    assert await replies(peer) == []
+    assert await messages(agent) == [("assistant", "Your tea is ready", "cancelled", "item_A1")]
+    assert agent.counters["interruptions"] == 1
+
+
+async def test_a_side_tasks_id_reused_by_a_restarted_voice_agent_for_an_answer_is_that_answer(robot, connect):
+    """Side tasks are told per session: a restarted voice agent that numbers its responses anew
+    answers with ``resp_1``, which was a mood check of the earlier session (cut off by the
+    restart); the answer is stored and shown as speaking."""
+    agent = await robot()
+    states: list[str] = []
+    agent.on_state(lambda state, previous: states.append(state))
+    first, second = Voice(True, "sess_before"), Voice(True, "sess_after")
+    peer = await connect(agent)
+    # the voice agent dies in the middle of a mood check: its response.done never comes
+    await peer.send(*first.session(), aside("resp_1", ["text"], "mood"), *text_said("resp_1", "item_M1", "calm", 0))
+    await settle(agent)
+    await peer.close()
+    peer = await connect(agent)
+    await peer.send(*second.session(), second.created("resp_1"),
+                    *second.said("resp_1", "item_A1", ["Hello ", "again"]), second.done("resp_1"))
+    assert await replies(peer) == []
+    assert await messages(agent) == [("assistant", "Hello again", "completed", "item_A1")]
+    await wait_for(lambda: "speaking" in states)
+
+
 async def test_a_silent_out_of_band_response_never_makes_the_robot_look_like_it_speaks(robot, connect):
     """With audio off the robot "speaks" from an answer's first words to its ``response.done``.
     A mood check's text is not said: run while the robot is idle, it changes no state (no

@@ -311,10 +311,11 @@ class Agent(MemoryMethods):
         store, audio, actuators, counters = self.store, self.audio, self.actuators, self.counters
         intake = Intake(counters)
         send, spawn = self.peers.send, self._background.spawn
-        self.conversations = Conversations(store, partial(self.dispatcher.emit, "conversation"),
-                                           grace=self.config.conversation.reconnect_grace)
         self.turns = Turns(audio=audio, actuators=actuators, send=send, spawn=spawn, counters=counters,
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
+        self.conversations = Conversations(store, partial(self.dispatcher.emit, "conversation"),
+                                           grace=self.config.conversation.reconnect_grace,
+                                           side_task=self.turns.side_task, interrupted=self.turns.interrupted)
         intake.add(self.turns)
         record = None
         if store is not None and self.config.storage.event_log:
@@ -323,7 +324,7 @@ class Agent(MemoryMethods):
         mood = storage.internal_dir / "mood.json" if storage.enabled else None
         self.life = life = RobotLife(self.config.life, self.config.states, actuators=actuators, audio=audio,
                                      emit=partial(self.dispatcher.emit, "state"), record=record,
-                                     spawn=spawn, mood_path=mood)
+                                     spawn=spawn, side_task=self.turns.side_task, mood_path=mood)
         intake.add(life)
         if actuators is not None:
             actuators.on_emotion = life.felt
@@ -358,13 +359,13 @@ class Agent(MemoryMethods):
 
     async def _start_memory(self, stack: AsyncExitStack) -> None:
         """Memory rounds (summaries, session_config) and priming: see :mod:`ticos_agent.memory`."""
-        if self.intake is None:
+        if self.intake is None or self.turns is None:
             return
         from .memory.wiring import start_memory
 
         self.memory = await start_memory(
             self.store, self.config.memory, self.intake, stack, send=self.peers.send, spawn=self._background.spawn,
-            emit=self.emit_memory, summariser=self._summariser)
+            emit=self.emit_memory, side_task=self.turns.side_task, summariser=self._summariser)
         stack.callback(setattr, self, "memory", None)
 
     async def _stop_calls(self) -> None:

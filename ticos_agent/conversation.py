@@ -49,7 +49,6 @@ Runs on the loop thread; state is bounded by count, however long the session:
   the latest ``MAX_TRACKED`` of each. A transcript for a user item older than that is stored as
   a row of its own; a straggler delta of an older assistant item makes a new row;
 * connections within their ``grace``: forgotten when it ends;
-* out-of-band responses not done yet: the latest ``MAX_ASIDE``;
 * the text of one assistant item: ``MAX_ITEM_CHARS`` (:mod:`~ticos_agent.conversation_items`).
 """
 
@@ -58,10 +57,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .connection import Peer
 from .conversation_items import (
+    CANCELLED,
     COMPLETED,
     FINAL_STATUSES,
     INCOMPLETE,
@@ -78,7 +78,7 @@ from .conversation_items import (
     user_content,
 )
 from .errors import StoreClosed
-from .events import Event, out_of_band, response_id_of, spoken
+from .events import Event, out_of_band, response_id_of, side_task
 from .intake import Handler
 from .logs import peer_text, said
 from .replies import is_agent_item
@@ -90,21 +90,23 @@ log = logging.getLogger(__name__)
 
 MAX_TRACKED = 2048
 MAX_OPEN_PER_PEER = 16  # items one connection has open at once; beyond it the oldest is stored (incomplete)
-MAX_ASIDE = 64  # out-of-band responses not done yet whose items are left out; oldest forgotten
 
 
 class Conversations:
     """The intake's consumer. ``store`` may be ``None`` (storage disabled)."""
 
-    def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float):
+    def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float,
+                 side_task: Callable[[str | None, str | None], bool],
+                 interrupted: Callable[[str | None, str | None], str | None]):
         self.store = store
         self.emit = emit
         self.grace = grace
+        self._side_task = side_task  # Turns.side_task: a silent out-of-band response, per session
+        self._interrupted = interrupted  # Turns.interrupted
         self._users: OrderedDict[str, UserRow] = OrderedDict()
         self._open: dict[str, AssistantItem] = {}
         self._stored: OrderedDict[str, StoredItem] = OrderedDict()
         self._waiting: dict[Peer, asyncio.TimerHandle] = {}  # closed peers within their grace
-        self._aside: OrderedDict[str, bool] = OrderedDict()  # out-of-band responses not done yet
         self.stored = 0
         self._closed_said = False
         self._open_said = False
@@ -239,15 +241,8 @@ class Conversations:
 
     # --- assistant turns ------------------------------------------------------------------
 
-    def _response_created(self, event: Event, peer: Peer) -> None:
-        response = event.data["response"]
-        if out_of_band(response) and not spoken(response):
-            self._aside[response["id"]] = True
-            if len(self._aside) > MAX_ASIDE:
-                self._aside.popitem(last=False)
-
-    def _is_aside(self, event: Event) -> bool:  # of a silent out-of-band response: not the conversation's
-        return self._aside.get(response_id_of(event) or "", False)
+    def _is_aside(self, event: Event, peer: Peer) -> bool:  # of a silent side task: not the conversation's
+        return self._side_task(response_id_of(event), peer.session_id)
 
     def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
               ) -> AssistantItem | None:
@@ -295,12 +290,12 @@ class Conversations:
     def _output_item_added(self, event: Event, peer: Peer) -> None:
         item = event.data["item"]
         item_id = item.get("id")
-        if item.get("type") == "message" and isinstance(item_id, str) and not self._is_aside(event):
+        if item.get("type") == "message" and isinstance(item_id, str) and not self._is_aside(event, peer):
             self._item(item_id, response_id_of(event), peer, item_role(item))
 
     def _transcript_delta(self, event: Event, peer: Peer) -> None:
         item_id, delta = event.data["item_id"], event.data["delta"]
-        if self._is_aside(event):
+        if self._is_aside(event, peer):
             return
         entry = self._item(item_id, response_id_of(event), peer)
         if entry is None:  # a straggler after response.done: the handlers still hear it
@@ -311,7 +306,7 @@ class Conversations:
 
     def _transcript_done(self, event: Event, peer: Peer) -> None:
         text = event.data.get("transcript", event.data.get("text"))
-        if isinstance(text, str) and not self._is_aside(event):
+        if isinstance(text, str) and not self._is_aside(event, peer):
             entry = self._item(event.data["item_id"], response_id_of(event), peer)
             if entry is not None:
                 entry.final = text
@@ -319,13 +314,15 @@ class Conversations:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
-        if self._aside.pop(rid, False) or (out_of_band(response) and not spoken(response)):  # none is said
+        if self._side_task(rid, peer.session_id) or side_task(response):  # none of it is said
             for gone in [i for i, e in self._open.items() if e.response_id == rid]:
                 del self._open[gone]  # (its response.created was missed: they were taken in)
             return
         status = response.get("status")
         if status not in FINAL_STATUSES:
             status = COMPLETED if status is None else INCOMPLETE
+        if status == COMPLETED and out_of_band(response) and self._interrupted(rid, peer.session_id):
+            status = CANCELLED  # talked over: the server goes on with an out-of-band answer, the robot did not
         output = response.get("output")
         if isinstance(output, list):  # items that only appear in response.done (no deltas were seen)
             for item in output:
@@ -392,7 +389,6 @@ class Conversations:
 
 _ROUTES = {
     "session.created": "_session_created",
-    "response.created": "_response_created",
     "conversation.created": "_conversation_created",
     "conversation.item.created": "_item_created",
     "conversation.item.done": "_item_created",

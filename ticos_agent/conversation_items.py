@@ -34,6 +34,7 @@ COMPLETED = "completed"
 INCOMPLETE = "incomplete"
 TRANSCRIPTION_FAILED = "transcription_failed"
 FINAL_STATUSES = ("completed", "cancelled", "incomplete", "failed")
+CANCELLED = "cancelled"
 
 
 class AssistantItem:

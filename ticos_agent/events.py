@@ -141,6 +141,13 @@ def out_of_band(response: dict[str, Any]) -> bool:
     return "conversation_id" in response and response["conversation_id"] is None
 
 
+def side_task(response: dict[str, Any]) -> bool:
+    """Whether a ``response`` object is a silent side task: out of band and without audio. Every
+    consumer asks :meth:`ticos_agent.turns.Turns.side_task` (what ``response.created`` said, per
+    session) or, at ``response.done``, this too."""
+    return out_of_band(response) and not spoken(response)
+
+
 def spoken(response: dict[str, Any]) -> bool:
     """Whether a ``response`` object may carry audio: its ``output_modalities`` (GA) or
     ``modalities`` (beta) name ``audio``, or it names none (then it may)."""

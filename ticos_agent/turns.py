@@ -8,7 +8,10 @@ Barge-in and response cancellation are decided here and nowhere else:
   an out-of-band response (``conversation_id: null``) declared without audio is never the
   active one: the robot does not say it, and turn detection does not cancel it when the user
   talks (it interrupts responses of the conversation only), so no barge-in stops it and its
-  calls run (its ``response.done`` cancelled or failed still does);
+  calls run (its ``response.done`` cancelled or failed still does). Such a **side task** is
+  told here once, per session, for every consumer (:meth:`Turns.side_task`: the conversation,
+  the robot's state and the memory rounds ask); an out-of-band response the robot speaks is
+  stopped like any answer, but its item gets no truncate (it is in no conversation);
 * ``input_audio_buffer.speech_started`` while a response is active or audio is still playing
   is a **barge-in**: the speaker falls silent at once (everything queued, and the rest of the
   interrupted response's audio when it comes), the actuators drop what that response queued
@@ -41,7 +44,9 @@ oldest entry is forgotten first):
 * a connection's responses not done yet: ``MAX_OPEN`` (a voice agent that never sends some
   ``response.done`` has its oldest forgotten: a barge-in no longer stops that one), all
   dropped when it closes, kept as orphans (``MAX_ORPHANS``) until their ``response.done`` or
-  the next ``speech_started`` (any: it stops them or finds them stopped, and forgets them).
+  the next ``speech_started`` (any: it stops them or finds them stopped, and forgets them);
+* out-of-band responses: the latest ``MAX_ASIDE`` (a side task forgotten that way would be
+  taken as an answer: stored, shown).
 
 Collaborators are narrow: an :class:`AudioOut` (the player, or ``None``), a
 :class:`MotionStop` (the actuators, or ``None``), a ``send`` and ``spawn``. Runs on the loop
@@ -56,7 +61,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .connection import Peer, Send, Spawn, note_per_session, other_sessions
-from .events import Event, out_of_band, response_id_of, spoken
+from .events import Event, out_of_band, response_id_of, side_task
 from .intake import Handler
 from .logs import peer_text
 from .replies import truncate
@@ -67,6 +72,7 @@ MAX_INTERRUPTED = 256  # response ids whose interruption is remembered; oldest f
 MAX_SESSIONS_PER_RESPONSE = 8  # sessions one response id is remembered interrupted in; oldest forgotten
 MAX_ORPHANS = 16  # responses whose socket closed before their response.done
 MAX_OPEN = 8  # responses of one connection not done yet (out-of-band ones overlap); oldest forgotten
+MAX_ASIDE = 64  # out-of-band responses remembered as such; oldest forgotten (then taken as answers)
 
 
 class AudioOut(Protocol):
@@ -112,6 +118,8 @@ class Turns:
         self._interrupted: OrderedDict[str, dict[str | None, str]] = OrderedDict()
         self._orphans: OrderedDict[Response, None] = OrderedDict()  # active when their socket closed (bounded)
         self._audio_response: Response | None = None  # the response whose audio arrived last
+        # out-of-band responses (bounded, oldest forgotten): True for a silent side task
+        self._aside: OrderedDict[Response, bool] = OrderedDict()
 
     def routes(self) -> Mapping[str, Handler]:
         routes: dict[str, Handler] = {
@@ -124,6 +132,12 @@ class Turns:
         return routes
 
     # --- what the rest of the agent asks ----------------------------------------------------
+
+    def side_task(self, response_id: str | None, session: str | None) -> bool:
+        """Whether ``response_id`` of ``session`` was created as a silent side task (out of band,
+        no audio: :func:`ticos_agent.events.side_task`): not the conversation, nothing the robot
+        says or shows. The one answer for every consumer (conversation, robot state, memory)."""
+        return bool(self._aside) and self._aside.get((response_id or "", session)) is True
 
     def interrupted(self, response_id: str | None, session: str | None = None) -> str | None:
         """Why ``response_id`` was stopped (``"barge-in"``, ``"response cancelled"`` ...), or None.
@@ -153,9 +167,17 @@ class Turns:
 
     def _response_created(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
-        if out_of_band(response) and not spoken(response):
-            return  # a silent side task the server goes on with when the user talks: nothing to stop
         rid = response["id"]  # a string: events.parse checked it
+        key = (rid, peer.session_id)
+        if out_of_band(response):
+            self._aside[key] = silent = side_task(response)
+            self._aside.move_to_end(key)
+            if len(self._aside) > MAX_ASIDE:
+                self._aside.popitem(last=False)
+            if silent:
+                return  # a side task the server goes on with when the user talks: nothing to stop
+        elif self._aside:
+            self._aside.pop(key, None)  # the id used again for an answer of the conversation
         open_ = self._active.setdefault(peer, [])
         if rid in open_:
             open_.remove(rid)
@@ -239,5 +261,7 @@ class Turns:
             heard = "before any of its audio played"
         log.info("%s: stopped response %s %s; %s", reason, peer_text(response_id or "(unknown)"), heard,
                  f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
-        if self._send_truncate and peer is not None and item_id and played is not None:
+        # an out-of-band item is in no conversation the server could truncate
+        if self._send_truncate and peer is not None and item_id and played is not None and \
+                (response_id or "", session) not in self._aside:
             self._spawn(_sent(self._send, truncate(item_id, int(played)), peer))

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..arguments import EmotionArgs, MotionArgs
 from ..connection import Peer
 from ..errors import StoreClosed
-from ..events import Event, out_of_band, response_id_of, spoken
+from ..events import Event, response_id_of, side_task
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
 from .mood import Mood
@@ -57,7 +57,6 @@ if TYPE_CHECKING:  # the actuator modules load only for a robot: a TicosClient w
 log = logging.getLogger(__name__)
 
 PRIORITY = {"listening": 3, "speaking": 2, "thinking": 1, "idle": 0}
-MAX_SILENT = 64  # silent out-of-band responses not done yet; oldest forgotten
 DRAIN_POLL = 0.05  # seconds between looks at the speaker after response.done
 
 
@@ -81,11 +80,13 @@ class Speaker(Protocol):
 class RobotLife:
     def __init__(self, config: LifeConfig, states: States, *, actuators: LifeActuators | None, audio: Speaker | None,
                  emit: Callable[[str, str], object], record: Callable[[str], None] | None,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], object], mood_path: Path | None = None,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], object],
+                 side_task: Callable[[str | None, str | None], bool], mood_path: Path | None = None,
                  rng: random.Random | None = None):
         self.config, self.states = config, states
         self._actuators, self._audio = actuators, audio
         self._emit, self._record, self._spawn = emit, record, spawn
+        self._side_task = side_task  # Turns.side_task: a silent out-of-band response, per session
         self._rng = rng or random.Random()
         self.mood = Mood(config.mood_half_life, mood_path)
         self.state = "idle"
@@ -93,7 +94,6 @@ class RobotLife:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._since = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._silent: dict[str, bool] = {}  # silent out-of-band responses not done yet (insertion order)
         self._shown_until = 0.0  # the current look stays until then (its hold)
         self._noisy = [n for n, a in actuators.config.actuators.items() if a.noisy] if actuators else []
         self.changes = 0
@@ -147,10 +147,7 @@ class RobotLife:
 
     def _response_created(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
-        if out_of_band(response) and not spoken(response):  # a silent side task: nothing to show
-            self._silent[response["id"]] = True
-            if len(self._silent) > MAX_SILENT:
-                del self._silent[next(iter(self._silent))]
+        if self._side_task(response["id"], peer.session_id):  # a silent side task: nothing to show
             return
         if self._peers.get(peer, "idle") in ("idle", "thinking"):
             self._set(peer, "thinking")
@@ -159,11 +156,12 @@ class RobotLife:
         state = self._peers.get(peer)
         # audio of a response the user talks over is flushed; a silent side task's words are not said
         if state != "speaking" and state != "listening" and \
-                (not self._silent or response_id_of(event) not in self._silent):
+                not self._side_task(response_id_of(event), peer.session_id):
             self._set(peer, "speaking")
 
     def _response_done(self, event: Event, peer: Peer) -> None:
-        if self._silent and self._silent.pop(event.data["response"]["id"], False):
+        response = event.data["response"]
+        if self._side_task(response["id"], peer.session_id) or side_task(response):
             return  # a silent side task's end: the robot goes on as it was
         if self._peers.get(peer) == "listening":
             return

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..background import thread_call
 from ..connection import Peer
 from ..errors import StorageError
-from ..events import Event, out_of_band
+from ..events import Event, side_task
 from ..intake import Handler
 from ..replies import is_agent_item
 from .config import MemoryConfig
@@ -73,9 +73,11 @@ EmitMemory = Callable[[str, dict[str, Any]], object]
 class MemoryGeneration:
     """The round counter and the memory rounds (see the module docstring)."""
 
-    def __init__(self, store: GenerationStore, config: MemoryConfig, *, summariser: Summariser | None = None,
+    def __init__(self, store: GenerationStore, config: MemoryConfig, *,
+                 side_task: Callable[[str | None, str | None], bool], summariser: Summariser | None = None,
                  emit: EmitMemory | None = None, session: SessionConfig | None = None):
         self._store = store
+        self._side_task = side_task  # Turns.side_task: a silent out-of-band response, per session
         self.config = config
         self._emit = emit
         self._session = session
@@ -152,8 +154,9 @@ class MemoryGeneration:
             self._heard = True
 
     def _response_done(self, event: Event, peer: Peer) -> None:
-        if out_of_band(event.data["response"]):
-            return  # a side task outside the conversation: nothing was said, no round ends
+        response = event.data["response"]
+        if self._side_task(response["id"], peer.session_id) or side_task(response):
+            return  # a silent side task outside the conversation: nothing was said, no round ends
         if self._session is not None:
             self._session.changed()
         if not self._heard:

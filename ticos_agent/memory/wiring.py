@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 async def start_memory(store: Store | None, cfg: MemoryConfig, intake: Intake, stack: AsyncExitStack, *,
                        send: Send, spawn: Callable[[Coroutine[Any, Any, Any]], object], emit: EmitMemory,
+                       side_task: Callable[[str | None, str | None], bool],
                        summariser: Summariser | None = None) -> MemoryGeneration | None:
     if store is None:
         if cfg.generation != "off" or cfg.prime != "off" or summariser is not None:
@@ -44,7 +45,7 @@ async def start_memory(store: Store | None, cfg: MemoryConfig, intake: Intake, s
         session = SessionConfig(store, cfg.session_file, count=cfg.history_rounds, card=card,
                                 quiet=cfg.session_config_quiet)
         await session.refresh()
-    memory = MemoryGeneration(store, cfg, summariser=summariser, emit=emit, session=session)
+    memory = MemoryGeneration(store, cfg, side_task=side_task, summariser=summariser, emit=emit, session=session)
     memory.announce()
     stack.push_async_callback(_stop, memory)
     intake.add(memory, "MemoryRounds")
