@@ -251,7 +251,7 @@ async def test_a_response_that_fails_after_its_call_started_stops_it_and_spares_
                                        "message": "The server had an error while processing your request."}))
     row = (await calls(agent, "call_sway"))["call_sway"]
     assert row["status"] == "dropped"  # stopped while it ran, as a cancelled response's would be
-    assert json.loads(row["result"])["reason"] == "interrupted (barge-in or cancelled response)"
+    assert json.loads(row["result"])["reason"] == "response failed"  # the server's failure, named
     await wait_for(lambda: ops(agent, "arm")[-1][0] == "safe")
     rested = now()
     await asyncio.sleep(0.6)

@@ -66,6 +66,12 @@ MAX_STREAMED_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 256  # calls being carried out at once; more are answered busy at once
 
 
+def _stopped_by(why: str) -> str:
+    """A dropped call's reason: ``response barge-in``, ``response cancelled`` ... (``why`` is
+    what :meth:`Turns.interrupted` says: ``barge-in``, ``response cancelled``)."""
+    return why if why.startswith("response ") else f"response {why}"
+
+
 class CallIntake:
     """Turns ``function_call`` items into one run each, whatever repeats them.
 
@@ -175,7 +181,7 @@ class CallIntake:
             if stopped is not None:
                 log.info("function call %s (%s) of response %s was cut off: %s", peer_text(name),
                          peer_text(call_id), peer_text(response_id), stopped)
-                self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {stopped}"})
+                self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": _stopped_by(stopped)})
                 return
             log.warning("function call %s (%s) was cut off (status incomplete); not dispatched",
                         peer_text(name), peer_text(call_id))
@@ -213,7 +219,7 @@ class CallIntake:
         if why is not None:
             log.info("function call %s (%s) of response %s not run: %s", peer_text(name), peer_text(call_id),
                      peer_text(response_id), why)
-            self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": f"response {why}"},
+            self._record(item, response_id, peer, "dropped", {"status": "dropped", "reason": _stopped_by(why)},
                          raw=call.raw_arguments)
             return
         if self._in_flight >= MAX_IN_FLIGHT:
@@ -255,14 +261,17 @@ class CallIntake:
             why = self._why(call.name, call.response_id, memory, peer)
             started = time.monotonic()
             if why is not None:  # interrupted between intake and this task's first step
-                result: dict[str, Any] = {"status": "dropped", "reason": f"response {why}"}
+                result: dict[str, Any] = {"status": "dropped", "reason": _stopped_by(why)}
             elif memory is not None:
                 result = await memory.run(remembering)
                 why = self._why(call.name, call.response_id, memory, peer)
                 if why is not None:  # a barge-in while it ran: nobody waits for this answer any more
-                    result = {"status": "dropped", "reason": f"response {why} while it ran"}
+                    result = {"status": "dropped", "reason": f"{_stopped_by(why)} while it ran"}
             else:
                 result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
+                if result.get("status") == "dropped" and \
+                        (why := self._why(call.name, call.response_id, None, peer)) is not None:
+                    result = {**result, "reason": _stopped_by(why)}  # which stop: the actuators cannot tell
         finally:
             self._in_flight -= 1
         tell_outcome(call, motion, emotion, result, time.monotonic() - started)
