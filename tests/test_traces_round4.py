@@ -166,6 +166,26 @@ async def test_a_side_tasks_id_reused_by_a_restarted_voice_agent_for_an_answer_i
     await wait_for(lambda: "speaking" in states)
 
 
+async def test_a_side_task_carried_on_over_a_new_socket_is_still_a_side_task(robot, connect):
+    """A voice agent that goes on over a new socket without a new ``session.created`` (its
+    session not named there): the mood check it finishes there is still no answer."""
+    agent = await robot()
+    heard: list[str] = []
+    agent.on_conversation(lambda item_id, role, text: heard.append(text))
+    v = Voice(True, "sess_moved")
+    peer = await connect(agent)
+    words = text_said("resp_m", "item_M1", "quite calm", 0)
+    await peer.send(*v.session(), aside("resp_m", ["text"], "mood"), *words[:2])
+    await settle(agent)
+    await peer.close()
+    peer = await connect(agent)
+    await peer.send(*words[2:], aside_done("resp_m", [text_item("item_M1", "quite calm")], "mood"),
+                    *user_ga("item_U1", None, "Hello"))
+    assert await replies(peer) == []
+    assert await messages(agent) == [("user", "Hello", "completed", "item_U1")]
+    assert "calm" not in " ".join(heard) and agent.turns.side_task("resp_m", None)
+
+
 async def test_a_silent_out_of_band_response_never_makes_the_robot_look_like_it_speaks(robot, connect):
     """With audio off the robot "speaks" from an answer's first words to its ``response.done``.
     A mood check's text is not said: run while the robot is idle, it changes no state (no

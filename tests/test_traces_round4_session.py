@@ -194,7 +194,7 @@ async def test_twenty_minutes_of_ga_talk_compressed_leave_exact_rows_and_no_stat
                                  "conversation.open")} == {
         "turns.active": 0, "turns.orphans": 0, "calls.streamed": 0, "calls.in_flight": 0, "conversation.open": 0}
     # the 15 mood checks stay known as side tasks (bounded: the latest turns.MAX_ASIDE)
-    assert len(agent.turns._aside) == 15 and all(agent.turns._aside.values())
+    assert len(agent.turns._aside) == 15 and all(list(v.values()) == [True] for v in agent.turns._aside.values())
     await peer.close()
     await wait_for(lambda: session_config_messages() == [
         m for n in (58, 59, 60) for m in ({"role": "user", "content": f"question {n}"},

@@ -315,7 +315,7 @@ class Agent(MemoryMethods):
                            send_truncate=bool(audio is not None and audio.config.send_truncate))
         self.conversations = Conversations(store, partial(self.dispatcher.emit, "conversation"),
                                            grace=self.config.conversation.reconnect_grace,
-                                           side_task=self.turns.side_task, interrupted=self.turns.interrupted)
+                                           aside=self.turns.aside, interrupted=self.turns.interrupted)
         intake.add(self.turns)
         record = None
         if store is not None and self.config.storage.event_log:

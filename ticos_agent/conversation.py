@@ -96,12 +96,12 @@ class Conversations:
     """The intake's consumer. ``store`` may be ``None`` (storage disabled)."""
 
     def __init__(self, store: MessageLog | None, emit: Emit, *, grace: float,
-                 side_task: Callable[[str | None, str | None], bool],
+                 aside: Callable[[str | None, str | None], bool | None],
                  interrupted: Callable[[str | None, str | None], str | None]):
         self.store = store
         self.emit = emit
         self.grace = grace
-        self._side_task = side_task  # Turns.side_task: a silent out-of-band response, per session
+        self._aside = aside  # Turns.aside: out of band (True: a silent side task), per session
         self._interrupted = interrupted  # Turns.interrupted
         self._users: OrderedDict[str, UserRow] = OrderedDict()
         self._open: dict[str, AssistantItem] = {}
@@ -242,7 +242,7 @@ class Conversations:
     # --- assistant turns ------------------------------------------------------------------
 
     def _is_aside(self, event: Event, peer: Peer) -> bool:  # of a silent side task: not the conversation's
-        return self._side_task(response_id_of(event), peer.session_id)
+        return self._aside(response_id_of(event), peer.session_id) is True
 
     def _item(self, item_id: str, response_id: str | None, peer: Peer, role: str = "assistant"
               ) -> AssistantItem | None:
@@ -314,15 +314,17 @@ class Conversations:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
-        if self._side_task(rid, peer.session_id) or side_task(response):  # none of it is said
-            for gone in [i for i, e in self._open.items() if e.response_id == rid]:
+        aside = self._aside(rid, peer.session_id)
+        if aside is True or side_task(response):  # none of it is said
+            for gone in [i for i, e in self._open.items() if e.response_id == rid and not e.owner.other_session(peer)]:
                 del self._open[gone]  # (its response.created was missed: they were taken in)
             return
         status = response.get("status")
         if status not in FINAL_STATUSES:
             status = COMPLETED if status is None else INCOMPLETE
-        if status == COMPLETED and out_of_band(response) and self._interrupted(rid, peer.session_id):
-            status = CANCELLED  # talked over: the server goes on with an out-of-band answer, the robot did not
+        spoken_aside = aside is False or out_of_band(response)  # the server goes on with it when talked over
+        if status == COMPLETED and spoken_aside and self._interrupted(rid, peer.session_id):
+            status = CANCELLED  # talked over: the robot did not go on with it
         output = response.get("output")
         if isinstance(output, list):  # items that only appear in response.done (no deltas were seen)
             for item in output:

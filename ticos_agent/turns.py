@@ -84,6 +84,9 @@ class AudioOut(Protocol):
     @property
     def current_item_id(self) -> str | None: ...
 
+    @property
+    def current_response_id(self) -> str | None: ...
+
     def played_ms(self, item_id: str) -> int: ...
 
     def flush(self, response_id: str | None = None, *, also: str | None = None) -> None: ...
@@ -119,7 +122,7 @@ class Turns:
         self._orphans: OrderedDict[Response, None] = OrderedDict()  # active when their socket closed (bounded)
         self._audio_response: Response | None = None  # the response whose audio arrived last
         # out-of-band responses (bounded, oldest forgotten): True for a silent side task
-        self._aside: OrderedDict[Response, bool] = OrderedDict()
+        self._aside: OrderedDict[str, dict[str | None, bool]] = OrderedDict()  # response id -> session -> silent
 
     def routes(self) -> Mapping[str, Handler]:
         routes: dict[str, Handler] = {
@@ -137,7 +140,19 @@ class Turns:
         """Whether ``response_id`` of ``session`` was created as a silent side task (out of band,
         no audio: :func:`ticos_agent.events.side_task`): not the conversation, nothing the robot
         says or shows. The one answer for every consumer (conversation, robot state, memory)."""
-        return bool(self._aside) and self._aside.get((response_id or "", session)) is True
+        return self.aside(response_id, session) is True
+
+    def aside(self, response_id: str | None, session: str | None) -> bool | None:
+        """Whether ``response_id`` of ``session`` was created out of band: ``None`` when it was
+        not (or is forgotten), else whether it is a silent side task. Sessions as for
+        :meth:`interrupted`: one not named matches any (a voice agent that goes on over a new
+        socket without a new ``session.created``)."""
+        sessions = self._aside.get(response_id) if self._aside and response_id is not None else None
+        if not sessions:
+            return None
+        if session is None:
+            return next(reversed(sessions.values()))
+        return sessions.get(session, sessions.get(None))
 
     def interrupted(self, response_id: str | None, session: str | None = None) -> str | None:
         """Why ``response_id`` was stopped (``"barge-in"``, ``"response cancelled"`` ...), or None.
@@ -168,16 +183,15 @@ class Turns:
     def _response_created(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
-        key = (rid, peer.session_id)
+        session = peer.session_id
         if out_of_band(response):
-            self._aside[key] = silent = side_task(response)
-            self._aside.move_to_end(key)
-            if len(self._aside) > MAX_ASIDE:
-                self._aside.popitem(last=False)
+            silent = side_task(response)
+            note_per_session(self._aside, rid, session, silent, per_key=MAX_SESSIONS_PER_RESPONSE, keys=MAX_ASIDE)
             if silent:
                 return  # a side task the server goes on with when the user talks: nothing to stop
-        elif self._aside:
-            self._aside.pop(key, None)  # the id used again for an answer of the conversation
+        elif self._aside and (sessions := self._aside.get(rid)):  # the id used again for an answer
+            for s in [s for s in sessions if not other_sessions(session, s)]:
+                del sessions[s]
         open_ = self._active.setdefault(peer, [])
         if rid in open_:
             open_.remove(rid)
@@ -261,7 +275,8 @@ class Turns:
             heard = "before any of its audio played"
         log.info("%s: stopped response %s %s; %s", reason, peer_text(response_id or "(unknown)"), heard,
                  f"{dropped} queued command(s) dropped" if dropped else "no command was queued")
-        # an out-of-band item is in no conversation the server could truncate
-        if self._send_truncate and peer is not None and item_id and played is not None and \
-                (response_id or "", session) not in self._aside:
+        # an out-of-band item (of the response playing, which may not be the one stopped) is in no
+        # conversation the server could truncate
+        if self._send_truncate and peer is not None and item_id and played is not None and audio is not None and \
+                self.aside(audio.current_response_id, session) is None:
             self._spawn(_sent(self._send, truncate(item_id, int(played)), peer))

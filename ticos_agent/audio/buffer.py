@@ -69,7 +69,7 @@ class PcmQueue:
         self._wake_pending = False
         self._dry = False  # the queue ran dry while the gate was open...
         self._dry_response: str | None = None  # ...in the middle of this response (maybe)
-        self._last_response: str | None = None  # response of the last chunk played
+        self._last_response: str | None = None  # response of the last chunk played (current_item_id's)
         self.pulls = 0  # callback blocks served (the supervisor watches it move)
         self._played: OrderedDict[str | None, int] = OrderedDict()  # item_id -> samples handed to the device
         self.played_total = 0

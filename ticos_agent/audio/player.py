@@ -276,6 +276,11 @@ class AudioPlayer(StreamLifecycle):
         return self._queue.current_item_id
 
     @property
+    def current_response_id(self) -> str | None:
+        """The response of :attr:`current_item_id`."""
+        return self._queue._last_response
+
+    @property
     def envelope_stats(self) -> dict[str, int]:
         """Lip-sync counters: levels delivered and dropped as late."""
         lv = self._levels
