@@ -282,3 +282,53 @@ def recording_client(port: int, store_dir):
     client.set_function_call_handler(lambda name, args: seen.functions.append((name, args)))
     client.set_conversation_handler(lambda item_id, role, content: seen.convo.append((item_id, role, content)))
     return client, seen
+
+
+# --- real parts: a pty device's frames, MockFactory pin timelines, the outputs on a socket ---
+
+
+def timeline(pin) -> list[tuple[float, float]]:
+    """(monotonic time, value) of every change of a MockPin (it stores deltas; the last change's
+    absolute time is ``_last_change``)."""
+    t, rel = 0.0, []
+    for s in pin.states:
+        t += s.timestamp
+        rel.append((t, float(s.state)))
+    if not rel:
+        return []
+    offset = pin._last_change - rel[-1][0]
+    return [(offset + a, v) for a, v in rel]
+
+
+async def frames_settle(dev, quiet: float = 0.3, timeout: float = 5.0) -> list:
+    """The device's frames once nothing new arrived for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    n = -1
+    while n != len(dev.frames) and time.monotonic() < deadline:
+        n = len(dev.frames)
+        await asyncio.sleep(quiet)
+    return list(dev.frames)
+
+
+class Outputs:
+    """Collects the function_call_output replies on a peer's socket, by call_id."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.got: dict[str, dict] = {}
+        self.at: dict[str, float] = {}
+
+    async def wait(self, *call_ids: str, timeout: float = 8.0) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        while not all(c in self.got for c in call_ids):
+            left = deadline - time.monotonic()
+            assert left > 0, f"no outcome for {[c for c in call_ids if c not in self.got]}; got {self.got}"
+            reply = await self.peer.receive_json(timeout=left)
+            if reply.get("type") == "conversation.item.create" and reply["item"].get("type") == "function_call_output":
+                cid = reply["item"]["call_id"]
+                self.got[cid] = json.loads(reply["item"]["output"])
+                self.at[cid] = time.monotonic()
+        return {c: self.got[c] for c in call_ids}
+
+    async def one(self, call_id: str, timeout: float = 8.0) -> dict:
+        return (await self.wait(call_id, timeout=timeout))[call_id]

@@ -10,12 +10,11 @@ never by tight absolute times.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
 from devices import feetech_decode
-from helpers import agent_config, wait_for
+from helpers import Outputs, agent_config, frames_settle, timeline, wait_for
 from traces import ev, function_call_done, response_done, speech_started
 
 from ticos_agent import Agent
@@ -67,55 +66,8 @@ def head(port: str, **kw) -> dict:
 FACE = {"driver": "gpio-rgbled", "red": 17, "green": 27, "blue": 22}
 
 
-def timeline(pin) -> list[tuple[float, float]]:
-    """(monotonic time, value) of every change of a MockPin (it stores deltas; the last change's
-    absolute time is ``_last_change``)."""
-    t, rel = 0.0, []
-    for s in pin.states:
-        t += s.timestamp
-        rel.append((t, float(s.state)))
-    if not rel:
-        return []
-    offset = pin._last_change - rel[-1][0]
-    return [(offset + a, v) for a, v in rel]
-
-
-class Outputs:
-    """Collects the function_call_output replies on a peer's socket, by call_id."""
-
-    def __init__(self, peer):
-        self.peer = peer
-        self.got: dict[str, dict] = {}
-        self.at: dict[str, float] = {}
-
-    async def wait(self, *call_ids: str, timeout: float = 8.0) -> dict[str, dict]:
-        deadline = time.monotonic() + timeout
-        while not all(c in self.got for c in call_ids):
-            left = deadline - time.monotonic()
-            assert left > 0, f"no outcome for {[c for c in call_ids if c not in self.got]}; got {self.got}"
-            reply = await self.peer.receive_json(timeout=left)
-            if reply.get("type") == "conversation.item.create" and reply["item"].get("type") == "function_call_output":
-                cid = reply["item"]["call_id"]
-                self.got[cid] = json.loads(reply["item"]["output"])
-                self.at[cid] = time.monotonic()
-        return {c: self.got[c] for c in call_ids}
-
-    async def one(self, call_id: str, timeout: float = 8.0) -> dict:
-        return (await self.wait(call_id, timeout=timeout))[call_id]
-
-
 def created(rid: str) -> dict:
     return ev("response.created", response={"id": rid, "status": "in_progress", "output": []})
-
-
-async def frames_settle(dev, quiet: float = 0.3, timeout: float = 5.0) -> list:
-    """The device's frames once nothing new arrived for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
-    n = -1
-    while n != len(dev.frames) and time.monotonic() < deadline:
-        n = len(dev.frames)
-        await asyncio.sleep(quiet)
-    return list(dev.frames)
 
 
 async def started(tmp_path, connect, cfg, *devs):
