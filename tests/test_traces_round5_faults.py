@@ -15,9 +15,11 @@ import time
 
 import pytest
 from devices import lx16a_decode
-from helpers import Outputs, frames_settle, health, timeline, wait_for
+from helpers import Outputs, db_rows, frames_settle, health, timeline, wait_for
 from test_traces_round5 import HOME, LOOK, config, lx, nod, robot, sent
 from traces import Voice
+
+from ticos_agent.inspect.outcome import dropped_reason
 
 LED = {"driver": "gpio-pwmled", "pin": 18}
 
@@ -134,3 +136,41 @@ async def test_two_voice_agents_calling_at_once_get_whole_motions_one_after_the_
         assert set(out_a.got) == {"call_a"} and set(out_b.got) == {"call_b"}
     finally:
         await agent.stop()
+
+
+async def test_stopping_the_agent_mid_motion_leaves_every_actuator_in_its_safe_state(tmp_path, connect,
+                                                                                    pty_device, pins):
+    """The head nods (a look queued behind), the LED glows at 0.5 for 30 s and the hobby servo is
+    half-way through a slow move when the service is stopped (SIGTERM): the head gets its home
+    frame and no keyframe after it, the look never plays, the servo is sent home before its
+    pulses stop, the LED goes off. The running calls are stored as dropped."""
+    dev = pty_device(lx16a_decode)
+    arm = {"driver": "gpio-servo", "pin": 12}
+    cfg = config(tmp_path, dev.port, face=LED, arm=arm)
+    cfg["motions"]["raise"] = {"arm": [[2.0, 80]]}
+    agent, peer, out = await robot(cfg, connect, dev)
+    led, servo = pins.pin(18), pins.pin(12)
+    home_duty = 1.5 / 20  # 0 degrees: a 1.5 ms pulse every 20 ms
+    n0_led = len(led.states)
+    v = Voice(True, "sess_stop")
+    try:
+        await peer.send(v.created("resp_1"), *call(v, "c1", "motion", motion_tag="nod", repeat=3),
+                        *call(v, "c2", "motion", motion_tag="look"),
+                        *call(v, "c3", "emotion", emotion_tag="glad", intensity=0.5, duration=30),
+                        *call(v, "c4", "motion", motion_tag="raise"))
+        assert (await out.one("c3"))["status"] == "done"
+        await wait_for(lambda: len(dev.frames) == 1 + 2 and servo.state > home_duty + 0.002)
+        n0 = len(dev.frames)
+    finally:
+        await agent.stop()
+    t_stopped = time.monotonic()
+    got = await frames_settle(dev, quiet=0.6)
+    assert [lx(f) for _, f in got[n0:]] == [HOME]  # home once; not the nod's third frame, not the look
+    assert got[-1][0] < t_stopped
+    assert [v for _, v in timeline(led)[n0_led:]] == [0.5, 0.0]  # glad, then off: no flash of neutral
+    assert [v for _, v in timeline(servo)][-2:] == [pytest.approx(home_duty), 0.0]  # home, then released
+    rows = db_rows(tmp_path / "internal" / "ticos.db", "SELECT call_id, status, result FROM function_calls")
+    why = {c: (st, dropped_reason(json.loads(r)["reason"]) if st == "dropped" else None) for c, st, r in rows}
+    # what `ticos-agent inspect` tells of them: the service stopped, nobody talked over the robot
+    assert why == {"c1": ("dropped", "agent stopping"), "c2": ("dropped", "agent stopping"),
+                   "c3": ("done", None), "c4": ("dropped", "agent stopping")}

@@ -369,9 +369,10 @@ class Agent(MemoryMethods):
         stack.callback(setattr, self, "memory", None)
 
     async def _stop_calls(self) -> None:
-        """The robot stops what it does; running calls end (outcome ``dropped``) and are stored."""
+        """The robot stops what it does and takes its safe state; running calls end (outcome
+        ``dropped``: the agent is stopping, not a barge-in) and are stored."""
         if self.actuators is not None:
-            self.actuators.interrupt(None)
+            self.actuators.halt()
         await self._background.drain(grace=2.0)
 
     async def _serve(self, sockets: list[socket.socket], stack: AsyncExitStack) -> None:

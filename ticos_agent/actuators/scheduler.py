@@ -48,6 +48,8 @@ from .plan import Plan, Step, expression_actuators, neutral_steps, step
 
 log = logging.getLogger(__name__)
 
+STOPPING = "the agent is stopping"  # the reason of what stop() drops
+
 
 class Scheduler:
     def __init__(self, config: ActuatorsConfig, drivers: Mapping[str, Driver]):
@@ -73,6 +75,8 @@ class Scheduler:
     async def submit(self, cmd: Command, preempt: Callable[[Command], bool] | None) -> Outcome:
         """Queue a call's ``cmd`` (first dropping what ``preempt`` picks on its actuators) and
         wait for its outcome; ``failed`` or ``busy`` at once when it cannot be queued."""
+        if self.stopping:
+            return Outcome("dropped", STOPPING, cmd.detail)
         down = [self.drivers[n] for n in cmd.plan.actuators if self.drivers[n].state != "ok"]
         if down:
             reason = "; ".join(f"actuator {d.label!r} ({d.name}) is {d.state}: {d.error or 'no detail'}" for d in down)
@@ -118,12 +122,13 @@ class Scheduler:
             self.lanes[n].append(cmd)
         self.pump()
 
-    def stop(self) -> None:
-        """No more returns to neutral; everything queued or running is dropped where it stands."""
+    def stop(self) -> int:
+        """No more returns to neutral and no new commands; everything queued or running is
+        dropped where it stands. Returns how many commands were dropped."""
         self.stopping = True
         for n in list(self.returns):
             self.cancel_return(n)
-        self.drop_where(lambda c: True, "the agent is stopping", rest=False)
+        return self.drop_where(lambda c: True, STOPPING, rest=False)
 
     # --- running ----------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ actuators, its pose an earlier pose.
 Safe state: applied at start, at stop, on a fault, and whenever a device comes up later (a
 serial port that opens after start, or comes back after an unplug): the driver calls
 ``on_up`` and the system homes / stops every actuator on it and forgets their positions.
+The agent's stop begins with :meth:`halt` (every command dropped, "the agent is stopping",
+and the safe state at once); :meth:`stop` then closes the drivers without sending it again,
+except to an actuator told something since (the mouth, while the speaker drains).
 Barge-in rests lights on the ``neutral`` expression when there is one (else off).
 
 The robot's own work (``ambient``: state expressions, idle motions) is low priority: it starts
@@ -54,6 +57,7 @@ class ActuatorSystem:
         self.positions = self.scheduler.positions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
+        self._at_rest: set[str] = set()  # actuators halt() made safe and nothing has told anything since
         self.not_shown = 0  # emotion calls no actuator could show
         #: called with ``(tag, intensity)`` when an emotion call is shown (the robot's mood follows it)
         self.on_emotion: Callable[[str, float], None] | None = None
@@ -109,11 +113,23 @@ class ActuatorSystem:
             return []
         return sorted(t for t, e in self.config.emotions.items() if not e.pose)
 
+    def halt(self) -> int:
+        """The agent is stopping: every queued and running command ends ``dropped`` ("the agent
+        is stopping", not an interruption: nobody talked over the robot), no return to neutral
+        follows, and every actuator gets its safe state now, once. Returns how many commands
+        were dropped."""
+        count = self.scheduler.stop()
+        for name in self.drivers:
+            self.scheduler.safe(name)
+        self._at_rest = set(self.drivers)
+        return count
+
     async def stop(self) -> None:
         self.scheduler.stop()
         for name in reversed(list(self.drivers)):
             drv = self.drivers[name]
-            self.scheduler.safe(name)
+            if name not in self._at_rest:
+                self.scheduler.safe(name)
             try:
                 await drv.close()
             except Exception as exc:
@@ -244,6 +260,7 @@ class ActuatorSystem:
                 drv.mouth(0.0 if level < 0 else 1.0 if level > 1 else float(level))
             except ActuatorError:
                 pass
+            self._at_rest.discard(name)
 
     # --- introspection ----------------------------------------------------------------
 
