@@ -174,3 +174,22 @@ async def test_stopping_the_agent_mid_motion_leaves_every_actuator_in_its_safe_s
     # what `ticos-agent inspect` tells of them: the service stopped, nobody talked over the robot
     assert why == {"c1": ("dropped", "agent stopping"), "c2": ("dropped", "agent stopping"),
                    "c3": ("done", None), "c4": ("dropped", "agent stopping")}
+
+
+async def test_a_head_plugged_back_in_while_the_agent_stops_is_sent_home_once(tmp_path, connect, pty_device):
+    """The head's cable is out when the service begins to stop (its safe state reaches nothing)
+    and is plugged back in before the stop ends: it gets its home frame, once, like a head that
+    was there all along."""
+    link = str(tmp_path / "usb-1a86_USB_Serial-if00-port0")
+    dev = pty_device(lx16a_decode, link=link)
+    agent, _peer, _out = await robot(config(tmp_path, link), connect, dev)
+    try:
+        dev.unplug()
+        await wait_for(lambda: agent.health()["actuators"]["actuators"]["head"]["state"] != "ok", timeout=5)
+        agent.actuators.halt()  # what Agent.stop() does first (then it drains calls, stops life, audio ...)
+        dev2 = pty_device(lx16a_decode, link=link)
+        await wait_for(lambda: agent.health()["actuators"]["actuators"]["head"]["state"] == "ok", timeout=10)
+        assert [lx(f) for _, f in (await frames_settle(dev2, quiet=0.6))] == [HOME]
+    finally:
+        await agent.stop()
+    assert [lx(f) for _, f in (await frames_settle(dev2, quiet=0.6))] == [HOME]  # and not again at close

@@ -14,6 +14,10 @@ from typing import Any, Protocol
 
 from .arguments import EmotionArgs, FunctionCall, MotionArgs
 
+#: The reason the actuators give a command they drop on ``interrupt(response_id)``: they cannot
+#: tell a barge-in from a cancel; the call intake names which it was.
+INTERRUPTED = "interrupted (barge-in or cancelled response)"
+
 
 class CallLog(Protocol):
     """What the calls need of the store."""

@@ -47,7 +47,7 @@ from .arguments import (
     function_call,
     motion_args,
 )
-from .call_needs import CallLog, Expressive, MemoryArguments, MemoryRouter
+from .call_needs import INTERRUPTED, CallLog, Expressive, MemoryArguments, MemoryRouter
 from .call_outcomes import run_call, tell_outcome
 from .connection import Peer, Send, Spawn, note_per_session, other_sessions
 from .dispatch import Dispatcher
@@ -269,9 +269,10 @@ class CallIntake:
                     result = {"status": "dropped", "reason": f"{_stopped_by(why)} while it ran"}
             else:
                 result = await run_call(self._dispatcher, self._actuators, call, motion, emotion)
-                if result.get("status") == "dropped" and \
+                if result.get("status") == "dropped" and INTERRUPTED in str(result.get("reason")) and \
                         (why := self._why(call.name, call.response_id, None, peer)) is not None:
-                    result = {**result, "reason": _stopped_by(why)}  # which stop: the actuators cannot tell
+                    # which stop it was (the actuators cannot tell); a drop for another reason stays
+                    result = {**result, "reason": str(result["reason"]).replace(INTERRUPTED, _stopped_by(why))}
         finally:
             self._in_flight -= 1
         tell_outcome(call, motion, emotion, result, time.monotonic() - started)

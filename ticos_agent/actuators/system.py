@@ -36,6 +36,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from ..arguments import EmotionArgs, MotionArgs
+from ..call_needs import INTERRUPTED
 from ..errors import ActuatorError, UnknownTag
 from .config import ActuatorsConfig
 from .driver import ActuatorConfig, Driver, DriverContext
@@ -57,7 +58,8 @@ class ActuatorSystem:
         self.positions = self.scheduler.positions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._safe_gen: dict[str, int] = {}  # actuator -> device generation its safe state was applied for
-        self._at_rest: set[str] = set()  # actuators halt() made safe and nothing has told anything since
+        # actuators halt() made safe (with their device's generation then) and nothing has told anything since
+        self._at_rest: dict[str, int] = {}
         self.not_shown = 0  # emotion calls no actuator could show
         #: called with ``(tag, intensity)`` when an emotion call is shown (the robot's mood follows it)
         self.on_emotion: Callable[[str, float], None] | None = None
@@ -119,16 +121,18 @@ class ActuatorSystem:
         follows, and every actuator gets its safe state now, once. Returns how many commands
         were dropped."""
         count = self.scheduler.stop()
-        for name in self.drivers:
-            self.scheduler.safe(name)
-        self._at_rest = set(self.drivers)
+        for name, drv in self.drivers.items():
+            if self._at_rest.get(name) != drv.generation:  # (a second halt sends nothing again)
+                self.scheduler.safe(name)
+                if drv.state == "ok":  # one that is down got nothing: its coming back or stop() does it
+                    self._at_rest[name] = drv.generation
         return count
 
     async def stop(self) -> None:
         self.scheduler.stop()
         for name in reversed(list(self.drivers)):
             drv = self.drivers[name]
-            if name not in self._at_rest:
+            if self._at_rest.get(name) != drv.generation:  # not made safe since, or its device came back
                 self.scheduler.safe(name)
             try:
                 await drv.close()
@@ -192,12 +196,18 @@ class ActuatorSystem:
 
     def _device_up(self, name: str, generation: int) -> None:
         """Loop thread: the device of ``name`` opened (late) or came back: apply its safe state."""
-        if self._loop is None or self.scheduler.stopping or self._safe_gen.get(name) == generation:
+        if self._loop is None or self._safe_gen.get(name) == generation:
             return
         drv = self.drivers[name]
         if drv.state != "ok":
             return
         self._safe_gen[name] = generation
+        if self.scheduler.stopping:  # nothing runs any more: only the safe state, once
+            log.info("actuator %s (%s): device up (open #%d) while stopping: applying the safe state", name,
+                     drv.name, generation)
+            self.scheduler.safe(name)
+            self._at_rest[name] = generation
+            return
         self.scheduler.cancel_return(name)
         reason = (f"actuator {name!r} ({drv.name}) lost its device during the command; "
                   "it came back and was put in its safe state")
@@ -213,7 +223,7 @@ class ActuatorSystem:
     def interrupt(self, response_id: str | None = None) -> int:
         """Drop the queued and running commands of ``response_id`` (``None``: all); rest the
         actuators they were moving. Returns how many commands were dropped."""
-        reason = "interrupted (barge-in or cancelled response)"
+        reason = INTERRUPTED
         count = self.scheduler.drop_where(lambda c: response_id is None or c.response_id == response_id, reason,
                                           rest=True)
         for n, (_, _, origin) in list(self.scheduler.returns.items()):  # a held expression returns to neutral now
@@ -260,7 +270,7 @@ class ActuatorSystem:
                 drv.mouth(0.0 if level < 0 else 1.0 if level > 1 else float(level))
             except ActuatorError:
                 pass
-            self._at_rest.discard(name)
+            self._at_rest.pop(name, None)
 
     # --- introspection ----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import orjson
 
 MOTIONS = ("motion", "motion_and_emotion")
 EMOTIONS = ("emotion", "motion_and_emotion")
-_BARGE_IN = ("barge-in", "interrupted (barge-in or cancelled response)")
+_GENERIC = "interrupted (barge-in or cancelled response)"  # the actuators' reason, in rows before 2026-11-27
 _ACTUATOR = re.compile(r"actuator '([^']+)' \(([^)]+)\) (is (\w+)|lost its device)")
 _ID = re.compile(r"\b(resp|call|item|event|sess)_[A-Za-z0-9_-]+")
 _NUMBER = re.compile(r"(?<![\w'/.])\d+(?:\.\d+)?(?![\w'])")
@@ -98,14 +98,15 @@ def _short(value: Any, width: int) -> str:
 
 
 def dropped_reason(reason: str | None) -> str:
-    """Why a call was dropped, in a few words (``barge-in``, ``response cancelled`` ...)."""
-    text = (reason or "").strip()
-    if text in _BARGE_IN or text.endswith(" barge-in"):
-        return "barge-in"
+    """Why a call was dropped, in a few words (``barge-in``, ``response cancelled``,
+    ``response failed``, ``agent stopping`` ...), alike for the rows of every version: ``response
+    barge-in``, ``response response cancelled`` (older), ``... while it ran``, the actuators'
+    generic ``interrupted (barge-in or cancelled response)`` (older; taken as a barge-in)."""
+    text = (reason or "").strip().removesuffix(" while it ran")
     if text.startswith("response response "):
-        return text[len("response "):]
-    if text.startswith("response ") and " " not in text[len("response "):]:
-        return text[len("response "):]
+        text = text[len("response "):]
+    if text in ("barge-in", _GENERIC) or text.endswith(" barge-in"):
+        return "barge-in"
     if "agent" in text and "stopping" in text:
         return "agent stopping"
     return text or "no reason given"
@@ -130,9 +131,8 @@ def describe(name: str | None, arguments: Any, status: str | None, result: Any,
     if state == "not_shown":  # an emotion no actuator can show (a light, an MCU's emotion line, a pose)
         return Outcome(asked, "not shown: no actuator", "note", "not_shown", reason)
     if state == "dropped":
-        why = dropped_reason(reason)
-        if why == "interrupted (barge-in or cancelled response)" and not barge_in:
-            why = "interrupted"
+        # an older row's generic reason is a barge-in only when the response is known to be one
+        why = "interrupted" if (reason or "").strip() == _GENERIC and not barge_in else dropped_reason(reason)
         return Outcome(asked, f"dropped: {why}", "note", "dropped", reason)
     if state == "busy":
         return Outcome(asked, f"busy: {reason or 'the robot was busy'}", "fault", "busy", reason)
