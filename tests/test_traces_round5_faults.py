@@ -1,6 +1,6 @@
-"""Realtime traces, fifth round (continued from ``test_traces_round5.py``, whose robot this is:
-an LX-16A bus servo on a pseudo-terminal, LEDs and a hobby servo on gpiozero's MockFactory):
-what goes wrong while a person watches.
+"""Realtime traces, fifth round (continued from ``test_traces_round5.py``; the robot of both is
+in ``watched_robot.py``: an LX-16A bus servo on a pseudo-terminal, LEDs and a hobby servo on
+gpiozero's MockFactory): what goes wrong while a person watches.
 
 The head's cable pulled in the middle of a ``motion_and_emotion`` with another motion queued
 behind it, and plugged back in; arguments out of range or of the wrong type; two voice agents
@@ -16,8 +16,8 @@ import time
 import pytest
 from devices import lx16a_decode
 from helpers import Outputs, db_rows, frames_settle, health, timeline, wait_for
-from test_traces_round5 import HOME, LOOK, config, lx, nod, robot, sent
 from traces import Voice
+from watched_robot import HOME, LOOK, config, lx, nod, robot, sent
 
 from ticos_agent.inspect.outcome import dropped_reason
 
