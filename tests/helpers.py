@@ -332,3 +332,38 @@ class Outputs:
 
     async def one(self, call_id: str, timeout: float = 8.0) -> dict:
         return (await self.wait(call_id, timeout=timeout))[call_id]
+
+
+# --- what the agent's bounded state holds (tests of long sessions) ---
+
+def call_intake(agent):
+    """The agent's call consumer (the agent keeps no name for it): the owner of a route it takes."""
+    from ticos_agent.calls import CallIntake
+
+    for _, handler in agent.intake._table["response.function_call_arguments.done"]:
+        owner = getattr(handler, "__self__", None)
+        if isinstance(owner, CallIntake):
+            return owner
+    raise AssertionError("no CallIntake routed")
+
+
+def sizes(agent) -> dict[str, int]:
+    turns, convo, calls = agent.turns, agent.conversations, call_intake(agent)
+    return {
+        "turns.active": sum(len(v) for v in turns._active.values()),
+        "turns.active_peers": len(turns._active),
+        "turns.interrupted": len(turns._interrupted),
+        "turns.interrupted_sessions": max((len(v) for v in turns._interrupted.values()), default=0),
+        "turns.orphans": len(turns._orphans),
+        "calls.seen": len(calls._seen),
+        "calls.seen_sessions": max((len(v) for v in calls._seen.values()), default=0),
+        "calls.streamed": len(calls._streamed),
+        "calls.in_flight": calls._in_flight,
+        "conversation.users": len(convo._users),
+        "conversation.open": len(convo._open),
+        "conversation.stored": len(convo._stored),
+        "conversation.waiting": len(convo._waiting),
+        "life.peers": len(agent.life._peers),
+        "life.timers": len(agent.life._timers),
+        "peers": len(agent.peers),
+    }

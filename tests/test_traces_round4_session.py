@@ -157,7 +157,7 @@ async def test_twenty_minutes_of_ga_talk_compressed_leave_exact_rows_and_no_stat
     with its status; every call ends as it must (late waves of interrupted answers dropped, mood
     checks shown); the arm waved exactly for the waves that ran; the counters are exact; no
     per-response state is left; session_config holds the last three rounds."""
-    from test_long_session import sizes
+    from helpers import sizes
 
     agent = await robot(memory={"history_rounds": 6, "session_config_quiet": 600})
     shown = []
