@@ -393,3 +393,18 @@ async def test_parallel_motion_and_emotion_show_together_and_answer_in_the_order
     arm = [t for t, op, _ in agent.actuators.drivers["arm"].history if op == "move" and t >= t0]
     assert len(face) == 2 and face[0] < arm[1]  # lit with the sway's first keyframe, not after the sway
     assert lights(agent, t0)[0] == (HAPPY, 1.0)
+
+
+async def test_a_side_task_whose_response_created_was_missed_is_told_by_its_response_done(robot, connect):
+    """A relay that dropped ``response.created``: the ``response.done`` still says out of band and
+    text only, so its words are not stored and it ends no turn of the robot."""
+    agent = await robot()
+    v = Voice(True, "sess_missed")
+    peer = await connect(agent)
+    done = ev("response.done", response={"id": "resp_m", "object": "realtime.response", "status": "completed",
+                                         "conversation_id": None, "output_modalities": ["text"],
+                                         "output": [text_item("item_M1", "calm")]})
+    await peer.send(*v.session(), *text_said("resp_m", "item_M1", "calm", 0), done)
+    assert await replies(peer) == []
+    assert await messages(agent) == []
+    assert agent.turns.side_task("resp_m", "sess_missed")

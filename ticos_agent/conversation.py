@@ -78,7 +78,7 @@ from .conversation_items import (
     user_content,
 )
 from .errors import StoreClosed
-from .events import Event, out_of_band, response_id_of, side_task
+from .events import Event, response_id_of
 from .intake import Handler
 from .logs import peer_text, said
 from .replies import is_agent_item
@@ -315,15 +315,15 @@ class Conversations:
         response = event.data["response"]
         rid = response["id"]  # a string: events.parse checked it
         aside = self._aside(rid, peer.session_id)
-        if aside is True or side_task(response):  # none of it is said
+        if aside is True:  # a silent side task: none of it is said
             for gone in [i for i, e in self._open.items() if e.response_id == rid and not e.owner.other_session(peer)]:
                 del self._open[gone]  # (its response.created was missed: they were taken in)
             return
         status = response.get("status")
         if status not in FINAL_STATUSES:
             status = COMPLETED if status is None else INCOMPLETE
-        spoken_aside = aside is False or out_of_band(response)  # the server goes on with it when talked over
-        if status == COMPLETED and spoken_aside and self._interrupted(rid, peer.session_id):
+        # a spoken out-of-band answer: the server goes on with it when talked over
+        if status == COMPLETED and aside is False and self._interrupted(rid, peer.session_id):
             status = CANCELLED  # talked over: the robot did not go on with it
         output = response.get("output")
         if isinstance(output, list):  # items that only appear in response.done (no deltas were seen)

@@ -143,8 +143,8 @@ def out_of_band(response: dict[str, Any]) -> bool:
 
 def side_task(response: dict[str, Any]) -> bool:
     """Whether a ``response`` object is a silent side task: out of band and without audio. Every
-    consumer asks :meth:`ticos_agent.turns.Turns.side_task` (what ``response.created`` said, per
-    session) or, at ``response.done``, this too."""
+    consumer asks :meth:`ticos_agent.turns.Turns.side_task` (what ``response.created``, or
+    ``response.done`` when that was missed, said, per session)."""
     return out_of_band(response) and not spoken(response)
 
 

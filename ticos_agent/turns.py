@@ -10,8 +10,10 @@ Barge-in and response cancellation are decided here and nowhere else:
   talks (it interrupts responses of the conversation only), so no barge-in stops it and its
   calls run (its ``response.done`` cancelled or failed still does). Such a **side task** is
   told here once, per session, for every consumer (:meth:`Turns.side_task`: the conversation,
-  the robot's state and the memory rounds ask); an out-of-band response the robot speaks is
-  stopped like any answer, but its item gets no truncate (it is in no conversation);
+  the robot's state and the memory rounds ask), from ``response.created`` or, when that was
+  missed, from ``response.done`` (this consumer comes before those that ask); an out-of-band
+  response the robot speaks is stopped like any answer, but its item gets no truncate (it is in
+  no conversation);
 * ``input_audio_buffer.speech_started`` while a response is active or audio is still playing
   is a **barge-in**: the speaker falls silent at once (everything queued, and the rest of the
   interrupted response's audio when it comes), the actuators drop what that response queued
@@ -207,6 +209,9 @@ class Turns:
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
         rid = response["id"]
+        if out_of_band(response) and self.aside(rid, peer.session_id) is None:  # its response.created was missed
+            note_per_session(self._aside, rid, peer.session_id, side_task(response),
+                             per_key=MAX_SESSIONS_PER_RESPONSE, keys=MAX_ASIDE)
         # on whichever socket it began, of this session (another session's resp_1 is another response)
         for p in [p for p, open_ in self._active.items() if rid in open_ and not peer.other_session(p)]:
             open_ = self._active[p]

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..arguments import EmotionArgs, MotionArgs
 from ..connection import Peer
 from ..errors import StoreClosed
-from ..events import Event, response_id_of, side_task
+from ..events import Event, response_id_of
 from ..intake import Handler
 from .config import MOOD_SHOWN, LifeConfig, StateLook, States
 from .mood import Mood
@@ -161,7 +161,7 @@ class RobotLife:
 
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
-        if self._side_task(response["id"], peer.session_id) or side_task(response):
+        if self._side_task(response["id"], peer.session_id):
             return  # a silent side task's end: the robot goes on as it was
         if self._peers.get(peer) == "listening":
             return

@@ -1,7 +1,8 @@
 """Memory rounds: every ``every_rounds`` rounds, summarise what was said into a long-term memory.
 
 A round is a user message (a transcript, or a typed ``input_text`` item) followed by a
-``response.done`` (not an out-of-band response's: ``conversation_id: null``).
+``response.done`` (not a silent side task's: an out-of-band response without audio, as
+:meth:`ticos_agent.turns.Turns.side_task` tells).
 :class:`MemoryGeneration` is the intake's consumer that counts them; when ``every_rounds``
 have passed it starts a memory round in the background:
 
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..background import thread_call
 from ..connection import Peer
 from ..errors import StorageError
-from ..events import Event, side_task
+from ..events import Event
 from ..intake import Handler
 from ..replies import is_agent_item
 from .config import MemoryConfig
@@ -155,7 +156,7 @@ class MemoryGeneration:
 
     def _response_done(self, event: Event, peer: Peer) -> None:
         response = event.data["response"]
-        if self._side_task(response["id"], peer.session_id) or side_task(response):
+        if self._side_task(response["id"], peer.session_id):
             return  # a silent side task outside the conversation: nothing was said, no round ends
         if self._session is not None:
             self._session.changed()
