@@ -172,11 +172,11 @@ class CallIntake:
         if isinstance(call_id, str):
             named, unnamed = self._streamed.pop((call_id, session), None), self._streamed.pop((call_id, None), None)
             streamed = named if named is not None else unnamed
+        memory = self._memory if self._memory is not None and isinstance(name, str) and \
+            self._memory.handles(name) else None
         if item.get("status") == "incomplete":
             # cut off by a barge-in that had stopped its response: the expected flow, a drop like
             # any call of that response (a memory call that would have survived it excepted)
-            memory = self._memory if self._memory is not None and isinstance(name, str) and \
-                self._memory.handles(name) else None
             stopped = self._why(str(name), response_id, memory, peer)
             if stopped is not None:
                 log.info("function call %s (%s) of response %s was cut off: %s", peer_text(name),
@@ -190,8 +190,6 @@ class CallIntake:
                            code="incomplete_function_call")
         if streamed is not None and not item.get("arguments"):
             item = {**item, "arguments": streamed}
-        memory = self._memory if self._memory is not None and isinstance(name, str) and \
-            self._memory.handles(name) else None
         remembering: MemoryArguments | None = None
         try:
             call = function_call(item, response_id)
