@@ -253,7 +253,7 @@ async def test_the_loop_yields_to_an_idle_worker_only_while_its_handlers_are_qui
     yields = [0]
     monkeypatch.setattr(dispatch, "_sched_yield", lambda: yields.__setitem__(0, yields[0] + 1))
     clock = iter(range(10**6))  # each hand-over a second after the last: never back to back
-    monkeypatch.setattr(dispatch, "_monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(dispatch, "_clock", lambda: float(next(clock)))
     d = await _started()
     ran: list[str] = []
 
@@ -289,7 +289,7 @@ async def test_turns_back_to_back_hand_calls_over_as_batches_without_waking_the_
     yields = [0]
     monkeypatch.setattr(dispatch, "_sched_yield", lambda: yields.__setitem__(0, yields[0] + 1))
     now = [100.0]
-    monkeypatch.setattr(dispatch, "_monotonic", lambda: now[0])
+    monkeypatch.setattr(dispatch, "_clock", lambda: now[0])
     d = await _started()
     ran: list[int] = []
     d.subscribe("event:*", ran.append)

@@ -75,7 +75,7 @@ TURN_GAP = 0.001  # ... at most this often while it keeps up with its turns
 QUICK_RUN = 0.0005  # the loop yields its CPU to an idle worker only while its batches take less
 BUSY_GAP = 0.001  # a loop turn that hands calls over this soon after the last one batches them
 _sched_yield = getattr(os, "sched_yield", None)  # (Linux, the BSDs, macOS)
-_monotonic = time.perf_counter  # (time.monotonic ticks every ~16 ms on Windows)
+_clock = time.perf_counter  # (time.monotonic ticks every ~16 ms on Windows)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -248,7 +248,7 @@ class Dispatcher:
             return
         batch = self._batch
         if not batch:
-            now = _monotonic()
+            now = _clock()
             last, self._last_hand = self._last_hand, now
             if self._queued == self._done and now - last >= BUSY_GAP:  # an idle worker, a quiet loop: now
                 self._queued += 1
