@@ -77,20 +77,26 @@ def test_run_serves_health_and_stops_gracefully_on_sigterm(tmp_path):
     assert (tmp_path / ".config" / "ticos" / "ticos.db").exists()
 
 
-async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
+async def replay(trace, *args: str) -> tuple[int | None, bytes, bytes]:
+    """``ticos-agent replay TRACE ARGS...`` in its own process: (exit status, stdout, stderr)."""
     import asyncio
 
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out, err
+
+
+async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
     from helpers import settle
     from traces import transcription, user_item
 
     trace = tmp_path / "trace.jsonl"
     lines = [json.dumps(user_item("r1")), json.dumps(transcription("r1", "replayed")), "{oops"]
     trace.write_text("\n".join(lines) + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--url", f"ws://127.0.0.1:{agent.port}/realtime",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1, err  # the agent answered with an error
+    code, out, err = await replay(trace, "--url", f"ws://127.0.0.1:{agent.port}/realtime")
+    assert code == 1, err  # the agent answered with an error
     assert b"sent 3 event(s), 1 error reply(ies)" in err and b"invalid_json" in out  # the reply to the last line
     await settle(agent)
     assert [m["content"] for m in await agent.store.messages()] == ["replayed"]
@@ -99,8 +105,6 @@ async def test_replay_sends_a_trace_and_reports_errors(agent, tmp_path):
 async def test_replay_takes_the_port_and_the_token_from_the_agents_config(tmp_path):
     """``--config``: the agent's own file gives where it listens and its token; without the
     token the agent refuses the socket (401) and replay says it cannot reach it."""
-    import asyncio
-
     from helpers import agent_config, settle
     from traces import transcription, user_item
 
@@ -113,18 +117,10 @@ async def test_replay_takes_the_port_and_the_token_from_the_agents_config(tmp_pa
         cfg.write_text(f'[server]\nport = {agent.port}\ntoken = "s3cret-token"\n')
         trace = tmp_path / "trace.jsonl"
         trace.write_text(json.dumps(user_item("r1")) + "\n" + json.dumps(transcription("r1", "with a token")) + "\n")
-
-        async def replay(*extra: str) -> tuple[int | None, bytes]:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), *extra,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-            return proc.returncode, err
-
-        code, err = await replay("--config", str(cfg))
+        code, _, err = await replay(trace, "--config", str(cfg))
         assert code == 0, err
         assert b"sent 2 event(s), 0 error reply(ies)" in err
-        code, err = await replay("--url", f"ws://127.0.0.1:{agent.port}/realtime")
+        code, _, err = await replay(trace, "--url", f"ws://127.0.0.1:{agent.port}/realtime")
         assert code == 2 and b"401" in err, err
         await settle(agent)
         assert [m["content"] for m in await agent.store.messages()] == ["with a token"]
@@ -138,8 +134,6 @@ async def test_replay_takes_the_port_and_the_token_from_the_agents_config(tmp_pa
 
 async def test_replay_reaches_an_agent_on_ipv6_loopback_from_its_config(tmp_path):
     """An IPv6 socket takes no IPv4: an agent on ``::1`` is reached on ``[::1]``, not 127.0.0.1."""
-    import asyncio
-
     from helpers import agent_config
 
     from ticos_agent import Agent
@@ -156,11 +150,8 @@ async def test_replay_reaches_an_agent_on_ipv6_loopback_from_its_config(tmp_path
         cfg.write_text(f'[server]\nhost = "::1"\nport = {agent.port}\n')
         trace = tmp_path / "trace.jsonl"
         trace.write_text('{"type": "session.created", "session": {"id": "sess_v6"}}\n')
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ticos_agent.cli", "replay", str(trace), "--config", str(cfg),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0 and b"sent 1 event(s), 0 error reply(ies)" in err, err
+        code, _, err = await replay(trace, "--config", str(cfg))
+        assert code == 0 and b"sent 1 event(s), 0 error reply(ies)" in err, err
     finally:
         await agent.stop()
 
